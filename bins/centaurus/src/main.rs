@@ -1,0 +1,43 @@
+//! `centaurus`: the server binary. Thin: argument parsing and wiring; logic lives in crates.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod up;
+
+#[derive(Parser)]
+#[command(name = "centaurus", version, about = "Centaurus: one regional cloud for container and VM pods")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs an all-in-one region in this process on the embedded store.
+    Up {
+        /// Where the region keeps its state (created if missing).
+        #[arg(long, default_value = "./centaurus-data")]
+        data_dir: PathBuf,
+        /// Exit once the region is ready instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit_when_ready: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up { data_dir, exit_when_ready } => up::run(&data_dir, exit_when_ready)
+            .await
+            .with_context(|| format!("region in {}", data_dir.display())),
+    }
+}

@@ -1,0 +1,17 @@
+//! Centaurus core: the pieces every other crate stands on.
+//!
+//! - [`model`]: Kubernetes-shaped kinds with the Arktos tenant fields, the [`model::Resource`]
+//!   trait and the [`model::Registry`] of servable kinds.
+//! - [`store`]: the revisioned [`store::Store`] with etcd semantics — [`store::RedbStore`]
+//!   embedded and durable, `EtcdStore` behind the `etcd` feature — and the
+//!   [`store::WatchCache`] fan-out.
+//! - [`ring`]: consistent hashing for active-active controllers and replica placement.
+//! - [`controller`]: informers and reconcile loops.
+//!
+//! The crate has no server dependencies: a vendor can embed just the model, the ring or
+//! the store.
+
+pub mod controller;
+pub mod model;
+pub mod ring;
+pub mod store;

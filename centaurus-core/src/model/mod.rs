@@ -1,0 +1,168 @@
+//! The object model: Kubernetes-shaped kinds plus the Arktos multi-tenancy fields, the
+//! [`Resource`] trait every kind implements, and the [`Registry`] the API serves from.
+
+mod cluster;
+mod meta;
+mod pod;
+mod quantity;
+mod registry;
+pub mod validation;
+mod workload;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use cluster::*;
+pub use meta::*;
+pub use pod::*;
+pub use quantity::{Quantity, QuantityError};
+pub use registry::{Registry, RegistryError, ResourceInfo};
+pub use validation::FieldError;
+pub use workload::*;
+
+/// Where objects of a kind live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// One per region (`Tenant`, `Node`): `/registry/{plural}/{name}`.
+    Cluster,
+    /// One per tenant space (`Namespace`, `Network`): `/registry/{plural}/{tenant}/{name}`.
+    Tenant,
+    /// One per namespace of a tenant (`Pod`): `/registry/{plural}/{tenant}/{namespace}/{name}`.
+    Namespaced,
+}
+
+/// A stored object: type, metadata, desired state and observed state.
+///
+/// Every built-in kind is an `Object` with its own spec and status types (`Pod` is
+/// `Object<PodSpec, PodStatus>`), so metadata handling is written once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(bound = "S: JsonSchema + Default + Serialize, St: JsonSchema")]
+pub struct Object<S, St = NoStatus> {
+    /// `group/version` of the kind.
+    #[serde(default)]
+    pub api_version: String,
+    /// The kind's name.
+    #[serde(default)]
+    pub kind: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Desired state, written by users.
+    #[serde(default)]
+    pub spec: S,
+    /// Observed state, written by controllers through the `status` subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<St>,
+}
+
+/// The status of kinds that have none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NoStatus {}
+
+/// A kind the API serves and the store holds. Implemented by the built-in kinds here and by
+/// other crates for theirs (`Vpc`, `Subnet`, …); [`Registry::register`] makes it servable.
+pub trait Resource:
+    Clone + Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static
+{
+    /// CamelCase kind, `Pod`.
+    const KIND: &'static str;
+    /// API group; empty for the core group.
+    const GROUP: &'static str;
+    /// API version within the group, `v1`.
+    const VERSION: &'static str;
+    /// Lower-case plural used in paths and store keys, `pods`.
+    const PLURAL: &'static str;
+    /// Where objects of the kind live.
+    const SCOPE: Scope;
+    /// Abbreviations clients accept, `po`.
+    const SHORT_NAMES: &'static [&'static str] = &[];
+
+    /// The object's metadata.
+    fn meta(&self) -> &ObjectMeta;
+    /// The object's metadata, mutable.
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+
+    /// Kind-specific checks beyond what decoding enforces. Names and labels are checked for
+    /// every kind by [`Registry`]; this adds the rest.
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
+
+    /// `group/version`, or `version` for the core group.
+    fn api_version() -> String {
+        if Self::GROUP.is_empty() {
+            Self::VERSION.to_owned()
+        } else {
+            format!("{}/{}", Self::GROUP, Self::VERSION)
+        }
+    }
+
+    /// A new object of this kind with `apiVersion` and `kind` filled in.
+    fn typed(metadata: ObjectMeta) -> Self
+    where
+        Self: Default,
+    {
+        let mut obj = Self::default();
+        *obj.meta_mut() = metadata;
+        obj.set_type_meta();
+        obj
+    }
+
+    /// Fills in `apiVersion` and `kind` (decoders leave them as sent).
+    fn set_type_meta(&mut self);
+
+    /// The object's store key (see [`object_key`]).
+    fn key(&self) -> String {
+        let m = self.meta();
+        object_key(Self::PLURAL, Self::SCOPE, m.tenant_or_system(), &m.namespace, &m.name)
+    }
+}
+
+/// The store key of an object. Keys put the tenant first so that a tenant's data is one
+/// contiguous range: `/registry/{plural}/{name}` (cluster scope),
+/// `/registry/{plural}/{tenant}/{name}` (tenant scope) and
+/// `/registry/{plural}/{tenant}/{namespace}/{name}` (namespaced). `tenant` is ignored for
+/// cluster-scoped kinds and `namespace` for all but namespaced kinds.
+pub fn object_key(plural: &str, scope: Scope, tenant: &str, namespace: &str, name: &str) -> String {
+    match scope {
+        Scope::Cluster => format!("/registry/{plural}/{name}"),
+        Scope::Tenant => format!("/registry/{plural}/{tenant}/{name}"),
+        Scope::Namespaced => format!("/registry/{plural}/{tenant}/{namespace}/{name}"),
+    }
+}
+
+/// Implements [`Resource`] for an [`Object`] instantiation.
+#[macro_export]
+macro_rules! impl_resource {
+    ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal,
+     plural = $plural:literal, scope = $scope:ident
+     $(, short = [$($short:literal),*])? $(, validate = $validate:path)?) => {
+        impl $crate::model::Resource for $ty {
+            const KIND: &'static str = $kind;
+            const GROUP: &'static str = $group;
+            const VERSION: &'static str = $version;
+            const PLURAL: &'static str = $plural;
+            const SCOPE: $crate::model::Scope = $crate::model::Scope::$scope;
+            $(const SHORT_NAMES: &'static [&'static str] = &[$($short),*];)?
+
+            fn meta(&self) -> &$crate::model::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut $crate::model::ObjectMeta {
+                &mut self.metadata
+            }
+            fn set_type_meta(&mut self) {
+                self.api_version = <Self as $crate::model::Resource>::api_version();
+                self.kind = $kind.to_owned();
+            }
+            $(fn validate(&self) -> Result<(), Vec<$crate::model::FieldError>> {
+                $validate(self)
+            })?
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,407 @@
+//! `Pod`: one schedulable unit holding either containers or one virtual machine.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::validation::{self, Errors, FieldError};
+use super::{Condition, Object, ObjectMeta, Quantity, Time};
+
+/// A pod: containers *or* one virtual machine, scheduled as a unit onto one node.
+pub type Pod = Object<PodSpec, PodStatus>;
+
+crate::impl_resource!(Pod, kind = "Pod", group = "", version = "v1", plural = "pods",
+    scope = Namespaced, short = ["po"], validate = validate_pod);
+
+/// Resource amounts by name (`cpu`, `memory`, `pods`, `vm`).
+pub type ResourceList = BTreeMap<String, Quantity>;
+
+/// Desired state of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    /// The containers of a container pod; empty for a VM pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
+    /// The virtual machine of a VM pod; absent for a container pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine: Option<VirtualMachine>,
+    /// The node the pod is bound to; set by the scheduler.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_name: String,
+    /// Labels a node must carry to run the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pod tolerates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// `Always` (default), `OnFailure` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    /// The scheduler that places the pod; the default scheduler when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scheduler_name: String,
+    /// Scheduling priority; higher goes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Seconds given to stop gracefully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// One container of a container pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// Unique within the pod (a DNS label).
+    pub name: String,
+    /// Image reference, resolved by the node's image store.
+    pub image: String,
+    /// Entrypoint; the image's when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Requests and limits.
+    #[serde(default)]
+    pub resources: ResourceRequirements,
+    /// Ports the container listens on (informational).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+}
+
+/// An environment variable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A port a container exposes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// Optional name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The port number.
+    pub container_port: i32,
+    /// `TCP` (default), `UDP` or `SCTP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// Compute resources requested (for scheduling) and limited (enforced by the runtime).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceRequirements {
+    /// Upper bounds enforced at run time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: ResourceList,
+    /// Amounts reserved at scheduling time; default to the limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: ResourceList,
+}
+
+/// The virtual machine of a VM pod (Arktos `virtualMachine`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachine {
+    /// Name of the VM (a DNS label).
+    pub name: String,
+    /// VM image reference, resolved by the node's image store.
+    pub image: String,
+    /// Requests and limits (`cpu`, `memory`).
+    #[serde(default)]
+    pub resources: ResourceRequirements,
+    /// Name of the key pair injected into the guest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_pair_name: String,
+    /// Public key injected into the guest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_key: String,
+    /// Data handed to the guest at boot (cloud-init style), base64 as in Arktos.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_data: String,
+    /// Desired power state: `Running` (default) or `Shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_spec: Option<String>,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+}
+
+/// A taint the pod tolerates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    /// Taint key; empty with `Exists` tolerates every taint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Value compared with `Equal`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// The effect tolerated; every effect when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub effect: String,
+    /// How long a `NoExecute` taint is tolerated before eviction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Observed state of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// `PodScheduled`, `Initialized`, `Ready`, …
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Why the pod is in its phase, for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Short machine-readable reason (`Evicted`, `NodeLost`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Address of the node running the pod.
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "hostIP")]
+    pub host_ip: String,
+    /// The pod's address in its network.
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "podIP")]
+    pub pod_ip: String,
+    /// When the node agent accepted the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// One entry per container of a container pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+    /// The state of a VM pod's virtual machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_status: Option<VirtualMachineStatus>,
+}
+
+/// Observed state of one container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// The container's name.
+    pub name: String,
+    /// Current state.
+    #[serde(default)]
+    pub state: ContainerState,
+    /// True when the container is running and ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// Times the container was restarted.
+    #[serde(default)]
+    pub restart_count: i32,
+    /// The image it runs.
+    #[serde(default)]
+    pub image: String,
+    /// Runtime-specific ID, `runc://…`.
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "containerID")]
+    pub container_id: String,
+}
+
+/// Exactly one of the fields is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerState {
+    /// Not yet running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<StateReason>,
+    /// Running since a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<StateRunning>,
+    /// Exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<StateTerminated>,
+}
+
+/// A waiting reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StateReason {
+    /// Machine-readable reason.
+    #[serde(default)]
+    pub reason: String,
+    /// Detail for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Running since.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateRunning {
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+}
+
+/// How a container ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateTerminated {
+    /// The exit code.
+    pub exit_code: i32,
+    /// Machine-readable reason (`Completed`, `Error`, `OOMKilled`).
+    #[serde(default)]
+    pub reason: String,
+    /// Detail for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+/// Observed state of a VM pod's virtual machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStatus {
+    /// The VM's name.
+    pub name: String,
+    /// The image it booted.
+    #[serde(default)]
+    pub image: String,
+    /// Lifecycle state: `Pending`, `Running`, `Rebooting`, `Stopped`, `Failed`.
+    #[serde(default)]
+    pub state: String,
+    /// Power state as the hypervisor reports it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub power_state: String,
+    /// True once the guest reported ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// Times the VM was restarted (including reboot actions).
+    #[serde(default)]
+    pub restart_count: i32,
+    /// Hypervisor-specific ID.
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "vmID")]
+    pub vm_id: String,
+    /// Detail for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Pod metadata and spec, as embedded in workload controllers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PodTemplateSpec {
+    /// Metadata given to each pod (labels must match the controller's selector).
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The pods' spec.
+    #[serde(default)]
+    pub spec: PodSpec,
+}
+
+impl Pod {
+    /// True for a VM pod.
+    pub fn is_vm(&self) -> bool {
+        self.spec.virtual_machine.is_some()
+    }
+
+    /// The pod's phase, `Pending` when no status was reported yet.
+    pub fn phase(&self) -> &str {
+        match &self.status {
+            Some(s) if !s.phase.is_empty() => &s.phase,
+            _ => "Pending",
+        }
+    }
+}
+
+fn validate_resources(errors: &mut Errors, field: &str, r: &ResourceRequirements) {
+    for (kind, list) in [("limits", &r.limits), ("requests", &r.requests)] {
+        for (name, q) in list {
+            match q.milli_value() {
+                Ok(v) if v < 0 => errors.push(format!("{field}.{kind}[{name}]"), "must not be negative"),
+                Ok(_) => {}
+                Err(e) => errors.push(format!("{field}.{kind}[{name}]"), e.to_string()),
+            }
+        }
+    }
+}
+
+/// Checks a pod spec; `field` is its path (`spec` or `spec.template.spec`).
+pub fn validate_pod_spec(errors: &mut Errors, field: &str, spec: &PodSpec) {
+    match (spec.containers.is_empty(), &spec.virtual_machine) {
+        (true, None) => errors.push(
+            field,
+            "a pod must hold either containers or a virtualMachine",
+        ),
+        (false, Some(_)) => errors.push(
+            field,
+            "a pod holds containers or a virtualMachine, not both",
+        ),
+        _ => {}
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let f = format!("{field}.containers[{i}]");
+        errors.check(format!("{f}.name"), validation::dns_label(&c.name));
+        if !names.insert(c.name.as_str()) {
+            errors.push(format!("{f}.name"), format!("duplicate container name {:?}", c.name));
+        }
+        if c.image.trim().is_empty() {
+            errors.push(format!("{f}.image"), "must not be empty");
+        }
+        validate_resources(errors, &format!("{f}.resources"), &c.resources);
+    }
+    if let Some(vm) = &spec.virtual_machine {
+        let f = format!("{field}.virtualMachine");
+        errors.check(format!("{f}.name"), validation::dns_label(&vm.name));
+        if vm.image.trim().is_empty() {
+            errors.push(format!("{f}.image"), "must not be empty");
+        }
+        validate_resources(errors, &format!("{f}.resources"), &vm.resources);
+        if let Some(p) = &vm.power_spec
+            && !matches!(p.as_str(), "Running" | "Shutdown")
+        {
+            errors.push(format!("{f}.powerSpec"), format!("{p:?}: must be Running or Shutdown"));
+        }
+    }
+    if let Some(p) = &spec.restart_policy
+        && !matches!(p.as_str(), "Always" | "OnFailure" | "Never")
+    {
+        errors.push(format!("{field}.restartPolicy"), format!("{p:?}: must be Always, OnFailure or Never"));
+    }
+    validation::labels(errors, &format!("{field}.nodeSelector"), &spec.node_selector);
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        let f = format!("{field}.tolerations[{i}]");
+        match t.operator.as_deref() {
+            None | Some("Equal") => {}
+            Some("Exists") if t.value.is_empty() => {}
+            Some("Exists") => errors.push(format!("{f}.value"), "must be empty with operator Exists"),
+            Some(op) => errors.push(format!("{f}.operator"), format!("{op:?}: must be Equal or Exists")),
+        }
+        if !t.effect.is_empty() && !super::TAINT_EFFECTS.contains(&t.effect.as_str()) {
+            errors.push(format!("{f}.effect"), format!("{:?}: unknown effect", t.effect));
+        }
+    }
+}
+
+fn validate_pod(pod: &Pod) -> Result<(), Vec<FieldError>> {
+    let mut errors = Errors::default();
+    validate_pod_spec(&mut errors, "spec", &pod.spec);
+    errors.into_result()
+}

@@ -1,0 +1,242 @@
+//! The registry of servable kinds: what the API serves generically and where the store keeps it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::validation::{self, Errors, FieldError};
+use super::{ObjectMeta, Resource, Scope};
+
+/// Everything the API and the store need to know about one kind, without its Rust type.
+#[derive(Clone)]
+pub struct ResourceInfo {
+    /// CamelCase kind.
+    pub kind: &'static str,
+    /// API group; empty for core.
+    pub group: &'static str,
+    /// Version within the group.
+    pub version: &'static str,
+    /// Lower-case plural (paths and store keys).
+    pub plural: &'static str,
+    /// Abbreviations.
+    pub short_names: &'static [&'static str],
+    /// Where objects live.
+    pub scope: Scope,
+    /// JSON Schema of the whole object.
+    pub schema: Arc<schemars::Schema>,
+    validate: fn(&serde_json::Value) -> Result<(), Vec<FieldError>>,
+}
+
+impl std::fmt::Debug for ResourceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceInfo")
+            .field("kind", &self.kind)
+            .field("api_version", &self.api_version())
+            .field("plural", &self.plural)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+fn validate_as<R: Resource>(value: &serde_json::Value) -> Result<(), Vec<FieldError>> {
+    let obj: R = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        vec![FieldError::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )]
+    })?;
+    let mut errors = Errors::default();
+    validate_meta(&mut errors, R::SCOPE, R::PLURAL, obj.meta());
+    if let Err(kind_errors) = obj.validate() {
+        errors.0.extend(kind_errors);
+    }
+    errors.into_result()
+}
+
+/// Checks the metadata every kind shares: name shape, labels, annotation size, and that the
+/// scope's coordinates (tenant, namespace) are present.
+pub fn validate_meta(errors: &mut Errors, scope: Scope, plural: &str, meta: &ObjectMeta) {
+    if !meta.name.is_empty() || meta.generate_name.is_empty() {
+        let check = if matches!(plural, "tenants" | "namespaces") {
+            validation::dns_label(&meta.name)
+        } else {
+            validation::dns_subdomain(&meta.name)
+        };
+        errors.check("metadata.name", check);
+    }
+    validation::labels(errors, "metadata.labels", &meta.labels);
+    for k in meta.annotations.keys() {
+        errors.check(format!("metadata.annotations[{k}]"), validation::qualified_name(k));
+    }
+    let size: usize = meta.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 256 * 1024 {
+        errors.push("metadata.annotations", format!("total size {size} exceeds 262144 bytes"));
+    }
+    if scope != Scope::Cluster && !meta.tenant.is_empty() {
+        errors.check("metadata.tenant", validation::dns_label(&meta.tenant));
+    }
+    if scope == Scope::Namespaced && !meta.namespace.is_empty() {
+        errors.check("metadata.namespace", validation::dns_label(&meta.namespace));
+    }
+}
+
+impl ResourceInfo {
+    /// The info of a Rust kind.
+    pub fn of<R: Resource>() -> Self {
+        Self {
+            kind: R::KIND,
+            group: R::GROUP,
+            version: R::VERSION,
+            plural: R::PLURAL,
+            short_names: R::SHORT_NAMES,
+            scope: R::SCOPE,
+            schema: Arc::new(schemars::schema_for!(R)),
+            validate: validate_as::<R>,
+        }
+    }
+
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Lower-case kind, as kubectl names it.
+    pub fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
+    }
+
+    /// Decodes `value` as this kind and runs every validation; the errors name fields.
+    pub fn validate(&self, value: &serde_json::Value) -> Result<(), Vec<FieldError>> {
+        (self.validate)(value)
+    }
+
+    /// The store key of one object. `tenant` is ignored for cluster-scoped kinds and
+    /// `namespace` for all but namespaced kinds.
+    ///
+    /// Keys put the tenant first so that a tenant's data is one contiguous range:
+    /// `/registry/{plural}/{name}`, `/registry/{plural}/{tenant}/{name}`,
+    /// `/registry/{plural}/{tenant}/{namespace}/{name}`.
+    pub fn key(&self, tenant: &str, namespace: &str, name: &str) -> String {
+        super::object_key(self.plural, self.scope, tenant, namespace, name)
+    }
+
+    /// The store key of an object, from its own metadata.
+    pub fn key_of(&self, meta: &ObjectMeta) -> String {
+        self.key(meta.tenant_or_system(), &meta.namespace, &meta.name)
+    }
+
+    /// The key prefix of a list: every object (`tenant` None), a tenant's objects, or one
+    /// namespace's objects. Always ends with `/`.
+    pub fn prefix(&self, tenant: Option<&str>, namespace: Option<&str>) -> String {
+        let mut p = format!("/registry/{}/", self.plural);
+        if self.scope != Scope::Cluster
+            && let Some(t) = tenant
+        {
+            p.push_str(t);
+            p.push('/');
+            if self.scope == Scope::Namespaced
+                && let Some(ns) = namespace
+            {
+                p.push_str(ns);
+                p.push('/');
+            }
+        }
+        p
+    }
+}
+
+/// Why a kind could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Another kind already uses the plural (store keys would collide).
+    #[error("plural {plural:?} of {kind} is already used by {existing}")]
+    DuplicatePlural {
+        /// The plural.
+        plural: String,
+        /// The kind being registered.
+        kind: String,
+        /// The kind that has it.
+        existing: String,
+    },
+}
+
+/// The kinds a region serves. Built-in kinds come from [`Registry::builtin`]; other crates
+/// add theirs with [`Registry::register`].
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    kinds: Vec<Arc<ResourceInfo>>,
+    by_plural: HashMap<String, usize>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry with the built-in kinds.
+    pub fn builtin() -> Self {
+        use super::*;
+        let mut r = Self::new();
+        r.register::<Tenant>().expect("built-in plurals are distinct");
+        r.register::<Namespace>().expect("built-in plurals are distinct");
+        r.register::<Node>().expect("built-in plurals are distinct");
+        r.register::<Pod>().expect("built-in plurals are distinct");
+        r.register::<Lease>().expect("built-in plurals are distinct");
+        r.register::<ReplicaSet>().expect("built-in plurals are distinct");
+        r.register::<Deployment>().expect("built-in plurals are distinct");
+        r.register::<Action>().expect("built-in plurals are distinct");
+        r.register::<Network>().expect("built-in plurals are distinct");
+        r
+    }
+
+    /// Adds a kind. Plurals are unique across groups because they name store key ranges.
+    pub fn register<R: Resource>(&mut self) -> Result<Arc<ResourceInfo>, RegistryError> {
+        self.register_info(ResourceInfo::of::<R>())
+    }
+
+    /// Adds a kind described by its info.
+    pub fn register_info(&mut self, info: ResourceInfo) -> Result<Arc<ResourceInfo>, RegistryError> {
+        if let Some(&i) = self.by_plural.get(info.plural) {
+            return Err(RegistryError::DuplicatePlural {
+                plural: info.plural.to_owned(),
+                kind: info.kind.to_owned(),
+                existing: self.kinds[i].kind.to_owned(),
+            });
+        }
+        let info = Arc::new(info);
+        self.by_plural.insert(info.plural.to_owned(), self.kinds.len());
+        self.kinds.push(info.clone());
+        Ok(info)
+    }
+
+    /// Every registered kind, in registration order.
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<ResourceInfo>> {
+        self.kinds.iter()
+    }
+
+    /// The kind served at `group`/`version` under `plural`.
+    pub fn by_plural(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceInfo>> {
+        let info = &self.kinds[*self.by_plural.get(plural)?];
+        (info.group == group && info.version == version).then_some(info)
+    }
+
+    /// The kind named by a manifest's `apiVersion` and `kind`.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Arc<ResourceInfo>> {
+        self.kinds
+            .iter()
+            .find(|i| i.kind == kind && i.api_version() == api_version)
+    }
+
+    /// The kind a user means by `name`: plural, singular, short name or kind, any case.
+    pub fn resolve_name(&self, name: &str) -> Option<&Arc<ResourceInfo>> {
+        let n = name.to_ascii_lowercase();
+        self.kinds.iter().find(|i| {
+            i.plural == n || i.singular() == n || i.short_names.contains(&n.as_str())
+        })
+    }
+}

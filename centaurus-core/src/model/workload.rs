@@ -1,0 +1,188 @@
+//! Workload controllers: `ReplicaSet` and `Deployment`, for container and VM pods alike.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::pod::validate_pod_spec;
+use super::validation::{self, Errors, FieldError};
+use super::{Condition, IntOrString, LabelSelector, Object, PodTemplateSpec};
+
+/// Keeps a number of identical pods running.
+pub type ReplicaSet = Object<ReplicaSetSpec, ReplicaSetStatus>;
+crate::impl_resource!(ReplicaSet, kind = "ReplicaSet", group = "apps", version = "v1",
+    plural = "replicasets", scope = Namespaced, short = ["rs"], validate = validate_replica_set);
+
+/// Desired state of a replica set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaSetSpec {
+    /// Desired number of pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Selects the pods the set owns; must match the template's labels.
+    pub selector: LabelSelector,
+    /// The pods to create.
+    pub template: PodTemplateSpec,
+    /// Seconds a ready pod must stay ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+}
+
+/// Observed state of a replica set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaSetStatus {
+    /// Pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods whose labels match the template.
+    #[serde(default)]
+    pub fully_labeled_replicas: i32,
+    /// Pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods that are available.
+    #[serde(default)]
+    pub available_replicas: i32,
+    /// The generation the status describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+}
+
+/// Declarative updates of replica sets: rolling updates of container and VM pods.
+pub type Deployment = Object<DeploymentSpec, DeploymentStatus>;
+crate::impl_resource!(Deployment, kind = "Deployment", group = "apps", version = "v1",
+    plural = "deployments", scope = Namespaced, short = ["deploy"], validate = validate_deployment);
+
+/// Desired state of a deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSpec {
+    /// Desired number of pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Selects the pods; must match the template's labels.
+    pub selector: LabelSelector,
+    /// The pods to run.
+    pub template: PodTemplateSpec,
+    /// How old pods are replaced by new ones.
+    #[serde(default)]
+    pub strategy: DeploymentStrategy,
+    /// Seconds a ready pod must stay ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    /// Old replica sets kept for rollback (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    /// When true, changes to the template are not rolled out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// `RollingUpdate` (default) or `Recreate`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStrategy {
+    /// The strategy's type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Bounds of a rolling update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+/// Bounds of a rolling update (defaults: 25% each).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdate {
+    /// Pods above the desired count that may exist during the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrString>,
+    /// Pods below the desired count that may be unavailable during the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+/// Observed state of a deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStatus {
+    /// Pods of every replica set.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods with the current template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Ready pods.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Available pods.
+    #[serde(default)]
+    pub available_replicas: i32,
+    /// Pods not yet available.
+    #[serde(default)]
+    pub unavailable_replicas: i32,
+    /// The generation the status describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// `Available`, `Progressing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+fn validate_selected_template(
+    e: &mut Errors,
+    replicas: Option<i32>,
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
+) {
+    if replicas.is_some_and(|r| r < 0) {
+        e.push("spec.replicas", "must not be negative");
+    }
+    if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+        e.push("spec.selector", "must not be empty");
+    } else if !selector.matches(&template.metadata.labels) {
+        e.push(
+            "spec.template.metadata.labels",
+            "must match the selector, or the controller could never find its pods",
+        );
+    }
+    validation::labels(e, "spec.template.metadata.labels", &template.metadata.labels);
+    validate_pod_spec(e, "spec.template.spec", &template.spec);
+}
+
+fn validate_replica_set(rs: &ReplicaSet) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::default();
+    validate_selected_template(&mut e, rs.spec.replicas, &rs.spec.selector, &rs.spec.template);
+    e.into_result()
+}
+
+fn validate_deployment(d: &Deployment) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::default();
+    validate_selected_template(&mut e, d.spec.replicas, &d.spec.selector, &d.spec.template);
+    match d.spec.strategy.type_.as_deref() {
+        None | Some("RollingUpdate") | Some("Recreate") => {}
+        Some(t) => e.push("spec.strategy.type", format!("{t:?}: must be RollingUpdate or Recreate")),
+    }
+    if let Some(ru) = &d.spec.strategy.rolling_update {
+        let replicas = d.spec.replicas.unwrap_or(1);
+        let surge = ru.max_surge.as_ref().map(|v| v.resolve(replicas, true));
+        let unavailable = ru.max_unavailable.as_ref().map(|v| v.resolve(replicas, false));
+        for (field, v) in [("maxSurge", &surge), ("maxUnavailable", &unavailable)] {
+            match v {
+                Some(Err(msg)) => e.push(format!("spec.strategy.rollingUpdate.{field}"), msg.clone()),
+                Some(Ok(n)) if *n < 0 => {
+                    e.push(format!("spec.strategy.rollingUpdate.{field}"), "must not be negative")
+                }
+                _ => {}
+            }
+        }
+        if matches!((surge, unavailable), (Some(Ok(0)), Some(Ok(0)))) {
+            e.push(
+                "spec.strategy.rollingUpdate",
+                "maxSurge and maxUnavailable may not both be 0",
+            );
+        }
+    }
+    e.into_result()
+}

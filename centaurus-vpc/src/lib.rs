@@ -1,0 +1,15 @@
+//! The Mizar management plane: VPCs, subnets, endpoints, droplets, bouncers and dividers,
+//! and the [`Dataplane`] interface through which a host's transit daemon is programmed.
+//!
+//! Only the interface is defined so far; the kinds, IPAM and operators come with the VPC work.
+
+use async_trait::async_trait;
+
+/// Programs one host's transit tables.
+#[async_trait]
+pub trait Dataplane: Send + Sync + 'static {
+    /// Adds or replaces an endpoint entry (`vni`, `ip`) -> host address.
+    async fn update_endpoint(&self, vni: u32, ip: std::net::IpAddr, host: std::net::IpAddr) -> Result<(), String>;
+    /// Removes an endpoint entry.
+    async fn delete_endpoint(&self, vni: u32, ip: std::net::IpAddr) -> Result<(), String>;
+}
