@@ -1,0 +1,237 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn pod_round_trips_with_kubernetes_field_names() {
+    let wire = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "web",
+            "namespace": "dev",
+            "tenant": "acme",
+            "uid": "0b8c",
+            "hashKey": -42,
+            "resourceVersion": "17",
+            "creationTimestamp": "2026-11-24T10:00:00Z",
+            "labels": {"app": "web"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1",
+                                  "uid": "9", "controller": true}],
+            "finalizers": ["example.com/cleanup"]
+        },
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo hi"],
+                            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}],
+            "nodeName": "n1",
+            "nodeSelector": {"topology.kubernetes.io/zone": "az-1"},
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+            "restartPolicy": "Never"
+        },
+        "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "192.0.2.1",
+                   "startTime": "2026-11-24T10:00:01Z",
+                   "containerStatuses": [{"name": "c", "state": {"running": {"startedAt": "2026-11-24T10:00:01Z"}},
+                                          "ready": true, "restartCount": 0, "image": "busybox",
+                                          "containerID": "runc://abc"}]}
+    });
+    let pod: Pod = serde_json::from_value(wire.clone()).unwrap();
+    assert_eq!(pod.metadata.tenant, "acme");
+    assert_eq!(pod.metadata.hash_key, -42);
+    assert_eq!(pod.metadata.controller_ref().unwrap().name, "web-1");
+    assert_eq!(pod.status.as_ref().unwrap().pod_ip, "10.0.0.5");
+    assert!(!pod.is_vm());
+    assert_eq!(serde_json::to_value(&pod).unwrap(), wire);
+    assert!(pod.validate().is_ok());
+}
+
+#[test]
+fn vm_pod_round_trips() {
+    let wire = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "vm1", "namespace": "default"},
+        "spec": {"virtualMachine": {"name": "vm", "image": "tiny", "keyPairName": "k",
+                                     "userData": "ZWNobyBoaQ==", "powerSpec": "Running",
+                                     "resources": {"requests": {"cpu": "1", "memory": "128Mi"}}}},
+        "status": {"phase": "Running", "virtualMachineStatus": {"name": "vm", "image": "tiny",
+                   "state": "Running", "ready": true, "restartCount": 1, "vmID": "qemu-1"}}
+    });
+    let pod: Pod = serde_json::from_value(wire.clone()).unwrap();
+    assert!(pod.is_vm());
+    assert_eq!(serde_json::to_value(&pod).unwrap(), wire);
+    assert!(pod.validate().is_ok());
+}
+
+#[test]
+fn a_pod_holds_containers_or_a_vm_not_both_nor_neither() {
+    let mut pod = Pod::typed(ObjectMeta::named("p"));
+    let errs = pod.validate().unwrap_err();
+    assert_eq!(errs[0].field, "spec");
+    pod.spec.containers.push(Container { name: "c".into(), image: "busybox".into(), ..Default::default() });
+    assert!(pod.validate().is_ok());
+    pod.spec.virtual_machine = Some(VirtualMachine { name: "v".into(), image: "tiny".into(), ..Default::default() });
+    assert!(pod.validate().unwrap_err()[0].message.contains("not both"));
+}
+
+#[test]
+fn pod_validation_names_each_bad_field() {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [
+            {"name": "Bad_Name", "image": ""},
+            {"name": "c", "image": "x", "resources": {"limits": {"cpu": "lots"}}},
+            {"name": "c", "image": "x"}
+        ], "restartPolicy": "Sometimes"}
+    }))
+    .unwrap();
+    let fields: Vec<String> = pod.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+    for want in [
+        "spec.containers[0].name",
+        "spec.containers[0].image",
+        "spec.containers[1].resources.limits[cpu]",
+        "spec.containers[2].name",
+        "spec.restartPolicy",
+    ] {
+        assert!(fields.iter().any(|f| f == want), "missing {want} in {fields:?}");
+    }
+}
+
+#[test]
+fn workloads_validate_selector_and_rolling_update() {
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}}}
+    }))
+    .unwrap();
+    assert!(d.validate().is_ok());
+    let mut bad = d.clone();
+    bad.spec.template.metadata.labels.insert("app".into(), "other".into());
+    bad.spec.strategy.rolling_update = Some(RollingUpdate {
+        max_surge: Some(IntOrString::Int(0)),
+        max_unavailable: Some(IntOrString::String("0%".into())),
+    });
+    let fields: Vec<String> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+    assert!(fields.contains(&"spec.template.metadata.labels".to_string()), "{fields:?}");
+    assert!(fields.contains(&"spec.strategy.rollingUpdate".to_string()), "{fields:?}");
+    assert_eq!(IntOrString::String("25%".into()).resolve(3, true), Ok(1));
+    assert_eq!(IntOrString::String("25%".into()).resolve(3, false), Ok(0));
+    assert!(IntOrString::String("x".into()).resolve(3, true).is_err());
+}
+
+#[test]
+fn other_kinds_round_trip_and_validate() {
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "az-1"}},
+        "spec": {"taints": [{"key": "dedicated", "value": "vm", "effect": "NoSchedule"}], "podCIDR": "10.1.0.0/24"},
+        "status": {"capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "vm": "4"},
+                   "addresses": [{"type": "InternalIP", "address": "192.0.2.1"}],
+                   "nodeInfo": {"workloadTypes": ["container", "vm"]}}
+    }))
+    .unwrap();
+    assert!(node.validate().is_ok());
+    assert_eq!(node.status.as_ref().unwrap().capacity["memory"].value().unwrap(), 4 << 30);
+
+    let action: Action = serde_json::from_value(json!({
+        "metadata": {"name": "reboot-1"},
+        "spec": {"podAction": {"podName": "vm1", "rebootAction": {"delayInSeconds": 0}}}
+    }))
+    .unwrap();
+    assert!(action.validate().is_ok());
+    let mut two = action.clone();
+    two.spec.pod_action.as_mut().unwrap().snapshot_action = Some(SnapshotParams { snapshot_name: "s".into() });
+    assert!(two.validate().is_err());
+
+    let net: Network = serde_json::from_value(json!({
+        "metadata": {"name": "default"}, "spec": {"type": "vpc", "vpcID": "vpc-1", "cidrs": ["10.0.0.0/16"]}
+    }))
+    .unwrap();
+    assert!(net.validate().is_ok());
+    let bad: Network = serde_json::from_value(json!({
+        "metadata": {"name": "n"}, "spec": {"type": "mesh", "cidrs": ["10.0.0.1/16"]}
+    }))
+    .unwrap();
+    assert_eq!(bad.validate().unwrap_err().len(), 2);
+
+    let now = now();
+    let lease = Lease {
+        spec: LeaseSpec { renew_time: Some(now), lease_duration_seconds: Some(40), ..Default::default() },
+        ..Lease::typed(ObjectMeta::named("n1"))
+    };
+    assert!(lease.is_valid_at(now + chrono::Duration::seconds(39)));
+    assert!(!lease.is_valid_at(now + chrono::Duration::seconds(41)));
+}
+
+#[test]
+fn registry_serves_kinds_generically() {
+    let reg = Registry::builtin();
+    let pods = reg.by_plural("", "v1", "pods").unwrap();
+    assert_eq!(pods.kind, "Pod");
+    assert_eq!(pods.scope, Scope::Namespaced);
+    assert!(reg.by_plural("apps", "v1", "pods").is_none());
+    assert_eq!(reg.by_kind("apps/v1", "Deployment").unwrap().plural, "deployments");
+    assert_eq!(reg.resolve_name("deploy").unwrap().kind, "Deployment");
+    assert_eq!(reg.resolve_name("Pod").unwrap().plural, "pods");
+    assert_eq!(reg.resolve_name("ns").unwrap().scope, Scope::Tenant);
+
+    assert_eq!(pods.key("acme", "dev", "web"), "/registry/pods/acme/dev/web");
+    assert_eq!(pods.prefix(Some("acme"), None), "/registry/pods/acme/");
+    assert_eq!(pods.prefix(Some("acme"), Some("dev")), "/registry/pods/acme/dev/");
+    let nodes = reg.resolve_name("nodes").unwrap();
+    assert_eq!(nodes.key("acme", "dev", "n1"), "/registry/nodes/n1");
+    assert_eq!(nodes.prefix(Some("acme"), None), "/registry/nodes/");
+
+    // The schema is real JSON Schema with the Kubernetes field names.
+    let schema = serde_json::to_string(&*pods.schema).unwrap();
+    assert!(schema.contains("virtualMachine") && schema.contains("resourceVersion"));
+
+    // Registering a plural twice is refused: store keys would collide.
+    let mut reg2 = Registry::builtin();
+    assert!(matches!(reg2.register::<Pod>(), Err(RegistryError::DuplicatePlural { .. })));
+}
+
+#[test]
+fn registry_validation_reports_decode_errors_with_paths() {
+    let reg = Registry::builtin();
+    let pods = reg.by_plural("", "v1", "pods").unwrap();
+    let err = pods
+        .validate(&json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": 5}]}}))
+        .unwrap_err();
+    assert_eq!(err[0].field, "spec.containers[0].image");
+    let err = pods
+        .validate(&json!({"metadata": {"name": "Not/Valid", "labels": {"bad key!": "v"}},
+                         "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap_err();
+    let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"metadata.name") && fields.contains(&"metadata.labels[bad key!]"), "{fields:?}");
+    let tenants = reg.by_plural("", "v1", "tenants").unwrap();
+    assert!(tenants.validate(&json!({"metadata": {"name": "a.b"}})).is_err(), "tenant names are labels");
+    assert!(tenants.validate(&json!({"metadata": {"name": "acme"}})).is_ok());
+}
+
+#[test]
+fn label_selectors() {
+    let labels = [("app".to_string(), "web".to_string()), ("tier".to_string(), "fe".to_string())]
+        .into_iter()
+        .collect();
+    assert!(LabelSelector::default().matches(&labels));
+    assert!(LabelSelector::match_labels([("app", "web")]).matches(&labels));
+    assert!(!LabelSelector::match_labels([("app", "db")]).matches(&labels));
+    let expr = |op: &str, values: &[&str]| LabelSelector {
+        match_expressions: vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: op.into(),
+            values: values.iter().map(|s| s.to_string()).collect(),
+        }],
+        ..Default::default()
+    };
+    assert!(expr("In", &["fe", "be"]).matches(&labels));
+    assert!(!expr("NotIn", &["fe"]).matches(&labels));
+    assert!(expr("Exists", &[]).matches(&labels));
+    assert!(!expr("DoesNotExist", &[]).matches(&labels));
+    assert!(!expr("Bogus", &[]).matches(&labels));
+}
