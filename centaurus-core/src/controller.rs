@@ -87,7 +87,11 @@ impl<R: Resource> Informer<R> {
     }
 
     fn notify(&self, change: Change<R>) {
-        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let handlers = self
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for h in handlers {
             h(&change);
         }
@@ -112,7 +116,13 @@ impl<R: Resource> Informer<R> {
         loop {
             let page = self
                 .store
-                .range(&self.prefix, RangeOptions { limit: self.page, after: after.take() })
+                .range(
+                    &self.prefix,
+                    RangeOptions {
+                        limit: self.page,
+                        after: after.take(),
+                    },
+                )
                 .await?;
             // Pages read at later revisions may include changes the watch replays again;
             // replaying a change onto the cache is harmless (it compares states).
@@ -139,7 +149,10 @@ impl<R: Resource> Informer<R> {
                 match cache.get(k) {
                     None => changes.push(Change::Added(new.clone())),
                     Some(old) if old.meta().resource_version != new.meta().resource_version => {
-                        changes.push(Change::Modified { old: old.clone(), new: new.clone() })
+                        changes.push(Change::Modified {
+                            old: old.clone(),
+                            new: new.clone(),
+                        })
                     }
                     Some(_) => {}
                 }
@@ -165,7 +178,7 @@ impl<R: Resource> Informer<R> {
                     Ok(rev) => rev,
                     Err(e) => {
                         tracing::warn!(prefix = %self.prefix, error = %e, "informer list failed");
-                        tokio::time::sleep(backoff.next()).await;
+                        tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                 },
@@ -178,7 +191,7 @@ impl<R: Resource> Informer<R> {
                         last = None;
                     }
                     tracing::warn!(prefix = %self.prefix, error = %e, "informer watch failed");
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
@@ -198,7 +211,7 @@ impl<R: Resource> Informer<R> {
                     }
                 }
             }
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -216,12 +229,18 @@ impl<R: Resource> Informer<R> {
                     .insert(key.clone(), new.clone());
                 match old {
                     None => Change::Added(new),
-                    Some(old) if old.meta().resource_version == new.meta().resource_version => return,
+                    Some(old) if old.meta().resource_version == new.meta().resource_version => {
+                        return;
+                    }
                     Some(old) => Change::Modified { old, new },
                 }
             }
             EventKind::Delete => {
-                let old = self.cache.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+                let old = self
+                    .cache
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(key);
                 match old.or_else(|| Self::decode(key, &event.kv.value)) {
                     Some(o) => Change::Deleted(o),
                     None => return,
@@ -239,12 +258,21 @@ pub struct Cache<R>(Arc<RwLock<BTreeMap<String, R>>>);
 impl<R: Clone> Cache<R> {
     /// The cached object at `key`.
     pub fn get(&self, key: &str) -> Option<R> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Every cached object.
     pub fn list(&self) -> Vec<R> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Cached objects whose key starts with `prefix`.
@@ -280,11 +308,15 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `base`, doubling up to `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next delay.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let d = self.delay(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         d
@@ -292,7 +324,9 @@ impl Backoff {
 
     /// The delay of a given attempt (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        self.base.saturating_mul(1u32 << attempt.min(20)).min(self.max)
+        self.base
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max)
     }
 
     /// Back to the base delay.
@@ -323,7 +357,10 @@ pub struct WorkQueue {
 
 impl Default for WorkQueue {
     fn default() -> Self {
-        Self::new(Backoff::new(Duration::from_millis(5), Duration::from_secs(60)))
+        Self::new(Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        ))
     }
 }
 
@@ -464,7 +501,10 @@ pub struct RingOwnership {
 
 impl Ownership for RingOwnership {
     fn owns(&self, position: u64) -> bool {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).owns(&self.me, position)
+        self.ring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .owns(&self.me, position)
     }
 }
 
@@ -556,7 +596,8 @@ impl<R: Resource> Controller<R> {
         tasks.spawn(informer.clone().run());
         informer.wait_synced().await;
         if let Some(period) = self.resync {
-            let (queue, ownership, cache) = (self.queue.clone(), self.ownership.clone(), cache.clone());
+            let (queue, ownership, cache) =
+                (self.queue.clone(), self.ownership.clone(), cache.clone());
             tasks.spawn(async move {
                 loop {
                     tokio::time::sleep(period).await;
@@ -569,7 +610,8 @@ impl<R: Resource> Controller<R> {
             });
         }
         for _ in 0..self.workers {
-            let (queue, cache, reconciler) = (self.queue.clone(), cache.clone(), reconciler.clone());
+            let (queue, cache, reconciler) =
+                (self.queue.clone(), cache.clone(), reconciler.clone());
             tasks.spawn(async move {
                 while let Some(key) = queue.next().await {
                     let object = cache.get(&key);

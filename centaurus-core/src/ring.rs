@@ -39,7 +39,10 @@ pub struct RingConfig {
 
 impl Default for RingConfig {
     fn default() -> Self {
-        Self { vnodes: 200, probes: 8 }
+        Self {
+            vnodes: 200,
+            probes: 8,
+        }
     }
 }
 
@@ -72,7 +75,10 @@ impl HashRing {
     }
 
     /// A ring of equally weighted owners.
-    pub fn with_owners<S: Into<String>>(config: RingConfig, owners: impl IntoIterator<Item = S>) -> Self {
+    pub fn with_owners<S: Into<String>>(
+        config: RingConfig,
+        owners: impl IntoIterator<Item = S>,
+    ) -> Self {
         let mut ring = Self::new(config);
         ring.members = owners.into_iter().map(|o| (o.into(), 1)).collect();
         ring.rebuild();
@@ -155,7 +161,11 @@ impl HashRing {
         let prev = if i == 0 { len - 1 } else { i - 1 };
         let d_next = self.positions[next].wrapping_sub(h);
         let d_prev = h.wrapping_sub(self.positions[prev]);
-        if d_prev < d_next { (d_prev, prev) } else { (d_next, next) }
+        if d_prev < d_next {
+            (d_prev, prev)
+        } else {
+            (d_next, next)
+        }
     }
 
     /// The point that owns hash `h`.
@@ -177,7 +187,8 @@ impl HashRing {
     /// The owner of a 64-bit key hash (an object's `hashKey`, or [`stable_hash`] of a name).
     #[inline]
     pub fn get(&self, hash: u64) -> Option<&str> {
-        self.point(hash).map(|p| self.names[self.owners[p] as usize].as_str())
+        self.point(hash)
+            .map(|p| self.names[self.owners[p] as usize].as_str())
     }
 
     /// The owner of a key given as bytes.
@@ -242,7 +253,10 @@ impl HashRing {
         let total: u64 = self.weights.iter().map(|&w| u64::from(w)).sum();
         self.weights
             .iter()
-            .map(|&w| ((1.0 + epsilon.max(0.0)) * keys as f64 * f64::from(w) / total as f64).ceil() as usize)
+            .map(|&w| {
+                ((1.0 + epsilon.max(0.0)) * keys as f64 * f64::from(w) / total as f64).ceil()
+                    as usize
+            })
             .collect()
     }
 }
@@ -262,7 +276,10 @@ mod tests {
     #[test]
     fn hash_is_stable_across_releases() {
         // Positions are persisted implicitly (objects' hashKey); the function must not change.
-        assert_eq!(stable_hash(b"centaurus"), xxhash_rust::xxh3::xxh3_64(b"centaurus"));
+        assert_eq!(
+            stable_hash(b"centaurus"),
+            xxhash_rust::xxh3::xxh3_64(b"centaurus")
+        );
         assert_eq!(stable_hash(b""), 0x2d06_8005_38d3_94c2);
     }
 
@@ -287,7 +304,9 @@ mod tests {
         ring.add("small", 1);
         ring.add("big", 3);
         let keys = 40_000u64;
-        let big = (0..keys).filter(|k| ring.get(mix(*k)) == Some("big")).count() as f64;
+        let big = (0..keys)
+            .filter(|k| ring.get(mix(*k)) == Some("big"))
+            .count() as f64;
         let share = big / keys as f64;
         assert!((share - 0.75).abs() < 0.05, "big owner share {share}");
         ring.add("big", 0);

@@ -47,7 +47,11 @@ fn pod(name: &str) -> Pod {
     meta.uid = format!("uid-{name}");
     meta.hash_key = hash_key_of(&meta.uid);
     let mut p = Pod::typed(meta);
-    p.spec.containers.push(Container { name: "c".into(), image: "busybox".into(), ..Default::default() });
+    p.spec.containers.push(Container {
+        name: "c".into(),
+        image: "busybox".into(),
+        ..Default::default()
+    });
     p
 }
 
@@ -68,9 +72,15 @@ async fn active_active_controllers_split_objects_by_ring() {
     let pods: Vec<Pod> = (0..60).map(|i| pod(&format!("p{i}"))).collect();
     // Half exist before the controllers start (initial list), half arrive by watch.
     for p in &pods[..30] {
-        store.create(&p.key(), serde_json::to_vec(p).unwrap().into()).await.unwrap();
+        store
+            .create(&p.key(), serde_json::to_vec(p).unwrap().into())
+            .await
+            .unwrap();
     }
-    let ring = Arc::new(RwLock::new(HashRing::with_owners(RingConfig::default(), ["c1", "c2"])));
+    let ring = Arc::new(RwLock::new(HashRing::with_owners(
+        RingConfig::default(),
+        ["c1", "c2"],
+    )));
     let seen: Seen = Arc::default();
     let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     failures.lock().unwrap().insert(pods[45].key(), 3);
@@ -78,13 +88,23 @@ async fn active_active_controllers_split_objects_by_ring() {
     let mut tasks = Vec::new();
     for me in ["c1", "c2"] {
         let controller = Controller::<Pod>::new(store.clone(), prefix)
-            .with_ownership(RingOwnership { ring: ring.clone(), me: me.into() })
+            .with_ownership(RingOwnership {
+                ring: ring.clone(),
+                me: me.into(),
+            })
             .with_workers(2);
-        let r = Recorder { me: me.into(), seen: seen.clone(), failures: failures.clone() };
+        let r = Recorder {
+            me: me.into(),
+            seen: seen.clone(),
+            failures: failures.clone(),
+        };
         tasks.push(tokio::spawn(controller.run(r)));
     }
     for p in &pods[30..] {
-        store.create(&p.key(), serde_json::to_vec(p).unwrap().into()).await.unwrap();
+        store
+            .create(&p.key(), serde_json::to_vec(p).unwrap().into())
+            .await
+            .unwrap();
     }
     wait_for("every pod reconciled", || seen.lock().unwrap().len() == 60).await;
     {
@@ -94,18 +114,28 @@ async fn active_active_controllers_split_objects_by_ring() {
         for p in &pods {
             let calls = &seen[&p.key()];
             let owner = ring.get(p.metadata.ring_position()).unwrap();
-            assert!(calls.iter().all(|(who, _)| who == owner), "{} reconciled by a non-owner: {calls:?}", p.key());
+            assert!(
+                calls.iter().all(|(who, _)| who == owner),
+                "{} reconciled by a non-owner: {calls:?}",
+                p.key()
+            );
             *per.entry(owner.to_owned()).or_insert(0) += 1;
         }
         assert_eq!(per.len(), 2, "both instances got work: {per:?}");
     }
-    assert_eq!(failures.lock().unwrap()[&pods[45].key()], 0, "the failing key was retried until it succeeded");
+    assert_eq!(
+        failures.lock().unwrap()[&pods[45].key()],
+        0,
+        "the failing key was retried until it succeeded"
+    );
 
     // A deletion reaches the owner with no object.
     let victim = pods[3].key();
     store.delete(&victim, None).await.unwrap();
     wait_for("deletion reconciled", || {
-        seen.lock().unwrap()[&victim].iter().any(|(_, exists)| !exists)
+        seen.lock().unwrap()[&victim]
+            .iter()
+            .any(|(_, exists)| !exists)
     })
     .await;
     for t in tasks {

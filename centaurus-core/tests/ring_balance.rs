@@ -6,7 +6,9 @@ use proptest::prelude::*;
 const KEYS: usize = 200_000;
 
 fn keys(seed: u64) -> Vec<u64> {
-    (0..KEYS as u64).map(|i| stable_hash(&(seed ^ i.rotate_left(17)).to_le_bytes())).collect()
+    (0..KEYS as u64)
+        .map(|i| stable_hash(&(seed ^ i.rotate_left(17)).to_le_bytes()))
+        .collect()
 }
 
 fn owners(seed: u64, n: usize) -> Vec<String> {

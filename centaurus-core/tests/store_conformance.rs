@@ -22,7 +22,11 @@ async fn watch_cache_over_redb_conforms() {
     conformance::run(|| {
         n += 1;
         let path = dir.path().join(format!("store-{n}.redb"));
-        async move { WatchCache::new(RedbStore::open(path).unwrap(), 1024, 4096).await.unwrap() }
+        async move {
+            WatchCache::new(RedbStore::open(path).unwrap(), 1024, 4096)
+                .await
+                .unwrap()
+        }
     })
     .await;
 }
@@ -37,7 +41,9 @@ async fn etcd_store_conforms() {
             std::env::var_os("CI").is_none(),
             "etcd is not installed, and CI must run the etcd suite (.ci/run installs etcd-server)"
         );
-        eprintln!("SKIPPED etcd_store_conforms: no `etcd` binary on PATH (apt-get install etcd-server)");
+        eprintln!(
+            "SKIPPED etcd_store_conforms: no `etcd` binary on PATH (apt-get install etcd-server)"
+        );
         return;
     };
     let mut n = 0;
@@ -52,7 +58,11 @@ async fn etcd_store_conforms() {
         n += 1;
         let root = format!("/cached-{n}");
         let etcd = &etcd;
-        async move { WatchCache::new(etcd.store(&root).await.unwrap(), 1024, 4096).await.unwrap() }
+        async move {
+            WatchCache::new(etcd.store(&root).await.unwrap(), 1024, 4096)
+                .await
+                .unwrap()
+        }
     })
     .await;
 }

@@ -25,7 +25,11 @@ fn payload(key: &str) -> Bytes {
 /// The writer process: concurrent writers creating keys as fast as the store acknowledges,
 /// printing each acknowledgement, until killed.
 fn child(path: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = RedbStore::open(path).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -78,7 +82,10 @@ fn acknowledged_writes_survive_sigkill() {
     }
     assert_eq!(acked.len(), 400, "writer died before 400 acknowledgements");
     // SIGKILL through kill(1): the writer gets no chance to flush or clean up.
-    let status = Command::new("kill").args(["-9", &proc.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-9", &proc.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     // Acknowledgements printed before the kill are still in the pipe.
     for line in lines {
@@ -88,19 +95,32 @@ fn acknowledged_writes_survive_sigkill() {
         }
     }
     let exit = proc.wait().unwrap();
-    assert!(!exit.success(), "the writer must have been killed, not finished");
+    assert!(
+        !exit.success(),
+        "the writer must have been killed, not finished"
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = RedbStore::open(&path).unwrap();
         for (key, rev) in &acked {
-            let kv = store.get(key).await.unwrap().unwrap_or_else(|| panic!("acknowledged {key} lost"));
+            let kv = store
+                .get(key)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("acknowledged {key} lost"));
             assert_eq!(kv.mod_revision, *rev, "{key}");
             assert_eq!(kv.value, payload(key), "{key} value");
         }
         // Nothing half-written: every present key holds its whole value, and the history
         // is one gap-free run of revisions ending at the store revision.
-        let all = store.range("/durability/", RangeOptions::default()).await.unwrap();
+        let all = store
+            .range("/durability/", RangeOptions::default())
+            .await
+            .unwrap();
         assert!(all.kvs.len() >= acked.len());
         for kv in &all.kvs {
             assert_eq!(kv.value, payload(&kv.key), "{} torn", kv.key);
@@ -108,14 +128,25 @@ fn acknowledged_writes_survive_sigkill() {
         let max_acked = acked.iter().map(|a| a.1).max().unwrap();
         let revision = store.revision().await.unwrap();
         assert!(revision >= max_acked);
-        assert_eq!(revision as usize, all.kvs.len(), "one revision per surviving create");
+        assert_eq!(
+            revision as usize,
+            all.kvs.len(),
+            "one revision per surviving create"
+        );
         let mut watch = store.watch("/durability/", 1).await.unwrap();
         for expected in 1..=revision {
-            let e = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
+            let e = tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             assert_eq!((e.revision(), e.kind), (expected, EventKind::Put));
         }
         // And the store goes on from there.
-        let next = store.create("/durability/after", Bytes::from_static(b"x")).await.unwrap();
+        let next = store
+            .create("/durability/after", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         assert_eq!(next.mod_revision, revision + 1);
         eprintln!(
             "durability: {} acknowledged, {} present after SIGKILL at revision {revision}",

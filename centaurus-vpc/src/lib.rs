@@ -9,7 +9,12 @@ use async_trait::async_trait;
 #[async_trait]
 pub trait Dataplane: Send + Sync + 'static {
     /// Adds or replaces an endpoint entry (`vni`, `ip`) -> host address.
-    async fn update_endpoint(&self, vni: u32, ip: std::net::IpAddr, host: std::net::IpAddr) -> Result<(), String>;
+    async fn update_endpoint(
+        &self,
+        vni: u32,
+        ip: std::net::IpAddr,
+        host: std::net::IpAddr,
+    ) -> Result<(), String>;
     /// Removes an endpoint entry.
     async fn delete_endpoint(&self, vni: u32, ip: std::net::IpAddr) -> Result<(), String>;
 }

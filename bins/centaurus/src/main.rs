@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod up;
 
 #[derive(Parser)]
-#[command(name = "centaurus", version, about = "Centaurus: one regional cloud for container and VM pods")]
+#[command(
+    name = "centaurus",
+    version,
+    about = "Centaurus: one regional cloud for container and VM pods"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up { data_dir, exit_when_ready } => up::run(&data_dir, exit_when_ready)
+        Command::Up {
+            data_dir,
+            exit_when_ready,
+        } => up::run(&data_dir, exit_when_ready)
             .await
             .with_context(|| format!("region in {}", data_dir.display())),
     }

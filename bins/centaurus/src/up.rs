@@ -37,7 +37,9 @@ pub async fn run(data_dir: &Path, exit_when_ready: bool) -> anyhow::Result<()> {
     let registry = Registry::builtin();
 
     let mut tenant = Tenant::typed(ObjectMeta::named(SYSTEM_TENANT));
-    tenant.status = Some(TenantStatus { phase: "Active".into() });
+    tenant.status = Some(TenantStatus {
+        phase: "Active".into(),
+    });
     let created = ensure(&*store, tenant).await?;
     for ns in ["default", "kube-system"] {
         let mut meta = ObjectMeta::named(ns);
@@ -67,7 +69,9 @@ pub async fn run(data_dir: &Path, exit_when_ready: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("centaurus: running; press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("centaurus: stopping");
     Ok(())
 }

@@ -19,7 +19,10 @@ enum Command {
 fn main() {
     match Cli::parse().command {
         Command::ApiResources => {
-            println!("{:<14} {:<10} {:<30} {:<11} KIND", "NAME", "SHORT", "APIVERSION", "SCOPE");
+            println!(
+                "{:<14} {:<10} {:<30} {:<11} KIND",
+                "NAME", "SHORT", "APIVERSION", "SCOPE"
+            );
             for info in centaurus_core::model::Registry::builtin().kinds() {
                 println!(
                     "{:<14} {:<10} {:<30} {:<11} {}",

@@ -19,8 +19,16 @@ pub const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecu
 
 /// A tenant: an isolated space of namespaces, workloads and networks.
 pub type Tenant = Object<TenantSpec, TenantStatus>;
-crate::impl_resource!(Tenant, kind = "Tenant", group = "", version = "v1", plural = "tenants",
-    scope = Cluster, short = ["te"], validate = validate_tenant);
+crate::impl_resource!(
+    Tenant,
+    kind = "Tenant",
+    group = "",
+    version = "v1",
+    plural = "tenants",
+    scope = Cluster,
+    short = ["te"],
+    validate = validate_tenant
+);
 
 /// Desired state of a tenant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -47,8 +55,16 @@ fn validate_tenant(t: &Tenant) -> Result<(), Vec<FieldError>> {
 
 /// A namespace inside a tenant's space.
 pub type Namespace = Object<NamespaceSpec, NamespaceStatus>;
-crate::impl_resource!(Namespace, kind = "Namespace", group = "", version = "v1",
-    plural = "namespaces", scope = Tenant, short = ["ns"], validate = validate_namespace);
+crate::impl_resource!(
+    Namespace,
+    kind = "Namespace",
+    group = "",
+    version = "v1",
+    plural = "namespaces",
+    scope = Tenant,
+    short = ["ns"],
+    validate = validate_namespace
+);
 
 /// Desired state of a namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -74,8 +90,16 @@ fn validate_namespace(ns: &Namespace) -> Result<(), Vec<FieldError>> {
 
 /// A host that runs pods: containers, VMs or both.
 pub type Node = Object<NodeSpec, NodeStatus>;
-crate::impl_resource!(Node, kind = "Node", group = "", version = "v1", plural = "nodes",
-    scope = Cluster, short = ["no"], validate = validate_node);
+crate::impl_resource!(
+    Node,
+    kind = "Node",
+    group = "",
+    version = "v1",
+    plural = "nodes",
+    scope = Cluster,
+    short = ["no"],
+    validate = validate_node
+);
 
 /// Desired state of a node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -91,7 +115,11 @@ pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "String::is_empty", rename = "podCIDR")]
     pub pod_cidr: String,
     /// Provider-specific ID.
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "providerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "providerID"
+    )]
     pub provider_id: String,
 }
 
@@ -169,9 +197,15 @@ pub struct NodeInfo {
 fn validate_node(node: &Node) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
     for (i, t) in node.spec.taints.iter().enumerate() {
-        e.check(format!("spec.taints[{i}].key"), validation::qualified_name(&t.key));
+        e.check(
+            format!("spec.taints[{i}].key"),
+            validation::qualified_name(&t.key),
+        );
         if !TAINT_EFFECTS.contains(&t.effect.as_str()) {
-            e.push(format!("spec.taints[{i}].effect"), format!("{:?}: unknown effect", t.effect));
+            e.push(
+                format!("spec.taints[{i}].effect"),
+                format!("{:?}: unknown effect", t.effect),
+            );
         }
     }
     e.into_result()
@@ -179,8 +213,14 @@ fn validate_node(node: &Node) -> Result<(), Vec<FieldError>> {
 
 /// A lease: a named lock with a holder and an expiry, used for heartbeats and leader election.
 pub type Lease = Object<LeaseSpec, NoStatus>;
-crate::impl_resource!(Lease, kind = "Lease", group = "coordination.k8s.io", version = "v1",
-    plural = "leases", scope = Namespaced);
+crate::impl_resource!(
+    Lease,
+    kind = "Lease",
+    group = "coordination.k8s.io",
+    version = "v1",
+    plural = "leases",
+    scope = Namespaced
+);
 
 /// Desired state of a lease.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -215,8 +255,15 @@ impl Lease {
 
 /// An action on a VM pod (Arktos): reboot, snapshot or restore.
 pub type Action = Object<ActionSpec, ActionStatus>;
-crate::impl_resource!(Action, kind = "Action", group = "", version = "v1", plural = "actions",
-    scope = Namespaced, validate = validate_action);
+crate::impl_resource!(
+    Action,
+    kind = "Action",
+    group = "",
+    version = "v1",
+    plural = "actions",
+    scope = Namespaced,
+    validate = validate_action
+);
 
 /// What to do.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -292,7 +339,10 @@ fn validate_action(a: &Action) -> Result<(), Vec<FieldError>> {
     match &a.spec.pod_action {
         None => e.push("spec.podAction", "required"),
         Some(p) => {
-            e.check("spec.podAction.podName", validation::dns_subdomain(&p.pod_name));
+            e.check(
+                "spec.podAction.podName",
+                validation::dns_subdomain(&p.pod_name),
+            );
             let n = usize::from(p.reboot_action.is_some())
                 + usize::from(p.snapshot_action.is_some())
                 + usize::from(p.restore_action.is_some());
@@ -309,8 +359,16 @@ fn validate_action(a: &Action) -> Result<(), Vec<FieldError>> {
 
 /// A tenant network (Arktos): `flat`, or `vpc` backed by the Mizar network plane.
 pub type Network = Object<NetworkSpec, NetworkStatus>;
-crate::impl_resource!(Network, kind = "Network", group = "arktos.futurewei.com", version = "v1",
-    plural = "networks", scope = Tenant, short = ["net"], validate = validate_network);
+crate::impl_resource!(
+    Network,
+    kind = "Network",
+    group = "arktos.futurewei.com",
+    version = "v1",
+    plural = "networks",
+    scope = Tenant,
+    short = ["net"],
+    validate = validate_network
+);
 
 /// Desired state of a network.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -257,7 +257,9 @@ impl IntOrString {
                 let pct: i64 = s
                     .strip_suffix('%')
                     .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| format!("invalid value {s:?}: must be an integer or a percentage"))?;
+                    .ok_or_else(|| {
+                        format!("invalid value {s:?}: must be an integer or a percentage")
+                    })?;
                 let scaled = pct * i64::from(total);
                 let value = if round_up {
                     (scaled + 99).div_euclid(100)

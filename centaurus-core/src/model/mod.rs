@@ -116,7 +116,13 @@ pub trait Resource:
     /// The object's store key (see [`object_key`]).
     fn key(&self) -> String {
         let m = self.meta();
-        object_key(Self::PLURAL, Self::SCOPE, m.tenant_or_system(), &m.namespace, &m.name)
+        object_key(
+            Self::PLURAL,
+            Self::SCOPE,
+            m.tenant_or_system(),
+            &m.namespace,
+            &m.name,
+        )
     }
 }
 

@@ -11,8 +11,16 @@ use super::{Condition, Object, ObjectMeta, Quantity, Time};
 /// A pod: containers *or* one virtual machine, scheduled as a unit onto one node.
 pub type Pod = Object<PodSpec, PodStatus>;
 
-crate::impl_resource!(Pod, kind = "Pod", group = "", version = "v1", plural = "pods",
-    scope = Namespaced, short = ["po"], validate = validate_pod);
+crate::impl_resource!(
+    Pod,
+    kind = "Pod",
+    group = "",
+    version = "v1",
+    plural = "pods",
+    scope = Namespaced,
+    short = ["po"],
+    validate = validate_pod
+);
 
 /// Resource amounts by name (`cpu`, `memory`, `pods`, `vm`).
 pub type ResourceList = BTreeMap<String, Quantity>;
@@ -217,7 +225,11 @@ pub struct ContainerStatus {
     #[serde(default)]
     pub image: String,
     /// Runtime-specific ID, `runc://…`.
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "containerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "containerID"
+    )]
     pub container_id: String,
 }
 
@@ -334,7 +346,9 @@ fn validate_resources(errors: &mut Errors, field: &str, r: &ResourceRequirements
     for (kind, list) in [("limits", &r.limits), ("requests", &r.requests)] {
         for (name, q) in list {
             match q.milli_value() {
-                Ok(v) if v < 0 => errors.push(format!("{field}.{kind}[{name}]"), "must not be negative"),
+                Ok(v) if v < 0 => {
+                    errors.push(format!("{field}.{kind}[{name}]"), "must not be negative")
+                }
                 Ok(_) => {}
                 Err(e) => errors.push(format!("{field}.{kind}[{name}]"), e.to_string()),
             }
@@ -360,7 +374,10 @@ pub fn validate_pod_spec(errors: &mut Errors, field: &str, spec: &PodSpec) {
         let f = format!("{field}.containers[{i}]");
         errors.check(format!("{f}.name"), validation::dns_label(&c.name));
         if !names.insert(c.name.as_str()) {
-            errors.push(format!("{f}.name"), format!("duplicate container name {:?}", c.name));
+            errors.push(
+                format!("{f}.name"),
+                format!("duplicate container name {:?}", c.name),
+            );
         }
         if c.image.trim().is_empty() {
             errors.push(format!("{f}.image"), "must not be empty");
@@ -377,25 +394,43 @@ pub fn validate_pod_spec(errors: &mut Errors, field: &str, spec: &PodSpec) {
         if let Some(p) = &vm.power_spec
             && !matches!(p.as_str(), "Running" | "Shutdown")
         {
-            errors.push(format!("{f}.powerSpec"), format!("{p:?}: must be Running or Shutdown"));
+            errors.push(
+                format!("{f}.powerSpec"),
+                format!("{p:?}: must be Running or Shutdown"),
+            );
         }
     }
     if let Some(p) = &spec.restart_policy
         && !matches!(p.as_str(), "Always" | "OnFailure" | "Never")
     {
-        errors.push(format!("{field}.restartPolicy"), format!("{p:?}: must be Always, OnFailure or Never"));
+        errors.push(
+            format!("{field}.restartPolicy"),
+            format!("{p:?}: must be Always, OnFailure or Never"),
+        );
     }
-    validation::labels(errors, &format!("{field}.nodeSelector"), &spec.node_selector);
+    validation::labels(
+        errors,
+        &format!("{field}.nodeSelector"),
+        &spec.node_selector,
+    );
     for (i, t) in spec.tolerations.iter().enumerate() {
         let f = format!("{field}.tolerations[{i}]");
         match t.operator.as_deref() {
             None | Some("Equal") => {}
             Some("Exists") if t.value.is_empty() => {}
-            Some("Exists") => errors.push(format!("{f}.value"), "must be empty with operator Exists"),
-            Some(op) => errors.push(format!("{f}.operator"), format!("{op:?}: must be Equal or Exists")),
+            Some("Exists") => {
+                errors.push(format!("{f}.value"), "must be empty with operator Exists")
+            }
+            Some(op) => errors.push(
+                format!("{f}.operator"),
+                format!("{op:?}: must be Equal or Exists"),
+            ),
         }
         if !t.effect.is_empty() && !super::TAINT_EFFECTS.contains(&t.effect.as_str()) {
-            errors.push(format!("{f}.effect"), format!("{:?}: unknown effect", t.effect));
+            errors.push(
+                format!("{f}.effect"),
+                format!("{:?}: unknown effect", t.effect),
+            );
         }
     }
 }

@@ -147,7 +147,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_reason() {
-        for bad in ["", "abc", "1.2.3", "5Xi", "1e99", "99999999999999999999Ei", "."] {
+        for bad in [
+            "",
+            "abc",
+            "1.2.3",
+            "5Xi",
+            "1e99",
+            "99999999999999999999Ei",
+            ".",
+        ] {
             let e = Quantity::from(bad).milli_value().unwrap_err();
             assert_eq!(e.input, bad);
         }

@@ -66,11 +66,21 @@ pub fn validate_meta(errors: &mut Errors, scope: Scope, plural: &str, meta: &Obj
     }
     validation::labels(errors, "metadata.labels", &meta.labels);
     for k in meta.annotations.keys() {
-        errors.check(format!("metadata.annotations[{k}]"), validation::qualified_name(k));
+        errors.check(
+            format!("metadata.annotations[{k}]"),
+            validation::qualified_name(k),
+        );
     }
-    let size: usize = meta.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let size: usize = meta
+        .annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     if size > 256 * 1024 {
-        errors.push("metadata.annotations", format!("total size {size} exceeds 262144 bytes"));
+        errors.push(
+            "metadata.annotations",
+            format!("total size {size} exceeds 262144 bytes"),
+        );
     }
     if scope != Scope::Cluster && !meta.tenant.is_empty() {
         errors.check("metadata.tenant", validation::dns_label(&meta.tenant));
@@ -182,15 +192,22 @@ impl Registry {
     pub fn builtin() -> Self {
         use super::*;
         let mut r = Self::new();
-        r.register::<Tenant>().expect("built-in plurals are distinct");
-        r.register::<Namespace>().expect("built-in plurals are distinct");
+        r.register::<Tenant>()
+            .expect("built-in plurals are distinct");
+        r.register::<Namespace>()
+            .expect("built-in plurals are distinct");
         r.register::<Node>().expect("built-in plurals are distinct");
         r.register::<Pod>().expect("built-in plurals are distinct");
-        r.register::<Lease>().expect("built-in plurals are distinct");
-        r.register::<ReplicaSet>().expect("built-in plurals are distinct");
-        r.register::<Deployment>().expect("built-in plurals are distinct");
-        r.register::<Action>().expect("built-in plurals are distinct");
-        r.register::<Network>().expect("built-in plurals are distinct");
+        r.register::<Lease>()
+            .expect("built-in plurals are distinct");
+        r.register::<ReplicaSet>()
+            .expect("built-in plurals are distinct");
+        r.register::<Deployment>()
+            .expect("built-in plurals are distinct");
+        r.register::<Action>()
+            .expect("built-in plurals are distinct");
+        r.register::<Network>()
+            .expect("built-in plurals are distinct");
         r
     }
 
@@ -200,7 +217,10 @@ impl Registry {
     }
 
     /// Adds a kind described by its info.
-    pub fn register_info(&mut self, info: ResourceInfo) -> Result<Arc<ResourceInfo>, RegistryError> {
+    pub fn register_info(
+        &mut self,
+        info: ResourceInfo,
+    ) -> Result<Arc<ResourceInfo>, RegistryError> {
         if let Some(&i) = self.by_plural.get(info.plural) {
             return Err(RegistryError::DuplicatePlural {
                 plural: info.plural.to_owned(),
@@ -209,7 +229,8 @@ impl Registry {
             });
         }
         let info = Arc::new(info);
-        self.by_plural.insert(info.plural.to_owned(), self.kinds.len());
+        self.by_plural
+            .insert(info.plural.to_owned(), self.kinds.len());
         self.kinds.push(info.clone());
         Ok(info)
     }
@@ -220,7 +241,12 @@ impl Registry {
     }
 
     /// The kind served at `group`/`version` under `plural`.
-    pub fn by_plural(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceInfo>> {
+    pub fn by_plural(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<&Arc<ResourceInfo>> {
         let info = &self.kinds[*self.by_plural.get(plural)?];
         (info.group == group && info.version == version).then_some(info)
     }
@@ -235,8 +261,8 @@ impl Registry {
     /// The kind a user means by `name`: plural, singular, short name or kind, any case.
     pub fn resolve_name(&self, name: &str) -> Option<&Arc<ResourceInfo>> {
         let n = name.to_ascii_lowercase();
-        self.kinds.iter().find(|i| {
-            i.plural == n || i.singular() == n || i.short_names.contains(&n.as_str())
-        })
+        self.kinds
+            .iter()
+            .find(|i| i.plural == n || i.singular() == n || i.short_names.contains(&n.as_str()))
     }
 }

@@ -67,9 +67,17 @@ fn a_pod_holds_containers_or_a_vm_not_both_nor_neither() {
     let mut pod = Pod::typed(ObjectMeta::named("p"));
     let errs = pod.validate().unwrap_err();
     assert_eq!(errs[0].field, "spec");
-    pod.spec.containers.push(Container { name: "c".into(), image: "busybox".into(), ..Default::default() });
+    pod.spec.containers.push(Container {
+        name: "c".into(),
+        image: "busybox".into(),
+        ..Default::default()
+    });
     assert!(pod.validate().is_ok());
-    pod.spec.virtual_machine = Some(VirtualMachine { name: "v".into(), image: "tiny".into(), ..Default::default() });
+    pod.spec.virtual_machine = Some(VirtualMachine {
+        name: "v".into(),
+        image: "tiny".into(),
+        ..Default::default()
+    });
     assert!(pod.validate().unwrap_err()[0].message.contains("not both"));
 }
 
@@ -84,7 +92,12 @@ fn pod_validation_names_each_bad_field() {
         ], "restartPolicy": "Sometimes"}
     }))
     .unwrap();
-    let fields: Vec<String> = pod.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+    let fields: Vec<String> = pod
+        .validate()
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
     for want in [
         "spec.containers[0].name",
         "spec.containers[0].image",
@@ -92,7 +105,10 @@ fn pod_validation_names_each_bad_field() {
         "spec.containers[2].name",
         "spec.restartPolicy",
     ] {
-        assert!(fields.iter().any(|f| f == want), "missing {want} in {fields:?}");
+        assert!(
+            fields.iter().any(|f| f == want),
+            "missing {want} in {fields:?}"
+        );
     }
 }
 
@@ -109,14 +125,29 @@ fn workloads_validate_selector_and_rolling_update() {
     .unwrap();
     assert!(d.validate().is_ok());
     let mut bad = d.clone();
-    bad.spec.template.metadata.labels.insert("app".into(), "other".into());
+    bad.spec
+        .template
+        .metadata
+        .labels
+        .insert("app".into(), "other".into());
     bad.spec.strategy.rolling_update = Some(RollingUpdate {
         max_surge: Some(IntOrString::Int(0)),
         max_unavailable: Some(IntOrString::String("0%".into())),
     });
-    let fields: Vec<String> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
-    assert!(fields.contains(&"spec.template.metadata.labels".to_string()), "{fields:?}");
-    assert!(fields.contains(&"spec.strategy.rollingUpdate".to_string()), "{fields:?}");
+    let fields: Vec<String> = bad
+        .validate()
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert!(
+        fields.contains(&"spec.template.metadata.labels".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.strategy.rollingUpdate".to_string()),
+        "{fields:?}"
+    );
     assert_eq!(IntOrString::String("25%".into()).resolve(3, true), Ok(1));
     assert_eq!(IntOrString::String("25%".into()).resolve(3, false), Ok(0));
     assert!(IntOrString::String("x".into()).resolve(3, true).is_err());
@@ -134,7 +165,12 @@ fn other_kinds_round_trip_and_validate() {
     }))
     .unwrap();
     assert!(node.validate().is_ok());
-    assert_eq!(node.status.as_ref().unwrap().capacity["memory"].value().unwrap(), 4 << 30);
+    assert_eq!(
+        node.status.as_ref().unwrap().capacity["memory"]
+            .value()
+            .unwrap(),
+        4 << 30
+    );
 
     let action: Action = serde_json::from_value(json!({
         "metadata": {"name": "reboot-1"},
@@ -143,7 +179,9 @@ fn other_kinds_round_trip_and_validate() {
     .unwrap();
     assert!(action.validate().is_ok());
     let mut two = action.clone();
-    two.spec.pod_action.as_mut().unwrap().snapshot_action = Some(SnapshotParams { snapshot_name: "s".into() });
+    two.spec.pod_action.as_mut().unwrap().snapshot_action = Some(SnapshotParams {
+        snapshot_name: "s".into(),
+    });
     assert!(two.validate().is_err());
 
     let net: Network = serde_json::from_value(json!({
@@ -159,7 +197,11 @@ fn other_kinds_round_trip_and_validate() {
 
     let now = now();
     let lease = Lease {
-        spec: LeaseSpec { renew_time: Some(now), lease_duration_seconds: Some(40), ..Default::default() },
+        spec: LeaseSpec {
+            renew_time: Some(now),
+            lease_duration_seconds: Some(40),
+            ..Default::default()
+        },
         ..Lease::typed(ObjectMeta::named("n1"))
     };
     assert!(lease.is_valid_at(now + chrono::Duration::seconds(39)));
@@ -173,14 +215,23 @@ fn registry_serves_kinds_generically() {
     assert_eq!(pods.kind, "Pod");
     assert_eq!(pods.scope, Scope::Namespaced);
     assert!(reg.by_plural("apps", "v1", "pods").is_none());
-    assert_eq!(reg.by_kind("apps/v1", "Deployment").unwrap().plural, "deployments");
+    assert_eq!(
+        reg.by_kind("apps/v1", "Deployment").unwrap().plural,
+        "deployments"
+    );
     assert_eq!(reg.resolve_name("deploy").unwrap().kind, "Deployment");
     assert_eq!(reg.resolve_name("Pod").unwrap().plural, "pods");
     assert_eq!(reg.resolve_name("ns").unwrap().scope, Scope::Tenant);
 
-    assert_eq!(pods.key("acme", "dev", "web"), "/registry/pods/acme/dev/web");
+    assert_eq!(
+        pods.key("acme", "dev", "web"),
+        "/registry/pods/acme/dev/web"
+    );
     assert_eq!(pods.prefix(Some("acme"), None), "/registry/pods/acme/");
-    assert_eq!(pods.prefix(Some("acme"), Some("dev")), "/registry/pods/acme/dev/");
+    assert_eq!(
+        pods.prefix(Some("acme"), Some("dev")),
+        "/registry/pods/acme/dev/"
+    );
     let nodes = reg.resolve_name("nodes").unwrap();
     assert_eq!(nodes.key("acme", "dev", "n1"), "/registry/nodes/n1");
     assert_eq!(nodes.prefix(Some("acme"), None), "/registry/nodes/");
@@ -191,7 +242,10 @@ fn registry_serves_kinds_generically() {
 
     // Registering a plural twice is refused: store keys would collide.
     let mut reg2 = Registry::builtin();
-    assert!(matches!(reg2.register::<Pod>(), Err(RegistryError::DuplicatePlural { .. })));
+    assert!(matches!(
+        reg2.register::<Pod>(),
+        Err(RegistryError::DuplicatePlural { .. })
+    ));
 }
 
 #[test]
@@ -203,21 +257,38 @@ fn registry_validation_reports_decode_errors_with_paths() {
         .unwrap_err();
     assert_eq!(err[0].field, "spec.containers[0].image");
     let err = pods
-        .validate(&json!({"metadata": {"name": "Not/Valid", "labels": {"bad key!": "v"}},
-                         "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .validate(
+            &json!({"metadata": {"name": "Not/Valid", "labels": {"bad key!": "v"}},
+                         "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
         .unwrap_err();
     let fields: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
-    assert!(fields.contains(&"metadata.name") && fields.contains(&"metadata.labels[bad key!]"), "{fields:?}");
+    assert!(
+        fields.contains(&"metadata.name") && fields.contains(&"metadata.labels[bad key!]"),
+        "{fields:?}"
+    );
     let tenants = reg.by_plural("", "v1", "tenants").unwrap();
-    assert!(tenants.validate(&json!({"metadata": {"name": "a.b"}})).is_err(), "tenant names are labels");
-    assert!(tenants.validate(&json!({"metadata": {"name": "acme"}})).is_ok());
+    assert!(
+        tenants
+            .validate(&json!({"metadata": {"name": "a.b"}}))
+            .is_err(),
+        "tenant names are labels"
+    );
+    assert!(
+        tenants
+            .validate(&json!({"metadata": {"name": "acme"}}))
+            .is_ok()
+    );
 }
 
 #[test]
 fn label_selectors() {
-    let labels = [("app".to_string(), "web".to_string()), ("tier".to_string(), "fe".to_string())]
-        .into_iter()
-        .collect();
+    let labels = [
+        ("app".to_string(), "web".to_string()),
+        ("tier".to_string(), "fe".to_string()),
+    ]
+    .into_iter()
+    .collect();
     assert!(LabelSelector::default().matches(&labels));
     assert!(LabelSelector::match_labels([("app", "web")]).matches(&labels));
     assert!(!LabelSelector::match_labels([("app", "db")]).matches(&labels));

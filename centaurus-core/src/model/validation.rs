@@ -62,7 +62,10 @@ pub fn dns_label(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > 63 {
-        return Err(format!("must be no more than 63 characters (is {})", name.len()));
+        return Err(format!(
+            "must be no more than 63 characters (is {})",
+            name.len()
+        ));
     }
     let ok_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
     let b = name.as_bytes();
@@ -82,7 +85,10 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > 253 {
-        return Err(format!("must be no more than 253 characters (is {})", name.len()));
+        return Err(format!(
+            "must be no more than 253 characters (is {})",
+            name.len()
+        ));
     }
     let ok_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.';
     let b = name.as_bytes();
@@ -102,7 +108,9 @@ fn label_name(name: &str) -> Result<(), String> {
     }
     let b = name.as_bytes();
     let alnum = |c: u8| c.is_ascii_alphanumeric();
-    if !b.iter().all(|&c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
+    if !b
+        .iter()
+        .all(|&c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
         || !alnum(b[0])
         || !alnum(b[b.len() - 1])
     {
@@ -154,8 +162,14 @@ pub fn cidr(text: &str) -> Result<(std::net::IpAddr, u8), String> {
         .parse()
         .map_err(|_| format!("{text:?}: prefix length {len:?} is not a number"))?;
     let (max, host_bits) = match addr {
-        std::net::IpAddr::V4(a) => (32, u128::from(u32::from(a) & u32::MAX.checked_shr(len.into()).unwrap_or(0))),
-        std::net::IpAddr::V6(a) => (128, u128::from(a) & u128::MAX.checked_shr(len.into()).unwrap_or(0)),
+        std::net::IpAddr::V4(a) => (
+            32,
+            u128::from(u32::from(a) & u32::MAX.checked_shr(len.into()).unwrap_or(0)),
+        ),
+        std::net::IpAddr::V6(a) => (
+            128,
+            u128::from(a) & u128::MAX.checked_shr(len.into()).unwrap_or(0),
+        ),
     };
     if len > max {
         return Err(format!("{text:?}: prefix length {len} exceeds {max}"));

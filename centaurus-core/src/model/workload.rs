@@ -9,8 +9,16 @@ use super::{Condition, IntOrString, LabelSelector, Object, PodTemplateSpec};
 
 /// Keeps a number of identical pods running.
 pub type ReplicaSet = Object<ReplicaSetSpec, ReplicaSetStatus>;
-crate::impl_resource!(ReplicaSet, kind = "ReplicaSet", group = "apps", version = "v1",
-    plural = "replicasets", scope = Namespaced, short = ["rs"], validate = validate_replica_set);
+crate::impl_resource!(
+    ReplicaSet,
+    kind = "ReplicaSet",
+    group = "apps",
+    version = "v1",
+    plural = "replicasets",
+    scope = Namespaced,
+    short = ["rs"],
+    validate = validate_replica_set
+);
 
 /// Desired state of a replica set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -51,8 +59,16 @@ pub struct ReplicaSetStatus {
 
 /// Declarative updates of replica sets: rolling updates of container and VM pods.
 pub type Deployment = Object<DeploymentSpec, DeploymentStatus>;
-crate::impl_resource!(Deployment, kind = "Deployment", group = "apps", version = "v1",
-    plural = "deployments", scope = Namespaced, short = ["deploy"], validate = validate_deployment);
+crate::impl_resource!(
+    Deployment,
+    kind = "Deployment",
+    group = "apps",
+    version = "v1",
+    plural = "deployments",
+    scope = Namespaced,
+    short = ["deploy"],
+    validate = validate_deployment
+);
 
 /// Desired state of a deployment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -147,13 +163,22 @@ fn validate_selected_template(
             "must match the selector, or the controller could never find its pods",
         );
     }
-    validation::labels(e, "spec.template.metadata.labels", &template.metadata.labels);
+    validation::labels(
+        e,
+        "spec.template.metadata.labels",
+        &template.metadata.labels,
+    );
     validate_pod_spec(e, "spec.template.spec", &template.spec);
 }
 
 fn validate_replica_set(rs: &ReplicaSet) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
-    validate_selected_template(&mut e, rs.spec.replicas, &rs.spec.selector, &rs.spec.template);
+    validate_selected_template(
+        &mut e,
+        rs.spec.replicas,
+        &rs.spec.selector,
+        &rs.spec.template,
+    );
     e.into_result()
 }
 
@@ -162,18 +187,27 @@ fn validate_deployment(d: &Deployment) -> Result<(), Vec<FieldError>> {
     validate_selected_template(&mut e, d.spec.replicas, &d.spec.selector, &d.spec.template);
     match d.spec.strategy.type_.as_deref() {
         None | Some("RollingUpdate") | Some("Recreate") => {}
-        Some(t) => e.push("spec.strategy.type", format!("{t:?}: must be RollingUpdate or Recreate")),
+        Some(t) => e.push(
+            "spec.strategy.type",
+            format!("{t:?}: must be RollingUpdate or Recreate"),
+        ),
     }
     if let Some(ru) = &d.spec.strategy.rolling_update {
         let replicas = d.spec.replicas.unwrap_or(1);
         let surge = ru.max_surge.as_ref().map(|v| v.resolve(replicas, true));
-        let unavailable = ru.max_unavailable.as_ref().map(|v| v.resolve(replicas, false));
+        let unavailable = ru
+            .max_unavailable
+            .as_ref()
+            .map(|v| v.resolve(replicas, false));
         for (field, v) in [("maxSurge", &surge), ("maxUnavailable", &unavailable)] {
             match v {
-                Some(Err(msg)) => e.push(format!("spec.strategy.rollingUpdate.{field}"), msg.clone()),
-                Some(Ok(n)) if *n < 0 => {
-                    e.push(format!("spec.strategy.rollingUpdate.{field}"), "must not be negative")
+                Some(Err(msg)) => {
+                    e.push(format!("spec.strategy.rollingUpdate.{field}"), msg.clone())
                 }
+                Some(Ok(n)) if *n < 0 => e.push(
+                    format!("spec.strategy.rollingUpdate.{field}"),
+                    "must not be negative",
+                ),
                 _ => {}
             }
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{EventKind, RangeOptions, Store, StoreError, WatchStream, MAX_VALUE_SIZE};
+use super::{EventKind, MAX_VALUE_SIZE, RangeOptions, Store, StoreError, WatchStream};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -73,17 +73,43 @@ async fn crud<S: Store>(s: &S) {
     assert!(kv.mod_revision > before, "{case}: revision must grow");
     assert_eq!(kv.create_revision, kv.mod_revision, "{case}");
     assert_eq!(kv.version, 1, "{case}");
-    assert_eq!(s.revision().await.unwrap(), kv.mod_revision, "{case}: store revision is the last write's");
-    assert_eq!(s.get(&format!("{p}a")).await.unwrap(), Some(kv.clone()), "{case}");
+    assert_eq!(
+        s.revision().await.unwrap(),
+        kv.mod_revision,
+        "{case}: store revision is the last write's"
+    );
+    assert_eq!(
+        s.get(&format!("{p}a")).await.unwrap(),
+        Some(kv.clone()),
+        "{case}"
+    );
 
     let err = s.create(&format!("{p}a"), b("2")).await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{case}: {err}");
-    assert_eq!(s.get(&format!("{p}a")).await.unwrap().unwrap().value, b("1"), "{case}: create must not overwrite");
-    assert_eq!(s.revision().await.unwrap(), kv.mod_revision, "{case}: a refused write does not bump the revision");
+    assert!(
+        matches!(err, StoreError::AlreadyExists { .. }),
+        "{case}: {err}"
+    );
+    assert_eq!(
+        s.get(&format!("{p}a")).await.unwrap().unwrap().value,
+        b("1"),
+        "{case}: create must not overwrite"
+    );
+    assert_eq!(
+        s.revision().await.unwrap(),
+        kv.mod_revision,
+        "{case}: a refused write does not bump the revision"
+    );
 
-    let up = s.update(&format!("{p}a"), b("2"), kv.mod_revision).await.unwrap();
+    let up = s
+        .update(&format!("{p}a"), b("2"), kv.mod_revision)
+        .await
+        .unwrap();
     assert!(up.mod_revision > kv.mod_revision, "{case}");
-    assert_eq!((up.create_revision, up.version, &up.value), (kv.create_revision, 2, &b("2")), "{case}");
+    assert_eq!(
+        (up.create_revision, up.version, &up.value),
+        (kv.create_revision, 2, &b("2")),
+        "{case}"
+    );
 
     let gone = s.delete(&format!("{p}a"), None).await.unwrap();
     assert!(gone.mod_revision > up.mod_revision, "{case}");
@@ -94,7 +120,10 @@ async fn crud<S: Store>(s: &S) {
 
     // A key can be created again after deletion, with a new create revision.
     let again = s.create(&format!("{p}a"), b("3")).await.unwrap();
-    assert!(again.create_revision > gone.mod_revision && again.version == 1, "{case}");
+    assert!(
+        again.create_revision > gone.mod_revision && again.version == 1,
+        "{case}"
+    );
 }
 
 async fn guarded_writes<S: Store>(s: &S) {
@@ -103,17 +132,33 @@ async fn guarded_writes<S: Store>(s: &S) {
     let kv = s.create(k, b("v1")).await.unwrap();
     let v2 = s.update(k, b("v2"), kv.mod_revision).await.unwrap();
     match s.update(k, b("stale"), kv.mod_revision).await {
-        Err(StoreError::Conflict { expected, actual, .. }) => {
-            assert_eq!((expected, actual), (kv.mod_revision, v2.mod_revision), "{case}")
+        Err(StoreError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!(
+                (expected, actual),
+                (kv.mod_revision, v2.mod_revision),
+                "{case}"
+            )
         }
         other => panic!("{case}: stale update must conflict, got {other:?}"),
     }
-    assert_eq!(s.get(k).await.unwrap().unwrap().value, b("v2"), "{case}: a conflict changes nothing");
+    assert_eq!(
+        s.get(k).await.unwrap().unwrap().value,
+        b("v2"),
+        "{case}: a conflict changes nothing"
+    );
     match s.update("/conformance/cas/missing", b("x"), 0).await {
         Err(StoreError::NotFound { .. }) => {}
-        other => panic!("{case}: update of a missing key (even at revision 0) must be NotFound, got {other:?}"),
+        other => panic!(
+            "{case}: update of a missing key (even at revision 0) must be NotFound, got {other:?}"
+        ),
     }
-    assert_eq!(s.get("/conformance/cas/missing").await.unwrap(), None, "{case}");
+    assert_eq!(
+        s.get("/conformance/cas/missing").await.unwrap(),
+        None,
+        "{case}"
+    );
     match s.delete(k, Some(kv.mod_revision)).await {
         Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, v2.mod_revision, "{case}"),
         other => panic!("{case}: stale delete must conflict, got {other:?}"),
@@ -124,32 +169,68 @@ async fn guarded_writes<S: Store>(s: &S) {
 
     // Racing updates from one revision: exactly one wins.
     let base = s.create("/conformance/cas/race", b("0")).await.unwrap();
-    let results = futures::future::join_all(
-        (0..8).map(|i| s.update("/conformance/cas/race", Bytes::from(i.to_string()), base.mod_revision)),
-    )
+    let results = futures::future::join_all((0..8).map(|i| {
+        s.update(
+            "/conformance/cas/race",
+            Bytes::from(i.to_string()),
+            base.mod_revision,
+        )
+    }))
     .await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(wins, 1, "{case}: exactly one of racing updates wins: {results:?}");
+    assert_eq!(
+        wins, 1,
+        "{case}: exactly one of racing updates wins: {results:?}"
+    );
     assert!(
-        results.iter().all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict { .. }))),
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict { .. }))),
         "{case}: losers see Conflict"
     );
 }
 
 async fn invalid_requests<S: Store>(s: &S) {
     let case = "invalid_requests";
-    assert!(matches!(s.create("", b("x")).await, Err(StoreError::InvalidArgument(_))), "{case}: empty key");
+    assert!(
+        matches!(
+            s.create("", b("x")).await,
+            Err(StoreError::InvalidArgument(_))
+        ),
+        "{case}: empty key"
+    );
     let big = Bytes::from(vec![b'x'; MAX_VALUE_SIZE + 1]);
     assert!(
-        matches!(s.create("/conformance/invalid/big", big).await, Err(StoreError::InvalidArgument(_))),
+        matches!(
+            s.create("/conformance/invalid/big", big).await,
+            Err(StoreError::InvalidArgument(_))
+        ),
         "{case}: oversized value"
     );
-    assert_eq!(s.get("/conformance/invalid/big").await.unwrap(), None, "{case}: nothing stored");
+    assert_eq!(
+        s.get("/conformance/invalid/big").await.unwrap(),
+        None,
+        "{case}: nothing stored"
+    );
     let max = Bytes::from(vec![b'y'; MAX_VALUE_SIZE]);
-    let kv = s.create("/conformance/invalid/max", max.clone()).await.unwrap();
-    assert_eq!(s.get("/conformance/invalid/max").await.unwrap().unwrap().value, max, "{case}");
+    let kv = s
+        .create("/conformance/invalid/max", max.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get("/conformance/invalid/max")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        max,
+        "{case}"
+    );
     assert_eq!(kv.value.len(), MAX_VALUE_SIZE, "{case}");
-    assert!(s.watch("/x", -1).await.is_err(), "{case}: negative watch start");
+    assert!(
+        s.watch("/x", -1).await.is_err(),
+        "{case}: negative watch start"
+    );
 }
 
 async fn range_pages<S: Store>(s: &S) {
@@ -163,16 +244,38 @@ async fn range_pages<S: Store>(s: &S) {
     s.create(&format!("{p}ab/x"), b("no")).await.unwrap();
     s.create(&format!("{p}a"), b("no")).await.unwrap();
     keys.sort();
-    let all = s.range(&format!("{p}a/"), RangeOptions::default()).await.unwrap();
-    assert_eq!(all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), keys, "{case}");
+    let all = s
+        .range(&format!("{p}a/"), RangeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+        keys,
+        "{case}"
+    );
     assert!(!all.more, "{case}");
-    assert!(all.revision >= all.kvs.iter().map(|kv| kv.mod_revision).max().unwrap(), "{case}");
-    assert!(all.kvs.iter().all(|kv| kv.value == kv.key.as_bytes()), "{case}: values");
+    assert!(
+        all.revision >= all.kvs.iter().map(|kv| kv.mod_revision).max().unwrap(),
+        "{case}"
+    );
+    assert!(
+        all.kvs.iter().all(|kv| kv.value == kv.key.as_bytes()),
+        "{case}: values"
+    );
 
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.range(&format!("{p}a/"), RangeOptions { limit: 7, after: after.clone() }).await.unwrap();
+        let page = s
+            .range(
+                &format!("{p}a/"),
+                RangeOptions {
+                    limit: 7,
+                    after: after.clone(),
+                },
+            )
+            .await
+            .unwrap();
         assert!(page.kvs.len() <= 7, "{case}");
         seen.extend(page.kvs.iter().map(|kv| kv.key.clone()));
         if !page.more {
@@ -181,9 +284,24 @@ async fn range_pages<S: Store>(s: &S) {
         after = page.kvs.last().map(|kv| kv.key.clone());
     }
     assert_eq!(seen, keys, "{case}: pages cover every key once, in order");
-    let exact = s.range(&format!("{p}a/"), RangeOptions { limit: 25, after: None }).await.unwrap();
-    assert!(!exact.more && exact.kvs.len() == 25, "{case}: a full last page has more=false");
-    let empty = s.range("/conformance/range/none/", RangeOptions::default()).await.unwrap();
+    let exact = s
+        .range(
+            &format!("{p}a/"),
+            RangeOptions {
+                limit: 25,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !exact.more && exact.kvs.len() == 25,
+        "{case}: a full last page has more=false"
+    );
+    let empty = s
+        .range("/conformance/range/none/", RangeOptions::default())
+        .await
+        .unwrap();
     assert!(empty.kvs.is_empty() && !empty.more, "{case}");
 }
 
@@ -191,36 +309,69 @@ async fn watch_history_and_live<S: Store>(s: &S) {
     let case = "watch_history_and_live";
     let p = "/conformance/watch/";
     let a = s.create(&format!("{p}k"), b("1")).await.unwrap();
-    let u = s.update(&format!("{p}k"), b("2"), a.mod_revision).await.unwrap();
-    s.create("/conformance/other/k", b("elsewhere")).await.unwrap();
+    let u = s
+        .update(&format!("{p}k"), b("2"), a.mod_revision)
+        .await
+        .unwrap();
+    s.create("/conformance/other/k", b("elsewhere"))
+        .await
+        .unwrap();
     let d = s.delete(&format!("{p}k"), None).await.unwrap();
 
     let mut w = s.watch(p, a.mod_revision).await.unwrap();
     let e1 = next(&mut w, case).await;
-    assert_eq!((e1.kind, e1.revision(), &e1.kv.value, e1.kv.version), (EventKind::Put, a.mod_revision, &b("1"), 1), "{case}");
+    assert_eq!(
+        (e1.kind, e1.revision(), &e1.kv.value, e1.kv.version),
+        (EventKind::Put, a.mod_revision, &b("1"), 1),
+        "{case}"
+    );
     assert_eq!(e1.prev_value, None, "{case}");
     let e2 = next(&mut w, case).await;
-    assert_eq!((e2.kind, e2.revision(), &e2.kv.value), (EventKind::Put, u.mod_revision, &b("2")), "{case}");
-    assert_eq!(e2.prev_value, Some(b("1")), "{case}: updates carry the previous value");
+    assert_eq!(
+        (e2.kind, e2.revision(), &e2.kv.value),
+        (EventKind::Put, u.mod_revision, &b("2")),
+        "{case}"
+    );
+    assert_eq!(
+        e2.prev_value,
+        Some(b("1")),
+        "{case}: updates carry the previous value"
+    );
     assert_eq!(e2.kv.create_revision, a.mod_revision, "{case}");
     let e3 = next(&mut w, case).await;
-    assert_eq!((e3.kind, e3.revision(), &e3.kv.value), (EventKind::Delete, d.mod_revision, &b("2")), "{case}");
+    assert_eq!(
+        (e3.kind, e3.revision(), &e3.kv.value),
+        (EventKind::Delete, d.mod_revision, &b("2")),
+        "{case}"
+    );
 
     // Live events follow the history without a gap; other prefixes are filtered out.
     s.create("/conformance/other/k2", b("x")).await.unwrap();
     let live = s.create(&format!("{p}live"), b("L")).await.unwrap();
     let e4 = next(&mut w, case).await;
-    assert_eq!((e4.revision(), &e4.kv.key), (live.mod_revision, &format!("{p}live")), "{case}");
+    assert_eq!(
+        (e4.revision(), &e4.kv.key),
+        (live.mod_revision, &format!("{p}live")),
+        "{case}"
+    );
 
     // Starting mid-history skips earlier events.
     let mut mid = s.watch(p, u.mod_revision).await.unwrap();
-    assert_eq!(next(&mut mid, case).await.revision(), u.mod_revision, "{case}");
+    assert_eq!(
+        next(&mut mid, case).await.revision(),
+        u.mod_revision,
+        "{case}"
+    );
 
     // Watching "from now" (0) sees only later changes.
     let mut now = s.watch(p, 0).await.unwrap();
     quiet(&mut now, case).await;
     let later = s.create(&format!("{p}later"), b("x")).await.unwrap();
-    assert_eq!(next(&mut now, case).await.revision(), later.mod_revision, "{case}");
+    assert_eq!(
+        next(&mut now, case).await.revision(),
+        later.mod_revision,
+        "{case}"
+    );
 
     // A start in the future waits for that revision.
     let future = s.revision().await.unwrap() + 2;
@@ -228,7 +379,11 @@ async fn watch_history_and_live<S: Store>(s: &S) {
     s.create(&format!("{p}f1"), b("x")).await.unwrap();
     let f2 = s.create(&format!("{p}f2"), b("x")).await.unwrap();
     let e = next(&mut fut, case).await;
-    assert_eq!(e.revision(), f2.mod_revision, "{case}: events before the start are skipped");
+    assert_eq!(
+        e.revision(),
+        f2.mod_revision,
+        "{case}: events before the start are skipped"
+    );
 }
 
 async fn watch_concurrent_writers<S: Store>(s: &S) {
@@ -239,7 +394,12 @@ async fn watch_concurrent_writers<S: Store>(s: &S) {
     let writes = futures::future::join_all((0..4).map(|t| async move {
         let mut revs = Vec::new();
         for i in 0..25 {
-            revs.push(s.create(&format!("{p}{t}/{i}"), b("x")).await.unwrap().mod_revision);
+            revs.push(
+                s.create(&format!("{p}{t}/{i}"), b("x"))
+                    .await
+                    .unwrap()
+                    .mod_revision,
+            );
         }
         revs
     }))
@@ -250,8 +410,14 @@ async fn watch_concurrent_writers<S: Store>(s: &S) {
     for _ in 0..acked.len() {
         seen.push(next(&mut w, case).await.revision());
     }
-    assert!(seen.windows(2).all(|p| p[0] < p[1]), "{case}: strictly increasing revisions");
-    assert_eq!(seen, acked, "{case}: exactly the acknowledged writes, no gaps, no duplicates");
+    assert!(
+        seen.windows(2).all(|p| p[0] < p[1]),
+        "{case}: strictly increasing revisions"
+    );
+    assert_eq!(
+        seen, acked,
+        "{case}: exactly the acknowledged writes, no gaps, no duplicates"
+    );
 }
 
 async fn many_watchers<S: Store>(s: &S) {
@@ -264,7 +430,12 @@ async fn many_watchers<S: Store>(s: &S) {
     }
     let mut revs = Vec::new();
     for i in 0..50 {
-        revs.push(s.create(&format!("{p}{i:02}"), b("x")).await.unwrap().mod_revision);
+        revs.push(
+            s.create(&format!("{p}{i:02}"), b("x"))
+                .await
+                .unwrap()
+                .mod_revision,
+        );
     }
     for w in &mut watchers {
         for r in &revs {
@@ -278,15 +449,28 @@ async fn compaction<S: Store>(s: &S) {
     let p = "/conformance/compact/";
     let mut revs = Vec::new();
     for i in 0..5 {
-        revs.push(s.create(&format!("{p}{i}"), b("x")).await.unwrap().mod_revision);
+        revs.push(
+            s.create(&format!("{p}{i}"), b("x"))
+                .await
+                .unwrap()
+                .mod_revision,
+        );
     }
     s.compact(revs[3]).await.unwrap();
     expect_compacted(s, p, revs[1], case).await;
     let mut w = s.watch(p, revs[3]).await.unwrap();
-    assert_eq!(next(&mut w, case).await.revision(), revs[3], "{case}: the compaction revision stays watchable");
+    assert_eq!(
+        next(&mut w, case).await.revision(),
+        revs[3],
+        "{case}: the compaction revision stays watchable"
+    );
     assert_eq!(next(&mut w, case).await.revision(), revs[4], "{case}");
     // Data is untouched by compaction.
-    assert_eq!(s.range(p, RangeOptions::default()).await.unwrap().kvs.len(), 5, "{case}");
+    assert_eq!(
+        s.range(p, RangeOptions::default()).await.unwrap().kvs.len(),
+        5,
+        "{case}"
+    );
     match s.compact(revs[2]).await {
         Err(e) if e.is_gone() => {}
         other => panic!("{case}: compacting below the compacted revision must fail, got {other:?}"),
@@ -324,7 +508,9 @@ impl EtcdServer {
     /// binary is installed (callers decide whether that may skip).
     pub async fn start() -> Result<Option<Self>, String> {
         let Some(bin) = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file())
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
         }) else {
             return Ok(None);
         };
@@ -333,22 +519,37 @@ impl EtcdServer {
             Ok(l.local_addr().map_err(|e| e.to_string())?.port())
         };
         let (client, peer) = (free_port()?, free_port()?);
-        let dir = std::env::temp_dir().join(format!("centaurus-etcd-{}-{client}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("centaurus-etcd-{}-{client}", std::process::id()));
         let dir = TempDir(dir);
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = std::process::Command::new(bin)
             .args(["--name", "conformance", "--data-dir"])
             .arg(&dir.0)
-            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args([
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
             .args(["--initial-cluster", &format!("conformance={peer_url}")])
             .args(["--log-level", "error", "--logger", "zap"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("starting etcd: {e}"))?;
-        let server = Self { child, _dir: dir, endpoint };
+        let server = Self {
+            child,
+            _dir: dir,
+            endpoint,
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(store) = server.store("/probe").await

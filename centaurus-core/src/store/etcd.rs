@@ -37,7 +37,9 @@ pub struct EtcdStore {
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore").field("root", &self.root).finish()
+        f.debug_struct("EtcdStore")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -45,9 +47,15 @@ fn map_err(e: etcd_client::Error) -> StoreError {
     let text = e.to_string();
     if text.contains("required revision has been compacted") {
         // etcd does not say which revision it compacted at.
-        StoreError::Compacted { requested: 0, compacted: 0 }
+        StoreError::Compacted {
+            requested: 0,
+            compacted: 0,
+        }
     } else if text.contains("required revision is a future revision") {
-        StoreError::FutureRevision { requested: 0, current: 0 }
+        StoreError::FutureRevision {
+            requested: 0,
+            current: 0,
+        }
     } else {
         StoreError::Backend(format!("etcd: {text}"))
     }
@@ -62,7 +70,9 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revis
 impl EtcdStore {
     /// Connects to etcd.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let client = Client::connect(&config.endpoints, None).await.map_err(map_err)?;
+        let client = Client::connect(&config.endpoints, None)
+            .await
+            .map_err(map_err)?;
         Ok(Self {
             client,
             root: config.root.into(),
@@ -92,8 +102,14 @@ impl EtcdStore {
             _ => None,
         });
         match current {
-            None => StoreError::NotFound { key: key.to_owned() },
-            Some(actual) => StoreError::Conflict { key: key.to_owned(), expected, actual },
+            None => StoreError::NotFound {
+                key: key.to_owned(),
+            },
+            Some(actual) => StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual,
+            },
         }
     }
 
@@ -114,7 +130,11 @@ impl EtcdStore {
                     out.create_revision = prev.create_revision();
                 }
                 out.version = 0;
-                Event { kind: EventKind::Delete, kv: out, prev_value: None }
+                Event {
+                    kind: EventKind::Delete,
+                    kv: out,
+                    prev_value: None,
+                }
             }
         })
     }
@@ -123,7 +143,12 @@ impl EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.client.clone().get(self.full(key), None).await.map_err(map_err)?;
+        let resp = self
+            .client
+            .clone()
+            .get(self.full(key), None)
+            .await
+            .map_err(map_err)?;
         resp.kvs().first().map(|kv| self.convert(kv)).transpose()
     }
 
@@ -138,9 +163,18 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(end)
             .with_limit(opts.limit as i64);
-        let resp = self.client.clone().get(start, Some(options)).await.map_err(map_err)?;
+        let resp = self
+            .client
+            .clone()
+            .get(start, Some(options))
+            .await
+            .map_err(map_err)?;
         Ok(RangeResult {
-            kvs: resp.kvs().iter().map(|kv| self.convert(kv)).collect::<Result<_>>()?,
+            kvs: resp
+                .kvs()
+                .iter()
+                .map(|kv| self.convert(kv))
+                .collect::<Result<_>>()?,
             more: resp.more(),
             revision: header_revision(resp.header())?,
         })
@@ -154,7 +188,9 @@ impl Store for EtcdStore {
             .and_then([TxnOp::put(full.clone(), value.to_vec(), None)]);
         let resp = self.client.clone().txn(txn).await.map_err(map_err)?;
         if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists { key: key.to_owned() });
+            return Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            });
         }
         let rev = header_revision(resp.header())?;
         Ok(KeyValue {
@@ -174,7 +210,11 @@ impl Store for EtcdStore {
                 Compare::version(full.clone(), CompareOp::Greater, 0),
                 Compare::mod_revision(full.clone(), CompareOp::Equal, expected),
             ])
-            .and_then([TxnOp::put(full.clone(), value.to_vec(), Some(PutOptions::new().with_prev_key()))])
+            .and_then([TxnOp::put(
+                full.clone(),
+                value.to_vec(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(full, None)]);
         let resp = self.client.clone().txn(txn).await.map_err(map_err)?;
         if !resp.succeeded() {
@@ -185,7 +225,8 @@ impl Store for EtcdStore {
             TxnOpResponse::Put(mut p) => p.take_prev_key(),
             _ => None,
         });
-        let prev = prev.ok_or_else(|| StoreError::Backend("etcd put without previous key".into()))?;
+        let prev =
+            prev.ok_or_else(|| StoreError::Backend("etcd put without previous key".into()))?;
         Ok(KeyValue {
             key: key.to_owned(),
             value,
@@ -204,7 +245,10 @@ impl Store for EtcdStore {
         }
         let txn = Txn::new()
             .when(guards)
-            .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
+            .and_then([TxnOp::delete(
+                full.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(full, None)]);
         let resp = self.client.clone().txn(txn).await.map_err(map_err)?;
         if !resp.succeeded() {
@@ -215,7 +259,8 @@ impl Store for EtcdStore {
             TxnOpResponse::Delete(mut d) => d.take_prev_kvs().into_iter().next(),
             _ => None,
         });
-        let prev = prev.ok_or_else(|| StoreError::Backend("etcd delete without previous key".into()))?;
+        let prev =
+            prev.ok_or_else(|| StoreError::Backend("etcd delete without previous key".into()))?;
         let mut gone = self.convert(&prev)?;
         gone.mod_revision = rev;
         gone.version = 0;
@@ -224,7 +269,9 @@ impl Store for EtcdStore {
 
     async fn watch(&self, prefix: &str, start: Revision) -> Result<WatchStream> {
         if start < 0 {
-            return Err(StoreError::InvalidArgument(format!("negative start revision {start}")));
+            return Err(StoreError::InvalidArgument(format!(
+                "negative start revision {start}"
+            )));
         }
         let full_prefix = self.full(prefix);
         let end = prefix_end(full_prefix.as_bytes()).unwrap_or_else(|| vec![0]);
@@ -259,8 +306,11 @@ impl Store for EtcdStore {
                             if resp.events().is_empty() {
                                 continue; // created or progress notification
                             }
-                            let events: Vec<_> =
-                                resp.events().iter().map(|e| this.event(e).map(Arc::new)).collect();
+                            let events: Vec<_> = resp
+                                .events()
+                                .iter()
+                                .map(|e| this.event(e).map(Arc::new))
+                                .collect();
                             let failed = events.iter().any(|e| e.is_err());
                             return Some((events, (!failed).then_some(watch)));
                         }
@@ -276,7 +326,10 @@ impl Store for EtcdStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         let current = self.revision().await?;
         if revision > current {
-            return Err(StoreError::FutureRevision { requested: revision, current });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current,
+            });
         }
         match self
             .client
@@ -286,7 +339,10 @@ impl Store for EtcdStore {
         {
             Ok(_) => Ok(()),
             Err(e) => Err(match map_err(e) {
-                StoreError::Compacted { .. } => StoreError::Compacted { requested: revision, compacted: revision },
+                StoreError::Compacted { .. } => StoreError::Compacted {
+                    requested: revision,
+                    compacted: revision,
+                },
                 other => other,
             }),
         }
@@ -296,7 +352,10 @@ impl Store for EtcdStore {
         let resp = self
             .client
             .clone()
-            .get(self.root.as_bytes(), Some(GetOptions::new().with_count_only()))
+            .get(
+                self.root.as_bytes(),
+                Some(GetOptions::new().with_count_only()),
+            )
             .await
             .map_err(map_err)?;
         header_revision(resp.header())

@@ -87,7 +87,11 @@ impl Hub {
     }
 
     /// Subscribes a watcher of `prefix` from `start` (0: from the next event).
-    pub fn subscribe(&self, prefix: &str, start: Revision) -> (broadcast::Receiver<Arc<Event>>, Replay, Revision) {
+    pub fn subscribe(
+        &self,
+        prefix: &str,
+        start: Revision,
+    ) -> (broadcast::Receiver<Arc<Event>>, Replay, Revision) {
         let s = self.lock();
         let rx = s.sender.subscribe();
         let replay = if start == 0 || start > s.last {
@@ -127,25 +131,23 @@ pub(crate) fn watch_stream(
     after: Revision,
     rx: broadcast::Receiver<Arc<Event>>,
 ) -> WatchStream {
-    let live = stream::unfold(Some((rx, prefix)), move |state| {
-        async move {
-            let (mut rx, prefix) = state?;
-            loop {
-                match rx.recv().await {
-                    Ok(e) => {
-                        if e.revision() > after
-                            && e.revision() >= start
-                            && e.kv.key.starts_with(prefix.as_str())
-                        {
-                            return Some((Ok(e), Some((rx, prefix))));
-                        }
+    let live = stream::unfold(Some((rx, prefix)), move |state| async move {
+        let (mut rx, prefix) = state?;
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if e.revision() > after
+                        && e.revision() >= start
+                        && e.kv.key.starts_with(prefix.as_str())
+                    {
+                        return Some((Ok(e), Some((rx, prefix))));
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return Some((Err(StoreError::WatchLagged { missed }), None));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Some((Err(StoreError::Closed), None));
-                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    return Some((Err(StoreError::WatchLagged { missed }), None));
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Some((Err(StoreError::Closed), None));
                 }
             }
         }

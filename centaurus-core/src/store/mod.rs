@@ -143,7 +143,10 @@ pub enum StoreError {
 impl StoreError {
     /// True when a watcher must re-list because history it needs is gone.
     pub fn is_gone(&self) -> bool {
-        matches!(self, StoreError::Compacted { .. } | StoreError::WatchLagged { .. })
+        matches!(
+            self,
+            StoreError::Compacted { .. } | StoreError::WatchLagged { .. }
+        )
     }
 }
 

@@ -50,10 +50,22 @@ impl Default for RedbOptions {
 }
 
 enum Op {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: Revision },
-    Delete { key: String, expected: Option<Revision> },
-    Compact { revision: Revision },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 struct Request {
@@ -117,7 +129,10 @@ impl RedbStore {
                 txn.open_table(LOG).map_err(backend)?;
                 let meta = txn.open_table(META).map_err(backend)?;
                 let read = |name| -> Result<i64> {
-                    Ok(meta.get(name).map_err(backend)?.map_or(0, |v| v.value() as i64))
+                    Ok(meta
+                        .get(name)
+                        .map_err(backend)?
+                        .map_or(0, |v| v.value() as i64))
                 };
                 (read("revision")?, read("compacted")?)
             };
@@ -125,7 +140,11 @@ impl RedbStore {
             counters
         };
         let db = Arc::new(db);
-        let hub = Arc::new(Hub::new(revision, opts.watch_lag_capacity, opts.watch_window));
+        let hub = Arc::new(Hub::new(
+            revision,
+            opts.watch_lag_capacity,
+            opts.watch_window,
+        ));
         let revision = Arc::new(AtomicI64::new(revision));
         let compacted = Arc::new(AtomicI64::new(compacted));
         let (tx, rx) = mpsc::channel();
@@ -169,7 +188,12 @@ impl RedbStore {
             .ok_or_else(|| StoreError::Backend("writer returned no record".into()))
     }
 
-    fn read_log(db: &Database, prefix: &str, start: Revision, upto: Revision) -> Result<Vec<Arc<Event>>> {
+    fn read_log(
+        db: &Database,
+        prefix: &str,
+        start: Revision,
+        upto: Revision,
+    ) -> Result<Vec<Arc<Event>>> {
         let txn = db.begin_read().map_err(backend)?;
         let compacted = txn
             .open_table(META)
@@ -178,7 +202,10 @@ impl RedbStore {
             .map_err(backend)?
             .map_or(0, |v| v.value() as i64);
         if start < compacted {
-            return Err(StoreError::Compacted { requested: start, compacted });
+            return Err(StoreError::Compacted {
+                requested: start,
+                compacted,
+            });
         }
         let log = txn.open_table(LOG).map_err(backend)?;
         let mut events = Vec::new();
@@ -221,8 +248,14 @@ impl Store for RedbStore {
                 Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.as_str()),
                 _ => Bound::Included(prefix.as_str()),
             };
-            let mut out = RangeResult { revision, ..RangeResult::default() };
-            for entry in kv.range::<&str>((lower, Bound::Unbounded)).map_err(backend)? {
+            let mut out = RangeResult {
+                revision,
+                ..RangeResult::default()
+            };
+            for entry in kv
+                .range::<&str>((lower, Bound::Unbounded))
+                .map_err(backend)?
+            {
                 let (k, v) = entry.map_err(backend)?;
                 let key = k.value();
                 if !key.starts_with(prefix.as_str()) {
@@ -241,29 +274,47 @@ impl Store for RedbStore {
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
         check_write(key, Some(&value))?;
-        self.submit_kv(Op::Create { key: key.to_owned(), value }).await
+        self.submit_kv(Op::Create {
+            key: key.to_owned(),
+            value,
+        })
+        .await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
         check_write(key, Some(&value))?;
-        self.submit_kv(Op::Update { key: key.to_owned(), value, expected }).await
+        self.submit_kv(Op::Update {
+            key: key.to_owned(),
+            value,
+            expected,
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
         check_write(key, None)?;
-        self.submit_kv(Op::Delete { key: key.to_owned(), expected }).await
+        self.submit_kv(Op::Delete {
+            key: key.to_owned(),
+            expected,
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, start: Revision) -> Result<WatchStream> {
         if start < 0 {
-            return Err(StoreError::InvalidArgument(format!("negative start revision {start}")));
+            return Err(StoreError::InvalidArgument(format!(
+                "negative start revision {start}"
+            )));
         }
         let (rx, replay, last) = self.inner.hub.subscribe(prefix, start);
         let history = match replay {
             Replay::Covered(events) => {
                 let compacted = self.inner.compacted.load(Ordering::Acquire);
                 if start != 0 && start < compacted {
-                    return Err(StoreError::Compacted { requested: start, compacted });
+                    return Err(StoreError::Compacted {
+                        requested: start,
+                        compacted,
+                    });
                 }
                 events
             }
@@ -358,11 +409,19 @@ impl Writer {
                                 version: 1,
                             };
                             put(&mut kv, &mut log, &new, None)?;
-                            events.push(Event { kind: EventKind::Put, kv: new.clone(), prev_value: None });
+                            events.push(Event {
+                                kind: EventKind::Put,
+                                kv: new.clone(),
+                                prev_value: None,
+                            });
                             Ok(Some(new))
                         }
                     }
-                    Op::Update { key, value, expected } => {
+                    Op::Update {
+                        key,
+                        value,
+                        expected,
+                    } => {
                         let old = kv
                             .get(key.as_str())
                             .map_err(backend)?
@@ -370,11 +429,13 @@ impl Writer {
                             .transpose()?;
                         match old {
                             None => Err(StoreError::NotFound { key: key.clone() }),
-                            Some(old) if old.mod_revision != *expected => Err(StoreError::Conflict {
-                                key: key.clone(),
-                                expected: *expected,
-                                actual: old.mod_revision,
-                            }),
+                            Some(old) if old.mod_revision != *expected => {
+                                Err(StoreError::Conflict {
+                                    key: key.clone(),
+                                    expected: *expected,
+                                    actual: old.mod_revision,
+                                })
+                            }
                             Some(old) => {
                                 rev += 1;
                                 let new = KeyValue {
@@ -412,21 +473,39 @@ impl Writer {
                             Some(old) => {
                                 rev += 1;
                                 kv.remove(key.as_str()).map_err(backend)?;
-                                let gone = KeyValue { mod_revision: rev, version: 0, ..old };
-                                log.insert(rev as u64, encode_event(EventKind::Delete, &gone, None).as_slice())
-                                    .map_err(backend)?;
-                                events.push(Event { kind: EventKind::Delete, kv: gone.clone(), prev_value: None });
+                                let gone = KeyValue {
+                                    mod_revision: rev,
+                                    version: 0,
+                                    ..old
+                                };
+                                log.insert(
+                                    rev as u64,
+                                    encode_event(EventKind::Delete, &gone, None).as_slice(),
+                                )
+                                .map_err(backend)?;
+                                events.push(Event {
+                                    kind: EventKind::Delete,
+                                    kv: gone.clone(),
+                                    prev_value: None,
+                                });
                                 Ok(Some(gone))
                             }
                         }
                     }
                     Op::Compact { revision } => {
                         if *revision > rev {
-                            Err(StoreError::FutureRevision { requested: *revision, current: rev })
+                            Err(StoreError::FutureRevision {
+                                requested: *revision,
+                                current: rev,
+                            })
                         } else if *revision <= compacted {
-                            Err(StoreError::Compacted { requested: *revision, compacted })
+                            Err(StoreError::Compacted {
+                                requested: *revision,
+                                compacted,
+                            })
                         } else {
-                            log.retain_in(..(*revision as u64), |_, _| false).map_err(backend)?;
+                            log.retain_in(..(*revision as u64), |_, _| false)
+                                .map_err(backend)?;
                             compacted = *revision;
                             Ok(None)
                         }
@@ -442,7 +521,8 @@ impl Writer {
             {
                 let mut meta = txn.open_table(META).map_err(backend)?;
                 meta.insert("revision", rev as u64).map_err(backend)?;
-                meta.insert("compacted", compacted as u64).map_err(backend)?;
+                meta.insert("compacted", compacted as u64)
+                    .map_err(backend)?;
             }
             txn.commit().map_err(backend)?;
         }
@@ -456,9 +536,13 @@ fn put(
     new: &KeyValue,
     prev: Option<&Bytes>,
 ) -> Result<()> {
-    kv.insert(new.key.as_str(), encode_record(new).as_slice()).map_err(backend)?;
-    log.insert(new.mod_revision as u64, encode_event(EventKind::Put, new, prev).as_slice())
+    kv.insert(new.key.as_str(), encode_record(new).as_slice())
         .map_err(backend)?;
+    log.insert(
+        new.mod_revision as u64,
+        encode_event(EventKind::Put, new, prev).as_slice(),
+    )
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -515,7 +599,12 @@ fn encode_event(kind: EventKind, kv: &KeyValue, prev: Option<&Bytes>) -> Vec<u8>
 fn decode_event(revision: Revision, b: &[u8]) -> Result<Event> {
     let bad = || corrupt("log entry");
     let u32_at = |at: usize| -> Result<usize> {
-        Ok(u32::from_le_bytes(b.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize)
+        Ok(u32::from_le_bytes(
+            b.get(at..at + 4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize)
     };
     let kind = match b.first() {
         Some(0) => EventKind::Put,
@@ -539,7 +628,13 @@ fn decode_event(revision: Revision, b: &[u8]) -> Result<Event> {
     let value = Bytes::copy_from_slice(b.get(at..).ok_or_else(bad)?);
     Ok(Event {
         kind,
-        kv: KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision, version },
+        kv: KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision,
+            mod_revision: revision,
+            version,
+        },
         prev_value,
     })
 }

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::hub::{Hub, Replay, watch_stream};
-use super::{KeyValue, RangeOptions, RangeResult, Result, Revision, Store, StoreError, WatchStream};
+use super::{
+    KeyValue, RangeOptions, RangeResult, Result, Revision, Store, StoreError, WatchStream,
+};
 
 /// A store wrapper that fans one upstream watch out to many watchers (see the module docs).
 pub struct WatchCache<S: Store> {
@@ -32,7 +34,9 @@ impl<S: Store> Drop for WatchCache<S> {
 
 impl<S: Store> std::fmt::Debug for WatchCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchCache").field("last", &self.hub.last()).finish()
+        f.debug_struct("WatchCache")
+            .field("last", &self.hub.last())
+            .finish()
     }
 }
 
@@ -114,15 +118,22 @@ impl<S: Store> Store for WatchCache<S> {
 
     async fn watch(&self, prefix: &str, start: Revision) -> Result<WatchStream> {
         if start < 0 {
-            return Err(StoreError::InvalidArgument(format!("negative start revision {start}")));
+            return Err(StoreError::InvalidArgument(format!(
+                "negative start revision {start}"
+            )));
         }
         let compacted = self.compacted.load(Ordering::Acquire);
         if start != 0 && start < compacted {
-            return Err(StoreError::Compacted { requested: start, compacted });
+            return Err(StoreError::Compacted {
+                requested: start,
+                compacted,
+            });
         }
         let (rx, replay, last) = self.hub.subscribe(prefix, start);
         match replay {
-            Replay::Covered(history) => Ok(watch_stream(prefix.to_owned(), start, history, last, rx)),
+            Replay::Covered(history) => {
+                Ok(watch_stream(prefix.to_owned(), start, history, last, rx))
+            }
             Replay::NotCovered { .. } => self.inner.watch(prefix, start).await,
         }
     }

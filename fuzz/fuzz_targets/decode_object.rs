@@ -1,0 +1,17 @@
+//! API decoding: any request body, decoded and validated as every built-in kind, must give
+//! an answer (accepted, or errors naming fields) and never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let registry = centaurus_core::model::Registry::builtin();
+    for info in registry.kinds() {
+        if let Err(errors) = info.validate(&value) {
+            assert!(!errors.is_empty());
+        }
+    }
+});
