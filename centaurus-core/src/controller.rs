@@ -97,9 +97,14 @@ impl<R: Resource> Informer<R> {
         }
     }
 
-    fn decode(key: &str, value: &[u8]) -> Option<R> {
-        match serde_json::from_slice(value) {
-            Ok(o) => Some(o),
+    /// Decodes a stored object; its `resourceVersion` is the store's modification revision,
+    /// whatever the stored bytes say.
+    fn decode(key: &str, value: &[u8], revision: Revision) -> Option<R> {
+        match serde_json::from_slice::<R>(value) {
+            Ok(mut o) => {
+                o.meta_mut().resource_version = revision.to_string();
+                Some(o)
+            }
             Err(e) => {
                 tracing::warn!(key, error = %e, kind = R::KIND, "informer skips an undecodable object");
                 None
@@ -128,7 +133,7 @@ impl<R: Resource> Informer<R> {
             // replaying a change onto the cache is harmless (it compares states).
             revision.get_or_insert(page.revision);
             for kv in &page.kvs {
-                if let Some(o) = Self::decode(&kv.key, &kv.value) {
+                if let Some(o) = Self::decode(&kv.key, &kv.value, kv.mod_revision) {
                     fresh.insert(kv.key.clone(), o);
                 }
             }
@@ -219,7 +224,7 @@ impl<R: Resource> Informer<R> {
         let key = &event.kv.key;
         let change = match event.kind {
             EventKind::Put => {
-                let Some(new) = Self::decode(key, &event.kv.value) else {
+                let Some(new) = Self::decode(key, &event.kv.value, event.revision()) else {
                     return;
                 };
                 let old = self
@@ -241,7 +246,7 @@ impl<R: Resource> Informer<R> {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(key);
-                match old.or_else(|| Self::decode(key, &event.kv.value)) {
+                match old.or_else(|| Self::decode(key, &event.kv.value, event.revision())) {
                     Some(o) => Change::Deleted(o),
                     None => return,
                 }

@@ -162,3 +162,58 @@ async fn work_queue_dedups_and_requeues_dirty_keys() {
     q.shut_down();
     assert_eq!(q.next().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn informer_reports_changes_with_store_revisions() {
+    use centaurus_core::controller::{Change, Informer};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
+    let p = pod("web");
+    let created = store
+        .create(&p.key(), serde_json::to_vec(&p).unwrap().into())
+        .await
+        .unwrap();
+    let informer = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/acme/"));
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    informer.on_change(move |c| {
+        let entry = match c {
+            Change::Added(o) => {
+                format!("added {}@{}", o.metadata.name, o.metadata.resource_version)
+            }
+            Change::Modified { old, new } => format!(
+                "modified {}@{}->{}",
+                new.metadata.name, old.metadata.resource_version, new.metadata.resource_version
+            ),
+            Change::Deleted(o) => format!("deleted {}", o.metadata.name),
+        };
+        l.lock().unwrap().push(entry);
+    });
+    let task = tokio::spawn(informer.clone().run());
+    informer.wait_synced().await;
+    let mut p2 = p.clone();
+    p2.metadata.labels.insert("v".into(), "2".into());
+    let updated = store
+        .update(
+            &p.key(),
+            serde_json::to_vec(&p2).unwrap().into(),
+            created.mod_revision,
+        )
+        .await
+        .unwrap();
+    store.delete(&p.key(), None).await.unwrap();
+    wait_for("three changes", || log.lock().unwrap().len() == 3).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("added web@{}", created.mod_revision),
+            format!(
+                "modified web@{}->{}",
+                created.mod_revision, updated.mod_revision
+            ),
+            "deleted web".to_string(),
+        ]
+    );
+    assert!(informer.cache().is_empty());
+    task.abort();
+}
