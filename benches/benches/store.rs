@@ -132,37 +132,8 @@ fn fan_out(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements((WATCHERS * EVENTS) as u64));
     let round = AtomicU64::new(0);
-    group.bench_function("redb_1000_watchers_10000_events", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    rt.block_on(fan_out_round(
-                        store.clone(),
-                        round.fetch_add(1, Ordering::Relaxed),
-                    ))
-                })
-                .sum()
-        })
-    });
-    #[cfg(feature = "etcd")]
-    {
-        use centaurus_core::store::conformance::EtcdServer;
-        let etcd = rt
-            .block_on(EtcdServer::start())
-            .unwrap()
-            .expect("etcd binary on PATH");
-        let store: Arc<dyn Store> = Arc::new(
-            rt.block_on(async {
-                centaurus_core::store::WatchCache::new(
-                    etcd.store("/fanout").await.unwrap(),
-                    4096,
-                    65_536,
-                )
-                .await
-            })
-            .unwrap(),
-        );
-        group.bench_function("etcd_watch_cache_1000_watchers_10000_events", |b| {
+    let mut run = |name: &str, store: Arc<dyn Store>| {
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
@@ -174,6 +145,27 @@ fn fan_out(c: &mut Criterion) {
                     .sum()
             })
         });
+    };
+    run("redb_1000_watchers_10000_events", store);
+    #[cfg(feature = "etcd")]
+    {
+        use centaurus_core::store::conformance::EtcdServer;
+        let etcd = rt
+            .block_on(EtcdServer::start())
+            .unwrap()
+            .expect("etcd binary on PATH");
+        let cached = rt.block_on(async {
+            centaurus_core::store::WatchCache::new(
+                etcd.store("/fanout").await.unwrap(),
+                4096,
+                65_536,
+            )
+            .await
+        });
+        run(
+            "etcd_watch_cache_1000_watchers_10000_events",
+            Arc::new(cached.unwrap()),
+        );
     }
     group.finish();
 }
