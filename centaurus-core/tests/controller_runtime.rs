@@ -217,3 +217,51 @@ async fn informer_reports_changes_with_store_revisions() {
     assert!(informer.cache().is_empty());
     task.abort();
 }
+
+/// A watcher that falls behind is stopped by the store; the informer lists again and its
+/// cache converges on the store's contents, deletions included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn informer_relists_after_falling_behind() {
+    use centaurus_core::controller::Informer;
+    use centaurus_core::store::{RangeOptions, RedbOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RedbOptions {
+        watch_lag_capacity: 4,
+        watch_window: 0,
+        ..RedbOptions::default()
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open_with(dir.path().join("s.redb"), opts).unwrap());
+    let informer = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/acme/"));
+    let task = tokio::spawn(informer.clone().run());
+    informer.wait_synced().await;
+    // Bursts far larger than the lag capacity, committed as few batches.
+    let pods: Vec<Pod> = (0..300).map(|i| pod(&format!("burst-{i}"))).collect();
+    let keys: Vec<String> = pods.iter().map(|p| p.key()).collect();
+    let bodies: Vec<_> = pods
+        .iter()
+        .map(|p| serde_json::to_vec(p).unwrap())
+        .collect();
+    futures::future::join_all(
+        keys.iter()
+            .zip(bodies)
+            .map(|(k, b)| store.create(k, b.into())),
+    )
+    .await;
+    futures::future::join_all(keys[..100].iter().map(|k| store.delete(k, None))).await;
+    let want = store
+        .range("/registry/pods/acme/", RangeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(want.kvs.len(), 200);
+    let cache = informer.cache();
+    wait_for("cache converged", || cache.len() == 200).await;
+    for kv in &want.kvs {
+        let cached = cache.get(&kv.key).expect("cached");
+        assert_eq!(
+            cached.metadata.resource_version,
+            kv.mod_revision.to_string()
+        );
+    }
+    task.abort();
+}
