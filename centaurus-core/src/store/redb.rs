@@ -422,11 +422,7 @@ impl Writer {
                         value,
                         expected,
                     } => {
-                        let old = kv
-                            .get(key.as_str())
-                            .map_err(backend)?
-                            .map(|v| decode_record(key, v.value()))
-                            .transpose()?;
+                        let old = read_record(&kv, key)?;
                         match old {
                             None => Err(StoreError::NotFound { key: key.clone() }),
                             Some(old) if old.mod_revision != *expected => {
@@ -456,11 +452,7 @@ impl Writer {
                         }
                     }
                     Op::Delete { key, expected } => {
-                        let old = kv
-                            .get(key.as_str())
-                            .map_err(backend)?
-                            .map(|v| decode_record(key, v.value()))
-                            .transpose()?;
+                        let old = read_record(&kv, key)?;
                         match old {
                             None => Err(StoreError::NotFound { key: key.clone() }),
                             Some(old) if expected.is_some_and(|e| e != old.mod_revision) => {
@@ -528,6 +520,14 @@ impl Writer {
         }
         Ok((outcomes, events, rev, compacted))
     }
+}
+
+/// The current record of `key` inside a write transaction.
+fn read_record(kv: &redb::Table<'_, &str, &[u8]>, key: &str) -> Result<Option<KeyValue>> {
+    kv.get(key)
+        .map_err(backend)?
+        .map(|v| decode_record(key, v.value()))
+        .transpose()
 }
 
 fn put(
