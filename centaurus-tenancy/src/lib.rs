@@ -1,11 +1,29 @@
 //! Tenant spaces: who a caller is, which tenant's space a request addresses, and whether
 //! the caller may reach it.
 //!
-//! The traits here are the plug-in points; the API server composes them. Implementations
-//! (token files, client certificates, the tenant gate, quota) come with the API server work.
+//! - [`authn`]: bearer tokens from a token file (the Kubernetes CSV format with a tenant
+//!   column) and client certificates (`O=tenant:NAME`), composed into an [`AuthnLayer`].
+//! - [`SpaceResolver`]: the short Kubernetes paths resolve to the caller's own tenant.
+//! - [`gate`]: the tenant gate. A user outside the `system` tenant reaches only its own
+//!   space, as its [`Role`]s allow, or another tenant's space through an explicit [`Grant`].
+//! - [`quota`]: per-tenant limits on pods, cpu, memory and VM pods.
 
-use async_trait::async_trait;
+pub mod authn;
+pub mod gate;
+pub mod kinds;
+pub mod quota;
+
+pub use authn::{
+    Authenticator, AuthenticatorChain, AuthnLayer, ClientCert, ClientCertAuthenticator,
+    Credentials, TokenFile,
+};
 pub use centaurus_core::model::SYSTEM_TENANT;
+pub use gate::{Attributes, Authorizer, Denied, TenantGate, Verb};
+pub use kinds::{Grant, GrantSpec, PolicyRule, Role, RoleSpec, register_kinds};
+
+/// The group every token issued for a tenant administrator carries; the tenant's `admin`
+/// role names it.
+pub const TENANT_ADMINS_GROUP: &str = "system:tenant-admins";
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,25 +43,20 @@ impl Identity {
     }
 }
 
-/// The credentials a request carried.
-#[derive(Clone, Debug, Default)]
-pub struct Credentials {
-    /// A bearer token from the `Authorization` header.
-    pub bearer_token: Option<String>,
-    /// Subject of a verified client certificate: common name and organizations.
-    pub client_cert: Option<(String, Vec<String>)>,
-}
-
-/// Turns credentials into an identity.
-#[async_trait]
-pub trait Authenticator: Send + Sync + 'static {
-    /// `Ok(None)` when these credentials are not this authenticator's to judge.
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Identity>, String>;
-}
-
 /// Decides the tenant whose space a request addresses.
 pub trait SpaceResolver: Send + Sync + 'static {
     /// The tenant for a request by `caller` that named `path_tenant` (None for the short
     /// Kubernetes paths).
     fn resolve(&self, caller: &Identity, path_tenant: Option<&str>) -> String;
+}
+
+/// Arktos' rule: a short path means the caller's own tenant; an explicit one is taken as
+/// written (the gate decides whether the caller may reach it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallerSpace;
+
+impl SpaceResolver for CallerSpace {
+    fn resolve(&self, caller: &Identity, path_tenant: Option<&str>) -> String {
+        path_tenant.unwrap_or(&caller.tenant).to_owned()
+    }
 }

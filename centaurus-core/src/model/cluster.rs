@@ -37,6 +37,10 @@ pub struct TenantSpec {
     /// The storage cluster (tenant partition) holding the tenant's data.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub storage_cluster_id: String,
+    /// Hard limits on the tenant's space: `pods`, `cpu`, `memory` and `vms` (VM pods).
+    /// Absent names are unlimited.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quota: super::ResourceList,
 }
 
 /// Observed state of a tenant.
@@ -50,6 +54,16 @@ pub struct TenantStatus {
 fn validate_tenant(t: &Tenant) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
     e.check("metadata.name", validation::dns_label(&t.metadata.name));
+    for (name, q) in &t.spec.quota {
+        let field = format!("spec.quota[{name}]");
+        if !matches!(name.as_str(), "pods" | "cpu" | "memory" | "vms") {
+            e.push(field, "supported quota names: pods, cpu, memory, vms");
+        } else if let Err(err) = q.milli_value() {
+            e.push(field, err.to_string());
+        } else if q.milli_value().is_ok_and(|v| v < 0) {
+            e.push(field, "must not be negative");
+        }
+    }
     e.into_result()
 }
 

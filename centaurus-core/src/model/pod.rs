@@ -327,6 +327,33 @@ pub struct PodTemplateSpec {
     pub spec: PodSpec,
 }
 
+impl PodSpec {
+    /// The pod's request of `resource` summed over its containers and VM, in milli-units for
+    /// `cpu` and whole units otherwise. A workload without requests is charged its limits,
+    /// as Kubernetes defaults requests to limits.
+    pub fn requested(&self, resource: &str) -> i64 {
+        let one = |r: &ResourceRequirements| {
+            let q = r.requests.get(resource).or_else(|| r.limits.get(resource));
+            q.map(|q| {
+                if resource == "cpu" {
+                    q.milli_value().unwrap_or(0)
+                } else {
+                    q.value().unwrap_or(0)
+                }
+            })
+            .unwrap_or(0)
+        };
+        self.containers
+            .iter()
+            .map(|c| one(&c.resources))
+            .sum::<i64>()
+            + self
+                .virtual_machine
+                .as_ref()
+                .map_or(0, |vm| one(&vm.resources))
+    }
+}
+
 impl Pod {
     /// True for a VM pod.
     pub fn is_vm(&self) -> bool {

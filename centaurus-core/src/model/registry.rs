@@ -23,7 +23,18 @@ pub struct ResourceInfo {
     pub scope: Scope,
     /// JSON Schema of the whole object.
     pub schema: Arc<schemars::Schema>,
-    validate: fn(&serde_json::Value) -> Result<(), Vec<FieldError>>,
+    /// True when the kind has a `status` written through the `status` subresource.
+    pub has_status: bool,
+    decode: fn(&serde_json::Value) -> Result<Decoded, Vec<FieldError>>,
+}
+
+/// A manifest decoded as its kind: the normalized object and what the kind did not know.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// The object as the kind encodes it: unknown fields dropped, defaults explicit.
+    pub value: serde_json::Value,
+    /// Paths of fields the kind does not have (`spec.foo`), for strict field validation.
+    pub unknown_fields: Vec<String>,
 }
 
 impl std::fmt::Debug for ResourceInfo {
@@ -37,8 +48,11 @@ impl std::fmt::Debug for ResourceInfo {
     }
 }
 
-fn validate_as<R: Resource>(value: &serde_json::Value) -> Result<(), Vec<FieldError>> {
-    let obj: R = serde_path_to_error::deserialize(value).map_err(|e| {
+fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, Vec<FieldError>> {
+    let mut unknown_fields = Vec::new();
+    let mut note_unknown = |path: serde_ignored::Path<'_>| unknown_fields.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(value, &mut note_unknown);
+    let obj: R = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         vec![FieldError::new(
             if path == "." { String::new() } else { path },
@@ -50,7 +64,34 @@ fn validate_as<R: Resource>(value: &serde_json::Value) -> Result<(), Vec<FieldEr
     if let Err(kind_errors) = obj.validate() {
         errors.0.extend(kind_errors);
     }
-    errors.into_result()
+    errors.into_result()?;
+    let value = serde_json::to_value(&obj)
+        .map_err(|e| vec![FieldError::new(String::new(), e.to_string())])?;
+    Ok(Decoded {
+        value,
+        unknown_fields,
+    })
+}
+
+/// True when the schema's `status` property refers to a definition with properties.
+fn schema_has_status(schema: &schemars::Schema) -> bool {
+    let root = schema.as_value();
+    let Some(status) = root.pointer("/properties/status") else {
+        return false;
+    };
+    let text = status.to_string();
+    let Some(start) = text.find("#/$defs/") else {
+        return status
+            .get("properties")
+            .is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty()));
+    };
+    let name: String = text[start + 8..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect();
+    root.pointer(&format!("/$defs/{name}/properties"))
+        .and_then(|p| p.as_object())
+        .is_some_and(|o| !o.is_empty())
 }
 
 /// Checks the metadata every kind shares: name shape, labels, annotation size, and that the
@@ -93,6 +134,7 @@ pub fn validate_meta(errors: &mut Errors, scope: Scope, plural: &str, meta: &Obj
 impl ResourceInfo {
     /// The info of a Rust kind.
     pub fn of<R: Resource>() -> Self {
+        let schema = schemars::schema_for!(R);
         Self {
             kind: R::KIND,
             group: R::GROUP,
@@ -100,8 +142,9 @@ impl ResourceInfo {
             plural: R::PLURAL,
             short_names: R::SHORT_NAMES,
             scope: R::SCOPE,
-            schema: Arc::new(schemars::schema_for!(R)),
-            validate: validate_as::<R>,
+            schema: Arc::new(schema.clone()),
+            has_status: schema_has_status(&schema),
+            decode: decode_as::<R>,
         }
     }
 
@@ -121,7 +164,13 @@ impl ResourceInfo {
 
     /// Decodes `value` as this kind and runs every validation; the errors name fields.
     pub fn validate(&self, value: &serde_json::Value) -> Result<(), Vec<FieldError>> {
-        (self.validate)(value)
+        self.decode(value).map(|_| ())
+    }
+
+    /// Decodes and validates `value` as this kind, returning the normalized object and the
+    /// fields the kind does not know.
+    pub fn decode(&self, value: &serde_json::Value) -> Result<Decoded, Vec<FieldError>> {
+        (self.decode)(value)
     }
 
     /// The store key of one object. `tenant` is ignored for cluster-scoped kinds and

@@ -306,3 +306,21 @@ fn label_selectors() {
     assert!(!expr("DoesNotExist", &[]).matches(&labels));
     assert!(!expr("Bogus", &[]).matches(&labels));
 }
+
+#[test]
+fn registry_decode_normalizes_and_reports_unknown_fields() {
+    let registry = Registry::builtin();
+    let pods = registry.resolve_name("pods").unwrap();
+    assert!(pods.has_status);
+    assert!(!registry.resolve_name("leases").unwrap().has_status);
+    let decoded = pods
+        .decode(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "colour": "red"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never"}]}
+        }))
+        .unwrap();
+    assert_eq!(decoded.unknown_fields, vec!["metadata.colour".to_string()]);
+    assert!(decoded.value["metadata"].get("colour").is_none());
+    assert_eq!(decoded.value["spec"]["containers"][0]["name"], "c");
+}

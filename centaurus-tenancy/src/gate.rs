@@ -1,0 +1,192 @@
+//! The tenant gate: may this caller do this to that tenant's space?
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use centaurus_core::model::{Resource, Scope};
+use centaurus_core::store::{RangeOptions, Store};
+
+use crate::{Grant, Identity, Role};
+
+/// What a request does, in Kubernetes' verbs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// Read one object.
+    Get,
+    /// Read a collection.
+    List,
+    /// Stream changes of a collection.
+    Watch,
+    /// Make an object.
+    Create,
+    /// Replace an object.
+    Update,
+    /// Change part of an object.
+    Patch,
+    /// Remove an object.
+    Delete,
+}
+
+impl Verb {
+    /// The verb's lower-case name, as rules write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+
+    /// True for verbs that change state.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Verb::Create | Verb::Update | Verb::Patch | Verb::Delete
+        )
+    }
+}
+
+/// The authorization-relevant facts of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Attributes<'a> {
+    /// The verb.
+    pub verb: Verb,
+    /// The resource plural, with `/subresource` when one is addressed.
+    pub resource: &'a str,
+    /// Where objects of the kind live.
+    pub scope: Scope,
+    /// The tenant whose space is addressed; None for cluster-scoped kinds and for the
+    /// `all` tenant.
+    pub tenant: Option<&'a str>,
+    /// The namespace, when the request names one.
+    pub namespace: Option<&'a str>,
+    /// The object's name, when the request names one.
+    pub name: Option<&'a str>,
+}
+
+/// Why a request was refused (HTTP 403).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
+/// Decides whether a caller may make a request.
+#[async_trait]
+pub trait Authorizer: Send + Sync + 'static {
+    /// `Ok` to allow; `Denied` with a reason a person can act on.
+    async fn authorize(&self, caller: &Identity, request: &Attributes<'_>) -> Result<(), Denied>;
+}
+
+/// The default authorizer. System users may do anything. Other users reach only their own
+/// tenant's space, as the [`Role`]s of that space allow, and another tenant's space only as
+/// a [`Grant`] there names their tenant; cluster-scoped kinds are reserved to the system
+/// tenant, except that a user may read its own tenant object.
+#[derive(Clone)]
+pub struct TenantGate {
+    store: Arc<dyn Store>,
+}
+
+impl TenantGate {
+    /// A gate that reads roles and grants from `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    async fn objects<R: Resource>(&self, tenant: &str) -> Result<Vec<R>, Denied> {
+        let prefix = format!("/registry/{}/{tenant}/", R::PLURAL);
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .range(
+                    &prefix,
+                    RangeOptions {
+                        limit: 500,
+                        after: after.take(),
+                    },
+                )
+                .await
+                .map_err(|e| Denied(format!("authorization unavailable: {e}")))?;
+            for kv in &page.kvs {
+                match serde_json::from_slice::<R>(&kv.value) {
+                    Ok(obj) => out.push(obj),
+                    Err(e) => {
+                        tracing::warn!(key = %kv.key, error = %e, "undecodable policy object")
+                    }
+                }
+            }
+            if !page.more {
+                return Ok(out);
+            }
+            after = page.kvs.last().map(|kv| kv.key.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Authorizer for TenantGate {
+    async fn authorize(&self, caller: &Identity, req: &Attributes<'_>) -> Result<(), Denied> {
+        if caller.is_system() {
+            return Ok(());
+        }
+        let verb = req.verb.as_str();
+        if req.scope == Scope::Cluster {
+            let own_tenant = req.resource == "tenants"
+                && req.verb == Verb::Get
+                && req.name == Some(caller.tenant.as_str());
+            return if own_tenant {
+                Ok(())
+            } else {
+                Err(Denied(format!(
+                    "{} of tenant {:?} cannot {verb} {}: cluster-scoped kinds are reserved to the system tenant",
+                    caller.user, caller.tenant, req.resource
+                )))
+            };
+        }
+        let Some(tenant) = req.tenant else {
+            return Err(Denied(format!(
+                "{} of tenant {:?} cannot {verb} {} across all tenants: the tenant \"all\" is reserved to system users",
+                caller.user, caller.tenant, req.resource
+            )));
+        };
+        if tenant == caller.tenant {
+            let roles = self.objects::<Role>(tenant).await?;
+            let held = roles.iter().filter(|r| {
+                r.spec.users.contains(&caller.user)
+                    || r.spec.groups.iter().any(|g| caller.groups.contains(g))
+            });
+            let allowed = held
+                .flat_map(|r| &r.spec.rules)
+                .any(|rule| rule.allows(verb, req.resource));
+            return if allowed {
+                Ok(())
+            } else {
+                Err(Denied(format!(
+                    "{} of tenant {tenant:?} holds no role that allows {verb} on {}",
+                    caller.user, req.resource
+                )))
+            };
+        }
+        let grants = self.objects::<Grant>(tenant).await?;
+        let granted = grants.iter().any(|g| {
+            g.spec.grantee == caller.tenant
+                && (g.spec.namespaces.is_empty()
+                    || req
+                        .namespace
+                        .is_some_and(|ns| g.spec.namespaces.iter().any(|n| n == ns)))
+                && g.spec.rules.iter().any(|r| r.allows(verb, req.resource))
+        });
+        if granted {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "{} of tenant {:?} cannot {verb} {} in tenant {tenant:?}: no grant of that tenant allows it",
+                caller.user, caller.tenant, req.resource
+            )))
+        }
+    }
+}
