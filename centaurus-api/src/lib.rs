@@ -1,7 +1,106 @@
-//! The Centaurus API server: every registered kind served under Kubernetes-compatible paths
-//! (`/api/v1/namespaces/{ns}/pods`) and Arktos tenant paths
-//! (`/api/v1/tenants/{t}/namespaces/{ns}/pods`), with watch, discovery and admission.
+//! The Centaurus API server: Kubernetes-compatible REST and watch for every registered kind,
+//! with Arktos tenant paths and the short Kubernetes paths resolved to the caller's tenant.
 //!
-//! Not built yet: this crate is filled by the multi-tenant API server work. It reads and
-//! writes through `centaurus_core::store::Store` and serves the kinds of a
-//! `centaurus_core::model::Registry`.
+//! [`router`] builds the axum application: discovery and OpenAPI from the registry, the
+//! [`centaurus_tenancy::AuthnLayer`], and [`ApiServer`] for every resource path.
+//! [`tls::serve`] runs it over HTTPS with the region's [`tls::Pki`]. [`client::Client`] and
+//! [`kubeconfig`] are the client side.
+
+pub mod client;
+pub mod codec;
+pub mod discovery;
+pub mod error;
+pub mod kubeconfig;
+mod lifecycle;
+pub mod manifest;
+pub mod patch;
+pub mod protobuf;
+pub mod query;
+pub mod region;
+pub mod route;
+pub mod selector;
+mod server;
+pub mod tls;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use error::{ApiError, ApiResult};
+pub use server::{ApiConfig, ApiServer};
+
+async fn api_versions() -> Response {
+    Json(discovery::core_versions()).into_response()
+}
+
+async fn api_groups(State(api): State<Arc<ApiServer>>) -> Response {
+    Json(discovery::groups(api.registry())).into_response()
+}
+
+async fn core_resources(State(api): State<Arc<ApiServer>>) -> Response {
+    match discovery::resources(api.registry(), "", "v1") {
+        Some(v) => Json(v).into_response(),
+        None => ApiError::no_route("/api/v1").into_response(),
+    }
+}
+
+async fn group(State(api): State<Arc<ApiServer>>, Path(g): Path<String>) -> Response {
+    match discovery::group(api.registry(), &g) {
+        Some(v) => Json(v).into_response(),
+        None => ApiError::no_route(&format!("/apis/{g}")).into_response(),
+    }
+}
+
+async fn group_resources(
+    State(api): State<Arc<ApiServer>>,
+    Path((g, v)): Path<(String, String)>,
+) -> Response {
+    match discovery::resources(api.registry(), &g, &v) {
+        Some(doc) => Json(doc).into_response(),
+        None => ApiError::no_route(&format!("/apis/{g}/{v}")).into_response(),
+    }
+}
+
+async fn openapi_index(State(api): State<Arc<ApiServer>>) -> Response {
+    Json(discovery::openapi_index(api.registry())).into_response()
+}
+
+async fn openapi_document(State(api): State<Arc<ApiServer>>, Path(gv): Path<String>) -> Response {
+    match discovery::openapi_document(api.registry(), &gv) {
+        Some(doc) => Json(doc).into_response(),
+        None => ApiError::no_route(&format!("/openapi/v3/{gv}")).into_response(),
+    }
+}
+
+async fn resource_or_404(state: State<Arc<ApiServer>>, req: Request) -> Response {
+    let p = req.uri().path();
+    if p.starts_with("/api/") || p.starts_with("/apis/") {
+        ApiServer::handle(state, req).await
+    } else {
+        ApiError::no_route(p).into_response()
+    }
+}
+
+/// The application: discovery, OpenAPI, health, and every resource path, behind
+/// authentication.
+pub fn router(api: Arc<ApiServer>, authn: centaurus_tenancy::AuthnLayer) -> axum::Router {
+    axum::Router::new()
+        .route("/version", get(|| async { Json(discovery::version()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/api", get(api_versions))
+        .route("/api/v1", get(core_resources))
+        .route("/apis", get(api_groups))
+        .route("/apis/{group}", get(group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*gv}", get(openapi_document))
+        .fallback(resource_or_404)
+        .with_state(api)
+        .layer(authn)
+}

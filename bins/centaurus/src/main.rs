@@ -1,5 +1,6 @@
 //! `centaurus`: the server binary. Thin: argument parsing and wiring; logic lives in crates.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,6 +26,9 @@ enum Command {
         /// Where the region keeps its state (created if missing).
         #[arg(long, default_value = "./centaurus-data")]
         data_dir: PathBuf,
+        /// Address of the API server (HTTPS); port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
         /// Exit once the region is ready instead of serving until Ctrl-C.
         #[arg(long)]
         exit_when_ready: bool,
@@ -42,8 +46,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up {
             data_dir,
+            listen,
             exit_when_ready,
-        } => up::run(&data_dir, exit_when_ready)
+        } => up::run(&data_dir, listen, exit_when_ready)
             .await
             .with_context(|| format!("region in {}", data_dir.display())),
     }

@@ -4,7 +4,13 @@ use std::process::Command;
 
 fn up(dir: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_centaurus"))
-        .args(["up", "--exit-when-ready", "--data-dir"])
+        .args([
+            "up",
+            "--exit-when-ready",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();
@@ -52,7 +58,13 @@ fn up_reports_an_unusable_data_dir() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_centaurus"))
-        .args(["up", "--exit-when-ready", "--data-dir"])
+        .args([
+            "up",
+            "--exit-when-ready",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&file)
         .output()
         .unwrap();

@@ -1,0 +1,182 @@
+//! Request bodies in, objects and tables out.
+
+use centaurus_core::model::ResourceInfo;
+use centaurus_core::store::KeyValue;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Decodes a request body (JSON, or YAML when the content type says so) into a JSON
+/// object. Errors are 400 with the parse position.
+pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> {
+    let ct = content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let value: Value = match ct {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode JSON body: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))?,
+        crate::protobuf::CONTENT_TYPE => crate::protobuf::decode(body)?,
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of type {other:?} is not supported; send application/json or application/yaml"
+            )));
+        }
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// A stored value as an API object: its `resourceVersion` is the revision that wrote it.
+pub fn object_of(kv: &KeyValue) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_revision.to_string()),
+        );
+    }
+    Ok(v)
+}
+
+/// True when the `Accept` header asks for server-side `Table` output (kubectl get).
+pub fn wants_table(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("as=Table"))
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Human age, as kubectl prints it: `45s`, `12m`, `5h`, `3d`.
+pub fn age(created: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(created) else {
+        return "<unknown>".into();
+    };
+    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// Extra columns per kind: (name, priority, cell).
+type Column = (&'static str, u8, fn(&Value) -> Value);
+
+fn columns(plural: &str) -> Vec<Column> {
+    fn phase_or(v: &Value, default: &str) -> Value {
+        let p = str_at(v, "/status/phase");
+        json!(if p.is_empty() { default } else { p })
+    }
+    match plural {
+        "pods" => vec![
+            ("Status", 0, |v| {
+                if v.pointer("/metadata/deletionTimestamp").is_some() {
+                    json!("Terminating")
+                } else {
+                    phase_or(v, "Pending")
+                }
+            }),
+            ("Node", 0, |v| json!(str_at(v, "/spec/nodeName"))),
+            ("IP", 1, |v| json!(str_at(v, "/status/podIP"))),
+            ("Type", 1, |v| {
+                json!(if v.pointer("/spec/virtualMachine").is_some() {
+                    "vm"
+                } else {
+                    "container"
+                })
+            }),
+        ],
+        "tenants" | "namespaces" => vec![("Status", 0, |v| phase_or(v, "Active"))],
+        "deployments" | "replicasets" => vec![("Ready", 0, |v| {
+            let ready = v
+                .pointer("/status/readyReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let want = v
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            json!(format!("{ready}/{want}"))
+        })],
+        "nodes" => vec![("Status", 0, |v| {
+            let ready = v
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == "Ready"))
+                .map(|c| str_at(c, "/status") == "True");
+            json!(match ready {
+                Some(true) => "Ready",
+                Some(false) => "NotReady",
+                None => "Unknown",
+            })
+        })],
+        _ => vec![],
+    }
+}
+
+/// Objects as a `meta.k8s.io/v1` `Table`, the form kubectl prints.
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[Value],
+    resource_version: &str,
+    cont: Option<&str>,
+) -> Value {
+    let now = chrono::Utc::now();
+    let cols = columns(info.plural);
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
+    ];
+    for (name, priority, _) in &cols {
+        defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}));
+    }
+    defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![json!(str_at(o, "/metadata/name"))];
+            cells.extend(cols.iter().map(|(_, _, f)| f(o)));
+            cells.push(json!(age(str_at(o, "/metadata/creationTimestamp"), now)));
+            let mut partial =
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"});
+            partial["metadata"] = o.get("metadata").cloned().unwrap_or(json!({}));
+            json!({"cells": cells, "object": partial})
+        })
+        .collect();
+    let mut meta = json!({"resourceVersion": resource_version});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_report_where_they_break() {
+        let e = decode_body(None, b"{\"a\": [1, 2,}").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.contains("line 1 column"), "{}", e.message);
+        let e = decode_body(Some("application/yaml"), b"a: [1\nb: 2").unwrap_err();
+        assert!(e.message.contains("line"), "{}", e.message);
+        assert_eq!(
+            decode_body(Some("application/yaml"), b"a: 1").unwrap()["a"],
+            1
+        );
+        assert_eq!(decode_body(None, b"[1]").unwrap_err().code, 400);
+        assert_eq!(decode_body(Some("text/plain"), b"x").unwrap_err().code, 415);
+    }
+}

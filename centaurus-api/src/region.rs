@@ -1,0 +1,194 @@
+//! The regional API endpoint as one unit: store bootstrap, PKI, token file, the HTTPS
+//! listener, the admin kubeconfig and periodic compaction. `centaurus up` and the tests
+//! start it the same way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use centaurus_core::model::{self, Registry, Scope};
+use centaurus_core::store::{Store, StoreError};
+use centaurus_tenancy::{
+    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, TenantGate, TokenFile,
+};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::kubeconfig::Kubeconfig;
+use crate::tls::Pki;
+use crate::{ApiConfig, ApiServer};
+
+/// Every kind a region serves: the built-in kinds and tenancy's roles and grants.
+pub fn registry() -> Registry {
+    let mut r = Registry::builtin();
+    centaurus_tenancy::register_kinds(&mut r)
+        .expect("tenancy plurals are distinct from the built-in ones");
+    r
+}
+
+/// Creates the `system` tenant and its `default` and `kube-system` namespaces unless they
+/// exist. Returns true when the tenant was created (a new region).
+pub async fn bootstrap(store: &dyn Store) -> Result<bool, StoreError> {
+    let mut created = false;
+    let objects = [
+        (
+            model::object_key("tenants", Scope::Cluster, "", "", model::SYSTEM_TENANT),
+            json!({"apiVersion": "v1", "kind": "Tenant", "metadata": {"name": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
+        ),
+        (
+            model::object_key(
+                "namespaces",
+                Scope::Tenant,
+                model::SYSTEM_TENANT,
+                "",
+                "default",
+            ),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "tenant": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
+        ),
+        (
+            model::object_key(
+                "namespaces",
+                Scope::Tenant,
+                model::SYSTEM_TENANT,
+                "",
+                "kube-system",
+            ),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system", "tenant": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
+        ),
+    ];
+    for (i, (key, mut obj)) in objects.into_iter().enumerate() {
+        crate::lifecycle::stamp(obj["metadata"].as_object_mut().expect("object literal"));
+        match store.create(&key, Bytes::from(obj.to_string())).await {
+            Ok(_) => created |= i == 0,
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
+}
+
+/// How to run the regional API endpoint.
+#[derive(Clone, Debug)]
+pub struct RegionOptions {
+    /// State directory: `pki/`, `tokens.csv`, `admin.kubeconfig`.
+    pub data_dir: PathBuf,
+    /// Listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Limits.
+    pub config: ApiConfig,
+    /// How often history older than the previous period is compacted.
+    pub compact_every: Duration,
+}
+
+/// A running API endpoint.
+pub struct Region {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// `DIR/admin.kubeconfig`.
+    pub admin_kubeconfig: PathBuf,
+    /// The server.
+    pub api: Arc<ApiServer>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Region {
+    /// Starts serving `store` over HTTPS.
+    pub async fn start(store: Arc<dyn Store>, opts: RegionOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.data_dir).context("creating the data directory")?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let mut names = vec![addr.ip().to_string()];
+        if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+            names.push(h.trim().to_owned());
+        }
+        let pki = Pki::load_or_create(&opts.data_dir, &names)?;
+        let tokens = Arc::new(TokenFile::load(opts.data_dir.join("tokens.csv")).await?);
+        let api = ApiServer::new(
+            store.clone(),
+            Arc::new(registry()),
+            Arc::new(TenantGate::new(store.clone())),
+            Arc::new(CallerSpace),
+            Some(tokens.clone()),
+            opts.config.clone(),
+        );
+        let resumed = api.resume().await?;
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "resumed deleting terminating tenants and namespaces"
+            );
+        }
+        let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
+            Arc::new(ClientCertAuthenticator),
+            tokens,
+        ])));
+        let app = crate::router(api.clone(), authn);
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let server = if addr.is_ipv6() {
+            format!("https://[{host}]:{}", addr.port())
+        } else {
+            format!("https://{host}:{}", addr.port())
+        };
+        let admin_kubeconfig = opts.data_dir.join("admin.kubeconfig");
+        Kubeconfig::single(
+            "centaurus-admin",
+            &server,
+            &pki.ca_cert,
+            Kubeconfig::cert_user(&pki.admin_cert, &pki.admin_key),
+        )
+        .write(&admin_kubeconfig)
+        .context("writing admin.kubeconfig")?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let tls = Arc::new(pki.server_config()?);
+        let compact_every = opts.compact_every;
+        let task = tokio::spawn(async move {
+            let compactor = tokio::spawn(compact_periodically(store, compact_every));
+            crate::tls::serve(listener, tls, app, async {
+                let _ = stopped.await;
+            })
+            .await;
+            compactor.abort();
+        });
+        Ok(Self {
+            addr,
+            admin_kubeconfig,
+            api,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting, lets open requests finish briefly, and returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Every period, compacts history up to the revision seen one period earlier, so watches
+/// can resume across at least one period, as kube-apiserver's compactor allows.
+async fn compact_periodically(store: Arc<dyn Store>, every: Duration) {
+    let mut previous = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Some(rev) = previous {
+            match store.compact(rev).await {
+                Ok(()) => tracing::debug!(revision = rev, "compacted"),
+                Err(StoreError::Compacted { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "compaction failed"),
+            }
+        }
+        previous = store.revision().await.ok();
+    }
+}

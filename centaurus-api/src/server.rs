@@ -1,0 +1,974 @@
+//! The API server: generic Kubernetes verbs over every registered kind, in tenant spaces.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use centaurus_core::model::{self, Registry, ResourceInfo, Scope, Tenant};
+use centaurus_core::store::{KeyValue, RangeOptions, Store, StoreError};
+use centaurus_tenancy::{Attributes, Authorizer, Identity, SpaceResolver, TokenFile, Verb};
+use http::{Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::codec::{self, object_of};
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::Lifecycle;
+use crate::patch::{self, PatchKind};
+use crate::query::Params;
+use crate::route::{self, ResourcePath, TenantSel};
+
+/// Limits and timings of the API server.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes (larger: 413).
+    pub max_body: usize,
+    /// How often a watch that allows bookmarks receives one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The parts an API server is made of.
+pub struct ApiServer {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    authorizer: Arc<dyn Authorizer>,
+    resolver: Arc<dyn SpaceResolver>,
+    tokens: Option<Arc<TokenFile>>,
+    pub(crate) config: ApiConfig,
+    quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) lifecycle: Lifecycle,
+}
+
+/// A resolved request target: the kind, the space and the object.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub info: Arc<ResourceInfo>,
+    /// None: every tenant (or a cluster-scoped kind).
+    pub tenant: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+impl Target {
+    pub(crate) fn key(&self, name: &str) -> String {
+        self.info.key(
+            self.tenant.as_deref().unwrap_or(model::SYSTEM_TENANT),
+            self.namespace.as_deref().unwrap_or(""),
+            name,
+        )
+    }
+    pub(crate) fn prefix(&self) -> String {
+        self.info
+            .prefix(self.tenant.as_deref(), self.namespace.as_deref())
+    }
+    pub(crate) fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    let mut res = (code, v.to_string()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn header_str<'a>(req: &'a http::request::Parts, name: header::HeaderName) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl ApiServer {
+    /// An API server over `store` serving `registry`'s kinds; `tokens` (when given) issues
+    /// tenant tokens through `POST /api/v1/tenants/{name}/token`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        authorizer: Arc<dyn Authorizer>,
+        resolver: Arc<dyn SpaceResolver>,
+        tokens: Option<Arc<TokenFile>>,
+        config: ApiConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            lifecycle: Lifecycle::new(store.clone(), registry.clone()),
+            store,
+            registry,
+            authorizer,
+            resolver,
+            tokens,
+            config,
+            quota_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Resumes work a stop interrupted: the deletion of terminating tenants and namespaces.
+    /// Returns how many were resumed.
+    pub async fn resume(&self) -> Result<usize, StoreError> {
+        self.lifecycle.resume().await
+    }
+
+    /// The registry served.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Handles one resource request (everything under `/api` and `/apis` that is not
+    /// discovery). The caller's [`Identity`] must be in the request's extensions.
+    pub async fn handle(State(api): State<Arc<Self>>, req: Request) -> Response {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let started = std::time::Instant::now();
+        let res = match api.dispatch(req).await {
+            Ok(res) => res,
+            Err(e) => e.into_response(),
+        };
+        tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        res
+    }
+
+    async fn dispatch(self: &Arc<Self>, req: Request) -> ApiResult<Response> {
+        let (parts, body) = req.into_parts();
+        let caller = parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("no credentials"))?;
+        let rp = route::parse(parts.uri.path())?;
+        let params = Params::parse(parts.uri.query())?;
+        let target = self.target(&caller, &rp)?;
+        let verb = match (&parts.method, target.name.is_some()) {
+            (&Method::GET, true) => Verb::Get,
+            (&Method::GET, false) if params.watch => Verb::Watch,
+            (&Method::GET, false) => Verb::List,
+            (&Method::POST, false) => Verb::Create,
+            (&Method::POST, true) if target.subresource.as_deref() == Some("token") => Verb::Create,
+            (&Method::PUT, true) => Verb::Update,
+            (&Method::PATCH, true) => Verb::Patch,
+            (&Method::DELETE, true) => Verb::Delete,
+            (m, named) => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{m} is not supported on {} {}",
+                    if named {
+                        "an object of"
+                    } else {
+                        "the collection"
+                    },
+                    target.info.plural
+                )));
+            }
+        };
+        let resource = match &target.subresource {
+            Some(sub) => format!("{}/{sub}", target.info.plural),
+            None => target.info.plural.to_owned(),
+        };
+        self.authorizer
+            .authorize(
+                &caller,
+                &Attributes {
+                    verb,
+                    resource: &resource,
+                    scope: target.info.scope,
+                    tenant: target.tenant.as_deref(),
+                    namespace: target.namespace.as_deref(),
+                    name: target.name.as_deref(),
+                },
+            )
+            .await
+            .map_err(|d| ApiError::forbidden(d.0))?;
+        if let Some(sub) = &target.subresource {
+            let ok = match sub.as_str() {
+                "status" => target.info.has_status && verb != Verb::Delete,
+                "token" => target.info.plural == "tenants" && verb == Verb::Create,
+                _ => false,
+            };
+            if !ok {
+                return Err(ApiError::no_route(parts.uri.path()));
+            }
+        }
+        let accept = header_str(&parts, header::ACCEPT).map(str::to_owned);
+        let content_type = header_str(&parts, header::CONTENT_TYPE).map(str::to_owned);
+        let body = if matches!(
+            verb,
+            Verb::Create | Verb::Update | Verb::Patch | Verb::Delete
+        ) {
+            axum::body::to_bytes(body, self.config.max_body)
+                .await
+                .map_err(|_| ApiError::too_large(self.config.max_body))?
+        } else {
+            Bytes::new()
+        };
+        match verb {
+            Verb::Get => {
+                let obj = self.get(&target, target.name()).await?;
+                if codec::wants_table(accept.as_deref()) {
+                    let rv = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &codec::table(&target.info, &[obj], &rv, None),
+                    ));
+                }
+                Ok(json_response(StatusCode::OK, &obj))
+            }
+            Verb::List => self.list(&target, &params, accept.as_deref()).await,
+            Verb::Watch => {
+                crate::watch::watch(self.clone(), target, params, accept.as_deref()).await
+            }
+            Verb::Create if target.subresource.as_deref() == Some("token") => {
+                self.issue_token(&target, &body).await
+            }
+            Verb::Create => {
+                let obj = codec::decode_body(content_type.as_deref(), &body)?;
+                let created = self.create(&target, obj, &params).await?;
+                Ok(json_response(StatusCode::CREATED, &created))
+            }
+            Verb::Update => {
+                let obj = codec::decode_body(content_type.as_deref(), &body)?;
+                let updated = self.update(&target, obj, &params).await?;
+                Ok(json_response(StatusCode::OK, &updated))
+            }
+            Verb::Patch => {
+                let kind = PatchKind::from_content_type(content_type.as_deref())?;
+                let patched = self.patch(&target, kind, &body, &params).await?;
+                Ok(json_response(StatusCode::OK, &patched))
+            }
+            Verb::Delete => {
+                let deleted = self.delete(&target, &body).await?;
+                Ok(json_response(StatusCode::OK, &deleted))
+            }
+        }
+    }
+
+    /// Resolves the kind and the space of a path for `caller`.
+    pub(crate) fn target(&self, caller: &Identity, rp: &ResourcePath) -> ApiResult<Target> {
+        let info = self
+            .registry
+            .by_plural(&rp.group, &rp.version, &rp.plural)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::no_route(&format!(
+                    "{} in {}",
+                    rp.plural,
+                    if rp.group.is_empty() {
+                        rp.version.clone()
+                    } else {
+                        format!("{}/{}", rp.group, rp.version)
+                    }
+                ))
+            })?;
+        let tenant = match (&rp.tenant, info.scope) {
+            (TenantSel::Caller, Scope::Cluster) => None,
+            (TenantSel::Named(t), Scope::Cluster) => {
+                return Err(ApiError::forbidden(format!(
+                    "{} are cluster-scoped: they cannot live inside tenant {t:?}'s space",
+                    info.plural
+                )));
+            }
+            (TenantSel::All, Scope::Cluster) => None,
+            (TenantSel::Caller, _) => Some(self.resolver.resolve(caller, None)),
+            (TenantSel::Named(t), _) => Some(self.resolver.resolve(caller, Some(t))),
+            (TenantSel::All, _) => {
+                if rp.name.is_some() {
+                    return Err(ApiError::bad_request(
+                        "the tenant \"all\" addresses collections only; name a tenant to address one object",
+                    ));
+                }
+                None
+            }
+        };
+        if rp.namespace.is_some() && info.scope != Scope::Namespaced {
+            return Err(ApiError::no_route(&format!(
+                "{} in a namespace",
+                info.plural
+            )));
+        }
+        Ok(Target {
+            info,
+            tenant,
+            namespace: rp.namespace.clone(),
+            name: rp.name.clone(),
+            subresource: rp.subresource.clone(),
+        })
+    }
+
+    pub(crate) async fn get_kv(&self, target: &Target, name: &str) -> ApiResult<KeyValue> {
+        self.store
+            .get(&target.key(name))
+            .await
+            .map_err(|e| ApiError::from_store(e, target.info.plural, name))?
+            .ok_or_else(|| ApiError::not_found(target.info.plural, name))
+    }
+
+    async fn get(&self, target: &Target, name: &str) -> ApiResult<Value> {
+        object_of(&self.get_kv(target, name).await?)
+    }
+
+    async fn list(
+        &self,
+        target: &Target,
+        params: &Params,
+        accept: Option<&str>,
+    ) -> ApiResult<Response> {
+        let prefix = target.prefix();
+        let mut after = match &params.continue_token {
+            None => None,
+            Some(t) => {
+                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|k| k.starts_with(&prefix))
+                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+                Some(key)
+            }
+        };
+        let mut items = Vec::new();
+        let mut revision;
+        let mut next = None;
+        let batch = if params.limit == 0 {
+            1000
+        } else {
+            params.limit.min(1000)
+        };
+        'pages: loop {
+            let page = self
+                .store
+                .range(
+                    &prefix,
+                    RangeOptions {
+                        limit: batch,
+                        after: after.take(),
+                    },
+                )
+                .await
+                .map_err(|e| ApiError::from_store(e, target.info.plural, ""))?;
+            revision = page.revision;
+            let count = page.kvs.len();
+            for (i, kv) in page.kvs.iter().enumerate() {
+                let obj = object_of(kv)?;
+                if self.selected(&obj, params) {
+                    items.push(obj);
+                }
+                if params.limit > 0 && items.len() == params.limit {
+                    if page.more || i + 1 < count {
+                        next = Some(kv.key.clone());
+                    }
+                    break 'pages;
+                }
+            }
+            if !page.more {
+                break;
+            }
+            after = page.kvs.last().map(|kv| kv.key.clone());
+        }
+        let cont = next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k));
+        let rv = revision.to_string();
+        if codec::wants_table(accept) {
+            return Ok(json_response(
+                StatusCode::OK,
+                &codec::table(&target.info, &items, &rv, cont.as_deref()),
+            ));
+        }
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(c) = cont {
+            meta["continue"] = json!(c);
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": format!("{}List", target.info.kind),
+                "apiVersion": target.info.api_version(),
+                "metadata": meta,
+                "items": items,
+            }),
+        ))
+    }
+
+    pub(crate) fn selected(&self, obj: &Value, params: &Params) -> bool {
+        if !params.label_selector.is_empty() {
+            let labels = obj
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            if !params.label_selector.matches(&labels) {
+                return false;
+            }
+        }
+        params.field_selector.matches(obj)
+    }
+
+    /// Checks the manifest's type and coordinates against the path, fills them in, and
+    /// decodes it as the kind (422 with every bad field; 400 for unknown fields in strict
+    /// mode).
+    fn admit_shape(&self, target: &Target, mut obj: Value, strict: bool) -> ApiResult<Value> {
+        let info = &target.info;
+        let api_version = info.api_version();
+        for (field, want) in [("apiVersion", api_version.as_str()), ("kind", info.kind)] {
+            match obj.get(field).and_then(Value::as_str) {
+                None | Some("") => obj[field] = json!(want),
+                Some(got) if got == want => {}
+                Some(got) => {
+                    return Err(ApiError::bad_request(format!(
+                        "{field} {got:?} does not match the path, which serves {} {}",
+                        api_version, info.kind
+                    )));
+                }
+            }
+        }
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("made an object above");
+        let coords = [
+            (
+                "tenant",
+                if info.scope == Scope::Cluster {
+                    None
+                } else {
+                    target.tenant.as_deref()
+                },
+            ),
+            (
+                "namespace",
+                if info.scope == Scope::Namespaced {
+                    target.namespace.as_deref()
+                } else {
+                    None
+                },
+            ),
+        ];
+        for (field, want) in coords {
+            let got = meta
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            match want {
+                Some(want) if got.is_empty() => {
+                    meta.insert(field.into(), json!(want));
+                }
+                Some(want) if got != want => {
+                    return Err(ApiError::bad_request(format!(
+                        "the {field} of the provided object ({got:?}) does not match the {field} of the request ({want:?})"
+                    )));
+                }
+                None if !got.is_empty() => {
+                    return Err(ApiError::invalid(
+                        info.kind,
+                        meta.get("name").and_then(Value::as_str).unwrap_or(""),
+                        &[model::FieldError::new(
+                            format!("metadata.{field}"),
+                            format!("must be empty: {} has no {field}", info.plural),
+                        )],
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if info.scope == Scope::Namespaced && target.namespace.is_none() {
+            let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+            if ns.is_empty() {
+                meta.insert("namespace".into(), json!("default"));
+            }
+        }
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let decoded = info
+            .decode(&obj)
+            .map_err(|errs| ApiError::invalid(info.kind, &name, &errs))?;
+        if strict && !decoded.unknown_fields.is_empty() {
+            let list: Vec<String> = decoded
+                .unknown_fields
+                .iter()
+                .map(|f| format!("unknown field {f:?}"))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+        Ok(decoded.value)
+    }
+
+    /// The tenant object of a space, checked to accept new content.
+    async fn writable_space(&self, target: &Target, obj: &Value) -> ApiResult<Option<Tenant>> {
+        if target.info.scope == Scope::Cluster {
+            return Ok(None);
+        }
+        let tenant = obj
+            .pointer("/metadata/tenant")
+            .and_then(Value::as_str)
+            .unwrap_or(model::SYSTEM_TENANT);
+        let kv = self
+            .store
+            .get(&model::object_key(
+                "tenants",
+                Scope::Cluster,
+                "",
+                "",
+                tenant,
+            ))
+            .await
+            .map_err(|e| ApiError::from_store(e, "tenants", tenant))?
+            .ok_or_else(|| ApiError::not_found("tenants", tenant))?;
+        let t: Tenant = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("tenant {tenant} is corrupt: {e}")))?;
+        if t.metadata.deletion_timestamp.is_some() {
+            return Err(ApiError::forbidden(format!(
+                "unable to create new content in tenant {tenant} because it is being terminated"
+            )));
+        }
+        if target.info.scope == Scope::Namespaced {
+            let ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let kv = self
+                .store
+                .get(&model::object_key(
+                    "namespaces",
+                    Scope::Tenant,
+                    tenant,
+                    "",
+                    ns,
+                ))
+                .await
+                .map_err(|e| ApiError::from_store(e, "namespaces", ns))?
+                .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
+            let terminating = serde_json::from_slice::<Value>(&kv.value)
+                .ok()
+                .is_some_and(|v| v.pointer("/metadata/deletionTimestamp").is_some());
+            if terminating {
+                return Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )));
+            }
+        }
+        Ok(Some(t))
+    }
+
+    pub(crate) async fn create(
+        &self,
+        target: &Target,
+        obj: Value,
+        params: &Params,
+    ) -> ApiResult<Value> {
+        if target.tenant.is_none() && target.info.scope != Scope::Cluster {
+            return Err(ApiError::bad_request(
+                "create needs a tenant; \"all\" addresses every tenant",
+            ));
+        }
+        let mut obj = obj;
+        let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
+        if let Some(meta) = meta {
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+            let generate = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if name.is_empty() && !generate.is_empty() {
+                let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_owned();
+                let generated = format!("{generate}{suffix}");
+                meta.insert("name".into(), json!(generated));
+            }
+            crate::lifecycle::stamp(meta);
+            for server_owned in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                meta.remove(server_owned);
+            }
+        }
+        if target.info.has_status
+            && target.info.plural != "tenants"
+            && target.info.plural != "namespaces"
+        {
+            // Status is written by controllers through the status subresource.
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        let mut obj = self.admit_shape(target, obj, params.strict)?;
+        if matches!(target.info.plural, "tenants" | "namespaces") {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                target.info.kind,
+                "",
+                &[model::FieldError::new(
+                    "metadata.name",
+                    "name or generateName is required",
+                )],
+            ));
+        }
+        let tenant = self.writable_space(target, &obj).await?;
+        let key = target.key(&name);
+        let key = if target.namespace.is_none() && target.info.scope == Scope::Namespaced {
+            target.info.key(
+                obj.pointer("/metadata/tenant")
+                    .and_then(Value::as_str)
+                    .unwrap_or(model::SYSTEM_TENANT),
+                obj.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                &name,
+            )
+        } else {
+            key
+        };
+        let bytes =
+            Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?);
+        if params.dry_run {
+            return Ok(obj);
+        }
+        let quota = tenant
+            .as_ref()
+            .filter(|t| target.info.plural == "pods" && !t.spec.quota.is_empty());
+        let kv = match quota {
+            Some(t) => {
+                let lock = self
+                    .quota_locks
+                    .lock()
+                    .expect("quota lock table")
+                    .entry(t.metadata.name.clone())
+                    .or_default()
+                    .clone();
+                let _guard = lock.lock().await;
+                self.check_quota(t, &obj).await?;
+                self.store.create(&key, bytes).await
+            }
+            None => self.store.create(&key, bytes).await,
+        }
+        .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+        if target.info.plural == "tenants" {
+            self.lifecycle.tenant_created(&name).await;
+        }
+        object_of(&kv)
+    }
+
+    async fn check_quota(&self, tenant: &Tenant, pod: &Value) -> ApiResult<()> {
+        let spec: model::PodSpec = serde_json::from_value(pod["spec"].clone())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut used = centaurus_tenancy::quota::Usage::default();
+        let prefix = format!("/registry/pods/{}/", tenant.metadata.name);
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .range(
+                    &prefix,
+                    RangeOptions {
+                        limit: 1000,
+                        after: after.take(),
+                    },
+                )
+                .await
+                .map_err(|e| ApiError::from_store(e, "pods", ""))?;
+            for kv in &page.kvs {
+                if let Ok(p) = serde_json::from_slice::<model::Pod>(&kv.value) {
+                    used.add(&p.spec);
+                }
+            }
+            if !page.more {
+                break;
+            }
+            after = page.kvs.last().map(|kv| kv.key.clone());
+        }
+        centaurus_tenancy::quota::check_pod(&tenant.spec.quota, &used, &spec).map_err(|m| {
+            ApiError::forbidden(format!(
+                "pods \"{}\" is forbidden: {m}",
+                pod.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            ))
+        })
+    }
+
+    /// Replaces an object (or its status), guarded by resourceVersion.
+    pub(crate) async fn update(
+        &self,
+        target: &Target,
+        obj: Value,
+        params: &Params,
+    ) -> ApiResult<Value> {
+        let name = target.name().to_owned();
+        let current_kv = self.get_kv(target, &name).await?;
+        let current = object_of(&current_kv)?;
+        if let Some(body_name) = obj.pointer("/metadata/name").and_then(Value::as_str)
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let expected = match obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            Some(rv) if !rv.is_empty() => {
+                let rv: i64 = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("resourceVersion {rv:?} is not a valid revision"))
+                })?;
+                if rv != current_kv.mod_revision {
+                    return Err(ApiError::conflict(
+                        target.info.plural,
+                        &name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
+                }
+                rv
+            }
+            _ => current_kv.mod_revision,
+        };
+        let status_only = target.subresource.as_deref() == Some("status");
+        let mut next = if status_only {
+            let mut next = current.clone();
+            next["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+            next
+        } else {
+            let mut next = obj;
+            if target.info.has_status {
+                match current.get("status") {
+                    Some(s) => next["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = next.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            next
+        };
+        // Server-owned metadata survives every update.
+        if !next.get("metadata").is_some_and(Value::is_object) {
+            next["metadata"] = json!({});
+        }
+        for field in [
+            "uid",
+            "hashKey",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "tenant",
+            "namespace",
+            "generation",
+        ] {
+            match current["metadata"].get(field) {
+                Some(v) => next["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(m) = next["metadata"].as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+        if let Some(m) = next["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        if !status_only && next.get("spec") != current.get("spec") {
+            let g = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            next["metadata"]["generation"] = json!(g + 1);
+        }
+        let next = self.admit_shape(target, next, params.strict)?;
+        if params.dry_run {
+            return Ok(next);
+        }
+        let finalized = next.pointer("/metadata/deletionTimestamp").is_some()
+            && next
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty())
+            && !matches!(target.info.plural, "tenants" | "namespaces");
+        let key = target.key(&name);
+        if finalized {
+            let kv = self
+                .store
+                .delete(&key, Some(expected))
+                .await
+                .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+            let mut gone = next;
+            gone["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+            return Ok(gone);
+        }
+        let bytes =
+            Bytes::from(serde_json::to_vec(&next).map_err(|e| ApiError::internal(e.to_string()))?);
+        let kv = self
+            .store
+            .update(&key, bytes, expected)
+            .await
+            .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+        object_of(&kv)
+    }
+
+    async fn patch(
+        &self,
+        target: &Target,
+        kind: PatchKind,
+        body: &[u8],
+        params: &Params,
+    ) -> ApiResult<Value> {
+        // Retry on a concurrent write, as Kubernetes does for patches without a precondition.
+        for _ in 0..5 {
+            let mut doc = self.get(target, target.name()).await?;
+            let before = doc.pointer("/metadata/resourceVersion").cloned();
+            patch::apply(kind, &mut doc, body)?;
+            let precondition = doc.pointer("/metadata/resourceVersion").cloned() != before;
+            match self.update(target, doc, params).await {
+                Err(e) if e.reason == "Conflict" && !precondition => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(
+            target.info.plural,
+            target.name(),
+            "too many concurrent writes; try again",
+        ))
+    }
+
+    async fn delete(&self, target: &Target, body: &[u8]) -> ApiResult<Value> {
+        let name = target.name().to_owned();
+        let kv = self.get_kv(target, &name).await?;
+        let mut obj = object_of(&kv)?;
+        if !body.is_empty()
+            && let Ok(opts) = serde_json::from_slice::<Value>(body)
+        {
+            if let Some(rv) = opts
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                && rv != kv.mod_revision.to_string()
+            {
+                return Err(ApiError::conflict(
+                    target.info.plural,
+                    &name,
+                    "the resourceVersion precondition failed",
+                ));
+            }
+            if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
+                && Some(uid) != obj.pointer("/metadata/uid").and_then(Value::as_str)
+            {
+                return Err(ApiError::conflict(
+                    target.info.plural,
+                    &name,
+                    "the UID precondition failed",
+                ));
+            }
+        }
+        let is_space = matches!(target.info.plural, "tenants" | "namespaces");
+        if is_space && name == model::SYSTEM_TENANT && target.info.plural == "tenants" {
+            return Err(ApiError::forbidden("the system tenant cannot be deleted"));
+        }
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if is_space || has_finalizers {
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                obj["metadata"]["deletionTimestamp"] = json!(model::now());
+                if is_space {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+                if let Some(m) = obj["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                let bytes = Bytes::from(
+                    serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?,
+                );
+                let kv = self
+                    .store
+                    .update(&kv.key, bytes, kv.mod_revision)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+                obj = object_of(&kv)?;
+            }
+            if is_space {
+                self.lifecycle
+                    .delete_space(target.info.plural, &kv.key, &obj);
+            }
+            return Ok(obj);
+        }
+        let gone = self
+            .store
+            .delete(&kv.key, Some(kv.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+        obj["metadata"]["resourceVersion"] = json!(gone.mod_revision.to_string());
+        Ok(obj)
+    }
+
+    /// `POST /api/v1/tenants/{name}/token` with `{"user": "U"}`: issues a bearer token for
+    /// an administrator of that tenant.
+    async fn issue_token(&self, target: &Target, body: &[u8]) -> ApiResult<Response> {
+        let tokens = self.tokens.as_ref().ok_or_else(|| {
+            ApiError::method_not_allowed("this server has no token file to issue tokens into")
+        })?;
+        let tenant = target.name().to_owned();
+        self.get_kv(target, &tenant).await?;
+        let req: Value = if body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("unable to decode token request: {e}"))
+            })?
+        };
+        let user = req
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or("admin")
+            .to_owned();
+        if model::validation::dns_subdomain(&user).is_err() {
+            return Err(ApiError::invalid(
+                "TokenRequest",
+                &tenant,
+                &[model::FieldError::new(
+                    "user",
+                    "must be a DNS-1123 subdomain",
+                )],
+            ));
+        }
+        let identity = Identity {
+            user: user.clone(),
+            tenant: tenant.clone(),
+            groups: vec![centaurus_tenancy::TENANT_ADMINS_GROUP.into()],
+        };
+        let token = tokens
+            .issue(identity)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "TenantToken", "apiVersion": "v1", "tenant": tenant, "user": user, "token": token}),
+        ))
+    }
+}
