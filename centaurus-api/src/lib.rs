@@ -8,10 +8,12 @@
 
 pub mod client;
 pub mod codec;
+pub mod ctl;
 pub mod discovery;
 pub mod error;
 pub mod kubeconfig;
 mod lifecycle;
+pub mod load;
 pub mod manifest;
 pub mod patch;
 pub mod protobuf;

@@ -1,38 +1,280 @@
-//! `centaurusctl`: the client CLI. So far it lists the kinds a region serves; the verbs that
-//! talk to the API server (`get`, `apply`, `delete`, `watch`, `tenant`) come with it.
+//! `centaurusctl`: the client CLI. Thin: arguments and wiring; the verbs live in
+//! `centaurus_api::ctl` and the load tool in `centaurus_api::load`.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use centaurus_api::client::Client;
+use centaurus_api::ctl::{Ctl, Output, Space, render};
+use centaurus_api::kubeconfig::Kubeconfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "centaurusctl", version, about = "Talk to a Centaurus region")]
 struct Cli {
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Lists the built-in kinds: name, short names, API version, scope.
-    ApiResources,
+#[derive(Args, Clone)]
+struct SpaceArgs {
+    /// Namespace (default: the context's, or `default`).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// An explicit tenant (`all` for every tenant; system users only). Default: your own.
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
-fn main() {
-    match Cli::parse().command {
-        Command::ApiResources => {
-            println!(
-                "{:<14} {:<10} {:<30} {:<11} KIND",
-                "NAME", "SHORT", "APIVERSION", "SCOPE"
-            );
-            for info in centaurus_core::model::Registry::builtin().kinds() {
+impl SpaceArgs {
+    fn space(&self) -> Space {
+        Space { tenant: self.tenant.clone(), namespace: self.namespace.clone(), all_namespaces: self.all_namespaces }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lists the kinds: name, short names, API version, scope.
+    ApiResources,
+    /// Shows objects: a table, or `-o yaml|json`.
+    Get {
+        /// Kind (plural, singular, short name).
+        kind: String,
+        /// One object's name.
+        name: Option<String>,
+        #[command(flatten)]
+        space: SpaceArgs,
+        /// Label selector.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long)]
+        output: Option<Format>,
+    },
+    /// Shows one object in full.
+    Describe {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        space: SpaceArgs,
+    },
+    /// Creates or updates the objects of a manifest file (YAML or JSON, many documents).
+    Apply {
+        /// The manifest (`-` for standard input).
+        #[arg(short = 'f', long)]
+        filename: PathBuf,
+        #[command(flatten)]
+        space: SpaceArgs,
+    },
+    /// Deletes objects by kind and name, or those of a manifest.
+    Delete {
+        /// Kind.
+        kind: Option<String>,
+        /// Name.
+        name: Option<String>,
+        /// A manifest whose objects to delete.
+        #[arg(short = 'f', long)]
+        filename: Option<PathBuf>,
+        #[command(flatten)]
+        space: SpaceArgs,
+    },
+    /// Streams changes of a kind.
+    Watch {
+        /// Kind.
+        kind: String,
+        #[command(flatten)]
+        space: SpaceArgs,
+    },
+    /// Creates things.
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Tenant administration.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Drives load against the API and prints latency percentiles per verb.
+    Load {
+        /// Concurrent clients (one connection each).
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Pods to create.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// Gets to issue.
+        #[arg(long, default_value_t = 10_000)]
+        gets: usize,
+        /// Lists to issue (pages of 100).
+        #[arg(long, default_value_t = 1_000)]
+        lists: usize,
+        /// Watchers following the creates.
+        #[arg(long, default_value_t = 4)]
+        watchers: usize,
+        /// Namespace to load.
+        #[arg(long, default_value = "load")]
+        namespace: String,
+        /// The API server's process id, to report its resident memory growth per pod.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreateCommand {
+    /// Creates a tenant (its `default` namespace and `admin` role come with it).
+    Tenant {
+        /// Tenant name.
+        name: String,
+        /// Quota, `pods=10,cpu=4,memory=8Gi,vms=2`.
+        #[arg(long, value_delimiter = ',')]
+        quota: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Prints a kubeconfig for an administrator of a tenant (a new bearer token), usable by
+    /// kubectl as it is.
+    Kubeconfig {
+        /// Tenant name.
+        name: String,
+        /// User name.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+}
+
+fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if let Some(p) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) {
+        return Ok(std::env::split_paths(&p).next().unwrap_or_default());
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("no --kubeconfig, $KUBECONFIG or $HOME"))?;
+    Ok(PathBuf::from(home).join(".kube/config"))
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+fn read_manifest(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    centaurus_api::manifest::decode(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let registry = centaurus_api::region::registry();
+    if let Command::ApiResources = cli.command {
+        println!("{:<14} {:<10} {:<30} {:<11} KIND", "NAME", "SHORT", "APIVERSION", "SCOPE");
+        for info in registry.kinds() {
+            println!("{:<14} {:<10} {:<30} {:<11} {}", info.plural, info.short_names.join(","), info.api_version(), format!("{:?}", info.scope), info.kind);
+        }
+        return Ok(());
+    }
+    let path = kubeconfig_path(cli.kubeconfig)?;
+    let config = Kubeconfig::load(&path)?;
+    let conn = config.connection()?;
+    let ctl = Ctl { client: Arc::new(Client::new(conn.clone())?), registry };
+    match cli.command {
+        Command::ApiResources => unreachable!("handled above"),
+        Command::Get { kind, name, space, selector, output } => {
+            let info = ctl.kind(&kind)?;
+            let objs = ctl.get(&info, name.as_deref(), &space.space(), selector.as_deref()).await?;
+            let out = match output {
+                None => Output::Table,
+                Some(Format::Yaml) => Output::Yaml,
+                Some(Format::Json) => Output::Json,
+            };
+            println!("{}", render(&info, &objs, out, space.all_namespaces));
+        }
+        Command::Describe { kind, name, space } => {
+            let info = ctl.kind(&kind)?;
+            let objs = ctl.get(&info, Some(&name), &space.space(), None).await?;
+            println!("{}", render(&info, &objs, Output::Table, false));
+            println!("\n{}", render(&info, &objs, Output::Yaml, false));
+        }
+        Command::Apply { filename, space } => {
+            for obj in read_manifest(&filename)? {
+                println!("{}", ctl.apply(&obj, &space.space()).await?);
+            }
+        }
+        Command::Delete { kind, name, filename, space } => match (kind, name, filename) {
+            (Some(kind), Some(name), None) => println!("{}", ctl.delete(&*ctl.kind(&kind)?, &name, &space.space()).await?),
+            (None, None, Some(f)) => {
+                for obj in read_manifest(&f)? {
+                    let info = ctl.kind(obj["kind"].as_str().unwrap_or(""))?;
+                    let mut s = space.space();
+                    if let Some(ns) = obj.pointer("/metadata/namespace").and_then(|v| v.as_str()) {
+                        s.namespace = Some(ns.to_owned());
+                    }
+                    println!("{}", ctl.delete(&info, obj["metadata"]["name"].as_str().unwrap_or(""), &s).await?);
+                }
+            }
+            _ => anyhow::bail!("give KIND NAME or -f FILE"),
+        },
+        Command::Watch { kind, space } => {
+            let info = ctl.kind(&kind)?;
+            ctl.watch(&info, &space.space(), |line| println!("{line}")).await?;
+        }
+        Command::Create(CreateCommand::Tenant { name, quota }) => {
+            let quota = quota
+                .iter()
+                .map(|q| q.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| anyhow!("quota {q:?} is not NAME=VALUE")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            println!("{}", ctl.create_tenant(&name, &quota).await?);
+        }
+        Command::Tenant(TenantCommand::Kubeconfig { name, user }) => {
+            print!("{}", ctl.tenant_kubeconfig(&config, &name, &user).await?.to_yaml());
+        }
+        Command::Load { clients, pods, gets, lists, watchers, namespace, server_pid } => {
+            let before = server_pid.and_then(rss_bytes);
+            let spec = centaurus_api::load::LoadSpec { clients, pods, gets, lists, watchers, namespace };
+            println!("load: {clients} clients, {pods} pod creates, {gets} gets, {lists} lists, {watchers} watchers");
+            let (stats, seen) = centaurus_api::load::run(conn, spec).await?;
+            for s in &stats {
+                println!("{s}");
+            }
+            println!("watch   {seen} events delivered to {watchers} watchers (expected {})", pods * watchers);
+            if let (Some(pid), Some(before)) = (server_pid, before)
+                && let Some(after) = rss_bytes(pid)
+            {
                 println!(
-                    "{:<14} {:<10} {:<30} {:<11} {}",
-                    info.plural,
-                    info.short_names.join(","),
-                    info.api_version(),
-                    format!("{:?}", info.scope),
-                    info.kind
+                    "server  RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per created pod",
+                    before as f64 / 1048576.0,
+                    after as f64 / 1048576.0,
+                    (after as f64 - before as f64) / pods.max(1) as f64
                 );
             }
         }
     }
+    Ok(())
 }
