@@ -23,8 +23,17 @@ pub struct Space {
 }
 
 /// The API path of a kind's collection or object.
-pub fn path(info: &ResourceInfo, tenant: Option<&str>, namespace: Option<&str>, name: Option<&str>) -> String {
-    let mut p = if info.group.is_empty() { format!("/api/{}", info.version) } else { format!("/apis/{}/{}", info.group, info.version) };
+pub fn path(
+    info: &ResourceInfo,
+    tenant: Option<&str>,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> String {
+    let mut p = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
     if info.scope != Scope::Cluster
         && let Some(t) = tenant
     {
@@ -56,12 +65,27 @@ pub enum Output {
 }
 
 /// Renders objects of one kind.
-pub fn render(info: &ResourceInfo, objects: &[Value], output: Output, show_namespace: bool) -> String {
+pub fn render(
+    info: &ResourceInfo,
+    objects: &[Value],
+    output: Output,
+    show_namespace: bool,
+) -> String {
     match output {
-        Output::Json if objects.len() == 1 => serde_json::to_string_pretty(&objects[0]).expect("JSON encodes"),
-        Output::Json => serde_json::to_string_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": objects})).expect("JSON encodes"),
-        Output::Yaml if objects.len() == 1 => serde_yaml::to_string(&objects[0]).expect("YAML encodes"),
-        Output::Yaml => serde_yaml::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": objects})).expect("YAML encodes"),
+        Output::Json if objects.len() == 1 => {
+            serde_json::to_string_pretty(&objects[0]).expect("JSON encodes")
+        }
+        Output::Json => serde_json::to_string_pretty(
+            &json!({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
+        .expect("JSON encodes"),
+        Output::Yaml if objects.len() == 1 => {
+            serde_yaml::to_string(&objects[0]).expect("YAML encodes")
+        }
+        Output::Yaml => {
+            serde_yaml::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": objects}))
+                .expect("YAML encodes")
+        }
         Output::Table => {
             if objects.is_empty() {
                 return "No resources found.".into();
@@ -90,13 +114,29 @@ pub fn render(info: &ResourceInfo, objects: &[Value], output: Output, show_names
                     })
                     .collect();
                 if show_namespace {
-                    cells.insert(0, row["object"]["metadata"]["namespace"].as_str().unwrap_or("").to_owned());
+                    cells.insert(
+                        0,
+                        row["object"]["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned(),
+                    );
                 }
                 rows.push(cells);
             }
-            let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+                .collect();
             rows.iter()
-                .map(|r| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("   ").trim_end().to_owned())
+                .map(|r| {
+                    r.iter()
+                        .zip(&widths)
+                        .map(|(c, w)| format!("{c:<w$}"))
+                        .collect::<Vec<_>>()
+                        .join("   ")
+                        .trim_end()
+                        .to_owned()
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         }
@@ -121,11 +161,26 @@ impl Ctl {
     }
 
     fn namespace<'a>(&'a self, space: &'a Space) -> Option<&'a str> {
-        if space.all_namespaces { None } else { Some(space.namespace.as_deref().unwrap_or(self.client.namespace())) }
+        if space.all_namespaces {
+            None
+        } else {
+            Some(
+                space
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(self.client.namespace()),
+            )
+        }
     }
 
     /// Reads one object or a list.
-    pub async fn get(&self, info: &ResourceInfo, name: Option<&str>, space: &Space, selector: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        name: Option<&str>,
+        space: &Space,
+        selector: Option<&str>,
+    ) -> anyhow::Result<Vec<Value>> {
         let mut p = path(info, space.tenant.as_deref(), self.namespace(space), name);
         if name.is_some() {
             return Ok(vec![self.client.get(&p).await?.ok()?]);
@@ -136,7 +191,10 @@ impl Ctl {
         loop {
             p = format!("{base}?limit=500");
             if let Some(s) = selector {
-                p.push_str(&format!("&labelSelector={}", form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()));
+                p.push_str(&format!(
+                    "&labelSelector={}",
+                    form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                ));
             }
             if let Some(c) = &cont {
                 p.push_str(&format!("&continue={c}"));
@@ -159,39 +217,82 @@ impl Ctl {
             .registry
             .by_kind(api_version, kind)
             .ok_or_else(|| anyhow!("no kind {kind} in {api_version}"))?;
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned).or_else(|| self.namespace(space).map(str::to_owned));
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| self.namespace(space).map(str::to_owned));
         let collection = path(info, space.tenant.as_deref(), ns.as_deref(), None);
         let label = format!("{}/{name}", info.singular());
-        let existing = if name.is_empty() { None } else { Some(self.client.get(&format!("{collection}/{name}")).await?) };
+        let existing = if name.is_empty() {
+            None
+        } else {
+            Some(self.client.get(&format!("{collection}/{name}")).await?)
+        };
         match existing {
             Some(r) if r.status.is_success() => {
                 self.client
-                    .request(Method::PATCH, &format!("{collection}/{name}"), "application/merge-patch+json", obj.to_string())
+                    .request(
+                        Method::PATCH,
+                        &format!("{collection}/{name}"),
+                        "application/merge-patch+json",
+                        obj.to_string(),
+                    )
                     .await?
                     .ok()
                     .with_context(|| format!("updating {label}"))?;
                 Ok(format!("{label} configured"))
             }
-            Some(r) if r.status.as_u16() != 404 => Err(r.ok().unwrap_err()).with_context(|| format!("reading {label}")),
+            Some(r) if r.status.as_u16() != 404 => {
+                Err(r.ok().unwrap_err()).with_context(|| format!("reading {label}"))
+            }
             _ => {
-                self.client.send_json(Method::POST, &collection, obj).await?.ok().with_context(|| format!("creating {label}"))?;
+                self.client
+                    .send_json(Method::POST, &collection, obj)
+                    .await?
+                    .ok()
+                    .with_context(|| format!("creating {label}"))?;
                 Ok(format!("{label} created"))
             }
         }
     }
 
     /// Deletes an object.
-    pub async fn delete(&self, info: &ResourceInfo, name: &str, space: &Space) -> anyhow::Result<String> {
-        let p = path(info, space.tenant.as_deref(), self.namespace(space), Some(name));
-        self.client.request(Method::DELETE, &p, "", bytes::Bytes::new()).await?.ok()?;
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        space: &Space,
+    ) -> anyhow::Result<String> {
+        let p = path(
+            info,
+            space.tenant.as_deref(),
+            self.namespace(space),
+            Some(name),
+        );
+        self.client
+            .request(Method::DELETE, &p, "", bytes::Bytes::new())
+            .await?
+            .ok()?;
         Ok(format!("{} \"{name}\" deleted", info.singular()))
     }
 
     /// Streams change events as `TYPE  NAMESPACE/NAME  RV` lines until the server ends the
     /// watch; `on_line` receives each line.
-    pub async fn watch(&self, info: &ResourceInfo, space: &Space, mut on_line: impl FnMut(String)) -> anyhow::Result<()> {
-        let p = format!("{}?watch=true", path(info, space.tenant.as_deref(), self.namespace(space), None));
+    pub async fn watch(
+        &self,
+        info: &ResourceInfo,
+        space: &Space,
+        mut on_line: impl FnMut(String),
+    ) -> anyhow::Result<()> {
+        let p = format!(
+            "{}?watch=true",
+            path(info, space.tenant.as_deref(), self.namespace(space), None)
+        );
         let mut events = Box::pin(self.client.watch(&p).await?);
         while let Some(ev) = events.next().await {
             let ev = ev?;
@@ -204,30 +305,62 @@ impl Ctl {
             if ev["type"] == "ERROR" {
                 bail!("watch ended: {}", o["message"].as_str().unwrap_or("error"));
             }
-            on_line(format!("{:<9} {:<40} {}", ev["type"].as_str().unwrap_or(""), name, meta["resourceVersion"].as_str().unwrap_or("")));
+            on_line(format!(
+                "{:<9} {:<40} {}",
+                ev["type"].as_str().unwrap_or(""),
+                name,
+                meta["resourceVersion"].as_str().unwrap_or("")
+            ));
         }
         Ok(())
     }
 
     /// Creates a tenant, optionally with quota (`pods=10,cpu=4`).
-    pub async fn create_tenant(&self, name: &str, quota: &[(String, String)]) -> anyhow::Result<String> {
-        let quota: serde_json::Map<String, Value> = quota.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        quota: &[(String, String)],
+    ) -> anyhow::Result<String> {
+        let quota: serde_json::Map<String, Value> =
+            quota.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         let t = json!({"apiVersion": "v1", "kind": "Tenant", "metadata": {"name": name}, "spec": {"quota": quota}});
-        self.client.send_json(Method::POST, "/api/v1/tenants", &t).await?.ok()?;
+        self.client
+            .send_json(Method::POST, "/api/v1/tenants", &t)
+            .await?
+            .ok()?;
         Ok(format!("tenant/{name} created"))
     }
 
     /// A kubeconfig for an administrator `user` of `tenant`: a fresh bearer token, the
     /// current server and CA.
-    pub async fn tenant_kubeconfig(&self, current: &Kubeconfig, tenant: &str, user: &str) -> anyhow::Result<Kubeconfig> {
+    pub async fn tenant_kubeconfig(
+        &self,
+        current: &Kubeconfig,
+        tenant: &str,
+        user: &str,
+    ) -> anyhow::Result<Kubeconfig> {
         let reply = self
             .client
-            .send_json(Method::POST, &format!("/api/v1/tenants/{tenant}/token"), &json!({"user": user}))
+            .send_json(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/token"),
+                &json!({"user": user}),
+            )
             .await?
             .ok()?;
-        let token = reply["token"].as_str().ok_or_else(|| anyhow!("no token in the answer"))?;
+        let token = reply["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no token in the answer"))?;
         let conn = current.connection()?;
         let ca = String::from_utf8(conn.ca_pem).context("CA is not PEM text")?;
-        Ok(Kubeconfig::single(&format!("{tenant}-{user}"), &conn.server, &ca, User { token: token.into(), ..Default::default() }))
+        Ok(Kubeconfig::single(
+            &format!("{tenant}-{user}"),
+            &conn.server,
+            &ca,
+            User {
+                token: token.into(),
+                ..Default::default()
+            },
+        ))
     }
 }

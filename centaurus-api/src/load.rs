@@ -64,13 +64,35 @@ impl std::fmt::Display for VerbStats {
     }
 }
 
-fn stats(verb: &'static str, mut lat: Vec<Duration>, errors: usize, elapsed: Duration) -> VerbStats {
+fn stats(
+    verb: &'static str,
+    mut lat: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+) -> VerbStats {
     lat.sort();
-    let at = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
-    VerbStats { verb, count: lat.len(), errors, elapsed, p50: at(0.5), p99: at(0.99), max: lat.last().copied().unwrap_or_default() }
+    let at = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    VerbStats {
+        verb,
+        count: lat.len(),
+        errors,
+        elapsed,
+        p50: at(0.5),
+        p99: at(0.99),
+        max: lat.last().copied().unwrap_or_default(),
+    }
 }
 
-async fn phase<F, Fut>(verb: &'static str, clients: &[Arc<Client>], total: usize, op: F) -> VerbStats
+async fn phase<F, Fut>(
+    verb: &'static str,
+    clients: &[Arc<Client>],
+    total: usize,
+    op: F,
+) -> VerbStats
 where
     F: Fn(Arc<Client>, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
@@ -116,7 +138,11 @@ pub async fn run(conn: Connection, spec: LoadSpec) -> anyhow::Result<(Vec<VerbSt
     }
     let ns = spec.namespace.clone();
     let reply = clients[0]
-        .send_json(Method::POST, "/api/v1/namespaces", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .send_json(
+            Method::POST,
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
         .await?;
     if !reply.status.is_success() && reply.status.as_u16() != 409 {
         reply.ok()?;
@@ -126,9 +152,21 @@ pub async fn run(conn: Connection, spec: LoadSpec) -> anyhow::Result<(Vec<VerbSt
     let mut watchers = Vec::new();
     for _ in 0..spec.watchers {
         let c = Client::new(conn.clone())?;
-        let rv = clients[0].get(&format!("/api/v1/namespaces/{ns}/pods?limit=1")).await?.ok()?;
-        let rv = rv.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).unwrap_or("0").to_owned();
-        let mut events = Box::pin(c.watch(&format!("/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}")).await?);
+        let rv = clients[0]
+            .get(&format!("/api/v1/namespaces/{ns}/pods?limit=1"))
+            .await?
+            .ok()?;
+        let rv = rv
+            .pointer("/metadata/resourceVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("0")
+            .to_owned();
+        let mut events = Box::pin(
+            c.watch(&format!(
+                "/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"
+            ))
+            .await?,
+        );
         let seen = seen.clone();
         watchers.push(tokio::spawn(async move {
             while let Some(Ok(_)) = events.next().await {
@@ -155,7 +193,10 @@ pub async fn run(conn: Connection, spec: LoadSpec) -> anyhow::Result<(Vec<VerbSt
     let (get_ns, rid, created) = (ns.clone(), run_id.clone(), spec.pods.max(1));
     out.push(
         phase("get", &clients, spec.gets, move |c, i| {
-            let p = format!("/api/v1/namespaces/{get_ns}/pods/load-{rid}-{}", (i * 7919) % created);
+            let p = format!(
+                "/api/v1/namespaces/{get_ns}/pods/load-{rid}-{}",
+                (i * 7919) % created
+            );
             async move { Ok(c.get(&p).await?.status.is_success()) }
         })
         .await,

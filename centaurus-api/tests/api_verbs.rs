@@ -13,31 +13,73 @@ async fn create_get_list_with_selectors_and_pages() {
     for i in 0..5 {
         let mut p = pod(&format!("p{i}"));
         p["metadata"]["labels"]["idx"] = json!(i.to_string());
-        let r = h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(p)).await;
+        let r = h
+            .call(
+                Method::POST,
+                "/api/v1/namespaces/default/pods",
+                Some(&t),
+                Some(p),
+            )
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         assert_eq!(r.body["metadata"]["tenant"], "system");
-        assert!(r.body["metadata"]["uid"].is_string() && r.body["metadata"]["resourceVersion"].is_string());
+        assert!(
+            r.body["metadata"]["uid"].is_string()
+                && r.body["metadata"]["resourceVersion"].is_string()
+        );
     }
-    let r = h.call(Method::GET, "/api/v1/namespaces/default/pods/p3", Some(&t), None).await;
-    assert_eq!((r.status.as_u16(), r.body["metadata"]["name"].as_str()), (200, Some("p3")));
-    let r = h.call(Method::GET, "/api/v1/namespaces/default/pods?labelSelector=idx%20in%20(1,2)", Some(&t), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/p3",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["metadata"]["name"].as_str()),
+        (200, Some("p3"))
+    );
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods?labelSelector=idx%20in%20(1,2)",
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(r.body["kind"], "PodList");
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
-    let r = h.call(Method::GET, "/api/v1/pods?fieldSelector=metadata.name%3Dp4", Some(&t), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=metadata.name%3Dp4",
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
     // Pages of two: 2 + 2 + 1, each continue token leading on.
     let mut names = Vec::new();
     let mut path = "/api/v1/namespaces/default/pods?limit=2".to_owned();
     loop {
         let r = h.call(Method::GET, &path, Some(&t), None).await;
-        names.extend(r.body["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()));
+        names.extend(
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()),
+        );
         match r.body["metadata"]["continue"].as_str() {
             Some(c) => path = format!("/api/v1/namespaces/default/pods?limit=2&continue={c}"),
             None => break,
         }
     }
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
-    let r = h.call(Method::GET, "/api/v1/pods?continue=bm9wZQ", Some(&t), None).await;
+    let r = h
+        .call(Method::GET, "/api/v1/pods?continue=bm9wZQ", Some(&t), None)
+        .await;
     assert_eq!(r.status, 400);
 }
 
@@ -45,33 +87,129 @@ async fn create_get_list_with_selectors_and_pages() {
 async fn update_conflicts_patches_and_status() {
     let h = Harness::new().await;
     let t = h.system.clone();
-    let created = h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(pod("web"))).await.body;
+    let created = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            Some(pod("web")),
+        )
+        .await
+        .body;
     let mut stale = created.clone();
     stale["metadata"]["labels"]["v"] = json!("1");
-    let r = h.call(Method::PUT, "/api/v1/namespaces/default/pods/web", Some(&t), Some(stale.clone())).await;
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            Some(stale.clone()),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = h.call(Method::PUT, "/api/v1/namespaces/default/pods/web", Some(&t), Some(stale)).await;
-    assert_eq!((r.status.as_u16(), r.body["reason"].as_str()), (409, Some("Conflict")));
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            Some(stale),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
 
-    let merge = h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/web", Some(&t), "application/merge-patch+json", r#"{"metadata":{"labels":{"v":"2"}}}"#).await;
+    let merge = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"v":"2"}}}"#,
+        )
+        .await;
     assert_eq!(merge.body["metadata"]["labels"]["v"], "2");
-    let jp = h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/web", Some(&t), "application/json-patch+json", r#"[{"op":"replace","path":"/spec/containers/0/image","value":"busybox:2"}]"#).await;
+    let jp = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"/spec/containers/0/image","value":"busybox:2"}]"#,
+        )
+        .await;
     assert_eq!(jp.body["spec"]["containers"][0]["image"], "busybox:2");
     assert_eq!(jp.body["metadata"]["generation"], 2);
-    let smp = h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/web", Some(&t), "application/strategic-merge-patch+json", r#"{"spec":{"containers":[{"name":"side","image":"busybox"}]}}"#).await;
-    assert_eq!(smp.body["spec"]["containers"].as_array().unwrap().len(), 2, "{}", smp.body);
+    let smp = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            "application/strategic-merge-patch+json",
+            r#"{"spec":{"containers":[{"name":"side","image":"busybox"}]}}"#,
+        )
+        .await;
+    assert_eq!(
+        smp.body["spec"]["containers"].as_array().unwrap().len(),
+        2,
+        "{}",
+        smp.body
+    );
 
     // Status goes through the subresource only.
     let mut with_status = smp.body.clone();
     with_status["status"] = json!({"phase": "Running"});
-    let r = h.call(Method::PUT, "/api/v1/namespaces/default/pods/web", Some(&t), Some(with_status.clone())).await;
-    assert!(r.body.get("status").is_none_or(|s| s.get("phase").is_none()), "{}", r.body);
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            Some(with_status.clone()),
+        )
+        .await;
+    assert!(
+        r.body
+            .get("status")
+            .is_none_or(|s| s.get("phase").is_none()),
+        "{}",
+        r.body
+    );
     with_status["metadata"]["resourceVersion"] = r.body["metadata"]["resourceVersion"].clone();
-    let r = h.call(Method::PUT, "/api/v1/namespaces/default/pods/web/status", Some(&t), Some(with_status)).await;
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/v1/namespaces/default/pods/web/status",
+            Some(&t),
+            Some(with_status),
+        )
+        .await;
     assert_eq!(r.body["status"]["phase"], "Running", "{}", r.body);
-    let r = h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/web/status", Some(&t), "application/merge-patch+json", r#"{"status":{"podIP":"10.0.0.9"}}"#).await;
-    assert_eq!((r.body["status"]["phase"].as_str(), r.body["status"]["podIP"].as_str()), (Some("Running"), Some("10.0.0.9")));
-    let r = h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/web", Some(&t), "application/apply-patch+yaml", "{}").await;
+    let r = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web/status",
+            Some(&t),
+            "application/merge-patch+json",
+            r#"{"status":{"podIP":"10.0.0.9"}}"#,
+        )
+        .await;
+    assert_eq!(
+        (
+            r.body["status"]["phase"].as_str(),
+            r.body["status"]["podIP"].as_str()
+        ),
+        (Some("Running"), Some("10.0.0.9"))
+    );
+    let r = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web",
+            Some(&t),
+            "application/apply-patch+yaml",
+            "{}",
+        )
+        .await;
     assert_eq!(r.status, 415);
 }
 
@@ -81,70 +219,242 @@ async fn finalizers_hold_deletion_until_removed() {
     let t = h.system.clone();
     let mut p = pod("held");
     p["metadata"]["finalizers"] = json!(["example.com/hold"]);
-    h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(p)).await;
-    let r = h.call(Method::DELETE, "/api/v1/namespaces/default/pods/held", Some(&t), None).await;
+    h.call(
+        Method::POST,
+        "/api/v1/namespaces/default/pods",
+        Some(&t),
+        Some(p),
+    )
+    .await;
+    let r = h
+        .call(
+            Method::DELETE,
+            "/api/v1/namespaces/default/pods/held",
+            Some(&t),
+            None,
+        )
+        .await;
     assert!(r.body["metadata"]["deletionTimestamp"].is_string());
-    let r = h.call(Method::GET, "/api/v1/namespaces/default/pods/held", Some(&t), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/held",
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200);
-    let r = h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/held", Some(&t), "application/merge-patch+json", r#"{"metadata":{"finalizers":null}}"#).await;
+    let r = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/held",
+            Some(&t),
+            "application/merge-patch+json",
+            r#"{"metadata":{"finalizers":null}}"#,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = h.call(Method::GET, "/api/v1/namespaces/default/pods/held", Some(&t), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/held",
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 404);
 }
 
 #[tokio::test]
 async fn bad_input_gets_status_errors_and_writes_nothing() {
-    let h = Harness::with_config(centaurus_api::ApiConfig { max_body: 64 * 1024, ..Default::default() }).await;
+    let h = Harness::with_config(centaurus_api::ApiConfig {
+        max_body: 64 * 1024,
+        ..Default::default()
+    })
+    .await;
     let t = h.system.clone();
     let before = h.store.revision().await.unwrap();
-    let r = h.raw(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), "application/json", "{\"metadata\": {\"name\": ").await;
-    assert_eq!((r.status.as_u16(), r.body["kind"].as_str()), (400, Some("Status")));
-    assert!(r.body["message"].as_str().unwrap().contains("line 1 column"), "{}", r.body);
-    let r = h.raw(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), "application/yaml", "metadata: [unclosed\n").await;
+    let r = h
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            "application/json",
+            "{\"metadata\": {\"name\": ",
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["kind"].as_str()),
+        (400, Some("Status"))
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column"),
+        "{}",
+        r.body
+    );
+    let r = h
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            "application/yaml",
+            "metadata: [unclosed\n",
+        )
+        .await;
     assert_eq!(r.status, 400);
     let big = json!({"metadata": {"name": "big", "annotations": {"a": "x".repeat(100_000)}}});
-    let r = h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(big)).await;
-    assert_eq!((r.status.as_u16(), r.body["reason"].as_str()), (413, Some("RequestEntityTooLarge")));
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            Some(big),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge"))
+    );
     let mut bad = pod("Bad_Name");
     bad["spec"]["containers"][0]["image"] = json!("");
-    let r = h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(bad)).await;
-    assert_eq!((r.status.as_u16(), r.body["reason"].as_str()), (422, Some("Invalid")));
-    let fields: Vec<&str> = r.body["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
-    assert!(fields.contains(&"metadata.name") && fields.contains(&"spec.containers[0].image"), "{fields:?}");
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            Some(bad),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["reason"].as_str()),
+        (422, Some("Invalid"))
+    );
+    let fields: Vec<&str> = r.body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"metadata.name") && fields.contains(&"spec.containers[0].image"),
+        "{fields:?}"
+    );
     let mut unknown = pod("u");
     unknown["spec"]["colour"] = json!("red");
-    let r = h.call(Method::POST, "/api/v1/namespaces/default/pods?fieldValidation=Strict", Some(&t), Some(unknown)).await;
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/pods?fieldValidation=Strict",
+            Some(&t),
+            Some(unknown),
+        )
+        .await;
     assert_eq!(r.status, 400);
-    assert!(r.body["message"].as_str().unwrap().contains("unknown field \"spec.colour\""), "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field \"spec.colour\""),
+        "{}",
+        r.body
+    );
     let r = h.call(Method::GET, "/api/v1/widgets", Some(&t), None).await;
-    assert_eq!((r.status.as_u16(), r.body["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(
+        (r.status.as_u16(), r.body["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
     let r = h.call(Method::GET, "/api/v1/pods", None, None).await;
     assert_eq!(r.status, 401);
-    let r = h.call(Method::GET, "/api/v1/pods", Some("forged"), None).await;
+    let r = h
+        .call(Method::GET, "/api/v1/pods", Some("forged"), None)
+        .await;
     assert_eq!(r.status, 401);
-    let r = h.call(Method::POST, "/api/v1/namespaces/nowhere/pods", Some(&t), Some(pod("x"))).await;
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/nowhere/pods",
+            Some(&t),
+            Some(pod("x")),
+        )
+        .await;
     assert_eq!(r.status, 404);
     let mut other_ns = pod("x");
     other_ns["metadata"]["namespace"] = json!("kube-system");
-    let r = h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(other_ns)).await;
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            Some(other_ns),
+        )
+        .await;
     assert_eq!(r.status, 400);
-    assert_eq!(h.store.revision().await.unwrap(), before, "a rejected request wrote something");
+    assert_eq!(
+        h.store.revision().await.unwrap(),
+        before,
+        "a rejected request wrote something"
+    );
     let r = h.call(Method::GET, "/version", None, None).await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn watch_streams_resumes_and_reports_compaction() {
-    let h = Harness::with_config(centaurus_api::ApiConfig { bookmark_interval: std::time::Duration::from_millis(200), ..Default::default() }).await;
+    let h = Harness::with_config(centaurus_api::ApiConfig {
+        bookmark_interval: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
     let t = h.system.clone();
-    let first = h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(pod("a"))).await.body;
+    let first = h
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some(&t),
+            Some(pod("a")),
+        )
+        .await
+        .body;
     // Without a resourceVersion: current objects first.
-    let mut w = h.watch("/api/v1/namespaces/default/pods?watch=true&allowWatchBookmarks=true", &t).await;
+    let mut w = h
+        .watch(
+            "/api/v1/namespaces/default/pods?watch=true&allowWatchBookmarks=true",
+            &t,
+        )
+        .await;
     let ev = next_event(&mut w).await;
-    assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("a")));
-    h.call(Method::POST, "/api/v1/namespaces/default/pods", Some(&t), Some(pod("b"))).await;
-    h.raw(Method::PATCH, "/api/v1/namespaces/default/pods/b", Some(&t), "application/merge-patch+json", r#"{"metadata":{"labels":{"x":"y"}}}"#).await;
-    h.call(Method::DELETE, "/api/v1/namespaces/default/pods/b", Some(&t), None).await;
+    assert_eq!(
+        (
+            ev["type"].as_str(),
+            ev["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("a"))
+    );
+    h.call(
+        Method::POST,
+        "/api/v1/namespaces/default/pods",
+        Some(&t),
+        Some(pod("b")),
+    )
+    .await;
+    h.raw(
+        Method::PATCH,
+        "/api/v1/namespaces/default/pods/b",
+        Some(&t),
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    )
+    .await;
+    h.call(
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/b",
+        Some(&t),
+        None,
+    )
+    .await;
     let mut kinds = Vec::new();
     while kinds.len() < 3 {
         let ev = next_event(&mut w).await;
@@ -160,12 +470,29 @@ async fn watch_streams_resumes_and_reports_compaction() {
     }
     // Resume after the first object's revision: exactly the later changes.
     let rv = first["metadata"]["resourceVersion"].as_str().unwrap();
-    let mut w = h.watch(&format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"), &t).await;
+    let mut w = h
+        .watch(
+            &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
+            &t,
+        )
+        .await;
     assert_eq!(next_event(&mut w).await["object"]["metadata"]["name"], "b");
     // Compacted history: an ERROR event with 410 Expired.
     let now = h.store.revision().await.unwrap();
     h.store.compact(now).await.unwrap();
-    let mut w = h.watch(&format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"), &t).await;
+    let mut w = h
+        .watch(
+            &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
+            &t,
+        )
+        .await;
     let ev = next_event(&mut w).await;
-    assert_eq!((ev["type"].as_str(), ev["object"]["code"].as_u64(), ev["object"]["reason"].as_str()), (Some("ERROR"), Some(410), Some("Expired")));
+    assert_eq!(
+        (
+            ev["type"].as_str(),
+            ev["object"]["code"].as_u64(),
+            ev["object"]["reason"].as_str()
+        ),
+        (Some("ERROR"), Some(410), Some("Expired"))
+    );
 }

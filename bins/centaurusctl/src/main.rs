@@ -35,7 +35,11 @@ struct SpaceArgs {
 
 impl SpaceArgs {
     fn space(&self) -> Space {
-        Space { tenant: self.tenant.clone(), namespace: self.namespace.clone(), all_namespaces: self.all_namespaces }
+        Space {
+            tenant: self.tenant.clone(),
+            namespace: self.namespace.clone(),
+            all_namespaces: self.all_namespaces,
+        }
     }
 }
 
@@ -164,14 +168,19 @@ fn kubeconfig_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) {
         return Ok(std::env::split_paths(&p).next().unwrap_or_default());
     }
-    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("no --kubeconfig, $KUBECONFIG or $HOME"))?;
+    let home =
+        std::env::var_os("HOME").ok_or_else(|| anyhow!("no --kubeconfig, $KUBECONFIG or $HOME"))?;
     Ok(PathBuf::from(home).join(".kube/config"))
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 fn read_manifest(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -194,21 +203,42 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = centaurus_api::region::registry();
     if let Command::ApiResources = cli.command {
-        println!("{:<14} {:<10} {:<30} {:<11} KIND", "NAME", "SHORT", "APIVERSION", "SCOPE");
+        println!(
+            "{:<14} {:<10} {:<30} {:<11} KIND",
+            "NAME", "SHORT", "APIVERSION", "SCOPE"
+        );
         for info in registry.kinds() {
-            println!("{:<14} {:<10} {:<30} {:<11} {}", info.plural, info.short_names.join(","), info.api_version(), format!("{:?}", info.scope), info.kind);
+            println!(
+                "{:<14} {:<10} {:<30} {:<11} {}",
+                info.plural,
+                info.short_names.join(","),
+                info.api_version(),
+                format!("{:?}", info.scope),
+                info.kind
+            );
         }
         return Ok(());
     }
     let path = kubeconfig_path(cli.kubeconfig)?;
     let config = Kubeconfig::load(&path)?;
     let conn = config.connection()?;
-    let ctl = Ctl { client: Arc::new(Client::new(conn.clone())?), registry };
+    let ctl = Ctl {
+        client: Arc::new(Client::new(conn.clone())?),
+        registry,
+    };
     match cli.command {
         Command::ApiResources => unreachable!("handled above"),
-        Command::Get { kind, name, space, selector, output } => {
+        Command::Get {
+            kind,
+            name,
+            space,
+            selector,
+            output,
+        } => {
             let info = ctl.kind(&kind)?;
-            let objs = ctl.get(&info, name.as_deref(), &space.space(), selector.as_deref()).await?;
+            let objs = ctl
+                .get(&info, name.as_deref(), &space.space(), selector.as_deref())
+                .await?;
             let out = match output {
                 None => Output::Table,
                 Some(Format::Yaml) => Output::Yaml,
@@ -227,8 +257,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", ctl.apply(&obj, &space.space()).await?);
             }
         }
-        Command::Delete { kind, name, filename, space } => match (kind, name, filename) {
-            (Some(kind), Some(name), None) => println!("{}", ctl.delete(&*ctl.kind(&kind)?, &name, &space.space()).await?),
+        Command::Delete {
+            kind,
+            name,
+            filename,
+            space,
+        } => match (kind, name, filename) {
+            (Some(kind), Some(name), None) => println!(
+                "{}",
+                ctl.delete(&*ctl.kind(&kind)?, &name, &space.space())
+                    .await?
+            ),
             (None, None, Some(f)) => {
                 for obj in read_manifest(&f)? {
                     let info = ctl.kind(obj["kind"].as_str().unwrap_or(""))?;
@@ -236,34 +275,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(ns) = obj.pointer("/metadata/namespace").and_then(|v| v.as_str()) {
                         s.namespace = Some(ns.to_owned());
                     }
-                    println!("{}", ctl.delete(&info, obj["metadata"]["name"].as_str().unwrap_or(""), &s).await?);
+                    println!(
+                        "{}",
+                        ctl.delete(&info, obj["metadata"]["name"].as_str().unwrap_or(""), &s)
+                            .await?
+                    );
                 }
             }
             _ => anyhow::bail!("give KIND NAME or -f FILE"),
         },
         Command::Watch { kind, space } => {
             let info = ctl.kind(&kind)?;
-            ctl.watch(&info, &space.space(), |line| println!("{line}")).await?;
+            ctl.watch(&info, &space.space(), |line| println!("{line}"))
+                .await?;
         }
         Command::Create(CreateCommand::Tenant { name, quota }) => {
             let quota = quota
                 .iter()
-                .map(|q| q.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| anyhow!("quota {q:?} is not NAME=VALUE")))
+                .map(|q| {
+                    q.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| anyhow!("quota {q:?} is not NAME=VALUE"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             println!("{}", ctl.create_tenant(&name, &quota).await?);
         }
         Command::Tenant(TenantCommand::Kubeconfig { name, user }) => {
-            print!("{}", ctl.tenant_kubeconfig(&config, &name, &user).await?.to_yaml());
+            print!(
+                "{}",
+                ctl.tenant_kubeconfig(&config, &name, &user)
+                    .await?
+                    .to_yaml()
+            );
         }
-        Command::Load { clients, pods, gets, lists, watchers, namespace, server_pid } => {
+        Command::Load {
+            clients,
+            pods,
+            gets,
+            lists,
+            watchers,
+            namespace,
+            server_pid,
+        } => {
             let before = server_pid.and_then(rss_bytes);
-            let spec = centaurus_api::load::LoadSpec { clients, pods, gets, lists, watchers, namespace };
-            println!("load: {clients} clients, {pods} pod creates, {gets} gets, {lists} lists, {watchers} watchers");
+            let spec = centaurus_api::load::LoadSpec {
+                clients,
+                pods,
+                gets,
+                lists,
+                watchers,
+                namespace,
+            };
+            println!(
+                "load: {clients} clients, {pods} pod creates, {gets} gets, {lists} lists, {watchers} watchers"
+            );
             let (stats, seen) = centaurus_api::load::run(conn, spec).await?;
             for s in &stats {
                 println!("{s}");
             }
-            println!("watch   {seen} events delivered to {watchers} watchers (expected {})", pods * watchers);
+            println!(
+                "watch   {seen} events delivered to {watchers} watchers (expected {})",
+                pods * watchers
+            );
             if let (Some(pid), Some(before)) = (server_pid, before)
                 && let Some(after) = rss_bytes(pid)
             {

@@ -10,7 +10,10 @@ use axum::body::Body;
 use bytes::Bytes;
 use centaurus_api::{ApiConfig, ApiServer, region};
 use centaurus_core::store::{RedbStore, Store};
-use centaurus_tenancy::{AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, TenantGate, TokenFile};
+use centaurus_tenancy::{
+    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, TenantGate,
+    TokenFile,
+};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -36,11 +39,20 @@ impl Harness {
 
     pub async fn with_config(config: ApiConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
         region::bootstrap(&*store).await.unwrap();
-        let tokens = Arc::new(TokenFile::load(dir.path().join("tokens.csv")).await.unwrap());
+        let tokens = Arc::new(
+            TokenFile::load(dir.path().join("tokens.csv"))
+                .await
+                .unwrap(),
+        );
         let system = tokens
-            .issue(Identity { user: "root".into(), tenant: "system".into(), groups: vec![] })
+            .issue(Identity {
+                user: "root".into(),
+                tenant: "system".into(),
+                groups: vec![],
+            })
             .await
             .unwrap();
         let api = ApiServer::new(
@@ -51,20 +63,50 @@ impl Harness {
             Some(tokens.clone()),
             config,
         );
-        let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), tokens.clone()])));
-        Self { app: centaurus_api::router(api, authn), store, tokens, system, _dir: dir }
+        let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
+            Arc::new(ClientCertAuthenticator),
+            tokens.clone(),
+        ])));
+        Self {
+            app: centaurus_api::router(api, authn),
+            store,
+            tokens,
+            system,
+            _dir: dir,
+        }
     }
 
     /// Creates a tenant (as system) and returns a token of its admin.
     pub async fn tenant(&self, name: &str) -> String {
-        let r = self.call(Method::POST, "/api/v1/tenants", Some(&self.system), Some(json!({"apiVersion": "v1", "kind": "Tenant", "metadata": {"name": name}}))).await;
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v1/tenants",
+                Some(&self.system),
+                Some(json!({"apiVersion": "v1", "kind": "Tenant", "metadata": {"name": name}})),
+            )
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
-        let r = self.call(Method::POST, &format!("/api/v1/tenants/{name}/token"), Some(&self.system), Some(json!({"user": "admin"}))).await;
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{name}/token"),
+                Some(&self.system),
+                Some(json!({"user": "admin"})),
+            )
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -73,20 +115,42 @@ impl Harness {
         if !body.is_empty() {
             req = req.header("content-type", content_type);
         }
-        let res = self.app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let res = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Reply { status, body }
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        self.raw(method, path, token, "application/json", body.map(|b| b.to_string()).unwrap_or_default()).await
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.raw(
+            method,
+            path,
+            token,
+            "application/json",
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )
+        .await
     }
 
     /// Opens a watch and returns a receiver of its events.
     pub async fn watch(&self, path: &str, token: &str) -> tokio::sync::mpsc::Receiver<Value> {
-        let req = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+        let req = Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
         let res = self.app.clone().oneshot(req).await.unwrap();
         assert_eq!(res.status(), 200);
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -98,7 +162,11 @@ impl Harness {
                     buf.extend_from_slice(&data);
                     while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=pos).collect();
-                        if tx.send(serde_json::from_slice(&line).unwrap()).await.is_err() {
+                        if tx
+                            .send(serde_json::from_slice(&line).unwrap())
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -110,7 +178,10 @@ impl Harness {
 }
 
 pub async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("event within 5 s").expect("watch open")
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("event within 5 s")
+        .expect("watch open")
 }
 
 pub fn pod(name: &str) -> Value {
