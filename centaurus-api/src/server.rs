@@ -88,7 +88,7 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
     res
 }
 
-fn header_str<'a>(req: &'a http::request::Parts, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(req: &http::request::Parts, name: header::HeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -240,6 +240,7 @@ fn kubectl_walk_in_two_tenants() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     if reader.is_finished() {
         seen = reader.join().unwrap();
     }

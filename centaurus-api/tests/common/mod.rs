@@ -177,6 +177,39 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// A watch request read for at most 100 ms: its status and the events as an array.
+    pub async fn watch_briefly(&self, path: &str, token: &str) -> Reply {
+        let req = Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let mut body = res.into_body();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(100), async {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&buf);
+        let body = if status == 200 {
+            Value::Array(
+                text.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect(),
+            )
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        Reply { status, body }
+    }
+}
+
 pub async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<Value>) -> Value {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await

@@ -1,0 +1,188 @@
+//! Property: whatever users of several tenants do, through short paths or tenant paths,
+//! no answer to a user outside `system` ever contains another tenant's object, and every
+//! request for another tenant's space is refused.
+
+mod common;
+
+use common::{Harness, pod};
+use http::Method;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
+
+#[derive(Clone, Debug)]
+enum Path {
+    /// `/api/v1/namespaces/{ns}/…`: the caller's tenant.
+    Short,
+    /// `/api/v1/tenants/{t}/namespaces/{ns}/…`.
+    Tenant(usize),
+    /// `/api/v1/tenants/all/…`.
+    All,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create { ns: usize, name: usize },
+    Get { ns: usize, name: usize },
+    List { all_namespaces: bool },
+    Label { ns: usize, name: usize },
+    Delete { ns: usize, name: usize },
+    Watch,
+}
+
+fn op() -> impl Strategy<Value = (usize, Path, Op)> {
+    let path = prop_oneof![
+        Just(Path::Short),
+        (0..3usize).prop_map(Path::Tenant),
+        Just(Path::All)
+    ];
+    let op = prop_oneof![
+        (0..2usize, 0..3usize).prop_map(|(ns, name)| Op::Create { ns, name }),
+        (0..2usize, 0..3usize).prop_map(|(ns, name)| Op::Get { ns, name }),
+        any::<bool>().prop_map(|all_namespaces| Op::List { all_namespaces }),
+        (0..2usize, 0..3usize).prop_map(|(ns, name)| Op::Label { ns, name }),
+        (0..2usize, 0..3usize).prop_map(|(ns, name)| Op::Delete { ns, name }),
+        Just(Op::Watch),
+    ];
+    (0..3usize, path, op)
+}
+
+/// Every `metadata.tenant` in a JSON answer.
+fn tenants_in(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(t) = m
+                .get("metadata")
+                .and_then(|md| md.get("tenant"))
+                .and_then(Value::as_str)
+            {
+                out.push(t.to_owned());
+            }
+            m.values().for_each(|x| tenants_in(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| tenants_in(x, out)),
+        _ => {}
+    }
+}
+
+async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
+    let h = Harness::new().await;
+    let mut tokens = Vec::new();
+    for t in TENANTS {
+        let token = h.tenant(t).await;
+        for ns in ["ns0", "ns1"] {
+            let r = h
+                .call(
+                    Method::POST,
+                    "/api/v1/namespaces",
+                    Some(&token),
+                    Some(json!({"metadata": {"name": ns}})),
+                )
+                .await;
+            prop_assert_eq!(r.status, 201);
+        }
+        tokens.push(token);
+    }
+    for (user, path, op) in ops {
+        let caller = TENANTS[user];
+        let token = &tokens[user];
+        let (prefix, foreign) = match &path {
+            Path::Short => ("/api/v1".to_owned(), false),
+            Path::Tenant(t) => (
+                format!("/api/v1/tenants/{}", TENANTS[*t]),
+                TENANTS[*t] != caller,
+            ),
+            Path::All => ("/api/v1/tenants/all".to_owned(), true),
+        };
+        let object = |ns: usize, name: usize| format!("{prefix}/namespaces/ns{ns}/pods/p{name}");
+        let reply = match op {
+            Op::Create { ns, name } => {
+                h.call(
+                    Method::POST,
+                    &format!("{prefix}/namespaces/ns{ns}/pods"),
+                    Some(token),
+                    Some(pod(&format!("p{name}"))),
+                )
+                .await
+            }
+            Op::Get { ns, name } => {
+                h.call(Method::GET, &object(ns, name), Some(token), None)
+                    .await
+            }
+            Op::List { all_namespaces } => {
+                let p = if all_namespaces {
+                    format!("{prefix}/pods")
+                } else {
+                    format!("{prefix}/namespaces/ns0/pods")
+                };
+                h.call(Method::GET, &p, Some(token), None).await
+            }
+            Op::Label { ns, name } => {
+                h.raw(
+                    Method::PATCH,
+                    &object(ns, name),
+                    Some(token),
+                    "application/merge-patch+json",
+                    format!(r#"{{"metadata":{{"labels":{{"by":"{caller}"}}}}}}"#),
+                )
+                .await
+            }
+            Op::Delete { ns, name } => {
+                h.call(Method::DELETE, &object(ns, name), Some(token), None)
+                    .await
+            }
+            Op::Watch => {
+                h.watch_briefly(&format!("{prefix}/pods?watch=true"), token)
+                    .await
+            }
+        };
+        if foreign {
+            prop_assert!(
+                reply.status == 403 || reply.status == 400,
+                "{caller} reached {path:?}: {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+        let mut seen = Vec::new();
+        tenants_in(&reply.body, &mut seen);
+        prop_assert!(
+            seen.iter().all(|t| t == caller),
+            "{caller} saw objects of {seen:?}: {}",
+            reply.body
+        );
+    }
+    // The store agrees: each pod sits under its own tenant's key.
+    let all = h
+        .store
+        .range("/registry/pods/", Default::default())
+        .await
+        .unwrap();
+    for kv in all.kvs {
+        let v: Value = serde_json::from_slice(&kv.value).unwrap();
+        let t = v["metadata"]["tenant"].as_str().unwrap();
+        prop_assert!(
+            kv.key.starts_with(&format!("/registry/pods/{t}/")),
+            "{} holds tenant {t}",
+            kv.key
+        );
+        prop_assert!(
+            v["metadata"]["labels"]["by"]
+                .as_str()
+                .is_none_or(|by| by == t),
+            "{} was labelled by another tenant",
+            kv.key
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn no_tenant_sees_or_touches_another(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(ops))?;
+    }
+}

@@ -1,0 +1,22 @@
+//! The request router: any path and query string gives a route or a clean 4xx, never a
+//! panic; a parsed route names non-empty segments only.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (path, query) = text.split_once('?').unwrap_or((text, ""));
+    match centaurus_api::route::parse(path) {
+        Ok(r) => {
+            assert!(!r.plural.is_empty() && !r.version.is_empty());
+            assert!(r.name.as_deref().is_none_or(|n| !n.is_empty() && !n.contains('/')));
+        }
+        Err(e) => assert_eq!(e.code, 404),
+    }
+    if let Err(e) = centaurus_api::query::Params::parse(Some(query)) {
+        assert_eq!(e.code, 400);
+    }
+});
