@@ -15,6 +15,7 @@ pub mod kubeconfig;
 mod lifecycle;
 pub mod load;
 pub mod manifest;
+pub mod metrics;
 pub mod patch;
 pub mod protobuf;
 pub mod query;
@@ -95,6 +96,10 @@ pub fn router(api: Arc<ApiServer>, authn: centaurus_tenancy::AuthnLayer) -> axum
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(api): State<Arc<ApiServer>>| async move { api.metrics_text() }),
+        )
         .route("/api", get(api_versions))
         .route("/api/v1", get(core_resources))
         .route("/apis", get(api_groups))

@@ -112,7 +112,7 @@ impl Region {
         let api = ApiServer::new(
             store.clone(),
             Arc::new(registry()),
-            Arc::new(TenantGate::new(store.clone())),
+            Arc::new(TenantGate::cached(store.clone()).await),
             Arc::new(CallerSpace),
             Some(tokens.clone()),
             opts.config.clone(),

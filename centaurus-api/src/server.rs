@@ -49,6 +49,7 @@ pub struct ApiServer {
     pub(crate) config: ApiConfig,
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) lifecycle: Lifecycle,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -112,6 +113,7 @@ impl ApiServer {
             tokens,
             config,
             quota_locks: Mutex::new(HashMap::new()),
+            metrics: Default::default(),
         })
     }
 
@@ -119,6 +121,11 @@ impl ApiServer {
     /// Returns how many were resumed.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         self.lifecycle.resume().await
+    }
+
+    /// Request metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
     }
 
     /// The registry served.
@@ -131,12 +138,29 @@ impl ApiServer {
     pub async fn handle(State(api): State<Arc<Self>>, req: Request) -> Response {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let watch = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+        let named = route::parse(&path).is_ok_and(|r| r.name.is_some());
+        let verb = match (&method, named, watch) {
+            (&Method::GET, true, _) => "GET",
+            (&Method::GET, false, true) => "WATCH",
+            (&Method::GET, false, false) => "LIST",
+            (&Method::POST, ..) => "CREATE",
+            (&Method::PUT, ..) => "UPDATE",
+            (&Method::PATCH, ..) => "PATCH",
+            (&Method::DELETE, ..) => "DELETE",
+            _ => "OTHER",
+        };
         let started = std::time::Instant::now();
         let res = match api.dispatch(req).await {
             Ok(res) => res,
             Err(e) => e.into_response(),
         };
-        tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        let elapsed = started.elapsed();
+        api.metrics.observe(verb, res.status().as_u16(), elapsed);
+        tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_us = elapsed.as_micros() as u64, "request");
         res
     }
 

@@ -15,6 +15,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::server::{ApiServer, Target};
 
+/// Counts the watch as closed when the stream task ends, however it ends.
+struct WatchGuard(Arc<ApiServer>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.metrics.watch_delta(-1);
+    }
+}
+
 fn line(kind: &str, object: Value) -> Bytes {
     let mut s = json!({"type": kind, "object": object}).to_string();
     s.push('\n');
@@ -96,6 +105,8 @@ pub(crate) async fn watch(
         let info = target.info.clone();
         let bookmark_every = api.config.bookmark_interval;
         tokio::spawn(async move {
+            api.metrics.watch_delta(1);
+            let _closed = WatchGuard(api.clone());
             for obj in initial {
                 if tx.send(line("ADDED", encode(obj))).await.is_err() {
                     return;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use centaurus_core::controller::{Cache, Informer};
 use centaurus_core::model::{Resource, Scope};
 use centaurus_core::store::{RangeOptions, Store};
 
@@ -84,15 +85,73 @@ pub trait Authorizer: Send + Sync + 'static {
 /// tenant's space, as the [`Role`]s of that space allow, and another tenant's space only as
 /// a [`Grant`] there names their tenant; cluster-scoped kinds are reserved to the system
 /// tenant, except that a user may read its own tenant object.
+///
+/// A gate made with [`TenantGate::cached`] decides from informer caches of roles and grants
+/// and confirms every refusal against the store, so a policy written a moment ago is never
+/// missed; one made with [`TenantGate::new`] reads the store for every decision.
 #[derive(Clone)]
 pub struct TenantGate {
     store: Arc<dyn Store>,
+    caches: Option<(Cache<Role>, Cache<Grant>)>,
 }
 
 impl TenantGate {
-    /// A gate that reads roles and grants from `store`.
+    /// A gate that reads roles and grants from `store` for every decision.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            caches: None,
+        }
+    }
+
+    /// A gate that keeps roles and grants in informer caches (started here, on the current
+    /// tokio runtime) and returns once both are loaded.
+    pub async fn cached(store: Arc<dyn Store>) -> Self {
+        let roles = Arc::new(Informer::<Role>::new(
+            store.clone(),
+            format!("/registry/{}/", Role::PLURAL),
+        ));
+        let grants = Arc::new(Informer::<Grant>::new(
+            store.clone(),
+            format!("/registry/{}/", Grant::PLURAL),
+        ));
+        let caches = (roles.cache(), grants.cache());
+        tokio::spawn(roles.clone().run());
+        tokio::spawn(grants.clone().run());
+        roles.wait_synced().await;
+        grants.wait_synced().await;
+        Self {
+            store,
+            caches: Some(caches),
+        }
+    }
+
+    fn decide(
+        caller: &Identity,
+        req: &Attributes<'_>,
+        tenant: &str,
+        roles: &[Role],
+        grants: &[Grant],
+    ) -> bool {
+        let verb = req.verb.as_str();
+        if tenant == caller.tenant {
+            return roles
+                .iter()
+                .filter(|r| {
+                    r.spec.users.contains(&caller.user)
+                        || r.spec.groups.iter().any(|g| caller.groups.contains(g))
+                })
+                .flat_map(|r| &r.spec.rules)
+                .any(|rule| rule.allows(verb, req.resource));
+        }
+        grants.iter().any(|g| {
+            g.spec.grantee == caller.tenant
+                && (g.spec.namespaces.is_empty()
+                    || req
+                        .namespace
+                        .is_some_and(|ns| g.spec.namespaces.iter().any(|n| n == ns)))
+                && g.spec.rules.iter().any(|r| r.allows(verb, req.resource))
+        })
     }
 
     async fn objects<R: Resource>(&self, tenant: &str) -> Result<Vec<R>, Denied> {
@@ -153,35 +212,36 @@ impl Authorizer for TenantGate {
                 caller.user, caller.tenant, req.resource
             )));
         };
-        if tenant == caller.tenant {
-            let roles = self.objects::<Role>(tenant).await?;
-            let held = roles.iter().filter(|r| {
-                r.spec.users.contains(&caller.user)
-                    || r.spec.groups.iter().any(|g| caller.groups.contains(g))
-            });
-            let allowed = held
-                .flat_map(|r| &r.spec.rules)
-                .any(|rule| rule.allows(verb, req.resource));
-            return if allowed {
-                Ok(())
+        let own = tenant == caller.tenant;
+        if let Some((roles, grants)) = &self.caches {
+            let (r, g) = if own {
+                (
+                    roles.list_prefix(&format!("/registry/{}/{tenant}/", Role::PLURAL)),
+                    vec![],
+                )
             } else {
-                Err(Denied(format!(
-                    "{} of tenant {tenant:?} holds no role that allows {verb} on {}",
-                    caller.user, req.resource
-                )))
+                (
+                    vec![],
+                    grants.list_prefix(&format!("/registry/{}/{tenant}/", Grant::PLURAL)),
+                )
             };
+            if Self::decide(caller, req, tenant, &r, &g) {
+                return Ok(());
+            }
         }
-        let grants = self.objects::<Grant>(tenant).await?;
-        let granted = grants.iter().any(|g| {
-            g.spec.grantee == caller.tenant
-                && (g.spec.namespaces.is_empty()
-                    || req
-                        .namespace
-                        .is_some_and(|ns| g.spec.namespaces.iter().any(|n| n == ns)))
-                && g.spec.rules.iter().any(|r| r.allows(verb, req.resource))
-        });
-        if granted {
+        // No cache, or the cache said no: decide from the store itself.
+        let (r, g) = if own {
+            (self.objects::<Role>(tenant).await?, vec![])
+        } else {
+            (vec![], self.objects::<Grant>(tenant).await?)
+        };
+        if Self::decide(caller, req, tenant, &r, &g) {
             Ok(())
+        } else if own {
+            Err(Denied(format!(
+                "{} of tenant {tenant:?} holds no role that allows {verb} on {}",
+                caller.user, req.resource
+            )))
         } else {
             Err(Denied(format!(
                 "{} of tenant {:?} cannot {verb} {} in tenant {tenant:?}: no grant of that tenant allows it",

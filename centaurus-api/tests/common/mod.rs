@@ -58,7 +58,7 @@ impl Harness {
         let api = ApiServer::new(
             store.clone(),
             Arc::new(region::registry()),
-            Arc::new(TenantGate::new(store.clone())),
+            Arc::new(TenantGate::cached(store.clone()).await),
             Arc::new(CallerSpace),
             Some(tokens.clone()),
             config,

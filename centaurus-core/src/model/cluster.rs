@@ -54,6 +54,12 @@ pub struct TenantStatus {
 fn validate_tenant(t: &Tenant) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
     e.check("metadata.name", validation::dns_label(&t.metadata.name));
+    if t.metadata.name == "all" {
+        e.push(
+            "metadata.name",
+            "\"all\" is reserved: in paths it means every tenant",
+        );
+    }
     for (name, q) in &t.spec.quota {
         let field = format!("spec.quota[{name}]");
         if !matches!(name.as_str(), "pods" | "cpu" | "memory" | "vms") {
