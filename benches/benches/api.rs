@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
-use centaurus_api::{ApiConfig, ApiServer, region};
+use centaurus_api::{ApiConfig, region};
 use centaurus_core::store::{RedbStore, Store};
-use centaurus_tenancy::{
-    AuthenticatorChain, AuthnLayer, CallerSpace, Identity, TenantGate, TokenFile,
-};
+use centaurus_tenancy::{Identity, TokenFile};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use http_body_util::BodyExt;
@@ -63,18 +61,7 @@ fn bench(c: &mut Criterion) {
             })
             .await
             .unwrap();
-        let api = ApiServer::new(
-            store.clone(),
-            Arc::new(region::registry()),
-            Arc::new(TenantGate::cached(store.clone()).await),
-            Arc::new(CallerSpace),
-            Some(tokens.clone()),
-            ApiConfig::default(),
-        );
-        let app = centaurus_api::router(
-            api,
-            AuthnLayer::new(Arc::new(AuthenticatorChain(vec![tokens.clone()]))),
-        );
+        let (_, app) = region::app(store.clone(), tokens.clone(), ApiConfig::default()).await;
         assert_eq!(
             call(
                 &app,

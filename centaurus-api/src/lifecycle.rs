@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Scope};
-use centaurus_core::store::{RangeOptions, Store, StoreError};
+use centaurus_core::store::{RangeOptions, Store, StoreError, range_all};
 use serde_json::{Value, json};
 
 /// Server-set metadata of a new object: uid, hashKey, creationTimestamp, generation.
@@ -131,30 +131,16 @@ impl Lifecycle {
     pub async fn resume(&self) -> Result<usize, StoreError> {
         let mut resumed = 0;
         for plural in ["tenants", "namespaces"] {
-            let mut after = None;
-            loop {
-                let page = self
-                    .store
-                    .range(
-                        &format!("/registry/{plural}/"),
-                        RangeOptions {
-                            limit: 500,
-                            after: after.take(),
-                        },
-                    )
-                    .await?;
-                for kv in &page.kvs {
-                    if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value)
-                        && obj.pointer("/metadata/deletionTimestamp").is_some()
-                    {
-                        self.delete_space(plural, &kv.key, &obj);
-                        resumed += 1;
-                    }
+            for kv in range_all(&*self.store, &format!("/registry/{plural}/"))
+                .await?
+                .kvs
+            {
+                if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value)
+                    && obj.pointer("/metadata/deletionTimestamp").is_some()
+                {
+                    self.delete_space(plural, &kv.key, &obj);
+                    resumed += 1;
                 }
-                if !page.more {
-                    break;
-                }
-                after = page.kvs.last().map(|kv| kv.key.clone());
             }
         }
         Ok(resumed)

@@ -70,6 +70,31 @@ pub async fn bootstrap(store: &dyn Store) -> Result<bool, StoreError> {
     Ok(created)
 }
 
+/// The API server of a region over `store`, wired as `centaurus up` wires it: the region's
+/// kinds, the cached tenant gate, caller-tenant space resolution, and client-certificate
+/// then bearer-token authentication from `tokens`. Returns the server and its application
+/// (plain HTTP; [`crate::tls::serve`] adds TLS).
+pub async fn app(
+    store: Arc<dyn Store>,
+    tokens: Arc<TokenFile>,
+    config: ApiConfig,
+) -> (Arc<ApiServer>, axum::Router) {
+    let api = ApiServer::new(
+        store.clone(),
+        Arc::new(registry()),
+        Arc::new(TenantGate::cached(store).await),
+        Arc::new(CallerSpace),
+        Some(tokens.clone()),
+        config,
+    );
+    let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
+        Arc::new(ClientCertAuthenticator),
+        tokens,
+    ])));
+    let router = crate::router(api.clone(), authn);
+    (api, router)
+}
+
 /// How to run the regional API endpoint.
 #[derive(Clone, Debug)]
 pub struct RegionOptions {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, ResourceInfo, Scope, Tenant};
-use centaurus_core::store::{KeyValue, RangeOptions, Store, StoreError};
+use centaurus_core::store::{KeyValue, RangeOptions, Store, StoreError, range_all};
 use centaurus_tenancy::{Attributes, Authorizer, Identity, SpaceResolver, TokenFile, Verb};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -704,28 +704,13 @@ impl ApiServer {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let mut used = centaurus_tenancy::quota::Usage::default();
         let prefix = format!("/registry/pods/{}/", tenant.metadata.name);
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .range(
-                    &prefix,
-                    RangeOptions {
-                        limit: 1000,
-                        after: after.take(),
-                    },
-                )
-                .await
-                .map_err(|e| ApiError::from_store(e, "pods", ""))?;
-            for kv in &page.kvs {
-                if let Ok(p) = serde_json::from_slice::<model::Pod>(&kv.value) {
-                    used.add(&p.spec);
-                }
+        let pods = range_all(&*self.store, &prefix)
+            .await
+            .map_err(|e| ApiError::from_store(e, "pods", ""))?;
+        for kv in &pods.kvs {
+            if let Ok(p) = serde_json::from_slice::<model::Pod>(&kv.value) {
+                used.add(&p.spec);
             }
-            if !page.more {
-                break;
-            }
-            after = page.kvs.last().map(|kv| kv.key.clone());
         }
         centaurus_tenancy::quota::check_pod(&tenant.spec.quota, &used, &spec).map_err(|m| {
             ApiError::forbidden(format!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use centaurus_core::store::{EventKind, RangeOptions, StoreError};
+use centaurus_core::store::{EventKind, StoreError, range_all};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -44,32 +44,17 @@ pub(crate) async fn watch(
     let (initial, start) = match params.revision()? {
         Some(rv) => (Vec::new(), rv + 1),
         None => {
+            let all = range_all(&*api.store, &prefix)
+                .await
+                .map_err(|e| ApiError::from_store(e, target.info.plural, ""))?;
             let mut items = Vec::new();
-            let mut after = None;
-            let revision = loop {
-                let page = api
-                    .store
-                    .range(
-                        &prefix,
-                        RangeOptions {
-                            limit: 1000,
-                            after: after.take(),
-                        },
-                    )
-                    .await
-                    .map_err(|e| ApiError::from_store(e, target.info.plural, ""))?;
-                for kv in &page.kvs {
-                    let obj = object_of(kv)?;
-                    if api.selected(&obj, &params) {
-                        items.push(obj);
-                    }
+            for kv in &all.kvs {
+                let obj = object_of(kv)?;
+                if api.selected(&obj, &params) {
+                    items.push(obj);
                 }
-                if !page.more {
-                    break page.revision;
-                }
-                after = page.kvs.last().map(|kv| kv.key.clone());
-            };
-            (items, revision + 1)
+            }
+            (items, all.revision + 1)
         }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);

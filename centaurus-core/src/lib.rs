@@ -15,3 +15,10 @@ pub mod controller;
 pub mod model;
 pub mod ring;
 pub mod store;
+
+/// Re-exports the macros of this crate expand to; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use schemars;
+    pub use serde;
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use centaurus_core::controller::{Cache, Informer};
 use centaurus_core::model::{Resource, Scope};
-use centaurus_core::store::{RangeOptions, Store};
+use centaurus_core::store::{Store, range_all};
 
 use crate::{Grant, Identity, Role};
 
@@ -156,33 +156,20 @@ impl TenantGate {
 
     async fn objects<R: Resource>(&self, tenant: &str) -> Result<Vec<R>, Denied> {
         let prefix = format!("/registry/{}/{tenant}/", R::PLURAL);
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .range(
-                    &prefix,
-                    RangeOptions {
-                        limit: 500,
-                        after: after.take(),
-                    },
-                )
-                .await
-                .map_err(|e| Denied(format!("authorization unavailable: {e}")))?;
-            for kv in &page.kvs {
-                match serde_json::from_slice::<R>(&kv.value) {
-                    Ok(obj) => out.push(obj),
-                    Err(e) => {
-                        tracing::warn!(key = %kv.key, error = %e, "undecodable policy object")
-                    }
+        let all = range_all(&*self.store, &prefix)
+            .await
+            .map_err(|e| Denied(format!("authorization unavailable: {e}")))?;
+        Ok(all
+            .kvs
+            .iter()
+            .filter_map(|kv| match serde_json::from_slice::<R>(&kv.value) {
+                Ok(obj) => Some(obj),
+                Err(e) => {
+                    tracing::warn!(key = %kv.key, error = %e, "undecodable policy object");
+                    None
                 }
-            }
-            if !page.more {
-                return Ok(out);
-            }
-            after = page.kvs.last().map(|kv| kv.key.clone());
-        }
+            })
+            .collect())
     }
 }
 

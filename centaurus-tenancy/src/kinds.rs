@@ -70,24 +70,13 @@ pub struct RoleSpec {
     pub groups: Vec<String>,
 }
 
-/// A set of rules held by users of the tenant whose space holds it. Every new tenant gets
-/// an `admin` role for [`crate::TENANT_ADMINS_GROUP`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Role {
-    /// `tenancy.centaurus.io/v1`.
-    #[serde(default)]
-    pub api_version: String,
-    /// `Role`.
-    #[serde(default)]
-    pub kind: String,
-    /// Metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// Rules and holders.
-    #[serde(default)]
-    pub spec: RoleSpec,
-}
+centaurus_core::define_object!(
+    /// A set of rules held by users of the tenant whose space holds it. Every new tenant
+    /// gets an `admin` role for [`crate::TENANT_ADMINS_GROUP`].
+    pub struct Role {
+        spec: RoleSpec,
+    }
+);
 
 centaurus_core::impl_resource!(
     Role,
@@ -120,23 +109,13 @@ pub struct GrantSpec {
     pub namespaces: Vec<String>,
 }
 
-/// A cross-tenant grant (see [`GrantSpec`]).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Grant {
-    /// `tenancy.centaurus.io/v1`.
-    #[serde(default)]
-    pub api_version: String,
-    /// `Grant`.
-    #[serde(default)]
-    pub kind: String,
-    /// Metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// Grantee and rules.
-    #[serde(default)]
-    pub spec: GrantSpec,
-}
+centaurus_core::define_object!(
+    /// A cross-tenant grant (see [`GrantSpec`]).
+    pub struct Grant {
+        spec: GrantSpec,
+    }
+);
+
 centaurus_core::impl_resource!(
     Grant,
     kind = "Grant",

@@ -8,12 +8,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use centaurus_api::{ApiConfig, ApiServer, region};
+use centaurus_api::{ApiConfig, region};
 use centaurus_core::store::{RedbStore, Store};
-use centaurus_tenancy::{
-    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, TenantGate,
-    TokenFile,
-};
+use centaurus_tenancy::{Identity, TokenFile};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -55,20 +52,9 @@ impl Harness {
             })
             .await
             .unwrap();
-        let api = ApiServer::new(
-            store.clone(),
-            Arc::new(region::registry()),
-            Arc::new(TenantGate::cached(store.clone()).await),
-            Arc::new(CallerSpace),
-            Some(tokens.clone()),
-            config,
-        );
-        let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
-            Arc::new(ClientCertAuthenticator),
-            tokens.clone(),
-        ])));
+        let (_, app) = region::app(store.clone(), tokens.clone(), config).await;
         Self {
-            app: centaurus_api::router(api, authn),
+            app,
             store,
             tokens,
             system,

@@ -139,7 +139,54 @@ pub fn object_key(plural: &str, scope: Scope, tenant: &str, namespace: &str, nam
     }
 }
 
-/// Implements [`Resource`] for an [`Object`] instantiation.
+/// Defines a kind's object type in another crate, with the same shape and encoding as
+/// [`Object`] (`apiVersion`, `kind`, `metadata`, `spec`, optional `status`). Other crates
+/// cannot implement [`Resource`] for `Object<TheirSpec>` (Rust's orphan rule), so they
+/// declare their kinds with this and then [`impl_resource!`]. The expansion names this
+/// crate as `centaurus_core`, so depend on it under that name.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// pub struct WidgetSpec { pub size: u32 }
+/// centaurus_core::define_object!(
+///     /// A widget.
+///     pub struct Widget { spec: WidgetSpec }
+/// );
+/// centaurus_core::impl_resource!(Widget, kind = "Widget", group = "example.com",
+///     version = "v1", plural = "widgets", scope = Namespaced);
+/// ```
+#[macro_export]
+macro_rules! define_object {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { spec: $spec:ty $(, status: $status:ty)? $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default, PartialEq, $crate::__private::serde::Serialize,
+            $crate::__private::serde::Deserialize, $crate::__private::schemars::JsonSchema)]
+        #[serde(crate = "centaurus_core::__private::serde", rename_all = "camelCase")]
+        #[schemars(crate = "centaurus_core::__private::schemars")]
+        $vis struct $name {
+            /// `group/version` of the kind.
+            #[serde(default)]
+            pub api_version: String,
+            /// The kind's name.
+            #[serde(default)]
+            pub kind: String,
+            /// Metadata.
+            #[serde(default)]
+            pub metadata: $crate::model::ObjectMeta,
+            /// Desired state.
+            #[serde(default)]
+            pub spec: $spec,
+            $(
+            /// Observed state, written through the `status` subresource.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<$status>,
+            )?
+        }
+    };
+}
+
+/// Implements [`Resource`] for an [`Object`] instantiation (or a [`define_object!`] type).
 #[macro_export]
 macro_rules! impl_resource {
     ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal,

@@ -257,6 +257,31 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 }
 
 /// Checks what every store rejects the same way.
+/// Every key under `prefix`, read in pages of 1,000; `revision` is the last page's. Pages
+/// are separate reads, so a change between them may or may not be seen (as with
+/// Kubernetes' paged lists).
+pub async fn range_all(store: &dyn Store, prefix: &str) -> Result<RangeResult> {
+    let mut all = RangeResult::default();
+    let mut after = None;
+    loop {
+        let page = store
+            .range(
+                prefix,
+                RangeOptions {
+                    limit: 1000,
+                    after: after.take(),
+                },
+            )
+            .await?;
+        all.revision = page.revision;
+        after = page.kvs.last().map(|kv| kv.key.clone());
+        all.kvs.extend(page.kvs);
+        if !page.more {
+            return Ok(all);
+        }
+    }
+}
+
 pub(crate) fn check_write(key: &str, value: Option<&Bytes>) -> Result<()> {
     if key.is_empty() {
         return Err(StoreError::InvalidArgument("empty key".into()));
