@@ -282,17 +282,21 @@ impl Ctl {
     }
 
     /// Streams change events as `TYPE  NAMESPACE/NAME  RV` lines until the server ends the
-    /// watch; `on_line` receives each line.
+    /// watch (after `timeout_seconds`, when given); `on_line` receives each line.
     pub async fn watch(
         &self,
         info: &ResourceInfo,
         space: &Space,
+        timeout_seconds: Option<u64>,
         mut on_line: impl FnMut(String),
     ) -> anyhow::Result<()> {
-        let p = format!(
+        let mut p = format!(
             "{}?watch=true",
             path(info, space.tenant.as_deref(), self.namespace(space), None)
         );
+        if let Some(t) = timeout_seconds {
+            p.push_str(&format!("&timeoutSeconds={t}"));
+        }
         let mut events = Box::pin(self.client.watch(&p).await?);
         while let Some(ev) = events.next().await {
             let ev = ev?;

@@ -655,20 +655,16 @@ impl ApiServer {
             ));
         }
         let tenant = self.writable_space(target, &obj).await?;
-        let key = target.key(&name);
-        let key = if target.namespace.is_none() && target.info.scope == Scope::Namespaced {
-            target.info.key(
-                obj.pointer("/metadata/tenant")
-                    .and_then(Value::as_str)
-                    .unwrap_or(model::SYSTEM_TENANT),
-                obj.pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                &name,
-            )
-        } else {
-            key
-        };
+        // The object's own coordinates, which admit_shape checked against the path.
+        let str_at = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let key = target.info.key(
+            match str_at("/metadata/tenant") {
+                "" => model::SYSTEM_TENANT,
+                t => t,
+            },
+            str_at("/metadata/namespace"),
+            &name,
+        );
         let bytes =
             Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?);
         if params.dry_run {

@@ -103,6 +103,9 @@ enum Command {
         kind: String,
         #[command(flatten)]
         space: SpaceArgs,
+        /// Stop after this many seconds (default: until the server ends the watch).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Creates things.
     #[command(subcommand)]
@@ -284,9 +287,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             _ => anyhow::bail!("give KIND NAME or -f FILE"),
         },
-        Command::Watch { kind, space } => {
+        Command::Watch {
+            kind,
+            space,
+            timeout,
+        } => {
             let info = ctl.kind(&kind)?;
-            ctl.watch(&info, &space.space(), |line| println!("{line}"))
+            ctl.watch(&info, &space.space(), timeout, |line| println!("{line}"))
                 .await?;
         }
         Command::Create(CreateCommand::Tenant { name, quota }) => {

@@ -92,10 +92,25 @@ async fn tenant_admin_walk() {
         let (success, _, err) = ctl(&tenant_cfg, &["get", "pods", "--tenant", "system", "-A"]);
         assert!(!success && err.contains("403"), "{err}");
         assert!(ok(&tenant_cfg, &["describe", "pod", "web", "-n", "dev"]).contains("tenant: acme"));
+        let watch_cfg = tenant_cfg.clone();
+        let watch = std::thread::spawn(move || {
+            ok(
+                &watch_cfg,
+                &["watch", "pods", "-n", "dev", "--timeout", "2"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
         assert_eq!(
             ok(&tenant_cfg, &["delete", "pod", "web", "-n", "dev"]).trim(),
             "pod \"web\" deleted"
         );
+        let events: Vec<String> = watch
+            .join()
+            .unwrap()
+            .lines()
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(events, ["ADDED dev/web", "DELETED dev/web"]);
         assert_eq!(
             ok(&tenant_cfg, &["get", "pods", "-n", "dev"]).trim(),
             "No resources found."
