@@ -97,19 +97,10 @@ impl<R: Resource> Informer<R> {
         }
     }
 
-    /// Decodes a stored object; its `resourceVersion` is the store's modification revision,
-    /// whatever the stored bytes say.
     fn decode(key: &str, value: &[u8], revision: Revision) -> Option<R> {
-        match serde_json::from_slice::<R>(value) {
-            Ok(mut o) => {
-                o.meta_mut().resource_version = revision.to_string();
-                Some(o)
-            }
-            Err(e) => {
-                tracing::warn!(key, error = %e, kind = R::KIND, "informer skips an undecodable object");
-                None
-            }
-        }
+        crate::objects::decode(key, value, revision)
+            .map_err(|e| tracing::warn!(error = %e, kind = R::KIND, "informer skips an undecodable object"))
+            .ok()
     }
 
     /// Lists everything and replaces the cache, reporting the difference. Returns the

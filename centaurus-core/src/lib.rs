@@ -7,12 +7,15 @@
 //!   [`store::WatchCache`] fan-out.
 //! - [`ring`]: consistent hashing for active-active controllers and replica placement.
 //! - [`controller`]: informers and reconcile loops.
+//! - [`objects`]: typed reads and compare-and-swap writes of one kind, for components that
+//!   run beside the store.
 //!
 //! The crate has no server dependencies: a vendor can embed just the model, the ring or
 //! the store.
 
 pub mod controller;
 pub mod model;
+pub mod objects;
 pub mod ring;
 pub mod store;
 

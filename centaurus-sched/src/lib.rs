@@ -1,22 +1,24 @@
 //! Scheduling: one resource pool for container and VM pods.
 //!
-//! The plug-in points are [`FilterPlugin`] and [`ScorePlugin`]; the queue, the node cache,
-//! the default plugins and the binder come with the compute work.
+//! - [`SchedulingQueue`]: pods by priority, with backoff for those that fit nowhere.
+//! - [`ClusterState`]: every node and what is placed on it, fed by watches; the search
+//!   visits zones in turn and stops after a fixed number of feasible nodes.
+//! - [`FilterPlugin`] and [`ScorePlugin`]: the plug-in points, with the defaults —
+//!   resource fit over cpu, memory, pods and VM slots, workload type, node selector,
+//!   taints, zone spread of a controller's pods and least-allocated packing.
+//! - [`Binder`]: optimistic binding; [`LedgerBinder`] lets several schedulers share nodes.
+//! - [`Scheduler`]: the loop that ties them together.
 
-use centaurus_core::model::{Node, Pod};
+pub mod binder;
+pub mod cluster;
+pub mod plugins;
+pub mod queue;
+pub mod resources;
+pub mod scheduler;
 
-/// Rules a node out for a pod.
-pub trait FilterPlugin: Send + Sync + 'static {
-    /// The plugin's name, for events and logs.
-    fn name(&self) -> &'static str;
-    /// `Err(reason)` when `node` cannot run `pod`.
-    fn filter(&self, pod: &Pod, node: &Node) -> Result<(), String>;
-}
-
-/// Ranks the nodes that passed every filter.
-pub trait ScorePlugin: Send + Sync + 'static {
-    /// The plugin's name.
-    fn name(&self) -> &'static str;
-    /// A score from 0 (worst) to 100 (best).
-    fn score(&self, pod: &Pod, node: &Node) -> u8;
-}
+pub use binder::{BindError, Binder, LedgerBinder, PodBinder};
+pub use cluster::{ClusterState, NodeState, PodInfo, Unschedulable};
+pub use plugins::{FilterPlugin, ScorePlugin};
+pub use queue::SchedulingQueue;
+pub use resources::Resources;
+pub use scheduler::{DEFAULT_SCHEDULER, Scheduler, SchedulerConfig, SchedulerStats};

@@ -1,0 +1,333 @@
+//! The scheduler: watches nodes and pods, takes unbound pods from the queue by priority,
+//! picks a node with the plugins, assumes the placement at once and binds in the
+//! background, so the next pod is placed while earlier bindings are written.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use centaurus_core::controller::{Change, Informer, OwnAll, Ownership};
+use centaurus_core::model::{self, Condition, Node, Pod, PodStatus, Resource};
+use centaurus_core::objects::Objects;
+use centaurus_core::store::Store;
+use tokio::sync::Semaphore;
+
+use crate::binder::{BindError, Binder, PodBinder};
+use crate::cluster::{ClusterState, PodInfo};
+use crate::plugins::{FilterPlugin, ScorePlugin, default_filters, default_scores};
+use crate::queue::SchedulingQueue;
+
+/// The scheduler name pods get by default.
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+/// How a scheduler runs.
+pub struct SchedulerConfig {
+    /// Pods whose `schedulerName` is this (or empty, for the default name) are ours.
+    pub name: String,
+    /// Stop searching once this many nodes passed the filters. A fixed number, unlike
+    /// kube-scheduler's percentage, keeps the cost of a decision independent of the
+    /// region's size.
+    pub feasible_nodes: usize,
+    /// Bindings written at once.
+    pub bind_concurrency: usize,
+    /// Which pods this instance schedules, when several run side by side.
+    pub ownership: Arc<dyn Ownership>,
+    /// The filters.
+    pub filters: Vec<Arc<dyn FilterPlugin>>,
+    /// The scores and their weights.
+    pub scores: Vec<(Arc<dyn ScorePlugin>, u32)>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_SCHEDULER.into(),
+            feasible_nodes: 128,
+            bind_concurrency: 64,
+            ownership: Arc::new(OwnAll),
+            filters: default_filters(),
+            scores: default_scores(),
+        }
+    }
+}
+
+/// Counters a scheduler keeps.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Pods bound.
+    pub bound: AtomicU64,
+    /// Scheduling attempts that found no node.
+    pub unschedulable: AtomicU64,
+    /// Bindings that conflicted and were retried.
+    pub conflicts: AtomicU64,
+    /// Time spent choosing nodes, in nanoseconds.
+    pub decide_nanos: AtomicU64,
+    /// Decisions made.
+    pub decisions: AtomicU64,
+}
+
+/// One scheduler instance.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    config: SchedulerConfig,
+    binder: Arc<dyn Binder>,
+    cluster: Arc<Mutex<ClusterState>>,
+    queue: Arc<SchedulingQueue>,
+    pods: Arc<Informer<Pod>>,
+    nodes: Arc<Informer<Node>>,
+    stats: Arc<SchedulerStats>,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.phase(), "Succeeded" | "Failed")
+}
+
+impl Scheduler {
+    /// A scheduler over `store` binding with [`PodBinder`].
+    pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> Self {
+        let binder = Arc::new(PodBinder::new(store.clone()));
+        Self::with_binder(store, config, binder)
+    }
+
+    /// A scheduler with its own binder (a [`crate::LedgerBinder`] when several run).
+    pub fn with_binder(
+        store: Arc<dyn Store>,
+        config: SchedulerConfig,
+        binder: Arc<dyn Binder>,
+    ) -> Self {
+        Self {
+            pods: Arc::new(Informer::new(store.clone(), "/registry/pods/")),
+            nodes: Arc::new(Informer::new(store.clone(), "/registry/nodes/")),
+            store,
+            config,
+            binder,
+            cluster: Arc::default(),
+            queue: Arc::new(SchedulingQueue::default()),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<SchedulerStats> {
+        self.stats.clone()
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> Arc<SchedulingQueue> {
+        self.queue.clone()
+    }
+
+    /// The region as this scheduler sees it.
+    pub fn cluster(&self) -> Arc<Mutex<ClusterState>> {
+        self.cluster.clone()
+    }
+
+    fn ours(&self, pod: &Pod) -> bool {
+        let name = &pod.spec.scheduler_name;
+        (name.is_empty() && self.config.name == DEFAULT_SCHEDULER) || *name == self.config.name
+    }
+
+    fn wire(self: &Arc<Self>) {
+        let this = self.clone();
+        self.nodes.on_change(move |change| {
+            let mut cluster = this.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            match change {
+                Change::Deleted(n) => cluster.remove_node(&n.metadata.name),
+                Change::Added(n) | Change::Modified { new: n, .. } => {
+                    cluster.upsert_node(n.clone())
+                }
+            }
+            drop(cluster);
+            this.queue.region_changed();
+        });
+        let this = self.clone();
+        self.pods.on_change(move |change| this.pod_changed(change));
+    }
+
+    fn pod_changed(&self, change: &Change<Pod>) {
+        let pod = change.object();
+        let key = pod.key();
+        let gone = matches!(change, Change::Deleted(_)) || is_terminal(pod);
+        if gone {
+            self.queue.done(&key);
+            let left = self
+                .cluster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unplace(&key);
+            if let Some(node) = left {
+                self.release(pod, node);
+                self.queue.region_changed();
+            }
+            return;
+        }
+        if !pod.spec.node_name.is_empty() {
+            self.queue.done(&key);
+            let mut cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            let before = cluster.placement(&key).map(str::to_owned);
+            cluster.place(&PodInfo::new(pod.clone()), &pod.spec.node_name);
+            drop(cluster);
+            // An assumption this scheduler made on another node is void now.
+            if let Some(node) = before.filter(|n| *n != pod.spec.node_name) {
+                self.release(pod, node);
+            }
+            return;
+        }
+        if pod.metadata.deletion_timestamp.is_none()
+            && self.ours(pod)
+            && self.config.ownership.owns(pod.metadata.ring_position())
+        {
+            self.queue.add(&key, pod.spec.priority.unwrap_or(0));
+        }
+    }
+
+    fn release(&self, pod: &Pod, node: String) {
+        if !self.config.ownership.owns(pod.metadata.ring_position()) {
+            return;
+        }
+        let binder = self.binder.clone();
+        let uid = pod.metadata.uid.clone();
+        tokio::spawn(async move {
+            if let Err(e) = binder.release(&uid, &node).await {
+                tracing::warn!(%uid, node, error = %e, "releasing a booking failed");
+            }
+        });
+    }
+
+    /// Runs until the returned future is dropped.
+    pub async fn run(self: Arc<Self>) {
+        self.wire();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.nodes.clone().run());
+        tasks.spawn(self.pods.clone().run());
+        self.nodes.wait_synced().await;
+        self.pods.wait_synced().await;
+        tracing::info!(
+            name = self.config.name,
+            nodes = self.cluster.lock().unwrap_or_else(|e| e.into_inner()).node_count(),
+            queued = self.queue.len(),
+            "scheduler ready"
+        );
+        let binds = Arc::new(Semaphore::new(self.config.bind_concurrency.max(1)));
+        let pod_cache = self.pods.cache();
+        while let Some(key) = self.queue.pop().await {
+            let Some(pod) = pod_cache.get(&key) else {
+                self.queue.done(&key);
+                continue;
+            };
+            if !pod.spec.node_name.is_empty() || pod.metadata.deletion_timestamp.is_some() {
+                self.queue.done(&key);
+                continue;
+            }
+            let info = PodInfo::new(pod);
+            let started = Instant::now();
+            let chosen = {
+                let mut cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+                let chosen = cluster.select(
+                    &info,
+                    &self.config.filters,
+                    &self.config.scores,
+                    self.config.feasible_nodes,
+                );
+                if let Ok(node) = &chosen {
+                    cluster.place(&info, node);
+                }
+                chosen.map(|n| cluster.node(&n).cloned().expect("chosen nodes exist"))
+            };
+            self.stats
+                .decide_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+            let node = match chosen {
+                Ok(node) => node,
+                Err(why) => {
+                    self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
+                    self.queue.unschedulable(&key);
+                    let this = self.clone();
+                    tokio::spawn(async move { this.report_unschedulable(&info, why.to_string()).await });
+                    continue;
+                }
+            };
+            let permit = binds
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let this = self.clone();
+            tasks.spawn(async move {
+                let result = this.binder.bind(&info, &node).await;
+                drop(permit);
+                this.bound(&info, &node.name, result);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+
+    fn bound(&self, info: &PodInfo, node: &str, result: Result<(), BindError>) {
+        match result {
+            Ok(()) => {
+                self.stats.bound.fetch_add(1, Ordering::Relaxed);
+                self.queue.done(&info.key);
+            }
+            Err(e) => {
+                {
+                    let mut cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+                    if cluster.placement(&info.key) == Some(node) {
+                        cluster.unplace(&info.key);
+                    }
+                }
+                match e {
+                    BindError::Gone => self.queue.done(&info.key),
+                    e => {
+                        tracing::debug!(pod = info.key, node, error = %e, "binding failed; retrying");
+                        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                        self.queue.retry(&info.key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records why the pod waits in its `PodScheduled` condition, as kube-scheduler does,
+    /// when the message changed.
+    async fn report_unschedulable(&self, info: &PodInfo, message: String) {
+        let pods = Objects::<Pod>::new(self.store.clone());
+        let result = pods
+            .modify(&info.key, |pod| {
+                if !pod.spec.node_name.is_empty() || pod.metadata.uid != info.pod.metadata.uid {
+                    return false;
+                }
+                let status = pod.status.get_or_insert_with(PodStatus::default);
+                if status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "PodScheduled" && c.message == message)
+                {
+                    return false;
+                }
+                if status.phase.is_empty() {
+                    status.phase = "Pending".into();
+                }
+                status.conditions.retain(|c| c.type_ != "PodScheduled");
+                status.conditions.push(Condition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: "Unschedulable".into(),
+                    message: message.clone(),
+                    last_transition_time: Some(model::now()),
+                    ..Default::default()
+                });
+                true
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(pod = info.key, error = %e, "cannot record why the pod waits");
+        }
+    }
+}
+
+/// Average time to choose a node, from the counters.
+pub fn mean_decision(stats: &SchedulerStats) -> Duration {
+    let n = stats.decisions.load(Ordering::Relaxed).max(1);
+    Duration::from_nanos(stats.decide_nanos.load(Ordering::Relaxed) / n)
+}
