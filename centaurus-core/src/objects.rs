@@ -130,10 +130,7 @@ impl<R: Resource> Objects<R> {
     /// Writes `obj` if it is still at its `resourceVersion`; fails with a conflict otherwise.
     pub async fn update(&self, obj: &R) -> Result<R, ObjectError> {
         let expected: Revision = obj.meta().resource_version.parse().unwrap_or(0);
-        let kv = self
-            .store
-            .update(&obj.key(), encode(obj), expected)
-            .await?;
+        let kv = self.store.update(&obj.key(), encode(obj), expected).await?;
         let mut out = obj.clone();
         out.set_type_meta();
         out.meta_mut().resource_version = kv.mod_revision.to_string();
@@ -200,7 +197,10 @@ mod tests {
         let pods = Objects::<Pod>::new(store);
         let created = pods.create(pod("a")).await.unwrap();
         assert!(!created.metadata.uid.is_empty());
-        assert_eq!(created.metadata.hash_key, model::hash_key_of(&created.metadata.uid));
+        assert_eq!(
+            created.metadata.hash_key,
+            model::hash_key_of(&created.metadata.uid)
+        );
         assert_eq!(created.kind, "Pod");
         let key = created.key();
         assert_eq!(key, "/registry/pods/acme/dev/a");
@@ -221,11 +221,17 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(bound.spec.node_name, "n1");
-        assert_ne!(bound.metadata.resource_version, fresh.metadata.resource_version);
+        assert_ne!(
+            bound.metadata.resource_version,
+            fresh.metadata.resource_version
+        );
 
         let mut bad = pod("b");
         bad.spec.containers.clear();
-        assert!(matches!(pods.create(bad).await, Err(ObjectError::Invalid(_))));
+        assert!(matches!(
+            pods.create(bad).await,
+            Err(ObjectError::Invalid(_))
+        ));
         pods.delete(&key, None).await.unwrap();
         pods.delete(&key, None).await.unwrap();
         assert!(pods.get(&key).await.unwrap().is_none());

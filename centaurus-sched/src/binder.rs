@@ -222,13 +222,22 @@ impl Binder for LedgerBinder {
                     resources: over.join(", "),
                 });
             }
-            ledger.pods.insert(uid.clone(), [r.cpu_milli, r.memory, r.vms]);
+            ledger
+                .pods
+                .insert(uid.clone(), [r.cpu_milli, r.memory, r.vms]);
             Ok(true)
         })
         .await?;
         let bound = self.pods.bind(info, node).await;
         if bound.is_err() {
-            self.release(&uid, &node.name).await?;
+            // Another scheduler may have bound the pod to this very node, booking it under
+            // the same UID: keep the booking then.
+            let fresh = self.pods.pods.get(&info.key).await.map_err(store_err)?;
+            let here =
+                fresh.is_some_and(|p| p.metadata.uid == uid && p.spec.node_name == node.name);
+            if !here {
+                self.release(&uid, &node.name).await?;
+            }
         }
         bound
     }

@@ -127,6 +127,8 @@ pub struct ClusterState {
     owner_zones: HashMap<String, HashMap<String, u32>>,
     /// Placements on nodes not (yet) known, counted when the node appears.
     orphans: usize,
+    /// The zone the next search starts in.
+    zone_cursor: usize,
 }
 
 #[derive(Default)]
@@ -170,9 +172,7 @@ impl ClusterState {
 
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&NodeState> {
-        self.by_name
-            .get(name)
-            .and_then(|&s| self.slots[s].as_ref())
+        self.by_name.get(name).and_then(|&s| self.slots[s].as_ref())
     }
 
     /// Every node.
@@ -204,7 +204,8 @@ impl ClusterState {
             for p in self.placed.values_mut() {
                 if p.node == state.name {
                     state.requested = state.requested.plus(p.request);
-                    if let Some(zones) = p.owner.as_ref().and_then(|o| self.owner_zones.get_mut(o)) {
+                    if let Some(zones) = p.owner.as_ref().and_then(|o| self.owner_zones.get_mut(o))
+                    {
                         if let Some(c) = zones.get_mut(&p.zone) {
                             *c -= 1;
                         }
@@ -336,7 +337,8 @@ impl ClusterState {
         let zone_count = self.zones.len();
         let mut seen = vec![0usize; zone_count];
         let mut exhausted = 0;
-        let mut z = 0;
+        let mut z = self.zone_cursor % zone_count.max(1);
+        self.zone_cursor = self.zone_cursor.wrapping_add(1);
         'search: while exhausted < zone_count {
             let zone = &mut self.zones[z];
             if seen[z] < zone.slots.len() {
@@ -366,7 +368,11 @@ impl ClusterState {
         let least = self
             .zones
             .iter()
-            .map(|z| owner_zones.and_then(|c| c.get(&z.zone).copied()).unwrap_or(0))
+            .map(|z| {
+                owner_zones
+                    .and_then(|c| c.get(&z.zone).copied())
+                    .unwrap_or(0)
+            })
             .min()
             .unwrap_or(0);
         let view = ClusterView {

@@ -31,14 +31,12 @@ impl FilterPlugin for NodeUnschedulable {
         "NodeUnschedulable"
     }
     fn filter(&self, pod: &PodInfo, node: &NodeState) -> Result<(), String> {
-        let tolerated = pod.pod.spec.tolerations.iter().any(|t| {
-            tolerates(
-                t,
-                "node.kubernetes.io/unschedulable",
-                "",
-                "NoSchedule",
-            )
-        });
+        let tolerated = pod
+            .pod
+            .spec
+            .tolerations
+            .iter()
+            .any(|t| tolerates(t, "node.kubernetes.io/unschedulable", "", "NoSchedule"));
         if node.node.spec.unschedulable && !tolerated {
             Err("node(s) were unschedulable".into())
         } else {
@@ -74,7 +72,10 @@ impl FilterPlugin for NodeResourcesFit {
         "NodeResourcesFit"
     }
     fn filter(&self, pod: &PodInfo, node: &NodeState) -> Result<(), String> {
-        let over = node.requested.plus(pod.request).exceeding(&node.allocatable);
+        let over = node
+            .requested
+            .plus(pod.request)
+            .exceeding(&node.allocatable);
         // A pod that requests none of a resource is not stopped by someone else's excess.
         let over: Vec<_> = over
             .into_iter()

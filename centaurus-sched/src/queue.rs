@@ -211,7 +211,10 @@ impl SchedulingQueue {
         if let Some(p) = inner.pending.get_mut(key) {
             let delay = self.delay(p.attempts);
             p.attempts += 1;
-            inner.wait(key, Where::Unschedulable(Instant::now() + self.flush_after.max(delay)));
+            inner.wait(
+                key,
+                Where::Unschedulable(Instant::now() + self.flush_after.max(delay)),
+            );
         }
     }
 

@@ -204,7 +204,11 @@ impl Scheduler {
         self.pods.wait_synced().await;
         tracing::info!(
             name = self.config.name,
-            nodes = self.cluster.lock().unwrap_or_else(|e| e.into_inner()).node_count(),
+            nodes = self
+                .cluster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .node_count(),
             queued = self.queue.len(),
             "scheduler ready"
         );
@@ -244,7 +248,9 @@ impl Scheduler {
                     self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
                     self.queue.unschedulable(&key);
                     let this = self.clone();
-                    tokio::spawn(async move { this.report_unschedulable(&info, why.to_string()).await });
+                    tokio::spawn(
+                        async move { this.report_unschedulable(&info, why.to_string()).await },
+                    );
                     continue;
                 }
             };
