@@ -1,16 +1,176 @@
 //! Node runtimes and the unified node agent: container pods through runc, VM pods through
 //! QEMU, simulated pods for scale tests, all behind one CRI-shaped [`Runtime`] trait.
 //!
-//! Only the trait is defined so far; implementations come with the compute work.
+//! - [`Runtime`]: sandbox and workload lifecycle, status, logs and VM actions.
+//! - [`HollowRuntime`]: simulated pods that run at once (scale tests, hollow nodes).
+//! - [`RuncRuntime`]: container pods on OCI bundles from the local [`images`] store.
+//! - [`QemuRuntime`]: VM pods in QEMU microVMs controlled over QMP.
+//! - [`NetworkPlugin`]: attaches a pod's sandbox to a network.
+//! - [`agent`]: the node agent — registration, heartbeat, pod workers, status, logs.
+
+pub mod agent;
+pub mod hollow;
+pub mod images;
+pub mod network;
+pub mod qemu;
+pub mod runc;
+
+use std::path::PathBuf;
 
 use async_trait::async_trait;
-use centaurus_core::model::Pod;
+use centaurus_core::model::{Pod, PodAction, Time};
 
-/// Runs the workloads of pods on one node.
+pub use agent::{AgentConfig, Fleet, NodeAgent};
+pub use hollow::HollowRuntime;
+pub use network::{HostLocalNetwork, NetworkPlugin, NoNetwork, SandboxNetwork};
+pub use qemu::QemuRuntime;
+pub use runc::RuncRuntime;
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image is not in the node's image store.
+    #[error("image {0:?} not found in the node's image store")]
+    ImageNotFound(String),
+    /// No such sandbox or workload.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The operation does not apply (a VM action on a container).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A host tool (runc, qemu, ip) failed.
+    #[error("{tool} failed: {message}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// What it said.
+        message: String,
+    },
+    /// Local I/O failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result of a runtime operation.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// The state of one workload (a container or a VM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkloadState {
+    /// Created, not started.
+    Created,
+    /// Running since a time.
+    Running {
+        /// When it started.
+        started_at: Time,
+    },
+    /// Ended.
+    Exited {
+        /// Exit code (VMs: 0 for a clean shutdown).
+        code: i32,
+        /// `Completed`, `Error`, `OOMKilled`.
+        reason: String,
+        /// When it started.
+        started_at: Option<Time>,
+        /// When it ended.
+        finished_at: Time,
+    },
+}
+
+/// A workload's state and details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadStatus {
+    /// The container's or VM's name.
+    pub name: String,
+    /// Its state.
+    pub state: WorkloadState,
+    /// Runtime ID, `runc://…`, `qemu://…`, `hollow://…`.
+    pub id: String,
+    /// For VMs: the guest printed its ready line.
+    pub ready: bool,
+    /// For VMs: times the guest was rebooted by an action.
+    pub reboots: i32,
+}
+
+/// Runs the workloads of pods on one node, CRI-shaped: a pod's sandbox (its isolation
+/// and network context) holds its workloads, addressed by pod UID and workload name.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// Creates the pod's sandbox and starts its containers or VM.
-    async fn run_pod(&self, pod: &Pod) -> Result<(), String>;
-    /// Stops and removes everything the pod had.
-    async fn remove_pod(&self, pod: &Pod) -> Result<(), String>;
+    /// `runc`, `qemu` or `hollow`.
+    fn name(&self) -> &'static str;
+
+    /// How often the agent should poll workload status; `None` when workloads never
+    /// change on their own.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(500))
+    }
+
+    /// Prepares the pod's sandbox in `net`.
+    async fn create_sandbox(&self, pod: &Pod, net: &SandboxNetwork) -> Result<()>;
+    /// Stops every workload of the sandbox.
+    async fn stop_sandbox(&self, pod_uid: &str) -> Result<()>;
+    /// Removes the sandbox and everything in it; removing what is gone succeeds.
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()>;
+
+    /// Creates the workload `name` of `pod` (a container of a container pod, or the VM).
+    async fn create_workload(&self, pod: &Pod, name: &str) -> Result<()>;
+    /// Starts a created (or exited) workload.
+    async fn start_workload(&self, pod_uid: &str, name: &str) -> Result<()>;
+    /// Stops a workload, forcefully after `grace`.
+    async fn stop_workload(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        grace: std::time::Duration,
+    ) -> Result<()>;
+    /// Removes a stopped workload.
+    async fn remove_workload(&self, pod_uid: &str, name: &str) -> Result<()>;
+    /// The workload's state.
+    async fn workload_status(&self, pod_uid: &str, name: &str) -> Result<WorkloadStatus>;
+
+    /// What the workload wrote: container stdout and stderr, or the VM's serial console.
+    async fn logs(&self, pod_uid: &str, name: &str) -> Result<Vec<u8>>;
+
+    /// Carries out a VM action; returns a message for the action's status.
+    async fn vm_action(&self, pod_uid: &str, name: &str, action: &PodAction) -> Result<String> {
+        let _ = (pod_uid, name, action);
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime has no VM actions",
+            self.name()
+        )))
+    }
+}
+
+/// The names of a pod's workloads: its containers, or its VM.
+pub fn workload_names(pod: &Pod) -> Vec<String> {
+    match &pod.spec.virtual_machine {
+        Some(vm) => vec![vm.name.clone()],
+        None => pod.spec.containers.iter().map(|c| c.name.clone()).collect(),
+    }
+}
+
+/// Where a runtime keeps its per-pod state.
+pub(crate) fn pod_dir(root: &std::path::Path, pod_uid: &str) -> PathBuf {
+    root.join("pods").join(pod_uid)
+}
+
+/// Runs a host tool and returns its stdout, or its stderr as the error.
+pub(crate) async fn run_tool(tool: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RuntimeError::Tool {
+            tool: tool.into(),
+            message: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(RuntimeError::Tool {
+            tool: format!("{tool} {}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
 }

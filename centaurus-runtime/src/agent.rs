@@ -1,0 +1,840 @@
+//! The unified node agent: registers its Node, renews its Lease as heartbeat, runs the
+//! pods bound to it through the runtime for their type (containers or a VM), reports their
+//! status, restarts workloads by `restartPolicy`, carries out VM actions and serves logs.
+//!
+//! A [`Fleet`] runs any number of agents in one process over one pod watch: one agent for
+//! a real host, or thousands of hollow ones for scale tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use centaurus_core::controller::{Change, Informer};
+use centaurus_core::model::{
+    self, Action, ActionStatus, Condition, ContainerState, ContainerStatus, LABEL_HOSTNAME,
+    LABEL_ZONE, Lease, LeaseSpec, Node, NodeAddress, NodeInfo, NodeStatus, ObjectMeta, Pod,
+    PodStatus, Resource, ResourceList, StateReason, StateRunning, StateTerminated, Time,
+    VirtualMachineStatus,
+};
+use centaurus_core::objects::{ObjectError, Objects};
+use centaurus_core::store::Store;
+use tokio::sync::watch;
+
+use crate::network::NetworkPlugin;
+use crate::{Runtime, RuntimeError, WorkloadState, WorkloadStatus, workload_names};
+
+/// The namespace (of the system tenant) holding node leases, as in Kubernetes.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// How one node presents itself.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node's name (a host's hostname).
+    pub node_name: String,
+    /// Its availability zone.
+    pub zone: String,
+    /// Extra labels.
+    pub labels: BTreeMap<String, String>,
+    /// `cpu`, `memory`, `pods` and `vm` capacity.
+    pub capacity: ResourceList,
+    /// The node's address.
+    pub address: String,
+    /// How often the lease is renewed.
+    pub heartbeat: Duration,
+    /// How long a renewal is valid.
+    pub lease_seconds: i32,
+}
+
+/// The hostname of this machine, as the node agent names its Node.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// One node: its runtimes and network, and the pods it runs.
+pub struct NodeAgent {
+    config: AgentConfig,
+    containers: Option<Arc<dyn Runtime>>,
+    vms: Option<Arc<dyn Runtime>>,
+    network: Arc<dyn NetworkPlugin>,
+    workers: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
+    stopped: AtomicBool,
+}
+
+impl NodeAgent {
+    /// An agent with a container runtime, a VM runtime, or both.
+    pub fn new(
+        config: AgentConfig,
+        containers: Option<Arc<dyn Runtime>>,
+        vms: Option<Arc<dyn Runtime>>,
+        network: Arc<dyn NetworkPlugin>,
+    ) -> Self {
+        Self {
+            config,
+            containers,
+            vms,
+            network,
+            workers: Mutex::default(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// The Node's name.
+    pub fn name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    fn runtime_for(&self, pod: &Pod) -> Result<&Arc<dyn Runtime>, String> {
+        let (rt, what) = if pod.is_vm() {
+            (&self.vms, "VM")
+        } else {
+            (&self.containers, "container")
+        };
+        rt.as_ref()
+            .ok_or_else(|| format!("node {} does not run {what} pods", self.name()))
+    }
+
+    fn node_object(&self) -> Node {
+        let mut node = Node::typed(ObjectMeta::named(self.config.node_name.clone()));
+        let labels = &mut node.metadata.labels;
+        labels.extend(self.config.labels.clone());
+        labels.insert(LABEL_HOSTNAME.into(), self.config.node_name.clone());
+        if !self.config.zone.is_empty() {
+            labels.insert(LABEL_ZONE.into(), self.config.zone.clone());
+        }
+        let mut types = Vec::new();
+        if self.containers.is_some() {
+            types.push("container".to_string());
+        }
+        if self.vms.is_some() {
+            types.push("vm".to_string());
+        }
+        let runtimes: Vec<&str> = [&self.containers, &self.vms]
+            .into_iter()
+            .flatten()
+            .map(|r| r.name())
+            .collect();
+        node.status = Some(NodeStatus {
+            capacity: self.config.capacity.clone(),
+            allocatable: self.config.capacity.clone(),
+            conditions: vec![ready_condition(
+                "True",
+                "AgentReady",
+                "the node agent is posting ready status",
+            )],
+            addresses: vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: self.config.address.clone(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: self.config.node_name.clone(),
+                },
+            ],
+            node_info: NodeInfo {
+                operating_system: "linux".into(),
+                architecture: std::env::consts::ARCH.into(),
+                container_runtime_version: runtimes.join(","),
+                kubelet_version: concat!("centaurus-agent/", env!("CARGO_PKG_VERSION")).into(),
+                workload_types: types,
+                ..Default::default()
+            },
+        });
+        node
+    }
+}
+
+/// A node's `Ready` condition.
+pub fn ready_condition(status: &str, reason: &str, message: &str) -> Condition {
+    let now = model::now();
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Some(now),
+        last_heartbeat_time: Some(now),
+    }
+}
+
+/// Node agents sharing one process and one pod watch.
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    agents: RwLock<HashMap<String, Arc<NodeAgent>>>,
+    pods: Arc<Informer<Pod>>,
+    actions: Arc<Informer<Action>>,
+}
+
+impl Fleet {
+    /// A fleet over `store`, with no agents yet.
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        let fleet = Arc::new(Self {
+            pods: Arc::new(Informer::new(store.clone(), "/registry/pods/")),
+            actions: Arc::new(Informer::new(store.clone(), "/registry/actions/")),
+            store,
+            agents: RwLock::default(),
+        });
+        let f = fleet.clone();
+        fleet.pods.on_change(move |change| f.pod_changed(change));
+        let f = fleet.clone();
+        fleet.actions.on_change(move |change| {
+            if let Change::Added(a) | Change::Modified { new: a, .. } = change {
+                f.action_seen(a.clone());
+            }
+        });
+        fleet
+    }
+
+    fn agent(&self, node: &str) -> Option<Arc<NodeAgent>> {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    /// Node names of the running agents.
+    pub fn nodes(&self) -> Vec<String> {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Registers the agent's Node (updating capacity, labels and status of an existing
+    /// one, keeping its taints) and starts its heartbeat.
+    pub async fn add(self: &Arc<Self>, agent: NodeAgent) -> Result<(), ObjectError> {
+        let agent = Arc::new(agent);
+        let nodes = Objects::<Node>::new(self.store.clone());
+        let fresh = agent.node_object();
+        let key = fresh.key();
+        let updated = nodes
+            .modify(&key, |n| {
+                n.metadata.labels.extend(fresh.metadata.labels.clone());
+                n.status = fresh.status.clone();
+                true
+            })
+            .await?;
+        if updated.is_none() {
+            match nodes.create(fresh).await {
+                Ok(_) => {}
+                Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
+                    ..
+                })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.renew_lease(&agent).await?;
+        self.agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.name().to_owned(), agent.clone());
+        // Pods already bound to the node (a restart) are picked up.
+        for pod in self.pods.cache().list() {
+            if pod.spec.node_name == agent.name() {
+                self.dispatch(&agent, pod);
+            }
+        }
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(agent.config.heartbeat);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if agent.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Err(e) = fleet.renew_lease(&agent).await {
+                    tracing::warn!(node = agent.name(), error = %e, "heartbeat failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn renew_lease(&self, agent: &NodeAgent) -> Result<(), ObjectError> {
+        let leases = Objects::<Lease>::new(self.store.clone());
+        let mut lease = Lease::typed(ObjectMeta::namespaced(
+            model::SYSTEM_TENANT,
+            LEASE_NAMESPACE,
+            agent.name(),
+        ));
+        let key = lease.key();
+        let now = model::now();
+        let renewed = leases
+            .modify(&key, |l| {
+                l.spec.renew_time = Some(now);
+                l.spec.lease_duration_seconds = Some(agent.config.lease_seconds);
+                true
+            })
+            .await?;
+        if renewed.is_none() {
+            lease.spec = LeaseSpec {
+                holder_identity: Some(agent.name().to_owned()),
+                lease_duration_seconds: Some(agent.config.lease_seconds),
+                acquire_time: Some(now),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+            };
+            match leases.create(lease).await {
+                Ok(_)
+                | Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
+                    ..
+                })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a node's agent as if its host failed: no more heartbeats, its pods are left
+    /// alone (and their hollow workloads forgotten). For failure drills and tests.
+    pub fn stop_node(&self, name: &str) {
+        if let Some(agent) = self
+            .agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+        {
+            agent.stopped.store(true, Ordering::Relaxed);
+            agent
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+    }
+
+    /// Runs the fleet's watches until dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.pods.clone().run());
+        tasks.spawn(self.actions.clone().run());
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the fleet has seen every pod once.
+    pub async fn wait_synced(&self) {
+        self.pods.wait_synced().await;
+    }
+
+    fn pod_changed(self: &Arc<Self>, change: &Change<Pod>) {
+        let pod = change.object();
+        if pod.spec.node_name.is_empty() {
+            return;
+        }
+        let Some(agent) = self.agent(&pod.spec.node_name) else {
+            return;
+        };
+        match change {
+            Change::Deleted(p) => self.deleted(&agent, p),
+            _ => self.dispatch(&agent, pod.clone()),
+        }
+    }
+
+    fn deleted(&self, agent: &NodeAgent, pod: &Pod) {
+        if let Some(tx) = agent
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pod.metadata.uid)
+        {
+            let _ = tx.send(None);
+        }
+    }
+
+    /// Hands the pod's latest state to its worker, starting one for a new pod.
+    fn dispatch(self: &Arc<Self>, agent: &Arc<NodeAgent>, pod: Pod) {
+        let mut workers = agent.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = workers.get(&pod.metadata.uid) {
+            let _ = tx.send(Some(pod));
+            return;
+        }
+        if matches!(pod.phase(), "Succeeded" | "Failed") {
+            return;
+        }
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        workers.insert(pod.metadata.uid.clone(), tx);
+        let worker = PodWorker {
+            fleet: self.clone(),
+            agent: agent.clone(),
+            key: pod.key(),
+            uid: pod.metadata.uid.clone(),
+        };
+        tokio::spawn(worker.run(pod, rx));
+    }
+
+    fn action_seen(self: &Arc<Self>, action: Action) {
+        if action.status.as_ref().is_some_and(|s| s.complete) {
+            return;
+        }
+        let Some(pa) = action.spec.pod_action.clone() else {
+            return;
+        };
+        let pod_key = model::object_key(
+            Pod::PLURAL,
+            Pod::SCOPE,
+            action.metadata.tenant_or_system(),
+            &action.metadata.namespace,
+            &pa.pod_name,
+        );
+        let Some(pod) = self.pods.cache().get(&pod_key) else {
+            return;
+        };
+        let Some(agent) = self.agent(&pod.spec.node_name) else {
+            return;
+        };
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let result = match (agent.runtime_for(&pod), &pod.spec.virtual_machine) {
+                (Ok(rt), Some(vm)) => rt
+                    .vm_action(&pod.metadata.uid, &vm.name, &pa)
+                    .await
+                    .map_err(|e| e.to_string()),
+                (Err(e), _) => Err(e),
+                (_, None) => Err(format!("pod {} is not a VM pod", pa.pod_name)),
+            };
+            let actions = Objects::<Action>::new(fleet.store.clone());
+            let status = match result {
+                Ok(message) => ActionStatus {
+                    complete: true,
+                    state: "Succeeded".into(),
+                    message,
+                },
+                Err(message) => ActionStatus {
+                    complete: true,
+                    state: "Failed".into(),
+                    message,
+                },
+            };
+            let written = actions
+                .modify(&action.key(), |a| {
+                    if a.status.as_ref().is_some_and(|s| s.complete) {
+                        return false;
+                    }
+                    a.spec.node_name.clone_from(&pod.spec.node_name);
+                    a.status = Some(status.clone());
+                    true
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(action = action.metadata.name, error = %e, "cannot record the action's result");
+            }
+        });
+    }
+
+    /// What a workload of a pod bound to one of the fleet's nodes wrote: a container's
+    /// output or a VM's serial console. `workload` may be omitted for a pod with one.
+    pub async fn logs(&self, pod: &Pod, workload: Option<&str>) -> Result<Vec<u8>, RuntimeError> {
+        let agent = self.agent(&pod.spec.node_name).ok_or_else(|| {
+            RuntimeError::NotFound(format!(
+                "pod {} is not running on a node of this agent",
+                pod.metadata.name
+            ))
+        })?;
+        let names = workload_names(pod);
+        let name = match workload {
+            Some(w) if names.iter().any(|n| n == w) => w.to_owned(),
+            Some(w) => {
+                return Err(RuntimeError::NotFound(format!(
+                    "container {w} in pod {}",
+                    pod.metadata.name
+                )));
+            }
+            None if names.len() == 1 => names[0].clone(),
+            None => {
+                return Err(RuntimeError::Unsupported(format!(
+                    "a container name must be specified for pod {}, choose one of: [{}]",
+                    pod.metadata.name,
+                    names.join(" ")
+                )));
+            }
+        };
+        let rt = agent.runtime_for(pod).map_err(RuntimeError::Unsupported)?;
+        rt.logs(&pod.metadata.uid, &name).await
+    }
+}
+
+/// Runs one pod on one node until it is deleted.
+struct PodWorker {
+    fleet: Arc<Fleet>,
+    agent: Arc<NodeAgent>,
+    key: String,
+    uid: String,
+}
+
+/// What the worker knows about one workload beyond the runtime's state.
+#[derive(Clone, Debug, Default)]
+struct Tracked {
+    restarts: i32,
+    next_restart: Option<tokio::time::Instant>,
+}
+
+impl PodWorker {
+    async fn run(self, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
+        let started = self.start(&pod).await;
+        let rt = match started {
+            Ok(rt) => rt,
+            Err(reason) => {
+                tracing::warn!(pod = self.key, error = %reason, "pod failed to start");
+                self.report_failed(&reason).await;
+                // Wait for the deletion, then clean up what may exist.
+                while rx.changed().await.is_ok() {
+                    if rx.borrow().is_none() {
+                        break;
+                    }
+                }
+                self.teardown(&pod).await;
+                return;
+            }
+        };
+        let start_time = model::now();
+        let mut tracked: HashMap<String, Tracked> = HashMap::new();
+        let mut last: Option<PodStatus> = None;
+        let poll = rt.poll_interval();
+        let mut current = pod;
+        loop {
+            let status = self.observe(&rt, &current, start_time, &mut tracked).await;
+            if last.as_ref() != Some(&status) {
+                self.report(&status).await;
+                last = Some(status.clone());
+            }
+            let changed = match poll {
+                Some(every) => tokio::time::timeout(every, rx.changed()).await.ok(),
+                None => Some(rx.changed().await),
+            };
+            match changed {
+                Some(Err(_)) => break,
+                Some(Ok(())) => {
+                    let next = rx.borrow_and_update().clone();
+                    match next {
+                        Some(p) => current = p,
+                        None => break,
+                    }
+                }
+                None => {}
+            }
+        }
+        if !self.agent.stopped.load(Ordering::Relaxed) {
+            self.teardown(&current).await;
+        }
+    }
+
+    /// Attaches the network, makes the sandbox and starts every workload.
+    async fn start(&self, pod: &Pod) -> Result<Arc<dyn Runtime>, String> {
+        let rt = self.agent.runtime_for(pod)?.clone();
+        let net = self
+            .agent
+            .network
+            .attach(pod)
+            .await
+            .map_err(|e| format!("network: {e}"))?;
+        rt.create_sandbox(pod, &net)
+            .await
+            .map_err(|e| format!("sandbox: {e}"))?;
+        for name in workload_names(pod) {
+            rt.create_workload(pod, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            rt.start_workload(&self.uid, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // The pod's address is reported with the first status.
+        self.set_ip(&net.ip).await;
+        Ok(rt)
+    }
+
+    async fn set_ip(&self, ip: &str) {
+        let pods = Objects::<Pod>::new(self.fleet.store.clone());
+        let host_ip = self.agent.config.address.clone();
+        let uid = self.uid.clone();
+        let _ = pods
+            .modify(&self.key, |p| {
+                if p.metadata.uid != uid {
+                    return false;
+                }
+                let s = p.status.get_or_insert_with(PodStatus::default);
+                s.pod_ip = ip.to_owned();
+                s.host_ip.clone_from(&host_ip);
+                true
+            })
+            .await;
+    }
+
+    /// Reads workload states, restarts by policy, and composes the pod's status.
+    async fn observe(
+        &self,
+        rt: &Arc<dyn Runtime>,
+        pod: &Pod,
+        start_time: Time,
+        tracked: &mut HashMap<String, Tracked>,
+    ) -> PodStatus {
+        let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut statuses = Vec::new();
+        for name in workload_names(pod) {
+            let st = match rt.workload_status(&self.uid, &name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(pod = self.key, workload = name, error = %e, "workload status unavailable");
+                    WorkloadStatus {
+                        name: name.clone(),
+                        state: WorkloadState::Exited {
+                            code: -1,
+                            reason: "Unknown".into(),
+                            started_at: None,
+                            finished_at: model::now(),
+                        },
+                        id: String::new(),
+                        ready: false,
+                        reboots: 0,
+                    }
+                }
+            };
+            let t = tracked.entry(name.clone()).or_default();
+            if let WorkloadState::Exited { code, .. } = &st.state {
+                let restart = match policy {
+                    "Never" => false,
+                    "OnFailure" => *code != 0,
+                    _ => true,
+                };
+                if restart && !self.agent.stopped.load(Ordering::Relaxed) {
+                    let now = tokio::time::Instant::now();
+                    match t.next_restart {
+                        None => {
+                            // Back off 1 s, doubling to 30 s, as the kubelet's CrashLoopBackOff.
+                            let delay = Duration::from_secs(1 << t.restarts.clamp(0, 5) as u32)
+                                .min(Duration::from_secs(30));
+                            t.next_restart = Some(now + delay);
+                        }
+                        Some(at) if at <= now => {
+                            t.next_restart = None;
+                            match rt.start_workload(&self.uid, &name).await {
+                                Ok(()) => t.restarts += 1,
+                                Err(e) => {
+                                    tracing::warn!(pod = self.key, workload = name, error = %e, "restart failed")
+                                }
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            statuses.push((st, t.restarts));
+        }
+        compose_status(pod, policy, start_time, &statuses)
+    }
+
+    async fn report(&self, status: &PodStatus) {
+        let pods = Objects::<Pod>::new(self.fleet.store.clone());
+        let uid = self.uid.clone();
+        let result = pods
+            .modify(&self.key, |p| {
+                if p.metadata.uid != uid {
+                    return false;
+                }
+                let old = p.status.take().unwrap_or_default();
+                let mut next = status.clone();
+                next.pod_ip = old.pod_ip;
+                next.host_ip = old.host_ip;
+                // Keep conditions others own (PodScheduled) and replace the agent's, with
+                // the time of the last change of each.
+                let now = model::now();
+                for c in &mut next.conditions {
+                    c.last_transition_time = old
+                        .conditions
+                        .iter()
+                        .find(|o| o.type_ == c.type_ && o.status == c.status)
+                        .and_then(|o| o.last_transition_time)
+                        .or(Some(now));
+                }
+                let mut conditions: Vec<Condition> = old
+                    .conditions
+                    .into_iter()
+                    .filter(|c| !status.conditions.iter().any(|n| n.type_ == c.type_))
+                    .collect();
+                conditions.append(&mut next.conditions);
+                next.conditions = conditions;
+                p.status = Some(next);
+                true
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(pod = self.key, error = %e, "cannot report the pod's status");
+        }
+    }
+
+    async fn report_failed(&self, reason: &str) {
+        let status = PodStatus {
+            phase: "Failed".into(),
+            reason: "StartError".into(),
+            message: reason.to_owned(),
+            ..Default::default()
+        };
+        self.report(&status).await;
+    }
+
+    async fn teardown(&self, pod: &Pod) {
+        if let Ok(rt) = self.agent.runtime_for(pod) {
+            let grace = Duration::from_secs(
+                pod.spec
+                    .termination_grace_period_seconds
+                    .unwrap_or(5)
+                    .clamp(0, 30) as u64,
+            );
+            for name in workload_names(pod) {
+                let _ = rt.stop_workload(&self.uid, &name, grace).await;
+                let _ = rt.remove_workload(&self.uid, &name).await;
+            }
+            if let Err(e) = rt.remove_sandbox(&self.uid).await {
+                tracing::warn!(pod = self.key, error = %e, "removing the sandbox failed");
+            }
+        }
+        if let Err(e) = self.agent.network.detach(pod).await {
+            tracing::warn!(pod = self.key, error = %e, "detaching the network failed");
+        }
+    }
+}
+
+/// The pod status the workload states add up to, Kubernetes' way: `Running` while any
+/// runs or will be restarted, `Succeeded` when all exited 0 and none restarts, `Failed`
+/// when one exited non-zero and will not restart.
+fn compose_status(
+    pod: &Pod,
+    policy: &str,
+    start_time: Time,
+    statuses: &[(WorkloadStatus, i32)],
+) -> PodStatus {
+    let restarts = |code: i32| match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    };
+    let mut all_exited = true;
+    let mut any_failed_for_good = false;
+    let mut ready = true;
+    for (s, _) in statuses {
+        match &s.state {
+            WorkloadState::Exited { code, .. } => {
+                ready = false;
+                if restarts(*code) {
+                    all_exited = false;
+                } else if *code != 0 {
+                    any_failed_for_good = true;
+                }
+            }
+            WorkloadState::Running { .. } => {
+                all_exited = false;
+                ready &= s.ready || !pod.is_vm();
+            }
+            WorkloadState::Created => {
+                all_exited = false;
+                ready = false;
+            }
+        }
+    }
+    let phase = if all_exited && any_failed_for_good {
+        "Failed"
+    } else if all_exited {
+        "Succeeded"
+    } else {
+        "Running"
+    };
+    let container_state = |s: &WorkloadStatus| match &s.state {
+        WorkloadState::Created => ContainerState {
+            waiting: Some(StateReason {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            }),
+            ..Default::default()
+        },
+        WorkloadState::Running { started_at } => ContainerState {
+            running: Some(StateRunning {
+                started_at: Some(*started_at),
+            }),
+            ..Default::default()
+        },
+        WorkloadState::Exited {
+            code,
+            reason,
+            started_at,
+            finished_at,
+        } => ContainerState {
+            terminated: Some(StateTerminated {
+                exit_code: *code,
+                reason: reason.clone(),
+                message: String::new(),
+                started_at: *started_at,
+                finished_at: Some(*finished_at),
+            }),
+            ..Default::default()
+        },
+    };
+    let mut status = PodStatus {
+        phase: phase.into(),
+        start_time: Some(start_time),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    match &pod.spec.virtual_machine {
+        Some(vm) => {
+            if let Some((s, restarts)) = statuses.first() {
+                status.virtual_machine_status = Some(VirtualMachineStatus {
+                    name: vm.name.clone(),
+                    image: vm.image.clone(),
+                    state: match &s.state {
+                        WorkloadState::Created => "Pending",
+                        WorkloadState::Running { .. } => "Running",
+                        WorkloadState::Exited { code: 0, .. } => "Stopped",
+                        WorkloadState::Exited { .. } => "Failed",
+                    }
+                    .into(),
+                    power_state: match &s.state {
+                        WorkloadState::Running { .. } => "Running",
+                        _ => "Shutdown",
+                    }
+                    .into(),
+                    ready: s.ready,
+                    restart_count: restarts + s.reboots,
+                    vm_id: s.id.clone(),
+                    message: String::new(),
+                });
+            }
+        }
+        None => {
+            status.container_statuses = statuses
+                .iter()
+                .map(|(s, restarts)| {
+                    let image = pod
+                        .spec
+                        .containers
+                        .iter()
+                        .find(|c| c.name == s.name)
+                        .map(|c| c.image.clone())
+                        .unwrap_or_default();
+                    ContainerStatus {
+                        name: s.name.clone(),
+                        ready: matches!(s.state, WorkloadState::Running { .. }),
+                        state: container_state(s),
+                        restart_count: *restarts,
+                        image,
+                        container_id: s.id.clone(),
+                    }
+                })
+                .collect();
+        }
+    }
+    status
+}

@@ -1,0 +1,241 @@
+//! The node's local image store: a `busybox` container image made from Debian's
+//! `busybox-static` (every applet linked), and the `tiny` VM image — a Linux kernel plus a
+//! busybox initramfs whose init prints a ready line on the serial console.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{Result, RuntimeError};
+
+/// Where the static busybox comes from (Debian's `busybox-static`).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The kernel `scripts/setup.sh` extracts from Debian's `linux-image-amd64`.
+pub const DEFAULT_KERNEL: &str = "/var/lib/centaurus/vm/vmlinuz";
+
+/// What the tiny image's init prints once the guest is up.
+pub const VM_READY_LINE: &str = "centaurus-vm: ready";
+
+/// The name an image reference resolves to: `docker.io/library/busybox:1.36` → `busybox`.
+pub fn image_name(reference: &str) -> &str {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    let last = last.split('@').next().unwrap_or(last);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// Images under one directory.
+#[derive(Clone, Debug)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+impl ImageStore {
+    /// A store under `root` (`root/images/…`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into().join("images"),
+        }
+    }
+
+    /// The root filesystem of a container image, building `busybox` on first use.
+    pub fn rootfs(&self, reference: &str) -> Result<PathBuf> {
+        let name = image_name(reference);
+        let rootfs = self.root.join(name).join("rootfs");
+        if rootfs.join("bin/sh").exists() {
+            return Ok(rootfs);
+        }
+        if name != "busybox" {
+            return Err(RuntimeError::ImageNotFound(reference.to_owned()));
+        }
+        build_busybox_rootfs(&rootfs)?;
+        Ok(rootfs)
+    }
+
+    /// The kernel and initramfs of a VM image, building `tiny` on first use from `kernel`.
+    pub fn vm_image(&self, reference: &str, kernel: &Path) -> Result<(PathBuf, PathBuf)> {
+        let name = image_name(reference);
+        let dir = self.root.join(name);
+        let (vmlinuz, initrd) = (dir.join("vmlinuz"), dir.join("initrd.cpio"));
+        if vmlinuz.exists() && initrd.exists() {
+            return Ok((vmlinuz, initrd));
+        }
+        if name != "tiny" {
+            return Err(RuntimeError::ImageNotFound(reference.to_owned()));
+        }
+        if !kernel.exists() {
+            return Err(RuntimeError::ImageNotFound(format!(
+                "tiny (needs a kernel at {}; scripts/setup.sh extracts one from Debian's linux-image-amd64)",
+                kernel.display()
+            )));
+        }
+        std::fs::create_dir_all(&dir)?;
+        let busybox = std::fs::read(BUSYBOX).map_err(|e| {
+            RuntimeError::ImageNotFound(format!("tiny (needs {BUSYBOX} from busybox-static: {e})"))
+        })?;
+        let mut cpio = Cpio::default();
+        for d in ["bin", "dev", "proc", "sys", "tmp", "run", "etc"] {
+            cpio.dir(d);
+        }
+        cpio.file("bin/busybox", 0o755, &busybox);
+        cpio.file("init", 0o755, TINY_INIT.as_bytes());
+        let tmp = dir.join("initrd.cpio.tmp");
+        std::fs::write(&tmp, cpio.finish())?;
+        std::fs::rename(&tmp, &initrd)?;
+        std::fs::copy(kernel, &vmlinuz)?;
+        Ok((vmlinuz, initrd))
+    }
+}
+
+/// The tiny guest's init: mounts, prints the ready line, hands `userData` to the guest
+/// (`/run/userdata`, run when it is a script), then idles.
+const TINY_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+hostname "$(cat /etc/hostname 2>/dev/null || echo tiny)"
+echo "centaurus-vm: ready $(hostname) after $(cut -d' ' -f1 /proc/uptime)s"
+if [ -f /userdata ]; then
+  cp /userdata /run/userdata
+  echo "centaurus-vm: userdata $(wc -c < /run/userdata) bytes"
+  case "$(head -c 2 /run/userdata)" in
+    '#!') chmod +x /run/userdata; /run/userdata ;;
+  esac
+fi
+while true; do sleep 3600; done
+"#;
+
+fn build_busybox_rootfs(rootfs: &Path) -> Result<()> {
+    let busybox = Path::new(BUSYBOX);
+    if !busybox.exists() {
+        return Err(RuntimeError::ImageNotFound(format!(
+            "busybox (needs {BUSYBOX}: apt-get install busybox-static)"
+        )));
+    }
+    let tmp = rootfs.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+    ] {
+        std::fs::create_dir_all(tmp.join(d))?;
+    }
+    std::fs::copy(busybox, tmp.join("bin/busybox"))?;
+    let list = std::process::Command::new(busybox)
+        .arg("--list-full")
+        .output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let path = tmp.join(applet);
+        if applet.is_empty() || applet == "bin/busybox" || path.exists() {
+            continue;
+        }
+        let depth = applet.matches('/').count();
+        let target = format!("{}bin/busybox", "../".repeat(depth));
+        std::os::unix::fs::symlink(target, &path)?;
+    }
+    std::fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(tmp.join("etc/group"), "root:x:0:\n")?;
+    std::fs::write(tmp.join("etc/hosts"), "127.0.0.1 localhost\n")?;
+    let _ = std::fs::remove_dir_all(rootfs);
+    std::fs::rename(&tmp, rootfs)?;
+    Ok(())
+}
+
+/// A `newc` cpio archive, the format Linux unpacks as initramfs. Archives concatenate, so a
+/// VM's own files are appended to its image's archive.
+#[derive(Default)]
+pub struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.ino += 1;
+        let header = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        self.out.extend_from_slice(header.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    /// Adds a directory.
+    pub fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040_755, &[]);
+    }
+
+    /// Adds a regular file.
+    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, 0o100_000 | perm, data);
+    }
+
+    /// Ends the archive and returns its bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+}
+
+/// Writes `base` followed by an archive of `extra` files to `out`.
+pub fn initrd_with(base: &Path, extra: &[(&str, &[u8])], out: &Path) -> Result<()> {
+    let mut f = std::fs::File::create(out)?;
+    f.write_all(&std::fs::read(base)?)?;
+    let mut cpio = Cpio::default();
+    for (name, data) in extra {
+        cpio.file(name, 0o644, data);
+    }
+    f.write_all(&cpio.finish())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_resolve_to_names() {
+        assert_eq!(image_name("busybox"), "busybox");
+        assert_eq!(image_name("busybox:1.36"), "busybox");
+        assert_eq!(image_name("docker.io/library/busybox:latest"), "busybox");
+        assert_eq!(image_name("busybox@sha256:abc"), "busybox");
+        assert_eq!(image_name("tiny"), "tiny");
+    }
+
+    #[test]
+    fn cpio_entries_are_aligned_and_end_with_a_trailer() {
+        let mut c = Cpio::default();
+        c.file("userdata", 0o644, b"hello");
+        let bytes = c.finish();
+        assert!(bytes.starts_with(b"070701"));
+        assert_eq!(bytes.len() % 4, 0);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("userdata\0"));
+        assert!(text.contains("hello"));
+        assert!(text.contains("TRAILER!!!\0"));
+        // The size field of the first entry is 5 bytes.
+        assert_eq!(&bytes[54..62], b"00000005");
+    }
+}

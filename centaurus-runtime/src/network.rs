@@ -1,0 +1,241 @@
+//! Attaching pod sandboxes to networks. Until the VPC plane programs endpoints, a node
+//! gives each pod its own network namespace with an address from a host-local range on a
+//! bridge ([`HostLocalNetwork`]); hollow nodes only hand out addresses ([`NoNetwork`]).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use centaurus_core::model::Pod;
+
+use crate::{Result, RuntimeError, run_tool};
+
+/// A sandbox's place in the network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SandboxNetwork {
+    /// The network namespace workloads join; `None` shares the host's (hollow pods).
+    pub netns: Option<PathBuf>,
+    /// The pod's address.
+    pub ip: String,
+}
+
+/// Attaches sandboxes to networks and detaches them.
+#[async_trait]
+pub trait NetworkPlugin: Send + Sync + 'static {
+    /// Gives the pod a network namespace and address.
+    async fn attach(&self, pod: &Pod) -> Result<SandboxNetwork>;
+    /// Releases what `attach` made; detaching what is gone succeeds.
+    async fn detach(&self, pod: &Pod) -> Result<()>;
+}
+
+/// A pool of host-local addresses in one /16.
+struct Pool {
+    base: u32,
+    used: BTreeSet<u32>,
+    owner: std::collections::HashMap<String, u32>,
+}
+
+impl Pool {
+    fn new(base: Ipv4Addr) -> Self {
+        Self {
+            base: u32::from(base) & 0xffff_0000,
+            used: BTreeSet::new(),
+            owner: Default::default(),
+        }
+    }
+
+    /// The next free host address (.0.2 to .255.254), the same one for the same pod.
+    fn take(&mut self, uid: &str) -> Option<Ipv4Addr> {
+        if let Some(&a) = self.owner.get(uid) {
+            return Some(Ipv4Addr::from(self.base + a));
+        }
+        let a =
+            (2..0xfffe).find(|a| !self.used.contains(a) && a & 0xff != 0xff && a & 0xff != 0)?;
+        self.used.insert(a);
+        self.owner.insert(uid.to_owned(), a);
+        Some(Ipv4Addr::from(self.base + a))
+    }
+
+    fn give_back(&mut self, uid: &str) {
+        if let Some(a) = self.owner.remove(uid) {
+            self.used.remove(&a);
+        }
+    }
+}
+
+/// Hands out addresses without touching the host: for hollow pods.
+pub struct NoNetwork {
+    pool: Mutex<Pool>,
+}
+
+impl NoNetwork {
+    /// Addresses from the /16 of `base`.
+    pub fn new(base: Ipv4Addr) -> Self {
+        Self {
+            pool: Mutex::new(Pool::new(base)),
+        }
+    }
+}
+
+#[async_trait]
+impl NetworkPlugin for NoNetwork {
+    async fn attach(&self, pod: &Pod) -> Result<SandboxNetwork> {
+        let ip = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(&pod.metadata.uid)
+            .ok_or_else(|| RuntimeError::Unsupported("the address pool is exhausted".into()))?;
+        Ok(SandboxNetwork {
+            netns: None,
+            ip: ip.to_string(),
+        })
+    }
+
+    async fn detach(&self, pod: &Pod) -> Result<()> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(&pod.metadata.uid);
+        Ok(())
+    }
+}
+
+/// One network namespace per pod, joined to a host bridge by a veth pair, with an address
+/// from the bridge's /16 and a default route through the bridge — what the CNI bridge
+/// plugin does, with `ip` from iproute2.
+pub struct HostLocalNetwork {
+    bridge: String,
+    gateway: Ipv4Addr,
+    pool: Mutex<Pool>,
+}
+
+/// The short IDs used in namespace and interface names.
+fn short(uid: &str) -> String {
+    uid.chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(10)
+        .collect()
+}
+
+impl HostLocalNetwork {
+    /// Pods on `bridge` with addresses from the /16 of `gateway`, which the bridge holds.
+    pub fn new(bridge: impl Into<String>, gateway: Ipv4Addr) -> Self {
+        Self {
+            bridge: bridge.into(),
+            gateway,
+            pool: Mutex::new(Pool::new(gateway)),
+        }
+    }
+
+    /// The namespace name of a pod.
+    pub fn netns_name(pod_uid: &str) -> String {
+        format!("cent-{}", short(pod_uid))
+    }
+
+    async fn ensure_bridge(&self) -> Result<()> {
+        if run_tool("ip", &["link", "show", &self.bridge])
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        run_tool("ip", &["link", "add", &self.bridge, "type", "bridge"]).await?;
+        run_tool(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/16", self.gateway),
+                "dev",
+                &self.bridge,
+            ],
+        )
+        .await?;
+        run_tool("ip", &["link", "set", &self.bridge, "up"]).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NetworkPlugin for HostLocalNetwork {
+    async fn attach(&self, pod: &Pod) -> Result<SandboxNetwork> {
+        self.ensure_bridge().await?;
+        let uid = &pod.metadata.uid;
+        let ip = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(uid)
+            .ok_or_else(|| RuntimeError::Unsupported("the address pool is exhausted".into()))?;
+        let ns = Self::netns_name(uid);
+        let host_if = format!("cv{}", short(uid));
+        let peer = format!("cp{}", short(uid));
+        // Start clean: a half-made attachment from an earlier try is removed first.
+        let _ = run_tool("ip", &["netns", "del", &ns]).await;
+        let _ = run_tool("ip", &["link", "del", &host_if]).await;
+        run_tool("ip", &["netns", "add", &ns]).await?;
+        run_tool(
+            "ip",
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
+            ],
+        )
+        .await?;
+        run_tool(
+            "ip",
+            &["link", "set", &host_if, "master", &self.bridge, "up"],
+        )
+        .await?;
+        run_tool("ip", &["link", "set", &peer, "netns", &ns]).await?;
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.as_str(), "ip"];
+            all.extend_from_slice(args);
+            all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        for args in [
+            in_ns(&["link", "set", "lo", "up"]),
+            in_ns(&["link", "set", &peer, "name", "eth0"]),
+            in_ns(&["addr", "add", &format!("{ip}/16"), "dev", "eth0"]),
+            in_ns(&["link", "set", "eth0", "up"]),
+            in_ns(&["route", "add", "default", "via", &self.gateway.to_string()]),
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_tool("ip", &args).await?;
+        }
+        Ok(SandboxNetwork {
+            netns: Some(PathBuf::from(format!("/var/run/netns/{ns}"))),
+            ip: ip.to_string(),
+        })
+    }
+
+    async fn detach(&self, pod: &Pod) -> Result<()> {
+        let uid = &pod.metadata.uid;
+        let _ = run_tool("ip", &["link", "del", &format!("cv{}", short(uid))]).await;
+        let _ = run_tool("ip", &["netns", "del", &Self::netns_name(uid)]).await;
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(uid);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_reuses_addresses_per_pod_and_after_release() {
+        let mut p = Pool::new(Ipv4Addr::new(10, 88, 0, 1));
+        let a = p.take("a").unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 88, 0, 2));
+        assert_eq!(p.take("a").unwrap(), a);
+        let b = p.take("b").unwrap();
+        assert_ne!(a, b);
+        p.give_back("a");
+        assert_eq!(p.take("c").unwrap(), a);
+    }
+}

@@ -1,0 +1,616 @@
+//! VM pods through QEMU: a `-M microvm` guest booting its image's kernel and initramfs
+//! (with the pod's `userData` appended as `/userdata`), its serial console written to a
+//! log, controlled over QMP. KVM is used when a probe boots a guest under it; otherwise
+//! TCG (on some hosts `/dev/kvm` exists but guests hang under it).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use centaurus_core::model::{self, Pod, PodAction};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::images::{DEFAULT_KERNEL, ImageStore, VM_READY_LINE, initrd_with};
+use crate::{
+    Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir,
+};
+
+/// How guests are run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl Accel {
+    fn arg(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Runs VM pods with QEMU.
+pub struct QemuRuntime {
+    root: PathBuf,
+    images: ImageStore,
+    kernel: PathBuf,
+    qemu: String,
+    accel: tokio::sync::OnceCell<Accel>,
+    vms: Mutex<HashMap<String, Arc<Mutex<Vm>>>>,
+}
+
+struct Vm {
+    name: String,
+    dir: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    memory_mib: i64,
+    cpus: i64,
+    state: WorkloadState,
+    /// Bumped by every start, so the exit of an old process is not taken for the new one's.
+    generation: u64,
+    reboots: i32,
+    pid: Option<u32>,
+}
+
+impl Vm {
+    fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    fn qmp(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+}
+
+impl QemuRuntime {
+    /// A runtime keeping VM state under `root`, booting `tiny` from the kernel at
+    /// `kernel` (by default [`DEFAULT_KERNEL`]).
+    pub fn new(root: impl Into<PathBuf>, kernel: Option<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            images: ImageStore::new(&root),
+            kernel: kernel.unwrap_or_else(|| DEFAULT_KERNEL.into()),
+            qemu: "qemu-system-x86_64".into(),
+            accel: tokio::sync::OnceCell::new(),
+            vms: Mutex::default(),
+            root,
+        }
+    }
+
+    /// True when QEMU is installed and the kernel for the tiny image is present.
+    pub fn available(kernel: Option<&Path>) -> bool {
+        kernel.unwrap_or(Path::new(DEFAULT_KERNEL)).exists()
+            && std::process::Command::new("qemu-system-x86_64")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    }
+
+    /// The accelerator guests run under: KVM if a probe guest boots under it within 20 s,
+    /// TCG otherwise. Probed once; `CENTAURUS_VM_ACCEL=kvm|tcg` skips the probe.
+    pub async fn accel(&self) -> Accel {
+        *self
+            .accel
+            .get_or_init(|| async {
+                match std::env::var("CENTAURUS_VM_ACCEL").as_deref() {
+                    Ok("kvm") => return Accel::Kvm,
+                    Ok("tcg") => return Accel::Tcg,
+                    _ => {}
+                }
+                if !Path::new("/dev/kvm").exists() {
+                    return Accel::Tcg;
+                }
+                match self.probe_kvm().await {
+                    Ok(true) => Accel::Kvm,
+                    Ok(false) => {
+                        tracing::info!("a guest did not boot under KVM within 20 s; using TCG");
+                        Accel::Tcg
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "KVM probe failed; using TCG");
+                        Accel::Tcg
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn probe_kvm(&self) -> Result<bool> {
+        let (kernel, initrd) = self.images.vm_image("tiny", &self.kernel)?;
+        let dir = self.root.join("kvm-probe");
+        std::fs::create_dir_all(&dir)?;
+        let vm = Vm {
+            name: "probe".into(),
+            dir: dir.clone(),
+            kernel,
+            initrd,
+            memory_mib: 128,
+            cpus: 1,
+            state: WorkloadState::Created,
+            generation: 0,
+            reboots: 0,
+            pid: None,
+        };
+        let _ = std::fs::remove_file(vm.console());
+        let mut child = tokio::process::Command::new(&self.qemu)
+            .args(qemu_args(&vm, Accel::Kvm, None))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut booted = false;
+        while tokio::time::Instant::now() < deadline {
+            if std::fs::read_to_string(vm.console()).is_ok_and(|s| s.contains(VM_READY_LINE)) {
+                booted = true;
+                break;
+            }
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = child.kill().await;
+        Ok(booted)
+    }
+
+    fn vm(&self, uid: &str) -> Result<Arc<Mutex<Vm>>> {
+        self.vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(format!("VM of pod {uid}")))
+    }
+
+    /// Starts QEMU for `vm`, restoring from `incoming` when given.
+    async fn launch(&self, vm: &Arc<Mutex<Vm>>, incoming: Option<&Path>) -> Result<()> {
+        let accel = self.accel().await;
+        let (args, generation) = {
+            let mut v = vm.lock().unwrap_or_else(|e| e.into_inner());
+            v.generation += 1;
+            let _ = std::fs::remove_file(v.qmp());
+            (qemu_args(&v, accel, incoming), v.generation)
+        };
+        let child = tokio::process::Command::new(&self.qemu)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::Tool {
+                tool: self.qemu.clone(),
+                message: e.to_string(),
+            })?;
+        let started_at = model::now();
+        {
+            let mut v = vm.lock().unwrap_or_else(|e| e.into_inner());
+            v.state = WorkloadState::Running { started_at };
+            v.pid = child.id();
+        }
+        let vm = vm.clone();
+        tokio::spawn(async move {
+            let out = child.wait_with_output().await;
+            let (code, err) = match out {
+                Ok(o) => (
+                    o.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                ),
+                Err(e) => (-1, e.to_string()),
+            };
+            let mut v = vm.lock().unwrap_or_else(|e| e.into_inner());
+            if v.generation != generation {
+                return;
+            }
+            if code != 0 && !err.is_empty() {
+                tracing::warn!(vm = v.name, code, stderr = err, "qemu exited");
+            }
+            v.pid = None;
+            v.state = WorkloadState::Exited {
+                code,
+                reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                started_at: Some(started_at),
+                finished_at: model::now(),
+            };
+        });
+        Ok(())
+    }
+
+    async fn qmp(&self, uid: &str, commands: &[Value]) -> Result<Vec<Value>> {
+        let sock = self
+            .vm(uid)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .qmp();
+        Qmp::connect(&sock).await?.run(commands).await
+    }
+}
+
+/// QEMU's command line for a VM.
+fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-M",
+        "microvm,pit=on,pic=on,rtc=on",
+        "-accel",
+        accel.arg(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-m".into(),
+        format!("{}M", vm.memory_mib),
+        "-smp".into(),
+        vm.cpus.to_string(),
+        "-kernel".into(),
+        vm.kernel.display().to_string(),
+        "-initrd".into(),
+        vm.initrd.display().to_string(),
+        "-append".into(),
+        "console=ttyS0 quiet panic=-1".into(),
+        "-chardev".into(),
+        format!("file,id=console,path={},append=on", vm.console().display()),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", vm.qmp().display()),
+    ]);
+    if let Some(state) = incoming {
+        args.extend(["-incoming".into(), format!("exec:cat {}", state.display())]);
+    }
+    args
+}
+
+/// A QMP session.
+struct Qmp {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Qmp {
+    async fn connect(sock: &Path) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..50 {
+            match UnixStream::connect(sock).await {
+                Ok(s) => {
+                    let (r, w) = s.into_split();
+                    let mut q = Self {
+                        reader: BufReader::new(r),
+                        writer: w,
+                    };
+                    q.read().await?; // greeting
+                    q.execute(&json!({"execute": "qmp_capabilities"})).await?;
+                    return Ok(q);
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(RuntimeError::Tool {
+            tool: "qmp".into(),
+            message: format!("cannot connect to {}: {:?}", sock.display(), last),
+        })
+    }
+
+    async fn read(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).await? == 0 {
+            return Err(RuntimeError::Tool {
+                tool: "qmp".into(),
+                message: "QEMU closed the connection".into(),
+            });
+        }
+        serde_json::from_str(&line).map_err(|e| RuntimeError::Tool {
+            tool: "qmp".into(),
+            message: format!("bad reply {line:?}: {e}"),
+        })
+    }
+
+    async fn execute(&mut self, cmd: &Value) -> Result<Value> {
+        let mut bytes = serde_json::to_vec(cmd).expect("json");
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes).await?;
+        loop {
+            let reply = self.read().await?;
+            if reply.get("event").is_some() {
+                continue;
+            }
+            if let Some(err) = reply.get("error") {
+                return Err(RuntimeError::Tool {
+                    tool: format!("qmp {}", cmd["execute"]),
+                    message: err["desc"].as_str().unwrap_or("error").to_owned(),
+                });
+            }
+            return Ok(reply["return"].clone());
+        }
+    }
+
+    async fn run(mut self, commands: &[Value]) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for c in commands {
+            out.push(self.execute(c).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// `userData` as the guest gets it: base64 decoded when it is base64 (as Arktos sends
+/// it), as written otherwise.
+fn user_data(raw: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .unwrap_or_else(|_| raw.as_bytes().to_vec())
+}
+
+#[async_trait]
+impl Runtime for QemuRuntime {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn create_sandbox(&self, pod: &Pod, _: &SandboxNetwork) -> Result<()> {
+        std::fs::create_dir_all(pod_dir(&self.root, &pod.metadata.uid))?;
+        Ok(())
+    }
+
+    async fn stop_sandbox(&self, pod_uid: &str) -> Result<()> {
+        let name = self
+            .vm(pod_uid)
+            .map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).name.clone());
+        match name {
+            Ok(n) => {
+                self.stop_workload(pod_uid, &n, Duration::from_secs(2))
+                    .await
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
+        self.stop_sandbox(pod_uid).await?;
+        self.vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_uid);
+        match std::fs::remove_dir_all(pod_dir(&self.root, pod_uid)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn create_workload(&self, pod: &Pod, name: &str) -> Result<()> {
+        let spec = pod
+            .spec
+            .virtual_machine
+            .as_ref()
+            .filter(|vm| vm.name == name)
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("virtual machine {name} in the pod spec"))
+            })?;
+        let (kernel, base) = self.images.vm_image(&spec.image, &self.kernel)?;
+        let dir = pod_dir(&self.root, &pod.metadata.uid).join(name);
+        std::fs::create_dir_all(&dir)?;
+        let initrd = dir.join("initrd.cpio");
+        let hostname = format!("{}\n", pod.metadata.name);
+        let data = user_data(&spec.user_data);
+        let mut extra: Vec<(&str, &[u8])> = vec![("etc/hostname", hostname.as_bytes())];
+        if !spec.user_data.is_empty() {
+            extra.push(("userdata", &data));
+        }
+        initrd_with(&base, &extra, &initrd)?;
+        let limit = |n: &str| {
+            let r = &spec.resources;
+            r.limits.get(n).or_else(|| r.requests.get(n)).and_then(|q| {
+                if n == "cpu" {
+                    q.milli_value()
+                } else {
+                    q.value()
+                }
+                .ok()
+            })
+        };
+        let vm = Vm {
+            name: name.to_owned(),
+            dir,
+            kernel,
+            initrd,
+            memory_mib: limit("memory").map_or(128, |b| (b / (1024 * 1024)).max(64)),
+            cpus: limit("cpu").map_or(1, |m| ((m + 999) / 1000).clamp(1, 8)),
+            state: WorkloadState::Created,
+            generation: 0,
+            reboots: 0,
+            pid: None,
+        };
+        self.vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pod.metadata.uid.clone(), Arc::new(Mutex::new(vm)));
+        Ok(())
+    }
+
+    async fn start_workload(&self, pod_uid: &str, _: &str) -> Result<()> {
+        let vm = self.vm(pod_uid)?;
+        if matches!(
+            vm.lock().unwrap_or_else(|e| e.into_inner()).state,
+            WorkloadState::Running { .. }
+        ) {
+            return Ok(());
+        }
+        self.launch(&vm, None).await
+    }
+
+    async fn stop_workload(&self, pod_uid: &str, _: &str, grace: Duration) -> Result<()> {
+        let Ok(vm) = self.vm(pod_uid) else {
+            return Ok(());
+        };
+        let running = || {
+            matches!(
+                vm.lock().unwrap_or_else(|e| e.into_inner()).state,
+                WorkloadState::Running { .. }
+            )
+        };
+        if !running() {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(grace, self.qmp(pod_uid, &[json!({"execute": "quit"})])).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        while running() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if running() {
+            let pid = vm.lock().unwrap_or_else(|e| e.into_inner()).pid;
+            if let Some(pid) = pid {
+                let _ = crate::run_tool("kill", &["-9", &pid.to_string()]).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_workload(&self, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn workload_status(&self, pod_uid: &str, name: &str) -> Result<WorkloadStatus> {
+        let vm = self.vm(pod_uid)?;
+        let v = vm.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = matches!(v.state, WorkloadState::Running { .. })
+            && std::fs::read_to_string(v.console()).is_ok_and(|s| s.contains(VM_READY_LINE));
+        Ok(WorkloadStatus {
+            name: name.to_owned(),
+            state: v.state.clone(),
+            id: format!("qemu://{pod_uid}/{}", v.name),
+            ready,
+            reboots: v.reboots,
+        })
+    }
+
+    async fn logs(&self, pod_uid: &str, _: &str) -> Result<Vec<u8>> {
+        let console = self
+            .vm(pod_uid)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .console();
+        match tokio::fs::read(console).await {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn vm_action(&self, pod_uid: &str, _: &str, action: &PodAction) -> Result<String> {
+        let vm = self.vm(pod_uid)?;
+        if let Some(reboot) = &action.reboot_action {
+            if reboot.delay_in_seconds > 0 {
+                tokio::time::sleep(Duration::from_secs(reboot.delay_in_seconds as u64)).await;
+            }
+            self.qmp(pod_uid, &[json!({"execute": "system_reset"})])
+                .await?;
+            vm.lock().unwrap_or_else(|e| e.into_inner()).reboots += 1;
+            return Ok("the guest was reset".into());
+        }
+        let dir = vm.lock().unwrap_or_else(|e| e.into_inner()).dir.clone();
+        if let Some(s) = &action.snapshot_action {
+            let name = valid_snapshot_name(&s.snapshot_name)?;
+            let file = dir.join(format!("snapshot-{name}.state"));
+            self.qmp(
+                pod_uid,
+                &[
+                    json!({"execute": "stop"}),
+                    json!({"execute": "migrate", "arguments": {"uri": format!("exec:cat > {}", file.display())}}),
+                ],
+            )
+            .await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = self
+                    .qmp(pod_uid, &[json!({"execute": "query-migrate"})])
+                    .await?;
+                match r[0]["status"].as_str() {
+                    Some("completed") => break,
+                    Some("failed") | Some("cancelled") => {
+                        let _ = self.qmp(pod_uid, &[json!({"execute": "cont"})]).await;
+                        return Err(RuntimeError::Tool {
+                            tool: "qmp migrate".into(),
+                            message: r[0].to_string(),
+                        });
+                    }
+                    _ if tokio::time::Instant::now() > deadline => {
+                        return Err(RuntimeError::Tool {
+                            tool: "qmp migrate".into(),
+                            message: "snapshot did not finish in 60 s".into(),
+                        });
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            self.qmp(pod_uid, &[json!({"execute": "cont"})]).await?;
+            return Ok(format!("snapshot {name} saved"));
+        }
+        if let Some(r) = &action.restore_action {
+            let name = valid_snapshot_name(&r.snapshot_id)?;
+            let file = dir.join(format!("snapshot-{name}.state"));
+            if !file.exists() {
+                return Err(RuntimeError::NotFound(format!("snapshot {name}")));
+            }
+            self.stop_workload(pod_uid, "", Duration::from_secs(2))
+                .await?;
+            self.launch(&vm, Some(&file)).await?;
+            vm.lock().unwrap_or_else(|e| e.into_inner()).reboots += 1;
+            return Ok(format!("restored snapshot {name}"));
+        }
+        Err(RuntimeError::Unsupported("empty action".into()))
+    }
+}
+
+fn valid_snapshot_name(name: &str) -> Result<&str> {
+    if !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(name)
+    } else {
+        Err(RuntimeError::Unsupported(format!(
+            "snapshot name {name:?}: use letters, digits, '-' and '_' (at most 63)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_is_decoded_when_base64() {
+        assert_eq!(user_data("aGVsbG8="), b"hello");
+        assert_eq!(user_data("#!/bin/sh\necho hi"), b"#!/bin/sh\necho hi");
+    }
+
+    #[test]
+    fn snapshot_names_cannot_escape_the_vm_directory() {
+        assert!(valid_snapshot_name("before-upgrade_1").is_ok());
+        assert!(valid_snapshot_name("../x").is_err());
+        assert!(valid_snapshot_name("").is_err());
+    }
+}

@@ -1,0 +1,449 @@
+//! Container pods through runc: one OCI bundle per container on the image's root
+//! filesystem (read-only, with private `/tmp`), joined to the pod's network namespace, with
+//! cpu and memory limits in the OCI spec. The agent holds `runc run` as the container's
+//! parent, so it learns each exit code as runc returns it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use centaurus_core::model::{self, Container, Pod, Time};
+use serde_json::{Value, json};
+
+use crate::images::ImageStore;
+use crate::{
+    Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir, run_tool,
+};
+
+/// Runs container pods with runc.
+pub struct RuncRuntime {
+    root: PathBuf,
+    images: ImageStore,
+    runc: String,
+    sandboxes: Mutex<HashMap<String, SandboxNetwork>>,
+    workloads: Mutex<HashMap<(String, String), Record>>,
+}
+
+/// A container's shared bookkeeping, by pod UID and container name.
+type Record = Arc<Mutex<ContainerRecord>>;
+
+/// One container's bookkeeping.
+struct ContainerRecord {
+    id: String,
+    bundle: PathBuf,
+    log: PathBuf,
+    state: WorkloadState,
+}
+
+impl RuncRuntime {
+    /// A runtime keeping bundles, logs and runc state under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            images: ImageStore::new(&root),
+            runc: "runc".into(),
+            root,
+            sandboxes: Mutex::default(),
+            workloads: Mutex::default(),
+        }
+    }
+
+    /// True when runc can be run here (it is installed and we are root).
+    pub fn available() -> bool {
+        let root = is_root();
+        root && std::process::Command::new("runc")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn state_root(&self) -> String {
+        self.root.join("runc").display().to_string()
+    }
+
+    fn workload(&self, uid: &str, name: &str) -> Result<Record> {
+        self.workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(uid.to_owned(), name.to_owned()))
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {name} of pod {uid}")))
+    }
+
+    async fn runc(&self, args: &[&str]) -> Result<String> {
+        let root = self.state_root();
+        let mut all = vec!["--root", root.as_str()];
+        all.extend_from_slice(args);
+        run_tool(&self.runc, &all).await
+    }
+}
+
+/// True when the process runs as root.
+pub(crate) fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The OCI runtime spec of one container.
+fn oci_spec(
+    c: &Container,
+    rootfs: &Path,
+    netns: Option<&Path>,
+    hostname: &str,
+    cgroup: &str,
+) -> Value {
+    let mut args: Vec<String> = c.command.clone();
+    args.extend(c.args.iter().cloned());
+    if args.is_empty() {
+        args.push("sh".into());
+    }
+    let mut env = vec![
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        format!("HOSTNAME={hostname}"),
+    ];
+    env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    namespaces.push(match netns {
+        Some(p) => json!({"type": "network", "path": p}),
+        None => json!({"type": "network"}),
+    });
+    let mut resources = json!({});
+    let limit = |name: &str| {
+        c.resources.limits.get(name).and_then(|q| {
+            if name == "cpu" {
+                q.milli_value()
+            } else {
+                q.value()
+            }
+            .ok()
+        })
+    };
+    if let Some(milli) = limit("cpu").filter(|m| *m > 0) {
+        resources["cpu"] = json!({"quota": milli * 100, "period": 100_000});
+    }
+    if let Some(bytes) = limit("memory").filter(|b| *b > 0) {
+        resources["memory"] = json!({"limit": bytes});
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": env,
+            "cwd": c.working_dir.clone().unwrap_or_else(|| "/".into()),
+            "capabilities": {
+                "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": rootfs, "readonly": true},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}
+        ],
+        "linux": {
+            "namespaces": namespaces,
+            "resources": resources,
+            "cgroupsPath": cgroup,
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+const CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+#[async_trait]
+impl Runtime for RuncRuntime {
+    fn name(&self) -> &'static str {
+        "runc"
+    }
+
+    async fn create_sandbox(&self, pod: &Pod, net: &SandboxNetwork) -> Result<()> {
+        std::fs::create_dir_all(pod_dir(&self.root, &pod.metadata.uid))?;
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pod.metadata.uid.clone(), net.clone());
+        Ok(())
+    }
+
+    async fn stop_sandbox(&self, pod_uid: &str) -> Result<()> {
+        let names: Vec<String> = self
+            .workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|k| k.0 == pod_uid)
+            .map(|k| k.1.clone())
+            .collect();
+        for n in names {
+            self.stop_workload(pod_uid, &n, Duration::from_secs(5))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
+        self.stop_sandbox(pod_uid).await?;
+        let names: Vec<String> = self
+            .workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|k| k.0 == pod_uid)
+            .map(|k| k.1.clone())
+            .collect();
+        for n in names {
+            self.remove_workload(pod_uid, &n).await?;
+        }
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_uid);
+        match std::fs::remove_dir_all(pod_dir(&self.root, pod_uid)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn create_workload(&self, pod: &Pod, name: &str) -> Result<()> {
+        let uid = &pod.metadata.uid;
+        let c = pod
+            .spec
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {name} in the pod spec")))?;
+        let rootfs = self.images.rootfs(&c.image)?;
+        let net = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(format!("sandbox of pod {uid}")))?;
+        let bundle = pod_dir(&self.root, uid).join(name);
+        std::fs::create_dir_all(&bundle)?;
+        let short: String = uid
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(12)
+            .collect();
+        let id = format!("{short}-{name}");
+        let spec = oci_spec(
+            c,
+            &rootfs,
+            net.netns.as_deref(),
+            &pod.metadata.name,
+            &format!("/centaurus/{id}"),
+        );
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&spec).expect("json"),
+        )?;
+        let log = bundle.join("output.log");
+        std::fs::File::create(&log)?;
+        self.workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (uid.clone(), name.to_owned()),
+                Arc::new(Mutex::new(ContainerRecord {
+                    id,
+                    bundle,
+                    log,
+                    state: WorkloadState::Created,
+                })),
+            );
+        Ok(())
+    }
+
+    async fn start_workload(&self, pod_uid: &str, name: &str) -> Result<()> {
+        let w = self.workload(pod_uid, name)?;
+        let (id, bundle, log) = {
+            let c = w.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(c.state, WorkloadState::Running { .. }) {
+                return Ok(());
+            }
+            (c.id.clone(), c.bundle.clone(), c.log.clone())
+        };
+        // A restart: the old container must be gone first.
+        let _ = self.runc(&["delete", "--force", &id]).await;
+        let out = std::fs::OpenOptions::new().append(true).open(&log)?;
+        let err = out.try_clone()?;
+        let mut child = tokio::process::Command::new(&self.runc)
+            .args(["--root", &self.state_root(), "run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| RuntimeError::Tool {
+                tool: "runc run".into(),
+                message: e.to_string(),
+            })?;
+        let started_at = model::now();
+        w.lock().unwrap_or_else(|e| e.into_inner()).state = WorkloadState::Running { started_at };
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
+            let finished_at: Time = model::now();
+            w.lock().unwrap_or_else(|e| e.into_inner()).state = WorkloadState::Exited {
+                code,
+                reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                started_at: Some(started_at),
+                finished_at,
+            };
+        });
+        Ok(())
+    }
+
+    async fn stop_workload(&self, pod_uid: &str, name: &str, grace: Duration) -> Result<()> {
+        let w = self.workload(pod_uid, name)?;
+        let id = w.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
+        let running = || {
+            matches!(
+                w.lock().unwrap_or_else(|e| e.into_inner()).state,
+                WorkloadState::Running { .. }
+            )
+        };
+        if !running() {
+            return Ok(());
+        }
+        let _ = self.runc(&["kill", &id, "TERM"]).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        while running() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if running() {
+            let _ = self.runc(&["kill", "--all", &id, "KILL"]).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while running() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_workload(&self, pod_uid: &str, name: &str) -> Result<()> {
+        let Ok(w) = self.workload(pod_uid, name) else {
+            return Ok(());
+        };
+        let id = w.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
+        let _ = self.runc(&["delete", "--force", &id]).await;
+        self.workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(pod_uid.to_owned(), name.to_owned()));
+        Ok(())
+    }
+
+    async fn workload_status(&self, pod_uid: &str, name: &str) -> Result<WorkloadStatus> {
+        let w = self.workload(pod_uid, name)?;
+        let c = w.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(WorkloadStatus {
+            name: name.to_owned(),
+            state: c.state.clone(),
+            id: format!("runc://{}", c.id),
+            ready: matches!(c.state, WorkloadState::Running { .. }),
+            reboots: 0,
+        })
+    }
+
+    async fn logs(&self, pod_uid: &str, name: &str) -> Result<Vec<u8>> {
+        let log = self
+            .workload(pod_uid, name)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log
+            .clone();
+        Ok(tokio::fs::read(log).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use centaurus_core::model::{Quantity, ResourceRequirements};
+
+    #[test]
+    fn spec_carries_command_limits_and_the_pod_netns() {
+        let c = Container {
+            name: "app".into(),
+            image: "busybox".into(),
+            command: vec!["sh".into(), "-c".into()],
+            args: vec!["echo hi".into()],
+            resources: ResourceRequirements {
+                limits: [
+                    ("cpu".to_string(), Quantity::new("250m")),
+                    ("memory".to_string(), Quantity::new("64Mi")),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let spec = oci_spec(
+            &c,
+            Path::new("/img/rootfs"),
+            Some(Path::new("/var/run/netns/cent-1")),
+            "web",
+            "/centaurus/x",
+        );
+        assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 25_000);
+        assert_eq!(
+            spec["linux"]["resources"]["memory"]["limit"],
+            64 * 1024 * 1024
+        );
+        assert_eq!(
+            spec["linux"]["namespaces"][4]["path"],
+            "/var/run/netns/cent-1"
+        );
+        assert_eq!(spec["root"]["readonly"], true);
+    }
+}
