@@ -29,35 +29,24 @@ pub fn registry() -> Registry {
     r
 }
 
-/// Creates the `system` tenant and its `default` and `kube-system` namespaces unless they
-/// exist. Returns true when the tenant was created (a new region).
+/// Creates the `system` tenant and its `default`, `kube-system` and `kube-node-lease`
+/// namespaces unless they exist. Returns true when the tenant was created (a new region).
 pub async fn bootstrap(store: &dyn Store) -> Result<bool, StoreError> {
     let mut created = false;
+    let namespace = |name: &str| {
+        (
+            model::object_key("namespaces", Scope::Tenant, model::SYSTEM_TENANT, "", name),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "tenant": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
+        )
+    };
     let objects = [
         (
             model::object_key("tenants", Scope::Cluster, "", "", model::SYSTEM_TENANT),
             json!({"apiVersion": "v1", "kind": "Tenant", "metadata": {"name": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
         ),
-        (
-            model::object_key(
-                "namespaces",
-                Scope::Tenant,
-                model::SYSTEM_TENANT,
-                "",
-                "default",
-            ),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "tenant": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
-        ),
-        (
-            model::object_key(
-                "namespaces",
-                Scope::Tenant,
-                model::SYSTEM_TENANT,
-                "",
-                "kube-system",
-            ),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system", "tenant": model::SYSTEM_TENANT}, "spec": {}, "status": {"phase": "Active"}}),
-        ),
+        namespace("default"),
+        namespace("kube-system"),
+        namespace(model::NODE_LEASE_NAMESPACE),
     ];
     for (i, (key, mut obj)) in objects.into_iter().enumerate() {
         crate::lifecycle::stamp(obj["metadata"].as_object_mut().expect("object literal"));

@@ -24,9 +24,6 @@ use tokio::sync::watch;
 use crate::network::NetworkPlugin;
 use crate::{Runtime, RuntimeError, WorkloadState, WorkloadStatus, workload_names};
 
-/// The namespace (of the system tenant) holding node leases, as in Kubernetes.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-
 /// How one node presents itself.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -122,7 +119,7 @@ impl NodeAgent {
         node.status = Some(NodeStatus {
             capacity: self.config.capacity.clone(),
             allocatable: self.config.capacity.clone(),
-            conditions: vec![ready_condition(
+            conditions: vec![model::node_ready_condition(
                 "True",
                 "AgentReady",
                 "the node agent is posting ready status",
@@ -147,19 +144,6 @@ impl NodeAgent {
             },
         });
         node
-    }
-}
-
-/// A node's `Ready` condition.
-pub fn ready_condition(status: &str, reason: &str, message: &str) -> Condition {
-    let now = model::now();
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: Some(now),
-        last_heartbeat_time: Some(now),
     }
 }
 
@@ -264,7 +248,7 @@ impl Fleet {
         let leases = Objects::<Lease>::new(self.store.clone());
         let mut lease = Lease::typed(ObjectMeta::namespaced(
             model::SYSTEM_TENANT,
-            LEASE_NAMESPACE,
+            model::NODE_LEASE_NAMESPACE,
             agent.name(),
         ));
         let key = lease.key();

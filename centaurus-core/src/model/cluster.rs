@@ -14,6 +14,22 @@ pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
 /// Node label naming the host.
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// The namespace of the system tenant holding node heartbeat leases, as in Kubernetes.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// A node's `Ready` condition as of now.
+pub fn node_ready_condition(status: &str, reason: &str, message: &str) -> Condition {
+    let now = super::now();
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Some(now),
+        last_heartbeat_time: Some(now),
+    }
+}
+
 /// The effects a taint can have.
 pub const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
 

@@ -1,0 +1,299 @@
+//! The Deployment controller: one ReplicaSet per pod template, rolled from the old ones to
+//! the new one within `maxSurge` and `maxUnavailable` (or all at once with `Recreate`),
+//! for container and VM templates alike.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue};
+use centaurus_core::model::{
+    self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, OwnerReference,
+    ReplicaSet, ReplicaSetSpec, Resource,
+};
+use centaurus_core::objects::{ObjectError, Objects};
+use centaurus_core::store::{Store, StoreError};
+
+use crate::split_key;
+
+/// The label holding the hash of the template a replica set was made from.
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// Reconciles deployments.
+pub struct DeploymentController {
+    sets: Objects<ReplicaSet>,
+    deployments: Objects<Deployment>,
+    set_cache: Cache<ReplicaSet>,
+}
+
+/// A short stable hash of a pod template.
+pub fn template_hash(d: &Deployment) -> String {
+    let bytes = serde_json::to_vec(&d.spec.template).expect("templates encode");
+    format!(
+        "{:010x}",
+        centaurus_core::ring::stable_hash(&bytes) & 0xff_ffff_ffff
+    )
+}
+
+impl DeploymentController {
+    /// Runs the controller over `store` until dropped.
+    pub async fn run(store: Arc<dyn Store>, workers: usize) {
+        let controller = Controller::<Deployment>::new(store.clone(), "/registry/deployments/")
+            .with_workers(workers);
+        let sets = Arc::new(Informer::<ReplicaSet>::new(
+            store.clone(),
+            "/registry/replicasets/",
+        ));
+        let queue = controller.queue().clone();
+        sets.on_change(move |change| {
+            let rs = change.object();
+            if let Some(owner) = rs.metadata.controller_ref()
+                && owner.kind == Deployment::KIND
+            {
+                queue.add(&model::object_key(
+                    Deployment::PLURAL,
+                    Deployment::SCOPE,
+                    rs.metadata.tenant_or_system(),
+                    &rs.metadata.namespace,
+                    &owner.name,
+                ));
+            }
+        });
+        let reconciler = Self {
+            sets: Objects::new(store.clone()),
+            deployments: Objects::new(store),
+            set_cache: sets.cache(),
+        };
+        let task = tokio::spawn(sets.clone().run());
+        sets.wait_synced().await;
+        controller.run(reconciler).await;
+        task.abort();
+    }
+
+    async fn scale(&self, rs: &ReplicaSet, replicas: i32) -> Result<(), String> {
+        if rs.spec.replicas == Some(replicas) {
+            return Ok(());
+        }
+        let uid = rs.metadata.uid.clone();
+        self.sets
+            .modify(&rs.key(), |r| {
+                if r.metadata.uid != uid {
+                    return false;
+                }
+                r.spec.replicas = Some(replicas);
+                r.metadata.generation += 1;
+                true
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+fn replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.replicas.unwrap_or(1)
+}
+
+fn available(rs: &ReplicaSet) -> i32 {
+    rs.status.as_ref().map_or(0, |s| s.available_replicas)
+}
+
+#[async_trait]
+impl Reconciler<Deployment> for DeploymentController {
+    async fn reconcile(&self, key: &str, d: Option<Deployment>) -> Result<Requeue, String> {
+        let Some(d) = d.filter(|d| d.metadata.deletion_timestamp.is_none()) else {
+            if let Some((tenant, ns, name)) = split_key(key) {
+                for rs in self
+                    .set_cache
+                    .list_prefix(&format!("/registry/replicasets/{tenant}/{ns}/"))
+                {
+                    if rs
+                        .metadata
+                        .controller_ref()
+                        .is_some_and(|r| r.kind == Deployment::KIND && r.name == name)
+                    {
+                        self.sets
+                            .delete(&rs.key(), None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            return Ok(Requeue::Done);
+        };
+        let m = &d.metadata;
+        let tenant = m.tenant_or_system().to_owned();
+        let mut owned: Vec<ReplicaSet> = self
+            .set_cache
+            .list_prefix(&format!("/registry/replicasets/{tenant}/{}/", m.namespace))
+            .into_iter()
+            .filter(|rs| rs.metadata.controller_ref().is_some_and(|r| r.uid == m.uid))
+            .collect();
+        owned.sort_by_key(|rs| rs.metadata.creation_timestamp);
+        let hash = template_hash(&d);
+        let want = d.spec.replicas.unwrap_or(1).max(0);
+        let current = owned
+            .iter()
+            .position(|rs| rs.metadata.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash));
+        let new_rs = match current {
+            Some(i) => owned.remove(i),
+            None if d.spec.paused => return Ok(Requeue::Done),
+            None => {
+                let mut template = d.spec.template.clone();
+                template
+                    .metadata
+                    .labels
+                    .insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+                let mut selector = d.spec.selector.clone();
+                selector
+                    .match_labels
+                    .insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+                let mut labels = template.metadata.labels.clone();
+                labels.insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+                let mut rs = ReplicaSet::typed(ObjectMeta {
+                    name: format!("{}-{hash}", m.name),
+                    tenant: tenant.clone(),
+                    namespace: m.namespace.clone(),
+                    labels,
+                    owner_references: vec![OwnerReference {
+                        api_version: Deployment::api_version(),
+                        kind: Deployment::KIND.into(),
+                        name: m.name.clone(),
+                        uid: m.uid.clone(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    }],
+                    ..Default::default()
+                });
+                // The first replica set starts at full size; later ones grow as old shrink.
+                let start = if owned.is_empty() { want } else { 0 };
+                rs.spec = ReplicaSetSpec {
+                    replicas: Some(start),
+                    selector,
+                    template,
+                    min_ready_seconds: d.spec.min_ready_seconds,
+                };
+                match self.sets.create(rs).await {
+                    Ok(rs) => rs,
+                    Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => {
+                        // Made by an earlier pass whose write we have not seen yet.
+                        return Ok(Requeue::After(std::time::Duration::from_millis(200)));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        let old = owned;
+        if !d.spec.paused {
+            let recreate = d.spec.strategy.type_.as_deref() == Some("Recreate");
+            if recreate {
+                for rs in &old {
+                    self.scale(rs, 0).await?;
+                }
+                let old_pods: i32 = old
+                    .iter()
+                    .map(|rs| rs.status.as_ref().map_or(0, |s| s.replicas))
+                    .sum();
+                if old_pods == 0 {
+                    self.scale(&new_rs, want).await?;
+                }
+            } else {
+                let ru = d.spec.strategy.rolling_update.clone().unwrap_or_default();
+                let pct = IntOrString::String("25%".into());
+                let surge = ru.max_surge.as_ref().unwrap_or(&pct).resolve(want, true)?;
+                let max_unavailable = ru
+                    .max_unavailable
+                    .as_ref()
+                    .unwrap_or(&pct)
+                    .resolve(want, false)?;
+                let (surge, max_unavailable) = if surge == 0 && max_unavailable == 0 {
+                    (1, 0)
+                } else {
+                    (surge, max_unavailable)
+                };
+                let total: i32 = replicas(&new_rs) + old.iter().map(replicas).sum::<i32>();
+                // Grow the new set within the surge.
+                let room = want + surge - total;
+                let target = if old.iter().all(|rs| replicas(rs) == 0) {
+                    want
+                } else {
+                    (replicas(&new_rs) + room.max(0)).min(want)
+                };
+                self.scale(&new_rs, target.max(0)).await?;
+                // Shrink the old sets as far as availability allows.
+                let available_now: i32 =
+                    available(&new_rs) + old.iter().map(available).sum::<i32>();
+                let mut can_remove = available_now - (want - max_unavailable);
+                // Old pods that are not available cost no availability: remove them first.
+                for rs in &old {
+                    let unavailable = (replicas(rs) - available(rs)).max(0);
+                    let cut = unavailable.min(replicas(rs));
+                    let keep = replicas(rs) - cut;
+                    let extra = can_remove.clamp(0, keep);
+                    can_remove -= extra;
+                    self.scale(rs, keep - extra).await?;
+                }
+            }
+        }
+        // Old sets at zero beyond the history limit are removed.
+        let limit = d.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let idle: Vec<&ReplicaSet> = old.iter().filter(|rs| replicas(rs) == 0).collect();
+        if idle.len() > limit {
+            for rs in &idle[..idle.len() - limit] {
+                self.sets
+                    .delete(&rs.key(), None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let sum = |f: &dyn Fn(&ReplicaSet) -> i32| f(&new_rs) + old.iter().map(f).sum::<i32>();
+        let st = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
+        let ready = sum(&|rs| st(rs).ready_replicas);
+        let avail = sum(&|rs| st(rs).available_replicas);
+        let updated = st(&new_rs).replicas;
+        let is_available = avail
+            >= want - {
+                let pct = IntOrString::String("25%".into());
+                d.spec
+                    .strategy
+                    .rolling_update
+                    .as_ref()
+                    .and_then(|r| r.max_unavailable.clone())
+                    .unwrap_or(pct)
+                    .resolve(want, false)
+                    .unwrap_or(0)
+            };
+        let status = DeploymentStatus {
+            replicas: sum(&|rs| st(rs).replicas),
+            updated_replicas: updated,
+            ready_replicas: ready,
+            available_replicas: avail,
+            unavailable_replicas: (want - avail).max(0),
+            observed_generation: m.generation,
+            conditions: vec![Condition {
+                type_: "Available".into(),
+                status: if is_available { "True" } else { "False" }.into(),
+                reason: if is_available {
+                    "MinimumReplicasAvailable"
+                } else {
+                    "MinimumReplicasUnavailable"
+                }
+                .into(),
+                ..Default::default()
+            }],
+        };
+        if d.status.as_ref() != Some(&status) {
+            let uid = m.uid.clone();
+            self.deployments
+                .modify(key, |x| {
+                    if x.metadata.uid != uid || x.status.as_ref() == Some(&status) {
+                        return false;
+                    }
+                    x.status = Some(status.clone());
+                    true
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Requeue::Done)
+    }
+}

@@ -1,0 +1,46 @@
+//! The region's controllers, on the core controller runtime:
+//!
+//! - [`ReplicaSetController`]: keeps `replicas` pods of a template (containers or a VM).
+//! - [`DeploymentController`]: rolling updates through replica sets.
+//! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
+//!
+//! [`run_all`] starts them together, as `centaurus up` does.
+
+pub mod deployment;
+pub mod nodelifecycle;
+pub mod replicaset;
+
+use std::sync::Arc;
+
+use centaurus_core::model::Pod;
+use centaurus_core::store::Store;
+
+pub use deployment::DeploymentController;
+pub use nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+pub use replicaset::ReplicaSetController;
+
+/// True when the pod's `Ready` condition is `True`.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Tenant, namespace and name of a namespaced object's store key.
+pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
+    let rest = key.strip_prefix("/registry/")?;
+    let mut parts = rest.split('/');
+    let _plural = parts.next()?;
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// Runs every controller over `store` until dropped.
+pub async fn run_all(store: Arc<dyn Store>, lifecycle: NodeLifecycleConfig) {
+    tokio::join!(
+        ReplicaSetController::run(store.clone(), 4),
+        DeploymentController::run(store.clone(), 2),
+        NodeLifecycleController::run(store, lifecycle),
+    );
+}

@@ -1,0 +1,180 @@
+//! Node lifecycle: a node whose Lease expires goes NotReady and is tainted `unreachable`
+//! (so nothing new lands there); after the eviction timeout its pods are deleted, and their
+//! controllers replace them on healthy nodes — in other zones when a whole zone is lost.
+//! A node whose lease is renewed again comes back Ready.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use centaurus_core::controller::{Cache, Informer};
+use centaurus_core::model::{self, Condition, Lease, Node, Pod, Resource, Taint, Time};
+use centaurus_core::objects::Objects;
+use centaurus_core::store::Store;
+
+/// The taint key of a node that stopped renewing its lease.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
+/// Timing of the node lifecycle controller.
+#[derive(Clone, Debug)]
+pub struct NodeLifecycleConfig {
+    /// How often nodes are checked.
+    pub period: Duration,
+    /// How long a node stays NotReady before its pods are evicted (Kubernetes: 5 min).
+    pub eviction_timeout: Duration,
+}
+
+impl Default for NodeLifecycleConfig {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(2),
+            eviction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Watches node leases and acts on expired ones.
+pub struct NodeLifecycleController {
+    config: NodeLifecycleConfig,
+    nodes: Objects<Node>,
+    pods: Objects<Pod>,
+}
+
+fn ready(node: &Node) -> Option<&Condition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+impl NodeLifecycleController {
+    /// Runs over `store` until dropped.
+    pub async fn run(store: Arc<dyn Store>, config: NodeLifecycleConfig) {
+        let nodes = Arc::new(Informer::<Node>::new(store.clone(), "/registry/nodes/"));
+        let leases = Arc::new(Informer::<Lease>::new(
+            store.clone(),
+            format!(
+                "/registry/leases/{}/{}/",
+                model::SYSTEM_TENANT,
+                model::NODE_LEASE_NAMESPACE
+            ),
+        ));
+        let pods = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in [
+            tokio::spawn(nodes.clone().run()),
+            tokio::spawn(leases.clone().run()),
+            tokio::spawn(pods.clone().run()),
+        ] {
+            tasks.spawn(async move {
+                let _ = t.await;
+            });
+        }
+        nodes.wait_synced().await;
+        leases.wait_synced().await;
+        pods.wait_synced().await;
+        let this = Self {
+            config,
+            nodes: Objects::new(store.clone()),
+            pods: Objects::new(store),
+        };
+        let (node_cache, lease_cache, pod_cache) = (nodes.cache(), leases.cache(), pods.cache());
+        let mut tick = tokio::time::interval(this.config.period);
+        loop {
+            tick.tick().await;
+            this.check(&node_cache, &lease_cache, &pod_cache).await;
+        }
+    }
+
+    async fn check(&self, nodes: &Cache<Node>, leases: &Cache<Lease>, pods: &Cache<Pod>) {
+        let now = model::now();
+        let lease_prefix = format!(
+            "/registry/leases/{}/{}/",
+            model::SYSTEM_TENANT,
+            model::NODE_LEASE_NAMESPACE
+        );
+        let mut lost = Vec::new();
+        for node in nodes.list() {
+            let name = &node.metadata.name;
+            let lease = leases.get(&format!("{lease_prefix}{name}"));
+            let alive = match &lease {
+                Some(l) => l.is_valid_at(now),
+                // A node that never had a lease gets the default lease time from creation.
+                None => node
+                    .metadata
+                    .creation_timestamp
+                    .is_some_and(|t| now < t + chrono::Duration::seconds(40)),
+            };
+            let is_ready = ready(&node).is_some_and(|c| c.status == "True");
+            if alive && !is_ready {
+                self.set_ready(name, true).await;
+            } else if !alive && is_ready {
+                tracing::warn!(node = name, "node lease expired; marking the node NotReady");
+                self.set_ready(name, false).await;
+            } else if !alive {
+                let since = ready(&node).and_then(|c| c.last_transition_time);
+                if since.is_some_and(|t| expired(t, now, self.config.eviction_timeout)) {
+                    lost.push(name.clone());
+                }
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        for pod in pods.list() {
+            if lost.contains(&pod.spec.node_name) && pod.metadata.deletion_timestamp.is_none() {
+                tracing::info!(
+                    pod = pod.metadata.name,
+                    node = pod.spec.node_name,
+                    "evicting a pod from a lost node"
+                );
+                if let Err(e) = self.pods.delete(&pod.key(), None).await {
+                    tracing::warn!(pod = pod.metadata.name, error = %e, "eviction failed");
+                }
+            }
+        }
+    }
+
+    async fn set_ready(&self, name: &str, up: bool) {
+        let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", name);
+        let result = self
+            .nodes
+            .modify(&key, |n| {
+                let status = n.status.get_or_insert_with(Default::default);
+                status.conditions.retain(|c| c.type_ != "Ready");
+                status.conditions.push(if up {
+                    model::node_ready_condition(
+                        "True",
+                        "NodeLeaseRenewed",
+                        "the node agent renews its lease",
+                    )
+                } else {
+                    model::node_ready_condition(
+                        "Unknown",
+                        "NodeStatusUnknown",
+                        "the node agent stopped renewing its lease",
+                    )
+                });
+                n.spec.taints.retain(|t| t.key != UNREACHABLE_TAINT);
+                if !up {
+                    for effect in ["NoSchedule", "NoExecute"] {
+                        n.spec.taints.push(Taint {
+                            key: UNREACHABLE_TAINT.into(),
+                            value: String::new(),
+                            effect: effect.into(),
+                            time_added: Some(model::now()),
+                        });
+                    }
+                }
+                true
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(node = name, error = %e, "cannot update the node's readiness");
+        }
+    }
+}
+
+fn expired(since: Time, now: Time, timeout: Duration) -> bool {
+    now >= since + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
+}

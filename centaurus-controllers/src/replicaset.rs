@@ -1,0 +1,219 @@
+//! The ReplicaSet controller: keeps `replicas` pods of the template, container or VM pods
+//! alike, and reports how many are ready.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue};
+use centaurus_core::model::{
+    self, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
+};
+use centaurus_core::objects::Objects;
+use centaurus_core::store::Store;
+
+use crate::{is_ready, split_key};
+
+/// Creations and deletions made but not yet seen in the pod cache, per replica set, so a
+/// reconcile running before the watch catches up neither creates nor deletes twice.
+#[derive(Default)]
+struct Expectations {
+    created: HashMap<String, Instant>,
+    deleted: HashMap<String, Instant>,
+}
+
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// Reconciles replica sets.
+pub struct ReplicaSetController {
+    pods: Objects<Pod>,
+    sets: Objects<ReplicaSet>,
+    pod_cache: Cache<Pod>,
+    expectations: Mutex<HashMap<String, Expectations>>,
+}
+
+/// The pods a replica set controls, from the cache: live ones first.
+pub(crate) fn owned_pods(cache: &Cache<Pod>, tenant: &str, ns: &str, uid: &str) -> Vec<Pod> {
+    cache
+        .list_prefix(&format!("/registry/pods/{tenant}/{ns}/"))
+        .into_iter()
+        .filter(|p| p.metadata.controller_ref().is_some_and(|r| r.uid == uid))
+        .collect()
+}
+
+impl ReplicaSetController {
+    /// Runs the controller over `store` until dropped; `workers` reconcile at once.
+    pub async fn run(store: Arc<dyn Store>, workers: usize) {
+        let controller = Controller::<ReplicaSet>::new(store.clone(), "/registry/replicasets/")
+            .with_workers(workers);
+        let pod_informer = Arc::new(centaurus_core::controller::Informer::<Pod>::new(
+            store.clone(),
+            "/registry/pods/",
+        ));
+        let queue = controller.queue().clone();
+        pod_informer.on_change(move |change| {
+            let pod = change.object();
+            if let Some(owner) = pod.metadata.controller_ref()
+                && owner.kind == ReplicaSet::KIND
+            {
+                queue.add(&model::object_key(
+                    ReplicaSet::PLURAL,
+                    ReplicaSet::SCOPE,
+                    pod.metadata.tenant_or_system(),
+                    &pod.metadata.namespace,
+                    &owner.name,
+                ));
+            }
+        });
+        let reconciler = Self {
+            pods: Objects::new(store.clone()),
+            sets: Objects::new(store),
+            pod_cache: pod_informer.cache(),
+            expectations: Mutex::default(),
+        };
+        let pods_task = tokio::spawn(pod_informer.clone().run());
+        pod_informer.wait_synced().await;
+        controller.run(reconciler).await;
+        pods_task.abort();
+    }
+
+    fn expect(&self, rs_key: &str, created: Option<String>, deleted: Option<String>) {
+        let mut all = self.expectations.lock().unwrap_or_else(|e| e.into_inner());
+        let e = all.entry(rs_key.to_owned()).or_default();
+        if let Some(k) = created {
+            e.created.insert(k, Instant::now());
+        }
+        if let Some(k) = deleted {
+            e.deleted.insert(k, Instant::now());
+        }
+    }
+
+    /// Live pods counting creations not yet seen and leaving out deletions not yet seen.
+    fn live(&self, rs_key: &str, cached: &[Pod]) -> (Vec<Pod>, usize) {
+        let mut all = self.expectations.lock().unwrap_or_else(|e| e.into_inner());
+        let e = all.entry(rs_key.to_owned()).or_default();
+        let present: std::collections::HashSet<String> = cached.iter().map(Resource::key).collect();
+        e.created
+            .retain(|k, t| !present.contains(k) && t.elapsed() < EXPECTATION_TTL);
+        e.deleted
+            .retain(|k, t| present.contains(k) && t.elapsed() < EXPECTATION_TTL);
+        let live: Vec<Pod> = cached
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && !matches!(p.phase(), "Succeeded" | "Failed")
+                    && !e.deleted.contains_key(&p.key())
+            })
+            .cloned()
+            .collect();
+        let pending = e.created.len();
+        (live, pending)
+    }
+
+    async fn delete_orphans(&self, tenant: &str, ns: &str, name: &str) -> Result<(), String> {
+        for p in self
+            .pod_cache
+            .list_prefix(&format!("/registry/pods/{tenant}/{ns}/"))
+        {
+            if p.metadata
+                .controller_ref()
+                .is_some_and(|r| r.kind == ReplicaSet::KIND && r.name == name)
+            {
+                self.pods
+                    .delete(&p.key(), None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which pods go first when scaling down: unscheduled, then not running, then not
+/// ready, then the newest.
+fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<model::Time>>) {
+    (
+        u8::from(!p.spec.node_name.is_empty()),
+        u8::from(p.phase() == "Running"),
+        u8::from(is_ready(p)),
+        std::cmp::Reverse(p.metadata.creation_timestamp),
+    )
+}
+
+#[async_trait]
+impl Reconciler<ReplicaSet> for ReplicaSetController {
+    async fn reconcile(&self, key: &str, rs: Option<ReplicaSet>) -> Result<Requeue, String> {
+        let Some(rs) = rs.filter(|r| r.metadata.deletion_timestamp.is_none()) else {
+            // Gone: its pods go too (garbage collection by owner).
+            if let Some((tenant, ns, name)) = split_key(key) {
+                self.delete_orphans(tenant, ns, name).await?;
+            }
+            self.expectations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
+            return Ok(Requeue::Done);
+        };
+        let m = &rs.metadata;
+        let tenant = m.tenant_or_system().to_owned();
+        let cached = owned_pods(&self.pod_cache, &tenant, &m.namespace, &m.uid);
+        let (live, pending) = self.live(key, &cached);
+        let want = rs.spec.replicas.unwrap_or(1).max(0) as usize;
+        let have = live.len() + pending;
+        if have < want {
+            for _ in have..want {
+                let mut pod = Pod::typed(ObjectMeta {
+                    generate_name: format!("{}-", m.name),
+                    tenant: tenant.clone(),
+                    namespace: m.namespace.clone(),
+                    labels: rs.spec.template.metadata.labels.clone(),
+                    annotations: rs.spec.template.metadata.annotations.clone(),
+                    owner_references: vec![OwnerReference {
+                        api_version: ReplicaSet::api_version(),
+                        kind: ReplicaSet::KIND.into(),
+                        name: m.name.clone(),
+                        uid: m.uid.clone(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    }],
+                    ..Default::default()
+                });
+                pod.spec = rs.spec.template.spec.clone();
+                let created = self.pods.create(pod).await.map_err(|e| e.to_string())?;
+                self.expect(key, Some(created.key()), None);
+            }
+        } else if live.len() > want && pending == 0 {
+            let mut victims = live.clone();
+            victims.sort_by_key(deletion_rank);
+            for p in victims.iter().take(live.len() - want) {
+                self.pods
+                    .delete(&p.key(), None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.expect(key, None, Some(p.key()));
+            }
+        }
+        let ready = live.iter().filter(|p| is_ready(p)).count() as i32;
+        let status = ReplicaSetStatus {
+            replicas: live.len() as i32,
+            fully_labeled_replicas: live.len() as i32,
+            ready_replicas: ready,
+            available_replicas: ready,
+            observed_generation: m.generation,
+        };
+        if rs.status.as_ref() != Some(&status) {
+            self.sets
+                .modify(key, |r| {
+                    if r.metadata.uid != rs.metadata.uid || r.status.as_ref() == Some(&status) {
+                        return false;
+                    }
+                    r.status = Some(status.clone());
+                    true
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Requeue::Done)
+    }
+}
