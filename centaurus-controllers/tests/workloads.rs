@@ -1,0 +1,252 @@
+//! The compute plane end to end on hollow nodes: a Deployment's pods are scheduled over
+//! zones and run, it scales and rolls to a new image, and when every node of one zone
+//! stops heartbeating its pods are replaced in the other zones.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use centaurus_controllers::{NodeLifecycleConfig, run_all};
+use centaurus_core::model::{
+    Container, Deployment, DeploymentSpec, LabelSelector, ObjectMeta, Pod, PodSpec,
+    PodTemplateSpec, Quantity, Resource, ResourceList, ResourceRequirements,
+};
+use centaurus_core::objects::Objects;
+use centaurus_core::store::{RedbStore, Store};
+use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
+use centaurus_sched::{Scheduler, SchedulerConfig};
+
+fn capacity() -> ResourceList {
+    [
+        ("cpu", "4"),
+        ("memory", "8Gi"),
+        ("pods", "110"),
+        ("vm", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Quantity::new(v)))
+    .collect()
+}
+
+fn deployment(replicas: i32, image: &str) -> Deployment {
+    let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+    let mut d = Deployment::typed(ObjectMeta::namespaced("acme", "prod", "web"));
+    d.spec = DeploymentSpec {
+        replicas: Some(replicas),
+        selector: LabelSelector {
+            match_labels: labels.clone(),
+            ..Default::default()
+        },
+        template: PodTemplateSpec {
+            metadata: ObjectMeta {
+                labels,
+                ..Default::default()
+            },
+            spec: PodSpec {
+                containers: vec![Container {
+                    name: "web".into(),
+                    image: image.into(),
+                    resources: ResourceRequirements {
+                        requests: [("cpu".to_string(), Quantity::new("500m"))].into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    };
+    d
+}
+
+async fn wait_for(
+    pods: &Objects<Pod>,
+    what: &str,
+    secs: u64,
+    ok: impl Fn(&[Pod]) -> bool,
+) -> Vec<Pod> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let all = pods.list("/registry/pods/").await.unwrap();
+        if ok(&all) {
+            return all;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let summary: Vec<_> = all
+                .iter()
+                .map(|p| {
+                    (
+                        p.metadata.name.clone(),
+                        p.spec.node_name.clone(),
+                        p.phase().to_owned(),
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}: {summary:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn running<'a>(all: &'a [Pod], image: &str) -> Vec<&'a Pod> {
+    all.iter()
+        .filter(|p| p.phase() == "Running" && p.spec.containers[0].image == image)
+        .filter(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_roll_and_survive_a_zone_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
+    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let mut tasks = vec![
+        tokio::spawn(scheduler.clone().run()),
+        tokio::spawn(run_all(
+            store.clone(),
+            NodeLifecycleConfig {
+                period: Duration::from_millis(200),
+                eviction_timeout: Duration::from_secs(1),
+            },
+        )),
+    ];
+    let fleet = Fleet::new(store.clone());
+    tasks.push(tokio::spawn(fleet.clone().run()));
+    fleet.wait_synced().await;
+    let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
+    let runtime = Arc::new(HollowRuntime::default());
+    for i in 0..6 {
+        let zone = ["zone-a", "zone-b", "zone-c"][i % 3];
+        let agent = NodeAgent::new(
+            AgentConfig {
+                node_name: format!("hollow-{i}"),
+                zone: zone.into(),
+                labels: BTreeMap::new(),
+                capacity: capacity(),
+                address: format!("192.0.2.{}", i + 1),
+                heartbeat: Duration::from_millis(200),
+                lease_seconds: 1,
+            },
+            Some(runtime.clone()),
+            Some(runtime.clone()),
+            network.clone(),
+        );
+        fleet.add(agent).await.unwrap();
+    }
+
+    let pods = Objects::<Pod>::new(store.clone());
+    let deployments = Objects::<Deployment>::new(store.clone());
+    let d = deployments
+        .create(deployment(3, "busybox:1"))
+        .await
+        .unwrap();
+    let all = wait_for(&pods, "3 running pods", 20, |all| {
+        running(all, "busybox:1").len() == 3
+    })
+    .await;
+    let zones: HashSet<String> = all
+        .iter()
+        .map(|p| p.spec.node_name.clone())
+        .map(|n| {
+            ["zone-a", "zone-b", "zone-c"]
+                [n.trim_start_matches("hollow-").parse::<usize>().unwrap() % 3]
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(zones.len(), 3, "three replicas spread over three zones");
+    assert!(
+        all.iter()
+            .all(|p| !p.status.as_ref().unwrap().pod_ip.is_empty())
+    );
+
+    // Scale to 5.
+    deployments
+        .modify(&d.key(), |d| {
+            d.spec.replicas = Some(5);
+            true
+        })
+        .await
+        .unwrap();
+    wait_for(&pods, "5 running pods", 20, |all| {
+        running(all, "busybox:1").len() == 5
+    })
+    .await;
+
+    // Roll to a new image: every pod is replaced, never below 5 - 25% available.
+    deployments
+        .modify(&d.key(), |d| {
+            d.spec.template.spec.containers[0].image = "busybox:2".into();
+            true
+        })
+        .await
+        .unwrap();
+    wait_for(&pods, "the rollout", 30, |all| {
+        running(all, "busybox:2").len() == 5 && all.len() == 5
+    })
+    .await;
+    let d_now = deployments.get(&d.key()).await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut status = d_now.status.clone().unwrap_or_default();
+    while status.updated_replicas != 5 || status.available_replicas != 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deployment status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = deployments
+            .get(&d.key())
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .unwrap_or_default();
+    }
+
+    // Zone a fails: its nodes stop heartbeating; their pods are replaced elsewhere.
+    let zone_a = ["hollow-0", "hollow-3"];
+    for n in zone_a {
+        fleet.stop_node(n);
+    }
+    let all = wait_for(&pods, "replacement in other zones", 30, |all| {
+        let live = running(all, "busybox:2");
+        live.len() == 5
+            && live
+                .iter()
+                .all(|p| !zone_a.contains(&p.spec.node_name.as_str()))
+            && all
+                .iter()
+                .all(|p| !zone_a.contains(&p.spec.node_name.as_str()))
+    })
+    .await;
+    assert_eq!(all.len(), 5);
+    let nodes = Objects::<centaurus_core::model::Node>::new(store.clone());
+    let lost = nodes
+        .get("/registry/nodes/hollow-0")
+        .await
+        .unwrap()
+        .unwrap();
+    let ready = lost
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "Unknown");
+    assert!(lost.spec.taints.iter().any(|t| t.effect == "NoExecute"));
+
+    // Deleting the deployment removes its replica sets and pods.
+    deployments.delete(&d.key(), None).await.unwrap();
+    wait_for(&pods, "garbage collection", 20, |all| all.is_empty()).await;
+    for t in tasks {
+        t.abort();
+    }
+}
