@@ -32,6 +32,15 @@ enum Command {
         /// Exit once the region is ready instead of serving until Ctrl-C.
         #[arg(long)]
         exit_when_ready: bool,
+        /// Simulated nodes to run beside the real one (scale tests, demos).
+        #[arg(long, default_value_t = 0)]
+        hollow_nodes: usize,
+        /// Availability zones the hollow nodes are spread over.
+        #[arg(long, default_value_t = 3)]
+        zones: usize,
+        /// Do not run a node agent for this host.
+        #[arg(long)]
+        no_local_agent: bool,
     },
 }
 
@@ -48,8 +57,20 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
             exit_when_ready,
-        } => up::run(&data_dir, listen, exit_when_ready)
-            .await
-            .with_context(|| format!("region in {}", data_dir.display())),
+            hollow_nodes,
+            zones,
+            no_local_agent,
+        } => up::run(
+            &data_dir,
+            listen,
+            exit_when_ready,
+            up::Compute {
+                hollow_nodes,
+                zones,
+                local_agent: !no_local_agent,
+            },
+        )
+        .await
+        .with_context(|| format!("region in {}", data_dir.display())),
     }
 }

@@ -1,6 +1,6 @@
-//! `centaurus up`: the all-in-one region. So far: the embedded store, the `system` tenant
-//! and the multi-tenant API server over HTTPS; the scheduler, controllers and node agent
-//! join as they land.
+//! `centaurus up`: the all-in-one region: the embedded store, the multi-tenant API server
+//! over HTTPS, the scheduler, the controllers, a node agent for this host with the real
+//! runtimes (as root, with runc and QEMU present) and any number of hollow nodes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,10 +10,34 @@ use std::time::Duration;
 use anyhow::Context;
 use centaurus_api::ApiConfig;
 use centaurus_api::region::{self, Region, RegionOptions};
+use centaurus_controllers::NodeLifecycleConfig;
+use centaurus_core::model::{Quantity, ResourceList};
 use centaurus_core::store::{RedbStore, Store};
+use centaurus_runtime::agent::hostname;
+use centaurus_runtime::{
+    AgentConfig, Fleet, HollowRuntime, HostLocalNetwork, NoNetwork, NodeAgent, QemuRuntime,
+    RuncRuntime, Runtime,
+};
+use centaurus_sched::{Scheduler, SchedulerConfig};
+use std::net::Ipv4Addr;
+
+/// What runs pods in the region.
+pub struct Compute {
+    /// Simulated nodes to start.
+    pub hollow_nodes: usize,
+    /// Zones the hollow nodes are spread over.
+    pub zones: usize,
+    /// Whether to start a node agent for this host.
+    pub local_agent: bool,
+}
 
 /// Runs the region until Ctrl-C (or until ready, with `exit_when_ready`).
-pub async fn run(data_dir: &Path, listen: SocketAddr, exit_when_ready: bool) -> anyhow::Result<()> {
+pub async fn run(
+    data_dir: &Path,
+    listen: SocketAddr,
+    exit_when_ready: bool,
+    compute: Compute,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
     let db = data_dir.join("store.redb");
     let store: Arc<dyn Store> =
@@ -39,7 +63,7 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, exit_when_ready: bool) -> 
         counts.join(", "),
     );
     let region = Region::start(
-        store,
+        store.clone(),
         RegionOptions {
             data_dir: data_dir.to_owned(),
             listen,
@@ -61,14 +85,115 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, exit_when_ready: bool) -> 
         "centaurus: region ready; try: kubectl --kubeconfig {} get tenants",
         region.admin_kubeconfig.display()
     );
-    println!("centaurus: the scheduler, controllers and node agent are not part of this build yet");
+    let tasks = start_compute(store, data_dir, &compute).await?;
     if !exit_when_ready {
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
     }
     println!("centaurus: stopping");
+    for t in tasks {
+        t.abort();
+    }
     region.stop().await;
     println!("centaurus: stopped");
     Ok(())
+}
+
+/// Starts the scheduler, the controllers and the node agents.
+async fn start_compute(
+    store: Arc<dyn Store>,
+    data_dir: &Path,
+    compute: &Compute,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let mut tasks = vec![
+        tokio::spawn(scheduler.run()),
+        tokio::spawn(centaurus_controllers::run_all(
+            store.clone(),
+            NodeLifecycleConfig::default(),
+        )),
+    ];
+    let fleet = Fleet::new(store);
+    tasks.push(tokio::spawn(fleet.clone().run()));
+    fleet.wait_synced().await;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let list = |pairs: &[(&str, String)]| -> ResourceList {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity::new(v.clone())))
+            .collect()
+    };
+    if compute.local_agent {
+        if RuncRuntime::available() {
+            let root = data_dir.join("node");
+            let vms: Option<Arc<dyn Runtime>> = QemuRuntime::available(None)
+                .then(|| Arc::new(QemuRuntime::new(&root, None)) as Arc<dyn Runtime>);
+            let name = hostname();
+            let agent = NodeAgent::new(
+                AgentConfig {
+                    node_name: name.clone(),
+                    zone: "local".into(),
+                    labels: Default::default(),
+                    capacity: list(&[
+                        ("cpu", cpus.to_string()),
+                        ("memory", "8Gi".into()),
+                        ("pods", "110".into()),
+                        ("vm", if vms.is_some() { "4" } else { "0" }.into()),
+                    ]),
+                    address: "127.0.0.1".into(),
+                    heartbeat: Duration::from_secs(10),
+                    lease_seconds: 40,
+                },
+                Some(Arc::new(RuncRuntime::new(&root))),
+                vms.clone(),
+                Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
+            );
+            fleet.add(agent).await?;
+            println!(
+                "centaurus: node {name} runs container pods (runc){}",
+                if vms.is_some() {
+                    " and VM pods (QEMU)"
+                } else {
+                    "; VM pods need qemu-system-x86 and the kernel from scripts/setup.sh"
+                }
+            );
+        } else {
+            println!(
+                "centaurus: no local node agent: real pods need root and runc (scripts/setup.sh); hollow nodes only"
+            );
+        }
+    }
+    if compute.hollow_nodes > 0 {
+        let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
+        let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
+        for i in 0..compute.hollow_nodes {
+            let agent = NodeAgent::new(
+                AgentConfig {
+                    node_name: format!("hollow-{i}"),
+                    zone: format!("zone-{}", (b'a' + (i % compute.zones.max(1)) as u8) as char),
+                    labels: [("centaurus.io/hollow".to_string(), "true".to_string())].into(),
+                    capacity: list(&[
+                        ("cpu", "32".into()),
+                        ("memory", "128Gi".into()),
+                        ("pods", "110".into()),
+                        ("vm", "8".into()),
+                    ]),
+                    address: format!("198.18.{}.{}", i / 250, i % 250 + 1),
+                    heartbeat: Duration::from_secs(10),
+                    lease_seconds: 40,
+                },
+                Some(runtime.clone()),
+                Some(runtime.clone()),
+                network.clone(),
+            );
+            fleet.add(agent).await?;
+        }
+        println!(
+            "centaurus: {} hollow nodes over {} zones",
+            compute.hollow_nodes,
+            compute.zones.max(1)
+        );
+    }
+    Ok(tasks)
 }
