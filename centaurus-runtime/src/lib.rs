@@ -154,6 +154,15 @@ pub(crate) fn pod_dir(root: &std::path::Path, pod_uid: &str) -> PathBuf {
     root.join("pods").join(pod_uid)
 }
 
+/// Removes a pod's state directory; one already gone is fine.
+pub(crate) fn remove_pod_dir(root: &std::path::Path, pod_uid: &str) -> Result<()> {
+    match std::fs::remove_dir_all(pod_dir(root, pod_uid)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs a host tool and returns its stdout, or its stderr as the error.
 pub(crate) async fn run_tool(tool: &str, args: &[&str]) -> Result<String> {
     let out = tokio::process::Command::new(tool)

@@ -391,11 +391,7 @@ impl Runtime for QemuRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
-        match std::fs::remove_dir_all(pod_dir(&self.root, pod_uid)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        crate::remove_pod_dir(&self.root, pod_uid)
     }
 
     async fn create_workload(&self, pod: &Pod, name: &str) -> Result<()> {

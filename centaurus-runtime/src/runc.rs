@@ -75,6 +75,16 @@ impl RuncRuntime {
             .ok_or_else(|| RuntimeError::NotFound(format!("container {name} of pod {uid}")))
     }
 
+    fn containers_of(&self, pod_uid: &str) -> Vec<String> {
+        self.workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|k| k.0 == pod_uid)
+            .map(|k| k.1.clone())
+            .collect()
+    }
+
     async fn runc(&self, args: &[&str]) -> Result<String> {
         let root = self.state_root();
         let mut all = vec!["--root", root.as_str()];
@@ -208,14 +218,7 @@ impl Runtime for RuncRuntime {
     }
 
     async fn stop_sandbox(&self, pod_uid: &str) -> Result<()> {
-        let names: Vec<String> = self
-            .workloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .filter(|k| k.0 == pod_uid)
-            .map(|k| k.1.clone())
-            .collect();
+        let names = self.containers_of(pod_uid);
         for n in names {
             self.stop_workload(pod_uid, &n, Duration::from_secs(5))
                 .await?;
@@ -225,14 +228,7 @@ impl Runtime for RuncRuntime {
 
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
         self.stop_sandbox(pod_uid).await?;
-        let names: Vec<String> = self
-            .workloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .filter(|k| k.0 == pod_uid)
-            .map(|k| k.1.clone())
-            .collect();
+        let names = self.containers_of(pod_uid);
         for n in names {
             self.remove_workload(pod_uid, &n).await?;
         }
@@ -240,11 +236,7 @@ impl Runtime for RuncRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
-        match std::fs::remove_dir_all(pod_dir(&self.root, pod_uid)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        crate::remove_pod_dir(&self.root, pod_uid)
     }
 
     async fn create_workload(&self, pod: &Pod, name: &str) -> Result<()> {

@@ -41,6 +41,10 @@ enum Command {
         /// Do not run a node agent for this host.
         #[arg(long)]
         no_local_agent: bool,
+        /// Serve the API only: no scheduler, controllers or node agents (run them
+        /// elsewhere, or test the API alone).
+        #[arg(long)]
+        api_only: bool,
     },
 }
 
@@ -60,15 +64,16 @@ async fn main() -> anyhow::Result<()> {
             hollow_nodes,
             zones,
             no_local_agent,
+            api_only,
         } => up::run(
             &data_dir,
             listen,
             exit_when_ready,
-            up::Compute {
+            (!api_only).then_some(up::Compute {
                 hollow_nodes,
                 zones,
                 local_agent: !no_local_agent,
-            },
+            }),
         )
         .await
         .with_context(|| format!("region in {}", data_dir.display())),

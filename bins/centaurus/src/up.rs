@@ -36,7 +36,7 @@ pub async fn run(
     data_dir: &Path,
     listen: SocketAddr,
     exit_when_ready: bool,
-    compute: Compute,
+    compute: Option<Compute>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
     let db = data_dir.join("store.redb");
@@ -85,7 +85,13 @@ pub async fn run(
         "centaurus: region ready; try: kubectl --kubeconfig {} get tenants",
         region.admin_kubeconfig.display()
     );
-    let tasks = start_compute(store, data_dir, &compute).await?;
+    let tasks = match &compute {
+        Some(c) => start_compute(store, data_dir, c).await?,
+        None => {
+            println!("centaurus: API only: no scheduler, controllers or node agents");
+            Vec::new()
+        }
+    };
     if !exit_when_ready {
         tokio::signal::ctrl_c()
             .await

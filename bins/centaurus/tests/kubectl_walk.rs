@@ -42,7 +42,7 @@ impl Drop for Up {
 /// Starts `centaurus up` on `listen` and waits for its ready line.
 fn up(dir: &Path, listen: &str) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_centaurus"))
-        .args(["up", "--listen", listen, "--data-dir"])
+        .args(["up", "--api-only", "--listen", listen, "--data-dir"])
         .arg(dir)
         .stdout(Stdio::piped())
         .spawn()
