@@ -6,6 +6,7 @@ fn up(dir: &std::path::Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_centaurus"))
         .args([
             "up",
+            "--api-only",
             "--exit-when-ready",
             "--listen",
             "127.0.0.1:0",
@@ -31,7 +32,7 @@ fn up_initializes_once_and_reopens() {
         "{first}"
     );
     assert!(
-        first.contains("1 tenants") && first.contains("2 namespaces"),
+        first.contains("1 tenants") && first.contains("3 namespaces"),
         "{first}"
     );
     let second = up(dir.path());
