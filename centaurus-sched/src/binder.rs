@@ -70,20 +70,27 @@ impl PodBinder {
     }
 }
 
-/// Marks a pod bound to `node`.
-fn set_bound(pod: &mut Pod, node: &str) {
-    pod.spec.node_name = node.to_owned();
-    let status = pod.status.get_or_insert_with(PodStatus::default);
-    if status.phase.is_empty() {
-        status.phase = "Pending".into();
+/// Sets the pod's `PodScheduled` condition (and phase `Pending` when it has none).
+pub(crate) fn set_scheduled(pod: &mut Pod, status: &str, reason: &str, message: &str) {
+    let st = pod.status.get_or_insert_with(PodStatus::default);
+    if st.phase.is_empty() {
+        st.phase = "Pending".into();
     }
-    status.conditions.retain(|c| c.type_ != "PodScheduled");
-    status.conditions.push(Condition {
+    st.conditions.retain(|c| c.type_ != "PodScheduled");
+    st.conditions.push(Condition {
         type_: "PodScheduled".into(),
-        status: "True".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
         last_transition_time: Some(model::now()),
         ..Default::default()
     });
+}
+
+/// Marks a pod bound to `node`.
+fn set_bound(pod: &mut Pod, node: &str) {
+    pod.spec.node_name = node.to_owned();
+    set_scheduled(pod, "True", "", "");
 }
 
 #[async_trait]

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use centaurus_core::controller::{Change, Informer, OwnAll, Ownership};
-use centaurus_core::model::{self, Condition, Node, Pod, PodStatus, Resource};
+use centaurus_core::model::{Node, Pod, Resource};
 use centaurus_core::objects::Objects;
 use centaurus_core::store::Store;
 use tokio::sync::Semaphore;
 
-use crate::binder::{BindError, Binder, PodBinder};
+use crate::binder::{BindError, Binder, PodBinder, set_scheduled};
 use crate::cluster::{ClusterState, PodInfo};
 use crate::plugins::{FilterPlugin, ScorePlugin, default_filters, default_scores};
 use crate::queue::SchedulingQueue;
@@ -303,26 +303,15 @@ impl Scheduler {
                 if !pod.spec.node_name.is_empty() || pod.metadata.uid != info.pod.metadata.uid {
                     return false;
                 }
-                let status = pod.status.get_or_insert_with(PodStatus::default);
-                if status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "PodScheduled" && c.message == message)
-                {
+                let already = pod.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "PodScheduled" && c.message == message)
+                });
+                if already {
                     return false;
                 }
-                if status.phase.is_empty() {
-                    status.phase = "Pending".into();
-                }
-                status.conditions.retain(|c| c.type_ != "PodScheduled");
-                status.conditions.push(Condition {
-                    type_: "PodScheduled".into(),
-                    status: "False".into(),
-                    reason: "Unschedulable".into(),
-                    message: message.clone(),
-                    last_transition_time: Some(model::now()),
-                    ..Default::default()
-                });
+                set_scheduled(pod, "False", "Unschedulable", &message);
                 true
             })
             .await;
