@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
 use centaurus_core::model::{Registry, ResourceInfo, Scope};
 use futures::StreamExt;
 use http::Method;
@@ -317,6 +318,74 @@ impl Ctl {
             ));
         }
         Ok(())
+    }
+
+    /// What a pod's container (or VM console) wrote; `tail` keeps the last lines.
+    pub async fn logs(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        tail: Option<usize>,
+        space: &Space,
+    ) -> anyhow::Result<Bytes> {
+        let info = self.kind("pods")?;
+        let mut p = format!(
+            "{}/log?",
+            path(
+                &info,
+                space.tenant.as_deref(),
+                self.namespace(space),
+                Some(pod)
+            )
+        );
+        if let Some(c) = container {
+            p.push_str(&format!("container={c}&"));
+        }
+        if let Some(n) = tail {
+            p.push_str(&format!("tailLines={n}"));
+        }
+        let reply = self.client.get(&p).await?;
+        if reply.status.is_success() {
+            return Ok(reply.body);
+        }
+        reply.ok()?;
+        bail!("no log")
+    }
+
+    /// Asks a VM pod's node agent to `reboot`, `snapshot` (with a name) or `restore` (a
+    /// snapshot id); returns the Action's name to follow with `get actions`.
+    pub async fn vm_action(
+        &self,
+        pod: &str,
+        action: &str,
+        argument: Option<&str>,
+        space: &Space,
+    ) -> anyhow::Result<String> {
+        let body = match (action, argument) {
+            ("reboot", None) => json!({"actionName": "reboot", "rebootParams": {}}),
+            ("snapshot", Some(n)) => {
+                json!({"actionName": "snapshot", "snapshotParams": {"snapshotName": n}})
+            }
+            ("restore", Some(id)) => {
+                json!({"actionName": "restore", "restoreParams": {"snapshotID": id}})
+            }
+            _ => bail!("actions are: reboot, snapshot NAME, restore SNAPSHOT_ID"),
+        };
+        let info = self.kind("pods")?;
+        let p = format!(
+            "{}/action",
+            path(
+                &info,
+                space.tenant.as_deref(),
+                self.namespace(space),
+                Some(pod)
+            )
+        );
+        let created = self.client.send_json(Method::POST, &p, &body).await?.ok()?;
+        Ok(format!(
+            "action/{} created",
+            created["metadata"]["name"].as_str().unwrap_or("")
+        ))
     }
 
     /// Creates a tenant, optionally with quota (`pods=10,cpu=4`).

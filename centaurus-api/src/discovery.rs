@@ -95,6 +95,23 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
             list.push(json!({"name": format!("{}/status", k.plural), "singularName": "",
                 "namespaced": k.scope == Scope::Namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if matches!(k.plural, "deployments" | "replicasets") {
+            list.push(
+                json!({"name": format!("{}/scale", k.plural), "singularName": "",
+                "namespaced": true, "group": "autoscaling", "version": "v1", "kind": "Scale",
+                "verbs": ["get", "patch", "update"]}),
+            );
+        }
+        if k.plural == "pods" {
+            list.push(
+                json!({"name": "pods/log", "singularName": "", "namespaced": true,
+                "kind": "Pod", "verbs": ["get"]}),
+            );
+            list.push(
+                json!({"name": "pods/action", "singularName": "", "namespaced": true,
+                "kind": "Action", "verbs": ["create"]}),
+            );
+        }
         if k.plural == "tenants" {
             list.push(
                 json!({"name": "tenants/token", "singularName": "", "namespaced": false,

@@ -17,10 +17,12 @@ pub mod load;
 pub mod manifest;
 pub mod metrics;
 pub mod patch;
+pub mod pods;
 pub mod protobuf;
 pub mod query;
 pub mod region;
 pub mod route;
+mod scale;
 pub mod selector;
 mod server;
 pub mod tls;
@@ -34,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use error::{ApiError, ApiResult};
+pub use pods::{LogError, PodLogs};
 pub use server::{ApiConfig, ApiServer};
 
 async fn api_versions() -> Response {

@@ -24,6 +24,9 @@ pub struct Params {
     pub timeout: Option<Duration>,
     /// `allowWatchBookmarks=true`.
     pub allow_bookmarks: bool,
+    /// `sendInitialEvents=true` (a streaming list): the current objects come first, then a
+    /// bookmark annotated `k8s.io/initial-events-end`.
+    pub send_initial_events: bool,
     /// `fieldValidation=Strict` (kubectl's default): unknown fields are an error.
     pub strict: bool,
     /// `dryRun=All`: validate and admit, do not persist.
@@ -58,6 +61,7 @@ impl Params {
                     p.timeout = Some(Duration::from_secs(n));
                 }
                 "allowWatchBookmarks" => p.allow_bookmarks = flag(&v),
+                "sendInitialEvents" => p.send_initial_events = flag(&v),
                 "fieldValidation" => {
                     p.strict = match v.as_ref() {
                         "Strict" => true,

@@ -50,6 +50,7 @@ pub struct ApiServer {
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) pod_logs: std::sync::OnceLock<Arc<dyn crate::pods::PodLogs>>,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -114,6 +115,7 @@ impl ApiServer {
             config,
             quota_locks: Mutex::new(HashMap::new()),
             metrics: Default::default(),
+            pod_logs: Default::default(),
         })
     }
 
@@ -121,6 +123,12 @@ impl ApiServer {
     /// Returns how many were resumed.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         self.lifecycle.resume().await
+    }
+
+    /// Serves `pods/{name}/log` from `provider` (the node agents). Without one, log requests
+    /// get 503. Returns false if a provider was already set.
+    pub fn set_pod_logs(&self, provider: Arc<dyn crate::pods::PodLogs>) -> bool {
+        self.pod_logs.set(provider).is_ok()
     }
 
     /// Request metrics in the Prometheus text format.
@@ -179,7 +187,11 @@ impl ApiServer {
             (&Method::GET, false) if params.watch => Verb::Watch,
             (&Method::GET, false) => Verb::List,
             (&Method::POST, false) => Verb::Create,
-            (&Method::POST, true) if target.subresource.as_deref() == Some("token") => Verb::Create,
+            (&Method::POST, true)
+                if matches!(target.subresource.as_deref(), Some("token" | "action")) =>
+            {
+                Verb::Create
+            }
             (&Method::PUT, true) => Verb::Update,
             (&Method::PATCH, true) => Verb::Patch,
             (&Method::DELETE, true) => Verb::Delete,
@@ -217,6 +229,14 @@ impl ApiServer {
             let ok = match sub.as_str() {
                 "status" => target.info.has_status && verb != Verb::Delete,
                 "token" => target.info.plural == "tenants" && verb == Verb::Create,
+                "scale" => {
+                    crate::scale::has_scale(target.info.plural)
+                        && matches!(verb, Verb::Get | Verb::Update | Verb::Patch)
+                }
+                "log" => crate::pods::has_subresource(target.info.plural, sub) && verb == Verb::Get,
+                "action" => {
+                    crate::pods::has_subresource(target.info.plural, sub) && verb == Verb::Create
+                }
                 _ => false,
             };
             if !ok {
@@ -236,6 +256,13 @@ impl ApiServer {
             Bytes::new()
         };
         match verb {
+            Verb::Get if target.subresource.as_deref() == Some("log") => {
+                self.pod_log(&target, parts.uri.query()).await
+            }
+            Verb::Get if target.subresource.as_deref() == Some("scale") => Ok(json_response(
+                StatusCode::OK,
+                &self.get_scale(&target).await?,
+            )),
             Verb::Get => {
                 let obj = self.get(&target, target.name()).await?;
                 if codec::wants_table(accept.as_deref()) {
@@ -258,15 +285,31 @@ impl ApiServer {
             Verb::Create if target.subresource.as_deref() == Some("token") => {
                 self.issue_token(&target, &body).await
             }
+            Verb::Create if target.subresource.as_deref() == Some("action") => {
+                let action = self
+                    .pod_action(&target, content_type.as_deref(), &body, &params)
+                    .await?;
+                Ok(json_response(StatusCode::CREATED, &action))
+            }
             Verb::Create => {
                 let obj = codec::decode_body(content_type.as_deref(), &body)?;
                 let created = self.create(&target, obj, &params).await?;
                 Ok(json_response(StatusCode::CREATED, &created))
             }
+            Verb::Update if target.subresource.as_deref() == Some("scale") => {
+                let scale = codec::decode_body(content_type.as_deref(), &body)?;
+                let updated = self.put_scale(&target, &scale, &params).await?;
+                Ok(json_response(StatusCode::OK, &updated))
+            }
             Verb::Update => {
                 let obj = codec::decode_body(content_type.as_deref(), &body)?;
                 let updated = self.update(&target, obj, &params).await?;
                 Ok(json_response(StatusCode::OK, &updated))
+            }
+            Verb::Patch if target.subresource.as_deref() == Some("scale") => {
+                let kind = PatchKind::from_content_type(content_type.as_deref())?;
+                let patched = self.patch_scale(&target, kind, &body, &params).await?;
+                Ok(json_response(StatusCode::OK, &patched))
             }
             Verb::Patch => {
                 let kind = PatchKind::from_content_type(content_type.as_deref())?;

@@ -30,8 +30,9 @@ fn line(kind: &str, object: Value) -> Bytes {
     Bytes::from(s)
 }
 
-/// Starts a watch. Without a resourceVersion (or with `0`) the current objects come first
-/// as `ADDED`; with one, the changes after it. History that was compacted away ends the
+/// Starts a watch. Without a resourceVersion (or with `0`, or with `sendInitialEvents`) the
+/// current objects come first as `ADDED` (followed, for `sendInitialEvents` with bookmarks,
+/// by the bookmark that ends them); with one, the changes after it. History that was compacted away ends the
 /// stream with an `ERROR` event carrying a 410 `Expired` status, so clients list again.
 pub(crate) async fn watch(
     api: Arc<ApiServer>,
@@ -41,7 +42,8 @@ pub(crate) async fn watch(
 ) -> ApiResult<Response> {
     let table = codec::wants_table(accept);
     let prefix = target.prefix();
-    let (initial, start) = match params.revision()? {
+    let revision = params.revision()?.filter(|_| !params.send_initial_events);
+    let (initial, start) = match revision {
         Some(rv) => (Vec::new(), rv + 1),
         None => {
             let all = range_all(&*api.store, &prefix)
@@ -94,6 +96,14 @@ pub(crate) async fn watch(
             let _closed = WatchGuard(api.clone());
             for obj in initial {
                 if tx.send(line("ADDED", encode(obj))).await.is_err() {
+                    return;
+                }
+            }
+            if params.send_initial_events && params.allow_bookmarks {
+                let end = json!({"kind": info.kind, "apiVersion": info.api_version(),
+                    "metadata": {"resourceVersion": (start - 1).to_string(),
+                        "annotations": {"k8s.io/initial-events-end": "true"}}});
+                if tx.send(line("BOOKMARK", end)).await.is_err() {
                     return;
                 }
             }

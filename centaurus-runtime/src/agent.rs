@@ -86,6 +86,10 @@ impl NodeAgent {
         &self.config.node_name
     }
 
+    fn runtimes(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
+        self.containers.iter().chain(&self.vms)
+    }
+
     fn runtime_for(&self, pod: &Pod) -> Result<&Arc<dyn Runtime>, String> {
         let (rt, what) = if pod.is_vm() {
             (&self.vms, "VM")
@@ -216,6 +220,20 @@ impl Fleet {
                 Err(e) => return Err(e),
             }
         }
+        for rt in agent.runtimes() {
+            match rt.reset().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    node = agent.name(),
+                    runtime = rt.name(),
+                    stopped = n,
+                    "stopped workloads a previous agent left running"
+                ),
+                Err(e) => {
+                    tracing::warn!(node = agent.name(), runtime = rt.name(), error = %e, "cannot stop left-over workloads")
+                }
+            }
+        }
         self.renew_lease(&agent).await?;
         self.agents
             .write()
@@ -294,6 +312,32 @@ impl Fleet {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
+        }
+    }
+
+    /// Stops every agent and the workloads of their runtimes (a clean stop of the process
+    /// that hosts them); the pods stay bound and start again with the next agent.
+    pub async fn shutdown(&self) {
+        let agents: Vec<_> = self
+            .agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for agent in &agents {
+            agent.stopped.store(true, Ordering::Relaxed);
+        }
+        let mut seen: Vec<*const ()> = Vec::new();
+        for rt in agents.iter().flat_map(|a| a.runtimes()) {
+            let id = Arc::as_ptr(rt).cast::<()>();
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            if let Err(e) = rt.reset().await {
+                tracing::warn!(runtime = rt.name(), error = %e, "cannot stop workloads");
+            }
         }
     }
 

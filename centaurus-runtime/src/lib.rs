@@ -131,6 +131,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// What the workload wrote: container stdout and stderr, or the VM's serial console.
     async fn logs(&self, pod_uid: &str, name: &str) -> Result<Vec<u8>>;
 
+    /// Stops every workload this runtime's state directory names that a previous agent
+    /// process left running (the agent starts its pods afresh); returns how many. Also what
+    /// a clean stop of the agent calls.
+    async fn reset(&self) -> Result<usize> {
+        Ok(0)
+    }
+
     /// Carries out a VM action; returns a message for the action's status.
     async fn vm_action(&self, pod_uid: &str, name: &str, action: &PodAction) -> Result<String> {
         let _ = (pod_uid, name, action);

@@ -31,7 +31,8 @@ pub enum Accel {
 }
 
 impl Accel {
-    fn arg(self) -> &'static str {
+    /// QEMU's name for it (`-accel kvm|tcg`).
+    pub fn arg(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",
@@ -365,6 +366,37 @@ fn user_data(raw: &str) -> Vec<u8> {
 impl Runtime for QemuRuntime {
     fn name(&self) -> &'static str {
         "qemu"
+    }
+
+    async fn reset(&self) -> Result<usize> {
+        let mut stopped = 0;
+        let Ok(pods) = std::fs::read_dir(self.root.join("pods")) else {
+            return Ok(0);
+        };
+        for pod in pods.flatten() {
+            for vm in std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                // A socket that accepts belongs to a live QEMU; a stale one refuses at once.
+                let sock = vm.path().join("qmp.sock");
+                if UnixStream::connect(&sock).await.is_err() {
+                    continue;
+                }
+                let quit = Qmp::connect(&sock)
+                    .await?
+                    .run(&[json!({"execute": "quit"})])
+                    .await;
+                match quit {
+                    Ok(_) => stopped += 1,
+                    Err(e) => {
+                        tracing::warn!(socket = %sock.display(), error = %e, "cannot stop a left-over VM")
+                    }
+                }
+            }
+        }
+        Ok(stopped)
     }
 
     async fn create_sandbox(&self, pod: &Pod, _: &SandboxNetwork) -> Result<()> {

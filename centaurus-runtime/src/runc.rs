@@ -208,6 +208,34 @@ impl Runtime for RuncRuntime {
         "runc"
     }
 
+    async fn reset(&self) -> Result<usize> {
+        if !Path::new(&self.state_root()).exists() {
+            return Ok(0);
+        }
+        let listed = self.runc(&["list", "--quiet"]).await?;
+        let mut stopped = 0;
+        for id in listed.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match self.runc(&["delete", "--force", id]).await {
+                Ok(_) => stopped += 1,
+                Err(e) => {
+                    tracing::warn!(container = id, error = %e, "cannot remove a left-over container")
+                }
+            }
+        }
+        for w in self
+            .workloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let mut c = w.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(c.state, WorkloadState::Running { .. }) {
+                c.state = WorkloadState::Created;
+            }
+        }
+        Ok(stopped)
+    }
+
     async fn create_sandbox(&self, pod: &Pod, net: &SandboxNetwork) -> Result<()> {
         std::fs::create_dir_all(pod_dir(&self.root, &pod.metadata.uid))?;
         self.sandboxes

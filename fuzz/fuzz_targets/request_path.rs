@@ -1,5 +1,6 @@
 //! The request router: any path and query string gives a route or a clean 4xx, never a
-//! panic; a parsed route names non-empty segments only.
+//! panic; a parsed route names non-empty segments only. The query also goes through the
+//! pod log parameters, which cut the path (taken as a log) to a slice of itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,5 +19,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Err(e) = centaurus_api::query::Params::parse(Some(query)) {
         assert_eq!(e.code, 400);
+    }
+    match centaurus_api::pods::LogParams::parse(Some(query)) {
+        Ok(p) => {
+            let log = path.as_bytes();
+            let cut = p.cut(log);
+            // A slice of the log itself.
+            let (start, end) = (log.as_ptr() as usize, log.as_ptr() as usize + log.len());
+            let at = cut.as_ptr() as usize;
+            assert!(cut.is_empty() || (start <= at && at + cut.len() <= end));
+        }
+        Err(e) => assert_eq!(e.code, 400),
     }
 });

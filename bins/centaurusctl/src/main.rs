@@ -107,6 +107,30 @@ enum Command {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Prints what a pod's container wrote, or a VM pod's serial console.
+    Logs {
+        /// The pod.
+        pod: String,
+        /// The container (or the VM's name); needed when the pod has several.
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        #[command(flatten)]
+        space: SpaceArgs,
+    },
+    /// Acts on a VM pod: `reboot`, `snapshot NAME` or `restore SNAPSHOT_ID`.
+    Action {
+        /// The VM pod.
+        pod: String,
+        /// reboot, snapshot or restore.
+        action: String,
+        /// The snapshot name (snapshot) or id (restore).
+        argument: Option<String>,
+        #[command(flatten)]
+        space: SpaceArgs,
+    },
     /// Creates things.
     #[command(subcommand)]
     Create(CreateCommand),
@@ -296,6 +320,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ctl.watch(&info, &space.space(), timeout, |line| println!("{line}"))
                 .await?;
         }
+        Command::Logs {
+            pod,
+            container,
+            tail,
+            space,
+        } => {
+            use std::io::Write as _;
+            let log = ctl
+                .logs(&pod, container.as_deref(), tail, &space.space())
+                .await?;
+            std::io::stdout().write_all(&log)?;
+        }
+        Command::Action {
+            pod,
+            action,
+            argument,
+            space,
+        } => println!(
+            "{}",
+            ctl.vm_action(&pod, &action, argument.as_deref(), &space.space())
+                .await?
+        ),
         Command::Create(CreateCommand::Tenant { name, quota }) => {
             let quota = quota
                 .iter()

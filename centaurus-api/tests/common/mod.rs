@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 pub struct Harness {
+    pub api: Arc<centaurus_api::ApiServer>,
     pub app: axum::Router,
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenFile>,
@@ -52,8 +53,9 @@ impl Harness {
             })
             .await
             .unwrap();
-        let (_, app) = region::app(store.clone(), tokens.clone(), config).await;
+        let (api, app) = region::app(store.clone(), tokens.clone(), config).await;
         Self {
+            api,
             app,
             store,
             tokens,

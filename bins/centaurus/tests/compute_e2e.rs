@@ -1,0 +1,242 @@
+//! End to end through a real kubectl against `centaurus up` with the real runtimes: a
+//! container pod under runc reaches Running and its log shows its output; a Deployment of
+//! three container pods scales to five (`kubectl scale`) and rolls to a new image
+//! (`kubectl set image`, `kubectl rollout status`); a VM pod under QEMU reaches Running, its
+//! console log shows the guest's ready line and its userData's output, and a reboot action
+//! (`POST pods/{name}/action`) resets the guest, which prints its ready line again. All of it
+//! runs in a tenant's space, through the tenant admin's kubeconfig.
+//!
+//! Needs root, runc, QEMU and the VM kernel (`scripts/setup.sh`; CI runs as root) and kubectl;
+//! without them it says why and skips.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use centaurus_runtime::{QemuRuntime, RuncRuntime};
+use common::{Kubectl, kubectl_binary, tenant_kubeconfig, up};
+use serde_json::Value;
+
+/// Polls `check` every 250 ms until it returns Some, or panics after `secs` with `what`.
+fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The pods labelled `app=web` that run `image` and are Running.
+fn running_web_pods(k: &Kubectl, image: &str) -> usize {
+    items(&k.json(&["get", "pods", "-l", "app=web"]))
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["spec"]["containers"][0]["image"] == image
+        })
+        .count()
+}
+
+fn raw_log(k: &Kubectl, pod: &str) -> String {
+    let out = k
+        .cmd(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{pod}/log"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
+    let Some(bin) = kubectl_binary() else {
+        eprintln!("SKIPPED: no kubectl ($KUBECTL, .venv/bin/kubectl or PATH)");
+        return;
+    };
+    if !RuncRuntime::available() {
+        eprintln!("SKIPPED: runc is missing or we are not root (scripts/setup.sh installs runc)");
+        return;
+    }
+    if !QemuRuntime::available(None) {
+        eprintln!("SKIPPED: qemu-system-x86_64 or the VM kernel is missing (run scripts/setup.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("region");
+    let _region = up(&data, &common::free_addr(), &[]);
+    let admin = Kubectl {
+        bin: bin.clone(),
+        kubeconfig: data.join("admin.kubeconfig"),
+        cache: dir.path().join("cache-admin"),
+    };
+    // The local node registers and turns Ready.
+    eventually(60, "the local node is Ready", || {
+        items(&admin.json(&["get", "nodes"]))
+            .iter()
+            .any(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .then_some(())
+    });
+    let tenant =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/tenant-acme.yaml");
+    admin.run(&["create", "-f", tenant.to_str().unwrap()]);
+    let kubeconfig = dir.path().join("acme.kubeconfig");
+    tenant_kubeconfig(&data.join("admin.kubeconfig"), "acme", &kubeconfig);
+    let k = Kubectl {
+        bin,
+        kubeconfig,
+        cache: dir.path().join("cache-acme"),
+    };
+
+    // A container pod: Running, and its log is its output.
+    let started = Instant::now();
+    k.run(&[
+        "run",
+        "hello",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from centaurus; sleep 3600",
+    ]);
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/hello",
+        "--timeout=60s",
+    ]);
+    eprintln!("container pod Running after {:?}", started.elapsed());
+    let pod = k.json(&["get", "pod", "hello"]);
+    assert!(
+        pod["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.88."))
+    );
+    assert_eq!(pod["metadata"]["tenant"], "acme");
+    eventually(30, "kubectl logs hello shows the output", || {
+        k.run(&["logs", "hello"])
+            .contains("hello from centaurus")
+            .then_some(())
+    });
+    let err = k.fails(&["logs", "hello", "-c", "nope"]);
+    assert!(err.contains("not valid"), "{err}");
+
+    // A Deployment: 3 replicas, scaled to 5, rolled to a new image.
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  \
+         selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    \
+         spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n        \
+         command: [sh, -c, 'echo serving; sleep 3600']\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    let rollout = ["rollout", "status", "deployment/web", "--timeout=120s"];
+    k.run(&rollout);
+    assert_eq!(running_web_pods(&k, "busybox:1.36"), 3);
+    assert!(
+        k.run(&["scale", "deployment", "web", "--replicas=5"])
+            .contains("scaled")
+    );
+    k.run(&rollout);
+    eventually(60, "5 web pods Running", || {
+        (running_web_pods(&k, "busybox:1.36") == 5).then_some(())
+    });
+    k.run(&["set", "image", "deployment/web", "c=busybox:1.37"]);
+    k.run(&rollout);
+    eventually(
+        120,
+        "5 web pods Running busybox:1.37 and no old ones",
+        || {
+            let pods = items(&k.json(&["get", "pods", "-l", "app=web"]));
+            (pods.len() == 5 && running_web_pods(&k, "busybox:1.37") == 5).then_some(())
+        },
+    );
+    let d = k.json(&["get", "deployment", "web"]);
+    assert_eq!(d["status"]["updatedReplicas"], 5);
+    assert_eq!(d["status"]["availableReplicas"], 5);
+    assert!(k.run(&["logs", "deployment/web"]).contains("serving"));
+
+    // A VM pod under QEMU: Running, its console shows the ready line and userData's output.
+    let started = Instant::now();
+    let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/vm.yaml");
+    k.run(&["apply", "-f", vm.to_str().unwrap()]);
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/vm1",
+        "--timeout=120s",
+    ]);
+    eprintln!("VM pod Running after {:?}", started.elapsed());
+    eventually(120, "the guest's ready line and userData output", || {
+        let log = raw_log(&k, "vm1");
+        (log.contains("centaurus-vm: ready vm1") && log.contains("user-data: hello from vm1"))
+            .then_some(())
+    });
+    eprintln!("VM guest ready after {:?}", started.elapsed());
+
+    // Reboot through the action subresource: the Action succeeds and the guest boots again.
+    let action = dir.path().join("reboot.json");
+    std::fs::write(&action, r#"{"actionName": "reboot"}"#).unwrap();
+    let created: Value = serde_json::from_str(&k.run(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/vm1/action",
+        "-f",
+        action.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let name = created["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("vm1-reboot-"), "{created}");
+    eventually(60, "the reboot action succeeds", || {
+        let a = k.json(&["get", "actions", &name]);
+        assert_ne!(a["status"]["state"], "Failed", "{a}");
+        (a["status"]["state"] == "Succeeded").then_some(())
+    });
+    eventually(120, "the guest prints its ready line again", || {
+        (raw_log(&k, "vm1")
+            .matches("centaurus-vm: ready vm1")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    let pod = k.json(&["get", "pod", "vm1"]);
+    assert_eq!(
+        pod["status"]["virtualMachineStatus"]["restartCount"], 1,
+        "{pod}"
+    );
+    // An action on a container pod is refused.
+    let err = k.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/hello/action",
+        "-f",
+        action.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not a VM pod"), "{err}");
+
+    // Deleting the Deployment removes its pods; deleted pods leave the node.
+    k.run(&["delete", "deployment", "web"]);
+    k.run(&["delete", "pod", "vm1", "hello", "--wait=false"]);
+    eventually(120, "every pod is gone", || {
+        items(&k.json(&["get", "pods"])).is_empty().then_some(())
+    });
+}

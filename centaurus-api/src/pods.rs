@@ -1,0 +1,321 @@
+//! Pod subresources served beside the object verbs:
+//!
+//! - `GET …/pods/{name}/log`: what a container wrote, or a VM's serial console, read from the
+//!   node agent through a [`PodLogs`] provider (`container`, `tailLines`, `limitBytes` and
+//!   `follow` as in Kubernetes).
+//! - `POST …/pods/{name}/action`: an Arktos VM action (reboot, snapshot, restore). The body is
+//!   Arktos' `CustomAction` (`actionName` with `rebootParams`, `snapshotParams` or
+//!   `restoreParams`) or a `PodAction` (`rebootAction`, …); the answer is the `Action` object
+//!   the node agent carries out and reports on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use centaurus_core::model::{Pod, Resource};
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::codec;
+use crate::error::{ApiError, ApiResult};
+use crate::query::Params;
+use crate::server::{ApiServer, Target};
+
+/// Why a provider could not return a pod's log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The request cannot be served as asked: no such container, none named in a pod with
+    /// several, or not started yet.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The pod's node agent could not be asked.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where pod output comes from: the node agents that run the pods.
+#[async_trait]
+pub trait PodLogs: Send + Sync + 'static {
+    /// Everything `container` (a container or the VM; may be omitted for a pod with one) of
+    /// `pod` has written so far.
+    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError>;
+}
+
+/// How often a followed log is read again.
+const FOLLOW_PERIOD: Duration = Duration::from_millis(500);
+
+/// Query parameters of `pods/{name}/log`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogParams {
+    container: Option<String>,
+    tail_lines: Option<usize>,
+    limit_bytes: Option<usize>,
+    follow: bool,
+    previous: bool,
+}
+
+impl LogParams {
+    /// Parses `container`, `tailLines`, `limitBytes`, `follow` and `previous`; a bad count
+    /// is a 400.
+    pub fn parse(query: Option<&str>) -> ApiResult<Self> {
+        let mut p = Self::default();
+        let count = |k: &str, v: &str| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("{k} {v:?} is not a non-negative integer"))
+            })
+        };
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "container" if !v.is_empty() => p.container = Some(v.into_owned()),
+                "tailLines" => p.tail_lines = Some(count(&k, &v)?),
+                "limitBytes" => p.limit_bytes = Some(count(&k, &v)?.max(1)),
+                "follow" => p.follow = matches!(v.as_ref(), "true" | "1"),
+                "previous" => p.previous = matches!(v.as_ref(), "true" | "1"),
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    /// The part of a whole log this request shows.
+    pub fn cut<'a>(&self, log: &'a [u8]) -> &'a [u8] {
+        let mut start = 0;
+        if let Some(n) = self.tail_lines {
+            let body = log.strip_suffix(b"\n").unwrap_or(log);
+            start = if n == 0 {
+                log.len()
+            } else {
+                body.iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|(_, b)| **b == b'\n')
+                    .nth(n - 1)
+                    .map_or(0, |(i, _)| i + 1)
+            };
+        }
+        let end = self
+            .limit_bytes
+            .map_or(log.len(), |l| log.len().min(start.saturating_add(l)));
+        &log[start..end]
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::BadRequest(m) => ApiError::bad_request(m),
+            LogError::Unavailable(m) => ApiError::unavailable(m),
+        }
+    }
+}
+
+fn text(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(body)
+        .expect("static headers")
+}
+
+impl ApiServer {
+    async fn pod(&self, target: &Target) -> ApiResult<Pod> {
+        let obj = self.get_kv(target, target.name()).await?;
+        serde_json::from_slice(&obj.value).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// `GET pods/{name}/log`.
+    pub(crate) async fn pod_log(
+        self: &Arc<Self>,
+        target: &Target,
+        query: Option<&str>,
+    ) -> ApiResult<Response> {
+        let params = LogParams::parse(query)?;
+        let pod = self.pod(target).await?;
+        if params.previous {
+            return Err(ApiError::bad_request(format!(
+                "pod {}: the node agent keeps no log of previous container instances",
+                pod.metadata.name
+            )));
+        }
+        let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
+        if pod.spec.node_name.is_empty() || matches!(phase, "" | "Pending") {
+            return Err(ApiError::bad_request(format!(
+                "pod {} is waiting to start: {}",
+                pod.metadata.name,
+                if pod.spec.node_name.is_empty() {
+                    "not scheduled yet"
+                } else {
+                    "its node agent is starting it"
+                }
+            )));
+        }
+        let provider = self.pod_logs.get().cloned().ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "no node agent serves logs for node {}",
+                pod.spec.node_name
+            ))
+        })?;
+        let container = params.container.clone();
+        let log = provider.logs(&pod, container.as_deref()).await?;
+        let first = Bytes::copy_from_slice(params.cut(&log));
+        if !params.follow {
+            return Ok(text(Body::from(first)));
+        }
+        // Follow: send what is new every period until the pod ends or is gone.
+        let api = self.clone();
+        let target = target.clone();
+        let state = (api, target, provider, container, log.len(), Some(first));
+        let stream = futures::stream::unfold(state, |mut s| async move {
+            if let Some(first) = s.5.take() {
+                return Some((Ok::<_, std::io::Error>(first), s));
+            }
+            loop {
+                tokio::time::sleep(FOLLOW_PERIOD).await;
+                let pod = s.0.pod(&s.1).await.ok()?;
+                let log = s.2.logs(&pod, s.3.as_deref()).await.ok()?;
+                let ended = pod
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| matches!(st.phase.as_str(), "Succeeded" | "Failed"));
+                if log.len() > s.4 {
+                    let new = Bytes::copy_from_slice(&log[s.4..]);
+                    s.4 = log.len();
+                    return Some((Ok(new), s));
+                }
+                // A restarted workload starts a new log.
+                s.4 = s.4.min(log.len());
+                if ended {
+                    return None;
+                }
+            }
+        });
+        Ok(text(Body::from_stream(stream)))
+    }
+
+    /// `POST pods/{name}/action`: records an `Action` for the pod's node agent.
+    pub(crate) async fn pod_action(
+        &self,
+        target: &Target,
+        content_type: Option<&str>,
+        body: &[u8],
+        params: &Params,
+    ) -> ApiResult<Value> {
+        let pod = self.pod(target).await?;
+        if pod.spec.virtual_machine.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "pod {} is not a VM pod: actions apply to VMs only",
+                pod.metadata.name
+            )));
+        }
+        let request = codec::decode_body(content_type, body)?;
+        let (verb, pod_action) = pod_action_of(&pod.metadata.name, &request)?;
+        let info = self
+            .registry
+            .by_plural("", "v1", "actions")
+            .cloned()
+            .ok_or_else(|| ApiError::internal("the Action kind is not registered"))?;
+        let actions = Target {
+            info,
+            subresource: None,
+            name: None,
+            ..target.clone()
+        };
+        let action = json!({
+            "apiVersion": "v1", "kind": "Action",
+            "metadata": {"generateName": format!("{}-{verb}-", pod.metadata.name)},
+            "spec": {"podAction": pod_action},
+        });
+        self.create(&actions, action, params).await
+    }
+}
+
+/// The action a request body asks for: its verb and the `spec.podAction` to record.
+fn pod_action_of(pod: &str, request: &Value) -> ApiResult<(&'static str, Value)> {
+    const ACTIONS: [(&str, &str, &str); 3] = [
+        ("reboot", "rebootParams", "rebootAction"),
+        ("snapshot", "snapshotParams", "snapshotAction"),
+        ("restore", "restoreParams", "restoreAction"),
+    ];
+    let named = request.get("actionName").and_then(Value::as_str);
+    let mut found = None;
+    for (verb, params, field) in ACTIONS {
+        let asked = if named.is_some_and(|n| n.eq_ignore_ascii_case(verb)) {
+            Some(request.get(params).cloned().unwrap_or_else(|| json!({})))
+        } else {
+            request.get(field).cloned()
+        };
+        if let Some(args) = asked {
+            if found.is_some() {
+                return Err(ApiError::bad_request("an action request names one action"));
+            }
+            found = Some((verb, json!({"podName": pod, field: args})));
+        }
+    }
+    found.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "no action named: set actionName to reboot, snapshot or restore{}",
+            named.map(|n| format!(" (not {n:?})")).unwrap_or_default()
+        ))
+    })
+}
+
+/// Whether `plural` has the subresource `sub` for requests with a name.
+pub(crate) fn has_subresource(plural: &str, sub: &str) -> bool {
+    plural == Pod::PLURAL && matches!(sub, "log" | "action")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_and_limit_cut_the_log() {
+        let p = |q: &str| LogParams::parse(Some(q)).unwrap();
+        let log = b"one\ntwo\nthree\n";
+        assert_eq!(p("").cut(log), log);
+        assert_eq!(p("tailLines=1").cut(log), b"three\n");
+        assert_eq!(p("tailLines=2").cut(log), b"two\nthree\n");
+        assert_eq!(p("tailLines=9").cut(log), log);
+        assert_eq!(p("tailLines=0").cut(log), b"");
+        assert_eq!(p("tailLines=1").cut(b"one\npartial"), b"partial");
+        assert_eq!(p("limitBytes=5").cut(log), b"one\nt");
+        assert_eq!(p("tailLines=2&limitBytes=3").cut(log), b"two");
+        assert!(LogParams::parse(Some("tailLines=-1")).is_err());
+        assert!(LogParams::parse(Some("limitBytes=x")).is_err());
+        assert_eq!(p(&format!("limitBytes={}", usize::MAX)).cut(log), log);
+        assert_eq!(
+            p("container=vm&follow=true").container.as_deref(),
+            Some("vm")
+        );
+    }
+
+    #[test]
+    fn action_bodies_in_both_shapes() {
+        let (verb, a) = pod_action_of(
+            "vm1",
+            &json!({"kind": "CustomAction", "actionName": "Reboot", "rebootParams": {"delayInSeconds": 2}}),
+        )
+        .unwrap();
+        assert_eq!(verb, "reboot");
+        assert_eq!(
+            a,
+            json!({"podName": "vm1", "rebootAction": {"delayInSeconds": 2}})
+        );
+        let (verb, a) =
+            pod_action_of("vm1", &json!({"snapshotAction": {"snapshotName": "s1"}})).unwrap();
+        assert_eq!(verb, "snapshot");
+        assert_eq!(a["snapshotAction"]["snapshotName"], "s1");
+        assert!(pod_action_of("vm1", &json!({"actionName": "explode"})).is_err());
+        assert!(pod_action_of("vm1", &json!({})).is_err());
+        assert!(
+            pod_action_of(
+                "vm1",
+                &json!({"actionName": "reboot", "restoreAction": {"snapshotID": "s"}})
+            )
+            .is_err()
+        );
+    }
+}
