@@ -240,6 +240,40 @@ impl QemuRuntime {
     }
 }
 
+/// The guest kernel's command line. Under TCG the guest's TSC runs at the host's rate; the
+/// kernel is told that rate, because calibrating it against the emulated PIT fails when
+/// the host is busy (several guests booting at once), after which the guest hangs.
+fn kernel_command_line(accel: Accel) -> String {
+    let mut line = "console=ttyS0 quiet panic=-1".to_owned();
+    if accel == Accel::Tcg
+        && let Some(khz) = host_tsc_khz()
+    {
+        line.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    line
+}
+
+/// The host's TSC rate in kHz, measured once against the monotonic clock over 50 ms.
+#[allow(unsafe_code)] // one rdtsc intrinsic
+fn host_tsc_khz() -> Option<u64> {
+    static KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: rdtsc has no preconditions on x86_64.
+            let tsc = || unsafe { std::arch::x86_64::_rdtsc() };
+            let (t0, c0) = (std::time::Instant::now(), tsc());
+            std::thread::sleep(Duration::from_millis(50));
+            let (ticks, nanos) = (tsc().wrapping_sub(c0), t0.elapsed().as_nanos() as u64);
+            (nanos > 0).then(|| ticks * 1_000_000 / nanos)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    })
+}
+
 /// QEMU's command line for a VM.
 fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -267,7 +301,7 @@ fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
         "-initrd".into(),
         vm.initrd.display().to_string(),
         "-append".into(),
-        "console=ttyS0 quiet panic=-1".into(),
+        kernel_command_line(accel),
         "-chardev".into(),
         format!("file,id=console,path={},append=on", vm.console().display()),
         "-serial".into(),
@@ -628,6 +662,20 @@ fn valid_snapshot_name(name: &str) -> Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcg_guests_are_told_the_tsc_rate() {
+        assert!(!kernel_command_line(Accel::Kvm).contains("tsc_early_khz"));
+        let tcg = kernel_command_line(Accel::Tcg);
+        if cfg!(target_arch = "x86_64") {
+            let khz: u64 = tcg
+                .split_once("tsc_early_khz=")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("a rate on x86_64");
+            // Any x86_64 host of this century: between 500 MHz and 10 GHz.
+            assert!((500_000..10_000_000).contains(&khz), "{khz} kHz");
+        }
+    }
 
     #[test]
     fn user_data_is_decoded_when_base64() {

@@ -150,83 +150,20 @@ async fn start_compute(
     let fleet = Fleet::new(store);
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let list = |pairs: &[(&str, String)]| -> ResourceList {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Quantity::new(v.clone())))
-            .collect()
-    };
     if compute.local_agent {
-        if RuncRuntime::available() {
-            let root = data_dir.join("node");
-            let qemu =
-                QemuRuntime::available(None).then(|| Arc::new(QemuRuntime::new(&root, None)));
-            if let Some(q) = qemu.clone() {
-                // Probe the accelerator now, not when the first VM pod arrives.
-                tokio::spawn(async move {
-                    println!("centaurus: VM pods run under {}", q.accel().await.arg());
-                });
+        match local_agent(&data_dir.join("node")) {
+            Some((agent, what)) => {
+                let name = agent.name().to_owned();
+                fleet.add(agent).await?;
+                println!("centaurus: node {name} runs {what}");
             }
-            let vms = qemu.map(|q| q as Arc<dyn Runtime>);
-            let name = hostname();
-            let agent = NodeAgent::new(
-                AgentConfig {
-                    node_name: name.clone(),
-                    zone: "local".into(),
-                    labels: Default::default(),
-                    capacity: list(&[
-                        ("cpu", cpus.to_string()),
-                        ("memory", "8Gi".into()),
-                        ("pods", "110".into()),
-                        ("vm", if vms.is_some() { "4" } else { "0" }.into()),
-                    ]),
-                    address: "127.0.0.1".into(),
-                    heartbeat: Duration::from_secs(10),
-                    lease_seconds: 40,
-                },
-                Some(Arc::new(RuncRuntime::new(&root))),
-                vms.clone(),
-                Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
-            );
-            fleet.add(agent).await?;
-            println!(
-                "centaurus: node {name} runs container pods (runc){}",
-                if vms.is_some() {
-                    " and VM pods (QEMU)"
-                } else {
-                    "; VM pods need qemu-system-x86 and the kernel from scripts/setup.sh"
-                }
-            );
-        } else {
-            println!(
+            None => println!(
                 "centaurus: no local node agent: real pods need root and runc (scripts/setup.sh); hollow nodes only"
-            );
+            ),
         }
     }
     if compute.hollow_nodes > 0 {
-        let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
-        let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
-        for i in 0..compute.hollow_nodes {
-            let agent = NodeAgent::new(
-                AgentConfig {
-                    node_name: format!("hollow-{i}"),
-                    zone: format!("zone-{}", (b'a' + (i % compute.zones.max(1)) as u8) as char),
-                    labels: [("centaurus.io/hollow".to_string(), "true".to_string())].into(),
-                    capacity: list(&[
-                        ("cpu", "32".into()),
-                        ("memory", "128Gi".into()),
-                        ("pods", "110".into()),
-                        ("vm", "8".into()),
-                    ]),
-                    address: format!("198.18.{}.{}", i / 250, i % 250 + 1),
-                    heartbeat: Duration::from_secs(10),
-                    lease_seconds: 40,
-                },
-                Some(runtime.clone()),
-                Some(runtime.clone()),
-                network.clone(),
-            );
+        for agent in hollow_agents(compute.hollow_nodes, compute.zones, Duration::from_secs(10)) {
             fleet.add(agent).await?;
         }
         println!(
@@ -236,4 +173,82 @@ async fn start_compute(
         );
     }
     Ok((fleet, tasks))
+}
+
+fn list(pairs: &[(&str, String)]) -> ResourceList {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity::new(v.clone())))
+        .collect()
+}
+
+/// The node agent of this host with the real runtimes (runc, and QEMU when present) and
+/// what it runs; None without root or runc.
+pub(crate) fn local_agent(root: &Path) -> Option<(NodeAgent, String)> {
+    if !RuncRuntime::available() {
+        return None;
+    }
+    let qemu = QemuRuntime::available(None).then(|| Arc::new(QemuRuntime::new(root, None)));
+    if let Some(q) = qemu.clone() {
+        // Probe the accelerator now, not when the first VM pod arrives.
+        tokio::spawn(async move {
+            println!("centaurus: VM pods run under {}", q.accel().await.arg());
+        });
+    }
+    let what = if qemu.is_some() {
+        "container pods (runc) and VM pods (QEMU)"
+    } else {
+        "container pods (runc); VM pods need qemu-system-x86 and the kernel from scripts/setup.sh"
+    };
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let agent = NodeAgent::new(
+        AgentConfig {
+            node_name: hostname(),
+            zone: "local".into(),
+            labels: Default::default(),
+            capacity: list(&[
+                ("cpu", cpus.to_string()),
+                ("memory", "8Gi".into()),
+                ("pods", "110".into()),
+                ("vm", if qemu.is_some() { "4" } else { "0" }.into()),
+            ]),
+            address: "127.0.0.1".into(),
+            heartbeat: Duration::from_secs(10),
+            lease_seconds: 40,
+        },
+        Some(Arc::new(RuncRuntime::new(root))),
+        qemu.map(|q| q as Arc<dyn Runtime>),
+        Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
+    );
+    Some((agent, what.into()))
+}
+
+/// `count` simulated nodes (`hollow-{i}`, 32 CPUs, 128 GiB, 110 pods, 8 VMs each) over
+/// `zones` zones, renewing their leases every `heartbeat`.
+pub(crate) fn hollow_agents(count: usize, zones: usize, heartbeat: Duration) -> Vec<NodeAgent> {
+    let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
+    let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
+    (0..count)
+        .map(|i| {
+            NodeAgent::new(
+                AgentConfig {
+                    node_name: format!("hollow-{i}"),
+                    zone: format!("zone-{}", (b'a' + (i % zones.max(1)) as u8) as char),
+                    labels: [("centaurus.io/hollow".to_string(), "true".to_string())].into(),
+                    capacity: list(&[
+                        ("cpu", "32".into()),
+                        ("memory", "128Gi".into()),
+                        ("pods", "110".into()),
+                        ("vm", "8".into()),
+                    ]),
+                    address: format!("198.18.{}.{}", i / 250, i % 250 + 1),
+                    heartbeat,
+                    lease_seconds: 40,
+                },
+                Some(runtime.clone()),
+                Some(runtime.clone()),
+                network.clone(),
+            )
+        })
+        .collect()
 }

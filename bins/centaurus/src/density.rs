@@ -1,0 +1,428 @@
+//! `centaurus density`: pod startup latency and scheduling throughput of an in-process
+//! region (embedded store, scheduler, node agents), and the cost of node heartbeats.
+//!
+//! Pods are written to the store as a controller would (the API's own cost is what
+//! `centaurusctl load` measures). Startup latency runs from just before a pod's create to
+//! the moment a watch sees it `Ready` (with `--no-agents`: bound to a node). Two phases:
+//! *saturation* creates every pod at once and reports pods per second; *latency* creates
+//! pods at `--rate` per second and reports p50/p99, as Kubernetes' density tests do.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use centaurus_api::region;
+use centaurus_core::model::{
+    Container, LABEL_ZONE, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
+    Resource, ResourceRequirements, VirtualMachine, node_ready_condition,
+};
+use centaurus_core::objects::Objects;
+use centaurus_core::store::{EventKind, RedbStore, Store};
+use centaurus_runtime::Fleet;
+use centaurus_sched::scheduler::mean_decision;
+use centaurus_sched::{Scheduler, SchedulerConfig};
+use futures::StreamExt;
+
+/// What runs the pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Hollow nodes: pods go Running at once.
+    Hollow,
+    /// Container pods under runc on this host's node agent.
+    Container,
+    /// VM pods under QEMU on this host's node agent.
+    Vm,
+}
+
+/// A density run.
+pub struct Density {
+    /// Nodes (hollow, or Node objects only without agents).
+    pub nodes: usize,
+    /// Zones the nodes are spread over.
+    pub zones: usize,
+    /// Pods of the saturation phase.
+    pub pods: usize,
+    /// Pods of the latency phase (0: skip it).
+    pub latency_pods: usize,
+    /// Creation rate of the latency phase, pods per second.
+    pub rate: f64,
+    /// What runs the pods.
+    pub workload: Workload,
+    /// Nodes without agents: measures scheduling (creation → bound) alone.
+    pub no_agents: bool,
+    /// Node heartbeat period.
+    pub heartbeat: Duration,
+    /// Measure the heartbeat cost over this long, with no pods, before the pod phases.
+    pub soak: Option<Duration>,
+}
+
+/// Creation instants and startup latencies of the pods of one phase.
+#[derive(Default)]
+struct Tracker {
+    begin: Option<Instant>,
+    created: HashMap<String, Instant>,
+    started: HashMap<String, Duration>,
+    last: Option<Instant>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// CPU time (user + system) of this process.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn pod(name: &str, workload: Workload) -> Pod {
+    let mut p = Pod::typed(ObjectMeta::namespaced("system", "density", name));
+    p.metadata.labels.insert("app".into(), "density".into());
+    let requests = |cpu: &str, mem: &str| ResourceRequirements {
+        requests: [
+            ("cpu".to_string(), Quantity::new(cpu)),
+            ("memory".to_string(), Quantity::new(mem)),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    p.spec = match workload {
+        Workload::Vm => PodSpec {
+            virtual_machine: Some(VirtualMachine {
+                name: "vm".into(),
+                image: "tiny".into(),
+                resources: requests("100m", "128Mi"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        _ => PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "busybox".into(),
+                command: vec!["sleep".into(), "3600".into()],
+                resources: requests("10m", "16Mi"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    };
+    p
+}
+
+/// A Ready node object with no agent behind it.
+fn bare_node(i: usize, zones: usize) -> Node {
+    let mut n = Node::typed(ObjectMeta::named(format!("bare-{i}")));
+    n.metadata
+        .labels
+        .insert(LABEL_ZONE.into(), format!("zone-{}", i % zones.max(1)));
+    n.status = Some(NodeStatus {
+        allocatable: [
+            ("cpu", "32"),
+            ("memory", "128Gi"),
+            ("pods", "110"),
+            ("vm", "8"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity::new(*v)))
+        .collect(),
+        conditions: vec![node_ready_condition(
+            "True",
+            "Bare",
+            "a node object without an agent",
+        )],
+        node_info: NodeInfo {
+            workload_types: vec!["container".into(), "vm".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    n
+}
+
+/// Whether the pod counts as started.
+fn started(p: &Pod, bound_only: bool) -> bool {
+    if bound_only {
+        return !p.spec.node_name.is_empty();
+    }
+    p.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Runs the benchmark in `dir` (a fresh store) and prints its figures.
+pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(dir.join("store.redb")).context("opening the density store")?);
+    region::bootstrap(&*store).await?;
+    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let (stats, cluster) = (scheduler.stats(), scheduler.cluster());
+    let mut tasks = vec![tokio::spawn(scheduler.run())];
+    let fleet = Fleet::new(store.clone());
+    tasks.push(tokio::spawn(fleet.clone().run()));
+    fleet.wait_synced().await;
+
+    let registering = Instant::now();
+    let rss0 = rss_mib();
+    match (d.workload, d.no_agents) {
+        (Workload::Hollow, true) => {
+            let nodes = Objects::<Node>::new(store.clone());
+            let sem = Arc::new(tokio::sync::Semaphore::new(64));
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..d.nodes {
+                let (nodes, permit) = (nodes.clone(), sem.clone().acquire_owned().await?);
+                let node = bare_node(i, d.zones);
+                set.spawn(async move {
+                    let r = nodes.create(node).await;
+                    drop(permit);
+                    r
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+        }
+        (Workload::Hollow, false) => {
+            for agent in crate::up::hollow_agents(d.nodes, d.zones, d.heartbeat) {
+                fleet.add(agent).await?;
+            }
+        }
+        (_, true) => anyhow::bail!("--no-agents applies to hollow pods only"),
+        (_, false) => {
+            let (agent, what) = crate::up::local_agent(&dir.join("node")).context(
+                "real pods need root and runc (and QEMU and the VM kernel for VM pods): run scripts/setup.sh as root",
+            )?;
+            println!("density: node {} runs {what}", agent.name());
+            fleet.add(agent).await?;
+        }
+    }
+    let nodes_registered = registering.elapsed();
+    println!(
+        "density: {} nodes registered in {:.2} s ({}; {:.0} MiB -> {:.0} MiB RSS)",
+        if d.workload == Workload::Hollow {
+            d.nodes
+        } else {
+            1
+        },
+        nodes_registered.as_secs_f64(),
+        if d.no_agents {
+            "Node objects, no agents"
+        } else {
+            "agents with leases"
+        },
+        rss0,
+        rss_mib()
+    );
+    // Let the scheduler see every node.
+    let expected = if d.workload == Workload::Hollow {
+        d.nodes
+    } else {
+        1
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .node_count();
+        if seen >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    if let Some(soak) = d.soak {
+        let (cpu_before, rss_before, t0) = (cpu_time(), rss_mib(), Instant::now());
+        let rev0 = store.revision().await?;
+        tokio::time::sleep(soak).await;
+        let wall = t0.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu_before);
+        let writes = store.revision().await? - rev0;
+        println!(
+            "heartbeat: {} nodes every {:?} for {:.0} s: {:.1}% of one core ({:.3} ms CPU per renewal), {:.0} store writes/s, RSS {:.0} MiB (+{:.0} MiB)",
+            d.nodes,
+            d.heartbeat,
+            wall.as_secs_f64(),
+            cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
+            cpu.as_secs_f64() * 1e3 / (writes.max(1) as f64),
+            writes as f64 / wall.as_secs_f64(),
+            rss_mib(),
+            rss_mib() - rss_before,
+        );
+    }
+
+    if d.pods > 0 {
+        let t = phase(&store, &d, "saturation", d.pods, None).await?;
+        report(&t, "saturation", d.pods);
+    }
+    if d.latency_pods > 0 {
+        let t = phase(&store, &d, "latency", d.latency_pods, Some(d.rate)).await?;
+        report(&t, &format!("latency at {} pods/s", d.rate), d.latency_pods);
+    }
+    println!(
+        "scheduler: {} bound, {} conflicts, {} unschedulable attempts, mean decision {:.1} µs",
+        stats.bound.load(Ordering::Relaxed),
+        stats.conflicts.load(Ordering::Relaxed),
+        stats.unschedulable.load(Ordering::Relaxed),
+        mean_decision(&stats).as_secs_f64() * 1e6
+    );
+    // Real workloads stop with the run.
+    if d.workload != Workload::Hollow {
+        let pods = Objects::<Pod>::new(store.clone());
+        for p in pods.list("/registry/pods/").await? {
+            let _ = pods.delete(&p.key(), None).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    fleet.shutdown().await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Creates `count` pods (all at once, or at `rate` per second) and waits until each started.
+async fn phase(
+    store: &Arc<dyn Store>,
+    d: &Density,
+    name: &str,
+    count: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Tracker> {
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let bound_only = d.no_agents;
+    let mut events = store
+        .watch("/registry/pods/", store.revision().await? + 1)
+        .await?;
+    let watcher = {
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(ev)) = events.next().await {
+                if ev.kind == EventKind::Delete {
+                    continue;
+                }
+                let Ok(p) = serde_json::from_slice::<Pod>(&ev.kv.value) else {
+                    continue;
+                };
+                if !started(&p, bound_only) {
+                    continue;
+                }
+                let now = Instant::now();
+                let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
+                if t.started.contains_key(&p.metadata.name) {
+                    continue;
+                }
+                if let Some(c) = t.created.get(&p.metadata.name).copied() {
+                    t.started.insert(p.metadata.name.clone(), now - c);
+                    t.last = Some(now);
+                }
+            }
+        })
+    };
+    let pods = Objects::<Pod>::new(store.clone());
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    let begin = Instant::now();
+    for i in 0..count {
+        if let Some(r) = rate {
+            let due = begin + Duration::from_secs_f64(i as f64 / r);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = sem.clone().acquire_owned().await?;
+        let (pods, tracker) = (pods.clone(), tracker.clone());
+        let p = pod(&format!("{name}-{i}"), d.workload);
+        set.spawn(async move {
+            tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .created
+                .insert(p.metadata.name.clone(), Instant::now());
+            let r = pods.create(p).await;
+            drop(permit);
+            r
+        });
+        while let Some(r) = set.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let timeout = Duration::from_secs(60) + Duration::from_millis(count as u64 * 20);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .started
+            .len();
+        if n >= count {
+            break;
+        }
+        if Instant::now() > deadline {
+            println!("{name}: only {n} of {count} pods started within {timeout:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.abort();
+    let mut t = std::mem::take(&mut *tracker.lock().unwrap_or_else(|e| e.into_inner()));
+    t.begin = Some(begin);
+    Ok(t)
+}
+
+fn report(t: &Tracker, phase: &str, count: usize) {
+    let begin = t.begin.unwrap_or_else(Instant::now);
+    let mut lat: Vec<Duration> = t.started.values().copied().collect();
+    lat.sort();
+    let span = t
+        .last
+        .map_or(Duration::ZERO, |l| l.saturating_duration_since(begin));
+    println!(
+        "{phase}: {} of {count} pods started in {:.2} s ({:.0} pods/s); startup p50 {} p90 {} p99 {} max {}",
+        lat.len(),
+        span.as_secs_f64(),
+        lat.len() as f64 / span.as_secs_f64().max(1e-9),
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.90)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+    );
+}
