@@ -1,9 +1,12 @@
 //! The Mizar management plane: VPCs, subnets, endpoints, droplets, bouncers and dividers,
 //! and the [`Dataplane`] interface through which a host's transit daemon is programmed.
 //!
-//! Only the interface is defined so far; the kinds, IPAM and operators come with the VPC work.
+//! So far: [`ipam`] (CIDRs, endpoint addresses and MACs, VNIs) and the [`Dataplane`]
+//! interface; the kinds, operators and `SimDataplane` come next.
 
 use async_trait::async_trait;
+
+pub mod ipam;
 
 /// Programs one host's transit tables.
 #[async_trait]
