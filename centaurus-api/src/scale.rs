@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::patch::{self, PatchKind};
+use crate::patch::PatchKind;
 use crate::query::Params;
 use crate::server::{ApiServer, Target};
 
@@ -99,7 +99,7 @@ impl ApiServer {
         Ok(scale_of(&updated))
     }
 
-    /// `PATCH …/scale`, retried on a concurrent write when the patch sets no precondition.
+    /// `PATCH …/scale`.
     pub(crate) async fn patch_scale(
         &self,
         target: &Target,
@@ -107,24 +107,19 @@ impl ApiServer {
         body: &[u8],
         params: &Params,
     ) -> ApiResult<Value> {
-        for _ in 0..5 {
-            let mut scale = self.get_scale(target).await?;
-            let before = scale.pointer("/metadata/resourceVersion").cloned();
-            patch::apply(kind, &mut scale, body)?;
-            let precondition = scale.pointer("/metadata/resourceVersion").cloned() != before;
-            if !precondition && let Some(m) = scale["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
-            match self.put_scale(target, &scale, params).await {
-                Err(e) if e.reason == "Conflict" && !precondition => continue,
-                other => return other,
-            }
-        }
-        Err(ApiError::conflict(
-            target.info.plural,
-            target.name(),
-            "too many concurrent writes; try again",
-        ))
+        self.patch_with(
+            target,
+            kind,
+            body,
+            || self.get_scale(target),
+            |mut scale: Value, precondition| async move {
+                if !precondition && let Some(m) = scale["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                self.put_scale(target, &scale, params).await
+            },
+        )
+        .await
     }
 }
 

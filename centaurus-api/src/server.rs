@@ -887,13 +887,37 @@ impl ApiServer {
         body: &[u8],
         params: &Params,
     ) -> ApiResult<Value> {
-        // Retry on a concurrent write, as Kubernetes does for patches without a precondition.
+        self.patch_with(
+            target,
+            kind,
+            body,
+            || self.get(target, target.name()),
+            |doc, _| self.update(target, doc, params),
+        )
+        .await
+    }
+
+    /// Reads a document, applies the patch and writes it; retries on a concurrent write
+    /// when the patch sets no `resourceVersion` precondition, as Kubernetes does. `write`
+    /// learns whether the patch set one.
+    pub(crate) async fn patch_with<R, W>(
+        &self,
+        target: &Target,
+        kind: PatchKind,
+        body: &[u8],
+        read: impl Fn() -> R,
+        write: impl Fn(Value, bool) -> W,
+    ) -> ApiResult<Value>
+    where
+        R: Future<Output = ApiResult<Value>>,
+        W: Future<Output = ApiResult<Value>>,
+    {
         for _ in 0..5 {
-            let mut doc = self.get(target, target.name()).await?;
+            let mut doc = read().await?;
             let before = doc.pointer("/metadata/resourceVersion").cloned();
             patch::apply(kind, &mut doc, body)?;
             let precondition = doc.pointer("/metadata/resourceVersion").cloned() != before;
-            match self.update(target, doc, params).await {
+            match write(doc, precondition).await {
                 Err(e) if e.reason == "Conflict" && !precondition => continue,
                 other => return other,
             }

@@ -38,25 +38,35 @@ pub enum Workload {
 }
 
 /// A density run.
+#[derive(clap::Args)]
 pub struct Density {
-    /// Nodes (hollow, or Node objects only without agents).
+    /// Nodes: hollow agents, or Node objects only with --no-agents.
+    #[arg(long, default_value_t = 1_000)]
     pub nodes: usize,
-    /// Zones the nodes are spread over.
+    /// Availability zones.
+    #[arg(long, default_value_t = 3)]
     pub zones: usize,
-    /// Pods of the saturation phase.
+    /// Pods created at once (saturation phase; 0 skips it).
+    #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Pods of the latency phase (0: skip it).
+    /// Pods created at --rate (latency phase; 0 skips it).
+    #[arg(long, default_value_t = 2_000)]
     pub latency_pods: usize,
     /// Creation rate of the latency phase, pods per second.
+    #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
-    /// What runs the pods.
+    /// hollow, container (runc) or vm (QEMU); real workloads run on this host's agent.
+    #[arg(long, value_enum, default_value = "hollow")]
     pub workload: Workload,
-    /// Nodes without agents: measures scheduling (creation → bound) alone.
+    /// Register Node objects without agents: creation → bound measures the scheduler.
+    #[arg(long)]
     pub no_agents: bool,
-    /// Node heartbeat period.
-    pub heartbeat: Duration,
-    /// Measure the heartbeat cost over this long, with no pods, before the pod phases.
-    pub soak: Option<Duration>,
+    /// Node heartbeat period, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat: u64,
+    /// Before the pods, measure the heartbeat cost for this many seconds.
+    #[arg(long)]
+    pub soak: Option<u64>,
 }
 
 /// Creation instants and startup latencies of the pods of one phase.
@@ -219,7 +229,9 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
             }
         }
         (Workload::Hollow, false) => {
-            for agent in crate::up::hollow_agents(d.nodes, d.zones, d.heartbeat) {
+            for agent in
+                crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat))
+            {
                 fleet.add(agent).await?;
             }
         }
@@ -268,7 +280,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    if let Some(soak) = d.soak {
+    if let Some(soak) = d.soak.map(Duration::from_secs) {
         let (cpu_before, rss_before, t0) = (cpu_time(), rss_mib(), Instant::now());
         let rev0 = store.revision().await?;
         tokio::time::sleep(soak).await;
@@ -276,7 +288,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
         let cpu = cpu_time().saturating_sub(cpu_before);
         let writes = store.revision().await? - rev0;
         println!(
-            "heartbeat: {} nodes every {:?} for {:.0} s: {:.1}% of one core ({:.3} ms CPU per renewal), {:.0} store writes/s, RSS {:.0} MiB (+{:.0} MiB)",
+            "heartbeat: {} nodes every {}s for {:.0} s: {:.1}% of one core ({:.3} ms CPU per renewal), {:.0} store writes/s, RSS {:.0} MiB (+{:.0} MiB)",
             d.nodes,
             d.heartbeat,
             wall.as_secs_f64(),

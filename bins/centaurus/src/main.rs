@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -50,35 +49,7 @@ enum Command {
     },
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
-    Density {
-        /// Nodes: hollow agents, or Node objects only with --no-agents.
-        #[arg(long, default_value_t = 1_000)]
-        nodes: usize,
-        /// Availability zones.
-        #[arg(long, default_value_t = 3)]
-        zones: usize,
-        /// Pods created at once (saturation phase; 0 skips it).
-        #[arg(long, default_value_t = 10_000)]
-        pods: usize,
-        /// Pods created at --rate (latency phase; 0 skips it).
-        #[arg(long, default_value_t = 2_000)]
-        latency_pods: usize,
-        /// Creation rate of the latency phase, pods per second.
-        #[arg(long, default_value_t = 500.0)]
-        rate: f64,
-        /// hollow, container (runc) or vm (QEMU); real workloads run on this host's agent.
-        #[arg(long, value_enum, default_value = "hollow")]
-        workload: density::Workload,
-        /// Register Node objects without agents: creation → bound measures the scheduler.
-        #[arg(long)]
-        no_agents: bool,
-        /// Node heartbeat period, seconds.
-        #[arg(long, default_value_t = 10)]
-        heartbeat: u64,
-        /// Before the pods, measure the heartbeat cost for this many seconds.
-        #[arg(long)]
-        soak: Option<u64>,
-    },
+    Density(density::Density),
 }
 
 #[tokio::main]
@@ -110,33 +81,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("region in {}", data_dir.display())),
-        Command::Density {
-            nodes,
-            zones,
-            pods,
-            latency_pods,
-            rate,
-            workload,
-            no_agents,
-            heartbeat,
-            soak,
-        } => {
+        Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
-            density::run(
-                dir.path(),
-                density::Density {
-                    nodes,
-                    zones,
-                    pods,
-                    latency_pods,
-                    rate,
-                    workload,
-                    no_agents,
-                    heartbeat: Duration::from_secs(heartbeat),
-                    soak: soak.map(Duration::from_secs),
-                },
-            )
-            .await
+            density::run(dir.path(), d).await
         }
     }
 }
