@@ -1,23 +1,17 @@
-//! The Mizar management plane: VPCs, subnets, endpoints, droplets, bouncers and dividers,
-//! and the [`Dataplane`] interface through which a host's transit daemon is programmed.
+//! The Mizar management plane: VPCs, subnets, endpoints, droplets, bouncers and dividers.
 //!
-//! So far: [`ipam`] (CIDRs, endpoint addresses and MACs, VNIs) and the [`Dataplane`]
-//! interface; the kinds, operators and `SimDataplane` come next.
+//! - [`kinds`]: the objects, served by the API like any other kind.
+//! - [`ipam`]: CIDRs, endpoint addresses and MACs, VNIs.
+//! - [`tables`]: a host's transit tables and the updates that program them.
+//! - [`plane`]: the operators' pipeline as function calls over one in-memory plane:
+//!   placement of bouncers and dividers, addresses, and the programming each change needs.
+//! - [`dataplane`]: the [`Dataplane`] interface hosts are programmed through, and
+//!   [`SimDataplane`], which forwards packets from the tables as the XDP datapath does.
 
-use async_trait::async_trait;
-
+pub mod dataplane;
 pub mod ipam;
+pub mod kinds;
+pub mod plane;
+pub mod tables;
 
-/// Programs one host's transit tables.
-#[async_trait]
-pub trait Dataplane: Send + Sync + 'static {
-    /// Adds or replaces an endpoint entry (`vni`, `ip`) -> host address.
-    async fn update_endpoint(
-        &self,
-        vni: u32,
-        ip: std::net::IpAddr,
-        host: std::net::IpAddr,
-    ) -> Result<(), String>;
-    /// Removes an endpoint entry.
-    async fn delete_endpoint(&self, vni: u32, ip: std::net::IpAddr) -> Result<(), String>;
-}
+pub use dataplane::{Dataplane, DataplaneError, Delivery, Outcome, SimDataplane};

@@ -1,0 +1,333 @@
+//! One host's transit tables, as the XDP programs hold them, and the updates that program
+//! them. The same tables serve every role a host plays:
+//!
+//! - **endpoints** `(vni, ip) → where`: a local endpoint's veth, or (on a bouncer) the host
+//!   of a remote endpoint;
+//! - **bounced subnets** `(vni, cidr) → dividers`: the subnets this host is a bouncer of,
+//!   and where traffic leaving them goes;
+//! - **divided subnets** `vni → [(cidr, bouncers)]`: on a divider, every subnet of the VPC;
+//! - **agents** `(vni, ip) → bouncers`: the transit agent's metadata on a local endpoint's
+//!   veth, naming its subnet's bouncers.
+//!
+//! [`HostTables::transit`] and [`HostTables::egress`] decide a packet's next step from the
+//! tables alone, as the BPF programs will.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::Ipv4Cidr;
+
+/// The key of an endpoint in every table: its VPC's VNI and its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointKey {
+    /// VNI of the endpoint's VPC.
+    pub vni: u32,
+    /// The endpoint's address.
+    pub ip: Ipv4Addr,
+}
+
+impl EndpointKey {
+    /// The key of `ip` in `vni`.
+    pub fn new(vni: u32, ip: Ipv4Addr) -> Self {
+        Self { vni, ip }
+    }
+}
+
+/// Where an endpoint is, as a host's table says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Location {
+    /// On this host, behind the host side of a veth pair.
+    Local {
+        /// The host-side interface.
+        veth: String,
+        /// The endpoint's MAC.
+        mac: [u8; 6],
+    },
+    /// On another host (bouncer role).
+    Remote {
+        /// The host's substrate address.
+        host: Ipv4Addr,
+        /// The endpoint's MAC.
+        mac: [u8; 6],
+    },
+}
+
+/// One change to one host's tables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableUpdate {
+    /// Adds or replaces an endpoint entry.
+    PutEndpoint {
+        /// The endpoint.
+        key: EndpointKey,
+        /// Where it is.
+        location: Location,
+    },
+    /// Removes an endpoint entry.
+    DeleteEndpoint {
+        /// The endpoint.
+        key: EndpointKey,
+    },
+    /// Makes this host a bouncer of a subnet, sending traffic that leaves it to `dividers`.
+    PutBouncedSubnet {
+        /// The VPC's VNI.
+        vni: u32,
+        /// The subnet's range.
+        cidr: Ipv4Cidr,
+        /// Substrate addresses of the VPC's dividers.
+        dividers: Vec<Ipv4Addr>,
+    },
+    /// This host is no longer a bouncer of the subnet.
+    DeleteBouncedSubnet {
+        /// The VPC's VNI.
+        vni: u32,
+        /// The subnet's range.
+        cidr: Ipv4Cidr,
+    },
+    /// Makes this host a divider for a subnet of a VPC: traffic to `cidr` goes to `bouncers`.
+    PutDividedSubnet {
+        /// The VPC's VNI.
+        vni: u32,
+        /// The subnet's range.
+        cidr: Ipv4Cidr,
+        /// Substrate addresses of the subnet's bouncers.
+        bouncers: Vec<Ipv4Addr>,
+    },
+    /// Removes a subnet from this host's divider table.
+    DeleteDividedSubnet {
+        /// The VPC's VNI.
+        vni: u32,
+        /// The subnet's range.
+        cidr: Ipv4Cidr,
+    },
+    /// The transit agent's metadata for a local endpoint: its subnet's bouncers.
+    PutAgent {
+        /// The endpoint.
+        key: EndpointKey,
+        /// Substrate addresses of its subnet's bouncers.
+        bouncers: Vec<Ipv4Addr>,
+    },
+    /// Removes a local endpoint's agent metadata.
+    DeleteAgent {
+        /// The endpoint.
+        key: EndpointKey,
+    },
+}
+
+/// A fast hasher for the fixed-size keys of the tables (the BPF maps hash with jhash; any
+/// well-mixed function will do).
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        // Murmur3's finaliser.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Hash maps keyed like the BPF maps.
+pub type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+impl Hash for EndpointKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(u64::from(self.vni) << 32 | u64::from(u32::from(self.ip)));
+    }
+}
+
+/// A subnet this host bounces for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BouncedSubnet {
+    /// The subnet's range.
+    pub cidr: Ipv4Cidr,
+    /// The VPC's dividers.
+    pub dividers: Vec<Ipv4Addr>,
+}
+
+/// A subnet in this host's divider table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DividedSubnet {
+    /// The subnet's range.
+    pub cidr: Ipv4Cidr,
+    /// The subnet's bouncers.
+    pub bouncers: Vec<Ipv4Addr>,
+}
+
+/// One host's transit tables.
+#[derive(Clone, Debug, Default)]
+pub struct HostTables {
+    /// `(vni, ip) → location`.
+    pub endpoints: KeyMap<EndpointKey, Location>,
+    /// `vni → subnets bounced here`.
+    pub bounced: KeyMap<u32, Vec<BouncedSubnet>>,
+    /// `vni → subnets divided here`, longest prefix first.
+    pub divided: KeyMap<u32, Vec<DividedSubnet>>,
+    /// `(vni, ip) → the local endpoint's bouncers`.
+    pub agents: KeyMap<EndpointKey, Vec<Ipv4Addr>>,
+}
+
+/// Why a packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DropReason {
+    /// The sender is not an endpoint this host has an agent for.
+    UnknownSource,
+    /// No endpoint with that address in the VNI, where the tables say it would be.
+    UnknownEndpoint,
+    /// No subnet of the VPC holds the address.
+    NoRoute,
+    /// This host holds nothing for the VNI.
+    UnknownVni,
+    /// The agent has no bouncer to send to.
+    NoBouncer,
+    /// The packet went around more hosts than any path needs.
+    TooManyHops,
+}
+
+/// A host's decision for a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Into the local endpoint behind `veth`.
+    Deliver {
+        /// The host-side interface.
+        veth: String,
+    },
+    /// Encapsulated to another host.
+    Forward {
+        /// The next host's substrate address.
+        host: Ipv4Addr,
+    },
+    /// Dropped.
+    Drop(DropReason),
+}
+
+fn pick(hosts: &[Ipv4Addr], flow: u64) -> Option<Ipv4Addr> {
+    (!hosts.is_empty()).then(|| hosts[(flow % hosts.len() as u64) as usize])
+}
+
+impl HostTables {
+    /// Applies one update.
+    pub fn apply(&mut self, update: &TableUpdate) {
+        match update {
+            TableUpdate::PutEndpoint { key, location } => {
+                self.endpoints.insert(*key, location.clone());
+            }
+            TableUpdate::DeleteEndpoint { key } => {
+                self.endpoints.remove(key);
+            }
+            TableUpdate::PutBouncedSubnet { vni, cidr, dividers } => {
+                let nets = self.bounced.entry(*vni).or_default();
+                nets.retain(|n| n.cidr != *cidr);
+                nets.push(BouncedSubnet { cidr: *cidr, dividers: dividers.clone() });
+            }
+            TableUpdate::DeleteBouncedSubnet { vni, cidr } => {
+                if let Some(nets) = self.bounced.get_mut(vni) {
+                    nets.retain(|n| n.cidr != *cidr);
+                    if nets.is_empty() {
+                        self.bounced.remove(vni);
+                    }
+                }
+            }
+            TableUpdate::PutDividedSubnet { vni, cidr, bouncers } => {
+                let nets = self.divided.entry(*vni).or_default();
+                nets.retain(|n| n.cidr != *cidr);
+                nets.push(DividedSubnet { cidr: *cidr, bouncers: bouncers.clone() });
+                nets.sort_by_key(|n| std::cmp::Reverse(n.cidr.prefix_len()));
+            }
+            TableUpdate::DeleteDividedSubnet { vni, cidr } => {
+                if let Some(nets) = self.divided.get_mut(vni) {
+                    nets.retain(|n| n.cidr != *cidr);
+                    if nets.is_empty() {
+                        self.divided.remove(vni);
+                    }
+                }
+            }
+            TableUpdate::PutAgent { key, bouncers } => {
+                self.agents.insert(*key, bouncers.clone());
+            }
+            TableUpdate::DeleteAgent { key } => {
+                self.agents.remove(key);
+            }
+        }
+    }
+
+    /// The transit agent's decision for a packet a local endpoint `src` sends to `dst`:
+    /// same-host endpoints directly, everything else to one of the subnet's bouncers.
+    pub fn egress(&self, src: EndpointKey, dst: Ipv4Addr, flow: u64) -> Step {
+        let Some(bouncers) = self.agents.get(&src) else {
+            return Step::Drop(DropReason::UnknownSource);
+        };
+        if let Some(Location::Local { veth, .. }) =
+            self.endpoints.get(&EndpointKey::new(src.vni, dst))
+        {
+            return Step::Deliver { veth: veth.clone() };
+        }
+        match pick(bouncers, flow) {
+            Some(host) => Step::Forward { host },
+            None => Step::Drop(DropReason::NoBouncer),
+        }
+    }
+
+    /// The transit XDP program's decision for an encapsulated packet to `(vni, dst)`
+    /// arriving at this host (`me`).
+    pub fn transit(&self, me: Ipv4Addr, vni: u32, dst: Ipv4Addr, flow: u64) -> Step {
+        match self.endpoints.get(&EndpointKey::new(vni, dst)) {
+            Some(Location::Local { veth, .. }) => return Step::Deliver { veth: veth.clone() },
+            Some(Location::Remote { host, .. }) if *host != me => {
+                return Step::Forward { host: *host };
+            }
+            _ => {}
+        }
+        let bounced = self.bounced.get(&vni);
+        if bounced.is_some_and(|nets| nets.iter().any(|n| n.cidr.contains_addr(dst))) {
+            // This host is the subnet's bouncer and does not know the endpoint.
+            return Step::Drop(DropReason::UnknownEndpoint);
+        }
+        if let Some(nets) = self.divided.get(&vni) {
+            return match nets.iter().find(|n| n.cidr.contains_addr(dst)) {
+                Some(n) => match pick(&n.bouncers, flow) {
+                    Some(host) if host != me => Step::Forward { host },
+                    _ => Step::Drop(DropReason::UnknownEndpoint),
+                },
+                None => Step::Drop(DropReason::NoRoute),
+            };
+        }
+        if let Some(nets) = bounced {
+            // Leaving the subnet: to one of the VPC's dividers.
+            return match nets.first().and_then(|n| pick(&n.dividers, flow)) {
+                Some(host) if host != me => Step::Forward { host },
+                _ => Step::Drop(DropReason::NoRoute),
+            };
+        }
+        Step::Drop(DropReason::UnknownVni)
+    }
+
+    /// The number of entries over all tables.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+            + self.bounced.values().map(Vec::len).sum::<usize>()
+            + self.divided.values().map(Vec::len).sum::<usize>()
+            + self.agents.len()
+    }
+
+    /// True when every table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
