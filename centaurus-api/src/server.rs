@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
+use centaurus_core::admission::{Admission, AdmitGuard};
 use centaurus_core::model::{self, Registry, ResourceInfo, Scope, Tenant};
 use centaurus_core::store::{KeyValue, RangeOptions, Store, StoreError, range_all};
 use centaurus_tenancy::{Attributes, Authorizer, Identity, SpaceResolver, TokenFile, Verb};
@@ -51,6 +52,7 @@ pub struct ApiServer {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_logs: std::sync::OnceLock<Arc<dyn crate::pods::PodLogs>>,
+    admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -116,6 +118,7 @@ impl ApiServer {
             quota_locks: Mutex::new(HashMap::new()),
             metrics: Default::default(),
             pod_logs: Default::default(),
+            admission: Default::default(),
         })
     }
 
@@ -129,6 +132,43 @@ impl ApiServer {
     /// get 503. Returns false if a provider was already set.
     pub fn set_pod_logs(&self, provider: Arc<dyn crate::pods::PodLogs>) -> bool {
         self.pod_logs.set(provider).is_ok()
+    }
+
+    /// Runs `admitter` on every create and update of the kinds it handles.
+    pub fn add_admission(&self, admitter: Arc<dyn Admission>) {
+        self.admission
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(admitter);
+    }
+
+    /// Runs the kind's admitters over `obj`; the guards are held until the write is done.
+    async fn admit_against_store(
+        &self,
+        target: &Target,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Vec<AdmitGuard>> {
+        let plural = target.info.plural;
+        let admitters: Vec<_> = self
+            .admission
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|a| a.handles(plural))
+            .cloned()
+            .collect();
+        let mut guards = Vec::new();
+        for a in admitters {
+            match a.admit(self.store.as_ref(), plural, obj, old).await {
+                Ok(g) => guards.push(g),
+                Err(errors) => {
+                    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                    return Err(ApiError::invalid(target.info.kind, name, &errors));
+                }
+            }
+        }
+        Ok(guards)
     }
 
     /// Request metrics in the Prometheus text format.
@@ -698,6 +738,7 @@ impl ApiServer {
             ));
         }
         let tenant = self.writable_space(target, &obj).await?;
+        let _admitted = self.admit_against_store(target, &mut obj, None).await?;
         // The object's own coordinates, which admit_shape checked against the path.
         let str_at = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
         let key = target.info.key(
@@ -849,7 +890,13 @@ impl ApiServer {
                 .unwrap_or(0);
             next["metadata"]["generation"] = json!(g + 1);
         }
-        let next = self.admit_shape(target, next, params.strict)?;
+        let mut next = self.admit_shape(target, next, params.strict)?;
+        let _admitted = if status_only {
+            Vec::new()
+        } else {
+            self.admit_against_store(target, &mut next, Some(&current))
+                .await?
+        };
         if params.dry_run {
             return Ok(next);
         }

@@ -7,12 +7,14 @@
 //!   [`store::WatchCache`] fan-out.
 //! - [`ring`]: consistent hashing for active-active controllers and replica placement.
 //! - [`controller`]: informers and reconcile loops.
+//! - [`admission`]: checks of an object against others before the API writes it.
 //! - [`objects`]: typed reads and compare-and-swap writes of one kind, for components that
 //!   run beside the store.
 //!
 //! The crate has no server dependencies: a vendor can embed just the model, the ring or
 //! the store.
 
+pub mod admission;
 pub mod controller;
 pub mod model;
 pub mod objects;

@@ -5,12 +5,18 @@
 //! - [`tables`]: a host's transit tables and the updates that program them.
 //! - [`plane`]: the operators' pipeline as function calls over one in-memory plane:
 //!   placement of bouncers and dividers, addresses, and the programming each change needs.
+//! - [`operator`]: the active-active operator replicas (VPCs sharded over the hash ring,
+//!   a local redb store of decisions, resume) that run the plane against the store.
+//! - [`admission`]: the checks of VPCs, subnets and endpoints against each other.
 //! - [`dataplane`]: the [`Dataplane`] interface hosts are programmed through, and
 //!   [`SimDataplane`], which forwards packets from the tables as the XDP datapath does.
 
+pub mod admission;
 pub mod dataplane;
 pub mod ipam;
 pub mod kinds;
+pub mod local;
+pub mod operator;
 pub mod plane;
 pub mod tables;
 

@@ -222,6 +222,26 @@ impl Plane {
         self.endpoints.contains_key(id)
     }
 
+    /// The VPC of a held subnet.
+    pub fn subnet_vpc(&self, id: &str) -> Option<String> {
+        self.subnets.get(id).map(|s| s.vpc.clone())
+    }
+
+    /// The VPC of a held endpoint.
+    pub fn endpoint_vpc(&self, id: &str) -> Option<String> {
+        self.subnet_vpc(&self.endpoints.get(id)?.subnet)
+    }
+
+    /// Droplets of a held VPC's dividers.
+    pub fn vpc_dividers(&self, id: &str) -> Option<Vec<String>> {
+        self.vpcs.get(id).map(|v| v.dividers.clone())
+    }
+
+    /// Droplets of a held subnet's bouncers.
+    pub fn subnet_bouncers(&self, id: &str) -> Option<Vec<String>> {
+        self.subnets.get(id).map(|s| s.bouncers.clone())
+    }
+
     /// Numbers of VPCs, subnets and endpoints held.
     pub fn counts(&self) -> (usize, usize, usize) {
         (self.vpcs.len(), self.subnets.len(), self.endpoints.len())

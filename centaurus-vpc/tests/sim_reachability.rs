@@ -113,6 +113,10 @@ async fn reachability_within_and_across_subnets_and_isolation() {
         assert_eq!(delivered_to(&sim, acme[0], acme[1].ip, flow), None);
         assert_eq!(delivered_to(&sim, acme[2], acme[1].ip, flow), None);
     }
+    // No host keeps an entry for it.
+    for i in 0..12 {
+        assert!(sim.with_tables(host(i), |t| !t.endpoints.contains_key(&acme[1]) && !t.agents.contains_key(&acme[1])));
+    }
     // The deleted endpoint cannot send either.
     let d = sim.deliver(acme[1], acme[0].ip, 0);
     assert!(matches!(d.outcome, Outcome::Dropped { reason: DropReason::UnknownSource, .. }));

@@ -1,0 +1,710 @@
+//! The VPC operator: one replica of the active-active operators that take VPCs, subnets
+//! and endpoints from `Init` to `Provisioned`.
+//!
+//! Replicas split the work by VPC over the core hash ring: a replica handles the VPCs the
+//! ring gives it, with their subnets and endpoints, so one VPC's addresses are allocated in
+//! one place. Each runs the pipeline of [`crate::plane`] in memory, programs hosts through
+//! a [`Dataplane`], writes only final states to the store, and records its decisions in a
+//! local redb store ([`LocalStore`]) before it programs hosts. A replaced replica resumes
+//! from the store and its local records: `Provisioned` objects are adopted without being
+//! programmed or written again, stalled ones are finished with the decisions recorded.
+//! When the ring changes, a replica drops the VPCs it lost (without touching hosts) and
+//! adopts the ones it gained.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use centaurus_core::controller::{Backoff, Change, Informer, WorkQueue};
+use centaurus_core::model::{self, Resource};
+use centaurus_core::objects::{ObjectError, Objects};
+use centaurus_core::ring::{HashRing, stable_hash};
+use centaurus_core::store::Store;
+
+use crate::dataplane::Dataplane;
+use crate::ipam::{Ipv4Cidr, format_mac, parse_mac};
+use crate::kinds::{
+    Bouncer, BouncerSpec, Divider, DividerSpec, Droplet, Endpoint, EndpointStatus, FAILED,
+    PROVISIONED, Progress, Subnet, SubnetStatus, Vpc, VpcStatus,
+};
+use crate::local::{LocalStore, Record};
+use crate::plane::{DropletInfo, Plane, PlaneError, Programming, merge};
+
+/// How a replica runs.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// This replica's name on the ring.
+    pub name: String,
+    /// The ring shared by the replicas.
+    pub ring: Arc<RwLock<HashRing>>,
+    /// The local redb file.
+    pub state_file: PathBuf,
+    /// Concurrent reconciles (of distinct objects).
+    pub workers: usize,
+    /// How often owned objects are looked at again (ring changes, missed events).
+    pub resync: Duration,
+}
+
+/// Counts a replica keeps.
+#[derive(Debug, Default)]
+pub struct OperatorStats {
+    /// Objects this replica moved to `Provisioned` in the store.
+    pub provisioned: AtomicU64,
+    /// Objects adopted as already `Provisioned` (resume, ring change).
+    pub adopted: AtomicU64,
+    /// Programming calls to hosts.
+    pub host_calls: AtomicU64,
+}
+
+/// One operator replica.
+pub struct Operator {
+    store: Arc<dyn Store>,
+    dataplane: Arc<dyn Dataplane>,
+    cfg: OperatorConfig,
+    plane: Mutex<Plane>,
+    local: LocalStore,
+    vpc_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pending: Mutex<HashMap<String, Programming>>,
+    queue: WorkQueue,
+    droplets: Arc<Informer<Droplet>>,
+    vpcs: Arc<Informer<Vpc>>,
+    subnets: Arc<Informer<Subnet>>,
+    endpoints: Arc<Informer<Endpoint>>,
+    stats: OperatorStats,
+}
+
+/// `/registry/{plural}/{id}` → `(plural, id)`.
+fn split(key: &str) -> (&str, &str) {
+    let rest = key.strip_prefix("/registry/").unwrap_or(key);
+    rest.split_once('/').unwrap_or((rest, ""))
+}
+
+fn now_delay(meta: &model::ObjectMeta) -> Option<f64> {
+    let created = meta.creation_timestamp?;
+    Some(((model::now() - created).num_microseconds()? as f64 / 1e6).max(0.0))
+}
+
+/// A role object's name: `{tenant}.{owner}.{droplet}`, hashed when too long.
+fn role_name(tenant: &str, owner: &str, droplet: &str) -> String {
+    let name = format!("{tenant}.{owner}.{droplet}");
+    if name.len() <= 253 {
+        name
+    } else {
+        format!("{tenant}-{:016x}", stable_hash(name.as_bytes()))
+    }
+}
+
+impl Operator {
+    /// A replica over `store`, programming hosts through `dataplane`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        dataplane: Arc<dyn Dataplane>,
+        cfg: OperatorConfig,
+    ) -> Result<Arc<Self>, crate::local::LocalError> {
+        let local = LocalStore::open(&cfg.state_file)?;
+        Ok(Arc::new(Self {
+            droplets: Arc::new(Informer::new(store.clone(), "/registry/droplets/")),
+            vpcs: Arc::new(Informer::new(store.clone(), "/registry/vpcs/")),
+            subnets: Arc::new(Informer::new(store.clone(), "/registry/subnets/")),
+            endpoints: Arc::new(Informer::new(store.clone(), "/registry/endpoints/")),
+            store,
+            dataplane,
+            cfg,
+            plane: Mutex::new(Plane::new()),
+            local,
+            vpc_locks: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            queue: WorkQueue::new(Backoff::new(Duration::from_millis(50), Duration::from_secs(5))),
+            stats: OperatorStats::default(),
+        }))
+    }
+
+    /// The replica's counters.
+    pub fn stats(&self) -> &OperatorStats {
+        &self.stats
+    }
+
+    fn plane(&self) -> std::sync::MutexGuard<'_, Plane> {
+        self.plane.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers of VPCs, subnets and endpoints this replica holds.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.plane().counts()
+    }
+
+    fn owns(&self, tenant: &str, vpc: &str) -> bool {
+        let pos = stable_hash(format!("{tenant}/{vpc}").as_bytes());
+        self.cfg.ring.read().unwrap_or_else(|e| e.into_inner()).owns(&self.cfg.name, pos)
+    }
+
+    /// The VPC (`tenant/name`) an object belongs to.
+    fn vpc_of(&self, plural: &str, key: &str) -> Option<String> {
+        let (_, id) = split(key);
+        let tenant = id.split('/').next()?;
+        match plural {
+            "vpcs" => Some(id.to_owned()),
+            "subnets" => self.subnets.cache().get(key).map(|s| format!("{tenant}/{}", s.spec.vpc)),
+            "endpoints" => self.endpoints.cache().get(key).and_then(|e| {
+                let vpc = if e.spec.vpc.is_empty() {
+                    self.subnets.cache().get(&format!("/registry/subnets/{tenant}/{}", e.spec.subnet))?.spec.vpc
+                } else {
+                    e.spec.vpc
+                };
+                Some(format!("{tenant}/{vpc}"))
+            }),
+            _ => None,
+        }
+    }
+
+    fn owns_key(&self, key: &str) -> bool {
+        let (plural, _) = split(key);
+        self.vpc_of(plural, key).is_some_and(|v| {
+            let (t, n) = v.split_once('/').unwrap_or(("", ""));
+            self.owns(t, n)
+        })
+    }
+
+    fn enqueue_changes<R: Resource>(self: &Arc<Self>, informer: &Informer<R>) {
+        let me = Arc::downgrade(self);
+        informer.on_change(move |change| {
+            let Some(op) = me.upgrade() else { return };
+            let key = change.object().key();
+            if matches!(change, Change::Deleted(_)) || op.owns_key(&key) {
+                op.queue.add(&key);
+            }
+        });
+    }
+
+    /// Runs the replica until the future is dropped.
+    pub async fn run(self: Arc<Self>) {
+        {
+            let me = Arc::downgrade(&self);
+            self.droplets.on_change(move |change| {
+                let Some(op) = me.upgrade() else { return };
+                op.droplet_changed(change);
+            });
+        }
+        self.enqueue_changes(&self.vpcs);
+        self.enqueue_changes(&self.subnets);
+        self.enqueue_changes(&self.endpoints);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.droplets.clone().run());
+        self.droplets.wait_synced().await;
+        tasks.spawn(self.vpcs.clone().run());
+        tasks.spawn(self.subnets.clone().run());
+        tasks.spawn(self.endpoints.clone().run());
+        self.vpcs.wait_synced().await;
+        self.subnets.wait_synced().await;
+        self.endpoints.wait_synced().await;
+        for _ in 0..self.cfg.workers.max(1) {
+            let op = self.clone();
+            tasks.spawn(async move {
+                while let Some(key) = op.queue.next().await {
+                    match op.reconcile(&key).await {
+                        Ok(None) => op.queue.forget(&key),
+                        Ok(Some(after)) => {
+                            op.queue.forget(&key);
+                            op.queue.add_after(&key, after);
+                        }
+                        Err(e) => {
+                            let delay = op.queue.retry(&key);
+                            tracing::warn!(key, error = %e, ?delay, "vpc operator: retrying");
+                        }
+                    }
+                    op.queue.done(&key);
+                }
+            });
+        }
+        let op = self.clone();
+        tasks.spawn(async move {
+            loop {
+                op.rebalance();
+                tokio::time::sleep(op.cfg.resync).await;
+            }
+        });
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Drops the VPCs the ring no longer gives this replica (without touching hosts) and
+    /// queues every owned object that is not provisioned here.
+    pub fn rebalance(&self) {
+        let lost: Vec<String> = self
+            .plane()
+            .vpc_ids()
+            .into_iter()
+            .filter(|id| {
+                let (t, n) = id.split_once('/').unwrap_or(("", ""));
+                !self.owns(t, n)
+            })
+            .collect();
+        for id in lost {
+            tracing::info!(vpc = id, replica = self.cfg.name, "vpc moved to another replica");
+            self.plane().forget_vpc(&id);
+        }
+        for key in self.vpcs.cache().list().iter().map(Resource::key) {
+            let (_, id) = split(&key);
+            if self.owns_key(&key) && !self.plane().has_vpc(id) {
+                self.queue.add(&key);
+            }
+        }
+        for s in self.subnets.cache().list() {
+            let key = s.key();
+            if self.owns_key(&key) && !self.plane().has_subnet(split(&key).1) {
+                self.queue.add(&key);
+            }
+        }
+        for e in self.endpoints.cache().list() {
+            let key = e.key();
+            if self.owns_key(&key) && !self.plane().has_endpoint(split(&key).1) {
+                self.queue.add(&key);
+            }
+        }
+    }
+
+    fn droplet_changed(&self, change: &Change<Droplet>) {
+        let d = change.object();
+        let name = d.metadata.name.clone();
+        if let Change::Deleted(_) = change {
+            let (vpcs, subnets) = self.plane().remove_droplet(&name);
+            for v in vpcs {
+                self.queue.add(&format!("/registry/vpcs/{v}"));
+            }
+            for s in subnets {
+                self.queue.add(&format!("/registry/subnets/{s}"));
+            }
+            return;
+        }
+        let (Ok(ip), Some(mac)) = (d.spec.ip.parse::<Ipv4Addr>(), parse_mac(&d.spec.mac)) else {
+            return;
+        };
+        self.plane().set_droplet(&name, DropletInfo { ip, mac });
+        let ours = self.cfg.ring.read().unwrap_or_else(|e| e.into_inner())
+            .owns(&self.cfg.name, stable_hash(name.as_bytes()));
+        if ours && d.status.as_ref().is_none_or(|s| s.phase != PROVISIONED) {
+            self.queue.add(&d.key());
+        }
+        // Objects waiting for droplets can go on.
+        self.queue.add_after("retry-waiting", Duration::from_millis(10));
+    }
+
+    async fn vpc_lock(&self, vpc: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .vpc_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(vpc.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Programs hosts, all at once; what fails is kept for the next attempt of `key`.
+    async fn apply(&self, key: &str, prog: Programming) -> Result<(), String> {
+        if prog.is_empty() {
+            return Ok(());
+        }
+        self.stats.host_calls.fetch_add(prog.len() as u64, Ordering::Relaxed);
+        let calls = prog.iter().map(|(host, updates)| async move {
+            (*host, updates, self.dataplane.program(*host, updates).await)
+        });
+        let mut failed = Programming::new();
+        let mut first_error = None;
+        for (host, updates, result) in futures::future::join_all(calls).await {
+            if let Err(e) = result {
+                failed.insert(host, updates.clone());
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                merge(pending.entry(key.to_owned()).or_default(), failed);
+                Err(e)
+            }
+        }
+    }
+
+    async fn flush_pending(&self, key: &str) -> Result<(), String> {
+        let prog = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        match prog {
+            Some(p) => self.apply(key, p).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn reconcile(self: &Arc<Self>, key: &str) -> Result<Option<Duration>, String> {
+        if key == "retry-waiting" {
+            self.rebalance();
+            return Ok(None);
+        }
+        let (plural, _) = split(key);
+        let Some(vpc) = self.vpc_of(plural, key).or_else(|| self.planned_vpc(plural, key)) else {
+            if plural == "droplets" {
+                return self.reconcile_droplet(key).await;
+            }
+            return Ok(None);
+        };
+        let _guard = self.vpc_lock(&vpc).await;
+        self.flush_pending(key).await?;
+        match plural {
+            "vpcs" => self.reconcile_vpc(key).await,
+            "subnets" => self.reconcile_subnet(key, &vpc).await,
+            "endpoints" => self.reconcile_endpoint(key).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// The VPC of a deleted object the plane still holds.
+    fn planned_vpc(&self, plural: &str, key: &str) -> Option<String> {
+        let (_, id) = split(key);
+        let plane = self.plane();
+        match plural {
+            "subnets" if plane.has_subnet(id) => plane.subnet_vpc(id),
+            "endpoints" if plane.has_endpoint(id) => plane.endpoint_vpc(id),
+            _ => None,
+        }
+    }
+
+    async fn reconcile_droplet(&self, key: &str) -> Result<Option<Duration>, String> {
+        let objects = Objects::<Droplet>::new(self.store.clone());
+        objects
+            .modify(key, |d| {
+                let s = d.status.get_or_insert_with(Default::default);
+                if s.phase == PROVISIONED {
+                    return false;
+                }
+                s.phase = PROVISIONED.into();
+                s.provision_delay = now_delay(&d.metadata);
+                true
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(None)
+    }
+
+    fn record(&self, key: &str, uid: &str) -> Option<Record> {
+        self.local.get(key).ok().flatten().filter(|r| r.uid == uid)
+    }
+
+    fn remember(&self, key: &str, record: Record, durable: bool) -> Result<(), String> {
+        self.local.put(key, &record, durable).map_err(|e| e.to_string())
+    }
+
+    /// Writes a final status once: `change` returns false when the stored one is current.
+    async fn finish<R: Resource>(
+        &self,
+        key: &str,
+        provisioned: bool,
+        change: impl FnMut(&mut R) -> bool,
+    ) -> Result<(), String> {
+        let wrote = Arc::new(AtomicU64::new(0));
+        let mut change = change;
+        let w = wrote.clone();
+        Objects::<R>::new(self.store.clone())
+            .modify(key, move |o| {
+                let changed = change(o);
+                if changed {
+                    w.fetch_add(1, Ordering::Relaxed);
+                }
+                changed
+            })
+            .await
+            .map_err(|e: ObjectError| e.to_string())?;
+        if provisioned && wrote.load(Ordering::Relaxed) > 0 {
+            self.stats.provisioned.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn fail<R: Resource>(
+        &self,
+        key: &str,
+        message: String,
+        progress: impl Fn(&mut R) -> &mut Progress + Send,
+    ) -> Result<Option<Duration>, String> {
+        tracing::info!(key, %message, "vpc operator: failed");
+        self.finish::<R>(key, false, |o| {
+            let p = progress(o);
+            if p.phase == FAILED && p.message == message {
+                return false;
+            }
+            p.phase = FAILED.into();
+            p.message = message.clone();
+            true
+        })
+        .await?;
+        Ok(None)
+    }
+
+    async fn sync_roles<R: Resource>(
+        &self,
+        plural: &str,
+        make: impl Fn(&str) -> R,
+        names: impl Fn(&str) -> String,
+        had: &[String],
+        now: &[String],
+    ) -> Result<(), String> {
+        let objects = Objects::<R>::new(self.store.clone());
+        for d in now.iter().filter(|d| !had.contains(d)) {
+            match objects.create(make(d)).await {
+                Ok(_) => {}
+                Err(e) if matches!(e, ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists { .. })) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        for d in had.iter().filter(|d| !now.contains(d)) {
+            let key = format!("/registry/{plural}/{}", names(d));
+            objects.delete(&key, None).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_vpc(self: &Arc<Self>, key: &str) -> Result<Option<Duration>, String> {
+        let (_, id) = split(key);
+        let (tenant, name) = id.split_once('/').unwrap_or(("", id));
+        let Some(v) = self.vpcs.cache().get(key) else {
+            let dividers = self.plane().vpc_dividers(id).unwrap_or_default();
+            let prog = self.plane().delete_vpc(id);
+            self.apply(key, prog).await?;
+            self.sync_roles::<Divider>("dividers", |_| unreachable_role(), |d| role_name(tenant, name, d), &dividers, &[]).await?;
+            self.local.remove(key).map_err(|e| e.to_string())?;
+            return Ok(None);
+        };
+        let uid = v.metadata.uid.clone();
+        let status = v.status.clone().unwrap_or_default();
+        let cidr: Ipv4Cidr = match v.spec.cidr.parse() {
+            Ok(c) => c,
+            Err(e) => return self.fail::<Vpc>(key, format!("spec.cidr: {e}"), vpc_progress).await,
+        };
+        if v.spec.vni == 0 {
+            return self.fail::<Vpc>(key, "spec.vni: no VNI (create VPCs through the API, which assigns one)".into(), vpc_progress).await;
+        }
+        let was = status.progress.phase == PROVISIONED;
+        let record = self.record(key, &uid);
+        let placed = if was { status.dividers.clone() } else { record.map(|r| r.placed).unwrap_or_default() };
+        let adopting = !self.plane().has_vpc(id) && was;
+        let result = self.plane().provision_vpc(id, cidr, v.spec.vni, v.spec.dividers as usize, &placed);
+        let (out, prog) = match result {
+            Ok(x) => x,
+            Err(PlaneError::NoDroplets(_)) => return Ok(Some(Duration::from_secs(1))),
+            Err(e) => return self.fail::<Vpc>(key, e.to_string(), vpc_progress).await,
+        };
+        if adopting && out.dividers == placed {
+            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.remember(key, Record { uid: uid.clone(), placed: out.dividers.clone(), ..Default::default() }, true)?;
+            self.apply(key, prog).await?;
+        }
+        let vni = out.vni;
+        self.sync_roles::<Divider>(
+            "dividers",
+            |d| {
+                let mut o = Divider::default();
+                o.metadata.name = role_name(tenant, name, d);
+                o.spec = DividerSpec { tenant: tenant.into(), vpc: name.into(), vni, droplet: d.into() };
+                o.status = Some(Progress { phase: PROVISIONED.into(), ..Default::default() });
+                o
+            },
+            |d| role_name(tenant, name, d),
+            if was { &status.dividers } else { &[] },
+            &out.dividers,
+        )
+        .await?;
+        let dividers = out.dividers.clone();
+        self.finish::<Vpc>(key, !was, |o| {
+            let meta = o.metadata.clone();
+            let s = o.status.get_or_insert_with(Default::default);
+            if s.progress.phase == PROVISIONED && s.vni == vni && s.dividers == dividers {
+                return false;
+            }
+            if s.progress.phase != PROVISIONED {
+                s.progress.provision_delay = now_delay(&meta);
+            }
+            *s = VpcStatus {
+                progress: Progress { phase: PROVISIONED.into(), message: String::new(), provision_delay: s.progress.provision_delay },
+                vni,
+                dividers: dividers.clone(),
+            };
+            true
+        })
+        .await?;
+        self.remember(key, Record { uid, provisioned: true, placed: out.dividers, ..Default::default() }, false)?;
+        tracing::debug!(vpc = id, phase = PROVISIONED, "vpc");
+        // Subnets that waited for the VPC.
+        for s in self.subnets.cache().list_prefix(&format!("/registry/subnets/{tenant}/")) {
+            if s.spec.vpc == name && !self.plane().has_subnet(split(&s.key()).1) {
+                self.queue.add(&s.key());
+            }
+        }
+        Ok(None)
+    }
+
+    async fn reconcile_subnet(self: &Arc<Self>, key: &str, vpc: &str) -> Result<Option<Duration>, String> {
+        let (_, id) = split(key);
+        let (tenant, name) = id.split_once('/').unwrap_or(("", id));
+        let Some(s) = self.subnets.cache().get(key) else {
+            let bouncers = self.plane().subnet_bouncers(id).unwrap_or_default();
+            let prog = self.plane().delete_subnet(id);
+            self.apply(key, prog).await?;
+            self.sync_roles::<Bouncer>("bouncers", |_| unreachable_role(), |d| role_name(tenant, name, d), &bouncers, &[]).await?;
+            self.local.remove(key).map_err(|e| e.to_string())?;
+            return Ok(None);
+        };
+        let uid = s.metadata.uid.clone();
+        let status = s.status.clone().unwrap_or_default();
+        let cidr: Ipv4Cidr = match s.spec.cidr.parse() {
+            Ok(c) => c,
+            Err(e) => return self.fail::<Subnet>(key, format!("spec.cidr: {e}"), subnet_progress).await,
+        };
+        let was = status.progress.phase == PROVISIONED;
+        let placed = if was { status.bouncers.clone() } else { self.record(key, &uid).map(|r| r.placed).unwrap_or_default() };
+        let adopting = !self.plane().has_subnet(id) && was;
+        let result = self.plane().provision_subnet(id, vpc, cidr, s.spec.bouncers as usize, &placed);
+        let (out, prog) = match result {
+            Ok(x) => x,
+            Err(PlaneError::NoDroplets(_) | PlaneError::UnknownVpc(_)) => return Ok(Some(Duration::from_millis(200))),
+            Err(e) => return self.fail::<Subnet>(key, e.to_string(), subnet_progress).await,
+        };
+        if adopting && out.bouncers == placed {
+            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.remember(key, Record { uid: uid.clone(), placed: out.bouncers.clone(), ..Default::default() }, true)?;
+            self.apply(key, prog).await?;
+        }
+        let vni = out.vni;
+        let vpc_name = s.spec.vpc.clone();
+        self.sync_roles::<Bouncer>(
+            "bouncers",
+            |d| {
+                let mut o = Bouncer::default();
+                o.metadata.name = role_name(tenant, name, d);
+                o.spec = BouncerSpec { tenant: tenant.into(), subnet: name.into(), vpc: vpc_name.clone(), vni, droplet: d.into() };
+                o.status = Some(Progress { phase: PROVISIONED.into(), ..Default::default() });
+                o
+            },
+            |d| role_name(tenant, name, d),
+            if was { &status.bouncers } else { &[] },
+            &out.bouncers,
+        )
+        .await?;
+        let (bouncers, gateway) = (out.bouncers.clone(), out.gateway.to_string());
+        self.finish::<Subnet>(key, !was, |o| {
+            let meta = o.metadata.clone();
+            let s = o.status.get_or_insert_with(Default::default);
+            if s.progress.phase == PROVISIONED && s.bouncers == bouncers && s.vni == vni {
+                return false;
+            }
+            let delay = if s.progress.phase == PROVISIONED { s.progress.provision_delay } else { now_delay(&meta) };
+            *s = SubnetStatus {
+                progress: Progress { phase: PROVISIONED.into(), message: String::new(), provision_delay: delay },
+                vni,
+                gateway: gateway.clone(),
+                bouncers: bouncers.clone(),
+            };
+            true
+        })
+        .await?;
+        self.remember(key, Record { uid, provisioned: true, placed: out.bouncers, ..Default::default() }, false)?;
+        // Endpoints that waited for the subnet.
+        for e in self.endpoints.cache().list_prefix(&format!("/registry/endpoints/{tenant}/")) {
+            if e.spec.subnet == name && !self.plane().has_endpoint(split(&e.key()).1) {
+                self.queue.add(&e.key());
+            }
+        }
+        Ok(None)
+    }
+
+    async fn reconcile_endpoint(self: &Arc<Self>, key: &str) -> Result<Option<Duration>, String> {
+        let (_, id) = split(key);
+        let Some(ep) = self.endpoints.cache().get(key) else {
+            let prog = self.plane().delete_endpoint(id);
+            self.apply(key, prog).await?;
+            self.local.remove(key).map_err(|e| e.to_string())?;
+            return Ok(None);
+        };
+        let tenant = id.split('/').next().unwrap_or("");
+        let uid = ep.metadata.uid.clone();
+        let status = ep.status.clone().unwrap_or_default();
+        if status.progress.phase == FAILED && !self.plane().has_endpoint(id) {
+            return Ok(None);
+        }
+        let was = status.progress.phase == PROVISIONED;
+        let earlier = if was { status.ip.clone() } else { self.record(key, &uid).map(|r| r.ip).unwrap_or_default() };
+        let want = if earlier.is_empty() { ep.spec.ip.clone() } else { earlier };
+        let ip = match want.as_str() {
+            "" => None,
+            w => match w.parse::<Ipv4Addr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => return self.fail::<Endpoint>(key, format!("spec.ip: {w:?} is not an IPv4 address"), endpoint_progress).await,
+            },
+        };
+        let adopting = !self.plane().has_endpoint(id) && was;
+        let subnet = format!("{tenant}/{}", ep.spec.subnet);
+        let result = self.plane().provision_endpoint(id, &subnet, &ep.spec.droplet, ip);
+        let (out, prog) = match result {
+            Ok(x) => x,
+            Err(PlaneError::UnknownSubnet(_) | PlaneError::UnknownDroplet(_)) => return Ok(Some(Duration::from_millis(200))),
+            Err(e) => return self.fail::<Endpoint>(key, e.to_string(), endpoint_progress).await,
+        };
+        if adopting {
+            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.remember(key, Record { uid: uid.clone(), ip: out.ip.to_string(), ..Default::default() }, true)?;
+            self.apply(key, prog).await?;
+        }
+        let vpc = self.vpc_of("endpoints", key).and_then(|v| v.split_once('/').map(|(_, n)| n.to_owned())).unwrap_or_default();
+        let next = EndpointStatus {
+            progress: Progress { phase: PROVISIONED.into(), ..Default::default() },
+            ip: out.ip.to_string(),
+            prefix_len: out.prefix_len,
+            mac: format_mac(out.mac),
+            gateway: out.gateway.to_string(),
+            vni: out.vni,
+            vpc,
+            host_ip: out.host.ip.to_string(),
+            host_mac: format_mac(out.host.mac),
+            netns: format!("cent-{}", &out.veth[2..]),
+            veth: out.veth.clone(),
+            bouncers: out.bouncers.iter().map(ToString::to_string).collect(),
+        };
+        self.finish::<Endpoint>(key, !was, |o| {
+            let meta = o.metadata.clone();
+            let s = o.status.get_or_insert_with(Default::default);
+            let mut want = next.clone();
+            want.progress.provision_delay = s.progress.provision_delay;
+            if *s == want {
+                return false;
+            }
+            if s.progress.phase != PROVISIONED {
+                want.progress.provision_delay = now_delay(&meta);
+            }
+            *s = want;
+            true
+        })
+        .await?;
+        if !adopting {
+            self.remember(key, Record { uid, provisioned: true, ip: out.ip.to_string(), ..Default::default() }, false)?;
+        }
+        Ok(None)
+    }
+}
+
+fn vpc_progress(v: &mut Vpc) -> &mut Progress {
+    &mut v.status.get_or_insert_with(Default::default).progress
+}
+fn subnet_progress(s: &mut Subnet) -> &mut Progress {
+    &mut s.status.get_or_insert_with(Default::default).progress
+}
+fn endpoint_progress(e: &mut Endpoint) -> &mut Progress {
+    &mut e.status.get_or_insert_with(Default::default).progress
+}
+
+/// Deleting roles never creates any.
+fn unreachable_role<R: Default>() -> R {
+    R::default()
+}
