@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use centaurus_core::admission::{Admission, AdmitGuard};
-use centaurus_core::model::FieldError;
+use centaurus_core::model::{FieldError, Resource};
+use centaurus_core::objects::{ObjectError, Objects};
 use centaurus_core::store::{Store, range_all};
 use serde_json::{Value, json};
 
@@ -181,6 +182,28 @@ impl NetworkAdmission {
             }
         }
         Ok(())
+    }
+}
+
+/// Why [`NetworkAdmission::create`] did not create an object.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// Admission refused it.
+    #[error("invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// The store refused it.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+impl NetworkAdmission {
+    /// Creates `obj` beside the API (controllers), with the same checks and ordering as
+    /// the API's writes through this admitter.
+    pub async fn create<R: Resource>(&self, store: &Arc<dyn Store>, obj: R) -> Result<R, CreateError> {
+        let mut value = serde_json::to_value(&obj).map_err(|e| CreateError::Invalid(err("", e.to_string())))?;
+        let _guard = self.admit(store.as_ref(), R::PLURAL, &mut value, None).await.map_err(CreateError::Invalid)?;
+        let obj: R = serde_json::from_value(value).map_err(|e| CreateError::Invalid(err("", e.to_string())))?;
+        Ok(Objects::<R>::new(store.clone()).create(obj).await?)
     }
 }
 

@@ -619,6 +619,35 @@ impl Operator {
         Ok(None)
     }
 
+    /// Adopts every endpoint of a subnet that was provisioned (or given an address) before
+    /// this replica held the subnet, so no fresh allocation takes one of their addresses.
+    fn prime(&self, tenant: &str, name: &str, subnet: &str) {
+        if !self.plane().has_subnet(subnet) {
+            return;
+        }
+        let eps = self.endpoints.cache().list_prefix(&format!("/registry/endpoints/{tenant}/"));
+        for e in eps.iter().filter(|e| e.spec.subnet == name) {
+            let key = e.key();
+            let id = split(&key).1;
+            let status = e.status.as_ref();
+            let ip = match status.filter(|s| s.progress.phase == PROVISIONED) {
+                Some(s) => s.ip.clone(),
+                None => self.record(&key, &e.metadata.uid).map(|r| r.ip).unwrap_or_default(),
+            };
+            let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
+            let mut plane = self.plane();
+            if plane.has_endpoint(id) {
+                continue;
+            }
+            if let Err(err) = plane.provision_endpoint(id, subnet, &e.spec.droplet, Some(ip)) {
+                tracing::warn!(endpoint = id, %err, "cannot adopt endpoint");
+            } else if status.is_some_and(|s| s.progress.phase == PROVISIONED) {
+                self.stats.adopted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.plane().set_primed(subnet);
+    }
+
     async fn reconcile_endpoint(self: &Arc<Self>, key: &str) -> Result<Option<Duration>, String> {
         let (_, id) = split(key);
         let Some(ep) = self.endpoints.cache().get(key) else {
@@ -643,17 +672,23 @@ impl Operator {
                 Err(_) => return self.fail::<Endpoint>(key, format!("spec.ip: {w:?} is not an IPv4 address"), endpoint_progress).await,
             },
         };
-        let adopting = !self.plane().has_endpoint(id) && was;
         let subnet = format!("{tenant}/{}", ep.spec.subnet);
+        if !self.plane().is_primed(&subnet) {
+            self.prime(tenant, &ep.spec.subnet, &subnet);
+        }
         let result = self.plane().provision_endpoint(id, &subnet, &ep.spec.droplet, ip);
         let (out, prog) = match result {
             Ok(x) => x,
             Err(PlaneError::UnknownSubnet(_) | PlaneError::UnknownDroplet(_)) => return Ok(Some(Duration::from_millis(200))),
             Err(e) => return self.fail::<Endpoint>(key, e.to_string(), endpoint_progress).await,
         };
-        if adopting {
-            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
-        } else {
+        // Provisioned as the plane has it (adopted, or our own status write coming back):
+        // the hosts are programmed already.
+        let current = was
+            && status.ip == out.ip.to_string()
+            && status.host_ip == out.host.ip.to_string()
+            && status.bouncers == out.bouncers.iter().map(ToString::to_string).collect::<Vec<_>>();
+        if !current {
             self.remember(key, Record { uid: uid.clone(), ip: out.ip.to_string(), ..Default::default() }, true)?;
             self.apply(key, prog).await?;
         }
@@ -687,7 +722,7 @@ impl Operator {
             true
         })
         .await?;
-        if !adopting {
+        if !current {
             self.remember(key, Record { uid, provisioned: true, ip: out.ip.to_string(), ..Default::default() }, false)?;
         }
         Ok(None)

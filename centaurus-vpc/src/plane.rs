@@ -71,6 +71,8 @@ struct SubnetState {
     pool: SubnetPool,
     bouncers: Vec<String>,
     endpoints: BTreeMap<Ipv4Addr, String>,
+    /// True once the endpoints provisioned before this plane held the subnet are adopted.
+    primed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +244,19 @@ impl Plane {
         self.subnets.get(id).map(|s| s.bouncers.clone())
     }
 
+    /// True once [`Plane::set_primed`] was called for the held subnet.
+    pub fn is_primed(&self, id: &str) -> bool {
+        self.subnets.get(id).is_some_and(|s| s.primed)
+    }
+
+    /// Marks a held subnet's earlier endpoints as adopted: from now on, fresh addresses
+    /// cannot collide with addresses handed out before.
+    pub fn set_primed(&mut self, id: &str) {
+        if let Some(s) = self.subnets.get_mut(id) {
+            s.primed = true;
+        }
+    }
+
     /// Numbers of VPCs, subnets and endpoints held.
     pub fn counts(&self) -> (usize, usize, usize) {
         (self.vpcs.len(), self.subnets.len(), self.endpoints.len())
@@ -345,6 +360,7 @@ impl Plane {
             pool: SubnetPool::new(cidr),
             bouncers: Vec::new(),
             endpoints: BTreeMap::new(),
+            primed: false,
         });
         let gateway = state.pool.gateway();
         let had = std::mem::replace(&mut state.bouncers, new.clone());

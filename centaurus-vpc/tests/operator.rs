@@ -1,0 +1,355 @@
+//! Operator replicas against a real store: everything reaches `Provisioned` exactly once,
+//! through crashes, restarts and replicas joining and leaving; the tables they program
+//! forward packets between the addresses they hand out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use centaurus_core::model::Resource;
+use centaurus_core::objects::Objects;
+use centaurus_core::ring::{HashRing, RingConfig};
+use centaurus_core::store::{EventKind, RedbStore, Store};
+use centaurus_vpc::admission::NetworkAdmission;
+use centaurus_vpc::kinds::{Bouncer, Divider, Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
+use centaurus_vpc::operator::{Operator, OperatorConfig};
+use centaurus_vpc::tables::EndpointKey;
+use centaurus_vpc::{Outcome, SimDataplane};
+use futures::StreamExt;
+
+struct Region {
+    store: Arc<dyn Store>,
+    sim: Arc<SimDataplane>,
+    admission: NetworkAdmission,
+    dir: tempfile::TempDir,
+    /// Transitions to Provisioned per store key.
+    provisioned: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+fn phase(value: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(value)
+        .ok()
+        .and_then(|v| v.pointer("/status/phase").and_then(|p| p.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Region {
+    async fn new(droplets: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
+        let provisioned = Arc::new(Mutex::new(HashMap::new()));
+        let mut watch = store.watch("/registry/", 0).await.unwrap();
+        let counts = provisioned.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(ev)) = watch.next().await {
+                if ev.kind == EventKind::Delete {
+                    continue;
+                }
+                let before = ev.prev_value.as_deref().map(phase).unwrap_or_default();
+                if phase(&ev.kv.value) == PROVISIONED && before != PROVISIONED {
+                    *counts.lock().unwrap().entry(ev.kv.key.clone()).or_insert(0) += 1;
+                }
+            }
+        });
+        let r = Self { store, sim: Arc::new(SimDataplane::new()), admission: NetworkAdmission::new(), dir, provisioned };
+        for i in 0..droplets {
+            let mut d = Droplet::default();
+            d.metadata.name = format!("d{i}");
+            d.spec.ip = host(i).to_string();
+            d.spec.mac = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
+            d.spec.ifname = "eth0".into();
+            Objects::new(r.store.clone()).create(d).await.unwrap();
+        }
+        r
+    }
+
+    fn operator(&self, name: &str, ring: &Arc<RwLock<HashRing>>) -> (Arc<Operator>, tokio::task::JoinHandle<()>) {
+        let op = Operator::new(
+            self.store.clone(),
+            self.sim.clone(),
+            OperatorConfig {
+                name: name.into(),
+                ring: ring.clone(),
+                state_file: self.dir.path().join(format!("{name}.redb")),
+                workers: 4,
+                resync: Duration::from_millis(200),
+            },
+        )
+        .unwrap();
+        let task = tokio::spawn(op.clone().run());
+        (op, task)
+    }
+
+    /// VPC `v` (10.0.0.0/16) with subnet `s` (10.0.0.0/20, 2 bouncers) and `n` endpoints.
+    async fn network(&self, tenant: &str, n: usize) {
+        let mut v = Vpc::default();
+        v.metadata.name = "v".into();
+        v.metadata.tenant = tenant.into();
+        v.spec.cidr = "10.0.0.0/16".into();
+        v.spec.dividers = 1;
+        self.admission.create(&self.store, v).await.unwrap();
+        let mut s = Subnet::default();
+        s.metadata.name = "s".into();
+        s.metadata.tenant = tenant.into();
+        s.spec.cidr = "10.0.0.0/20".into();
+        s.spec.vpc = "v".into();
+        s.spec.bouncers = 2;
+        self.admission.create(&self.store, s).await.unwrap();
+        self.endpoints(tenant, 0..n).await;
+    }
+
+    async fn endpoints(&self, tenant: &str, range: std::ops::Range<usize>) {
+        for i in range {
+            let mut e = Endpoint::default();
+            e.metadata.name = format!("ep{i}");
+            e.metadata.tenant = tenant.into();
+            e.metadata.namespace = "default".into();
+            e.spec.subnet = "s".into();
+            e.spec.droplet = format!("d{}", i % 7);
+            self.admission.create(&self.store, e).await.unwrap();
+        }
+    }
+
+    async fn list<R: Resource>(&self, prefix: &str) -> Vec<R> {
+        Objects::<R>::new(self.store.clone()).list(prefix).await.unwrap()
+    }
+
+    async fn endpoints_provisioned(&self) -> (usize, usize) {
+        let eps = self.list::<Endpoint>("/registry/endpoints/").await;
+        let done = eps.iter().filter(|e| e.status.as_ref().is_some_and(|s| s.progress.phase == PROVISIONED)).count();
+        (done, eps.len())
+    }
+
+    async fn wait_all_provisioned(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (done, all) = self.endpoints_provisioned().await;
+            let vpcs = self.list::<Vpc>("/registry/vpcs/").await;
+            let subnets = self.list::<Subnet>("/registry/subnets/").await;
+            let ok = |p: Option<&str>| p == Some(PROVISIONED);
+            if done == all
+                && vpcs.iter().all(|v| ok(v.status.as_ref().map(|s| s.progress.phase.as_str())))
+                && subnets.iter().all(|v| ok(v.status.as_ref().map(|s| s.progress.phase.as_str())))
+            {
+                // Let the watch catch up before the counts are read.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            assert!(Instant::now() < deadline, "{done}/{all} endpoints provisioned after 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every VPC, subnet and endpoint went to Provisioned exactly once.
+    async fn assert_provisioned_once(&self) {
+        let counts = self.provisioned.lock().unwrap().clone();
+        let mut keys: Vec<String> = Vec::new();
+        keys.extend(self.list::<Vpc>("/registry/vpcs/").await.iter().map(Resource::key));
+        keys.extend(self.list::<Subnet>("/registry/subnets/").await.iter().map(Resource::key));
+        keys.extend(self.list::<Endpoint>("/registry/endpoints/").await.iter().map(Resource::key));
+        for k in keys {
+            assert_eq!(counts.get(&k), Some(&1), "{k} went to Provisioned {:?} times", counts.get(&k));
+        }
+    }
+
+    /// Addresses are unique per tenant, and every endpoint reaches every other of its
+    /// tenant and no other tenant's.
+    async fn assert_forwarding(&self) {
+        let eps = self.list::<Endpoint>("/registry/endpoints/").await;
+        let mut by_tenant: BTreeMap<String, Vec<(EndpointKey, Ipv4Addr)>> = BTreeMap::new();
+        for e in &eps {
+            let s = e.status.as_ref().unwrap();
+            let key = EndpointKey::new(s.vni, s.ip.parse().unwrap());
+            by_tenant.entry(e.metadata.tenant.clone()).or_default().push((key, s.host_ip.parse().unwrap()));
+        }
+        let vnis: BTreeSet<u32> = by_tenant.values().map(|v| v[0].0.vni).collect();
+        assert_eq!(vnis.len(), by_tenant.len(), "VNIs are unique per VPC");
+        for (tenant, eps) in &by_tenant {
+            let ips: BTreeSet<Ipv4Addr> = eps.iter().map(|(k, _)| k.ip).collect();
+            assert_eq!(ips.len(), eps.len(), "{tenant}: an address was handed out twice");
+            for (i, (src, _)) in eps.iter().enumerate().step_by(7) {
+                for (dst, home) in eps.iter().skip(i % 5).step_by(5) {
+                    match self.sim.deliver(*src, dst.ip, i as u64).outcome {
+                        Outcome::Delivered { host, .. } => assert_eq!(host, *home),
+                        other => panic!("{tenant}: {src:?} -> {dst:?}: {other:?}"),
+                    }
+                }
+            }
+        }
+        // No leaked entries: each endpoint is held by its bouncers and its host only.
+        let expected: usize = eps
+            .iter()
+            .map(|e| {
+                let s = e.status.as_ref().unwrap();
+                let mut holders: BTreeSet<&str> = s.bouncers.iter().map(String::as_str).collect();
+                holders.insert(&s.host_ip);
+                holders.len()
+            })
+            .sum();
+        let held: usize = (0..64).map(|i| self.sim.with_tables(host(i), |t| t.endpoints.len())).sum();
+        assert_eq!(held, expected, "endpoint entries over all hosts");
+    }
+}
+
+fn host(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 0, i as u8 + 1)
+}
+
+fn ring(names: &[&str]) -> Arc<RwLock<HashRing>> {
+    Arc::new(RwLock::new(HashRing::with_owners(RingConfig::default(), names.iter().copied())))
+}
+
+async fn stop(op: Arc<Operator>, task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
+    // The workers hold the replica (and its local store) until their abort lands.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&op) > 1 {
+        assert!(Instant::now() < deadline, "operator tasks did not stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisions_two_tenants_with_the_same_cidrs() {
+    let r = Region::new(12).await;
+    let ring = ring(&["op-0"]);
+    let (op, task) = r.operator("op-0", &ring);
+    r.network("acme", 40).await;
+    r.network("beta", 40).await;
+    r.wait_all_provisioned().await;
+    r.assert_provisioned_once().await;
+    r.assert_forwarding().await;
+    // Roles are objects too: two bouncers per subnet on distinct droplets, one divider per VPC.
+    let bouncers = r.list::<Bouncer>("/registry/bouncers/").await;
+    assert_eq!(bouncers.len(), 4);
+    let dividers = r.list::<Divider>("/registry/dividers/").await;
+    assert_eq!(dividers.len(), 2);
+    let eps = r.list::<Endpoint>("/registry/endpoints/acme/").await;
+    let s = eps[0].status.as_ref().unwrap();
+    assert!(s.progress.provision_delay.is_some_and(|d| d < 30.0), "{s:?}");
+    assert_eq!(s.prefix_len, 20);
+    assert_eq!(s.gateway, "10.0.0.1");
+    assert!(r.list::<Droplet>("/registry/droplets/").await.iter().all(|d| d.status.as_ref().is_some_and(|s| s.phase == PROVISIONED)));
+
+    // Deleting an endpoint removes it from every table; its address is not reused at once.
+    let gone = &eps[3];
+    let key = EndpointKey::new(gone.status.as_ref().unwrap().vni, gone.status.as_ref().unwrap().ip.parse().unwrap());
+    Objects::<Endpoint>::new(r.store.clone()).delete(&gone.key(), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..12).any(|i| r.sim.with_tables(host(i), |t| t.endpoints.contains_key(&key))) {
+        assert!(Instant::now() < deadline, "entries of a deleted endpoint remain");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let src = eps[0].status.as_ref().unwrap();
+    let d = r.sim.deliver(EndpointKey::new(src.vni, src.ip.parse().unwrap()), key.ip, 1);
+    assert!(matches!(d.outcome, Outcome::Dropped { .. }), "{d:?}");
+
+    // Scaling a subnet's bouncers moves the Bouncer objects and keeps forwarding.
+    Objects::<Subnet>::new(r.store.clone())
+        .modify("/registry/subnets/acme/s", |s| {
+            s.spec.bouncers = 4;
+            true
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = Objects::<Subnet>::new(r.store.clone()).get("/registry/subnets/acme/s").await.unwrap().unwrap();
+        if s.status.unwrap().bouncers.len() == 4 && r.list::<Bouncer>("/registry/bouncers/").await.len() == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bouncers did not scale");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop(op, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_operator_resumes_without_provisioning_twice() {
+    let r = Region::new(7).await;
+    let ring = ring(&["op-0"]);
+    r.network("acme", 0).await;
+    let (op, task) = r.operator("op-0", &ring);
+    r.endpoints("acme", 0..300).await;
+    // Crash part way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while r.endpoints_provisioned().await.0 < 60 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop(op, task).await;
+    let (done, all) = r.endpoints_provisioned().await;
+    assert!(done < all, "the crash came too late to test anything ({done}/{all})");
+    let (op, task) = r.operator("op-0", &ring);
+    r.wait_all_provisioned().await;
+    r.assert_provisioned_once().await;
+    r.assert_forwarding().await;
+    assert!(op.stats().adopted.load(std::sync::atomic::Ordering::Relaxed) >= done as u64);
+    // A clean restart adopts everything and writes nothing.
+    stop(op, task).await;
+    let (op, task) = r.operator("op-0", &ring);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while op.counts().2 < 300 {
+        assert!(Instant::now() < deadline, "restart did not adopt: {:?}", op.counts());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(op.stats().provisioned.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(op.stats().host_calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    r.assert_provisioned_once().await;
+    stop(op, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_split_vpcs_and_hand_them_over() {
+    let r = Region::new(7).await;
+    let names = ["op-0", "op-1", "op-2"];
+    let ring = ring(&names);
+    let mut ops: BTreeMap<String, (Arc<Operator>, tokio::task::JoinHandle<()>)> =
+        names.iter().map(|n| (n.to_string(), r.operator(n, &ring))).collect();
+    let tenants: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    for t in &tenants {
+        r.network(t, 10).await;
+    }
+    r.wait_all_provisioned().await;
+    let held = |ops: &BTreeMap<String, (Arc<Operator>, tokio::task::JoinHandle<()>)>| -> BTreeMap<String, usize> {
+        ops.iter().map(|(n, (op, _))| (n.clone(), op.counts().0)).collect()
+    };
+    let before = held(&ops);
+    assert_eq!(before.values().sum::<usize>(), 12, "each VPC held by exactly one replica: {before:?}");
+    assert!(before.values().filter(|n| **n > 0).count() >= 2, "the ring spread nothing: {before:?}");
+
+    // A replica joins: only the VPCs the ring now gives it move.
+    ring.write().unwrap().add("op-3", 1);
+    ops.insert("op-3".into(), r.operator("op-3", &ring));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = held(&ops);
+        let moved: usize = names.iter().map(|n| before[*n] - now[*n].min(before[*n])).sum();
+        if now.values().sum::<usize>() == 12 && now["op-3"] == moved {
+            break;
+        }
+        assert!(Instant::now() < deadline, "handover did not settle: {before:?} -> {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A replica leaves: the others adopt its VPCs.
+    ring.write().unwrap().remove("op-1");
+    let (op, task) = ops.remove("op-1").unwrap();
+    stop(op, task).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held(&ops).values().sum::<usize>() != 12 {
+        assert!(Instant::now() < deadline, "VPCs of the leaver were not adopted: {:?}", held(&ops));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // New endpoints in every VPC, handled by the new owners with the adopted address pools.
+    for t in &tenants {
+        r.endpoints(t, 10..15).await;
+    }
+    r.wait_all_provisioned().await;
+    r.assert_provisioned_once().await;
+    r.assert_forwarding().await;
+    for (_, (op, task)) in ops {
+        stop(op, task).await;
+    }
+}
