@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Scope};
 use centaurus_core::store::{Store, StoreError};
+use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_tenancy::{
     AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, TenantGate, TokenFile,
 };
@@ -21,11 +22,14 @@ use crate::kubeconfig::Kubeconfig;
 use crate::tls::Pki;
 use crate::{ApiConfig, ApiServer};
 
-/// Every kind a region serves: the built-in kinds and tenancy's roles and grants.
+/// Every kind a region serves: the built-in kinds, tenancy's roles and grants, and the
+/// VPC plane's kinds.
 pub fn registry() -> Registry {
     let mut r = Registry::builtin();
     centaurus_tenancy::register_kinds(&mut r)
         .expect("tenancy plurals are distinct from the built-in ones");
+    centaurus_vpc::kinds::register_kinds(&mut r)
+        .expect("vpc plurals are distinct from the other kinds");
     r
 }
 
@@ -76,6 +80,7 @@ pub async fn app(
         Some(tokens.clone()),
         config,
     );
+    api.add_admission(Arc::new(NetworkAdmission::new()));
     let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
         Arc::new(ClientCertAuthenticator),
         tokens,
@@ -105,6 +110,9 @@ pub struct Region {
     pub admin_kubeconfig: PathBuf,
     /// The server.
     pub api: Arc<ApiServer>,
+    /// The VPC kinds' admission the server runs; controllers creating those kinds beside
+    /// the API use it too.
+    pub network_admission: NetworkAdmission,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -131,6 +139,8 @@ impl Region {
             Some(tokens.clone()),
             opts.config.clone(),
         );
+        let network_admission = NetworkAdmission::new();
+        api.add_admission(Arc::new(network_admission.clone()));
         let resumed = api.resume().await?;
         if resumed > 0 {
             tracing::info!(
@@ -177,6 +187,7 @@ impl Region {
             addr,
             admin_kubeconfig,
             api,
+            network_admission,
             stop,
             task,
         })

@@ -7,6 +7,8 @@
 //!   placement of bouncers and dividers, addresses, and the programming each change needs.
 //! - [`operator`]: the active-active operator replicas (VPCs sharded over the hash ring,
 //!   a local redb store of decisions, resume) that run the plane against the store.
+//! - [`network`]: the network controller: default networks per tenant, droplets per node,
+//!   endpoints per pod.
 //! - [`admission`]: the checks of VPCs, subnets and endpoints against each other.
 //! - [`dataplane`]: the [`Dataplane`] interface hosts are programmed through, and
 //!   [`SimDataplane`], which forwards packets from the tables as the XDP datapath does.
@@ -16,6 +18,7 @@ pub mod dataplane;
 pub mod ipam;
 pub mod kinds;
 pub mod local;
+pub mod network;
 pub mod operator;
 pub mod plane;
 pub mod tables;

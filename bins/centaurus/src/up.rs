@@ -85,7 +85,8 @@ pub async fn run(
     );
     let (fleet, tasks) = match &compute {
         Some(c) => {
-            let (fleet, tasks) = start_compute(store, data_dir, c).await?;
+            let (fleet, mut tasks) = start_compute(store.clone(), data_dir, c).await?;
+            tasks.extend(start_network(store, data_dir, region.network_admission.clone())?);
             region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
             (Some(fleet), tasks)
         }
@@ -116,6 +117,37 @@ pub async fn run(
     region.stop().await;
     println!("centaurus: stopped");
     Ok(())
+}
+
+/// Starts the VPC plane: one operator replica over the simulated dataplane (the XDP
+/// datapath is not wired yet) and the network controller.
+fn start_network(
+    store: Arc<dyn Store>,
+    data_dir: &Path,
+    admission: centaurus_vpc::admission::NetworkAdmission,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use centaurus_core::ring::{HashRing, RingConfig};
+    let name = "vpc-operator-0";
+    let operator = centaurus_vpc::operator::Operator::new(
+        store.clone(),
+        Arc::new(centaurus_vpc::SimDataplane::new()),
+        centaurus_vpc::operator::OperatorConfig {
+            name: name.into(),
+            ring: Arc::new(std::sync::RwLock::new(HashRing::with_owners(
+                RingConfig::default(),
+                [name],
+            ))),
+            state_file: data_dir.join("vpc-operator.redb"),
+            workers: 4,
+            resync: Duration::from_secs(30),
+        },
+    )
+    .context("starting the vpc operator")?;
+    println!("centaurus: vpc plane: operator {name} on the simulated dataplane, network controller");
+    Ok(vec![
+        tokio::spawn(operator.run()),
+        tokio::spawn(centaurus_vpc::network::run(store, admission)),
+    ])
 }
 
 /// Pod logs from the node agents of this process.

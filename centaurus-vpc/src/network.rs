@@ -1,0 +1,209 @@
+//! The network controller, the Arktos side of the VPC plane:
+//!
+//! - every tenant gets a `Network` named `default` of type `vpc`, backed by a `Vpc` and a
+//!   `Subnet` named `default` ([`DEFAULT_CIDR`]); the network turns `Ready` when its VPC
+//!   is provisioned;
+//! - every node gets a `Droplet` of the same name (its `InternalIP`, a MAC derived from it);
+//! - every scheduled pod on a `vpc` network (its tenant's `default`, or the one its
+//!   [`NETWORK_LABEL`] names) gets an `Endpoint` of the same name in its namespace, on the
+//!   subnet named like the network and the droplet of its node; the endpoint goes with
+//!   the pod. Pods on `flat` networks get none.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use centaurus_core::controller::{Controller, Reconciler, Requeue};
+use centaurus_core::model::{Network, Node, Pod, Resource, Tenant};
+use centaurus_core::objects::{ObjectError, Objects};
+use centaurus_core::store::{Store, StoreError};
+
+use crate::admission::{CreateError, NetworkAdmission};
+use crate::ipam::format_mac;
+use crate::kinds::{Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
+
+/// The pod label naming the network a pod joins (default: `default`).
+pub const NETWORK_LABEL: &str = "arktos.futurewei.com/network";
+/// The range of each tenant's default VPC and subnet.
+pub const DEFAULT_CIDR: &str = "10.0.0.0/16";
+
+fn created<R>(r: Result<R, CreateError>) -> Result<(), String> {
+    match r {
+        Ok(_) | Err(CreateError::Object(ObjectError::Store(StoreError::AlreadyExists { .. }))) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs the network controller over `store` until dropped. `admission` must be the one the
+/// API server runs, so the objects it creates are checked in the same order.
+pub async fn run(store: Arc<dyn Store>, admission: NetworkAdmission) {
+    let tenants = Controller::<Tenant>::new(store.clone(), "/registry/tenants/");
+    // A VPC turning Provisioned marks its tenant's network Ready.
+    let vpcs = Controller::<Vpc>::new(store.clone(), "/registry/vpcs/");
+    {
+        let queue = tenants.queue().clone();
+        vpcs.informer().on_change(move |c| {
+            queue.add(&format!("/registry/tenants/{}", c.object().metadata.tenant));
+        });
+    }
+    let n = NetworkController { store: store.clone(), admission };
+    tokio::join!(
+        tenants.run(n.clone()),
+        vpcs.run(Ignore),
+        Controller::<Node>::new(store.clone(), "/registry/nodes/").run(n.clone()),
+        Controller::<Pod>::new(store, "/registry/pods/").with_workers(4).run(n),
+    );
+}
+
+struct Ignore;
+
+#[async_trait]
+impl Reconciler<Vpc> for Ignore {
+    async fn reconcile(&self, _: &str, _: Option<Vpc>) -> Result<Requeue, String> {
+        Ok(Requeue::Done)
+    }
+}
+
+#[derive(Clone)]
+struct NetworkController {
+    store: Arc<dyn Store>,
+    admission: NetworkAdmission,
+}
+
+#[async_trait]
+impl Reconciler<Tenant> for NetworkController {
+    async fn reconcile(&self, _: &str, tenant: Option<Tenant>) -> Result<Requeue, String> {
+        let Some(t) = tenant else { return Ok(Requeue::Done) };
+        if t.metadata.deletion_timestamp.is_some() || t.status.as_ref().is_some_and(|s| s.phase == "Terminating") {
+            return Ok(Requeue::Done);
+        }
+        let name = t.metadata.name.clone();
+        let networks = Objects::<Network>::new(self.store.clone());
+        let key = format!("/registry/networks/{name}/default");
+        if networks.get(&key).await.map_err(|e| e.to_string())?.is_none() {
+            let mut n = Network::default();
+            n.metadata.name = "default".into();
+            n.metadata.tenant = name.clone();
+            n.spec.type_ = "vpc".into();
+            n.spec.vpc_id = "default".into();
+            n.spec.cidrs = vec![DEFAULT_CIDR.into()];
+            n.status = Some(centaurus_core::model::NetworkStatus { phase: "Pending".into(), message: String::new() });
+            match networks.create(n).await {
+                Ok(_) => {}
+                Err(e) if matches!(e, ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let Some(net) = networks.get(&key).await.map_err(|e| e.to_string())? else { return Ok(Requeue::Done) };
+        if net.spec.type_ != "vpc" {
+            return Ok(Requeue::Done);
+        }
+        let vpc_key = format!("/registry/vpcs/{name}/{}", net.spec.vpc_id);
+        let vpc = Objects::<Vpc>::new(self.store.clone()).get(&vpc_key).await.map_err(|e| e.to_string())?;
+        if vpc.is_none() {
+            let mut v = Vpc::default();
+            v.metadata.name = net.spec.vpc_id.clone();
+            v.metadata.tenant = name.clone();
+            v.spec.cidr = DEFAULT_CIDR.into();
+            v.spec.dividers = 1;
+            created(self.admission.create(&self.store, v).await)?;
+            let mut s = Subnet::default();
+            s.metadata.name = "default".into();
+            s.metadata.tenant = name.clone();
+            s.spec.cidr = DEFAULT_CIDR.into();
+            s.spec.vpc = net.spec.vpc_id.clone();
+            s.spec.bouncers = 1;
+            created(self.admission.create(&self.store, s).await)?;
+        }
+        let ready = vpc.and_then(|v| v.status).is_some_and(|s| s.progress.phase == PROVISIONED);
+        if ready {
+            networks
+                .modify(&key, |n| {
+                    let s = n.status.get_or_insert_with(Default::default);
+                    if s.phase == "Ready" {
+                        return false;
+                    }
+                    s.phase = "Ready".into();
+                    true
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Requeue::Done)
+    }
+}
+
+/// A droplet's MAC when the host's is not known: `02:fe` then the IPv4 address.
+fn droplet_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format_mac([0x02, 0xfe, o[0], o[1], o[2], o[3]])
+}
+
+#[async_trait]
+impl Reconciler<Node> for NetworkController {
+    async fn reconcile(&self, key: &str, node: Option<Node>) -> Result<Requeue, String> {
+        let droplets = Objects::<Droplet>::new(self.store.clone());
+        let name = key.rsplit('/').next().unwrap_or_default();
+        let Some(node) = node else {
+            droplets.delete(&format!("/registry/droplets/{name}"), None).await.map_err(|e| e.to_string())?;
+            return Ok(Requeue::Done);
+        };
+        let Some(ip) = node.status.as_ref().and_then(|s| {
+            s.addresses.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse::<Ipv4Addr>().ok())
+        }) else {
+            return Ok(Requeue::Done);
+        };
+        if droplets.get(&format!("/registry/droplets/{name}")).await.map_err(|e| e.to_string())?.is_some() {
+            return Ok(Requeue::Done);
+        }
+        let mut d = Droplet::default();
+        d.metadata.name = name.to_owned();
+        d.spec.ip = ip.to_string();
+        d.spec.mac = droplet_mac(ip);
+        d.spec.ifname = "eth0".into();
+        d.spec.node = name.to_owned();
+        match droplets.create(d).await {
+            Ok(_) => Ok(Requeue::Done),
+            Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => Ok(Requeue::Done),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl Reconciler<Pod> for NetworkController {
+    async fn reconcile(&self, key: &str, pod: Option<Pod>) -> Result<Requeue, String> {
+        let endpoints = Objects::<Endpoint>::new(self.store.clone());
+        let ep_key = key.replacen("/registry/pods/", "/registry/endpoints/", 1);
+        let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
+            endpoints.delete(&ep_key, None).await.map_err(|e| e.to_string())?;
+            return Ok(Requeue::Done);
+        };
+        if pod.spec.node_name.is_empty() || endpoints.get(&ep_key).await.map_err(|e| e.to_string())?.is_some() {
+            return Ok(Requeue::Done);
+        }
+        let tenant = pod.meta().tenant_or_system().to_owned();
+        let network = pod.metadata.labels.get(NETWORK_LABEL).map_or("default", String::as_str);
+        let net = Objects::<Network>::new(self.store.clone())
+            .get(&format!("/registry/networks/{tenant}/{network}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(net) = net else {
+            // The tenant's default network is on its way; a named one may come later.
+            return Ok(Requeue::After(std::time::Duration::from_millis(500)));
+        };
+        if net.spec.type_ != "vpc" {
+            return Ok(Requeue::Done);
+        }
+        let mut e = Endpoint::default();
+        e.metadata.name = pod.metadata.name.clone();
+        e.metadata.tenant = tenant;
+        e.metadata.namespace = pod.metadata.namespace.clone();
+        e.spec.subnet = network.to_owned();
+        e.spec.vpc = net.spec.vpc_id.clone();
+        e.spec.droplet = pod.spec.node_name.clone();
+        e.spec.pod = pod.metadata.name.clone();
+        created(self.admission.create(&self.store, e).await)?;
+        Ok(Requeue::Done)
+    }
+}
