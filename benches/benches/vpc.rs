@@ -27,7 +27,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn droplet_ip(i: usize) -> Ipv4Addr {
@@ -43,26 +46,51 @@ fn pipeline(endpoints: usize) {
     for hosts in [10, 100, 1000] {
         let mut plane = Plane::new();
         for i in 0..hosts {
-            plane.set_droplet(&format!("d{i}"), DropletInfo { ip: droplet_ip(i), mac: [2, 0, 0, 0, 0, 0] });
+            plane.set_droplet(
+                &format!("d{i}"),
+                DropletInfo {
+                    ip: droplet_ip(i),
+                    mac: [2, 0, 0, 0, 0, 0],
+                },
+            );
         }
         let sim = SimDataplane::new();
         let tenants = 10;
         for t in 0..tenants {
             let vpc = format!("t{t}/vpc");
-            let (_, p) = plane.provision_vpc(&vpc, "10.0.0.0/8".parse().unwrap(), 1000 + t, 2, &[]).unwrap();
+            let (_, p) = plane
+                .provision_vpc(&vpc, "10.0.0.0/8".parse().unwrap(), 1000 + t, 2, &[])
+                .unwrap();
             apply(&sim, p);
-            let (_, p) = plane.provision_subnet(&format!("t{t}/s"), &vpc, "10.0.0.0/12".parse().unwrap(), 3, &[]).unwrap();
+            let (_, p) = plane
+                .provision_subnet(
+                    &format!("t{t}/s"),
+                    &vpc,
+                    "10.0.0.0/12".parse().unwrap(),
+                    3,
+                    &[],
+                )
+                .unwrap();
             apply(&sim, p);
         }
         sim.reset_counts();
-        let n = if hosts == 1000 { endpoints } else { endpoints.min(20_000) };
+        let n = if hosts == 1000 {
+            endpoints
+        } else {
+            endpoints.min(20_000)
+        };
         let mut lat = Vec::with_capacity(n);
         let mut touched = 0usize;
         for i in 0..n {
             let t = i % tenants as usize;
             let start = Instant::now();
             let (_, p) = plane
-                .provision_endpoint(&format!("t{t}/ns/ep{i}"), &format!("t{t}/s"), &format!("d{}", (i * 7919) % hosts), None)
+                .provision_endpoint(
+                    &format!("t{t}/ns/ep{i}"),
+                    &format!("t{t}/s"),
+                    &format!("d{}", (i * 7919) % hosts),
+                    None,
+                )
                 .unwrap();
             touched += p.len();
             apply(&sim, p);
@@ -90,7 +118,10 @@ fn apply(sim: &SimDataplane, prog: centaurus_vpc::plane::Programming) {
 
 /// Creation to `Provisioned` through the operator and a redb store.
 fn operator(endpoints: usize, rate: f64) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
@@ -181,7 +212,10 @@ fn lookup(c: &mut Criterion) {
         let key = EndpointKey::new(1000 + i % 4, Ipv4Addr::from(0x0a00_0000 + i / 4));
         t.apply(&TableUpdate::PutEndpoint {
             key,
-            location: Location::Remote { host: droplet_ip((i % 999 + 1) as usize), mac: [2, 0, 0, 0, 0, 0] },
+            location: Location::Remote {
+                host: droplet_ip((i % 999 + 1) as usize),
+                mac: [2, 0, 0, 0, 0, 0],
+            },
         });
     }
     // Every key, in a scattered order, so lookups miss the cache as a busy bouncer's would.

@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Scope};
 use centaurus_core::store::{Store, StoreError};
-use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_tenancy::{
     AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, TenantGate, TokenFile,
 };
+use centaurus_vpc::admission::NetworkAdmission;
 use serde_json::json;
 use tokio::sync::oneshot;
 

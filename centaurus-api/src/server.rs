@@ -163,7 +163,10 @@ impl ApiServer {
             match a.admit(self.store.as_ref(), plural, obj, old).await {
                 Ok(g) => guards.push(g),
                 Err(errors) => {
-                    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                    let name = obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
                     return Err(ApiError::invalid(target.info.kind, name, &errors));
                 }
             }

@@ -83,7 +83,12 @@ impl NetworkAdmission {
         Self::default()
     }
 
-    async fn vpc(&self, store: &dyn Store, obj: &mut Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
+    async fn vpc(
+        &self,
+        store: &dyn Store,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), Vec<FieldError>> {
         let mut vpc: Vpc = decode(obj)?;
         if let Some(old) = old {
             let old: Vpc = decode(old)?;
@@ -91,7 +96,11 @@ impl NetworkAdmission {
             if vpc.spec.vni == 0 {
                 vpc.spec.vni = old.spec.vni;
             }
-            unchanged("spec.vni", &vpc.spec.vni.to_string(), Some(&old.spec.vni.to_string()))?;
+            unchanged(
+                "spec.vni",
+                &vpc.spec.vni.to_string(),
+                Some(&old.spec.vni.to_string()),
+            )?;
             obj["spec"]["vni"] = json!(vpc.spec.vni);
             return Ok(());
         }
@@ -108,12 +117,20 @@ impl NetworkAdmission {
                 .ok_or_else(|| err("spec.vni", "every VNI is in use"))?;
             obj["spec"]["vni"] = json!(vpc.spec.vni);
         } else if used.contains(&vpc.spec.vni) {
-            return Err(err("spec.vni", format!("{} is already used by another vpc", vpc.spec.vni)));
+            return Err(err(
+                "spec.vni",
+                format!("{} is already used by another vpc", vpc.spec.vni),
+            ));
         }
         Ok(())
     }
 
-    async fn subnet(&self, store: &dyn Store, obj: &Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
+    async fn subnet(
+        &self,
+        store: &dyn Store,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), Vec<FieldError>> {
         let s: Subnet = decode(obj)?;
         if let Some(old) = old {
             let old: Subnet = decode(old)?;
@@ -121,38 +138,83 @@ impl NetworkAdmission {
             return unchanged("spec.vpc", &s.spec.vpc, Some(&old.spec.vpc));
         }
         let tenant = &s.metadata.tenant;
-        let cidr: Ipv4Cidr = s.spec.cidr.parse().map_err(|e: crate::ipam::IpamError| err("spec.cidr", e.to_string()))?;
+        let cidr: Ipv4Cidr = s
+            .spec
+            .cidr
+            .parse()
+            .map_err(|e: crate::ipam::IpamError| err("spec.cidr", e.to_string()))?;
         let vpc: Vpc = get(store, &format!("/registry/vpcs/{tenant}/{}", s.spec.vpc))
             .await?
-            .ok_or_else(|| err("spec.vpc", format!("vpc {:?} does not exist in tenant {tenant:?}", s.spec.vpc)))?;
-        let vpc_cidr: Ipv4Cidr = vpc.spec.cidr.parse().map_err(|_| err("spec.vpc", "the vpc's cidr is invalid"))?;
+            .ok_or_else(|| {
+                err(
+                    "spec.vpc",
+                    format!("vpc {:?} does not exist in tenant {tenant:?}", s.spec.vpc),
+                )
+            })?;
+        let vpc_cidr: Ipv4Cidr = vpc
+            .spec
+            .cidr
+            .parse()
+            .map_err(|_| err("spec.vpc", "the vpc's cidr is invalid"))?;
         if !vpc_cidr.contains(&cidr) {
-            return Err(err("spec.cidr", format!("{cidr} is not inside vpc {:?} ({vpc_cidr})", s.spec.vpc)));
+            return Err(err(
+                "spec.cidr",
+                format!("{cidr} is not inside vpc {:?} ({vpc_cidr})", s.spec.vpc),
+            ));
         }
         for other in list::<Subnet>(store, &format!("/registry/subnets/{tenant}/")).await? {
             if other.spec.vpc == s.spec.vpc
                 && other.metadata.name != s.metadata.name
-                && other.spec.cidr.parse::<Ipv4Cidr>().is_ok_and(|c| c.overlaps(&cidr))
+                && other
+                    .spec
+                    .cidr
+                    .parse::<Ipv4Cidr>()
+                    .is_ok_and(|c| c.overlaps(&cidr))
             {
                 return Err(err(
                     "spec.cidr",
-                    format!("{cidr} overlaps subnet {:?} ({}) of the same vpc", other.metadata.name, other.spec.cidr),
+                    format!(
+                        "{cidr} overlaps subnet {:?} ({}) of the same vpc",
+                        other.metadata.name, other.spec.cidr
+                    ),
                 ));
             }
         }
         Ok(())
     }
 
-    async fn endpoint(&self, store: &dyn Store, obj: &mut Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
+    async fn endpoint(
+        &self,
+        store: &dyn Store,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), Vec<FieldError>> {
         let ep: Endpoint = decode(obj)?;
         let tenant = ep.metadata.tenant.clone();
-        let subnet: Subnet = get(store, &format!("/registry/subnets/{tenant}/{}", ep.spec.subnet))
-            .await?
-            .ok_or_else(|| err("spec.subnet", format!("subnet {:?} does not exist in tenant {tenant:?}", ep.spec.subnet)))?;
+        let subnet: Subnet = get(
+            store,
+            &format!("/registry/subnets/{tenant}/{}", ep.spec.subnet),
+        )
+        .await?
+        .ok_or_else(|| {
+            err(
+                "spec.subnet",
+                format!(
+                    "subnet {:?} does not exist in tenant {tenant:?}",
+                    ep.spec.subnet
+                ),
+            )
+        })?;
         match ep.spec.vpc.as_str() {
             "" => obj["spec"]["vpc"] = json!(subnet.spec.vpc),
             v if v != subnet.spec.vpc => {
-                return Err(err("spec.vpc", format!("subnet {:?} is in vpc {:?}, not {v:?}", ep.spec.subnet, subnet.spec.vpc)));
+                return Err(err(
+                    "spec.vpc",
+                    format!(
+                        "subnet {:?} is in vpc {:?}, not {v:?}",
+                        ep.spec.subnet, subnet.spec.vpc
+                    ),
+                ));
             }
             _ => {}
         }
@@ -165,19 +227,41 @@ impl NetworkAdmission {
         if ep.spec.ip.is_empty() {
             return Ok(());
         }
-        let ip: std::net::Ipv4Addr = ep.spec.ip.parse().map_err(|_| err("spec.ip", "not an IPv4 address"))?;
+        let ip: std::net::Ipv4Addr = ep
+            .spec
+            .ip
+            .parse()
+            .map_err(|_| err("spec.ip", "not an IPv4 address"))?;
         let pool = crate::ipam::SubnetPool::new(
-            subnet.spec.cidr.parse().map_err(|_| err("spec.subnet", "the subnet's cidr is invalid"))?,
+            subnet
+                .spec
+                .cidr
+                .parse()
+                .map_err(|_| err("spec.subnet", "the subnet's cidr is invalid"))?,
         );
-        pool.reserve(ip).map_err(|e| err("spec.ip", e.to_string()))?;
+        pool.reserve(ip)
+            .map_err(|e| err("spec.ip", e.to_string()))?;
         for other in list::<Endpoint>(store, &format!("/registry/endpoints/{tenant}/")).await? {
-            let same = other.metadata.namespace == ep.metadata.namespace && other.metadata.name == ep.metadata.name;
-            let other_vpc = if other.spec.vpc.is_empty() { &subnet.spec.vpc } else { &other.spec.vpc };
-            let other_ip = other.status.as_ref().map(|s| s.ip.as_str()).filter(|s| !s.is_empty()).unwrap_or(&other.spec.ip);
+            let same = other.metadata.namespace == ep.metadata.namespace
+                && other.metadata.name == ep.metadata.name;
+            let other_vpc = if other.spec.vpc.is_empty() {
+                &subnet.spec.vpc
+            } else {
+                &other.spec.vpc
+            };
+            let other_ip = other
+                .status
+                .as_ref()
+                .map(|s| s.ip.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&other.spec.ip);
             if !same && *other_vpc == subnet.spec.vpc && other_ip == ep.spec.ip {
                 return Err(err(
                     "spec.ip",
-                    format!("{ip} is held by endpoint {}/{} in the same vpc", other.metadata.namespace, other.metadata.name),
+                    format!(
+                        "{ip} is held by endpoint {}/{} in the same vpc",
+                        other.metadata.namespace, other.metadata.name
+                    ),
                 ));
             }
         }
@@ -199,10 +283,19 @@ pub enum CreateError {
 impl NetworkAdmission {
     /// Creates `obj` beside the API (controllers), with the same checks and ordering as
     /// the API's writes through this admitter.
-    pub async fn create<R: Resource>(&self, store: &Arc<dyn Store>, obj: R) -> Result<R, CreateError> {
-        let mut value = serde_json::to_value(&obj).map_err(|e| CreateError::Invalid(err("", e.to_string())))?;
-        let _guard = self.admit(store.as_ref(), R::PLURAL, &mut value, None).await.map_err(CreateError::Invalid)?;
-        let obj: R = serde_json::from_value(value).map_err(|e| CreateError::Invalid(err("", e.to_string())))?;
+    pub async fn create<R: Resource>(
+        &self,
+        store: &Arc<dyn Store>,
+        obj: R,
+    ) -> Result<R, CreateError> {
+        let mut value =
+            serde_json::to_value(&obj).map_err(|e| CreateError::Invalid(err("", e.to_string())))?;
+        let _guard = self
+            .admit(store.as_ref(), R::PLURAL, &mut value, None)
+            .await
+            .map_err(CreateError::Invalid)?;
+        let obj: R = serde_json::from_value(value)
+            .map_err(|e| CreateError::Invalid(err("", e.to_string())))?;
         Ok(Objects::<R>::new(store.clone()).create(obj).await?)
     }
 }

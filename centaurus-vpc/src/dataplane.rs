@@ -140,7 +140,10 @@ impl SimDataplane {
         let Some((&first, tables)) = h.tables.iter().find(|(_, t)| t.agents.contains_key(&src))
         else {
             return Delivery {
-                outcome: Outcome::Dropped { host: Ipv4Addr::UNSPECIFIED, reason: DropReason::UnknownSource },
+                outcome: Outcome::Dropped {
+                    host: Ipv4Addr::UNSPECIFIED,
+                    reason: DropReason::UnknownSource,
+                },
                 path: Vec::new(),
             };
         };
@@ -150,16 +153,25 @@ impl SimDataplane {
             let here = *path.last().expect("the path starts with the sender");
             match step {
                 Step::Deliver { veth } => {
-                    return Delivery { outcome: Outcome::Delivered { host: here, veth }, path };
+                    return Delivery {
+                        outcome: Outcome::Delivered { host: here, veth },
+                        path,
+                    };
                 }
                 Step::Drop(reason) => {
-                    return Delivery { outcome: Outcome::Dropped { host: here, reason }, path };
+                    return Delivery {
+                        outcome: Outcome::Dropped { host: here, reason },
+                        path,
+                    };
                 }
                 Step::Forward { host } => {
                     path.push(host);
                     if path.len() > MAX_HOPS {
                         return Delivery {
-                            outcome: Outcome::Dropped { host, reason: DropReason::TooManyHops },
+                            outcome: Outcome::Dropped {
+                                host,
+                                reason: DropReason::TooManyHops,
+                            },
                             path,
                         };
                     }
@@ -178,7 +190,10 @@ impl Dataplane for SimDataplane {
     async fn program(&self, host: Ipv4Addr, updates: &[TableUpdate]) -> Result<(), DataplaneError> {
         let mut h = self.lock();
         if h.down.contains(&host) {
-            return Err(DataplaneError { host, message: "transit daemon unreachable".into() });
+            return Err(DataplaneError {
+                host,
+                message: "transit daemon unreachable".into(),
+            });
         }
         *h.calls.entry(host).or_default() += 1;
         h.updates += updates.len() as u64;

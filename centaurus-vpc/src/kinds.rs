@@ -39,10 +39,21 @@ pub struct Progress {
 
 centaurus_core::define_object!(
     /// A tenant's virtual private cloud: an address range and a VNI.
-    pub struct Vpc { spec: VpcSpec, status: VpcStatus }
+    pub struct Vpc {
+        spec: VpcSpec,
+        status: VpcStatus,
+    }
 );
-impl_resource!(Vpc, kind = "Vpc", group = "mizar.centaurus.io", version = "v1",
-    plural = "vpcs", scope = Tenant, short = ["vpc"], validate = validate_vpc);
+impl_resource!(
+    Vpc,
+    kind = "Vpc",
+    group = "mizar.centaurus.io",
+    version = "v1",
+    plural = "vpcs",
+    scope = Tenant,
+    short = ["vpc"],
+    validate = validate_vpc
+);
 
 /// Desired state of a VPC.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -78,7 +89,12 @@ fn one() -> u32 {
 }
 
 fn check_cidr(e: &mut Errors, field: &str, cidr: &str) {
-    e.check(field, cidr.parse::<Ipv4Cidr>().map(|_| ()).map_err(|x| x.to_string()));
+    e.check(
+        field,
+        cidr.parse::<Ipv4Cidr>()
+            .map(|_| ())
+            .map_err(|x| x.to_string()),
+    );
 }
 
 fn validate_vpc(v: &Vpc) -> Result<(), Vec<FieldError>> {
@@ -95,10 +111,21 @@ fn validate_vpc(v: &Vpc) -> Result<(), Vec<FieldError>> {
 
 centaurus_core::define_object!(
     /// A subnet of a VPC.
-    pub struct Subnet { spec: SubnetSpec, status: SubnetStatus }
+    pub struct Subnet {
+        spec: SubnetSpec,
+        status: SubnetStatus,
+    }
 );
-impl_resource!(Subnet, kind = "Subnet", group = "mizar.centaurus.io", version = "v1",
-    plural = "subnets", scope = Tenant, short = ["subnet"], validate = validate_subnet);
+impl_resource!(
+    Subnet,
+    kind = "Subnet",
+    group = "mizar.centaurus.io",
+    version = "v1",
+    plural = "subnets",
+    scope = Tenant,
+    short = ["subnet"],
+    validate = validate_subnet
+);
 
 /// Desired state of a subnet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -137,7 +164,10 @@ fn validate_subnet(s: &Subnet) -> Result<(), Vec<FieldError>> {
     if let Ok(c) = s.spec.cidr.parse::<Ipv4Cidr>()
         && c.prefix_len() > 30
     {
-        e.push("spec.cidr", "a subnet needs at least a /30: network, gateway, broadcast and one endpoint");
+        e.push(
+            "spec.cidr",
+            "a subnet needs at least a /30: network, gateway, broadcast and one endpoint",
+        );
     }
     e.check("spec.vpc", validation::dns_subdomain(&s.spec.vpc));
     if !(1..=64).contains(&s.spec.bouncers) {
@@ -148,10 +178,21 @@ fn validate_subnet(s: &Subnet) -> Result<(), Vec<FieldError>> {
 
 centaurus_core::define_object!(
     /// A pod's (or any workload's) interface on a subnet.
-    pub struct Endpoint { spec: EndpointSpec, status: EndpointStatus }
+    pub struct Endpoint {
+        spec: EndpointSpec,
+        status: EndpointStatus,
+    }
 );
-impl_resource!(Endpoint, kind = "Endpoint", group = "mizar.centaurus.io", version = "v1",
-    plural = "endpoints", scope = Namespaced, short = ["ep"], validate = validate_endpoint);
+impl_resource!(
+    Endpoint,
+    kind = "Endpoint",
+    group = "mizar.centaurus.io",
+    version = "v1",
+    plural = "endpoints",
+    scope = Namespaced,
+    short = ["ep"],
+    validate = validate_endpoint
+);
 
 /// Desired state of an endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -222,17 +263,30 @@ fn validate_endpoint(ep: &Endpoint) -> Result<(), Vec<FieldError>> {
     }
     e.check("spec.droplet", validation::dns_subdomain(&ep.spec.droplet));
     if !ep.spec.ip.is_empty() && ep.spec.ip.parse::<std::net::Ipv4Addr>().is_err() {
-        e.push("spec.ip", format!("{:?} is not an IPv4 address", ep.spec.ip));
+        e.push(
+            "spec.ip",
+            format!("{:?} is not an IPv4 address", ep.spec.ip),
+        );
     }
     e.into_result()
 }
 
 centaurus_core::define_object!(
     /// A host's substrate interface, where its transit XDP program runs.
-    pub struct Droplet { spec: DropletSpec, status: Progress }
+    pub struct Droplet {
+        spec: DropletSpec,
+        status: Progress,
+    }
 );
-impl_resource!(Droplet, kind = "Droplet", group = "mizar.centaurus.io", version = "v1",
-    plural = "droplets", scope = Cluster, validate = validate_droplet);
+impl_resource!(
+    Droplet,
+    kind = "Droplet",
+    group = "mizar.centaurus.io",
+    version = "v1",
+    plural = "droplets",
+    scope = Cluster,
+    validate = validate_droplet
+);
 
 /// Desired state of a droplet.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -260,7 +314,10 @@ fn validate_droplet(d: &Droplet) -> Result<(), Vec<FieldError>> {
         e.push("spec.ip", format!("{:?} is not an IPv4 address", d.spec.ip));
     }
     if crate::ipam::parse_mac(&d.spec.mac).is_none() {
-        e.push("spec.mac", format!("{:?} is not a MAC address (aa:bb:cc:dd:ee:ff)", d.spec.mac));
+        e.push(
+            "spec.mac",
+            format!("{:?} is not a MAC address (aa:bb:cc:dd:ee:ff)", d.spec.mac),
+        );
     }
     if d.spec.ifname.is_empty() || d.spec.ifname.len() > 15 {
         e.push("spec.ifname", "must be 1 to 15 characters");
@@ -270,10 +327,19 @@ fn validate_droplet(d: &Droplet) -> Result<(), Vec<FieldError>> {
 
 centaurus_core::define_object!(
     /// A bouncer: a droplet holding a subnet's endpoint table.
-    pub struct Bouncer { spec: BouncerSpec, status: Progress }
+    pub struct Bouncer {
+        spec: BouncerSpec,
+        status: Progress,
+    }
 );
-impl_resource!(Bouncer, kind = "Bouncer", group = "mizar.centaurus.io", version = "v1",
-    plural = "bouncers", scope = Cluster);
+impl_resource!(
+    Bouncer,
+    kind = "Bouncer",
+    group = "mizar.centaurus.io",
+    version = "v1",
+    plural = "bouncers",
+    scope = Cluster
+);
 
 /// Desired state of a bouncer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -293,10 +359,19 @@ pub struct BouncerSpec {
 
 centaurus_core::define_object!(
     /// A divider: a droplet holding a VPC's subnet table.
-    pub struct Divider { spec: DividerSpec, status: Progress }
+    pub struct Divider {
+        spec: DividerSpec,
+        status: Progress,
+    }
 );
-impl_resource!(Divider, kind = "Divider", group = "mizar.centaurus.io", version = "v1",
-    plural = "dividers", scope = Cluster);
+impl_resource!(
+    Divider,
+    kind = "Divider",
+    group = "mizar.centaurus.io",
+    version = "v1",
+    plural = "dividers",
+    scope = Cluster
+);
 
 /// Desired state of a divider.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

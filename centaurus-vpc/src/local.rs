@@ -70,7 +70,10 @@ impl LocalStore {
         if !durable {
             txn.set_durability(Durability::None).map_err(e)?;
         }
-        txn.open_table(RECORDS).map_err(e)?.insert(key, bytes.as_slice()).map_err(e)?;
+        txn.open_table(RECORDS)
+            .map_err(e)?
+            .insert(key, bytes.as_slice())
+            .map_err(e)?;
         txn.commit().map_err(e)
     }
 

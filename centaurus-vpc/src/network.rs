@@ -29,7 +29,9 @@ pub const DEFAULT_CIDR: &str = "10.0.0.0/16";
 
 fn created<R>(r: Result<R, CreateError>) -> Result<(), String> {
     match r {
-        Ok(_) | Err(CreateError::Object(ObjectError::Store(StoreError::AlreadyExists { .. }))) => Ok(()),
+        Ok(_) | Err(CreateError::Object(ObjectError::Store(StoreError::AlreadyExists { .. }))) => {
+            Ok(())
+        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -46,12 +48,17 @@ pub async fn run(store: Arc<dyn Store>, admission: NetworkAdmission) {
             queue.add(&format!("/registry/tenants/{}", c.object().metadata.tenant));
         });
     }
-    let n = NetworkController { store: store.clone(), admission };
+    let n = NetworkController {
+        store: store.clone(),
+        admission,
+    };
     tokio::join!(
         tenants.run(n.clone()),
         vpcs.run(Ignore),
         Controller::<Node>::new(store.clone(), "/registry/nodes/").run(n.clone()),
-        Controller::<Pod>::new(store, "/registry/pods/").with_workers(4).run(n),
+        Controller::<Pod>::new(store, "/registry/pods/")
+            .with_workers(4)
+            .run(n),
     );
 }
 
@@ -73,33 +80,50 @@ struct NetworkController {
 #[async_trait]
 impl Reconciler<Tenant> for NetworkController {
     async fn reconcile(&self, _: &str, tenant: Option<Tenant>) -> Result<Requeue, String> {
-        let Some(t) = tenant else { return Ok(Requeue::Done) };
-        if t.metadata.deletion_timestamp.is_some() || t.status.as_ref().is_some_and(|s| s.phase == "Terminating") {
+        let Some(t) = tenant else {
+            return Ok(Requeue::Done);
+        };
+        if t.metadata.deletion_timestamp.is_some()
+            || t.status.as_ref().is_some_and(|s| s.phase == "Terminating")
+        {
             return Ok(Requeue::Done);
         }
         let name = t.metadata.name.clone();
         let networks = Objects::<Network>::new(self.store.clone());
         let key = format!("/registry/networks/{name}/default");
-        if networks.get(&key).await.map_err(|e| e.to_string())?.is_none() {
+        if networks
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
             let mut n = Network::default();
             n.metadata.name = "default".into();
             n.metadata.tenant = name.clone();
             n.spec.type_ = "vpc".into();
             n.spec.vpc_id = "default".into();
             n.spec.cidrs = vec![DEFAULT_CIDR.into()];
-            n.status = Some(centaurus_core::model::NetworkStatus { phase: "Pending".into(), message: String::new() });
+            n.status = Some(centaurus_core::model::NetworkStatus {
+                phase: "Pending".into(),
+                message: String::new(),
+            });
             match networks.create(n).await {
                 Ok(_) => {}
                 Err(e) if matches!(e, ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let Some(net) = networks.get(&key).await.map_err(|e| e.to_string())? else { return Ok(Requeue::Done) };
+        let Some(net) = networks.get(&key).await.map_err(|e| e.to_string())? else {
+            return Ok(Requeue::Done);
+        };
         if net.spec.type_ != "vpc" {
             return Ok(Requeue::Done);
         }
         let vpc_key = format!("/registry/vpcs/{name}/{}", net.spec.vpc_id);
-        let vpc = Objects::<Vpc>::new(self.store.clone()).get(&vpc_key).await.map_err(|e| e.to_string())?;
+        let vpc = Objects::<Vpc>::new(self.store.clone())
+            .get(&vpc_key)
+            .await
+            .map_err(|e| e.to_string())?;
         if vpc.is_none() {
             let mut v = Vpc::default();
             v.metadata.name = net.spec.vpc_id.clone();
@@ -115,7 +139,9 @@ impl Reconciler<Tenant> for NetworkController {
             s.spec.bouncers = 1;
             created(self.admission.create(&self.store, s).await)?;
         }
-        let ready = vpc.and_then(|v| v.status).is_some_and(|s| s.progress.phase == PROVISIONED);
+        let ready = vpc
+            .and_then(|v| v.status)
+            .is_some_and(|s| s.progress.phase == PROVISIONED);
         if ready {
             networks
                 .modify(&key, |n| {
@@ -145,15 +171,26 @@ impl Reconciler<Node> for NetworkController {
         let droplets = Objects::<Droplet>::new(self.store.clone());
         let name = key.rsplit('/').next().unwrap_or_default();
         let Some(node) = node else {
-            droplets.delete(&format!("/registry/droplets/{name}"), None).await.map_err(|e| e.to_string())?;
+            droplets
+                .delete(&format!("/registry/droplets/{name}"), None)
+                .await
+                .map_err(|e| e.to_string())?;
             return Ok(Requeue::Done);
         };
         let Some(ip) = node.status.as_ref().and_then(|s| {
-            s.addresses.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse::<Ipv4Addr>().ok())
+            s.addresses
+                .iter()
+                .find(|a| a.type_ == "InternalIP")
+                .and_then(|a| a.address.parse::<Ipv4Addr>().ok())
         }) else {
             return Ok(Requeue::Done);
         };
-        if droplets.get(&format!("/registry/droplets/{name}")).await.map_err(|e| e.to_string())?.is_some() {
+        if droplets
+            .get(&format!("/registry/droplets/{name}"))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             return Ok(Requeue::Done);
         }
         let mut d = Droplet::default();
@@ -176,14 +213,27 @@ impl Reconciler<Pod> for NetworkController {
         let endpoints = Objects::<Endpoint>::new(self.store.clone());
         let ep_key = key.replacen("/registry/pods/", "/registry/endpoints/", 1);
         let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
-            endpoints.delete(&ep_key, None).await.map_err(|e| e.to_string())?;
+            endpoints
+                .delete(&ep_key, None)
+                .await
+                .map_err(|e| e.to_string())?;
             return Ok(Requeue::Done);
         };
-        if pod.spec.node_name.is_empty() || endpoints.get(&ep_key).await.map_err(|e| e.to_string())?.is_some() {
+        if pod.spec.node_name.is_empty()
+            || endpoints
+                .get(&ep_key)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+        {
             return Ok(Requeue::Done);
         }
         let tenant = pod.meta().tenant_or_system().to_owned();
-        let network = pod.metadata.labels.get(NETWORK_LABEL).map_or("default", String::as_str);
+        let network = pod
+            .metadata
+            .labels
+            .get(NETWORK_LABEL)
+            .map_or("default", String::as_str);
         let net = Objects::<Network>::new(self.store.clone())
             .get(&format!("/registry/networks/{tenant}/{network}"))
             .await

@@ -117,7 +117,10 @@ impl Operator {
             local,
             vpc_locks: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
-            queue: WorkQueue::new(Backoff::new(Duration::from_millis(50), Duration::from_secs(5))),
+            queue: WorkQueue::new(Backoff::new(
+                Duration::from_millis(50),
+                Duration::from_secs(5),
+            )),
             stats: OperatorStats::default(),
         }))
     }
@@ -138,7 +141,11 @@ impl Operator {
 
     fn owns(&self, tenant: &str, vpc: &str) -> bool {
         let pos = stable_hash(format!("{tenant}/{vpc}").as_bytes());
-        self.cfg.ring.read().unwrap_or_else(|e| e.into_inner()).owns(&self.cfg.name, pos)
+        self.cfg
+            .ring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .owns(&self.cfg.name, pos)
     }
 
     /// The VPC (`tenant/name`) an object belongs to.
@@ -147,10 +154,18 @@ impl Operator {
         let tenant = id.split('/').next()?;
         match plural {
             "vpcs" => Some(id.to_owned()),
-            "subnets" => self.subnets.cache().get(key).map(|s| format!("{tenant}/{}", s.spec.vpc)),
+            "subnets" => self
+                .subnets
+                .cache()
+                .get(key)
+                .map(|s| format!("{tenant}/{}", s.spec.vpc)),
             "endpoints" => self.endpoints.cache().get(key).and_then(|e| {
                 let vpc = if e.spec.vpc.is_empty() {
-                    self.subnets.cache().get(&format!("/registry/subnets/{tenant}/{}", e.spec.subnet))?.spec.vpc
+                    self.subnets
+                        .cache()
+                        .get(&format!("/registry/subnets/{tenant}/{}", e.spec.subnet))?
+                        .spec
+                        .vpc
                 } else {
                     e.spec.vpc
                 };
@@ -242,7 +257,11 @@ impl Operator {
             })
             .collect();
         for id in lost {
-            tracing::info!(vpc = id, replica = self.cfg.name, "vpc moved to another replica");
+            tracing::info!(
+                vpc = id,
+                replica = self.cfg.name,
+                "vpc moved to another replica"
+            );
             self.plane().forget_vpc(&id);
         }
         for key in self.vpcs.cache().list().iter().map(Resource::key) {
@@ -282,13 +301,18 @@ impl Operator {
             return;
         };
         self.plane().set_droplet(&name, DropletInfo { ip, mac });
-        let ours = self.cfg.ring.read().unwrap_or_else(|e| e.into_inner())
+        let ours = self
+            .cfg
+            .ring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .owns(&self.cfg.name, stable_hash(name.as_bytes()));
         if ours && d.status.as_ref().is_none_or(|s| s.phase != PROVISIONED) {
             self.queue.add(&d.key());
         }
         // Objects waiting for droplets can go on.
-        self.queue.add_after("retry-waiting", Duration::from_millis(10));
+        self.queue
+            .add_after("retry-waiting", Duration::from_millis(10));
     }
 
     async fn vpc_lock(&self, vpc: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -307,7 +331,9 @@ impl Operator {
         if prog.is_empty() {
             return Ok(());
         }
-        self.stats.host_calls.fetch_add(prog.len() as u64, Ordering::Relaxed);
+        self.stats
+            .host_calls
+            .fetch_add(prog.len() as u64, Ordering::Relaxed);
         let calls = prog.iter().map(|(host, updates)| async move {
             (*host, updates, self.dataplane.program(*host, updates).await)
         });
@@ -330,7 +356,11 @@ impl Operator {
     }
 
     async fn flush_pending(&self, key: &str) -> Result<(), String> {
-        let prog = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        let prog = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
         match prog {
             Some(p) => self.apply(key, p).await,
             None => Ok(()),
@@ -343,7 +373,10 @@ impl Operator {
             return Ok(None);
         }
         let (plural, _) = split(key);
-        let Some(vpc) = self.vpc_of(plural, key).or_else(|| self.planned_vpc(plural, key)) else {
+        let Some(vpc) = self
+            .vpc_of(plural, key)
+            .or_else(|| self.planned_vpc(plural, key))
+        else {
             if plural == "droplets" {
                 return self.reconcile_droplet(key).await;
             }
@@ -392,7 +425,9 @@ impl Operator {
     }
 
     fn remember(&self, key: &str, record: Record, durable: bool) -> Result<(), String> {
-        self.local.put(key, &record, durable).map_err(|e| e.to_string())
+        self.local
+            .put(key, &record, durable)
+            .map_err(|e| e.to_string())
     }
 
     /// Writes a final status once: `change` returns false when the stored one is current.
@@ -453,13 +488,20 @@ impl Operator {
         for d in now.iter().filter(|d| !had.contains(d)) {
             match objects.create(make(d)).await {
                 Ok(_) => {}
-                Err(e) if matches!(e, ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists { .. })) => {}
+                Err(e)
+                    if matches!(
+                        e,
+                        ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists { .. })
+                    ) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
         for d in had.iter().filter(|d| !now.contains(d)) {
             let key = format!("/registry/{plural}/{}", names(d));
-            objects.delete(&key, None).await.map_err(|e| e.to_string())?;
+            objects
+                .delete(&key, None)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -471,7 +513,14 @@ impl Operator {
             let dividers = self.plane().vpc_dividers(id).unwrap_or_default();
             let prog = self.plane().delete_vpc(id);
             self.apply(key, prog).await?;
-            self.sync_roles::<Divider>("dividers", |_| unreachable_role(), |d| role_name(tenant, name, d), &dividers, &[]).await?;
+            self.sync_roles::<Divider>(
+                "dividers",
+                |_| unreachable_role(),
+                |d| role_name(tenant, name, d),
+                &dividers,
+                &[],
+            )
+            .await?;
             self.local.remove(key).map_err(|e| e.to_string())?;
             return Ok(None);
         };
@@ -479,16 +528,32 @@ impl Operator {
         let status = v.status.clone().unwrap_or_default();
         let cidr: Ipv4Cidr = match v.spec.cidr.parse() {
             Ok(c) => c,
-            Err(e) => return self.fail::<Vpc>(key, format!("spec.cidr: {e}"), vpc_progress).await,
+            Err(e) => {
+                return self
+                    .fail::<Vpc>(key, format!("spec.cidr: {e}"), vpc_progress)
+                    .await;
+            }
         };
         if v.spec.vni == 0 {
-            return self.fail::<Vpc>(key, "spec.vni: no VNI (create VPCs through the API, which assigns one)".into(), vpc_progress).await;
+            return self
+                .fail::<Vpc>(
+                    key,
+                    "spec.vni: no VNI (create VPCs through the API, which assigns one)".into(),
+                    vpc_progress,
+                )
+                .await;
         }
         let was = status.progress.phase == PROVISIONED;
         let record = self.record(key, &uid);
-        let placed = if was { status.dividers.clone() } else { record.map(|r| r.placed).unwrap_or_default() };
+        let placed = if was {
+            status.dividers.clone()
+        } else {
+            record.map(|r| r.placed).unwrap_or_default()
+        };
         let adopting = !self.plane().has_vpc(id) && was;
-        let result = self.plane().provision_vpc(id, cidr, v.spec.vni, v.spec.dividers as usize, &placed);
+        let result =
+            self.plane()
+                .provision_vpc(id, cidr, v.spec.vni, v.spec.dividers as usize, &placed);
         let (out, prog) = match result {
             Ok(x) => x,
             Err(PlaneError::NoDroplets(_)) => return Ok(Some(Duration::from_secs(1))),
@@ -497,7 +562,15 @@ impl Operator {
         if adopting && out.dividers == placed {
             self.stats.adopted.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.remember(key, Record { uid: uid.clone(), placed: out.dividers.clone(), ..Default::default() }, true)?;
+            self.remember(
+                key,
+                Record {
+                    uid: uid.clone(),
+                    placed: out.dividers.clone(),
+                    ..Default::default()
+                },
+                true,
+            )?;
             self.apply(key, prog).await?;
         }
         let vni = out.vni;
@@ -506,8 +579,16 @@ impl Operator {
             |d| {
                 let mut o = Divider::default();
                 o.metadata.name = role_name(tenant, name, d);
-                o.spec = DividerSpec { tenant: tenant.into(), vpc: name.into(), vni, droplet: d.into() };
-                o.status = Some(Progress { phase: PROVISIONED.into(), ..Default::default() });
+                o.spec = DividerSpec {
+                    tenant: tenant.into(),
+                    vpc: name.into(),
+                    vni,
+                    droplet: d.into(),
+                };
+                o.status = Some(Progress {
+                    phase: PROVISIONED.into(),
+                    ..Default::default()
+                });
                 o
             },
             |d| role_name(tenant, name, d),
@@ -526,17 +607,34 @@ impl Operator {
                 s.progress.provision_delay = now_delay(&meta);
             }
             *s = VpcStatus {
-                progress: Progress { phase: PROVISIONED.into(), message: String::new(), provision_delay: s.progress.provision_delay },
+                progress: Progress {
+                    phase: PROVISIONED.into(),
+                    message: String::new(),
+                    provision_delay: s.progress.provision_delay,
+                },
                 vni,
                 dividers: dividers.clone(),
             };
             true
         })
         .await?;
-        self.remember(key, Record { uid, provisioned: true, placed: out.dividers, ..Default::default() }, false)?;
+        self.remember(
+            key,
+            Record {
+                uid,
+                provisioned: true,
+                placed: out.dividers,
+                ..Default::default()
+            },
+            false,
+        )?;
         tracing::debug!(vpc = id, phase = PROVISIONED, "vpc");
         // Subnets that waited for the VPC.
-        for s in self.subnets.cache().list_prefix(&format!("/registry/subnets/{tenant}/")) {
+        for s in self
+            .subnets
+            .cache()
+            .list_prefix(&format!("/registry/subnets/{tenant}/"))
+        {
             if s.spec.vpc == name && !self.plane().has_subnet(split(&s.key()).1) {
                 self.queue.add(&s.key());
             }
@@ -544,14 +642,25 @@ impl Operator {
         Ok(None)
     }
 
-    async fn reconcile_subnet(self: &Arc<Self>, key: &str, vpc: &str) -> Result<Option<Duration>, String> {
+    async fn reconcile_subnet(
+        self: &Arc<Self>,
+        key: &str,
+        vpc: &str,
+    ) -> Result<Option<Duration>, String> {
         let (_, id) = split(key);
         let (tenant, name) = id.split_once('/').unwrap_or(("", id));
         let Some(s) = self.subnets.cache().get(key) else {
             let bouncers = self.plane().subnet_bouncers(id).unwrap_or_default();
             let prog = self.plane().delete_subnet(id);
             self.apply(key, prog).await?;
-            self.sync_roles::<Bouncer>("bouncers", |_| unreachable_role(), |d| role_name(tenant, name, d), &bouncers, &[]).await?;
+            self.sync_roles::<Bouncer>(
+                "bouncers",
+                |_| unreachable_role(),
+                |d| role_name(tenant, name, d),
+                &bouncers,
+                &[],
+            )
+            .await?;
             self.local.remove(key).map_err(|e| e.to_string())?;
             return Ok(None);
         };
@@ -559,21 +668,45 @@ impl Operator {
         let status = s.status.clone().unwrap_or_default();
         let cidr: Ipv4Cidr = match s.spec.cidr.parse() {
             Ok(c) => c,
-            Err(e) => return self.fail::<Subnet>(key, format!("spec.cidr: {e}"), subnet_progress).await,
+            Err(e) => {
+                return self
+                    .fail::<Subnet>(key, format!("spec.cidr: {e}"), subnet_progress)
+                    .await;
+            }
         };
         let was = status.progress.phase == PROVISIONED;
-        let placed = if was { status.bouncers.clone() } else { self.record(key, &uid).map(|r| r.placed).unwrap_or_default() };
+        let placed = if was {
+            status.bouncers.clone()
+        } else {
+            self.record(key, &uid).map(|r| r.placed).unwrap_or_default()
+        };
         let adopting = !self.plane().has_subnet(id) && was;
-        let result = self.plane().provision_subnet(id, vpc, cidr, s.spec.bouncers as usize, &placed);
+        let result =
+            self.plane()
+                .provision_subnet(id, vpc, cidr, s.spec.bouncers as usize, &placed);
         let (out, prog) = match result {
             Ok(x) => x,
-            Err(PlaneError::NoDroplets(_) | PlaneError::UnknownVpc(_)) => return Ok(Some(Duration::from_millis(200))),
-            Err(e) => return self.fail::<Subnet>(key, e.to_string(), subnet_progress).await,
+            Err(PlaneError::NoDroplets(_) | PlaneError::UnknownVpc(_)) => {
+                return Ok(Some(Duration::from_millis(200)));
+            }
+            Err(e) => {
+                return self
+                    .fail::<Subnet>(key, e.to_string(), subnet_progress)
+                    .await;
+            }
         };
         if adopting && out.bouncers == placed {
             self.stats.adopted.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.remember(key, Record { uid: uid.clone(), placed: out.bouncers.clone(), ..Default::default() }, true)?;
+            self.remember(
+                key,
+                Record {
+                    uid: uid.clone(),
+                    placed: out.bouncers.clone(),
+                    ..Default::default()
+                },
+                true,
+            )?;
             self.apply(key, prog).await?;
         }
         let vni = out.vni;
@@ -583,8 +716,17 @@ impl Operator {
             |d| {
                 let mut o = Bouncer::default();
                 o.metadata.name = role_name(tenant, name, d);
-                o.spec = BouncerSpec { tenant: tenant.into(), subnet: name.into(), vpc: vpc_name.clone(), vni, droplet: d.into() };
-                o.status = Some(Progress { phase: PROVISIONED.into(), ..Default::default() });
+                o.spec = BouncerSpec {
+                    tenant: tenant.into(),
+                    subnet: name.into(),
+                    vpc: vpc_name.clone(),
+                    vni,
+                    droplet: d.into(),
+                };
+                o.status = Some(Progress {
+                    phase: PROVISIONED.into(),
+                    ..Default::default()
+                });
                 o
             },
             |d| role_name(tenant, name, d),
@@ -599,9 +741,17 @@ impl Operator {
             if s.progress.phase == PROVISIONED && s.bouncers == bouncers && s.vni == vni {
                 return false;
             }
-            let delay = if s.progress.phase == PROVISIONED { s.progress.provision_delay } else { now_delay(&meta) };
+            let delay = if s.progress.phase == PROVISIONED {
+                s.progress.provision_delay
+            } else {
+                now_delay(&meta)
+            };
             *s = SubnetStatus {
-                progress: Progress { phase: PROVISIONED.into(), message: String::new(), provision_delay: delay },
+                progress: Progress {
+                    phase: PROVISIONED.into(),
+                    message: String::new(),
+                    provision_delay: delay,
+                },
                 vni,
                 gateway: gateway.clone(),
                 bouncers: bouncers.clone(),
@@ -609,9 +759,22 @@ impl Operator {
             true
         })
         .await?;
-        self.remember(key, Record { uid, provisioned: true, placed: out.bouncers, ..Default::default() }, false)?;
+        self.remember(
+            key,
+            Record {
+                uid,
+                provisioned: true,
+                placed: out.bouncers,
+                ..Default::default()
+            },
+            false,
+        )?;
         // Endpoints that waited for the subnet.
-        for e in self.endpoints.cache().list_prefix(&format!("/registry/endpoints/{tenant}/")) {
+        for e in self
+            .endpoints
+            .cache()
+            .list_prefix(&format!("/registry/endpoints/{tenant}/"))
+        {
             if e.spec.subnet == name && !self.plane().has_endpoint(split(&e.key()).1) {
                 self.queue.add(&e.key());
             }
@@ -625,16 +788,24 @@ impl Operator {
         if !self.plane().has_subnet(subnet) {
             return;
         }
-        let eps = self.endpoints.cache().list_prefix(&format!("/registry/endpoints/{tenant}/"));
+        let eps = self
+            .endpoints
+            .cache()
+            .list_prefix(&format!("/registry/endpoints/{tenant}/"));
         for e in eps.iter().filter(|e| e.spec.subnet == name) {
             let key = e.key();
             let id = split(&key).1;
             let status = e.status.as_ref();
             let ip = match status.filter(|s| s.progress.phase == PROVISIONED) {
                 Some(s) => s.ip.clone(),
-                None => self.record(&key, &e.metadata.uid).map(|r| r.ip).unwrap_or_default(),
+                None => self
+                    .record(&key, &e.metadata.uid)
+                    .map(|r| r.ip)
+                    .unwrap_or_default(),
             };
-            let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
+            let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+                continue;
+            };
             let mut plane = self.plane();
             if plane.has_endpoint(id) {
                 continue;
@@ -663,38 +834,81 @@ impl Operator {
             return Ok(None);
         }
         let was = status.progress.phase == PROVISIONED;
-        let earlier = if was { status.ip.clone() } else { self.record(key, &uid).map(|r| r.ip).unwrap_or_default() };
-        let want = if earlier.is_empty() { ep.spec.ip.clone() } else { earlier };
+        let earlier = if was {
+            status.ip.clone()
+        } else {
+            self.record(key, &uid).map(|r| r.ip).unwrap_or_default()
+        };
+        let want = if earlier.is_empty() {
+            ep.spec.ip.clone()
+        } else {
+            earlier
+        };
         let ip = match want.as_str() {
             "" => None,
             w => match w.parse::<Ipv4Addr>() {
                 Ok(ip) => Some(ip),
-                Err(_) => return self.fail::<Endpoint>(key, format!("spec.ip: {w:?} is not an IPv4 address"), endpoint_progress).await,
+                Err(_) => {
+                    return self
+                        .fail::<Endpoint>(
+                            key,
+                            format!("spec.ip: {w:?} is not an IPv4 address"),
+                            endpoint_progress,
+                        )
+                        .await;
+                }
             },
         };
         let subnet = format!("{tenant}/{}", ep.spec.subnet);
         if !self.plane().is_primed(&subnet) {
             self.prime(tenant, &ep.spec.subnet, &subnet);
         }
-        let result = self.plane().provision_endpoint(id, &subnet, &ep.spec.droplet, ip);
+        let result = self
+            .plane()
+            .provision_endpoint(id, &subnet, &ep.spec.droplet, ip);
         let (out, prog) = match result {
             Ok(x) => x,
-            Err(PlaneError::UnknownSubnet(_) | PlaneError::UnknownDroplet(_)) => return Ok(Some(Duration::from_millis(200))),
-            Err(e) => return self.fail::<Endpoint>(key, e.to_string(), endpoint_progress).await,
+            Err(PlaneError::UnknownSubnet(_) | PlaneError::UnknownDroplet(_)) => {
+                return Ok(Some(Duration::from_millis(200)));
+            }
+            Err(e) => {
+                return self
+                    .fail::<Endpoint>(key, e.to_string(), endpoint_progress)
+                    .await;
+            }
         };
         // Provisioned as the plane has it (adopted, or our own status write coming back):
         // the hosts are programmed already.
         let current = was
             && status.ip == out.ip.to_string()
             && status.host_ip == out.host.ip.to_string()
-            && status.bouncers == out.bouncers.iter().map(ToString::to_string).collect::<Vec<_>>();
+            && status.bouncers
+                == out
+                    .bouncers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>();
         if !current {
-            self.remember(key, Record { uid: uid.clone(), ip: out.ip.to_string(), ..Default::default() }, true)?;
+            self.remember(
+                key,
+                Record {
+                    uid: uid.clone(),
+                    ip: out.ip.to_string(),
+                    ..Default::default()
+                },
+                true,
+            )?;
             self.apply(key, prog).await?;
         }
-        let vpc = self.vpc_of("endpoints", key).and_then(|v| v.split_once('/').map(|(_, n)| n.to_owned())).unwrap_or_default();
+        let vpc = self
+            .vpc_of("endpoints", key)
+            .and_then(|v| v.split_once('/').map(|(_, n)| n.to_owned()))
+            .unwrap_or_default();
         let next = EndpointStatus {
-            progress: Progress { phase: PROVISIONED.into(), ..Default::default() },
+            progress: Progress {
+                phase: PROVISIONED.into(),
+                ..Default::default()
+            },
             ip: out.ip.to_string(),
             prefix_len: out.prefix_len,
             mac: format_mac(out.mac),
@@ -723,7 +937,16 @@ impl Operator {
         })
         .await?;
         if !current {
-            self.remember(key, Record { uid, provisioned: true, ip: out.ip.to_string(), ..Default::default() }, false)?;
+            self.remember(
+                key,
+                Record {
+                    uid,
+                    provisioned: true,
+                    ip: out.ip.to_string(),
+                    ..Default::default()
+                },
+                false,
+            )?;
         }
         Ok(None)
     }

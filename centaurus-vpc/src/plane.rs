@@ -126,7 +126,10 @@ pub struct EndpointPlaced {
 
 /// The host-side interface name of an endpoint: stable, at most 15 characters.
 pub fn veth_name(endpoint: &str) -> String {
-    format!("ve{:012x}", stable_hash(endpoint.as_bytes()) & 0xffff_ffff_ffff)
+    format!(
+        "ve{:012x}",
+        stable_hash(endpoint.as_bytes()) & 0xffff_ffff_ffff
+    )
 }
 
 /// The network state one operator replica owns, and the programming each change needs.
@@ -181,8 +184,10 @@ impl Plane {
     /// exist and rank within the first `n` among them.
     fn place(&self, key: &str, n: usize, current: &[String]) -> Vec<String> {
         let score = |d: &str| stable_hash(format!("{key}/{d}").as_bytes());
-        let mut kept: Vec<&String> =
-            current.iter().filter(|d| self.droplets.contains_key(*d)).collect();
+        let mut kept: Vec<&String> = current
+            .iter()
+            .filter(|d| self.droplets.contains_key(*d))
+            .collect();
         kept.sort_by_key(|d| std::cmp::Reverse(score(d)));
         kept.truncate(n);
         let mut out: Vec<String> = kept.into_iter().cloned().collect();
@@ -194,13 +199,22 @@ impl Plane {
                 .map(|d| (score(d), d))
                 .collect();
             ranked.sort_unstable_by(|a, b| b.cmp(a));
-            out.extend(ranked.into_iter().take(n - out.len()).map(|(_, d)| d.clone()));
+            out.extend(
+                ranked
+                    .into_iter()
+                    .take(n - out.len())
+                    .map(|(_, d)| d.clone()),
+            );
         }
         out
     }
 
     fn ips(&self, droplets: &[String]) -> Vec<Ipv4Addr> {
-        droplets.iter().filter_map(|d| self.droplets.get(d)).map(|d| d.ip).collect()
+        droplets
+            .iter()
+            .filter_map(|d| self.droplets.get(d))
+            .map(|d| d.ip)
+            .collect()
     }
 
     fn host_of(&self, droplet: &str) -> Result<&DropletInfo, PlaneError> {
@@ -303,15 +317,35 @@ impl Plane {
                 let cidr = sub.pool.cidr();
                 for d in new.iter().filter(|d| !had.contains(d)) {
                     let bouncers = self.ips(&sub.bouncers);
-                    put(&mut prog, self.droplets[d].ip, TableUpdate::PutDividedSubnet { vni, cidr, bouncers });
+                    put(
+                        &mut prog,
+                        self.droplets[d].ip,
+                        TableUpdate::PutDividedSubnet {
+                            vni,
+                            cidr,
+                            bouncers,
+                        },
+                    );
                 }
                 for d in had.iter().filter(|d| !new.contains(d)) {
                     if let Some(info) = self.droplets.get(d) {
-                        put(&mut prog, info.ip, TableUpdate::DeleteDividedSubnet { vni, cidr });
+                        put(
+                            &mut prog,
+                            info.ip,
+                            TableUpdate::DeleteDividedSubnet { vni, cidr },
+                        );
                     }
                 }
                 for b in self.ips(&sub.bouncers) {
-                    put(&mut prog, b, TableUpdate::PutBouncedSubnet { vni, cidr, dividers: new_ips.clone() });
+                    put(
+                        &mut prog,
+                        b,
+                        TableUpdate::PutBouncedSubnet {
+                            vni,
+                            cidr,
+                            dividers: new_ips.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -332,7 +366,10 @@ impl Plane {
         if self.droplets.is_empty() {
             return Err(PlaneError::NoDroplets("bouncers"));
         }
-        let v = self.vpcs.get(vpc).ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
+        let v = self
+            .vpcs
+            .get(vpc)
+            .ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
         let vni = v.vni;
         let old = match self.subnets.get(id) {
             Some(s) if s.pool.cidr() != cidr => return Err(PlaneError::Immutable("spec.cidr")),
@@ -340,9 +377,16 @@ impl Plane {
             Some(s) => s.bouncers.clone(),
             None => {
                 if !v.cidr.contains(&cidr) {
-                    return Err(PlaneError::Cidr(format!("{cidr} is not inside the vpc's {}", v.cidr)));
+                    return Err(PlaneError::Cidr(format!(
+                        "{cidr} is not inside the vpc's {}",
+                        v.cidr
+                    )));
                 }
-                if let Some(other) = v.subnets.iter().find(|o| self.subnets[*o].pool.cidr().overlaps(&cidr)) {
+                if let Some(other) = v
+                    .subnets
+                    .iter()
+                    .find(|o| self.subnets[*o].pool.cidr().overlaps(&cidr))
+                {
                     return Err(PlaneError::Cidr(format!(
                         "{cidr} overlaps subnet {other} ({})",
                         self.subnets[other].pool.cidr()
@@ -354,14 +398,21 @@ impl Plane {
         let new = self.place(id, bouncers, &old);
         tracing::debug!(subnet = id, bouncers = ?new, phase = "Placed", "subnet");
         let dividers = self.ips(&self.vpcs[vpc].dividers);
-        self.vpcs.get_mut(vpc).expect("checked above").subnets.insert(id.to_owned());
-        let state = self.subnets.entry(id.to_owned()).or_insert_with(|| SubnetState {
-            vpc: vpc.to_owned(),
-            pool: SubnetPool::new(cidr),
-            bouncers: Vec::new(),
-            endpoints: BTreeMap::new(),
-            primed: false,
-        });
+        self.vpcs
+            .get_mut(vpc)
+            .expect("checked above")
+            .subnets
+            .insert(id.to_owned());
+        let state = self
+            .subnets
+            .entry(id.to_owned())
+            .or_insert_with(|| SubnetState {
+                vpc: vpc.to_owned(),
+                pool: SubnetPool::new(cidr),
+                bouncers: Vec::new(),
+                endpoints: BTreeMap::new(),
+                primed: false,
+            });
         let gateway = state.pool.gateway();
         let had = std::mem::replace(&mut state.bouncers, new.clone());
         let mut prog = Programming::new();
@@ -370,34 +421,85 @@ impl Plane {
             let new_ips = self.ips(&new);
             for b in new.iter().filter(|b| !had.contains(b)) {
                 let host = self.droplets[b].ip;
-                put(&mut prog, host, TableUpdate::PutBouncedSubnet { vni, cidr, dividers: dividers.clone() });
+                put(
+                    &mut prog,
+                    host,
+                    TableUpdate::PutBouncedSubnet {
+                        vni,
+                        cidr,
+                        dividers: dividers.clone(),
+                    },
+                );
                 for ep in state.endpoints.values() {
                     let e = &self.endpoints[ep];
                     put(&mut prog, host, self.endpoint_entry(vni, e, host));
                 }
             }
             for b in had.iter().filter(|b| !new.contains(b)) {
-                let Some(info) = self.droplets.get(b) else { continue };
-                put(&mut prog, info.ip, TableUpdate::DeleteBouncedSubnet { vni, cidr });
+                let Some(info) = self.droplets.get(b) else {
+                    continue;
+                };
+                put(
+                    &mut prog,
+                    info.ip,
+                    TableUpdate::DeleteBouncedSubnet { vni, cidr },
+                );
                 for ep in state.endpoints.values() {
                     let e = &self.endpoints[ep];
-                    if self.droplets.get(&e.droplet).is_none_or(|d| d.ip != info.ip) {
-                        put(&mut prog, info.ip, TableUpdate::DeleteEndpoint { key: EndpointKey::new(vni, e.ip) });
+                    if self
+                        .droplets
+                        .get(&e.droplet)
+                        .is_none_or(|d| d.ip != info.ip)
+                    {
+                        put(
+                            &mut prog,
+                            info.ip,
+                            TableUpdate::DeleteEndpoint {
+                                key: EndpointKey::new(vni, e.ip),
+                            },
+                        );
                     }
                 }
             }
             for d in &dividers {
-                put(&mut prog, *d, TableUpdate::PutDividedSubnet { vni, cidr, bouncers: new_ips.clone() });
+                put(
+                    &mut prog,
+                    *d,
+                    TableUpdate::PutDividedSubnet {
+                        vni,
+                        cidr,
+                        bouncers: new_ips.clone(),
+                    },
+                );
             }
             for ep in state.endpoints.values() {
                 let e = &self.endpoints[ep];
                 if let Some(h) = self.droplets.get(&e.droplet) {
-                    put(&mut prog, h.ip, TableUpdate::PutAgent { key: EndpointKey::new(vni, e.ip), bouncers: new_ips.clone() });
+                    put(
+                        &mut prog,
+                        h.ip,
+                        TableUpdate::PutAgent {
+                            key: EndpointKey::new(vni, e.ip),
+                            bouncers: new_ips.clone(),
+                        },
+                    );
                 }
             }
-            tracing::debug!(subnet = id, hosts = prog.len(), phase = "Programmed", "subnet");
+            tracing::debug!(
+                subnet = id,
+                hosts = prog.len(),
+                phase = "Programmed",
+                "subnet"
+            );
         }
-        Ok((SubnetPlaced { vni, gateway, bouncers: new }, prog))
+        Ok((
+            SubnetPlaced {
+                vni,
+                gateway,
+                bouncers: new,
+            },
+            prog,
+        ))
     }
 
     /// The entry for endpoint `e` in the table of `host`: local when it lives there.
@@ -406,9 +508,15 @@ impl Plane {
         let mac = endpoint_mac(vni, e.ip);
         let home = self.droplets.get(&e.droplet).map(|d| d.ip);
         let location = if home == Some(host) {
-            Location::Local { veth: e.veth.clone(), mac }
+            Location::Local {
+                veth: e.veth.clone(),
+                mac,
+            }
         } else {
-            Location::Remote { host: home.unwrap_or(Ipv4Addr::UNSPECIFIED), mac }
+            Location::Remote {
+                host: home.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                mac,
+            }
         };
         TableUpdate::PutEndpoint { key, location }
     }
@@ -424,7 +532,10 @@ impl Plane {
         ip: Option<Ipv4Addr>,
     ) -> Result<(EndpointPlaced, Programming), PlaneError> {
         let host = self.host_of(droplet)?.clone();
-        let s = self.subnets.get(subnet).ok_or_else(|| PlaneError::UnknownSubnet(subnet.to_owned()))?;
+        let s = self
+            .subnets
+            .get(subnet)
+            .ok_or_else(|| PlaneError::UnknownSubnet(subnet.to_owned()))?;
         if let Some(e) = self.endpoints.get(id) {
             if e.subnet != subnet {
                 return Err(PlaneError::Immutable("spec.subnet"));
@@ -441,8 +552,17 @@ impl Plane {
                 None => s.pool.allocate()?,
             };
             tracing::debug!(endpoint = id, %ip, phase = "Allocated", "endpoint");
-            let e = EndpointState { subnet: subnet.to_owned(), ip, droplet: droplet.to_owned(), veth: veth_name(id) };
-            self.subnets.get_mut(subnet).expect("checked above").endpoints.insert(ip, id.to_owned());
+            let e = EndpointState {
+                subnet: subnet.to_owned(),
+                ip,
+                droplet: droplet.to_owned(),
+                veth: veth_name(id),
+            };
+            self.subnets
+                .get_mut(subnet)
+                .expect("checked above")
+                .endpoints
+                .insert(ip, id.to_owned());
             self.endpoints.insert(id.to_owned(), e);
         }
         let s = &self.subnets[subnet];
@@ -457,8 +577,20 @@ impl Plane {
         if !bouncers.contains(&host.ip) {
             put(&mut prog, host.ip, self.endpoint_entry(vni, e, host.ip));
         }
-        put(&mut prog, host.ip, TableUpdate::PutAgent { key, bouncers: bouncers.clone() });
-        tracing::debug!(endpoint = id, hosts = prog.len(), phase = "Programmed", "endpoint");
+        put(
+            &mut prog,
+            host.ip,
+            TableUpdate::PutAgent {
+                key,
+                bouncers: bouncers.clone(),
+            },
+        );
+        tracing::debug!(
+            endpoint = id,
+            hosts = prog.len(),
+            phase = "Programmed",
+            "endpoint"
+        );
         let placed = EndpointPlaced {
             ip: e.ip,
             prefix_len: s.pool.cidr().prefix_len(),
@@ -475,8 +607,12 @@ impl Plane {
     /// Removes endpoint `id` from its bouncers and its host, and frees its address.
     pub fn delete_endpoint(&mut self, id: &str) -> Programming {
         let mut prog = Programming::new();
-        let Some(e) = self.endpoints.remove(id) else { return prog };
-        let Some(s) = self.subnets.get_mut(&e.subnet) else { return prog };
+        let Some(e) = self.endpoints.remove(id) else {
+            return prog;
+        };
+        let Some(s) = self.subnets.get_mut(&e.subnet) else {
+            return prog;
+        };
         s.endpoints.remove(&e.ip);
         s.pool.release(e.ip);
         let key = EndpointKey::new(self.vpcs[&s.vpc].vni, e.ip);
@@ -505,7 +641,9 @@ impl Plane {
             merge(&mut prog, self.delete_endpoint(&ep));
         }
         let s = self.subnets.remove(id).expect("checked above");
-        let Some(v) = self.vpcs.get_mut(&s.vpc) else { return prog };
+        let Some(v) = self.vpcs.get_mut(&s.vpc) else {
+            return prog;
+        };
         v.subnets.remove(id);
         let (vni, cidr) = (v.vni, s.pool.cidr());
         let dividers = v.dividers.clone();
@@ -535,7 +673,9 @@ impl Plane {
     /// Drops VPC `id` and what is in it from this plane without touching any host: another
     /// replica owns it now.
     pub fn forget_vpc(&mut self, id: &str) {
-        let Some(v) = self.vpcs.remove(id) else { return };
+        let Some(v) = self.vpcs.remove(id) else {
+            return;
+        };
         for s in v.subnets {
             if let Some(s) = self.subnets.remove(&s) {
                 for ep in s.endpoints.values() {

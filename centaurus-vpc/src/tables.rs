@@ -231,10 +231,17 @@ impl HostTables {
             TableUpdate::DeleteEndpoint { key } => {
                 self.endpoints.remove(key);
             }
-            TableUpdate::PutBouncedSubnet { vni, cidr, dividers } => {
+            TableUpdate::PutBouncedSubnet {
+                vni,
+                cidr,
+                dividers,
+            } => {
                 let nets = self.bounced.entry(*vni).or_default();
                 nets.retain(|n| n.cidr != *cidr);
-                nets.push(BouncedSubnet { cidr: *cidr, dividers: dividers.clone() });
+                nets.push(BouncedSubnet {
+                    cidr: *cidr,
+                    dividers: dividers.clone(),
+                });
             }
             TableUpdate::DeleteBouncedSubnet { vni, cidr } => {
                 if let Some(nets) = self.bounced.get_mut(vni) {
@@ -244,10 +251,17 @@ impl HostTables {
                     }
                 }
             }
-            TableUpdate::PutDividedSubnet { vni, cidr, bouncers } => {
+            TableUpdate::PutDividedSubnet {
+                vni,
+                cidr,
+                bouncers,
+            } => {
                 let nets = self.divided.entry(*vni).or_default();
                 nets.retain(|n| n.cidr != *cidr);
-                nets.push(DividedSubnet { cidr: *cidr, bouncers: bouncers.clone() });
+                nets.push(DividedSubnet {
+                    cidr: *cidr,
+                    bouncers: bouncers.clone(),
+                });
                 nets.sort_by_key(|n| std::cmp::Reverse(n.cidr.prefix_len()));
             }
             TableUpdate::DeleteDividedSubnet { vni, cidr } => {

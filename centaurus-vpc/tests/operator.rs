@@ -30,14 +30,19 @@ struct Region {
 fn phase(value: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(value)
         .ok()
-        .and_then(|v| v.pointer("/status/phase").and_then(|p| p.as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v.pointer("/status/phase")
+                .and_then(|p| p.as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_default()
 }
 
 impl Region {
     async fn new(droplets: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
         let provisioned = Arc::new(Mutex::new(HashMap::new()));
         let mut watch = store.watch("/registry/", 0).await.unwrap();
         let counts = provisioned.clone();
@@ -52,7 +57,13 @@ impl Region {
                 }
             }
         });
-        let r = Self { store, sim: Arc::new(SimDataplane::new()), admission: NetworkAdmission::new(), dir, provisioned };
+        let r = Self {
+            store,
+            sim: Arc::new(SimDataplane::new()),
+            admission: NetworkAdmission::new(),
+            dir,
+            provisioned,
+        };
         for i in 0..droplets {
             let mut d = Droplet::default();
             d.metadata.name = format!("d{i}");
@@ -64,7 +75,11 @@ impl Region {
         r
     }
 
-    fn operator(&self, name: &str, ring: &Arc<RwLock<HashRing>>) -> (Arc<Operator>, tokio::task::JoinHandle<()>) {
+    fn operator(
+        &self,
+        name: &str,
+        ring: &Arc<RwLock<HashRing>>,
+    ) -> (Arc<Operator>, tokio::task::JoinHandle<()>) {
         let op = Operator::new(
             self.store.clone(),
             self.sim.clone(),
@@ -112,12 +127,22 @@ impl Region {
     }
 
     async fn list<R: Resource>(&self, prefix: &str) -> Vec<R> {
-        Objects::<R>::new(self.store.clone()).list(prefix).await.unwrap()
+        Objects::<R>::new(self.store.clone())
+            .list(prefix)
+            .await
+            .unwrap()
     }
 
     async fn endpoints_provisioned(&self) -> (usize, usize) {
         let eps = self.list::<Endpoint>("/registry/endpoints/").await;
-        let done = eps.iter().filter(|e| e.status.as_ref().is_some_and(|s| s.progress.phase == PROVISIONED)).count();
+        let done = eps
+            .iter()
+            .filter(|e| {
+                e.status
+                    .as_ref()
+                    .is_some_and(|s| s.progress.phase == PROVISIONED)
+            })
+            .count();
         (done, eps.len())
     }
 
@@ -129,14 +154,21 @@ impl Region {
             let subnets = self.list::<Subnet>("/registry/subnets/").await;
             let ok = |p: Option<&str>| p == Some(PROVISIONED);
             if done == all
-                && vpcs.iter().all(|v| ok(v.status.as_ref().map(|s| s.progress.phase.as_str())))
-                && subnets.iter().all(|v| ok(v.status.as_ref().map(|s| s.progress.phase.as_str())))
+                && vpcs
+                    .iter()
+                    .all(|v| ok(v.status.as_ref().map(|s| s.progress.phase.as_str())))
+                && subnets
+                    .iter()
+                    .all(|v| ok(v.status.as_ref().map(|s| s.progress.phase.as_str())))
             {
                 // Let the watch catch up before the counts are read.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return;
             }
-            assert!(Instant::now() < deadline, "{done}/{all} endpoints provisioned after 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "{done}/{all} endpoints provisioned after 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -145,11 +177,31 @@ impl Region {
     async fn assert_provisioned_once(&self) {
         let counts = self.provisioned.lock().unwrap().clone();
         let mut keys: Vec<String> = Vec::new();
-        keys.extend(self.list::<Vpc>("/registry/vpcs/").await.iter().map(Resource::key));
-        keys.extend(self.list::<Subnet>("/registry/subnets/").await.iter().map(Resource::key));
-        keys.extend(self.list::<Endpoint>("/registry/endpoints/").await.iter().map(Resource::key));
+        keys.extend(
+            self.list::<Vpc>("/registry/vpcs/")
+                .await
+                .iter()
+                .map(Resource::key),
+        );
+        keys.extend(
+            self.list::<Subnet>("/registry/subnets/")
+                .await
+                .iter()
+                .map(Resource::key),
+        );
+        keys.extend(
+            self.list::<Endpoint>("/registry/endpoints/")
+                .await
+                .iter()
+                .map(Resource::key),
+        );
         for k in keys {
-            assert_eq!(counts.get(&k), Some(&1), "{k} went to Provisioned {:?} times", counts.get(&k));
+            assert_eq!(
+                counts.get(&k),
+                Some(&1),
+                "{k} went to Provisioned {:?} times",
+                counts.get(&k)
+            );
         }
     }
 
@@ -161,13 +213,20 @@ impl Region {
         for e in &eps {
             let s = e.status.as_ref().unwrap();
             let key = EndpointKey::new(s.vni, s.ip.parse().unwrap());
-            by_tenant.entry(e.metadata.tenant.clone()).or_default().push((key, s.host_ip.parse().unwrap()));
+            by_tenant
+                .entry(e.metadata.tenant.clone())
+                .or_default()
+                .push((key, s.host_ip.parse().unwrap()));
         }
         let vnis: BTreeSet<u32> = by_tenant.values().map(|v| v[0].0.vni).collect();
         assert_eq!(vnis.len(), by_tenant.len(), "VNIs are unique per VPC");
         for (tenant, eps) in &by_tenant {
             let ips: BTreeSet<Ipv4Addr> = eps.iter().map(|(k, _)| k.ip).collect();
-            assert_eq!(ips.len(), eps.len(), "{tenant}: an address was handed out twice");
+            assert_eq!(
+                ips.len(),
+                eps.len(),
+                "{tenant}: an address was handed out twice"
+            );
             for (i, (src, _)) in eps.iter().enumerate().step_by(7) {
                 for (dst, home) in eps.iter().skip(i % 5).step_by(5) {
                     match self.sim.deliver(*src, dst.ip, i as u64).outcome {
@@ -187,7 +246,9 @@ impl Region {
                 holders.len()
             })
             .sum();
-        let held: usize = (0..64).map(|i| self.sim.with_tables(host(i), |t| t.endpoints.len())).sum();
+        let held: usize = (0..64)
+            .map(|i| self.sim.with_tables(host(i), |t| t.endpoints.len()))
+            .sum();
         assert_eq!(held, expected, "endpoint entries over all hosts");
     }
 }
@@ -197,7 +258,10 @@ fn host(i: usize) -> Ipv4Addr {
 }
 
 fn ring(names: &[&str]) -> Arc<RwLock<HashRing>> {
-    Arc::new(RwLock::new(HashRing::with_owners(RingConfig::default(), names.iter().copied())))
+    Arc::new(RwLock::new(HashRing::with_owners(
+        RingConfig::default(),
+        names.iter().copied(),
+    )))
 }
 
 async fn stop(op: Arc<Operator>, task: tokio::task::JoinHandle<()>) {
@@ -228,22 +292,46 @@ async fn provisions_two_tenants_with_the_same_cidrs() {
     assert_eq!(dividers.len(), 2);
     let eps = r.list::<Endpoint>("/registry/endpoints/acme/").await;
     let s = eps[0].status.as_ref().unwrap();
-    assert!(s.progress.provision_delay.is_some_and(|d| d < 30.0), "{s:?}");
+    assert!(
+        s.progress.provision_delay.is_some_and(|d| d < 30.0),
+        "{s:?}"
+    );
     assert_eq!(s.prefix_len, 20);
     assert_eq!(s.gateway, "10.0.0.1");
-    assert!(r.list::<Droplet>("/registry/droplets/").await.iter().all(|d| d.status.as_ref().is_some_and(|s| s.phase == PROVISIONED)));
+    assert!(
+        r.list::<Droplet>("/registry/droplets/")
+            .await
+            .iter()
+            .all(|d| d.status.as_ref().is_some_and(|s| s.phase == PROVISIONED))
+    );
 
     // Deleting an endpoint removes it from every table; its address is not reused at once.
     let gone = &eps[3];
-    let key = EndpointKey::new(gone.status.as_ref().unwrap().vni, gone.status.as_ref().unwrap().ip.parse().unwrap());
-    Objects::<Endpoint>::new(r.store.clone()).delete(&gone.key(), None).await.unwrap();
+    let key = EndpointKey::new(
+        gone.status.as_ref().unwrap().vni,
+        gone.status.as_ref().unwrap().ip.parse().unwrap(),
+    );
+    Objects::<Endpoint>::new(r.store.clone())
+        .delete(&gone.key(), None)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (0..12).any(|i| r.sim.with_tables(host(i), |t| t.endpoints.contains_key(&key))) {
-        assert!(Instant::now() < deadline, "entries of a deleted endpoint remain");
+    while (0..12).any(|i| {
+        r.sim
+            .with_tables(host(i), |t| t.endpoints.contains_key(&key))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "entries of a deleted endpoint remain"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let src = eps[0].status.as_ref().unwrap();
-    let d = r.sim.deliver(EndpointKey::new(src.vni, src.ip.parse().unwrap()), key.ip, 1);
+    let d = r.sim.deliver(
+        EndpointKey::new(src.vni, src.ip.parse().unwrap()),
+        key.ip,
+        1,
+    );
     assert!(matches!(d.outcome, Outcome::Dropped { .. }), "{d:?}");
 
     // Scaling a subnet's bouncers moves the Bouncer objects and keeps forwarding.
@@ -256,8 +344,14 @@ async fn provisions_two_tenants_with_the_same_cidrs() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = Objects::<Subnet>::new(r.store.clone()).get("/registry/subnets/acme/s").await.unwrap().unwrap();
-        if s.status.unwrap().bouncers.len() == 4 && r.list::<Bouncer>("/registry/bouncers/").await.len() == 6 {
+        let s = Objects::<Subnet>::new(r.store.clone())
+            .get("/registry/subnets/acme/s")
+            .await
+            .unwrap()
+            .unwrap();
+        if s.status.unwrap().bouncers.len() == 4
+            && r.list::<Bouncer>("/registry/bouncers/").await.len() == 6
+        {
             break;
         }
         assert!(Instant::now() < deadline, "bouncers did not scale");
@@ -281,22 +375,44 @@ async fn a_replaced_operator_resumes_without_provisioning_twice() {
     }
     stop(op, task).await;
     let (done, all) = r.endpoints_provisioned().await;
-    assert!(done < all, "the crash came too late to test anything ({done}/{all})");
+    assert!(
+        done < all,
+        "the crash came too late to test anything ({done}/{all})"
+    );
     let (op, task) = r.operator("op-0", &ring);
     r.wait_all_provisioned().await;
     r.assert_provisioned_once().await;
     r.assert_forwarding().await;
-    assert!(op.stats().adopted.load(std::sync::atomic::Ordering::Relaxed) >= done as u64);
+    assert!(
+        op.stats()
+            .adopted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= done as u64
+    );
     // A clean restart adopts everything and writes nothing.
     stop(op, task).await;
     let (op, task) = r.operator("op-0", &ring);
     let deadline = Instant::now() + Duration::from_secs(10);
     while op.counts().2 < 300 {
-        assert!(Instant::now() < deadline, "restart did not adopt: {:?}", op.counts());
+        assert!(
+            Instant::now() < deadline,
+            "restart did not adopt: {:?}",
+            op.counts()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(op.stats().provisioned.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert_eq!(op.stats().host_calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        op.stats()
+            .provisioned
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        op.stats()
+            .host_calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     r.assert_provisioned_once().await;
     stop(op, task).await;
 }
@@ -306,8 +422,10 @@ async fn replicas_split_vpcs_and_hand_them_over() {
     let r = Region::new(7).await;
     let names = ["op-0", "op-1", "op-2"];
     let ring = ring(&names);
-    let mut ops: BTreeMap<String, (Arc<Operator>, tokio::task::JoinHandle<()>)> =
-        names.iter().map(|n| (n.to_string(), r.operator(n, &ring))).collect();
+    let mut ops: BTreeMap<String, (Arc<Operator>, tokio::task::JoinHandle<()>)> = names
+        .iter()
+        .map(|n| (n.to_string(), r.operator(n, &ring)))
+        .collect();
     let tenants: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
     for t in &tenants {
         r.network(t, 10).await;
@@ -317,8 +435,15 @@ async fn replicas_split_vpcs_and_hand_them_over() {
         ops.iter().map(|(n, (op, _))| (n.clone(), op.counts().0)).collect()
     };
     let before = held(&ops);
-    assert_eq!(before.values().sum::<usize>(), 12, "each VPC held by exactly one replica: {before:?}");
-    assert!(before.values().filter(|n| **n > 0).count() >= 2, "the ring spread nothing: {before:?}");
+    assert_eq!(
+        before.values().sum::<usize>(),
+        12,
+        "each VPC held by exactly one replica: {before:?}"
+    );
+    assert!(
+        before.values().filter(|n| **n > 0).count() >= 2,
+        "the ring spread nothing: {before:?}"
+    );
 
     // A replica joins: only the VPCs the ring now gives it move.
     ring.write().unwrap().add("op-3", 1);
@@ -326,11 +451,17 @@ async fn replicas_split_vpcs_and_hand_them_over() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = held(&ops);
-        let moved: usize = names.iter().map(|n| before[*n] - now[*n].min(before[*n])).sum();
+        let moved: usize = names
+            .iter()
+            .map(|n| before[*n] - now[*n].min(before[*n]))
+            .sum();
         if now.values().sum::<usize>() == 12 && now["op-3"] == moved {
             break;
         }
-        assert!(Instant::now() < deadline, "handover did not settle: {before:?} -> {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "handover did not settle: {before:?} -> {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A replica leaves: the others adopt its VPCs.
@@ -339,7 +470,11 @@ async fn replicas_split_vpcs_and_hand_them_over() {
     stop(op, task).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while held(&ops).values().sum::<usize>() != 12 {
-        assert!(Instant::now() < deadline, "VPCs of the leaver were not adopted: {:?}", held(&ops));
+        assert!(
+            Instant::now() < deadline,
+            "VPCs of the leaver were not adopted: {:?}",
+            held(&ops)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // New endpoints in every VPC, handled by the new owners with the adopted address pools.

@@ -230,14 +230,14 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
         }
         (Workload::Hollow, false) => {
             for agent in
-                crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat))
+                crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat), None)
             {
                 fleet.add(agent).await?;
             }
         }
         (_, true) => anyhow::bail!("--no-agents applies to hollow pods only"),
         (_, false) => {
-            let (agent, what) = crate::up::local_agent(&dir.join("node")).context(
+            let (agent, what) = crate::up::local_agent(&dir.join("node"), None).context(
                 "real pods need root and runc (and QEMU and the VM kernel for VM pods): run scripts/setup.sh as root",
             )?;
             println!("density: node {} runs {what}", agent.name());

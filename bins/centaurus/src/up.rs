@@ -15,8 +15,8 @@ use centaurus_core::model::{Pod, Quantity, ResourceList};
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::agent::hostname;
 use centaurus_runtime::{
-    AgentConfig, Fleet, HollowRuntime, HostLocalNetwork, NoNetwork, NodeAgent, QemuRuntime,
-    RuncRuntime, Runtime, RuntimeError,
+    AgentConfig, Fleet, HollowRuntime, HostLocalNetwork, NetworkPlugin, NoNetwork, NodeAgent,
+    QemuRuntime, RuncRuntime, Runtime, RuntimeError,
 };
 use centaurus_sched::{Scheduler, SchedulerConfig};
 use std::net::Ipv4Addr;
@@ -86,7 +86,11 @@ pub async fn run(
     let (fleet, tasks) = match &compute {
         Some(c) => {
             let (fleet, mut tasks) = start_compute(store.clone(), data_dir, c).await?;
-            tasks.extend(start_network(store, data_dir, region.network_admission.clone())?);
+            tasks.extend(start_network(
+                store,
+                data_dir,
+                region.network_admission.clone(),
+            )?);
             region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
             (Some(fleet), tasks)
         }
@@ -143,7 +147,9 @@ fn start_network(
         },
     )
     .context("starting the vpc operator")?;
-    println!("centaurus: vpc plane: operator {name} on the simulated dataplane, network controller");
+    println!(
+        "centaurus: vpc plane: operator {name} on the simulated dataplane, network controller"
+    );
     Ok(vec![
         tokio::spawn(operator.run()),
         tokio::spawn(centaurus_vpc::network::run(store, admission)),
@@ -179,11 +185,11 @@ async fn start_compute(
             NodeLifecycleConfig::default(),
         )),
     ];
-    let fleet = Fleet::new(store);
+    let fleet = Fleet::new(store.clone());
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
     if compute.local_agent {
-        match local_agent(&data_dir.join("node")) {
+        match local_agent(&data_dir.join("node"), Some(store.clone())) {
             Some((agent, what)) => {
                 let name = agent.name().to_owned();
                 fleet.add(agent).await?;
@@ -195,7 +201,12 @@ async fn start_compute(
         }
     }
     if compute.hollow_nodes > 0 {
-        for agent in hollow_agents(compute.hollow_nodes, compute.zones, Duration::from_secs(10)) {
+        for agent in hollow_agents(
+            compute.hollow_nodes,
+            compute.zones,
+            Duration::from_secs(10),
+            Some(store.clone()),
+        ) {
             fleet.add(agent).await?;
         }
         println!(
@@ -216,7 +227,7 @@ fn list(pairs: &[(&str, String)]) -> ResourceList {
 
 /// The node agent of this host with the real runtimes (runc, and QEMU when present) and
 /// what it runs; None without root or runc.
-pub(crate) fn local_agent(root: &Path) -> Option<(NodeAgent, String)> {
+pub(crate) fn local_agent(root: &Path, vpc: Option<Arc<dyn Store>>) -> Option<(NodeAgent, String)> {
     if !RuncRuntime::available() {
         return None;
     }
@@ -250,16 +261,47 @@ pub(crate) fn local_agent(root: &Path) -> Option<(NodeAgent, String)> {
         },
         Some(Arc::new(RuncRuntime::new(root))),
         qemu.map(|q| q as Arc<dyn Runtime>),
-        Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
+        gated(
+            Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
+            vpc,
+            true,
+        ),
     );
     Some((agent, what.into()))
 }
 
+/// `flat` behind the VPC readiness gate when `vpc` (the region's store) is given: pods on
+/// `vpc` networks start once their endpoint is provisioned, with its address.
+fn gated(
+    flat: Arc<dyn NetworkPlugin>,
+    vpc: Option<Arc<dyn Store>>,
+    wire: bool,
+) -> Arc<dyn NetworkPlugin> {
+    match vpc {
+        Some(store) => Arc::new(centaurus_vpc::attach::VpcNetwork::new(
+            store,
+            flat,
+            wire,
+            Duration::from_secs(60),
+        )),
+        None => flat,
+    }
+}
+
 /// `count` simulated nodes (`hollow-{i}`, 32 CPUs, 128 GiB, 110 pods, 8 VMs each) over
 /// `zones` zones, renewing their leases every `heartbeat`.
-pub(crate) fn hollow_agents(count: usize, zones: usize, heartbeat: Duration) -> Vec<NodeAgent> {
+pub(crate) fn hollow_agents(
+    count: usize,
+    zones: usize,
+    heartbeat: Duration,
+    vpc: Option<Arc<dyn Store>>,
+) -> Vec<NodeAgent> {
     let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
-    let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
+    let network = gated(
+        Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
+        vpc,
+        false,
+    );
     (0..count)
         .map(|i| {
             NodeAgent::new(

@@ -127,9 +127,48 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     assert!(
         pod["status"]["podIP"]
             .as_str()
-            .is_some_and(|ip| ip.starts_with("10.88."))
+            .is_some_and(|ip| ip.starts_with("10.0.")),
+        "the pod's address is from acme's default VPC: {}",
+        pod["status"]
     );
     assert_eq!(pod["metadata"]["tenant"], "acme");
+    // The pod started behind its Endpoint, which the VPC operator provisioned.
+    let ep = k.json(&["get", "endpoints.mizar.centaurus.io", "hello"]);
+    assert_eq!(ep["status"]["phase"], "Provisioned", "{ep}");
+    assert_eq!(ep["status"]["ip"], pod["status"]["podIP"], "{ep}");
+    // A flat network keeps working beside the VPC plane: its pods use the node's bridge.
+    let flat = dir.path().join("flat.yaml");
+    std::fs::write(
+        &flat,
+        "apiVersion: arktos.futurewei.com/v1\nkind: Network\nmetadata:\n  name: flat\nspec:\n  type: flat\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", flat.to_str().unwrap()]);
+    k.run(&[
+        "run",
+        "onflat",
+        "--image=busybox",
+        "--restart=Never",
+        "--labels=arktos.futurewei.com/network=flat",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/onflat",
+        "--timeout=60s",
+    ]);
+    let pod = k.json(&["get", "pod", "onflat"]);
+    assert!(
+        pod["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.88.")),
+        "{}",
+        pod["status"]
+    );
+    k.run(&["delete", "pod", "onflat", "--wait=false"]);
     eventually(30, "kubectl logs hello shows the output", || {
         k.run(&["logs", "hello"])
             .contains("hello from centaurus")
