@@ -109,7 +109,7 @@ impl Reconciler<Tenant> for NetworkController {
             });
             match networks.create(n).await {
                 Ok(_) => {}
-                Err(e) if matches!(e, ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
+                Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }

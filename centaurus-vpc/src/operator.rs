@@ -488,11 +488,9 @@ impl Operator {
         for d in now.iter().filter(|d| !had.contains(d)) {
             match objects.create(make(d)).await {
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e,
-                        ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists { .. })
-                    ) => {}
+                Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
+                    ..
+                })) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }

@@ -1,4 +1,4 @@
-//! API decoding: any request body, decoded and validated as every built-in kind, must give
+//! API decoding: any request body, decoded and validated as every kind a region serves, must give
 //! an answer (accepted, or errors naming fields) and never panic.
 #![no_main]
 
@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let registry = centaurus_core::model::Registry::builtin();
+    let registry = centaurus_api::region::registry();
     for info in registry.kinds() {
         if let Err(errors) = info.validate(&value) {
             assert!(!errors.is_empty());
