@@ -8,7 +8,7 @@
 
 use centaurus_core::impl_resource;
 use centaurus_core::model::validation::{self, Errors};
-use centaurus_core::model::{FieldError, Registry, RegistryError};
+use centaurus_core::model::{FieldError, Registry, RegistryError, Resource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -385,6 +385,65 @@ pub struct DividerSpec {
     pub vni: u32,
     /// The droplet it runs on.
     pub droplet: String,
+}
+
+/// A role a droplet plays for a network object: a subnet's [`Bouncer`] or a VPC's
+/// [`Divider`]. Role objects are named `{tenant}.{owner}.{droplet}` (hashed when longer
+/// than a name may be) and created `Provisioned`.
+pub trait Role: Resource + Default {
+    /// The role object of `owner` (a subnet or VPC of `tenant` in `vpc`) on `droplet`.
+    fn of(tenant: &str, vpc: &str, owner: &str, vni: u32, droplet: &str) -> Self;
+
+    /// The name of that object.
+    fn name(tenant: &str, owner: &str, droplet: &str) -> String {
+        let name = format!("{tenant}.{owner}.{droplet}");
+        if name.len() <= 253 {
+            name
+        } else {
+            format!(
+                "{tenant}-{:016x}",
+                centaurus_core::ring::stable_hash(name.as_bytes())
+            )
+        }
+    }
+}
+
+fn provisioned() -> Option<Progress> {
+    Some(Progress {
+        phase: PROVISIONED.into(),
+        ..Default::default()
+    })
+}
+
+impl Role for Bouncer {
+    fn of(tenant: &str, vpc: &str, owner: &str, vni: u32, droplet: &str) -> Self {
+        let mut o = Self::default();
+        o.metadata.name = Self::name(tenant, owner, droplet);
+        o.spec = BouncerSpec {
+            tenant: tenant.into(),
+            subnet: owner.into(),
+            vpc: vpc.into(),
+            vni,
+            droplet: droplet.into(),
+        };
+        o.status = provisioned();
+        o
+    }
+}
+
+impl Role for Divider {
+    fn of(tenant: &str, vpc: &str, _: &str, vni: u32, droplet: &str) -> Self {
+        let mut o = Self::default();
+        o.metadata.name = Self::name(tenant, vpc, droplet);
+        o.spec = DividerSpec {
+            tenant: tenant.into(),
+            vpc: vpc.into(),
+            vni,
+            droplet: droplet.into(),
+        };
+        o.status = provisioned();
+        o
+    }
 }
 
 /// Adds the Mizar kinds to a region's registry.

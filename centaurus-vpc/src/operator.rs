@@ -22,13 +22,13 @@ use centaurus_core::controller::{Backoff, Change, Informer, WorkQueue};
 use centaurus_core::model::{self, Resource};
 use centaurus_core::objects::{ObjectError, Objects};
 use centaurus_core::ring::{HashRing, stable_hash};
-use centaurus_core::store::Store;
+use centaurus_core::store::{Store, StoreError};
 
 use crate::dataplane::Dataplane;
 use crate::ipam::{Ipv4Cidr, format_mac, parse_mac};
 use crate::kinds::{
-    Bouncer, BouncerSpec, Divider, DividerSpec, Droplet, Endpoint, EndpointStatus, FAILED,
-    PROVISIONED, Progress, Subnet, SubnetStatus, Vpc, VpcStatus,
+    Bouncer, Divider, Droplet, Endpoint, EndpointStatus, FAILED, PROVISIONED, Progress, Role,
+    Subnet, SubnetStatus, Vpc, VpcStatus,
 };
 use crate::local::{LocalStore, Record};
 use crate::plane::{DropletInfo, Plane, PlaneError, Programming, merge};
@@ -85,16 +85,6 @@ fn split(key: &str) -> (&str, &str) {
 fn now_delay(meta: &model::ObjectMeta) -> Option<f64> {
     let created = meta.creation_timestamp?;
     Some(((model::now() - created).num_microseconds()? as f64 / 1e6).max(0.0))
-}
-
-/// A role object's name: `{tenant}.{owner}.{droplet}`, hashed when too long.
-fn role_name(tenant: &str, owner: &str, droplet: &str) -> String {
-    let name = format!("{tenant}.{owner}.{droplet}");
-    if name.len() <= 253 {
-        name
-    } else {
-        format!("{tenant}-{:016x}", stable_hash(name.as_bytes()))
-    }
 }
 
 impl Operator {
@@ -476,26 +466,23 @@ impl Operator {
         Ok(None)
     }
 
-    async fn sync_roles<R: Resource>(
+    /// Creates the role objects of `owner` on the droplets in `now` and not in `had`, and
+    /// deletes those on the droplets in `had` and not in `now`.
+    async fn sync_roles<R: Role>(
         &self,
-        plural: &str,
-        make: impl Fn(&str) -> R,
-        names: impl Fn(&str) -> String,
+        (tenant, vpc, owner, vni): (&str, &str, &str, u32),
         had: &[String],
         now: &[String],
     ) -> Result<(), String> {
         let objects = Objects::<R>::new(self.store.clone());
         for d in now.iter().filter(|d| !had.contains(d)) {
-            match objects.create(make(d)).await {
-                Ok(_) => {}
-                Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
-                    ..
-                })) => {}
+            match objects.create(R::of(tenant, vpc, owner, vni, d)).await {
+                Ok(_) | Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
         for d in had.iter().filter(|d| !now.contains(d)) {
-            let key = format!("/registry/{plural}/{}", names(d));
+            let key = format!("/registry/{}/{}", R::PLURAL, R::name(tenant, owner, d));
             objects
                 .delete(&key, None)
                 .await
@@ -511,14 +498,8 @@ impl Operator {
             let dividers = self.plane().vpc_dividers(id).unwrap_or_default();
             let prog = self.plane().delete_vpc(id);
             self.apply(key, prog).await?;
-            self.sync_roles::<Divider>(
-                "dividers",
-                |_| unreachable_role(),
-                |d| role_name(tenant, name, d),
-                &dividers,
-                &[],
-            )
-            .await?;
+            self.sync_roles::<Divider>((tenant, name, name, 0), &dividers, &[])
+                .await?;
             self.local.remove(key).map_err(|e| e.to_string())?;
             return Ok(None);
         };
@@ -573,23 +554,7 @@ impl Operator {
         }
         let vni = out.vni;
         self.sync_roles::<Divider>(
-            "dividers",
-            |d| {
-                let mut o = Divider::default();
-                o.metadata.name = role_name(tenant, name, d);
-                o.spec = DividerSpec {
-                    tenant: tenant.into(),
-                    vpc: name.into(),
-                    vni,
-                    droplet: d.into(),
-                };
-                o.status = Some(Progress {
-                    phase: PROVISIONED.into(),
-                    ..Default::default()
-                });
-                o
-            },
-            |d| role_name(tenant, name, d),
+            (tenant, name, name, vni),
             if was { &status.dividers } else { &[] },
             &out.dividers,
         )
@@ -651,14 +616,8 @@ impl Operator {
             let bouncers = self.plane().subnet_bouncers(id).unwrap_or_default();
             let prog = self.plane().delete_subnet(id);
             self.apply(key, prog).await?;
-            self.sync_roles::<Bouncer>(
-                "bouncers",
-                |_| unreachable_role(),
-                |d| role_name(tenant, name, d),
-                &bouncers,
-                &[],
-            )
-            .await?;
+            self.sync_roles::<Bouncer>((tenant, "", name, 0), &bouncers, &[])
+                .await?;
             self.local.remove(key).map_err(|e| e.to_string())?;
             return Ok(None);
         };
@@ -710,24 +669,7 @@ impl Operator {
         let vni = out.vni;
         let vpc_name = s.spec.vpc.clone();
         self.sync_roles::<Bouncer>(
-            "bouncers",
-            |d| {
-                let mut o = Bouncer::default();
-                o.metadata.name = role_name(tenant, name, d);
-                o.spec = BouncerSpec {
-                    tenant: tenant.into(),
-                    subnet: name.into(),
-                    vpc: vpc_name.clone(),
-                    vni,
-                    droplet: d.into(),
-                };
-                o.status = Some(Progress {
-                    phase: PROVISIONED.into(),
-                    ..Default::default()
-                });
-                o
-            },
-            |d| role_name(tenant, name, d),
+            (tenant, &vpc_name, name, vni),
             if was { &status.bouncers } else { &[] },
             &out.bouncers,
         )
@@ -958,9 +900,4 @@ fn subnet_progress(s: &mut Subnet) -> &mut Progress {
 }
 fn endpoint_progress(e: &mut Endpoint) -> &mut Progress {
     &mut e.status.get_or_insert_with(Default::default).progress
-}
-
-/// Deleting roles never creates any.
-fn unreachable_role<R: Default>() -> R {
-    R::default()
 }
