@@ -3,6 +3,7 @@
 //! same decisions instead of leaking table entries.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -24,9 +25,51 @@ pub struct Record {
     pub placed: Vec<String>,
 }
 
-/// The local store.
+/// A durable write waiting for its group commit.
+type Write = (
+    String,
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
+/// The local store. Durable writes from concurrent reconciles are committed together by
+/// one thread, so they share an fsync.
 pub struct LocalStore {
-    db: Database,
+    db: Arc<Database>,
+    writes: Option<std::sync::mpsc::Sender<Write>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the committer, which releases the database file.
+        self.writes.take();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn commit_all(db: &Database, batch: &[Write]) -> Result<(), LocalError> {
+    let txn = db.begin_write().map_err(e)?;
+    {
+        let mut table = txn.open_table(RECORDS).map_err(e)?;
+        for (key, bytes, _) in batch {
+            table.insert(key.as_str(), bytes.as_slice()).map_err(e)?;
+        }
+    }
+    txn.commit().map_err(e)
+}
+
+fn committer(db: Arc<Database>, writes: std::sync::mpsc::Receiver<Write>) {
+    while let Ok(first) = writes.recv() {
+        let mut batch = vec![first];
+        batch.extend(writes.try_iter());
+        let result = commit_all(&db, &batch).map_err(|x| x.to_string());
+        for (_, _, done) in batch {
+            let _ = done.send(result.clone());
+        }
+    }
 }
 
 /// A local store failure.
@@ -48,7 +91,18 @@ impl LocalStore {
         let txn = db.begin_write().map_err(e)?;
         txn.open_table(RECORDS).map_err(e)?;
         txn.commit().map_err(e)?;
-        Ok(Self { db })
+        let db = Arc::new(db);
+        let (writes, rx) = std::sync::mpsc::channel();
+        let d = db.clone();
+        let committer = std::thread::Builder::new()
+            .name("vpc-local-commit".into())
+            .spawn(move || committer(d, rx))
+            .map_err(e)?;
+        Ok(Self {
+            db,
+            writes: Some(writes),
+            committer: Some(committer),
+        })
     }
 
     /// The record of `key`.
@@ -61,15 +115,27 @@ impl LocalStore {
         }
     }
 
-    /// Writes the record of `key`; `durable` waits for the disk (decisions made before
-    /// programming hosts), otherwise the write may be lost in a crash (marks the API also
-    /// holds).
-    pub fn put(&self, key: &str, record: &Record, durable: bool) -> Result<(), LocalError> {
+    /// Writes the record of `key` and returns once it is on disk (decisions made before
+    /// programming hosts). Concurrent calls share one commit.
+    pub async fn put_durable(&self, key: &str, record: &Record) -> Result<(), LocalError> {
+        let bytes = serde_json::to_vec(record).map_err(e)?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.writes
+            .as_ref()
+            .ok_or_else(|| LocalError("closed".into()))?
+            .send((key.to_owned(), bytes, done))
+            .map_err(|_| LocalError("the committer stopped".into()))?;
+        wait.await
+            .map_err(|_| LocalError("the committer stopped".into()))?
+            .map_err(LocalError)
+    }
+
+    /// Writes the record of `key` without waiting for the disk: a crash may lose it (marks
+    /// the API store also holds).
+    pub fn put(&self, key: &str, record: &Record) -> Result<(), LocalError> {
         let bytes = serde_json::to_vec(record).map_err(e)?;
         let mut txn = self.db.begin_write().map_err(e)?;
-        if !durable {
-            txn.set_durability(Durability::None).map_err(e)?;
-        }
+        txn.set_durability(Durability::None).map_err(e)?;
         txn.open_table(RECORDS)
             .map_err(e)?
             .insert(key, bytes.as_slice())

@@ -414,10 +414,18 @@ impl Operator {
         self.local.get(key).ok().flatten().filter(|r| r.uid == uid)
     }
 
-    fn remember(&self, key: &str, record: Record, durable: bool) -> Result<(), String> {
+    /// Records a decision on disk before hosts are programmed with it.
+    async fn decided(&self, key: &str, record: Record) -> Result<(), String> {
         self.local
-            .put(key, &record, durable)
+            .put_durable(key, &record)
+            .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Records that the final state is in the store (which holds it too, so this need not
+    /// wait for the disk).
+    fn finished(&self, key: &str, record: Record) -> Result<(), String> {
+        self.local.put(key, &record).map_err(|e| e.to_string())
     }
 
     /// Writes a final status once: `change` returns false when the stored one is current.
@@ -541,15 +549,15 @@ impl Operator {
         if adopting && out.dividers == placed {
             self.stats.adopted.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.remember(
+            self.decided(
                 key,
                 Record {
                     uid: uid.clone(),
                     placed: out.dividers.clone(),
                     ..Default::default()
                 },
-                true,
-            )?;
+            )
+            .await?;
             self.apply(key, prog).await?;
         }
         let vni = out.vni;
@@ -581,7 +589,7 @@ impl Operator {
             true
         })
         .await?;
-        self.remember(
+        self.finished(
             key,
             Record {
                 uid,
@@ -589,7 +597,6 @@ impl Operator {
                 placed: out.dividers,
                 ..Default::default()
             },
-            false,
         )?;
         tracing::debug!(vpc = id, phase = PROVISIONED, "vpc");
         // Subnets that waited for the VPC.
@@ -655,15 +662,15 @@ impl Operator {
         if adopting && out.bouncers == placed {
             self.stats.adopted.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.remember(
+            self.decided(
                 key,
                 Record {
                     uid: uid.clone(),
                     placed: out.bouncers.clone(),
                     ..Default::default()
                 },
-                true,
-            )?;
+            )
+            .await?;
             self.apply(key, prog).await?;
         }
         let vni = out.vni;
@@ -699,7 +706,7 @@ impl Operator {
             true
         })
         .await?;
-        self.remember(
+        self.finished(
             key,
             Record {
                 uid,
@@ -707,7 +714,6 @@ impl Operator {
                 placed: out.bouncers,
                 ..Default::default()
             },
-            false,
         )?;
         // Endpoints that waited for the subnet.
         for e in self
@@ -829,15 +835,15 @@ impl Operator {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>();
         if !current {
-            self.remember(
+            self.decided(
                 key,
                 Record {
                     uid: uid.clone(),
                     ip: out.ip.to_string(),
                     ..Default::default()
                 },
-                true,
-            )?;
+            )
+            .await?;
             self.apply(key, prog).await?;
         }
         let vpc = self
@@ -877,7 +883,7 @@ impl Operator {
         })
         .await?;
         if !current {
-            self.remember(
+            self.finished(
                 key,
                 Record {
                     uid,
@@ -885,7 +891,6 @@ impl Operator {
                     ip: out.ip.to_string(),
                     ..Default::default()
                 },
-                false,
             )?;
         }
         Ok(None)
