@@ -2,4 +2,7 @@
 //! agent on each endpoint's veth) doing Geneve encapsulation, bouncer and divider lookups,
 //! loaded by a transit daemon that implements `centaurus_vpc::Dataplane`.
 //!
-//! Not built yet: this crate is filled by the datapath work.
+//! So far: [`geneve`], the Geneve codec the userspace model, the tests and the fuzz target
+//! share. The BPF programs, the loader, the model and the testbed come next.
+
+pub mod geneve;
