@@ -6,3 +6,4 @@
 //! share. The BPF programs, the loader, the model and the testbed come next.
 
 pub mod geneve;
+pub mod model;
