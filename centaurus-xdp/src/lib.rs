@@ -6,4 +6,5 @@
 //! share. The BPF programs, the loader, the model and the testbed come next.
 
 pub mod geneve;
+pub mod maps;
 pub mod model;
