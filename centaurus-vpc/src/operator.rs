@@ -422,6 +422,30 @@ impl Operator {
             .map_err(|e| e.to_string())
     }
 
+    /// Programs a VPC's dividers or a subnet's bouncers at `now`, recording the placement
+    /// first, unless the object is being adopted where it already is (`placed`).
+    async fn place(
+        &self,
+        key: &str,
+        uid: &str,
+        adopting: bool,
+        placed: &[String],
+        now: &[String],
+        prog: Programming,
+    ) -> Result<(), String> {
+        if adopting && now == placed {
+            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let record = Record {
+            uid: uid.to_owned(),
+            placed: now.to_vec(),
+            ..Default::default()
+        };
+        self.decided(key, record).await?;
+        self.apply(key, prog).await
+    }
+
     /// Records that the final state is in the store (which holds it too, so this need not
     /// wait for the disk).
     fn finished(&self, key: &str, record: Record) -> Result<(), String> {
@@ -546,20 +570,8 @@ impl Operator {
             Err(PlaneError::NoDroplets(_)) => return Ok(Some(Duration::from_secs(1))),
             Err(e) => return self.fail::<Vpc>(key, e.to_string(), vpc_progress).await,
         };
-        if adopting && out.dividers == placed {
-            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.decided(
-                key,
-                Record {
-                    uid: uid.clone(),
-                    placed: out.dividers.clone(),
-                    ..Default::default()
-                },
-            )
+        self.place(key, &uid, adopting, &placed, &out.dividers, prog)
             .await?;
-            self.apply(key, prog).await?;
-        }
         let vni = out.vni;
         self.sync_roles::<Divider>(
             (tenant, name, name, vni),
@@ -659,20 +671,8 @@ impl Operator {
                     .await;
             }
         };
-        if adopting && out.bouncers == placed {
-            self.stats.adopted.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.decided(
-                key,
-                Record {
-                    uid: uid.clone(),
-                    placed: out.bouncers.clone(),
-                    ..Default::default()
-                },
-            )
+        self.place(key, &uid, adopting, &placed, &out.bouncers, prog)
             .await?;
-            self.apply(key, prog).await?;
-        }
         let vni = out.vni;
         let vpc_name = s.spec.vpc.clone();
         self.sync_roles::<Bouncer>(
