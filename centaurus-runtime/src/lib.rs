@@ -5,7 +5,8 @@
 //! - [`HollowRuntime`]: simulated pods that run at once (scale tests, hollow nodes).
 //! - [`RuncRuntime`]: container pods on OCI bundles from the local [`images`] store.
 //! - [`QemuRuntime`]: VM pods in QEMU microVMs controlled over QMP.
-//! - [`NetworkPlugin`]: attaches a pod's sandbox to a network.
+//! - [`NetworkPlugin`]: attaches a pod's sandbox to a network; [`VpcNetwork`] starts pods on
+//!   VPC networks once their endpoint is provisioned (the readiness gate).
 //! - [`agent`]: the node agent — registration, heartbeat, pod workers, status, logs.
 
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod images;
 pub mod network;
 pub mod qemu;
 pub mod runc;
+pub mod vpc;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,7 @@ pub use hollow::HollowRuntime;
 pub use network::{HostLocalNetwork, NetworkPlugin, NoNetwork, SandboxNetwork};
 pub use qemu::QemuRuntime;
 pub use runc::RuncRuntime;
+pub use vpc::VpcNetwork;
 
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,14 +9,11 @@
 //!   a local redb store of decisions, resume) that run the plane against the store.
 //! - [`network`]: the network controller: default networks per tenant, droplets per node,
 //!   endpoints per pod.
-//! - [`attach`]: the node side: pods start once their endpoint is provisioned, with its
-//!   address.
 //! - [`admission`]: the checks of VPCs, subnets and endpoints against each other.
 //! - [`dataplane`]: the [`Dataplane`] interface hosts are programmed through, and
 //!   [`SimDataplane`], which forwards packets from the tables as the XDP datapath does.
 
 pub mod admission;
-pub mod attach;
 pub mod dataplane;
 pub mod ipam;
 pub mod kinds;

@@ -278,7 +278,7 @@ fn gated(
     wire: bool,
 ) -> Arc<dyn NetworkPlugin> {
     match vpc {
-        Some(store) => Arc::new(centaurus_vpc::attach::VpcNetwork::new(
+        Some(store) => Arc::new(centaurus_runtime::VpcNetwork::new(
             store,
             flat,
             wire,

@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use centaurus_core::model::{Network, Pod, Resource};
 use centaurus_core::objects::Objects;
 use centaurus_core::store::Store;
-use centaurus_runtime::{NetworkPlugin, RuntimeError, SandboxNetwork};
+use centaurus_vpc::kinds::{Endpoint, EndpointStatus, FAILED, PROVISIONED};
+use centaurus_vpc::network::NETWORK_LABEL;
+use centaurus_vpc::plane::veth_name;
 
-use crate::kinds::{Endpoint, EndpointStatus, FAILED, PROVISIONED};
-use crate::network::NETWORK_LABEL;
-use crate::plane::veth_name;
+use crate::{NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {
@@ -31,21 +31,7 @@ pub struct VpcNetwork {
 type Result<T> = std::result::Result<T, RuntimeError>;
 
 async fn ip(args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new("ip")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| RuntimeError::Unsupported(format!("cannot run ip: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(RuntimeError::Unsupported(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    run_tool("ip", args).await.map(|_| ())
 }
 
 impl VpcNetwork {
