@@ -776,9 +776,6 @@ impl Operator {
         let tenant = id.split('/').next().unwrap_or("");
         let uid = ep.metadata.uid.clone();
         let status = ep.status.clone().unwrap_or_default();
-        if status.progress.phase == FAILED && !self.plane().has_endpoint(id) {
-            return Ok(None);
-        }
         let was = status.progress.phase == PROVISIONED;
         let earlier = if was {
             status.ip.clone()

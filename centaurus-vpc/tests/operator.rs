@@ -488,3 +488,60 @@ async fn replicas_split_vpcs_and_hand_them_over() {
         stop(op, task).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failed_for_want_of_addresses_recovers_when_one_is_freed() {
+    let r = Region::new(7).await;
+    let ring = ring(&["op-0"]);
+    let (op, task) = r.operator("op-0", &ring);
+    let mut v = Vpc::default();
+    v.metadata.name = "v".into();
+    v.metadata.tenant = "acme".into();
+    v.spec.cidr = "10.0.0.0/16".into();
+    v.spec.dividers = 1;
+    r.admission.create(&r.store, v).await.unwrap();
+    // A /29 has five endpoint addresses (.2 to .6).
+    let mut s = Subnet::default();
+    s.metadata.name = "s".into();
+    s.metadata.tenant = "acme".into();
+    s.spec.cidr = "10.0.0.0/29".into();
+    s.spec.vpc = "v".into();
+    s.spec.bouncers = 1;
+    r.admission.create(&r.store, s).await.unwrap();
+    r.endpoints("acme", 0..6).await;
+    let phases = || async {
+        r.list::<Endpoint>("/registry/endpoints/")
+            .await
+            .into_iter()
+            .map(|e| {
+                let s = e.status.unwrap_or_default();
+                (e.metadata.name, s.progress.phase, s.progress.message)
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let now = phases().await;
+        let done = now.iter().filter(|(_, p, _)| p == PROVISIONED).count();
+        if let Some(f) = now.iter().find(|(_, p, _)| p == "Failed")
+            && done == 5
+        {
+            break f.clone();
+        }
+        assert!(Instant::now() < deadline, "{now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(failed.2.contains("is exhausted"), "{failed:?}");
+    // Free an address: the failed endpoint gets it on the next look.
+    let other = if failed.0 == "ep0" { "ep1" } else { "ep0" };
+    Objects::<Endpoint>::new(r.store.clone())
+        .delete(&format!("/registry/endpoints/acme/default/{other}"), None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while phases().await.iter().any(|(_, p, _)| p != PROVISIONED) {
+        assert!(Instant::now() < deadline, "{:?}", phases().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(op, task).await;
+}
