@@ -7,6 +7,7 @@ packages=(
   etcd-server        # the distributed store engine; tests start it on loopback
   protobuf-compiler  # protoc, for etcd-client's gRPC code
   libprotobuf-dev    # well-known .proto types
+  gcc                # cc: the map layout test compiles bpf/maps.h
   clang              # BPF programs (centaurus-xdp)
   libbpf-dev         # BPF headers
   pkg-config
