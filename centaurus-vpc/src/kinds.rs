@@ -97,14 +97,22 @@ fn check_cidr(e: &mut Errors, field: &str, cidr: &str) {
     );
 }
 
+/// Most dividers a VPC may have (what a host's transit tables hold per VPC).
+pub const MAX_DIVIDERS: u32 = 16;
+/// Most bouncers a subnet may have (what a host's transit tables hold per subnet).
+pub const MAX_BOUNCERS: u32 = 16;
+
 fn validate_vpc(v: &Vpc) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
     check_cidr(&mut e, "spec.cidr", &v.spec.cidr);
     if v.spec.vni > MAX_VNI {
         e.push("spec.vni", format!("must be at most {MAX_VNI} (24 bits)"));
     }
-    if !(1..=64).contains(&v.spec.dividers) {
-        e.push("spec.dividers", "must be between 1 and 64");
+    if !(1..=MAX_DIVIDERS).contains(&v.spec.dividers) {
+        e.push(
+            "spec.dividers",
+            format!("must be between 1 and {MAX_DIVIDERS}"),
+        );
     }
     e.into_result()
 }
@@ -170,8 +178,11 @@ fn validate_subnet(s: &Subnet) -> Result<(), Vec<FieldError>> {
         );
     }
     e.check("spec.vpc", validation::dns_subdomain(&s.spec.vpc));
-    if !(1..=64).contains(&s.spec.bouncers) {
-        e.push("spec.bouncers", "must be between 1 and 64");
+    if !(1..=MAX_BOUNCERS).contains(&s.spec.bouncers) {
+        e.push(
+            "spec.bouncers",
+            format!("must be between 1 and {MAX_BOUNCERS}"),
+        );
     }
     e.into_result()
 }

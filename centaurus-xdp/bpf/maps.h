@@ -9,6 +9,14 @@
 #define MAX_BOUNCERS 16
 #define MAX_DIVIDERS 16
 
+/* config[0]: this host's substrate interface. */
+struct host_config {
+	__u32 ip;
+	__u8 mac[6];
+	__u8 pad[2];
+	__u32 ifindex;
+};
+
 /* endpoints: (vni, ip) -> where the endpoint is. */
 struct ep_key {
 	__u32 vni;
@@ -25,38 +33,55 @@ struct ep_value {
 	__u8 pad;
 };
 
-/* bounced and divided subnets: an LPM trie keyed by (vni, address). prefixlen counts the
- * 32 VNI bits plus the subnet's prefix length. */
+/* bounced and divided subnets: LPM tries keyed by (vni, address). prefixlen counts the
+ * 32 VNI bits plus the subnet's prefix length. Each trie also holds one entry of
+ * prefixlen 32 per VNI (flags without NET_SUBNET): "this host bounces (divides) for the
+ * VPC", which matches any address of the VNI that no subnet entry matches. */
 struct net_key {
 	__u32 prefixlen;
 	__u32 vni;
 	__u32 ip;
 };
 
-/* divided subnets: where a subnet's traffic goes. */
+#define NET_SUBNET 1 /* a subnet entry, not the VNI's own entry */
+
+/* divided subnets: where a subnet's traffic goes (its bouncers). */
 struct net_value {
+	__u32 flags;
 	__u32 count;
 	__u32 hosts[MAX_BOUNCERS];
 };
 
-/* bounced subnets: where traffic leaving the subnet goes. */
+/* bounced subnets: where traffic leaving the subnet goes (the VPC's dividers). */
 struct bounced_value {
+	__u32 flags;
 	__u32 count;
 	__u32 dividers[MAX_DIVIDERS];
 };
 
-/* transit agent metadata, keyed by the veth's ifindex. */
+/* transit agent metadata, keyed by the host-side veth's ifindex. */
 struct agent_value {
 	struct ep_key ep;
-	__u32 host_ip;
-	__u8 host_mac[6];
-	__u8 pad[2];
 	__u32 count;
 	__u32 bouncers[MAX_BOUNCERS];
 };
 
-/* per-CPU drop counters, indexed by reason. */
-enum drop_reason {
+/* learned: (vni, ip) of a remote endpoint -> its host, from return-to-sender options. */
+struct learned_value {
+	__u32 host_ip;
+	__u8 host_mac[6];
+	__u8 pad[2];
+	__u64 seen_ns;
+};
+
+/* hosts: substrate address -> MAC of the other hosts this one sends to. */
+struct host_mac {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/* per-CPU counters: drops by reason, then what was sent. */
+enum counter {
 	DROP_MALFORMED = 0,
 	DROP_UNKNOWN_SOURCE,
 	DROP_UNKNOWN_ENDPOINT,
@@ -64,7 +89,12 @@ enum drop_reason {
 	DROP_UNKNOWN_VNI,
 	DROP_NO_BOUNCER,
 	DROP_TTL,
-	DROP_REASONS,
+	DROP_NO_NEIGHBOR,
+	COUNT_DELIVERED, /* redirected into a local endpoint */
+	COUNT_SENT,      /* encapsulated or forwarded onto the substrate */
+	COUNT_ARP,       /* ARP requests answered */
+	COUNT_PASSED,    /* not overlay traffic: left to the kernel */
+	COUNTERS,
 };
 
 #endif

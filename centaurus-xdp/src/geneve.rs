@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{LinkSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
 /// Geneve's UDP port.
 pub const GENEVE_PORT: u16 = 6081;
@@ -23,6 +23,8 @@ pub const OPT_RETURN_TO_SENDER: u8 = 0x01;
 pub const BASE_LEN: usize = 8;
 /// Longest options area (6-bit length in 4-byte words).
 pub const MAX_OPTIONS_LEN: usize = 63 * 4;
+/// Most options a header may carry (the BPF programs walk at most this many).
+pub const MAX_OPTIONS: usize = 8;
 
 /// Why bytes are not a Geneve packet we accept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +62,9 @@ pub enum GeneveError {
     /// Not Ethernet/IPv4/UDP to the Geneve port.
     #[error("not a Geneve frame: {0}")]
     NotGeneve(String),
+    /// More options than the datapath walks.
+    #[error("more than {MAX_OPTIONS} options")]
+    TooManyOptions,
     /// More options than fit the 6-bit length.
     #[error("options take {0} bytes, more than {MAX_OPTIONS_LEN}")]
     OptionsTooLong(usize),
@@ -205,6 +210,9 @@ impl Geneve {
         };
         let mut at = BASE_LEN;
         while at < end {
+            if g.options.len() == MAX_OPTIONS {
+                return Err(GeneveError::TooManyOptions);
+            }
             if at + 4 > end {
                 return Err(GeneveError::OptionOverrun(at));
             }
@@ -264,19 +272,57 @@ pub fn flow_port(hash: u32) -> u16 {
     49152 | (hash as u16 & 0x3fff)
 }
 
-/// Builds an overlay frame: outer Ethernet/IPv4/UDP to [`GENEVE_PORT`], then `geneve`,
-/// then the inner Ethernet frame.
+/// Length of the outer Ethernet, IPv4 and UDP headers.
+pub const OUTER_LEN: usize = 14 + 20 + 8;
+
+/// Writes the outer Ethernet, IPv4 and UDP headers of an overlay frame of `frame_len`
+/// bytes into `out[..OUTER_LEN]`, as the BPF programs do: IPv4 without options, ID 0, DF
+/// set, a computed header checksum, and a zero UDP checksum (allowed over IPv4, RFC 8926).
+pub fn write_outer(out: &mut [u8], outer: &Outer, frame_len: usize) {
+    let ip_len = (frame_len - 14) as u16;
+    let udp_len = (frame_len - 34) as u16;
+    out[0..6].copy_from_slice(&outer.dst_mac);
+    out[6..12].copy_from_slice(&outer.src_mac);
+    out[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut out[14..34];
+    ip[0] = 0x45;
+    ip[1] = 0;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[4..6].copy_from_slice(&[0, 0]);
+    ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    ip[8] = outer.ttl;
+    ip[9] = 17;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    ip[12..16].copy_from_slice(&outer.src.octets());
+    ip[16..20].copy_from_slice(&outer.dst.octets());
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let udp = &mut out[34..42];
+    udp[0..2].copy_from_slice(&outer.src_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&GENEVE_PORT.to_be_bytes());
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    udp[6..8].copy_from_slice(&[0, 0]);
+}
+
+/// Builds an overlay frame: outer Ethernet/IPv4/UDP to [`GENEVE_PORT`] (see
+/// [`write_outer`]), then `geneve`, then the inner Ethernet frame.
 pub fn encapsulate(outer: &Outer, geneve: &Geneve, inner: &[u8]) -> Result<Vec<u8>, GeneveError> {
-    let mut payload = Vec::with_capacity(geneve.len() + inner.len());
-    geneve.write(&mut payload)?;
-    payload.extend_from_slice(inner);
-    let builder = PacketBuilder::ethernet2(outer.src_mac, outer.dst_mac)
-        .ipv4(outer.src.octets(), outer.dst.octets(), outer.ttl)
-        .udp(outer.src_port, GENEVE_PORT);
-    let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder
-        .write(&mut out, &payload)
-        .map_err(|e| GeneveError::NotGeneve(e.to_string()))?;
+    let mut out = vec![0; OUTER_LEN];
+    geneve.write(&mut out)?;
+    out.extend_from_slice(inner);
+    if out.len() > usize::from(u16::MAX) + 14 {
+        return Err(GeneveError::NotGeneve(format!(
+            "{} bytes do not fit an IPv4 packet",
+            out.len()
+        )));
+    }
+    let len = out.len();
+    write_outer(&mut out, outer, len);
     Ok(out)
 }
 

@@ -1,10 +1,10 @@
-//! The Mizar datapath: XDP programs in C (transit XDP on the substrate interface, transit
-//! agent on each endpoint's veth) doing Geneve encapsulation, bouncer and divider lookups,
-//! loaded by a transit daemon that implements `centaurus_vpc::Dataplane`.
-//!
-//! So far: [`geneve`], the Geneve codec the userspace model, the tests and the fuzz target
-//! share. The BPF programs, the loader, the model and the testbed come next.
+//! The Mizar datapath: XDP programs in C (`bpf/transit.c`: the transit program on the
+//! substrate interface, the transit agent on each endpoint's veth) doing Geneve
+//! encapsulation, bouncer and divider lookups and direct-path learning; the loader that
+//! keeps their maps equal to a host's transit tables; and the userspace reference model
+//! the programs are tested against.
 
 pub mod geneve;
+pub mod loader;
 pub mod maps;
 pub mod model;

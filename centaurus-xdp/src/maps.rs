@@ -1,10 +1,13 @@
 //! The BPF maps' layouts, defined once in `bpf/maps.h` and mirrored here with
 //! `#[repr(C)]`; a test compiles the header and compares sizes and offsets. Addresses are
 //! stored in network byte order, as the programs read them from packets.
+// aya::Pod is an unsafe marker trait: these structs are plain bytes with no padding holes
+// the kernel could leak, and every bit pattern is a valid value.
+#![allow(unsafe_code)]
 
 use std::net::Ipv4Addr;
 
-use centaurus_vpc::tables::{DropReason, EndpointKey};
+use centaurus_vpc::tables::EndpointKey;
 
 /// Most bouncers per subnet the maps hold.
 pub const MAX_BOUNCERS: usize = 16;
@@ -12,15 +15,43 @@ pub const MAX_BOUNCERS: usize = 16;
 pub const MAX_DIVIDERS: usize = 16;
 /// `ep_value.flags`: the endpoint is behind a veth of this host.
 pub const EP_LOCAL: u8 = 1;
+/// `net_value.flags` and `bounced_value.flags`: a subnet entry, not the VNI's own.
+pub const NET_SUBNET: u32 = 1;
 
 /// An address as the maps store it.
 pub fn be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
 
-/// `struct ep_key`.
+/// An address from the maps.
+pub fn ip(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(be.to_ne_bytes())
+}
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: #[repr(C)] structs of integers and byte arrays, padded explicitly.
+        unsafe impl aya::Pod for $t {}
+    )*};
+}
+
+/// `struct host_config`: this host's substrate interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Substrate address.
+    pub ip: u32,
+    /// Substrate MAC.
+    pub mac: [u8; 6],
+    /// Padding.
+    pub pad: [u8; 2],
+    /// The substrate interface's index.
+    pub ifindex: u32,
+}
+
+/// `struct ep_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EpKey {
     /// VNI.
     pub vni: u32,
@@ -34,6 +65,12 @@ impl From<EndpointKey> for EpKey {
             vni: k.vni,
             ip: be(k.ip),
         }
+    }
+}
+
+impl From<EpKey> for EndpointKey {
+    fn from(k: EpKey) -> Self {
+        EndpointKey::new(k.vni, ip(k.ip))
     }
 }
 
@@ -53,13 +90,12 @@ pub struct EpValue {
     pub pad: u8,
 }
 
-/// `struct net_key` (an LPM trie key: 32 VNI bits plus the prefix).
+/// `struct net_key`, without the prefix length aya's LPM key adds: the VNI (big-endian,
+/// as the trie compares bytes) and the subnet's address.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetKey {
-    /// 32 + the subnet's prefix length.
-    pub prefixlen: u32,
-    /// VNI (in network byte order, as the trie compares bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NetData {
+    /// VNI in network byte order.
     pub vni: u32,
     /// The subnet's address.
     pub ip: u32,
@@ -69,6 +105,8 @@ pub struct NetKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetValue {
+    /// [`NET_SUBNET`].
+    pub flags: u32,
     /// Hosts in use.
     pub count: u32,
     /// The subnet's bouncers.
@@ -79,6 +117,8 @@ pub struct NetValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BouncedValue {
+    /// [`NET_SUBNET`].
+    pub flags: u32,
     /// Dividers in use.
     pub count: u32,
     /// The VPC's dividers.
@@ -91,30 +131,72 @@ pub struct BouncedValue {
 pub struct AgentValue {
     /// The local endpoint.
     pub ep: EpKey,
-    /// This host's substrate address.
-    pub host_ip: u32,
-    /// This host's substrate MAC.
-    pub host_mac: [u8; 6],
-    /// Padding.
-    pub pad: [u8; 2],
     /// Bouncers in use.
     pub count: u32,
     /// The subnet's bouncers.
     pub bouncers: [u32; MAX_BOUNCERS],
 }
 
-/// Index of a drop reason in the counters (`enum drop_reason`); malformed frames are 0.
-pub fn drop_index(reason: Option<DropReason>) -> u32 {
-    match reason {
-        None => 0,
-        Some(DropReason::UnknownSource) => 1,
-        Some(DropReason::UnknownEndpoint) => 2,
-        Some(DropReason::NoRoute) => 3,
-        Some(DropReason::UnknownVni) => 4,
-        Some(DropReason::NoBouncer) => 5,
-        Some(DropReason::TooManyHops) => 6,
-    }
+/// `struct learned_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnedValue {
+    /// The remote endpoint's host.
+    pub host_ip: u32,
+    /// That host's MAC.
+    pub host_mac: [u8; 6],
+    /// Padding.
+    pub pad: [u8; 2],
+    /// When it was last heard from (CLOCK_MONOTONIC, ns).
+    pub seen_ns: u64,
 }
 
-/// Number of drop counters.
-pub const DROP_REASONS: u32 = 7;
+/// `struct host_mac`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostMac {
+    /// The host's substrate MAC.
+    pub mac: [u8; 6],
+    /// Padding.
+    pub pad: [u8; 2],
+}
+
+pod!(
+    HostConfig,
+    EpKey,
+    EpValue,
+    NetData,
+    NetValue,
+    BouncedValue,
+    AgentValue,
+    LearnedValue,
+    HostMac
+);
+
+/// Packs up to `N` addresses into a count and an array.
+pub fn hosts_array<const N: usize>(hosts: &[Ipv4Addr]) -> (u32, [u32; N]) {
+    let mut out = [0; N];
+    for (slot, h) in out.iter_mut().zip(hosts) {
+        *slot = be(*h);
+    }
+    (hosts.len().min(N) as u32, out)
+}
+
+/// The per-CPU counters (`enum counter`): drops by reason, then what was sent.
+pub const COUNTER_NAMES: [&str; 12] = [
+    "drop_malformed",
+    "drop_unknown_source",
+    "drop_unknown_endpoint",
+    "drop_no_route",
+    "drop_unknown_vni",
+    "drop_no_bouncer",
+    "drop_ttl",
+    "drop_no_neighbor",
+    "delivered",
+    "sent",
+    "arp_answered",
+    "passed",
+];
+
+/// Number of counters.
+pub const COUNTERS: u32 = COUNTER_NAMES.len() as u32;

@@ -1,27 +1,43 @@
-//! The userspace reference model of the two XDP programs: for one frame and one host's
-//! tables, the verdict the BPF code must reach, with the exact bytes it must send.
+//! The userspace reference model of the XDP programs in `bpf/transit.c`: for one frame and
+//! one host's state, the verdict the BPF code reaches, with the exact bytes it sends, step
+//! for step in the same order (so the same frame is dropped for the same reason).
 //!
-//! - [`agent_egress`]: the transit agent on the host side of an endpoint's veth. ARP for a
-//!   known endpoint is answered in place; an IPv4 frame to a local endpoint is redirected
-//!   into its veth; anything else is Geneve-encapsulated to one of the subnet's bouncers,
-//!   chosen by the flow hash, with the return-to-sender option.
-//! - [`transit_ingress`]: the transit program on the substrate interface. It decapsulates
-//!   frames for local endpoints, forwards as bouncer or divider, and drops what is
-//!   malformed or unknown.
+//! - [`Host::agent_egress`]: the transit agent on the host side of an endpoint's veth. It
+//!   answers ARP for any address with the [`GATEWAY_MAC`], delivers to endpoints of the
+//!   same host, and encapsulates everything else in Geneve with the return-to-sender
+//!   option: to the destination's learned host, or else to one of its subnet's bouncers
+//!   chosen by the flow hash.
+//! - [`Host::transit_ingress`]: the transit program on the substrate interface. It leaves
+//!   frames that are not overlay traffic for this host to the kernel, decapsulates frames
+//!   for local endpoints (learning the sender's host), forwards as bouncer or divider, and
+//!   drops what is malformed or unknown.
 //!
-//! Both decide with [`HostTables::egress`] and [`HostTables::transit`], the same functions
-//! `SimDataplane` forwards with, so the model and the simulation agree by construction;
-//! the tests walk frames across hosts to check it.
+//! Forwarding decisions come from [`HostTables::egress`] and [`HostTables::transit`], the
+//! functions `SimDataplane` forwards with, so the model and the simulation agree by
+//! construction; the tests walk frames across hosts to check it, and run the BPF programs
+//! on the same frames to check that they agree with the model.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use centaurus_vpc::tables::{DropReason, EndpointKey, HostTables, Location, Step};
-use etherparse::{
-    ArpOperation, ArpPacket, EtherType, Ethernet2Header, LinkSlice, NetSlice, SlicedPacket,
-    TransportSlice,
+use centaurus_vpc::tables::{DropReason, EndpointKey, HostTables, KeyMap, Location, Step};
+
+use crate::geneve::{
+    BASE_LEN, ETH_BRIDGING, GENEVE_PORT, MAX_OPTIONS, OPT_RETURN_TO_SENDER, OPTION_CLASS,
+    OUTER_LEN, Outer, flow_port, write_outer,
 };
 
-use crate::geneve::{Geneve, GeneveOption, Outer, decapsulate, encapsulate, flow_port};
+/// The MAC the agent answers ARP with and delivers frames from: the VPC's virtual gateway.
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0xce, 0x47, 0x57, 0x00, 0x01];
+/// How long a learned host is used without being heard from again.
+pub const LEARN_TTL_NS: u64 = 30_000_000_000;
+/// A learned entry is rewritten at most this often while it stays the same.
+pub const LEARN_REFRESH_NS: u64 = 1_000_000_000;
+/// Bytes the agent puts in front of a frame: outer headers, Geneve and return-to-sender.
+pub const ENCAP_LEN: usize = OUTER_LEN + BASE_LEN + 16;
+
+const ETH_IPV4: [u8; 2] = [0x08, 0x00];
+const ETH_ARP: [u8; 2] = [0x08, 0x06];
 
 /// A host's own substrate interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,40 +48,88 @@ pub struct HostInfo {
     pub mac: [u8; 6],
 }
 
-/// Why the model drops a frame, beyond the tables' own reasons.
+/// Why a frame is dropped; each reason has its counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Drop {
     /// The tables said so.
     Tables(DropReason),
-    /// Not a frame the program handles (with the parser's reason).
-    Malformed(String),
+    /// Not a frame the program accepts, and why.
+    Malformed(&'static str),
     /// The next host's MAC is unknown.
     NoNeighbor(Ipv4Addr),
     /// The outer TTL ran out.
     TtlExpired,
 }
 
+impl Drop {
+    /// Index of this reason in the programs' counters (`enum counter` in `bpf/maps.h`).
+    pub fn counter(&self) -> u32 {
+        match self {
+            Drop::Malformed(_) => 0,
+            Drop::Tables(DropReason::UnknownSource) => 1,
+            Drop::Tables(DropReason::UnknownEndpoint) => 2,
+            Drop::Tables(DropReason::NoRoute) => 3,
+            Drop::Tables(DropReason::UnknownVni) => 4,
+            Drop::Tables(DropReason::NoBouncer) => 5,
+            Drop::Tables(DropReason::TooManyHops) | Drop::TtlExpired => 6,
+            Drop::NoNeighbor(_) => 7,
+        }
+    }
+}
+
 /// What a program does with a frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Into a local endpoint's veth (XDP_REDIRECT), these bytes.
-    Redirect {
+    Deliver {
         /// The host-side interface.
         veth: String,
+        /// The frame, addressed from the gateway to the endpoint.
+        frame: Vec<u8>,
+    },
+    /// Onto the substrate, to another host: the agent redirects it to the substrate
+    /// interface, the transit program sends it back out (XDP_TX).
+    Send {
+        /// The overlay frame.
+        frame: Vec<u8>,
+    },
+    /// An ARP reply, back out of the interface the request came in on (XDP_TX).
+    Reply {
         /// The frame.
         frame: Vec<u8>,
     },
-    /// Out of the interface it came in on (XDP_TX): an overlay frame or an ARP reply.
-    Transmit {
-        /// The frame.
-        frame: Vec<u8>,
-    },
+    /// Not overlay traffic for this host: left to the kernel (XDP_PASS).
+    Pass,
     /// Dropped (XDP_DROP), counted by reason.
     Drop(Drop),
 }
 
-/// The flow hash of an inner IPv4 frame: addresses, protocol and ports (FNV-1a), so one
-/// flow keeps one path.
+/// A remote endpoint's host, learned from return-to-sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learned {
+    /// The host's substrate address.
+    pub host: Ipv4Addr,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// When it was last heard from (ns).
+    pub seen_ns: u64,
+}
+
+/// Everything one host's programs read and write.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// The host's substrate interface.
+    pub me: HostInfo,
+    /// The tables the management plane programs.
+    pub tables: HostTables,
+    /// MACs of the other hosts (the `hosts` map).
+    pub neighbors: HashMap<Ipv4Addr, [u8; 6]>,
+    /// Remote endpoints' hosts (the `learned` map).
+    pub learned: KeyMap<EndpointKey, Learned>,
+}
+
+/// The flow hash of an inner IPv4 packet (FNV-1a over addresses, protocol and ports), so
+/// one flow keeps one path.
 pub fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ports: (u16, u16)) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     let bytes = src
@@ -81,185 +145,285 @@ pub fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ports: (u16, u16)) -> 
     h
 }
 
-/// Inner IPv4 facts the programs use.
+fn addr(b: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+}
+
+/// What the programs read from an inner IPv4 packet (`ip` starts at its header, whose 20
+/// bytes are present).
 struct Inner {
+    src: Ipv4Addr,
     dst: Ipv4Addr,
     ttl: u8,
     flow: u32,
 }
 
-fn inner_ipv4(frame: &[u8]) -> Result<Option<Inner>, Drop> {
-    let p = SlicedPacket::from_ethernet(frame).map_err(|e| Drop::Malformed(e.to_string()))?;
-    let Some(NetSlice::Ipv4(ip)) = &p.net else {
-        return Ok(None);
-    };
-    let h = ip.header();
-    let ports = match &p.transport {
-        Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
-        Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
+fn inner(ip: &[u8]) -> Inner {
+    let (src, dst) = (addr(&ip[12..16]), addr(&ip[16..20]));
+    let proto = ip[9];
+    let unfragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
+    let l4 = usize::from(ip[0] & 0x0f) * 4;
+    let ports = match ip.get(l4..l4 + 4) {
+        Some(p) if (proto == 6 || proto == 17) && unfragmented => (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ),
         _ => (0, 0),
     };
-    let (src, dst) = (Ipv4Addr::from(h.source()), Ipv4Addr::from(h.destination()));
-    Ok(Some(Inner {
+    Inner {
+        src,
         dst,
-        ttl: h.ttl(),
-        flow: flow_hash(src, dst, h.protocol().0, ports),
-    }))
+        ttl: ip[8],
+        flow: flow_hash(src, dst, proto, ports),
+    }
 }
 
-/// The ARP reply for a request about an endpoint the tables know, if `frame` is one.
-fn arp_reply(tables: &HostTables, vni: u32, frame: &[u8]) -> Option<Result<Vec<u8>, Drop>> {
-    let p = SlicedPacket::from_ethernet(frame).ok()?;
-    let Some(NetSlice::Arp(arp)) = &p.net else {
-        return None;
-    };
-    let Some(LinkSlice::Ethernet2(eth)) = &p.link else {
-        return None;
-    };
-    if arp.operation() != ArpOperation::REQUEST || arp.target_protocol_addr().len() != 4 {
-        return Some(Err(Drop::Malformed("not an IPv4 ARP request".into())));
-    }
-    let t = arp.target_protocol_addr();
-    let target = Ipv4Addr::new(t[0], t[1], t[2], t[3]);
-    let mac = match tables.endpoints.get(&EndpointKey::new(vni, target)) {
-        Some(Location::Local { mac, .. } | Location::Remote { mac, .. }) => *mac,
-        None => return Some(Err(Drop::Tables(DropReason::UnknownEndpoint))),
-    };
-    let reply = ArpPacket::new(
-        arp.hw_addr_type(),
-        arp.proto_addr_type(),
-        ArpOperation::REPLY,
-        &mac,
-        arp.target_protocol_addr(),
-        arp.sender_hw_addr(),
-        arp.sender_protocol_addr(),
-    )
-    .ok()?;
-    let eth = Ethernet2Header {
-        source: mac,
-        destination: eth.source(),
-        ether_type: EtherType::ARP,
-    };
-    let mut out = eth.to_bytes().to_vec();
-    out.extend_from_slice(&reply.to_bytes());
-    Some(Ok(out))
+fn valid_ipv4(ip: &[u8]) -> bool {
+    ip[0] >> 4 == 4 && ip[0] & 0x0f >= 5
 }
 
-/// The transit agent's verdict for `frame`, sent by local endpoint `src` on host `me`.
-/// `neighbor` gives the MAC of another host on the substrate.
-pub fn agent_egress(
-    tables: &HostTables,
-    me: HostInfo,
-    src: EndpointKey,
-    frame: &[u8],
-    neighbor: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
-) -> Verdict {
-    if !tables.agents.contains_key(&src) {
-        return Verdict::Drop(Drop::Tables(DropReason::UnknownSource));
+impl Host {
+    /// A host with empty tables.
+    pub fn new(me: HostInfo) -> Self {
+        Self {
+            me,
+            tables: HostTables::default(),
+            neighbors: HashMap::new(),
+            learned: KeyMap::default(),
+        }
     }
-    if let Some(reply) = arp_reply(tables, src.vni, frame) {
-        return match reply {
-            Ok(frame) => Verdict::Redirect {
-                veth: local_veth(tables, src),
-                frame,
-            },
-            Err(d) => Verdict::Drop(d),
+
+    fn learned_host(&self, key: &EndpointKey, now_ns: u64) -> Option<&Learned> {
+        self.learned
+            .get(key)
+            .filter(|l| now_ns.wrapping_sub(l.seen_ns) < LEARN_TTL_NS)
+    }
+
+    /// The frame rewritten for delivery into `key`'s veth, or why not.
+    fn deliver(&self, key: EndpointKey, veth: String, mut frame: Vec<u8>) -> Verdict {
+        let Some(Location::Local { mac, .. }) = self.tables.endpoints.get(&key) else {
+            return Verdict::Drop(Drop::Tables(DropReason::UnknownEndpoint));
         };
+        if frame.len() < 14 {
+            return Verdict::Drop(Drop::Malformed("short inner frame"));
+        }
+        frame[0..6].copy_from_slice(mac);
+        frame[6..12].copy_from_slice(&GATEWAY_MAC);
+        Verdict::Deliver { veth, frame }
     }
-    let inner = match inner_ipv4(frame) {
-        Ok(Some(i)) => i,
-        Ok(None) => return Verdict::Drop(Drop::Malformed("neither IPv4 nor ARP".into())),
-        Err(d) => return Verdict::Drop(d),
-    };
-    match tables.egress(src, inner.dst, u64::from(inner.flow)) {
-        Step::Deliver { veth } => Verdict::Redirect {
-            veth,
-            frame: frame.to_vec(),
-        },
-        Step::Drop(r) => Verdict::Drop(Drop::Tables(r)),
-        Step::Forward { host } => {
-            let mut g = Geneve::new(src.vni);
-            g.options.push(GeneveOption::ReturnToSender {
-                host: me.ip,
-                mac: me.mac,
-            });
-            send(me, host, inner.ttl, inner.flow, &g, frame, neighbor)
+
+    /// The transit agent's verdict for `frame`, sent by local endpoint `src` at `now_ns`.
+    pub fn agent_egress(&self, src: EndpointKey, frame: &[u8], now_ns: u64) -> Verdict {
+        if !self.tables.agents.contains_key(&src) {
+            return Verdict::Drop(Drop::Tables(DropReason::UnknownSource));
+        }
+        if frame.len() < 14 {
+            return Verdict::Drop(Drop::Malformed("short frame"));
+        }
+        if frame[12..14] == ETH_ARP {
+            return answer_arp(src, frame);
+        }
+        if frame[12..14] != ETH_IPV4 {
+            return Verdict::Drop(Drop::Malformed("neither IPv4 nor ARP"));
+        }
+        if frame.len() < 34 || !valid_ipv4(&frame[14..]) {
+            return Verdict::Drop(Drop::Malformed("bad IPv4 header"));
+        }
+        let ip = inner(&frame[14..]);
+        if ip.src != src.ip {
+            return Verdict::Drop(Drop::Tables(DropReason::UnknownSource));
+        }
+        let dst = EndpointKey::new(src.vni, ip.dst);
+        let flow = u64::from(ip.flow);
+        let (to, to_mac) = match self.tables.egress(src, ip.dst, flow) {
+            Step::Deliver { veth } => return self.deliver(dst, veth, frame.to_vec()),
+            _ if self.learned_host(&dst, now_ns).is_some() => {
+                let l = self.learned_host(&dst, now_ns).expect("checked");
+                (l.host, l.mac)
+            }
+            Step::Drop(r) => return Verdict::Drop(Drop::Tables(r)),
+            Step::Forward { host } => {
+                // This host as the bouncer takes its hop here, not through the wire.
+                let host = match host == self.me.ip {
+                    false => host,
+                    true => match self.tables.transit(host, src.vni, ip.dst, flow) {
+                        Step::Deliver { veth } => return self.deliver(dst, veth, frame.to_vec()),
+                        Step::Drop(r) => return Verdict::Drop(Drop::Tables(r)),
+                        Step::Forward { host } => host,
+                    },
+                };
+                match self.neighbors.get(&host) {
+                    Some(mac) => (host, *mac),
+                    None => return Verdict::Drop(Drop::NoNeighbor(host)),
+                }
+            }
+        };
+        if ip.ttl == 0 {
+            return Verdict::Drop(Drop::TtlExpired);
+        }
+        let mut out = vec![0; ENCAP_LEN];
+        out.extend_from_slice(frame);
+        let outer = Outer {
+            src_mac: self.me.mac,
+            dst_mac: to_mac,
+            src: self.me.ip,
+            dst: to,
+            ttl: ip.ttl,
+            src_port: flow_port(ip.flow),
+        };
+        let len = out.len();
+        write_outer(&mut out, &outer, len);
+        let g = &mut out[OUTER_LEN..ENCAP_LEN];
+        g[0] = 4; // options length in words: return-to-sender
+        g[1] = 0;
+        g[2..4].copy_from_slice(&ETH_BRIDGING.to_be_bytes());
+        g[4..8].copy_from_slice(&(src.vni << 8).to_be_bytes());
+        g[8..10].copy_from_slice(&OPTION_CLASS.to_be_bytes());
+        g[10] = OPT_RETURN_TO_SENDER;
+        g[11] = 3;
+        g[12..16].copy_from_slice(&self.me.ip.octets());
+        g[16..22].copy_from_slice(&self.me.mac);
+        g[22..24].copy_from_slice(&[0, 0]);
+        Verdict::Send { frame: out }
+    }
+
+    /// The transit program's verdict for `frame` arriving on the substrate interface at
+    /// `now_ns`; delivering a frame that carries return-to-sender learns the sender's host.
+    pub fn transit_ingress(&mut self, frame: &[u8], now_ns: u64) -> Verdict {
+        let len = frame.len();
+        if len < 34 || frame[12..14] != ETH_IPV4 {
+            return Verdict::Pass;
+        }
+        let ip = &frame[14..34];
+        if ip[0] != 0x45 || ip[9] != 17 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            return Verdict::Pass;
+        }
+        if len < OUTER_LEN
+            || u16::from_be_bytes([frame[36], frame[37]]) != GENEVE_PORT
+            || addr(&ip[16..20]) != self.me.ip
+        {
+            return Verdict::Pass;
+        }
+        let malformed = |why| Verdict::Drop(Drop::Malformed(why));
+        if usize::from(u16::from_be_bytes([ip[2], ip[3]])) > len - 14 {
+            return malformed("truncated outer IPv4 packet");
+        }
+        if len < OUTER_LEN + BASE_LEN {
+            return malformed("truncated Geneve header");
+        }
+        let g = &frame[OUTER_LEN..];
+        if g[0] >> 6 != 0 || g[2..4] != ETH_BRIDGING.to_be_bytes() {
+            return malformed("Geneve version or protocol");
+        }
+        let opt_len = usize::from(g[0] & 0x3f) * 4;
+        let opts_at = OUTER_LEN + BASE_LEN;
+        let Some(opts) = frame.get(opts_at..opts_at + opt_len) else {
+            return malformed("truncated Geneve options");
+        };
+        let mut rts = None;
+        let mut off = 0;
+        for _ in 0..MAX_OPTIONS {
+            if off >= opt_len {
+                break;
+            }
+            if off + 4 > opt_len {
+                return malformed("Geneve option overruns");
+            }
+            let o = &opts[off..];
+            let data_len = usize::from(o[3] & 0x1f) * 4;
+            if off + 4 + data_len > opt_len {
+                return malformed("Geneve option overruns");
+            }
+            if o[0..2] == OPTION_CLASS.to_be_bytes() && o[2] == OPT_RETURN_TO_SENDER {
+                if data_len != 12 {
+                    return malformed("return-to-sender length");
+                }
+                rts.get_or_insert((addr(&o[4..8]), <[u8; 6]>::try_from(&o[8..14]).unwrap()));
+            } else if o[2] & 0x80 != 0 {
+                return malformed("unknown critical Geneve option");
+            }
+            off += 4 + data_len;
+        }
+        if off < opt_len {
+            return malformed("too many Geneve options");
+        }
+        let inner_at = opts_at + opt_len;
+        if len < inner_at + 34
+            || frame[inner_at + 12..inner_at + 14] != ETH_IPV4
+            || !valid_ipv4(&frame[inner_at + 14..])
+        {
+            return malformed("inner frame is not IPv4");
+        }
+        let vni = u32::from_be_bytes([0, g[4], g[5], g[6]]);
+        let pkt = inner(&frame[inner_at + 14..]);
+        let ttl = frame[22].saturating_sub(1);
+        match self
+            .tables
+            .transit(self.me.ip, vni, pkt.dst, u64::from(pkt.flow))
+        {
+            Step::Deliver { veth } => {
+                if let Some((host, mac)) = rts {
+                    let src = EndpointKey::new(vni, pkt.src);
+                    let stale = self.learned.get(&src).is_none_or(|l| {
+                        l.host != host || now_ns.wrapping_sub(l.seen_ns) > LEARN_REFRESH_NS
+                    });
+                    if stale {
+                        let seen_ns = now_ns;
+                        self.learned.insert(src, Learned { host, mac, seen_ns });
+                    }
+                }
+                let key = EndpointKey::new(vni, pkt.dst);
+                self.deliver(key, veth, frame[inner_at..].to_vec())
+            }
+            Step::Drop(r) => Verdict::Drop(Drop::Tables(r)),
+            Step::Forward { host } => {
+                if ttl == 0 {
+                    return Verdict::Drop(Drop::TtlExpired);
+                }
+                let Some(mac) = self.neighbors.get(&host) else {
+                    return Verdict::Drop(Drop::NoNeighbor(host));
+                };
+                let mut out = frame.to_vec();
+                let outer = Outer {
+                    src_mac: self.me.mac,
+                    dst_mac: *mac,
+                    src: self.me.ip,
+                    dst: host,
+                    ttl,
+                    src_port: flow_port(pkt.flow),
+                };
+                write_outer(&mut out, &outer, len);
+                Verdict::Send { frame: out }
+            }
         }
     }
 }
 
-fn local_veth(tables: &HostTables, key: EndpointKey) -> String {
-    match tables.endpoints.get(&key) {
-        Some(Location::Local { veth, .. }) => veth.clone(),
-        _ => String::new(),
+/// The agent's answer to an ARP request from endpoint `src`: the gateway MAC for any
+/// address but the endpoint's own.
+fn answer_arp(src: EndpointKey, frame: &[u8]) -> Verdict {
+    let malformed = |why| Verdict::Drop(Drop::Malformed(why));
+    if frame.len() < 14 + 28 {
+        return malformed("truncated ARP");
     }
-}
-
-fn send(
-    me: HostInfo,
-    to: Ipv4Addr,
-    ttl: u8,
-    flow: u32,
-    g: &Geneve,
-    inner: &[u8],
-    neighbor: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
-) -> Verdict {
-    if ttl == 0 {
-        return Verdict::Drop(Drop::TtlExpired);
+    let a = &frame[14..42];
+    if a[0..2] != [0, 1] || a[2..4] != ETH_IPV4 || a[4] != 6 || a[5] != 4 || a[6..8] != [0, 1] {
+        return malformed("not an IPv4 ARP request");
     }
-    let Some(dst_mac) = neighbor(to) else {
-        return Verdict::Drop(Drop::NoNeighbor(to));
-    };
-    let outer = Outer {
-        src_mac: me.mac,
-        dst_mac,
-        src: me.ip,
-        dst: to,
-        ttl,
-        src_port: flow_port(flow),
-    };
-    match encapsulate(&outer, g, inner) {
-        Ok(frame) => Verdict::Transmit { frame },
-        Err(e) => Verdict::Drop(Drop::Malformed(e.to_string())),
+    let (spa, tpa) = (addr(&a[14..18]), addr(&a[24..28]));
+    if tpa == spa || tpa == src.ip {
+        return malformed("ARP probe of the endpoint's own address");
     }
-}
-
-/// The transit program's verdict for `frame` arriving on the substrate interface of `me`.
-pub fn transit_ingress(
-    tables: &HostTables,
-    me: HostInfo,
-    frame: &[u8],
-    neighbor: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
-) -> Verdict {
-    let (outer, g, inner_frame) = match decapsulate(frame) {
-        Ok(x) => x,
-        Err(e) => return Verdict::Drop(Drop::Malformed(e.to_string())),
-    };
-    if outer.dst != me.ip {
-        return Verdict::Drop(Drop::Malformed(format!(
-            "outer destination {} is not this host",
-            outer.dst
-        )));
-    }
-    let inner = match inner_ipv4(inner_frame) {
-        Ok(Some(i)) => i,
-        Ok(None) => return Verdict::Drop(Drop::Malformed("inner frame is not IPv4".into())),
-        Err(d) => return Verdict::Drop(d),
-    };
-    match tables.transit(me.ip, g.vni, inner.dst, u64::from(inner.flow)) {
-        Step::Deliver { veth } => Verdict::Redirect {
-            veth,
-            frame: inner_frame.to_vec(),
-        },
-        Step::Drop(r) => Verdict::Drop(Drop::Tables(r)),
-        Step::Forward { host } => send(
-            me,
-            host,
-            outer.ttl.saturating_sub(1),
-            inner.flow,
-            &g,
-            inner_frame,
-            neighbor,
-        ),
-    }
+    let mut out = frame.to_vec();
+    let requester: [u8; 6] = frame[6..12].try_into().unwrap();
+    let sha: [u8; 6] = a[8..14].try_into().unwrap();
+    out[0..6].copy_from_slice(&requester);
+    out[6..12].copy_from_slice(&GATEWAY_MAC);
+    let r = &mut out[14..42];
+    r[6..8].copy_from_slice(&[0, 2]);
+    r[8..14].copy_from_slice(&GATEWAY_MAC);
+    r[14..18].copy_from_slice(&tpa.octets());
+    r[18..24].copy_from_slice(&sha);
+    r[24..28].copy_from_slice(&spa.octets());
+    Verdict::Reply { frame: out }
 }

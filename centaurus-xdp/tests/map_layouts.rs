@@ -1,54 +1,128 @@
 //! `src/maps.rs` and `bpf/maps.h` describe the same bytes: a C program built from the
 //! header prints every size and offset, and the Rust structs must match.
 
+use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
 use centaurus_xdp::maps::*;
+
+/// `(C name, Rust size or offset)` for every struct and field the programs share.
+fn rust_layout() -> Vec<(&'static str, usize)> {
+    vec![
+        ("sizeof(struct host_config)", size_of::<HostConfig>()),
+        (
+            "offsetof(struct host_config, ip)",
+            offset_of!(HostConfig, ip),
+        ),
+        (
+            "offsetof(struct host_config, mac)",
+            offset_of!(HostConfig, mac),
+        ),
+        (
+            "offsetof(struct host_config, ifindex)",
+            offset_of!(HostConfig, ifindex),
+        ),
+        ("sizeof(struct ep_key)", size_of::<EpKey>()),
+        ("offsetof(struct ep_key, vni)", offset_of!(EpKey, vni)),
+        ("offsetof(struct ep_key, ip)", offset_of!(EpKey, ip)),
+        ("sizeof(struct ep_value)", size_of::<EpValue>()),
+        (
+            "offsetof(struct ep_value, host_ip)",
+            offset_of!(EpValue, host_ip),
+        ),
+        (
+            "offsetof(struct ep_value, ifindex)",
+            offset_of!(EpValue, ifindex),
+        ),
+        ("offsetof(struct ep_value, mac)", offset_of!(EpValue, mac)),
+        (
+            "offsetof(struct ep_value, flags)",
+            offset_of!(EpValue, flags),
+        ),
+        // aya's LPM key is the prefix length followed by NetData.
+        ("sizeof(struct net_key)", 4 + size_of::<NetData>()),
+        (
+            "offsetof(struct net_key, vni)",
+            4 + offset_of!(NetData, vni),
+        ),
+        ("offsetof(struct net_key, ip)", 4 + offset_of!(NetData, ip)),
+        ("sizeof(struct net_value)", size_of::<NetValue>()),
+        (
+            "offsetof(struct net_value, flags)",
+            offset_of!(NetValue, flags),
+        ),
+        (
+            "offsetof(struct net_value, count)",
+            offset_of!(NetValue, count),
+        ),
+        (
+            "offsetof(struct net_value, hosts)",
+            offset_of!(NetValue, hosts),
+        ),
+        ("sizeof(struct bounced_value)", size_of::<BouncedValue>()),
+        (
+            "offsetof(struct bounced_value, flags)",
+            offset_of!(BouncedValue, flags),
+        ),
+        (
+            "offsetof(struct bounced_value, count)",
+            offset_of!(BouncedValue, count),
+        ),
+        (
+            "offsetof(struct bounced_value, dividers)",
+            offset_of!(BouncedValue, dividers),
+        ),
+        ("sizeof(struct agent_value)", size_of::<AgentValue>()),
+        (
+            "offsetof(struct agent_value, ep)",
+            offset_of!(AgentValue, ep),
+        ),
+        (
+            "offsetof(struct agent_value, count)",
+            offset_of!(AgentValue, count),
+        ),
+        (
+            "offsetof(struct agent_value, bouncers)",
+            offset_of!(AgentValue, bouncers),
+        ),
+        ("sizeof(struct learned_value)", size_of::<LearnedValue>()),
+        (
+            "offsetof(struct learned_value, host_ip)",
+            offset_of!(LearnedValue, host_ip),
+        ),
+        (
+            "offsetof(struct learned_value, host_mac)",
+            offset_of!(LearnedValue, host_mac),
+        ),
+        (
+            "offsetof(struct learned_value, seen_ns)",
+            offset_of!(LearnedValue, seen_ns),
+        ),
+        ("sizeof(struct host_mac)", size_of::<HostMac>()),
+        ("MAX_BOUNCERS", MAX_BOUNCERS),
+        ("MAX_DIVIDERS", MAX_DIVIDERS),
+        ("EP_LOCAL", usize::from(EP_LOCAL)),
+        ("NET_SUBNET", NET_SUBNET as usize),
+        ("COUNTERS", COUNTERS as usize),
+        // What the API lets a subnet or VPC ask for fits the maps.
+        ("MAX_BOUNCERS", centaurus_vpc::kinds::MAX_BOUNCERS as usize),
+        ("MAX_DIVIDERS", centaurus_vpc::kinds::MAX_DIVIDERS as usize),
+    ]
+}
 
 #[test]
 fn rust_structs_match_the_c_header() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("layout.c");
     let header = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/maps.h");
-    let fields: &[(&str, &str)] = &[
-        ("ep_key", "vni"),
-        ("ep_key", "ip"),
-        ("ep_value", "host_ip"),
-        ("ep_value", "ifindex"),
-        ("ep_value", "mac"),
-        ("ep_value", "flags"),
-        ("net_key", "prefixlen"),
-        ("net_key", "vni"),
-        ("net_key", "ip"),
-        ("net_value", "count"),
-        ("net_value", "hosts"),
-        ("bounced_value", "count"),
-        ("bounced_value", "dividers"),
-        ("agent_value", "ep"),
-        ("agent_value", "host_ip"),
-        ("agent_value", "host_mac"),
-        ("agent_value", "count"),
-        ("agent_value", "bouncers"),
-    ];
-    let structs = [
-        "ep_key",
-        "ep_value",
-        "net_key",
-        "net_value",
-        "bounced_value",
-        "agent_value",
-    ];
     let mut c = format!(
         "#include <stdio.h>\n#include <stddef.h>\n#include \"{header}\"\nint main(void) {{\n"
     );
-    for s in structs {
-        c += &format!("printf(\"{s} %zu\\n\", sizeof(struct {s}));\n");
+    for (expr, _) in rust_layout() {
+        c += &format!("printf(\"%s %zu\\n\", \"{expr}\", (size_t)({expr}));\n");
     }
-    for (s, f) in fields {
-        c += &format!("printf(\"{s}.{f} %zu\\n\", offsetof(struct {s}, {f}));\n");
-    }
-    c += "printf(\"DROP_REASONS %d\\n\", DROP_REASONS);\nreturn 0;\n}\n";
+    c += "return 0;\n}\n";
     std::fs::write(&src, c).unwrap();
     let bin = dir.path().join("layout");
     let out = Command::new("cc")
@@ -63,43 +137,21 @@ fn rust_structs_match_the_c_header() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new(&bin).output().unwrap();
-    let c_says: std::collections::BTreeMap<String, usize> = String::from_utf8(out.stdout)
+    let c_says: Vec<(String, usize)> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap();
+            let (k, v) = l.rsplit_once(' ').unwrap();
             (k.to_owned(), v.parse().unwrap())
         })
         .collect();
-    let rust_says: std::collections::BTreeMap<String, usize> = [
-        ("ep_key", size_of::<EpKey>()),
-        ("ep_value", size_of::<EpValue>()),
-        ("net_key", size_of::<NetKey>()),
-        ("net_value", size_of::<NetValue>()),
-        ("bounced_value", size_of::<BouncedValue>()),
-        ("agent_value", size_of::<AgentValue>()),
-        ("ep_key.vni", offset_of!(EpKey, vni)),
-        ("ep_key.ip", offset_of!(EpKey, ip)),
-        ("ep_value.host_ip", offset_of!(EpValue, host_ip)),
-        ("ep_value.ifindex", offset_of!(EpValue, ifindex)),
-        ("ep_value.mac", offset_of!(EpValue, mac)),
-        ("ep_value.flags", offset_of!(EpValue, flags)),
-        ("net_key.prefixlen", offset_of!(NetKey, prefixlen)),
-        ("net_key.vni", offset_of!(NetKey, vni)),
-        ("net_key.ip", offset_of!(NetKey, ip)),
-        ("net_value.count", offset_of!(NetValue, count)),
-        ("net_value.hosts", offset_of!(NetValue, hosts)),
-        ("bounced_value.count", offset_of!(BouncedValue, count)),
-        ("bounced_value.dividers", offset_of!(BouncedValue, dividers)),
-        ("agent_value.ep", offset_of!(AgentValue, ep)),
-        ("agent_value.host_ip", offset_of!(AgentValue, host_ip)),
-        ("agent_value.host_mac", offset_of!(AgentValue, host_mac)),
-        ("agent_value.count", offset_of!(AgentValue, count)),
-        ("agent_value.bouncers", offset_of!(AgentValue, bouncers)),
-        ("DROP_REASONS", DROP_REASONS as usize),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let rust_says: Vec<(String, usize)> = rust_layout()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     assert_eq!(rust_says, c_says);
+    // The counters' names follow the enum.
+    let names: BTreeMap<usize, &str> = COUNTER_NAMES.iter().copied().enumerate().collect();
+    assert_eq!(names[&0], "drop_malformed");
+    assert_eq!(names[&(COUNTERS as usize - 1)], "passed");
 }

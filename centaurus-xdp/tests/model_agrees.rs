@@ -4,98 +4,91 @@
 
 use std::net::Ipv4Addr;
 
-use centaurus_vpc::plane::{DropletInfo, Plane, Programming};
+mod common;
+
 use centaurus_vpc::tables::{EndpointKey, HostTables};
-use centaurus_vpc::{Dataplane, Outcome, SimDataplane};
+use centaurus_vpc::{Outcome, SimDataplane};
 use centaurus_xdp::geneve::decapsulate;
-use centaurus_xdp::model::{Drop, HostInfo, Verdict, agent_egress, flow_hash, transit_ingress};
+use centaurus_xdp::model::{Drop, GATEWAY_MAC, Host, Verdict, flow_hash};
+use common::{frame, host, index, region};
 use etherparse::PacketBuilder;
-
-fn host(i: usize) -> HostInfo {
-    HostInfo {
-        ip: Ipv4Addr::new(192, 168, 1, i as u8 + 1),
-        mac: [2, 0xaa, 0, 0, 0, i as u8],
-    }
-}
-
-fn neighbor(ip: Ipv4Addr) -> Option<[u8; 6]> {
-    let o = ip.octets();
-    (o[..3] == [192, 168, 1]).then(|| [2, 0xaa, 0, 0, 0, o[3] - 1])
-}
-
-fn apply(sim: &SimDataplane, prog: Programming) {
-    for (h, u) in prog {
-        futures::executor::block_on(sim.program(h, &u)).unwrap();
-    }
-}
-
-fn frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2])
-        .ipv4(src.octets(), dst.octets(), 64)
-        .udp(sport, 7);
-    let payload = b"centaurus";
-    let mut out = Vec::new();
-    b.write(&mut out, payload).unwrap();
-    out
-}
-
-/// Two tenants with the same CIDRs, two subnets each, endpoints over 8 hosts.
-fn region() -> (SimDataplane, Vec<(EndpointKey, usize)>) {
-    let mut plane = Plane::new();
-    for i in 0..8 {
-        plane.set_droplet(
-            &format!("d{i}"),
-            DropletInfo {
-                ip: host(i).ip,
-                mac: host(i).mac,
-            },
-        );
-    }
-    let sim = SimDataplane::new();
-    let mut eps = Vec::new();
-    for (t, vni) in [("acme", 1001), ("beta", 1002)] {
-        let vpc = format!("{t}/v");
-        apply(
-            &sim,
-            plane
-                .provision_vpc(&vpc, "10.0.0.0/16".parse().unwrap(), vni, 1, &[])
-                .unwrap()
-                .1,
-        );
-        for (s, cidr) in [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24")] {
-            let subnet = format!("{t}/{s}");
-            apply(
-                &sim,
-                plane
-                    .provision_subnet(&subnet, &vpc, cidr.parse().unwrap(), 2, &[])
-                    .unwrap()
-                    .1,
-            );
-            for n in 0..4 {
-                let d = (n * 3 + s.len() + vni as usize) % 8;
-                let (p, prog) = plane
-                    .provision_endpoint(&format!("{t}/ns/{s}{n}"), &subnet, &format!("d{d}"), None)
-                    .unwrap();
-                apply(&sim, prog);
-                eps.push((EndpointKey::new(p.vni, p.ip), d));
-            }
-        }
-    }
-    (sim, eps)
-}
 
 fn tables(sim: &SimDataplane, i: usize) -> HostTables {
     sim.with_tables(host(i).ip, Clone::clone)
 }
 
-fn index(ip: Ipv4Addr) -> usize {
-    ip.octets()[3] as usize - 1
+/// Every host's model state: its tables and the MACs of all the others.
+fn hosts(sim: &SimDataplane) -> Vec<Host> {
+    (0..8)
+        .map(|i| {
+            let mut h = Host::new(host(i));
+            h.tables = tables(sim, i);
+            h.neighbors = (0..8)
+                .filter(|j| *j != i)
+                .map(|j| (host(j).ip, host(j).mac))
+                .collect();
+            h
+        })
+        .collect()
+}
+
+/// Walks `sent` from endpoint `src` on host `home` through the model, host by host, and
+/// returns where it ended and the hosts it crossed. Delivered frames must carry the sent
+/// bytes from the gateway to the endpoint; the wire must carry the sender's VNI and
+/// return-to-sender, with the TTL falling by one per hop.
+fn walk(hs: &mut [Host], src: EndpointKey, home: usize, sent: &[u8]) -> (Outcome, Vec<Ipv4Addr>) {
+    let mut at = home;
+    let mut path = vec![host(at).ip];
+    let mut verdict = hs[at].agent_egress(src, sent, 0);
+    let mut ttl = 64;
+    loop {
+        match verdict {
+            Verdict::Deliver { veth, frame } => {
+                assert_eq!(
+                    frame[12..],
+                    sent[12..],
+                    "delivered bytes differ from the sent bytes"
+                );
+                assert_eq!(frame[6..12], GATEWAY_MAC);
+                return (
+                    Outcome::Delivered {
+                        host: host(at).ip,
+                        veth,
+                    },
+                    path,
+                );
+            }
+            Verdict::Drop(Drop::Tables(reason)) => {
+                return (
+                    Outcome::Dropped {
+                        host: host(at).ip,
+                        reason,
+                    },
+                    path,
+                );
+            }
+            Verdict::Send { frame } => {
+                let (outer, g, inner) = decapsulate(&frame).unwrap();
+                assert_eq!(g.vni, src.vni, "the wire carries the sender's VNI");
+                assert_eq!(inner, sent);
+                assert_eq!(outer.src, host(at).ip);
+                assert_eq!(g.return_to_sender(), Some((host(home).ip, host(home).mac)));
+                assert_eq!(outer.ttl, ttl);
+                ttl -= 1;
+                at = index(outer.dst);
+                path.push(outer.dst);
+                assert!(path.len() <= 8, "loop: {path:?}");
+                verdict = hs[at].transit_ingress(&frame, 0);
+            }
+            other => panic!("{src:?}: model gave {other:?}"),
+        }
+    }
 }
 
 #[test]
 fn model_walk_agrees_with_the_simulation() {
-    let (sim, eps) = region();
-    let all_tables: Vec<HostTables> = (0..8).map(|i| tables(&sim, i)).collect();
+    let (sim, eps, _) = region();
+    let mut hs = hosts(&sim);
     let mut compared = 0;
     for (src, home) in &eps {
         let mut dsts: Vec<Ipv4Addr> = eps
@@ -108,46 +101,13 @@ fn model_walk_agrees_with_the_simulation() {
             for sport in [1000u16, 2000, 3000] {
                 let sent = frame(src.ip, dst, sport);
                 let flow = flow_hash(src.ip, dst, 17, (sport, 7));
-                let expect = sim.deliver(*src, dst, u64::from(flow));
-                // Walk the frame through the model, host by host.
-                let mut at = *home;
-                let mut path = vec![host(at).ip];
-                let mut verdict = agent_egress(&all_tables[at], host(at), *src, &sent, &neighbor);
-                let mut ttl = 64;
-                let got = loop {
-                    match verdict {
-                        Verdict::Redirect { veth, frame } => {
-                            assert_eq!(frame, sent, "delivered bytes differ from the sent bytes");
-                            break Outcome::Delivered {
-                                host: host(at).ip,
-                                veth,
-                            };
-                        }
-                        Verdict::Drop(Drop::Tables(reason)) => {
-                            break Outcome::Dropped {
-                                host: host(at).ip,
-                                reason,
-                            };
-                        }
-                        Verdict::Drop(other) => panic!("{src:?} -> {dst}: model dropped {other:?}"),
-                        Verdict::Transmit { frame } => {
-                            let (outer, g, inner) = decapsulate(&frame).unwrap();
-                            assert_eq!(g.vni, src.vni, "the wire carries the sender's VNI");
-                            assert_eq!(inner, &sent[..]);
-                            assert_eq!(outer.src, host(at).ip);
-                            assert_eq!(
-                                g.return_to_sender(),
-                                Some((host(*home).ip, host(*home).mac))
-                            );
-                            assert_eq!(outer.ttl, ttl);
-                            ttl -= 1;
-                            at = index(outer.dst);
-                            path.push(outer.dst);
-                            assert!(path.len() <= 8, "loop: {path:?}");
-                            verdict = transit_ingress(&all_tables[at], host(at), &frame, &neighbor);
-                        }
-                    }
-                };
+                let mut expect = sim.deliver(*src, dst, u64::from(flow));
+                // A sender that is its own subnet's bouncer takes that hop in place.
+                expect.path.dedup();
+                for h in hs.iter_mut() {
+                    h.learned.clear();
+                }
+                let (got, path) = walk(&mut hs, *src, *home, &sent);
                 assert_eq!(got, expect.outcome, "{src:?} -> {dst} flow {flow}");
                 assert_eq!(path, expect.path, "{src:?} -> {dst} flow {flow}");
                 compared += 1;
@@ -158,101 +118,145 @@ fn model_walk_agrees_with_the_simulation() {
 }
 
 #[test]
-fn malformed_and_foreign_frames_are_dropped() {
-    let (sim, eps) = region();
+fn replies_learn_the_direct_path() {
+    let (sim, eps, _) = region();
+    let mut hs = hosts(&sim);
+    // Endpoints of one subnet on different hosts whose first packet is bounced.
+    let mut checked = 0;
+    for (a, ha) in &eps {
+        for (b, hb) in &eps {
+            if a.vni != b.vni || ha == hb {
+                continue;
+            }
+            for h in hs.iter_mut() {
+                h.learned.clear();
+            }
+            let (first, path) = walk(&mut hs, *a, *ha, &frame(a.ip, b.ip, 9));
+            if !matches!(first, Outcome::Delivered { .. }) {
+                continue;
+            }
+            // b's host learned a's; the reply goes there directly, and a's host learns b's.
+            let (reply, back) = walk(&mut hs, *b, *hb, &frame(b.ip, a.ip, 9));
+            assert!(matches!(reply, Outcome::Delivered { .. }), "{reply:?}");
+            assert_eq!(
+                back,
+                vec![host(*hb).ip, host(*ha).ip],
+                "first path {path:?}"
+            );
+            let (_, again) = walk(&mut hs, *a, *ha, &frame(a.ip, b.ip, 10));
+            assert_eq!(again, vec![host(*ha).ip, host(*hb).ip]);
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked}");
+}
+
+#[test]
+fn malformed_and_foreign_frames_are_dropped_or_passed() {
+    let (sim, eps, _) = region();
+    let mut hs = hosts(&sim);
     let (src, home) = eps[0];
-    let t = tables(&sim, home);
-    // Not an endpoint of this host.
+    // Not an endpoint of this host, or spoofing another address.
     let other = EndpointKey::new(src.vni, "10.0.1.77".parse().unwrap());
-    assert!(matches!(
-        agent_egress(
-            &t,
-            host(home),
-            other,
-            &frame(other.ip, src.ip, 1),
-            &neighbor
-        ),
-        Verdict::Drop(_)
-    ));
-    // Truncated frames, never a panic.
+    assert_eq!(
+        hs[home].agent_egress(other, &frame(other.ip, src.ip, 1), 0),
+        Verdict::Drop(Drop::Tables(
+            centaurus_vpc::tables::DropReason::UnknownSource
+        ))
+    );
+    assert_eq!(
+        hs[home].agent_egress(src, &frame(other.ip, eps[1].0.ip, 1), 0),
+        Verdict::Drop(Drop::Tables(
+            centaurus_vpc::tables::DropReason::UnknownSource
+        ))
+    );
+    // Frames cut short of an IPv4 header are dropped (beyond it the agent does not look).
     let good = frame(src.ip, eps[1].0.ip, 5);
-    for cut in 0..good.len() {
-        let v = agent_egress(&t, host(home), src, &good[..cut], &neighbor);
+    for cut in 0..34 {
+        let v = hs[home].agent_egress(src, &good[..cut], 0);
         assert!(matches!(v, Verdict::Drop(_)), "cut {cut}: {v:?}");
     }
-    // On the substrate: a frame that is not Geneve, truncated overlay frames, and one for
-    // another host.
-    assert!(matches!(
-        transit_ingress(&t, host(home), &good, &neighbor),
-        Verdict::Drop(Drop::Malformed(_))
-    ));
-    let Verdict::Transmit { frame: overlay } = agent_egress(&t, host(home), src, &good, &neighbor)
+    // On the substrate, a frame that is not Geneve is the kernel's.
+    assert_eq!(hs[home].transit_ingress(&good, 0), Verdict::Pass);
+    let dst = eps
+        .iter()
+        .find(|(k, h)| k.vni == src.vni && *h != home)
+        .unwrap()
+        .0;
+    let Verdict::Send { frame: overlay } = hs[home].agent_egress(src, &frame(src.ip, dst.ip, 5), 0)
     else {
         panic!("expected an overlay frame")
     };
     let to = index(decapsulate(&overlay).unwrap().0.dst);
-    let tt = tables(&sim, to);
+    // Truncated overlay frames: passed while they do not look like Geneve to this host,
+    // dropped once they do.
     for cut in 0..overlay.len() {
-        assert!(
-            matches!(
-                transit_ingress(&tt, host(to), &overlay[..cut], &neighbor),
-                Verdict::Drop(_)
-            ),
-            "cut {cut}"
-        );
+        match hs[to].transit_ingress(&overlay[..cut], 0) {
+            Verdict::Pass => assert!(cut < 42, "cut {cut} passed"),
+            Verdict::Drop(Drop::Malformed(_)) => assert!(cut >= 42, "cut {cut}"),
+            v => panic!("cut {cut}: {v:?}"),
+        }
     }
+    // Addressed to another host: the kernel's.
     let elsewhere = (to + 1) % 8;
-    assert!(matches!(
-        transit_ingress(
-            &tables(&sim, elsewhere),
-            host(elsewhere),
-            &overlay,
-            &neighbor
-        ),
-        Verdict::Drop(Drop::Malformed(_))
-    ));
-    // A wrong VNI finds nothing: rewrite the VNI on the wire to an unknown one.
+    assert_eq!(hs[elsewhere].transit_ingress(&overlay, 0), Verdict::Pass);
+    // A wrong VNI finds nothing.
     let mut wrong = overlay.clone();
     let g = 14 + 20 + 8;
     wrong[g + 4..g + 7].copy_from_slice(&[0x0f, 0xff, 0xff]);
+    assert_eq!(
+        hs[to].transit_ingress(&wrong, 0),
+        Verdict::Drop(Drop::Tables(centaurus_vpc::tables::DropReason::UnknownVni))
+    );
+    // A bad option length.
+    let mut bad = overlay.clone();
+    bad[g + 8 + 3] = 2;
     assert!(matches!(
-        transit_ingress(&tt, host(to), &wrong, &neighbor),
-        Verdict::Drop(Drop::Tables(_))
+        hs[to].transit_ingress(&bad, 0),
+        Verdict::Drop(Drop::Malformed(_))
     ));
 }
 
 #[test]
-fn arp_for_an_endpoint_is_answered_on_the_host() {
-    let (sim, eps) = region();
+fn arp_is_answered_on_the_host_with_the_gateway_mac() {
+    let (sim, eps, _) = region();
+    let hs = hosts(&sim);
     let (src, home) = eps[0];
-    let (dst, _) = eps[1];
-    let t = tables(&sim, home);
-    let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [0xff; 6]).arp(
-        etherparse::ArpPacket::new(
-            etherparse::ArpHardwareId::ETHERNET,
-            etherparse::EtherType::IPV4,
-            etherparse::ArpOperation::REQUEST,
-            &[2, 1, 1, 1, 1, 1],
-            &src.ip.octets(),
-            &[0; 6],
-            &dst.ip.octets(),
-        )
-        .unwrap(),
-    );
-    let mut req = Vec::new();
-    b.write(&mut req).unwrap();
-    let Verdict::Redirect { frame, .. } = agent_egress(&t, host(home), src, &req, &neighbor) else {
-        panic!("no ARP reply")
+    let request = |target: Ipv4Addr| {
+        let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [0xff; 6]).arp(
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &[2, 1, 1, 1, 1, 1],
+                &src.ip.octets(),
+                &[0; 6],
+                &target.octets(),
+            )
+            .unwrap(),
+        );
+        let mut req = Vec::new();
+        b.write(&mut req).unwrap();
+        req
     };
-    let p = etherparse::SlicedPacket::from_ethernet(&frame).unwrap();
-    let Some(etherparse::NetSlice::Arp(arp)) = p.net else {
-        panic!("reply is not ARP")
-    };
-    assert_eq!(arp.operation(), etherparse::ArpOperation::REPLY);
-    assert_eq!(arp.sender_protocol_addr(), dst.ip.octets());
-    assert_eq!(
-        arp.sender_hw_addr(),
-        centaurus_vpc::ipam::endpoint_mac(dst.vni, dst.ip)
-    );
-    assert_eq!(arp.target_protocol_addr(), src.ip.octets());
+    // Any address, on this host or not, in the subnet or not (the gateway).
+    for target in [eps[1].0.ip, "10.0.1.1".parse().unwrap()] {
+        let Verdict::Reply { frame } = hs[home].agent_egress(src, &request(target), 0) else {
+            panic!("no ARP reply")
+        };
+        let p = etherparse::SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(etherparse::NetSlice::Arp(arp)) = p.net else {
+            panic!("reply is not ARP")
+        };
+        assert_eq!(arp.operation(), etherparse::ArpOperation::REPLY);
+        assert_eq!(arp.sender_protocol_addr(), target.octets());
+        assert_eq!(arp.sender_hw_addr(), GATEWAY_MAC);
+        assert_eq!(arp.target_protocol_addr(), src.ip.octets());
+        assert_eq!(arp.target_hw_addr(), [2, 1, 1, 1, 1, 1]);
+    }
+    // A probe of its own address gets no answer.
+    assert!(matches!(
+        hs[home].agent_egress(src, &request(src.ip), 0),
+        Verdict::Drop(Drop::Malformed(_))
+    ));
 }

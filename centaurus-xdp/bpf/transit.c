@@ -1,0 +1,573 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The Mizar datapath in XDP.
+ *
+ * transit_agent: on the host side of each endpoint's veth (the endpoint's egress). Answers
+ *   ARP for any address with the gateway MAC, so no ARP crosses the overlay; delivers to
+ *   endpoints of the same host directly; encapsulates everything else in Geneve with the
+ *   return-to-sender option, to the destination's learned host or else to one of its
+ *   subnet's bouncers (by flow hash), and redirects it onto the substrate interface.
+ * transit_xdp: on the substrate interface (ingress). Decapsulates overlay frames for local
+ *   endpoints into their veth, learning the sender's host; as a bouncer rewrites the outer
+ *   destination to the endpoint's host; as a divider forwards to one of the destination
+ *   subnet's bouncers. Drops malformed overlay frames and counts why; leaves every other
+ *   frame to the kernel.
+ * xdp_pass: for the peer of a veth that frames are redirected into.
+ *
+ * The userspace reference model (src/model.rs) decides exactly as this file does; the
+ * differential tests hold them to the same verdicts and bytes. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "maps.h"
+
+#define GENEVE_PORT 6081
+#define ETH_P_BRIDGING 0x6558
+#define OPTION_CLASS 0xfff0
+#define OPT_RETURN_TO_SENDER 0x01
+#define MAX_OPTIONS 8
+
+/* Hides a value from the compiler, so a bounds mask after it stays for the verifier (which
+ * does not track what a modulo implies). */
+#define opaque(x) asm volatile("" : "+r"(x))
+
+_Static_assert((MAX_BOUNCERS & (MAX_BOUNCERS - 1)) == 0, "a power of two");
+_Static_assert((MAX_DIVIDERS & (MAX_DIVIDERS - 1)) == 0, "a power of two");
+#define LEARN_TTL_NS (30ULL * 1000 * 1000 * 1000)
+
+/* The MAC the agent answers ARP with and delivers frames from: the VPC's virtual gateway. */
+static const __u8 gateway_mac[6] = {0x02, 0xce, 0x47, 0x57, 0x00, 0x01};
+
+struct eth {
+	__u8 dst[6];
+	__u8 src[6];
+	__be16 proto;
+} __attribute__((packed));
+
+struct ipv4 {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__u32 saddr;
+	__u32 daddr;
+} __attribute__((packed));
+
+struct udp {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__u16 check;
+} __attribute__((packed));
+
+struct geneve {
+	__u8 opt_len;  /* version (2 bits) and options length in words */
+	__u8 flags;    /* O and C bits */
+	__be16 proto;
+	__u8 vni[3];
+	__u8 reserved;
+} __attribute__((packed));
+
+struct rts_option {
+	__be16 class;
+	__u8 type;
+	__u8 len;
+	__u32 host;
+	__u8 mac[6];
+	__u8 pad[2];
+} __attribute__((packed));
+
+struct arp {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[6];
+	__u32 spa;
+	__u8 tha[6];
+	__u32 tpa;
+} __attribute__((packed));
+
+/* Outer headers the datapath writes in front of the inner frame. */
+struct overlay {
+	struct eth eth;
+	struct ipv4 ip;
+	struct udp udp;
+	struct geneve gn;
+} __attribute__((packed));
+
+#define ENCAP_LEN (sizeof(struct overlay) + sizeof(struct rts_option))
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct host_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ep_key);
+	__type(value, struct ep_value);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net_key);
+	__type(value, struct bounced_value);
+} bounced SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net_key);
+	__type(value, struct net_value);
+} divided SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct agent_value);
+} agents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ep_key);
+	__type(value, struct learned_value);
+} learned SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct host_mac);
+} hosts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline int count(__u32 what, int action)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &what);
+	if (n)
+		*n += 1;
+	return action;
+}
+
+#define DROP(reason) count(reason, XDP_DROP)
+
+static __always_inline __u32 fnv(__u32 h, __u8 b)
+{
+	return (h ^ b) * 0x01000193;
+}
+
+static __always_inline __u32 fnv32(__u32 h, __u32 v)
+{
+	const __u8 *b = (const __u8 *)&v;
+	h = fnv(h, b[0]);
+	h = fnv(h, b[1]);
+	h = fnv(h, b[2]);
+	return fnv(h, b[3]);
+}
+
+/* The flow hash of an inner IPv4 packet: addresses, protocol and ports as they are on the
+ * wire (ports only for unfragmented TCP and UDP whose header is present). */
+static __always_inline __u32 flow_hash(struct ipv4 *ip, void *data_end)
+{
+	__u8 ports[4] = {0, 0, 0, 0};
+	__u8 ihl = ip->ver_ihl & 0x0f;
+	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+	    (ip->frag_off & bpf_htons(0x3fff)) == 0) {
+		__u8 *l4 = (__u8 *)ip + ihl * 4;
+		if ((void *)(l4 + 4) <= data_end)
+			__builtin_memcpy(ports, l4, 4);
+	}
+	__u32 h = 0x811c9dc5;
+	h = fnv32(h, ip->saddr);
+	h = fnv32(h, ip->daddr);
+	h = fnv(h, ip->protocol);
+	h = fnv(h, ports[0]);
+	h = fnv(h, ports[1]);
+	h = fnv(h, ports[2]);
+	return fnv(h, ports[3]);
+}
+
+static __always_inline __u16 flow_port(__u32 hash)
+{
+	return 49152 | (hash & 0x3fff);
+}
+
+static __always_inline void ip_checksum(struct ipv4 *ip)
+{
+	__u16 *w = (__u16 *)ip;
+	__u32 sum = 0;
+	ip->check = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	ip->check = ~sum;
+}
+
+/* Writes fresh outer Ethernet, IPv4 and UDP headers for a frame of `len` bytes. */
+static __always_inline void write_outer(struct overlay *o, struct host_config *me,
+					const __u8 *to_mac, __u32 to, __u8 ttl, __u32 flow,
+					__u32 len)
+{
+	__builtin_memcpy(o->eth.dst, to_mac, 6);
+	__builtin_memcpy(o->eth.src, me->mac, 6);
+	o->eth.proto = bpf_htons(ETH_P_IP);
+	o->ip.ver_ihl = 0x45;
+	o->ip.tos = 0;
+	o->ip.tot_len = bpf_htons(len - sizeof(struct eth));
+	o->ip.id = 0;
+	o->ip.frag_off = bpf_htons(0x4000); /* DF */
+	o->ip.ttl = ttl;
+	o->ip.protocol = IPPROTO_UDP;
+	o->ip.saddr = me->ip;
+	o->ip.daddr = to;
+	ip_checksum(&o->ip);
+	o->udp.source = bpf_htons(flow_port(flow));
+	o->udp.dest = bpf_htons(GENEVE_PORT);
+	o->udp.len = bpf_htons(len - sizeof(struct eth) - sizeof(struct ipv4));
+	o->udp.check = 0;
+}
+
+/* Rewrites a frame delivered into a local endpoint: from the gateway, to the endpoint. */
+static __always_inline int deliver(struct xdp_md *ctx, struct ep_value *ep)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct eth *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	__builtin_memcpy(eth->dst, ep->mac, 6);
+	__builtin_memcpy(eth->src, gateway_mac, 6);
+	count(COUNT_DELIVERED, 0);
+	return bpf_redirect(ep->ifindex, 0);
+}
+
+static __always_inline struct learned_value *learned_host(struct ep_key *key)
+{
+	struct learned_value *l = bpf_map_lookup_elem(&learned, key);
+	if (l && bpf_ktime_get_ns() - l->seen_ns < LEARN_TTL_NS)
+		return l;
+	return 0;
+}
+
+enum hop { HOP_DROP, HOP_LOCAL, HOP_FORWARD };
+
+/* The transit decision for a packet to (vni, dst) at this host, as HostTables::transit
+ * makes it: a local endpoint (*ep), another host (*to), or a drop (*to holds the reason). */
+static __always_inline enum hop transit_hop(struct host_config *me, __u32 vni, __u32 dst,
+					    __u32 flow, struct ep_value **ep, __u32 *to)
+{
+	struct ep_key key = {.vni = vni, .ip = dst};
+	*ep = bpf_map_lookup_elem(&endpoints, &key);
+	if (*ep && ((*ep)->flags & EP_LOCAL))
+		return HOP_LOCAL;
+	if (*ep && (*ep)->host_ip != me->ip) {
+		*to = (*ep)->host_ip;
+		return HOP_FORWARD;
+	}
+	struct net_key net = {.prefixlen = 64, .vni = bpf_htonl(vni), .ip = dst};
+	struct bounced_value *b = bpf_map_lookup_elem(&bounced, &net);
+	*to = DROP_UNKNOWN_ENDPOINT; /* our subnet, no such endpoint */
+	if (b && (b->flags & NET_SUBNET))
+		return HOP_DROP;
+	struct net_value *d = bpf_map_lookup_elem(&divided, &net);
+	if (d) {
+		*to = DROP_NO_ROUTE;
+		if (!(d->flags & NET_SUBNET))
+			return HOP_DROP;
+		*to = DROP_UNKNOWN_ENDPOINT;
+		__u32 n = d->count;
+		if (n == 0 || n > MAX_BOUNCERS)
+			return HOP_DROP;
+		__u32 i = flow % n;
+		opaque(i);
+		i &= MAX_BOUNCERS - 1;
+		if (d->hosts[i] == me->ip)
+			return HOP_DROP;
+		*to = d->hosts[i];
+		return HOP_FORWARD;
+	}
+	if (b) {
+		*to = DROP_NO_ROUTE;
+		__u32 n = b->count;
+		if (n == 0 || n > MAX_DIVIDERS)
+			return HOP_DROP;
+		__u32 i = flow % n;
+		opaque(i);
+		i &= MAX_DIVIDERS - 1;
+		if (b->dividers[i] == me->ip)
+			return HOP_DROP;
+		*to = b->dividers[i];
+		return HOP_FORWARD;
+	}
+	*to = DROP_UNKNOWN_VNI;
+	return HOP_DROP;
+}
+
+static __always_inline int answer_arp(struct xdp_md *ctx, struct agent_value *agent)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct eth *eth = data;
+	struct arp *arp = (void *)(eth + 1);
+	if ((void *)(arp + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	if (arp->htype != bpf_htons(1) || arp->ptype != bpf_htons(ETH_P_IP) ||
+	    arp->hlen != 6 || arp->plen != 4 || arp->op != bpf_htons(1))
+		return DROP(DROP_MALFORMED);
+	/* Probes and announcements of the endpoint's own address get no answer. */
+	if (arp->tpa == arp->spa || arp->tpa == agent->ep.ip)
+		return DROP(DROP_MALFORMED);
+	__u32 target = arp->tpa;
+	__builtin_memcpy(eth->dst, eth->src, 6);
+	__builtin_memcpy(eth->src, gateway_mac, 6);
+	arp->op = bpf_htons(2);
+	__builtin_memcpy(arp->tha, arp->sha, 6);
+	arp->tpa = arp->spa;
+	__builtin_memcpy(arp->sha, gateway_mac, 6);
+	arp->spa = target;
+	return count(COUNT_ARP, XDP_TX);
+}
+
+SEC("xdp")
+int transit_agent(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex, zero = 0;
+	struct agent_value *agent = bpf_map_lookup_elem(&agents, &ifindex);
+	if (!agent)
+		return DROP(DROP_UNKNOWN_SOURCE);
+	struct host_config *me = bpf_map_lookup_elem(&config, &zero);
+	if (!me)
+		return DROP(DROP_MALFORMED);
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct eth *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	if (eth->proto == bpf_htons(ETH_P_ARP))
+		return answer_arp(ctx, agent);
+	if (eth->proto != bpf_htons(ETH_P_IP))
+		return DROP(DROP_MALFORMED);
+	struct ipv4 *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	if ((ip->ver_ihl >> 4) != 4 || (ip->ver_ihl & 0x0f) < 5)
+		return DROP(DROP_MALFORMED);
+	if (ip->saddr != agent->ep.ip)
+		return DROP(DROP_UNKNOWN_SOURCE);
+
+	__u32 flow = flow_hash(ip, data_end);
+	__u8 ttl = ip->ttl;
+	struct ep_key dst = {.vni = agent->ep.vni, .ip = ip->daddr};
+	struct ep_value *ep = bpf_map_lookup_elem(&endpoints, &dst);
+	if (ep && (ep->flags & EP_LOCAL))
+		return deliver(ctx, ep);
+
+	__u32 to;
+	const __u8 *to_mac = 0;
+	struct learned_value *l = learned_host(&dst);
+	if (l) {
+		to = l->host_ip;
+		to_mac = l->host_mac;
+	} else {
+		__u32 n = agent->count;
+		if (n == 0 || n > MAX_BOUNCERS)
+			return DROP(DROP_NO_BOUNCER);
+		__u32 i = flow % n;
+		opaque(i);
+		to = agent->bouncers[i & (MAX_BOUNCERS - 1)];
+		if (to == me->ip) {
+			/* This host is the bouncer: take its hop here, not through the wire. */
+			switch (transit_hop(me, dst.vni, dst.ip, flow, &ep, &to)) {
+			case HOP_LOCAL:
+				return deliver(ctx, ep);
+			case HOP_DROP:
+				return DROP(to);
+			case HOP_FORWARD:
+				break;
+			}
+		}
+		struct host_mac *h = bpf_map_lookup_elem(&hosts, &to);
+		if (!h)
+			return DROP(DROP_NO_NEIGHBOR);
+		to_mac = h->mac;
+	}
+	if (ttl == 0)
+		return DROP(DROP_TTL);
+
+	__u32 vni = agent->ep.vni;
+	/* Map values stay valid across the head adjustment; packet pointers do not. */
+	if (bpf_xdp_adjust_head(ctx, -(int)ENCAP_LEN))
+		return DROP(DROP_MALFORMED);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	struct overlay *o = data;
+	struct rts_option *rts = (void *)(o + 1);
+	if ((void *)(rts + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	write_outer(o, me, to_mac, to, ttl, flow, data_end - data);
+	o->gn.opt_len = sizeof(struct rts_option) / 4;
+	o->gn.flags = 0;
+	o->gn.proto = bpf_htons(ETH_P_BRIDGING);
+	o->gn.vni[0] = vni >> 16;
+	o->gn.vni[1] = vni >> 8;
+	o->gn.vni[2] = vni;
+	o->gn.reserved = 0;
+	rts->class = bpf_htons(OPTION_CLASS);
+	rts->type = OPT_RETURN_TO_SENDER;
+	rts->len = 3;
+	rts->host = me->ip;
+	__builtin_memcpy(rts->mac, me->mac, 6);
+	rts->pad[0] = 0;
+	rts->pad[1] = 0;
+	count(COUNT_SENT, 0);
+	return bpf_redirect(me->ifindex, 0);
+}
+
+/* Sends an overlay frame on to `to` (bouncer and divider roles), out of the interface it
+ * came in on. */
+static __always_inline int forward(struct xdp_md *ctx, struct host_config *me, __u32 to,
+				   __u8 ttl, __u32 flow)
+{
+	if (ttl == 0)
+		return DROP(DROP_TTL);
+	struct host_mac *h = bpf_map_lookup_elem(&hosts, &to);
+	if (!h)
+		return DROP(DROP_NO_NEIGHBOR);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct overlay *o = data;
+	if ((void *)(o + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	write_outer(o, me, h->mac, to, ttl, flow, data_end - data);
+	return count(COUNT_SENT, XDP_TX);
+}
+
+SEC("xdp")
+int transit_xdp(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct host_config *me = bpf_map_lookup_elem(&config, &zero);
+	if (!me)
+		return count(COUNT_PASSED, XDP_PASS);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	/* Anything but IPv4/UDP to the Geneve port of this host is the kernel's. */
+	struct overlay *o = data;
+	if ((void *)(&o->ip + 1) > data_end || o->eth.proto != bpf_htons(ETH_P_IP))
+		return count(COUNT_PASSED, XDP_PASS);
+	if (o->ip.ver_ihl != 0x45 || o->ip.protocol != IPPROTO_UDP ||
+	    (o->ip.frag_off & bpf_htons(0x3fff)) != 0)
+		return count(COUNT_PASSED, XDP_PASS);
+	if ((void *)(&o->udp + 1) > data_end || o->udp.dest != bpf_htons(GENEVE_PORT) ||
+	    o->ip.daddr != me->ip)
+		return count(COUNT_PASSED, XDP_PASS);
+
+	/* Ours from here: anything malformed is dropped. */
+	if (bpf_ntohs(o->ip.tot_len) > (__u32)(data_end - data) - sizeof(struct eth))
+		return DROP(DROP_MALFORMED);
+	if ((void *)(o + 1) > data_end)
+		return DROP(DROP_MALFORMED);
+	if ((o->gn.opt_len >> 6) != 0 || o->gn.proto != bpf_htons(ETH_P_BRIDGING))
+		return DROP(DROP_MALFORMED);
+	__u32 opt_len = (o->gn.opt_len & 0x3f) * 4;
+	__u8 *opts = (void *)(o + 1);
+	if ((void *)(opts + opt_len) > data_end)
+		return DROP(DROP_MALFORMED);
+
+	struct rts_option *rts = 0;
+	__u32 off = 0;
+	for (int i = 0; i < MAX_OPTIONS; i++) {
+		if (off >= opt_len)
+			break;
+		if (off + 4 > opt_len)
+			return DROP(DROP_MALFORMED);
+		__u8 *opt = opts + (off & 0xff);
+		if ((void *)(opt + 4) > data_end)
+			return DROP(DROP_MALFORMED);
+		__u32 len = (opt[3] & 0x1f) * 4;
+		if (off + 4 + len > opt_len)
+			return DROP(DROP_MALFORMED);
+		if (opt[0] == (OPTION_CLASS >> 8) && opt[1] == (OPTION_CLASS & 0xff) &&
+		    opt[2] == OPT_RETURN_TO_SENDER) {
+			if (len != 12)
+				return DROP(DROP_MALFORMED);
+			if ((void *)(opt + sizeof(struct rts_option)) > data_end)
+				return DROP(DROP_MALFORMED);
+			if (!rts)
+				rts = (struct rts_option *)opt;
+		} else if (opt[2] & 0x80) {
+			return DROP(DROP_MALFORMED); /* a critical option we do not know */
+		}
+		off += 4 + len;
+	}
+	if (off < opt_len)
+		return DROP(DROP_MALFORMED); /* more options than we walk */
+
+	struct eth *ieth = (void *)(opts + opt_len);
+	struct ipv4 *iip = (void *)(ieth + 1);
+	if ((void *)(iip + 1) > data_end || ieth->proto != bpf_htons(ETH_P_IP) ||
+	    (iip->ver_ihl >> 4) != 4 || (iip->ver_ihl & 0x0f) < 5)
+		return DROP(DROP_MALFORMED);
+
+	__u32 vni = (__u32)o->gn.vni[0] << 16 | (__u32)o->gn.vni[1] << 8 | o->gn.vni[2];
+	__u32 flow = flow_hash(iip, data_end);
+	__u8 ttl = o->ip.ttl > 0 ? o->ip.ttl - 1 : 0;
+	struct ep_value *ep;
+	__u32 to;
+	switch (transit_hop(me, vni, iip->daddr, flow, &ep, &to)) {
+	case HOP_DROP:
+		return DROP(to);
+	case HOP_FORWARD:
+		return forward(ctx, me, to, ttl, flow);
+	case HOP_LOCAL:
+		break;
+	}
+	if (rts) {
+		struct ep_key src = {.vni = vni, .ip = iip->saddr};
+		struct learned_value *l = bpf_map_lookup_elem(&learned, &src);
+		__u64 now = bpf_ktime_get_ns();
+		/* Rewritten only when it changes, or at most once a second. */
+		if (!l || l->host_ip != rts->host || now - l->seen_ns > 1000000000ULL) {
+			struct learned_value v = {.host_ip = rts->host, .seen_ns = now};
+			__builtin_memcpy(v.host_mac, rts->mac, 6);
+			bpf_map_update_elem(&learned, &src, &v, BPF_ANY);
+		}
+	}
+	if (bpf_xdp_adjust_head(ctx, (int)(sizeof(struct overlay) + opt_len)))
+		return DROP(DROP_MALFORMED);
+	return deliver(ctx, ep);
+}
+
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,595 @@
+//! Loads the transit programs (aya), attaches them, and keeps their maps equal to one
+//! host's [`HostTables`]: every [`TableUpdate`] is applied to a mirror of the tables and
+//! the entries it touched are rewritten in the maps. Nothing is pinned: the maps live as
+//! long as the [`Transit`] that loaded them (the transit daemon holds it for the host).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap as BpfHash, LpmTrie, MapData, PerCpuArray};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfLoader};
+use centaurus_vpc::tables::{EndpointKey, HostTables, KeyMap, Location, TableUpdate};
+
+use crate::maps::*;
+use crate::model::{HostInfo, Learned};
+
+/// The compiled programs (`bpf/transit.c`, built by `build.rs`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/transit.o"));
+
+/// The programs in the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// On the substrate interface.
+    Transit,
+    /// On the host side of each endpoint's veth.
+    Agent,
+    /// On the peer of a veth that frames are redirected into.
+    Pass,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Transit => "transit_xdp",
+            Program::Agent => "transit_agent",
+            Program::Pass => "xdp_pass",
+        }
+    }
+}
+
+/// Why loading or programming the datapath failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitError {
+    /// The kernel refused to load the object (with the verifier's log).
+    #[error("loading the transit programs: {0}")]
+    Load(String),
+    /// A map operation failed.
+    #[error("map {map}: {message}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// Attaching to an interface failed in both native and generic mode.
+    #[error("attaching {program} to {interface}: {message}")]
+    Attach {
+        /// The program.
+        program: &'static str,
+        /// The interface.
+        interface: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An interface does not exist.
+    #[error("no interface {0}")]
+    NoInterface(String),
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TransitError {
+    move |e| TransitError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// An interface's index, read from sysfs (in the caller's network namespace).
+pub fn ifindex(name: &str) -> Option<u32> {
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The outcome of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// The XDP action (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3, `XDP_REDIRECT` 4).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean time per run, ns.
+    pub ns: u64,
+}
+
+/// XDP actions.
+pub mod action {
+    /// Dropped.
+    pub const DROP: u32 = 1;
+    /// To the kernel.
+    pub const PASS: u32 = 2;
+    /// Back out of the interface.
+    pub const TX: u32 = 3;
+    /// To another interface.
+    pub const REDIRECT: u32 = 4;
+}
+
+/// One host's loaded datapath and the tables it holds.
+pub struct Transit {
+    bpf: Ebpf,
+    me: HostInfo,
+    mirror: HostTables,
+    /// LPM keys written per VNI, so a change rewrites exactly that VNI's entries.
+    bounced_keys: HashMap<u32, Vec<Key<NetData>>>,
+    divided_keys: HashMap<u32, Vec<Key<NetData>>>,
+    /// The ifindex each local endpoint's agent entry was written under.
+    agent_ifindex: KeyMap<EndpointKey, u32>,
+    /// Local endpoints whose veth does not exist yet.
+    pending: BTreeSet<EndpointKey>,
+    attach_agents: bool,
+    agent_links: HashMap<u32, XdpLinkId>,
+    substrate_link: Option<XdpLinkId>,
+}
+
+impl Transit {
+    /// Loads the programs and configures them for host `me`, whose substrate interface has
+    /// index `substrate`. Nothing is attached yet.
+    pub fn load(me: HostInfo, substrate: u32) -> Result<Self, TransitError> {
+        let mut bpf = EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(|e| TransitError::Load(e.to_string()))?;
+        for p in [Program::Transit, Program::Agent, Program::Pass] {
+            let prog: &mut Xdp = bpf
+                .program_mut(p.name())
+                .ok_or_else(|| TransitError::Load(format!("no program {}", p.name())))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| TransitError::Load(e.to_string()))?;
+            prog.load()
+                .map_err(|e| TransitError::Load(format!("{}: {}", p.name(), verifier_tail(&e))))?;
+        }
+        let mut t = Self {
+            bpf,
+            me,
+            mirror: HostTables::default(),
+            bounced_keys: HashMap::new(),
+            divided_keys: HashMap::new(),
+            agent_ifindex: KeyMap::default(),
+            pending: BTreeSet::new(),
+            attach_agents: true,
+            agent_links: HashMap::new(),
+            substrate_link: None,
+        };
+        let mut config: Array<&mut MapData, HostConfig> = t.map("config")?;
+        let cfg = HostConfig {
+            ip: be(me.ip),
+            mac: me.mac,
+            pad: [0; 2],
+            ifindex: substrate,
+        };
+        config.set(0, cfg, 0).map_err(map_err("config"))?;
+        Ok(t)
+    }
+
+    /// Whether [`Transit::apply`] attaches the agent to each local endpoint's veth (on by
+    /// default; tests that only run the programs turn it off).
+    pub fn set_attach_agents(&mut self, on: bool) {
+        self.attach_agents = on;
+    }
+
+    /// This host.
+    pub fn host(&self) -> HostInfo {
+        self.me
+    }
+
+    /// The tables as programmed.
+    pub fn tables(&self) -> &HostTables {
+        &self.mirror
+    }
+
+    /// Local endpoints waiting for their veth.
+    pub fn pending(&self) -> impl Iterator<Item = &EndpointKey> {
+        self.pending.iter()
+    }
+
+    fn map<'a, T>(&'a mut self, name: &'static str) -> Result<T, TransitError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let m = self.bpf.map_mut(name).ok_or(TransitError::Map {
+            map: name,
+            message: "not in the object".into(),
+        })?;
+        T::try_from(m).map_err(map_err(name))
+    }
+
+    fn program(&mut self, p: Program) -> Result<&mut Xdp, TransitError> {
+        self.bpf
+            .program_mut(p.name())
+            .and_then(|prog| prog.try_into().ok())
+            .ok_or_else(|| TransitError::Load(format!("no program {}", p.name())))
+    }
+
+    /// Attaches `p` to `interface`: native mode, or generic mode where the driver has no
+    /// XDP support. Returns the mode used.
+    pub fn attach(&mut self, p: Program, interface: &str) -> Result<XdpMode, TransitError> {
+        let index =
+            ifindex(interface).ok_or_else(|| TransitError::NoInterface(interface.into()))?;
+        self.attach_index(p, interface, index).map(|(_, mode)| mode)
+    }
+
+    fn attach_index(
+        &mut self,
+        p: Program,
+        interface: &str,
+        index: u32,
+    ) -> Result<(XdpLinkId, XdpMode), TransitError> {
+        let prog = self.program(p)?;
+        match prog.attach_to_if_index(index, XdpMode::Driver) {
+            Ok(link) => Ok((link, XdpMode::Driver)),
+            Err(native) => prog
+                .attach_to_if_index(index, XdpMode::Skb)
+                .map(|link| (link, XdpMode::Skb))
+                .map_err(|generic| TransitError::Attach {
+                    program: p.name(),
+                    interface: interface.into(),
+                    message: format!("native: {native}; generic: {generic}"),
+                }),
+        }
+    }
+
+    /// Attaches the transit program to the substrate interface.
+    pub fn attach_substrate(&mut self, interface: &str) -> Result<XdpMode, TransitError> {
+        let index =
+            ifindex(interface).ok_or_else(|| TransitError::NoInterface(interface.into()))?;
+        let (link, mode) = self.attach_index(Program::Transit, interface, index)?;
+        self.substrate_link = Some(link);
+        Ok(mode)
+    }
+
+    /// Records the substrate MAC of another host (the `hosts` map).
+    pub fn set_neighbor(&mut self, host: Ipv4Addr, mac: [u8; 6]) -> Result<(), TransitError> {
+        let mut hosts: BpfHash<&mut MapData, u32, HostMac> = self.map("hosts")?;
+        let v = HostMac { mac, pad: [0; 2] };
+        hosts.insert(be(host), v, 0).map_err(map_err("hosts"))
+    }
+
+    /// The substrate MACs known for other hosts.
+    pub fn neighbors(&mut self) -> Result<HashMap<Ipv4Addr, [u8; 6]>, TransitError> {
+        let hosts: BpfHash<&mut MapData, u32, HostMac> = self.map("hosts")?;
+        hosts
+            .iter()
+            .map(|r| r.map(|(k, v)| (ip(k), v.mac)).map_err(map_err("hosts")))
+            .collect()
+    }
+
+    /// Hosts the tables send to whose MAC is not known yet.
+    pub fn unresolved_hosts(&mut self) -> Result<Vec<Ipv4Addr>, TransitError> {
+        let known = self.neighbors()?;
+        let t = &self.mirror;
+        let mut want: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        want.extend(t.endpoints.values().filter_map(|l| match l {
+            Location::Remote { host, .. } => Some(*host),
+            Location::Local { .. } => None,
+        }));
+        want.extend(
+            t.bounced
+                .values()
+                .flatten()
+                .flat_map(|n| n.dividers.iter().copied()),
+        );
+        want.extend(
+            t.divided
+                .values()
+                .flatten()
+                .flat_map(|n| n.bouncers.iter().copied()),
+        );
+        want.extend(t.agents.values().flatten().copied());
+        want.remove(&self.me.ip);
+        Ok(want
+            .into_iter()
+            .filter(|h| !known.contains_key(h))
+            .collect())
+    }
+
+    /// Remote endpoints' hosts learned from return-to-sender.
+    pub fn learned(&mut self) -> Result<Vec<(EndpointKey, Learned)>, TransitError> {
+        let learned: BpfHash<&mut MapData, EpKey, LearnedValue> = self.map("learned")?;
+        learned
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| {
+                    let l = Learned {
+                        host: ip(v.host_ip),
+                        mac: v.host_mac,
+                        seen_ns: v.seen_ns,
+                    };
+                    (EndpointKey::from(k), l)
+                })
+                .map_err(map_err("learned"))
+            })
+            .collect()
+    }
+
+    /// The counters summed over CPUs, by name.
+    pub fn counters(&mut self) -> Result<Vec<(&'static str, u64)>, TransitError> {
+        let counters: PerCpuArray<&mut MapData, u64> = self.map("counters")?;
+        (0..COUNTERS)
+            .map(|i| {
+                let per_cpu = counters.get(&i, 0).map_err(map_err("counters"))?;
+                Ok((COUNTER_NAMES[i as usize], per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Runs `p` once per `repeat` on `frame` as if it arrived on interface `ingress`
+    /// (`BPF_PROG_TEST_RUN`); maps are read and written as for a real frame, redirects are
+    /// reported but not carried out.
+    pub fn run(
+        &mut self,
+        p: Program,
+        frame: &[u8],
+        ingress: u32,
+        repeat: u32,
+    ) -> Result<RunResult, TransitError> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ingress, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.program(p)?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: repeat.max(1),
+            ..TestRunOptions::new()
+        };
+        let r = prog
+            .test_run(opts)
+            .map_err(|e| TransitError::Load(format!("test run: {e}")))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(RunResult {
+            action: r.return_value,
+            frame: out,
+            ns: r.duration.as_nanos() as u64,
+        })
+    }
+
+    /// Applies updates to the tables and rewrites the entries they touch.
+    pub fn apply(&mut self, updates: &[TableUpdate]) -> Result<(), TransitError> {
+        let mut endpoints = BTreeSet::new();
+        let mut agents = BTreeSet::new();
+        let mut bounced = BTreeSet::new();
+        let mut divided = BTreeSet::new();
+        for u in updates {
+            self.mirror.apply(u);
+            match u {
+                TableUpdate::PutEndpoint { key, .. } | TableUpdate::DeleteEndpoint { key } => {
+                    endpoints.insert(*key);
+                    agents.insert(*key);
+                }
+                TableUpdate::PutAgent { key, .. } | TableUpdate::DeleteAgent { key } => {
+                    agents.insert(*key);
+                }
+                TableUpdate::PutBouncedSubnet { vni, .. }
+                | TableUpdate::DeleteBouncedSubnet { vni, .. } => {
+                    bounced.insert(*vni);
+                }
+                TableUpdate::PutDividedSubnet { vni, .. }
+                | TableUpdate::DeleteDividedSubnet { vni, .. } => {
+                    divided.insert(*vni);
+                }
+            }
+        }
+        for key in endpoints {
+            self.write_endpoint(key)?;
+        }
+        for key in agents {
+            self.write_agent(key)?;
+        }
+        for vni in bounced {
+            self.write_bounced(vni)?;
+        }
+        for vni in divided {
+            self.write_divided(vni)?;
+        }
+        Ok(())
+    }
+
+    /// Retries local endpoints whose veth has appeared since; returns how many remain.
+    pub fn refresh(&mut self) -> Result<usize, TransitError> {
+        let waiting: Vec<EndpointKey> = self.pending.iter().copied().collect();
+        for key in waiting {
+            self.write_endpoint(key)?;
+            self.write_agent(key)?;
+        }
+        Ok(self.pending.len())
+    }
+
+    fn local_ifindex(&mut self, key: EndpointKey) -> Option<u32> {
+        match self.mirror.endpoints.get(&key) {
+            Some(Location::Local { veth, .. }) => {
+                let index = ifindex(veth);
+                match index {
+                    Some(_) => self.pending.remove(&key),
+                    None => self.pending.insert(key),
+                };
+                index
+            }
+            _ => {
+                self.pending.remove(&key);
+                None
+            }
+        }
+    }
+
+    fn write_endpoint(&mut self, key: EndpointKey) -> Result<(), TransitError> {
+        let value = match self.mirror.endpoints.get(&key).cloned() {
+            Some(Location::Local { mac, .. }) => self.local_ifindex(key).map(|ifindex| EpValue {
+                host_ip: be(self.me.ip),
+                ifindex,
+                mac,
+                flags: EP_LOCAL,
+                pad: 0,
+            }),
+            Some(Location::Remote { host, mac }) => Some(EpValue {
+                host_ip: be(host),
+                ifindex: 0,
+                mac,
+                flags: 0,
+                pad: 0,
+            }),
+            None => {
+                self.pending.remove(&key);
+                None
+            }
+        };
+        let mut map: BpfHash<&mut MapData, EpKey, EpValue> = self.map("endpoints")?;
+        match value {
+            Some(v) => map
+                .insert(EpKey::from(key), v, 0)
+                .map_err(map_err("endpoints")),
+            None => remove_if_present(map.remove(&EpKey::from(key)), "endpoints"),
+        }
+    }
+
+    fn write_agent(&mut self, key: EndpointKey) -> Result<(), TransitError> {
+        let bouncers = self.mirror.agents.get(&key).cloned();
+        let index = match bouncers {
+            Some(_) => self.local_ifindex(key),
+            None => None,
+        };
+        let old = self.agent_ifindex.get(&key).copied();
+        if let Some(old) = old.filter(|o| Some(*o) != index) {
+            let mut map: BpfHash<&mut MapData, u32, AgentValue> = self.map("agents")?;
+            remove_if_present(map.remove(&old), "agents")?;
+            self.agent_ifindex.remove(&key);
+            if let Some(link) = self.agent_links.remove(&old) {
+                // The veth may be gone already, which detaches the program with it.
+                let _ = self.program(Program::Agent)?.detach(link);
+            }
+        }
+        let (Some(bouncers), Some(index)) = (bouncers, index) else {
+            return Ok(());
+        };
+        let (count, array) = hosts_array::<MAX_BOUNCERS>(&bouncers);
+        let value = AgentValue {
+            ep: EpKey::from(key),
+            count,
+            bouncers: array,
+        };
+        let mut map: BpfHash<&mut MapData, u32, AgentValue> = self.map("agents")?;
+        map.insert(index, value, 0).map_err(map_err("agents"))?;
+        self.agent_ifindex.insert(key, index);
+        if self.attach_agents && !self.agent_links.contains_key(&index) {
+            let veth = match self.mirror.endpoints.get(&key) {
+                Some(Location::Local { veth, .. }) => veth.clone(),
+                _ => String::new(),
+            };
+            let (link, _) = self.attach_index(Program::Agent, &veth, index)?;
+            self.agent_links.insert(index, link);
+        }
+        Ok(())
+    }
+
+    fn write_bounced(&mut self, vni: u32) -> Result<(), TransitError> {
+        let nets = self.mirror.bounced.get(&vni).cloned().unwrap_or_default();
+        let mut want: Vec<(Key<NetData>, BouncedValue)> = Vec::new();
+        for (i, n) in nets.iter().enumerate() {
+            let (count, dividers) = hosts_array::<MAX_DIVIDERS>(&n.dividers);
+            let mut v = BouncedValue {
+                flags: NET_SUBNET,
+                count,
+                dividers,
+            };
+            want.push((net_key(vni, n.cidr.network(), n.cidr.prefix_len()), v));
+            if i == 0 {
+                v.flags = 0;
+                want.push((net_key(vni, Ipv4Addr::UNSPECIFIED, 0), v));
+            }
+        }
+        let old = self.bounced_keys.remove(&vni).unwrap_or_default();
+        let mut map: LpmTrie<&mut MapData, NetData, BouncedValue> = self.map("bounced")?;
+        rewrite_trie(&mut map, "bounced", &old, &want)?;
+        if !want.is_empty() {
+            self.bounced_keys
+                .insert(vni, want.into_iter().map(|(k, _)| k).collect());
+        }
+        Ok(())
+    }
+
+    fn write_divided(&mut self, vni: u32) -> Result<(), TransitError> {
+        let nets = self.mirror.divided.get(&vni).cloned().unwrap_or_default();
+        let mut want: Vec<(Key<NetData>, NetValue)> = Vec::new();
+        for n in &nets {
+            let (count, hosts) = hosts_array::<MAX_BOUNCERS>(&n.bouncers);
+            let v = NetValue {
+                flags: NET_SUBNET,
+                count,
+                hosts,
+            };
+            want.push((net_key(vni, n.cidr.network(), n.cidr.prefix_len()), v));
+        }
+        if !nets.is_empty() {
+            let v = NetValue::default();
+            want.push((net_key(vni, Ipv4Addr::UNSPECIFIED, 0), v));
+        }
+        let old = self.divided_keys.remove(&vni).unwrap_or_default();
+        let mut map: LpmTrie<&mut MapData, NetData, NetValue> = self.map("divided")?;
+        rewrite_trie(&mut map, "divided", &old, &want)?;
+        if !want.is_empty() {
+            self.divided_keys
+                .insert(vni, want.into_iter().map(|(k, _)| k).collect());
+        }
+        Ok(())
+    }
+}
+
+/// The error with the end of the verifier's log, where it says what it refused.
+fn verifier_tail(e: &aya::programs::ProgramError) -> String {
+    let text = format!("{e:?}").replace("\\n", "\n");
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+fn net_key(vni: u32, network: Ipv4Addr, len: u8) -> Key<NetData> {
+    let data = NetData {
+        vni: vni.to_be(),
+        ip: be(network),
+    };
+    Key::new(32 + u32::from(len), data)
+}
+
+fn key_eq(a: &Key<NetData>, b: &Key<NetData>) -> bool {
+    (a.prefix_len(), a.data()) == (b.prefix_len(), b.data())
+}
+
+fn rewrite_trie<V: aya::Pod>(
+    map: &mut LpmTrie<&mut MapData, NetData, V>,
+    name: &'static str,
+    old: &[Key<NetData>],
+    want: &[(Key<NetData>, V)],
+) -> Result<(), TransitError> {
+    for k in want {
+        map.insert(&k.0, k.1, 0).map_err(map_err(name))?;
+    }
+    for k in old {
+        if !want.iter().any(|(w, _)| key_eq(w, k)) {
+            remove_if_present(map.remove(k), name)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_present(
+    r: Result<(), aya::maps::MapError>,
+    map: &'static str,
+) -> Result<(), TransitError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        r => r.map_err(map_err(map)),
+    }
+}

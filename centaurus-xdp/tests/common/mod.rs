@@ -1,0 +1,137 @@
+//! What the datapath tests share: a region of 8 hosts with two tenants of identical CIDRs,
+//! frames, and running a test inside a network namespace of its own.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use centaurus_vpc::plane::{DropletInfo, Plane, Programming};
+use centaurus_vpc::tables::{EndpointKey, TableUpdate};
+use centaurus_vpc::{Dataplane, SimDataplane};
+use centaurus_xdp::model::HostInfo;
+use etherparse::PacketBuilder;
+
+/// Host `i`'s substrate interface.
+pub fn host(i: usize) -> HostInfo {
+    HostInfo {
+        ip: Ipv4Addr::new(192, 168, 1, i as u8 + 1),
+        mac: [2, 0xaa, 0, 0, 0, i as u8],
+    }
+}
+
+/// Every update each host received, in order.
+pub type Log = BTreeMap<Ipv4Addr, Vec<TableUpdate>>;
+
+fn apply(sim: &SimDataplane, log: &mut Log, prog: Programming) {
+    for (h, u) in prog {
+        futures::executor::block_on(sim.program(h, &u)).unwrap();
+        log.entry(h).or_default().extend(u);
+    }
+}
+
+/// A UDP frame from `src` to `dst`.
+pub fn frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, 7);
+    let payload = b"centaurus";
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// Two tenants with the same CIDRs, two subnets each, endpoints over 8 hosts.
+pub fn region() -> (SimDataplane, Vec<(EndpointKey, usize)>, Log) {
+    let mut plane = Plane::new();
+    for i in 0..8 {
+        plane.set_droplet(
+            &format!("d{i}"),
+            DropletInfo {
+                ip: host(i).ip,
+                mac: host(i).mac,
+            },
+        );
+    }
+    let sim = SimDataplane::new();
+    let mut log = Log::new();
+    let mut eps = Vec::new();
+    for (t, vni) in [("acme", 1001), ("beta", 1002)] {
+        let vpc = format!("{t}/v");
+        apply(
+            &sim,
+            &mut log,
+            plane
+                .provision_vpc(&vpc, "10.0.0.0/16".parse().unwrap(), vni, 1, &[])
+                .unwrap()
+                .1,
+        );
+        for (s, cidr) in [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24")] {
+            let subnet = format!("{t}/{s}");
+            apply(
+                &sim,
+                &mut log,
+                plane
+                    .provision_subnet(&subnet, &vpc, cidr.parse().unwrap(), 2, &[])
+                    .unwrap()
+                    .1,
+            );
+            for n in 0..4 {
+                let d = (n * 3 + s.len() + vni as usize) % 8;
+                let (p, prog) = plane
+                    .provision_endpoint(&format!("{t}/ns/{s}{n}"), &subnet, &format!("d{d}"), None)
+                    .unwrap();
+                apply(&sim, &mut log, prog);
+                eps.push((EndpointKey::new(p.vni, p.ip), d));
+            }
+        }
+    }
+    (sim, eps, log)
+}
+
+/// Host index of a substrate address.
+pub fn index(ip: Ipv4Addr) -> usize {
+    ip.octets()[3] as usize - 1
+}
+
+/// Runs test `name` of this test binary inside a fresh network namespace. Returns true in
+/// the namespace (the caller runs the test body); outside it, re-runs the binary there,
+/// asserts that it passed, removes the namespace, and returns false.
+pub fn in_netns(name: &str) -> bool {
+    const INSIDE: &str = "CENTAURUS_TEST_NETNS";
+    if std::env::var_os(INSIDE).is_some() {
+        return true;
+    }
+    let ns = format!("cx-test-{}-{}", std::process::id(), name.len());
+    let ok = Command::new("ip").args(["netns", "add", &ns]).status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "`ip netns add` failed: these tests need root and iproute2"
+    );
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .output()
+        .unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} failed in its namespace"
+    );
+    false
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
