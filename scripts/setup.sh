@@ -15,6 +15,7 @@ packages=(
   qemu-system-x86    # VM pods (microvm)
   busybox-static     # the busybox container image and the tiny VM's userland
   iproute2           # pod network namespaces
+  ethtool            # XDP testbed: endpoint checksum offload off
 )
 
 missing=()

@@ -8,3 +8,5 @@ pub mod geneve;
 pub mod loader;
 pub mod maps;
 pub mod model;
+pub mod testbed;
+pub mod transitd;

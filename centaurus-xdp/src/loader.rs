@@ -18,6 +18,12 @@ use crate::model::{HostInfo, Learned};
 /// The compiled programs (`bpf/transit.c`, built by `build.rs`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/transit.o"));
 
+/// The compiled object, for tools that attach its programs themselves (iproute2's
+/// `ip link set DEV xdp obj FILE program xdp_pass`).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// The programs in the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {

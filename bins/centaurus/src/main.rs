@@ -50,6 +50,19 @@ enum Command {
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
     Density(density::Density),
+    /// Runs this host's transit daemon: loads the XDP datapath, attaches it to the
+    /// substrate interface, and serves table programming on a Unix socket.
+    Transitd {
+        /// The substrate interface (where overlay traffic enters and leaves the host).
+        #[arg(long)]
+        substrate: String,
+        /// This host's address on the substrate.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// Where to serve.
+        #[arg(long, default_value = "/run/centaurus/transitd.sock")]
+        socket: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -81,9 +94,41 @@ async fn main() -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("region in {}", data_dir.display())),
+        Command::Transitd {
+            substrate,
+            ip,
+            socket,
+        } => transitd(&substrate, ip, &socket).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await
         }
+    }
+}
+
+async fn transitd(
+    substrate: &str,
+    ip: std::net::Ipv4Addr,
+    socket: &std::path::Path,
+) -> anyhow::Result<()> {
+    use centaurus_xdp::loader::{Transit, ifindex};
+    let index = ifindex(substrate).with_context(|| format!("no interface {substrate}"))?;
+    let mac_text = std::fs::read_to_string(format!("/sys/class/net/{substrate}/address"))
+        .with_context(|| format!("reading the MAC of {substrate}"))?;
+    let mac = centaurus_vpc::ipam::parse_mac(mac_text.trim())
+        .with_context(|| format!("{substrate} has MAC {mac_text:?}"))?;
+    let me = centaurus_xdp::model::HostInfo { ip, mac };
+    let mut transit = Transit::load(me, index).context("loading the XDP datapath (as root?)")?;
+    let mode = transit.attach_substrate(substrate)?;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    eprintln!(
+        "transitd: ready on {} (host {ip}, substrate {substrate} in {mode:?} mode)",
+        socket.display()
+    );
+    tokio::select! {
+        r = centaurus_xdp::transitd::serve(transit, socket) => r.with_context(|| format!("serving on {}", socket.display())),
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

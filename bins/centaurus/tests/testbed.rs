@@ -1,0 +1,303 @@
+//! The XDP datapath carrying real traffic: three droplets (network namespaces on a bridge,
+//! each running `centaurus transitd`), two tenants whose VPCs have identical CIDRs and
+//! identical endpoint addresses, programmed by the management plane through the transit
+//! daemons. Pings and TCP transfers between endpoint namespaces go through the XDP
+//! programs (Geneve on the substrate); they reach only their own tenant; replies learn the
+//! direct path; a deleted endpoint is unreachable at once.
+//!
+//! Needs root, iproute2, ethtool and busybox (`scripts/setup.sh`); CI runs it as root.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use centaurus_vpc::Dataplane;
+use centaurus_vpc::plane::{DropletInfo, EndpointPlaced, Plane, Programming};
+use centaurus_xdp::testbed::Testbed;
+use centaurus_xdp::transitd::{Dump, XdpDataplane, request};
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+fn program(dp: &XdpDataplane, prog: Programming) {
+    for (host, updates) in prog {
+        runtime().block_on(dp.program(host, &updates)).unwrap();
+    }
+}
+
+fn dump(socket: &Path) -> Dump {
+    let (status, body) = runtime()
+        .block_on(request(socket, "GET", "/v1/dump", b""))
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn ping(bed: &Testbed, from: usize, to: Ipv4Addr, count: &str) -> bool {
+    let out = bed
+        .exec(
+            from,
+            &["busybox", "ping", "-c", count, "-W", "1", &to.to_string()],
+        )
+        .unwrap();
+    out.status.success()
+}
+
+/// Sends `data` over TCP from endpoint `from` to a listener on endpoint `to`, and returns
+/// what the listener received once `expect` bytes arrived (or 15 s passed).
+fn tcp(
+    bed: &Testbed,
+    from: usize,
+    to: usize,
+    to_ip: Ipv4Addr,
+    data: &[u8],
+    expect: usize,
+    dir: &Path,
+) -> Vec<u8> {
+    let out = dir.join(format!("received-{to}"));
+    let _ = std::fs::remove_file(&out);
+    // busybox nc stops reading the connection when its stdin ends: keep it open.
+    let mut listener = std::process::Command::new("ip")
+        .args(["netns", "exec", &bed.endpoints[to].netns, "sh", "-c"])
+        .arg(format!(
+            "sleep 20 | busybox nc -l -p 5001 > {}",
+            out.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let src = dir.join("payload");
+    std::fs::write(&src, data).unwrap();
+    let sent = bed
+        .exec(
+            from,
+            &[
+                "sh",
+                "-c",
+                &format!("busybox nc -w 3 {to_ip} 5001 < {}", src.display()),
+            ],
+        )
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "nc: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::metadata(&out).map_or(0, |m| m.len() as usize) < expect
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = listener.kill();
+    let _ = listener.wait();
+    std::fs::read(&out).unwrap_or_default()
+}
+
+#[test]
+fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this test as root"
+        );
+        eprintln!("SKIPPED: the testbed needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("cx{}", std::process::id() % 10000);
+    let mut bed = Testbed::new(&prefix, 3, dir.path()).unwrap();
+    bed.start_transitd(Path::new(env!("CARGO_BIN_EXE_centaurus")))
+        .unwrap();
+
+    let dp = XdpDataplane::new();
+    let mut plane = Plane::new();
+    for (i, d) in bed.droplets.iter().enumerate() {
+        dp.add_host(d.host.ip, d.socket.clone());
+        plane.set_droplet(
+            &format!("d{i}"),
+            DropletInfo {
+                ip: d.host.ip,
+                mac: d.host.mac,
+            },
+        );
+    }
+    // Two tenants, identical CIDRs; in each, a1 and a2 share subnet a, b1 is in subnet b.
+    let mut eps: Vec<(String, EndpointPlaced, usize)> = Vec::new();
+    for (tenant, vni) in [("acme", 1001), ("beta", 1002)] {
+        let vpc = format!("{tenant}/v");
+        program(
+            &dp,
+            plane
+                .provision_vpc(&vpc, "10.0.0.0/16".parse().unwrap(), vni, 1, &[])
+                .unwrap()
+                .1,
+        );
+        for (s, cidr) in [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24")] {
+            let subnet = format!("{tenant}/{s}");
+            program(
+                &dp,
+                plane
+                    .provision_subnet(&subnet, &vpc, cidr.parse().unwrap(), 2, &[])
+                    .unwrap()
+                    .1,
+            );
+        }
+        for (name, subnet, droplet) in [("a1", "a", 0), ("a2", "a", 1), ("b1", "b", 2)] {
+            let id = format!("{tenant}/ns/{name}");
+            let (p, prog) = plane
+                .provision_endpoint(
+                    &id,
+                    &format!("{tenant}/{subnet}"),
+                    &format!("d{droplet}"),
+                    None,
+                )
+                .unwrap();
+            program(&dp, prog);
+            let n = bed
+                .add_endpoint(droplet, &p.veth, p.ip, p.prefix_len, p.mac, p.gateway)
+                .unwrap();
+            eps.push((id, p, n));
+        }
+    }
+    let (a1, a2, b1) = (&eps[0], &eps[1], &eps[2]);
+    let (a1_beta, b1_beta) = (&eps[3], &eps[5]);
+    assert_eq!(
+        a1.1.ip, a1_beta.1.ip,
+        "the tenants' addresses are identical"
+    );
+    assert_eq!(b1.1.ip, b1_beta.1.ip);
+
+    // The daemons attach agents to the veths that appeared and resolve the other hosts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = bed.droplets.iter().all(|d| {
+            let dump = dump(&d.socket);
+            dump.pending.is_empty() && dump.neighbors.len() == bed.droplets.len() - 1
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "transit daemons not ready: {:?}",
+            dump(&bed.droplets[0].socket)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let counters = |bed: &Testbed| -> Vec<_> {
+        bed.droplets
+            .iter()
+            .map(|d| dump(&d.socket).counters)
+            .collect()
+    };
+    // TESTBED_PAUSE=SECONDS keeps the testbed up for inspection before the traffic.
+    if let Some(s) = std::env::var_os("TESTBED_PAUSE") {
+        std::thread::sleep(Duration::from_secs(s.to_str().unwrap().parse().unwrap()));
+    }
+    // Ping within a subnet and across subnets, in each tenant.
+    for base in [0, 3] {
+        let (x1, x2, y1) = (&eps[base], &eps[base + 1], &eps[base + 2]);
+        assert!(
+            ping(&bed, x1.2, x2.1.ip, "3"),
+            "{} -> {} within the subnet: {:?}",
+            x1.0,
+            x2.0,
+            counters(&bed)
+        );
+        assert!(
+            ping(&bed, x1.2, y1.1.ip, "3"),
+            "{} -> {} across subnets",
+            x1.0,
+            y1.0
+        );
+        assert!(
+            ping(&bed, y1.2, x2.1.ip, "3"),
+            "{} -> {} across subnets",
+            y1.0,
+            x2.0
+        );
+    }
+
+    // A TCP transfer reaches the listener of the sender's own tenant only: both tenants'
+    // b1 listen on the same address.
+    let payload: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let got = tcp(
+        &bed,
+        a1.2,
+        b1.2,
+        b1.1.ip,
+        &payload,
+        payload.len(),
+        dir.path(),
+    );
+    assert_eq!(got.len(), payload.len(), "acme's transfer");
+    assert!(got == payload, "acme's bytes arrived intact");
+    let secret = b"beta only".to_vec();
+    let got = tcp(
+        &bed,
+        a1_beta.2,
+        b1_beta.2,
+        b1_beta.1.ip,
+        &secret,
+        secret.len(),
+        dir.path(),
+    );
+    assert_eq!(got, secret);
+    let acme_file = std::fs::read(dir.path().join(format!("received-{}", b1.2))).unwrap();
+    assert_eq!(
+        acme_file.len(),
+        payload.len(),
+        "beta's bytes never reached acme"
+    );
+
+    // The overlay carried it: every droplet counted frames sent and delivered.
+    let dumps: Vec<Dump> = bed.droplets.iter().map(|d| dump(&d.socket)).collect();
+    for d in &dumps {
+        assert!(
+            d.counters["sent"] > 0 && d.counters["delivered"] > 0,
+            "{:?}",
+            d.counters
+        );
+    }
+    // Replies learned the direct path: a1's host knows a2's host, and pings from a1 to a2
+    // now cross no third host.
+    let a1_host = &dumps[0];
+    assert_eq!(
+        a1_host.learned.get(&format!("1001/{}", a2.1.ip)),
+        Some(&bed.droplets[1].host.ip)
+    );
+    let third = dump(&bed.droplets[2].socket).counters;
+    assert!(ping(&bed, a1.2, a2.1.ip, "5"));
+    let after = dump(&bed.droplets[2].socket).counters;
+    assert_eq!(
+        (third["sent"], third["delivered"]),
+        (after["sent"], after["delivered"]),
+        "the third droplet stayed off the direct path"
+    );
+
+    // Deleting a2 makes it unreachable at once, in acme; beta's a2 still answers.
+    program(&dp, plane.delete_endpoint(&a2.0));
+    assert!(
+        !ping(&bed, a1.2, a2.1.ip, "2"),
+        "a deleted endpoint answered"
+    );
+    assert!(ping(&bed, a1_beta.2, eps[4].1.ip, "2"));
+    let drops = dump(&bed.droplets[0].socket).counters;
+    println!("droplet 0 counters: {drops:?}");
+}

@@ -1,0 +1,261 @@
+//! A multi-host region on one machine: each droplet is a network namespace with a
+//! substrate interface `eth0` on a shared bridge (itself in a namespace of its own, so the
+//! machine's network is untouched), running its own transit daemon; each endpoint is a
+//! namespace whose `eth0` pairs with a host-side veth in its droplet. Everything is torn
+//! down on drop. Needs root, ethtool and iproute2 (built with libbpf, as Debian's is).
+//!
+//! Frames that XDP redirects or bounces into a veth reach its peer only when the peer runs
+//! an XDP program itself (on this kernel, requesting GRO on the peer was not enough): the
+//! testbed attaches `xdp_pass` to the bridge's ports and the endpoints' interfaces.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::model::HostInfo;
+
+/// One simulated host.
+#[derive(Clone, Debug)]
+pub struct Droplet {
+    /// Its network namespace.
+    pub netns: String,
+    /// Its substrate address and MAC.
+    pub host: HostInfo,
+    /// Its transit daemon's socket.
+    pub socket: PathBuf,
+}
+
+/// One endpoint's namespace.
+#[derive(Clone, Debug)]
+pub struct EndpointNs {
+    /// The namespace.
+    pub netns: String,
+    /// The droplet it is on.
+    pub droplet: usize,
+    /// The host-side veth.
+    pub veth: String,
+}
+
+/// The substrate, its droplets and endpoints.
+pub struct Testbed {
+    prefix: String,
+    object: PathBuf,
+    /// The namespace holding the substrate bridge.
+    pub substrate: String,
+    /// The droplets, in order.
+    pub droplets: Vec<Droplet>,
+    /// The endpoints made so far.
+    pub endpoints: Vec<EndpointNs>,
+    daemons: Vec<Child>,
+}
+
+/// Runs a command and fails with its stderr if it fails.
+pub fn run(args: &[&str]) -> std::io::Result<Output> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+impl Testbed {
+    /// Droplet `i`'s substrate address on `192.168.77.0/24` and a MAC derived from it.
+    pub fn host(i: usize) -> HostInfo {
+        let ip = Ipv4Addr::new(192, 168, 77, i as u8 + 1);
+        let o = ip.octets();
+        HostInfo {
+            ip,
+            mac: [0x02, 0xfe, o[0], o[1], o[2], o[3]],
+        }
+    }
+
+    /// Makes `count` droplets on a fresh bridge; namespaces are named after `prefix`
+    /// (keep it short: interface names are at most 15 bytes). Sockets go under `dir`.
+    pub fn new(prefix: &str, count: usize, dir: &Path) -> std::io::Result<Self> {
+        let substrate = format!("{prefix}-sub");
+        let object = dir.join("transit.o");
+        std::fs::write(&object, crate::loader::object())?;
+        let mut bed = Self {
+            object: object.clone(),
+            prefix: prefix.to_owned(),
+            substrate: substrate.clone(),
+            droplets: Vec::new(),
+            endpoints: Vec::new(),
+            daemons: Vec::new(),
+        };
+        run(&["ip", "netns", "add", &substrate])?;
+        let sub = |args: &[&str]| {
+            let mut a = vec!["ip", "netns", "exec", &substrate];
+            a.extend_from_slice(args);
+            run(&a).map(drop)
+        };
+        sub(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        sub(&["ip", "link", "set", "br0", "up"])?;
+        for i in 0..count {
+            let netns = format!("{prefix}-d{i}");
+            let host = Self::host(i);
+            let port = format!("d{i}");
+            run(&["ip", "netns", "add", &netns])?;
+            run(&[
+                "ip", "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name",
+                &port, "netns", &substrate,
+            ])?;
+            sub(&["ip", "link", "set", &port, "master", "br0", "up"])?;
+            let obj = object.to_string_lossy();
+            sub(&[
+                "ip", "link", "set", &port, "xdpdrv", "obj", &obj, "program", "xdp_pass",
+            ])?;
+            let mac = centaurus_vpc::ipam::format_mac(host.mac);
+            let addr = format!("{}/24", host.ip);
+            let exec = |args: &[&str]| {
+                let mut a = vec!["ip", "netns", "exec", &netns];
+                a.extend_from_slice(args);
+                run(&a).map(drop)
+            };
+            exec(&["ip", "link", "set", "lo", "up"])?;
+            exec(&["ip", "link", "set", "eth0", "address", &mac])?;
+            exec(&["ip", "addr", "add", &addr, "dev", "eth0"])?;
+            exec(&["ip", "link", "set", "eth0", "up"])?;
+            bed.droplets.push(Droplet {
+                netns,
+                host,
+                socket: dir.join(format!("transitd-{i}.sock")),
+            });
+        }
+        Ok(bed)
+    }
+
+    /// Starts each droplet's transit daemon (`exe transitd ...`) and waits for its socket.
+    pub fn start_transitd(&mut self, exe: &Path) -> std::io::Result<()> {
+        for d in &self.droplets {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &d.netns])
+                .arg(exe)
+                .args([
+                    "transitd",
+                    "--substrate",
+                    "eth0",
+                    "--ip",
+                    &d.host.ip.to_string(),
+                ])
+                .arg("--socket")
+                .arg(&d.socket)
+                .stdout(Stdio::null())
+                .spawn()?;
+            self.daemons.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for d in &self.droplets {
+            while !d.socket.exists() {
+                if Instant::now() > deadline {
+                    return Err(std::io::Error::other(format!(
+                        "transitd of {} did not start",
+                        d.netns
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes endpoint namespace number `n` on `droplet`: its `eth0` with `ip/prefix_len`,
+    /// `mac` and a default route via `gateway`, paired with host-side `veth`. The MTU
+    /// leaves room for the overlay's 66 bytes on a 1500-byte substrate.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_endpoint(
+        &mut self,
+        droplet: usize,
+        veth: &str,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        mac: [u8; 6],
+        gateway: Ipv4Addr,
+    ) -> std::io::Result<usize> {
+        let n = self.endpoints.len();
+        let netns = format!("{}-e{n}", self.prefix);
+        let host_ns = self.droplets[droplet].netns.clone();
+        run(&["ip", "netns", "add", &netns])?;
+        run(&[
+            "ip", "link", "add", veth, "netns", &host_ns, "type", "veth", "peer", "name", "eth0",
+            "netns", &netns,
+        ])?;
+        run(&[
+            "ip", "netns", "exec", &host_ns, "ip", "link", "set", veth, "up",
+        ])?;
+        let mac = centaurus_vpc::ipam::format_mac(mac);
+        let addr = format!("{ip}/{prefix_len}");
+        let gw = gateway.to_string();
+        let obj = self.object.to_string_lossy();
+        for args in [
+            &["ip", "link", "set", "lo", "up"][..],
+            &["ip", "link", "set", "eth0", "address", &mac],
+            &["ip", "link", "set", "eth0", "mtu", "1434"],
+            &[
+                "ip", "link", "set", "eth0", "xdpdrv", "obj", &obj, "program", "xdp_pass",
+            ],
+            // Checksums left to the "hardware" would stay unfilled: XDP carries frames
+            // without the kernel's checksum-offload metadata.
+            // Nor can XDP carry segmentation-offload super-frames.
+            &["ethtool", "-K", "eth0", "tx", "off", "gso", "off"],
+            &["ip", "addr", "add", &addr, "dev", "eth0"],
+            &["ip", "link", "set", "eth0", "up"],
+            &["ip", "route", "add", "default", "via", &gw],
+        ] {
+            let mut a = vec!["ip", "netns", "exec", &netns];
+            a.extend_from_slice(args);
+            run(&a)?;
+        }
+        self.endpoints.push(EndpointNs {
+            netns,
+            droplet,
+            veth: veth.to_owned(),
+        });
+        Ok(n)
+    }
+
+    /// Removes endpoint `n`'s namespace (and with it the veth pair).
+    pub fn remove_endpoint(&mut self, n: usize) -> std::io::Result<()> {
+        run(&["ip", "netns", "del", &self.endpoints[n].netns]).map(drop)
+    }
+
+    /// Runs a command in endpoint `n`'s namespace.
+    pub fn exec(&self, n: usize, args: &[&str]) -> std::io::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.endpoints[n].netns])
+            .args(args)
+            .output()
+    }
+
+    /// Spawns a command in endpoint `n`'s namespace.
+    pub fn spawn(&self, n: usize, args: &[&str]) -> std::io::Result<Child> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.endpoints[n].netns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in &mut self.daemons {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let names = self
+            .endpoints
+            .iter()
+            .map(|e| e.netns.clone())
+            .chain(self.droplets.iter().map(|d| d.netns.clone()))
+            .chain([self.substrate.clone()]);
+        for ns in names {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
