@@ -50,6 +50,14 @@ pub struct Testbed {
     daemons: Vec<Child>,
 }
 
+/// True when the process runs as root (the testbed and the BPF tests need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
 /// Runs a command and fails with its stderr if it fails.
 pub fn run(args: &[&str]) -> std::io::Result<Output> {
     let out = Command::new(args[0]).args(&args[1..]).output()?;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use centaurus_vpc::tables::{EndpointKey, Location, TableUpdate};
@@ -127,13 +126,7 @@ fn programs_agree_with_the_model_hop_by_hop() {
     let start = Instant::now();
     let (mut delivered, mut hops, mut dropped) = (0, 0, 0);
     for (src, home) in &eps {
-        let mut dsts: Vec<Ipv4Addr> = eps
-            .iter()
-            .filter(|(k, _)| k.vni == src.vni)
-            .map(|(k, _)| k.ip)
-            .collect();
-        dsts.extend(["10.0.1.250", "10.0.9.9"].map(|a| a.parse::<Ipv4Addr>().unwrap()));
-        for dst in dsts {
+        for dst in common::destinations(&eps, *src) {
             for sport in [1000u16, 2000] {
                 let sent = frame(src.ip, dst, sport);
                 let mut at = *home;

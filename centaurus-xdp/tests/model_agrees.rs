@@ -91,13 +91,7 @@ fn model_walk_agrees_with_the_simulation() {
     let mut hs = hosts(&sim);
     let mut compared = 0;
     for (src, home) in &eps {
-        let mut dsts: Vec<Ipv4Addr> = eps
-            .iter()
-            .filter(|(k, _)| k.vni == src.vni)
-            .map(|(k, _)| k.ip)
-            .collect();
-        dsts.extend(["10.0.1.250", "10.0.9.9"].map(|a| a.parse::<Ipv4Addr>().unwrap()));
-        for dst in dsts {
+        for dst in common::destinations(&eps, *src) {
             for sport in [1000u16, 2000, 3000] {
                 let sent = frame(src.ip, dst, sport);
                 let flow = flow_hash(src.ip, dst, 17, (sport, 7));

@@ -13,19 +13,8 @@ use std::time::{Duration, Instant};
 
 use centaurus_vpc::Dataplane;
 use centaurus_vpc::plane::{DropletInfo, EndpointPlaced, Plane, Programming};
-use centaurus_xdp::testbed::Testbed;
+use centaurus_xdp::testbed::{Testbed, is_root};
 use centaurus_xdp::transitd::{Dump, XdpDataplane, request};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();

@@ -89,6 +89,18 @@ pub fn region() -> (SimDataplane, Vec<(EndpointKey, usize)>, Log) {
     (sim, eps, log)
 }
 
+/// What each endpoint sends to in the agreement tests: every endpoint of its VPC, an
+/// unused address of a subnet and one outside every subnet.
+pub fn destinations(eps: &[(EndpointKey, usize)], src: EndpointKey) -> Vec<Ipv4Addr> {
+    let mut dsts: Vec<Ipv4Addr> = eps
+        .iter()
+        .filter(|(k, _)| k.vni == src.vni)
+        .map(|(k, _)| k.ip)
+        .collect();
+    dsts.extend(["10.0.1.250", "10.0.9.9"].map(|a| a.parse::<Ipv4Addr>().unwrap()));
+    dsts
+}
+
 /// Host index of a substrate address.
 pub fn index(ip: Ipv4Addr) -> usize {
     ip.octets()[3] as usize - 1
@@ -102,11 +114,7 @@ pub fn in_netns(name: &str) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         return true;
     }
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    if !root {
+    if !centaurus_xdp::testbed::is_root() {
         assert!(std::env::var_os("CI").is_none(), "CI runs {name} as root");
         eprintln!("SKIPPED: {name} loads BPF programs and needs root");
         return false;
