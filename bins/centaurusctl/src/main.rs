@@ -51,6 +51,16 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Shows this host's transit tables, learned hosts and datapath counters (asks the
+    /// local transit daemon; no kubeconfig needed).
+    Transit {
+        /// The transit daemon's socket.
+        #[arg(long, default_value = "/run/centaurus/transitd.sock")]
+        socket: PathBuf,
+        /// Print the raw JSON.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Format>,
+    },
     /// Lists the kinds: name, short names, API version, scope.
     ApiResources,
     /// Shows objects: a table, or `-o yaml|json`.
@@ -219,6 +229,64 @@ fn read_manifest(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
     centaurus_api::manifest::decode(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
+/// Prints the dump of the transit daemon at `socket`.
+async fn transit(socket: &std::path::Path, raw: bool) -> anyhow::Result<()> {
+    let (status, body) = centaurus_xdp::transitd::request(socket, "GET", "/v1/dump", b"")
+        .await
+        .with_context(|| format!("no transit daemon at {}", socket.display()))?;
+    if status != 200 {
+        return Err(anyhow!(
+            "transitd answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    if raw {
+        println!("{}", String::from_utf8_lossy(&body));
+        return Ok(());
+    }
+    let d: centaurus_xdp::transitd::Dump = serde_json::from_slice(&body)?;
+    let list = |hosts: &[std::net::Ipv4Addr]| {
+        hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!("HOST {}", d.host);
+    println!("\nENDPOINT (VNI/IP)        WHERE");
+    for (k, v) in &d.endpoints {
+        println!("{k:<24} {v}");
+    }
+    println!("\nAGENT (VNI/IP)           BOUNCERS");
+    for (k, v) in &d.agents {
+        println!("{k:<24} {}", list(v));
+    }
+    println!("\nBOUNCED SUBNET           DIVIDERS");
+    for (k, v) in &d.bounced {
+        println!("{k:<24} {}", list(v));
+    }
+    println!("\nDIVIDED SUBNET           BOUNCERS");
+    for (k, v) in &d.divided {
+        println!("{k:<24} {}", list(v));
+    }
+    println!("\nLEARNED (VNI/IP)         HOST");
+    for (k, v) in &d.learned {
+        println!("{k:<24} {v}");
+    }
+    println!("\nNEIGHBOR                 MAC");
+    for (k, v) in &d.neighbors {
+        println!("{:<24} {v}", k.to_string());
+    }
+    if !d.pending.is_empty() {
+        println!("\nWAITING FOR THEIR VETH   {}", d.pending.join(", "));
+    }
+    println!("\nCOUNTER                  PACKETS");
+    for (k, v) in &d.counters {
+        println!("{k:<24} {v}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run(Cli::parse()).await {
@@ -229,6 +297,9 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = centaurus_api::region::registry();
+    if let Command::Transit { socket, output } = &cli.command {
+        return transit(socket, output.is_some()).await;
+    }
     if let Command::ApiResources = cli.command {
         println!(
             "{:<14} {:<10} {:<30} {:<11} KIND",
@@ -254,7 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         registry,
     };
     match cli.command {
-        Command::ApiResources => unreachable!("handled above"),
+        Command::ApiResources | Command::Transit { .. } => unreachable!("handled above"),
         Command::Get {
             kind,
             name,
