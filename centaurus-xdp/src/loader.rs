@@ -359,6 +359,34 @@ impl Transit {
         })
     }
 
+    /// Mean ns per packet of `p` on `frame` arriving on `ingress`, over `repeat` runs with
+    /// live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`): each run gets a fresh copy of the frame,
+    /// and transmits and redirects really happen (where the device can take them).
+    pub fn time(
+        &mut self,
+        p: Program,
+        frame: &[u8],
+        ingress: u32,
+        repeat: u32,
+    ) -> Result<u64, TransitError> {
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ingress, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let prog = self.program(p)?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: repeat.max(1),
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::new()
+        };
+        let r = prog
+            .test_run(opts)
+            .map_err(|e| TransitError::Load(format!("test run: {e}")))?;
+        Ok(r.duration.as_nanos() as u64)
+    }
+
     /// Applies updates to the tables and rewrites the entries they touch.
     pub fn apply(&mut self, updates: &[TableUpdate]) -> Result<(), TransitError> {
         let mut endpoints = BTreeSet::new();
