@@ -12,6 +12,7 @@
  *   subnet's bouncers. Drops malformed overlay frames and counts why; leaves every other
  *   frame to the kernel.
  * xdp_pass: for the peer of a veth that frames are redirected into.
+ * xdp_tx: the benchmarks' traffic generator.
  *
  * The userspace reference model (src/model.rs) decides exactly as this file does; the
  * differential tests hold them to the same verdicts and bytes. */
@@ -568,6 +569,14 @@ SEC("xdp")
 int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;
+}
+
+/* Sends every frame back out: with BPF_PROG_TEST_RUN on live frames, a traffic generator
+ * that outruns any socket (the datapath benchmark's sender). */
+SEC("xdp")
+int xdp_tx(struct xdp_md *ctx)
+{
+	return XDP_TX;
 }
 
 char LICENSE[] SEC("license") = "GPL";

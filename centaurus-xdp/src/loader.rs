@@ -33,6 +33,8 @@ pub enum Program {
     Agent,
     /// On the peer of a veth that frames are redirected into.
     Pass,
+    /// Sends every frame back out (a traffic generator, with [`Transit::time`]).
+    Tx,
 }
 
 impl Program {
@@ -41,6 +43,7 @@ impl Program {
             Program::Transit => "transit_xdp",
             Program::Agent => "transit_agent",
             Program::Pass => "xdp_pass",
+            Program::Tx => "xdp_tx",
         }
     }
 }
@@ -140,7 +143,7 @@ impl Transit {
         let mut bpf = EbpfLoader::new()
             .load(OBJECT)
             .map_err(|e| TransitError::Load(e.to_string()))?;
-        for p in [Program::Transit, Program::Agent, Program::Pass] {
+        for p in [Program::Transit, Program::Agent, Program::Pass, Program::Tx] {
             let prog: &mut Xdp = bpf
                 .program_mut(p.name())
                 .ok_or_else(|| TransitError::Load(format!("no program {}", p.name())))?

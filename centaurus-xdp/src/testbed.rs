@@ -138,19 +138,15 @@ impl Testbed {
         Ok(bed)
     }
 
-    /// Starts each droplet's transit daemon (`exe transitd ...`) and waits for its socket.
-    pub fn start_transitd(&mut self, exe: &Path) -> std::io::Result<()> {
+    /// Starts each droplet's transit daemon, `exe ARGS --substrate eth0 --ip IP --socket
+    /// PATH` (ARGS is `transitd` for the `centaurus` binary), and waits for its socket.
+    pub fn start_transit_daemons(&mut self, exe: &Path, args: &[&str]) -> std::io::Result<()> {
         for d in &self.droplets {
             let child = Command::new("ip")
                 .args(["netns", "exec", &d.netns])
                 .arg(exe)
-                .args([
-                    "transitd",
-                    "--substrate",
-                    "eth0",
-                    "--ip",
-                    &d.host.ip.to_string(),
-                ])
+                .args(args)
+                .args(["--substrate", "eth0", "--ip", &d.host.ip.to_string()])
                 .arg("--socket")
                 .arg(&d.socket)
                 .stdout(Stdio::null())

@@ -110,7 +110,7 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("cx{}", std::process::id() % 10000);
     let mut bed = Testbed::new(&prefix, 3, dir.path()).unwrap();
-    bed.start_transitd(Path::new(env!("CARGO_BIN_EXE_centaurus")))
+    bed.start_transit_daemons(Path::new(env!("CARGO_BIN_EXE_centaurus")), &["transitd"])
         .unwrap();
 
     let dp = XdpDataplane::new();
