@@ -240,23 +240,38 @@ fn xdp_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> Pods {
     }
 }
 
-fn iperf_gbits(p: &Pods) -> f64 {
+/// Runs iperf3 from pod a to pod b with `args` and returns its JSON report.
+fn iperf(p: &Pods, args: &[&str]) -> serde_json::Value {
     let mut server = Command::new("ip")
         .args(["netns", "exec", &p.b, "iperf3", "-s", "-1"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let out = exec(
-        &p.a,
-        &["iperf3", "-c", &p.b_ip.to_string(), "-t", "10", "-J"],
-    );
+    let b = p.b_ip.to_string();
+    let out = exec(&p.a, &[&["iperf3", "-J", "-c", &b][..], args].concat());
     let _ = server.wait();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+fn iperf_gbits(p: &Pods) -> f64 {
+    let v = iperf(p, &["-t", "10"]);
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap()
         / 1e9
+}
+
+/// 64-byte frames (18-byte UDP payload) from iperf3, unthrottled: (delivered pps, loss).
+fn iperf_udp64(p: &Pods) -> (f64, f64) {
+    let v = iperf(p, &["-u", "-b", "0", "-l", "18", "-t", "5"]);
+    let sum = &v["end"]["sum"];
+    let (packets, lost) = (
+        sum["packets"].as_f64().unwrap(),
+        sum["lost_packets"].as_f64().unwrap(),
+    );
+    let secs = sum["seconds"].as_f64().unwrap();
+    ((packets - lost) / secs, lost / packets.max(1.0))
 }
 
 fn rr_us(p: &Pods) -> (f64, f64) {
@@ -367,6 +382,8 @@ struct Row {
     gbits: f64,
     /// The highest rate delivered with under 1% loss, and the CPU ns per packet there.
     pps: f64,
+    /// iperf3's unthrottled 64-byte UDP: delivered pps and loss.
+    iperf_udp: (f64, f64),
     cpu_ns: f64,
     rr: (f64, f64),
 }
@@ -374,6 +391,7 @@ struct Row {
 fn measure(name: &'static str, p: &Pods, host_veth: (&str, &str), object: &Path) -> Row {
     let gbits = iperf_gbits(p);
     let rr = rr_us(p);
+    let iperf_udp = iperf_udp64(p);
     // Binary search for the highest offered rate that loses under 1%, one second a trial.
     let (mut lo, mut hi) = (0.0f64, 3_000_000.0f64);
     let (mut pps, mut cpu_ns) = (0.0, f64::NAN);
@@ -390,6 +408,7 @@ fn measure(name: &'static str, p: &Pods, host_veth: (&str, &str), object: &Path)
         name,
         gbits,
         pps,
+        iperf_udp,
         cpu_ns,
         rr,
     }
@@ -475,12 +494,13 @@ fn main() {
             (vx.gbits, vx.pps, vx.cpu_ns, vx.rr.0)
         });
     println!(
-        "{:<20} {:>8} {:>6} | {:>10} {:>6} | {:>8} {:>6} | {:>7} {:>7} {:>6}",
+        "{:<20} {:>8} {:>6} | {:>10} {:>6} {:>20} | {:>8} {:>6} | {:>7} {:>7} {:>6}",
         "datapath",
         "TCP Gb/s",
         "xVXLAN",
         "UDP64 kpps",
         "xVXLAN",
+        "iperf3 UDP64 (loss)",
         "CPU ns",
         "xVXLAN",
         "RR p50",
@@ -489,12 +509,14 @@ fn main() {
     );
     for r in &rows {
         println!(
-            "{:<20} {:>8.2} {:>6.2} | {:>10.0} {:>6.2} | {:>8.0} {:>6.2} | {:>7.1} {:>7.1} {:>6.2}",
+            "{:<20} {:>8.2} {:>6.2} | {:>10.0} {:>6.2} {:>9.0} kpps ({:>3.0}%) | {:>8.0} {:>6.2} | {:>7.1} {:>7.1} {:>6.2}",
             r.name,
             r.gbits,
             r.gbits / vx.0,
             r.pps / 1e3,
             r.pps / vx.1,
+            r.iperf_udp.0 / 1e3,
+            r.iperf_udp.1 * 100.0,
             r.cpu_ns,
             r.cpu_ns / vx.2,
             r.rr.0,
@@ -504,7 +526,8 @@ fn main() {
     }
     println!(
         "UDP64: the highest offered rate delivered with < 1% loss (kpps). CPU: system + \
-         softirq ns per delivered packet at that rate, the generator included. RR: 1-byte TCP \
+         softirq ns per delivered packet at that rate, the generator included. iperf3 UDP64: one \
+         socket sender, unthrottled, delivered kpps and loss. RR: 1-byte TCP \
          round trip, us."
     );
 }
