@@ -17,11 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use centaurus_vpc::Dataplane;
-use centaurus_vpc::plane::{DropletInfo, Plane};
 use centaurus_xdp::loader::{Program, Transit, ifindex};
 use centaurus_xdp::model::HostInfo;
 use centaurus_xdp::testbed::{Testbed, is_root, run};
-use centaurus_xdp::transitd::XdpDataplane;
 use etherparse::PacketBuilder;
 
 fn exec(ns: &str, args: &[&str]) -> String {
@@ -190,18 +188,7 @@ fn kernel_pods(bed: &mut Testbed, vxlan: bool) -> Pods {
 fn xdp_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> Pods {
     let exe = std::env::current_exe().unwrap();
     bed.start_transit_daemons(&exe, &["--transitd"]).unwrap();
-    let dp = XdpDataplane::new();
-    let mut plane = Plane::new();
-    for (i, d) in bed.droplets.iter().enumerate() {
-        dp.add_host(d.host.ip, d.socket.clone());
-        plane.set_droplet(
-            &format!("d{i}"),
-            DropletInfo {
-                ip: d.host.ip,
-                mac: d.host.mac,
-            },
-        );
-    }
+    let (mut plane, dp) = bed.plane();
     let apply = |prog: centaurus_vpc::plane::Programming| {
         for (h, u) in prog {
             rt.block_on(dp.program(h, &u)).unwrap();

@@ -93,11 +93,7 @@ fn median_ns(t: &mut Transit, p: Program, frame: &[u8], want: u32) -> u64 {
 }
 
 fn main() {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    if !root || std::env::args().any(|a| a == "--list") {
+    if !centaurus_xdp::testbed::is_root() || std::env::args().any(|a| a == "--list") {
         eprintln!("xdp_paths: loading BPF programs needs root; skipped");
         return;
     }

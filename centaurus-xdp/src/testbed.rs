@@ -168,6 +168,22 @@ impl Testbed {
         Ok(())
     }
 
+    /// A management plane that knows the droplets as `d0`, `d1`, ..., and a dataplane that
+    /// programs them through their transit daemons.
+    pub fn plane(&self) -> (centaurus_vpc::plane::Plane, crate::transitd::XdpDataplane) {
+        let dp = crate::transitd::XdpDataplane::new();
+        let mut plane = centaurus_vpc::plane::Plane::new();
+        for (i, d) in self.droplets.iter().enumerate() {
+            dp.add_host(d.host.ip, d.socket.clone());
+            let info = centaurus_vpc::plane::DropletInfo {
+                ip: d.host.ip,
+                mac: d.host.mac,
+            };
+            plane.set_droplet(&format!("d{i}"), info);
+        }
+        (plane, dp)
+    }
+
     /// Makes endpoint namespace number `n` on `droplet`: its `eth0` with `ip/prefix_len`,
     /// `mac` and a default route via `gateway`, paired with host-side `veth`. The MTU
     /// leaves room for the overlay's 66 bytes on a 1500-byte substrate.

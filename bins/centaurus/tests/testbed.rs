@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use centaurus_vpc::Dataplane;
-use centaurus_vpc::plane::{DropletInfo, EndpointPlaced, Plane, Programming};
+use centaurus_vpc::plane::{EndpointPlaced, Programming};
 use centaurus_xdp::testbed::{Testbed, is_root};
 use centaurus_xdp::transitd::{Dump, XdpDataplane, request};
 
@@ -113,18 +113,7 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
     bed.start_transit_daemons(Path::new(env!("CARGO_BIN_EXE_centaurus")), &["transitd"])
         .unwrap();
 
-    let dp = XdpDataplane::new();
-    let mut plane = Plane::new();
-    for (i, d) in bed.droplets.iter().enumerate() {
-        dp.add_host(d.host.ip, d.socket.clone());
-        plane.set_droplet(
-            &format!("d{i}"),
-            DropletInfo {
-                ip: d.host.ip,
-                mac: d.host.mac,
-            },
-        );
-    }
+    let (mut plane, dp) = bed.plane();
     // Two tenants, identical CIDRs; in each, a1 and a2 share subnet a, b1 is in subnet b.
     let mut eps: Vec<(String, EndpointPlaced, usize)> = Vec::new();
     for (tenant, vni) in [("acme", 1001), ("beta", 1002)] {
