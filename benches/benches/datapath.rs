@@ -144,34 +144,17 @@ fn kernel_pods(bed: &mut Testbed, vxlan: bool) -> Pods {
                 ],
             );
             exec(&d, &["ip", "link", "set", "vx0", "up"]);
-            exec(
-                &d,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    &format!("10.10.{peer}.0/24"),
-                    "via",
-                    &format!("172.16.0.{peer}"),
-                    "dev",
-                    "vx0",
-                ],
-            );
-        } else {
-            exec(
-                &d,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    &format!("10.10.{peer}.0/24"),
-                    "via",
-                    &peer_sub,
-                    "dev",
-                    "eth0",
-                ],
-            );
         }
+        // The peer pod's subnet: through the VXLAN device, or straight over the substrate.
+        let (via, dev) = match vxlan {
+            true => (format!("172.16.0.{peer}"), "vx0"),
+            false => (peer_sub, "eth0"),
+        };
+        let subnet = format!("10.10.{peer}.0/24");
+        exec(
+            &d,
+            &["ip", "route", "add", &subnet, "via", &via, "dev", dev],
+        );
     }
     let next_mac = mac_of(&bed.droplets[0].netns, "vp0");
     Pods {
