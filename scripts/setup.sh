@@ -17,6 +17,7 @@ packages=(
   iproute2           # pod network namespaces
   ethtool            # XDP testbed: endpoint checksum offload off
   iperf3             # datapath benchmark (scripts/datapath-bench.sh)
+  tcpdump            # XDP testbed: captures what crosses the substrate
 )
 
 missing=()

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use centaurus_vpc::Dataplane;
 use centaurus_xdp::loader::{Program, Transit, ifindex};
 use centaurus_xdp::model::HostInfo;
-use centaurus_xdp::testbed::{Testbed, is_root, run};
+use centaurus_xdp::testbed::{SUBSTRATE_MTU, Testbed, is_root, run};
 use etherparse::PacketBuilder;
 
 fn exec(ns: &str, args: &[&str]) -> String {
@@ -57,7 +57,9 @@ fn kernel_pods(bed: &mut Testbed, vxlan: bool) -> Pods {
             "netns", &pod,
         ])
         .unwrap();
-        let mtu = if vxlan { "1450" } else { "1500" };
+        // VXLAN's outer headers take 50 bytes of the substrate's MTU.
+        let mtu = (bed.mtu - if vxlan { 50 } else { 0 }).to_string();
+        let mtu = mtu.as_str();
         exec(&d, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         exec(
             &d,
@@ -70,7 +72,7 @@ fn kernel_pods(bed: &mut Testbed, vxlan: bool) -> Pods {
                 &veth,
             ],
         );
-        exec(&d, &["ip", "link", "set", &veth, "up"]);
+        exec(&d, &["ip", "link", "set", &veth, "mtu", mtu, "up"]);
         exec(&pod, &["ip", "link", "set", "lo", "up"]);
         exec(&pod, &["ip", "link", "set", "eth0", "mtu", mtu]);
         exec(
@@ -402,8 +404,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // DATAPATH_ONLY=xdp|vxlan|veth measures one; DATAPATH_PAUSE=SECONDS keeps each
-    // datapath up that long before measuring, for a look inside.
+    // datapath up that long before measuring, for a look inside; DATAPATH_MTU sets the
+    // substrate's MTU (jumbo frames by default).
     let only = std::env::var("DATAPATH_ONLY").unwrap_or_default();
+    let mtu = std::env::var("DATAPATH_MTU").map_or(SUBSTRATE_MTU, |m| m.parse().unwrap());
+    println!("substrate MTU {mtu}");
     let pause = || {
         if let Ok(s) = std::env::var("DATAPATH_PAUSE") {
             std::thread::sleep(Duration::from_secs(s.parse().unwrap()));
@@ -411,7 +416,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     if only.is_empty() || only == "xdp" {
-        let mut bed = Testbed::new("cxb-x", 2, dir.path()).unwrap();
+        let mut bed = Testbed::with_mtu("cxb-x", 2, dir.path(), mtu).unwrap();
         let pods = xdp_pods(&mut bed, &rt);
         pause();
         rows.push(measure(
@@ -428,7 +433,7 @@ fn main() {
         if !(only.is_empty() || only == if vxlan { "vxlan" } else { "veth" }) {
             continue;
         }
-        let mut bed = Testbed::new(tag, 2, dir.path()).unwrap();
+        let mut bed = Testbed::with_mtu(tag, 2, dir.path(), mtu).unwrap();
         // The kernel's datapaths get their substrate without XDP on it, so segmentation
         // offloads stay on (XDP on a veth turns them off on its peer).
         for i in 0..2 {

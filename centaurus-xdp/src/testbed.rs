@@ -7,6 +7,10 @@
 //! Frames that XDP redirects or bounces into a veth reach its peer only when the peer runs
 //! an XDP program itself (on this kernel, requesting GRO on the peer was not enough): the
 //! testbed attaches `xdp_pass` to the bridge's ports and the endpoints' interfaces.
+//!
+//! The substrate carries jumbo frames ([`SUBSTRATE_MTU`], as datacenter fabrics do; any
+//! MTU can be asked for) and endpoints get what is left after the overlay's headers
+//! ([`endpoint_mtu`]). Frames over a page cross the veths as multi-buffer XDP frames.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::model::HostInfo;
+
+/// The substrate MTU a testbed gets unless told otherwise.
+pub const SUBSTRATE_MTU: u32 = 9000;
+
+/// The MTU of an endpoint on a substrate of MTU `substrate`: the overlay adds an outer
+/// IPv4, UDP and Geneve header with the return-to-sender option, and the inner Ethernet
+/// header.
+pub fn endpoint_mtu(substrate: u32) -> u32 {
+    substrate - crate::model::ENCAP_LEN as u32
+}
 
 /// One simulated host.
 #[derive(Clone, Debug)]
@@ -41,6 +55,8 @@ pub struct EndpointNs {
 pub struct Testbed {
     prefix: String,
     object: PathBuf,
+    /// The substrate's MTU.
+    pub mtu: u32,
     /// The namespace holding the substrate bridge.
     pub substrate: String,
     /// The droplets, in order.
@@ -82,13 +98,21 @@ impl Testbed {
         }
     }
 
-    /// Makes `count` droplets on a fresh bridge; namespaces are named after `prefix`
-    /// (keep it short: interface names are at most 15 bytes). Sockets go under `dir`.
+    /// Makes `count` droplets on a fresh bridge of [`SUBSTRATE_MTU`]; namespaces are named
+    /// after `prefix` (keep it short: interface names are at most 15 bytes). Sockets go
+    /// under `dir`.
     pub fn new(prefix: &str, count: usize, dir: &Path) -> std::io::Result<Self> {
+        Self::with_mtu(prefix, count, dir, SUBSTRATE_MTU)
+    }
+
+    /// [`Testbed::new`] on a substrate of MTU `mtu`.
+    pub fn with_mtu(prefix: &str, count: usize, dir: &Path, mtu: u32) -> std::io::Result<Self> {
         let substrate = format!("{prefix}-sub");
         let object = dir.join("transit.o");
         std::fs::write(&object, crate::loader::object())?;
+        let mtu_text = mtu.to_string();
         let mut bed = Self {
+            mtu,
             object: object.clone(),
             prefix: prefix.to_owned(),
             substrate: substrate.clone(),
@@ -113,6 +137,7 @@ impl Testbed {
                 "ip", "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name",
                 &port, "netns", &substrate,
             ])?;
+            sub(&["ip", "link", "set", &port, "mtu", &mtu_text])?;
             sub(&["ip", "link", "set", &port, "master", "br0", "up"])?;
             let obj = object.to_string_lossy();
             sub(&[
@@ -127,6 +152,7 @@ impl Testbed {
             };
             exec(&["ip", "link", "set", "lo", "up"])?;
             exec(&["ip", "link", "set", "eth0", "address", &mac])?;
+            exec(&["ip", "link", "set", "eth0", "mtu", &mtu_text])?;
             exec(&["ip", "addr", "add", &addr, "dev", "eth0"])?;
             exec(&["ip", "link", "set", "eth0", "up"])?;
             bed.droplets.push(Droplet {
@@ -186,7 +212,7 @@ impl Testbed {
 
     /// Makes endpoint namespace number `n` on `droplet`: its `eth0` with `ip/prefix_len`,
     /// `mac` and a default route via `gateway`, paired with host-side `veth`. The MTU
-    /// leaves room for the overlay's 66 bytes on a 1500-byte substrate.
+    /// leaves room for the overlay's headers ([`endpoint_mtu`]).
     #[allow(clippy::too_many_arguments)]
     pub fn add_endpoint(
         &mut self,
@@ -205,8 +231,9 @@ impl Testbed {
             "ip", "link", "add", veth, "netns", &host_ns, "type", "veth", "peer", "name", "eth0",
             "netns", &netns,
         ])?;
+        let mtu = endpoint_mtu(self.mtu).to_string();
         run(&[
-            "ip", "netns", "exec", &host_ns, "ip", "link", "set", veth, "up",
+            "ip", "netns", "exec", &host_ns, "ip", "link", "set", veth, "mtu", &mtu, "up",
         ])?;
         let mac = centaurus_vpc::ipam::format_mac(mac);
         let addr = format!("{ip}/{prefix_len}");
@@ -215,13 +242,14 @@ impl Testbed {
         for args in [
             &["ip", "link", "set", "lo", "up"][..],
             &["ip", "link", "set", "eth0", "address", &mac],
-            &["ip", "link", "set", "eth0", "mtu", "1434"],
+            &["ip", "link", "set", "eth0", "mtu", &mtu],
             &[
                 "ip", "link", "set", "eth0", "xdpdrv", "obj", &obj, "program", "xdp_pass",
             ],
             // Checksums left to the "hardware" would stay unfilled: XDP carries frames
             // without the kernel's checksum-offload metadata.
-            // Nor can XDP carry segmentation-offload super-frames.
+            // Nor can XDP carry segmentation-offload super-frames: the stack segments to
+            // the MTU before the veth.
             &["ethtool", "-K", "eth0", "tx", "off", "gso", "off"],
             &["ip", "addr", "add", &addr, "dev", "eth0"],
             &["ip", "link", "set", "eth0", "up"],
@@ -262,6 +290,98 @@ impl Testbed {
     }
 }
 
+/// A packet capture on the substrate bridge (tcpdump in the substrate's namespace), to see
+/// what crossed the wire between droplets.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Testbed {
+    /// Starts capturing every frame crossing the substrate bridge that matches the pcap
+    /// `filter` (for example `udp port 6081`), into `file`; returns once tcpdump listens.
+    pub fn capture(&self, file: &Path, filter: &str) -> std::io::Result<Capture> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.substrate, "tcpdump", "-i", "br0"])
+            // Each frame handed over and written as it is seen, whole frames, and no
+            // dropping to the tcpdump user (the file may be in a directory only root can
+            // write).
+            .args(["--immediate-mode", "-U", "-s", "0", "-Z", "root", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut stderr, &mut line)? == 0 {
+                let _ = child.wait();
+                return Err(std::io::Error::other(format!(
+                    "tcpdump on {} did not start",
+                    self.substrate
+                )));
+            }
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        // Keep draining its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Ok(Capture {
+            child,
+            file: file.to_owned(),
+        })
+    }
+}
+
+impl Capture {
+    /// Stops the capture and returns the frames it saw, in order.
+    pub fn finish(mut self) -> std::io::Result<Vec<Vec<u8>>> {
+        // Every frame is written whole as it is seen (immediate mode, -U): a kill after the
+        // last one had time to be read loses nothing.
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        read_pcap(&std::fs::read(&self.file)?).map_err(std::io::Error::other)
+    }
+}
+
+/// The frames of a classic pcap file of Ethernet frames (what tcpdump writes), in order.
+pub fn read_pcap(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let word = |at: usize, big: bool| -> Result<u32, String> {
+        let b: [u8; 4] = bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("pcap truncated at byte {at}"))?;
+        Ok(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let big = match word(0, false)? {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => false,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => true,
+        m => return Err(format!("not a pcap file (magic {m:#010x})")),
+    };
+    let link = word(20, big)?;
+    if link != 1 {
+        return Err(format!("link type {link}, not Ethernet"));
+    }
+    let (mut at, mut frames) = (24, Vec::new());
+    while at < bytes.len() {
+        let len = word(at + 8, big)? as usize;
+        let frame = bytes
+            .get(at + 16..at + 16 + len)
+            .ok_or_else(|| format!("pcap record at byte {at} truncated"))?;
+        frames.push(frame.to_vec());
+        at += 16 + len;
+    }
+    Ok(frames)
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         for c in &mut self.daemons {
@@ -277,5 +397,62 @@ impl Drop for Testbed {
         for ns in names {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcap(big: bool, frames: &[&[u8]]) -> Vec<u8> {
+        let w = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut out = Vec::new();
+        for v in [0xa1b2_c3d4, 0x0004_0002, 0, 0, 65535, 1] {
+            out.extend_from_slice(&w(v));
+        }
+        for f in frames {
+            for v in [1, 2, f.len() as u32, f.len() as u32] {
+                out.extend_from_slice(&w(v));
+            }
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    #[test]
+    fn pcap_frames_read_back_in_either_byte_order() {
+        for big in [false, true] {
+            let file = pcap(big, &[b"first frame", b"", b"third"]);
+            let frames = read_pcap(&file).unwrap();
+            assert_eq!(
+                frames,
+                vec![b"first frame".to_vec(), vec![], b"third".to_vec()]
+            );
+        }
+    }
+
+    #[test]
+    fn bad_pcap_files_are_refused_with_a_reason() {
+        let file = pcap(false, &[b"a frame"]);
+        assert!(read_pcap(&file[..10]).unwrap_err().contains("truncated"));
+        assert!(
+            read_pcap(&file[..file.len() - 1])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            read_pcap(b"GIF89a..........................")
+                .unwrap_err()
+                .contains("magic")
+        );
+        let mut raw = file.clone();
+        raw[20] = 101; // LINKTYPE_RAW
+        assert!(read_pcap(&raw).unwrap_err().contains("not Ethernet"));
     }
 }

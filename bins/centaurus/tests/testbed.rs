@@ -3,7 +3,8 @@
 //! identical endpoint addresses, programmed by the management plane through the transit
 //! daemons. Pings and TCP transfers between endpoint namespaces go through the XDP
 //! programs (Geneve on the substrate); they reach only their own tenant; replies learn the
-//! direct path; a deleted endpoint is unreachable at once.
+//! direct path; a deleted endpoint is unreachable at once. A capture on the substrate
+//! shows Geneve in each tenant's VNI, and TCP segments of the jumbo MTU crossing whole.
 //!
 //! Needs root, iproute2, ethtool and busybox (`scripts/setup.sh`); CI runs it as root.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use centaurus_vpc::Dataplane;
 use centaurus_vpc::plane::{EndpointPlaced, Programming};
+use centaurus_xdp::geneve::decapsulate;
 use centaurus_xdp::testbed::{Testbed, is_root};
 use centaurus_xdp::transitd::{Dump, XdpDataplane, request};
 
@@ -95,6 +97,38 @@ fn tcp(
     let _ = listener.kill();
     let _ = listener.wait();
     std::fs::read(&out).unwrap_or_default()
+}
+
+/// Overlay frames only.
+const GENEVE_FILTER: &str = "udp dst port 6081";
+
+/// Decodes captured substrate frames, requiring each to be well-formed Geneve in `vni`
+/// between two droplets, carrying return-to-sender with a droplet's address and MAC;
+/// returns each one's inner IPv4 source, destination and the frame's length.
+fn overlay_frames(frames: &[Vec<u8>], vni: u32, bed: &Testbed) -> Vec<(Ipv4Addr, Ipv4Addr, usize)> {
+    let hosts: Vec<_> = bed.droplets.iter().map(|d| d.host).collect();
+    frames
+        .iter()
+        .map(|f| {
+            let (outer, geneve, inner) = decapsulate(f).expect("a well-formed overlay frame");
+            assert_eq!(geneve.vni, vni, "{outer:?}");
+            let sender = hosts
+                .iter()
+                .find(|h| h.ip == outer.src)
+                .expect("from a droplet");
+            assert!(hosts.iter().any(|h| h.ip == outer.dst), "{outer:?}");
+            assert_eq!(outer.src_mac, sender.mac);
+            // The endpoint's own host: the sender, or where a bouncer got it from.
+            let rts = geneve.return_to_sender().expect("return-to-sender");
+            assert!(hosts.iter().any(|h| (h.ip, h.mac) == rts), "{rts:?}");
+            let ip = etherparse::SlicedPacket::from_ethernet(inner).expect("an inner frame");
+            let Some(etherparse::NetSlice::Ipv4(ip)) = ip.net else {
+                panic!("inner frame not IPv4")
+            };
+            let h = ip.header();
+            (h.source_addr(), h.destination_addr(), f.len())
+        })
+        .collect()
 }
 
 #[test]
@@ -188,9 +222,12 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
     if let Some(s) = std::env::var_os("TESTBED_PAUSE") {
         std::thread::sleep(Duration::from_secs(s.to_str().unwrap().parse().unwrap()));
     }
-    // Ping within a subnet and across subnets, in each tenant.
-    for base in [0, 3] {
+    // Ping within a subnet and across subnets, in each tenant, capturing the substrate.
+    for (base, vni) in [(0, 1001), (3, 1002)] {
         let (x1, x2, y1) = (&eps[base], &eps[base + 1], &eps[base + 2]);
+        let capture = bed
+            .capture(&dir.path().join(format!("pings-{vni}.pcap")), GENEVE_FILTER)
+            .unwrap();
         assert!(
             ping(&bed, x1.2, x2.1.ip, "3"),
             "{} -> {} within the subnet: {:?}",
@@ -210,11 +247,29 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
             y1.0,
             x2.0
         );
+        // On the wire it was Geneve in this tenant's VNI, between its endpoints, from
+        // the droplets, each frame naming its endpoint's host in return-to-sender.
+        let frames = capture.finish().unwrap();
+        let seen = overlay_frames(&frames, vni, &bed);
+        let ours = [x1.1.ip, x2.1.ip, y1.1.ip];
+        let mut pairs = std::collections::BTreeMap::new();
+        for (src, dst, _) in &seen {
+            assert!(ours.contains(src) && ours.contains(dst), "{src} -> {dst}");
+            *pairs.entry((*src, *dst)).or_insert(0) += 1;
+        }
+        // Three requests and three replies on each of the three paths.
+        assert!(
+            pairs.len() == 6 && pairs.values().all(|n| *n >= 3),
+            "tenant {vni}: {pairs:?}"
+        );
     }
 
     // A TCP transfer reaches the listener of the sender's own tenant only: both tenants'
     // b1 listen on the same address.
     let payload: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let capture = bed
+        .capture(&dir.path().join("tcp.pcap"), GENEVE_FILTER)
+        .unwrap();
     let got = tcp(
         &bed,
         a1.2,
@@ -226,6 +281,16 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
     );
     assert_eq!(got.len(), payload.len(), "acme's transfer");
     assert!(got == payload, "acme's bytes arrived intact");
+    // Segments of the endpoints' jumbo MTU crossed whole: multi-buffer frames, each larger
+    // than a page.
+    let frames = capture.finish().unwrap();
+    let seen = overlay_frames(&frames, 1001, &bed);
+    let largest = seen.iter().map(|(_, _, len)| *len).max().unwrap_or(0);
+    assert!(
+        largest > 4096 && largest <= bed.mtu as usize + 14,
+        "largest overlay frame {largest} bytes on a substrate of MTU {}",
+        bed.mtu
+    );
     let secret = b"beta only".to_vec();
     let got = tcp(
         &bed,

@@ -32,10 +32,14 @@ fn apply(sim: &SimDataplane, log: &mut Log, prog: Programming) {
 
 /// A UDP frame from `src` to `dst`.
 pub fn frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
+    frame_with(src, dst, sport, b"centaurus")
+}
+
+/// A UDP frame from `src` to `dst` carrying `payload`.
+pub fn frame_with(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2])
         .ipv4(src.octets(), dst.octets(), 64)
         .udp(sport, 7);
-    let payload = b"centaurus";
     let mut out = Vec::new();
     b.write(&mut out, payload).unwrap();
     out
