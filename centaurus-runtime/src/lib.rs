@@ -27,7 +27,7 @@ pub use hollow::HollowRuntime;
 pub use network::{HostLocalNetwork, NetworkPlugin, NoNetwork, SandboxNetwork};
 pub use qemu::QemuRuntime;
 pub use runc::RuncRuntime;
-pub use vpc::VpcNetwork;
+pub use vpc::{VpcNetwork, Wiring};
 
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]

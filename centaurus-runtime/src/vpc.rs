@@ -2,9 +2,10 @@
 //! network only once its `Endpoint` is `Provisioned` (the readiness gate) and gives the
 //! pod the endpoint's address. Pods on `flat` networks go to the wrapped plugin.
 //!
-//! With `wire` set, it makes the pod's network namespace and a veth pair named as the
-//! endpoint says, with the endpoint's address, MAC and gateway; the host side is where the
-//! transit agent attaches. Without it (hollow nodes) it only hands out the address.
+//! With a [`Wiring`] (real nodes), it makes the pod's network namespace and a veth pair
+//! named as the endpoint says, with the endpoint's address, MAC and gateway; the host side,
+//! in this process's namespace or the node's droplet's, is where the transit agent
+//! attaches. Without one (hollow nodes) it only hands out the address.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,8 +25,24 @@ use crate::{NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
 pub struct VpcNetwork {
     store: Arc<dyn Store>,
     flat: Arc<dyn NetworkPlugin>,
-    wire: bool,
+    wiring: Option<Wiring>,
     timeout: Duration,
+}
+
+/// How a real node wires its pods to their endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Wiring {
+    /// The network namespace the host side of each pod's veth goes in (the node's droplet
+    /// in a testbed region); None: this process's own.
+    pub host_netns: Option<String>,
+    /// The MTU of each pod's interface and its host side (the substrate's less the
+    /// overlay's headers); None: the kernel's default.
+    pub mtu: Option<u32>,
+    /// An XDP object file and the program in it to attach to each pod's interface. A
+    /// datapath that redirects frames into the host side of a veth needs a program on the
+    /// pod's side for them to be delivered; the offloads XDP cannot carry (transmit
+    /// checksums, segmentation) are turned off with it.
+    pub pod_xdp: Option<(PathBuf, String)>,
 }
 
 type Result<T> = std::result::Result<T, RuntimeError>;
@@ -36,17 +53,17 @@ async fn ip(args: &[&str]) -> Result<()> {
 
 impl VpcNetwork {
     /// Pods on `vpc` networks wait up to `timeout` for their endpoint; `flat` pods use
-    /// `flat`. `wire` makes namespaces and veth pairs (real nodes).
+    /// `flat`. `wiring` makes namespaces and veth pairs (real nodes).
     pub fn new(
         store: Arc<dyn Store>,
         flat: Arc<dyn NetworkPlugin>,
-        wire: bool,
+        wiring: Option<Wiring>,
         timeout: Duration,
     ) -> Self {
         Self {
             store,
             flat,
-            wire,
+            wiring,
             timeout,
         }
     }
@@ -94,33 +111,65 @@ impl VpcNetwork {
         }
     }
 
-    async fn wire(&self, s: &EndpointStatus) -> Result<PathBuf> {
+    async fn wire(w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
         let ns = s.netns.as_str();
-        let peer = format!("vp{}", &s.veth[2..]);
         // Start clean: a half-made attachment from an earlier try is removed first.
-        let _ = ip(&["netns", "del", ns]).await;
-        let _ = ip(&["link", "del", &s.veth]).await;
+        Self::unwire(w, &s.veth, ns).await;
         ip(&["netns", "add", ns]).await?;
-        ip(&[
-            "link", "add", &s.veth, "type", "veth", "peer", "name", &peer,
-        ])
+        let host_ns: &[&str] = match &w.host_netns {
+            Some(h) => &["netns", h],
+            None => &[],
+        };
+        let add = [&["link", "add", &s.veth][..], host_ns, &["type", "veth"]];
+        ip(&[&add[..], &[&["peer", "name", "eth0", "netns", ns][..]]]
+            .concat()
+            .concat())
         .await?;
-        ip(&["link", "set", &s.veth, "up"]).await?;
-        ip(&["link", "set", &peer, "netns", ns]).await?;
+        let mtu = w.mtu.map(|m| m.to_string());
+        let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
+        let on_host = [&["link", "set", &s.veth][..], &mtu_args, &["up"]].concat();
+        ip(&Self::in_host(w, &on_host)).await?;
         let addr = format!("{}/{}", s.ip, s.prefix_len);
-        for args in [
-            vec!["link", "set", "lo", "up"],
-            vec!["link", "set", &peer, "name", "eth0"],
-            vec!["link", "set", "eth0", "address", &s.mac],
-            vec!["addr", "add", &addr, "dev", "eth0"],
-            vec!["link", "set", "eth0", "up"],
-            vec!["route", "add", "default", "via", &s.gateway],
-        ] {
-            let mut all = vec!["netns", "exec", ns, "ip"];
-            all.extend(args);
-            ip(&all).await?;
+        let mut steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", "eth0", "address", &s.mac],
+        ];
+        if !mtu_args.is_empty() {
+            steps.push([&["ip", "link", "set", "eth0"][..], &mtu_args].concat());
+        }
+        let object;
+        if let Some((file, program)) = &w.pod_xdp {
+            object = file.to_string_lossy();
+            steps.push(vec![
+                "ip", "link", "set", "eth0", "xdpdrv", "obj", &object, "program", program,
+            ]);
+            // XDP carries frames without checksum-offload state or segmentation: the
+            // stack finishes checksums and segments to the MTU before the veth.
+            steps.push(vec!["ethtool", "-K", "eth0", "tx", "off", "gso", "off"]);
+        }
+        steps.extend([
+            vec!["ip", "addr", "add", &addr, "dev", "eth0"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "route", "add", "default", "via", &s.gateway],
+        ]);
+        for step in steps {
+            ip(&[&["netns", "exec", ns][..], &step].concat()).await?;
         }
         Ok(PathBuf::from(format!("/var/run/netns/{ns}")))
+    }
+
+    /// `ip` arguments that run `args` in the namespace of the host side.
+    fn in_host<'a>(w: &'a Wiring, args: &[&'a str]) -> Vec<&'a str> {
+        match &w.host_netns {
+            Some(h) => [&["-n", h.as_str()][..], args].concat(),
+            None => args.to_vec(),
+        }
+    }
+
+    /// Removes a pod's veth pair and namespace, if present.
+    async fn unwire(w: &Wiring, veth: &str, ns: &str) {
+        let _ = ip(&["netns", "del", ns]).await;
+        let _ = ip(&Self::in_host(w, &["link", "del", veth])).await;
     }
 }
 
@@ -152,10 +201,9 @@ impl NetworkPlugin for VpcNetwork {
             })
             .await?;
         tracing::debug!(pod = uid, ip = status.ip, "endpoint provisioned");
-        let netns = if self.wire {
-            Some(self.wire(&status).await?)
-        } else {
-            None
+        let netns = match &self.wiring {
+            Some(w) => Some(Self::wire(w, &status).await?),
+            None => None,
         };
         Ok(SandboxNetwork {
             netns,
@@ -164,11 +212,10 @@ impl NetworkPlugin for VpcNetwork {
     }
 
     async fn detach(&self, pod: &Pod) -> Result<()> {
-        if self.wire {
+        if let Some(w) = &self.wiring {
             let id = pod.key().replacen("/registry/pods/", "", 1);
             let veth = veth_name(&id);
-            let _ = ip(&["link", "del", &veth]).await;
-            let _ = ip(&["netns", "del", &format!("cent-{}", &veth[2..])]).await;
+            Self::unwire(w, &veth, &format!("cent-{}", &veth[2..])).await;
         }
         self.flat.detach(pod).await
     }

@@ -168,6 +168,8 @@ impl Testbed {
     /// PATH` (ARGS is `transitd` for the `centaurus` binary), and waits for its socket.
     pub fn start_transit_daemons(&mut self, exe: &Path, args: &[&str]) -> std::io::Result<()> {
         for d in &self.droplets {
+            // A socket left by an earlier daemon must not pass for this one's.
+            let _ = std::fs::remove_file(&d.socket);
             let child = Command::new("ip")
                 .args(["netns", "exec", &d.netns])
                 .arg(exe)
@@ -194,20 +196,53 @@ impl Testbed {
         Ok(())
     }
 
-    /// A management plane that knows the droplets as `d0`, `d1`, ..., and a dataplane that
-    /// programs them through their transit daemons.
-    pub fn plane(&self) -> (centaurus_vpc::plane::Plane, crate::transitd::XdpDataplane) {
+    /// The compiled transit programs, as a file (for iproute2's `xdp obj FILE`).
+    pub fn object(&self) -> &Path {
+        &self.object
+    }
+
+    /// A dataplane that programs the droplets through their transit daemons.
+    pub fn dataplane(&self) -> crate::transitd::XdpDataplane {
         let dp = crate::transitd::XdpDataplane::new();
+        for d in &self.droplets {
+            dp.add_host(d.host.ip, d.socket.clone());
+        }
+        dp
+    }
+
+    /// A management plane that knows the droplets as `d0`, `d1`, ..., and
+    /// [`Testbed::dataplane`].
+    pub fn plane(&self) -> (centaurus_vpc::plane::Plane, crate::transitd::XdpDataplane) {
         let mut plane = centaurus_vpc::plane::Plane::new();
         for (i, d) in self.droplets.iter().enumerate() {
-            dp.add_host(d.host.ip, d.socket.clone());
             let info = centaurus_vpc::plane::DropletInfo {
                 ip: d.host.ip,
                 mac: d.host.mac,
             };
             plane.set_droplet(&format!("d{i}"), info);
         }
-        (plane, dp)
+        (plane, self.dataplane())
+    }
+
+    /// Removes what a testbed named `prefix` left behind when its process was killed: its
+    /// namespaces, and the processes still running in them (its transit daemons).
+    pub fn sweep(prefix: &str) -> std::io::Result<()> {
+        let list = run(&["ip", "netns", "list"])?;
+        let start = format!("{prefix}-");
+        for line in String::from_utf8_lossy(&list.stdout).lines() {
+            let Some(ns) = line.split_whitespace().next() else {
+                continue;
+            };
+            if !ns.starts_with(&start) {
+                continue;
+            }
+            let pids = run(&["ip", "netns", "pids", ns])?;
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).output();
+            }
+            run(&["ip", "netns", "del", ns])?;
+        }
+        Ok(())
     }
 
     /// Makes endpoint namespace number `n` on `droplet`: its `eth0` with `ip/prefix_len`,

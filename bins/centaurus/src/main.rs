@@ -42,6 +42,11 @@ enum Command {
         /// Do not run a node agent for this host.
         #[arg(long)]
         no_local_agent: bool,
+        /// Run the region on N droplets made on this machine (network namespaces on a
+        /// substrate bridge), each a node with its own transit daemon; pods reach each
+        /// other through the XDP datapath. Replaces this host's node agent. Needs root.
+        #[arg(long, default_value_t = 0, conflicts_with = "hollow_nodes")]
+        droplets: usize,
         /// Serve the API only: no scheduler, controllers or node agents (run them
         /// elsewhere, or test the API alone).
         #[arg(long)]
@@ -81,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             hollow_nodes,
             zones,
             no_local_agent,
+            droplets,
             api_only,
         } => up::run(
             &data_dir,
@@ -89,7 +95,8 @@ async fn main() -> anyhow::Result<()> {
             (!api_only).then_some(up::Compute {
                 hollow_nodes,
                 zones,
-                local_agent: !no_local_agent,
+                local_agent: !no_local_agent && droplets == 0,
+                droplets,
             }),
         )
         .await

@@ -1,6 +1,11 @@
 //! `centaurus up`: the all-in-one region: the embedded store, the multi-tenant API server
 //! over HTTPS, the scheduler, the controllers, a node agent for this host with the real
 //! runtimes (as root, with runc and QEMU present) and any number of hollow nodes.
+//!
+//! With `--droplets N` the region runs on N hosts made on this machine: network
+//! namespaces on a substrate bridge ([`centaurus_xdp::testbed`]), each with its own node
+//! agent and transit daemon, and the VPC plane programs the XDP datapath instead of the
+//! simulated one, so pods on different droplets reach each other through it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,9 +21,11 @@ use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::agent::hostname;
 use centaurus_runtime::{
     AgentConfig, Fleet, HollowRuntime, HostLocalNetwork, NetworkPlugin, NoNetwork, NodeAgent,
-    QemuRuntime, RuncRuntime, Runtime, RuntimeError,
+    QemuRuntime, RuncRuntime, Runtime, RuntimeError, Wiring,
 };
 use centaurus_sched::{Scheduler, SchedulerConfig};
+use centaurus_vpc::Dataplane;
+use centaurus_xdp::testbed::{Testbed, endpoint_mtu};
 use std::net::Ipv4Addr;
 
 /// What runs pods in the region.
@@ -29,6 +36,9 @@ pub struct Compute {
     pub zones: usize,
     /// Whether to start a node agent for this host.
     pub local_agent: bool,
+    /// Droplets to make on this machine, each a node with its own transit daemon (0: the
+    /// VPC plane programs the simulated dataplane).
+    pub droplets: usize,
 }
 
 /// Runs the region until Ctrl-C or SIGTERM (or until ready, with `exit_when_ready`). A
@@ -83,13 +93,25 @@ pub async fn run(
         "centaurus: admin kubeconfig (system tenant) at {}",
         region.admin_kubeconfig.display()
     );
+    // Held until the region stops: dropping it stops the transit daemons and removes the
+    // droplets.
+    let mut testbed = None;
     let (fleet, tasks) = match &compute {
         Some(c) => {
-            let (fleet, mut tasks) = start_compute(store.clone(), data_dir, c).await?;
+            if c.droplets > 0 {
+                testbed = Some(start_droplets(data_dir, c.droplets)?);
+            }
+            let (fleet, mut tasks) =
+                start_compute(store.clone(), data_dir, c, testbed.as_ref()).await?;
+            let dataplane: (Arc<dyn Dataplane>, _) = match &testbed {
+                Some(bed) => (Arc::new(bed.dataplane()), "XDP"),
+                None => (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
+            };
             tasks.extend(start_network(
                 store,
                 data_dir,
                 region.network_admission.clone(),
+                dataplane,
             )?);
             region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
             (Some(fleet), tasks)
@@ -119,22 +141,49 @@ pub async fn run(
         t.abort();
     }
     region.stop().await;
+    drop(testbed);
     println!("centaurus: stopped");
     Ok(())
 }
 
-/// Starts the VPC plane: one operator replica over the simulated dataplane (the XDP
-/// datapath is not wired yet) and the network controller.
+/// Makes `count` droplets (named after the data directory, so regions of different
+/// directories do not collide; what a killed region left is removed first) and starts
+/// their transit daemons, this binary's `transitd`.
+fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
+    if !RuncRuntime::available() {
+        anyhow::bail!("--droplets needs root and runc (scripts/setup.sh)");
+    }
+    let dir = std::fs::canonicalize(data_dir)?.join("droplets");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let prefix = format!(
+        "cent-r{:06x}",
+        centaurus_core::ring::stable_hash(dir.as_os_str().as_encoded_bytes()) & 0xff_ffff
+    );
+    Testbed::sweep(&prefix).context("removing droplets left by an earlier region")?;
+    let mut bed = Testbed::new(&prefix, count, &dir).context("making the droplets")?;
+    let exe = std::env::current_exe().context("finding this binary")?;
+    bed.start_transit_daemons(&exe, &["transitd"])
+        .context("starting the transit daemons")?;
+    println!(
+        "centaurus: {count} droplets ({prefix}-d0..) on a substrate of MTU {}, each with its transit daemon",
+        bed.mtu
+    );
+    Ok(bed)
+}
+
+/// Starts the VPC plane: one operator replica programming `dataplane` (the droplets' XDP
+/// datapath, or the simulated one, as its name says) and the network controller.
 fn start_network(
     store: Arc<dyn Store>,
     data_dir: &Path,
     admission: centaurus_vpc::admission::NetworkAdmission,
+    (dataplane, kind): (Arc<dyn Dataplane>, &str),
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use centaurus_core::ring::{HashRing, RingConfig};
     let name = "vpc-operator-0";
     let operator = centaurus_vpc::operator::Operator::new(
         store.clone(),
-        Arc::new(centaurus_vpc::SimDataplane::new()),
+        dataplane,
         centaurus_vpc::operator::OperatorConfig {
             name: name.into(),
             ring: Arc::new(std::sync::RwLock::new(HashRing::with_owners(
@@ -147,9 +196,7 @@ fn start_network(
         },
     )
     .context("starting the vpc operator")?;
-    println!(
-        "centaurus: vpc plane: operator {name} on the simulated dataplane, network controller"
-    );
+    println!("centaurus: vpc plane: operator {name} on the {kind} dataplane, network controller");
     Ok(vec![
         tokio::spawn(operator.run()),
         tokio::spawn(centaurus_vpc::network::run(store, admission)),
@@ -171,11 +218,13 @@ impl PodLogs for FleetLogs {
     }
 }
 
-/// Starts the scheduler, the controllers and the node agents.
+/// Starts the scheduler, the controllers and the node agents (one per droplet of
+/// `droplets`).
 async fn start_compute(
     store: Arc<dyn Store>,
     data_dir: &Path,
     compute: &Compute,
+    droplets: Option<&Testbed>,
 ) -> anyhow::Result<(Arc<Fleet>, Vec<tokio::task::JoinHandle<()>>)> {
     let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
     let mut tasks = vec![
@@ -198,6 +247,13 @@ async fn start_compute(
             None => println!(
                 "centaurus: no local node agent: real pods need root and runc (scripts/setup.sh); hollow nodes only"
             ),
+        }
+    }
+    if let Some(bed) = droplets {
+        for agent in droplet_agents(data_dir, bed, store.clone()) {
+            let name = agent.name().to_owned();
+            fleet.add(agent).await?;
+            println!("centaurus: node {name} runs container pods (runc) on its droplet");
         }
     }
     if compute.hollow_nodes > 0 {
@@ -264,24 +320,67 @@ pub(crate) fn local_agent(root: &Path, vpc: Option<Arc<dyn Store>>) -> Option<(N
         gated(
             Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
             vpc,
-            true,
+            Some(Wiring::default()),
         ),
     );
     Some((agent, what.into()))
 }
 
+/// A node agent per droplet (`droplet-{i}`, container pods under runc), whose pods' veths
+/// have their host side in the droplet, at the droplet's endpoint MTU, with `xdp_pass` on
+/// the pod's side. Pods on flat networks share this machine's bridge.
+fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<NodeAgent> {
+    let flat: Arc<dyn NetworkPlugin> =
+        Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1)));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    bed.droplets
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let name = format!("droplet-{i}");
+            let wiring = Wiring {
+                host_netns: Some(d.netns.clone()),
+                mtu: Some(endpoint_mtu(bed.mtu)),
+                pod_xdp: Some((bed.object().to_owned(), "xdp_pass".into())),
+            };
+            NodeAgent::new(
+                AgentConfig {
+                    node_name: name.clone(),
+                    zone: "droplets".into(),
+                    labels: Default::default(),
+                    capacity: list(&[
+                        ("cpu", cpus.to_string()),
+                        ("memory", "8Gi".into()),
+                        ("pods", "110".into()),
+                        ("vm", "0".into()),
+                    ]),
+                    address: d.host.ip.to_string(),
+                    heartbeat: Duration::from_secs(10),
+                    lease_seconds: 40,
+                },
+                Some(Arc::new(RuncRuntime::new(
+                    data_dir.join("droplets").join(&name),
+                ))),
+                None,
+                gated(flat.clone(), Some(store.clone()), Some(wiring)),
+            )
+        })
+        .collect()
+}
+
 /// `flat` behind the VPC readiness gate when `vpc` (the region's store) is given: pods on
-/// `vpc` networks start once their endpoint is provisioned, with its address.
+/// `vpc` networks start once their endpoint is provisioned, with its address, wired by
+/// `wiring` (real nodes).
 fn gated(
     flat: Arc<dyn NetworkPlugin>,
     vpc: Option<Arc<dyn Store>>,
-    wire: bool,
+    wiring: Option<Wiring>,
 ) -> Arc<dyn NetworkPlugin> {
     match vpc {
         Some(store) => Arc::new(centaurus_runtime::VpcNetwork::new(
             store,
             flat,
-            wire,
+            wiring,
             Duration::from_secs(60),
         )),
         None => flat,
@@ -300,7 +399,7 @@ pub(crate) fn hollow_agents(
     let network = gated(
         Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
         vpc,
-        false,
+        None,
     );
     (0..count)
         .map(|i| {

@@ -12,26 +12,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use centaurus_runtime::{QemuRuntime, RuncRuntime};
-use common::{Kubectl, kubectl_binary, tenant_kubeconfig, up};
+use common::{Kubectl, eventually, kubectl_binary, tenant_kubeconfig, up};
 use serde_json::Value;
-
-/// Polls `check` every 250 ms until it returns Some, or panics after `secs` with `what`.
-fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn items(list: &Value) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()

@@ -150,3 +150,18 @@ pub fn free_addr() -> String {
         .unwrap()
         .to_string()
 }
+
+/// Polls `check` every 250 ms until it returns Some, or panics after `secs` with `what`.
+pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,197 @@
+//! `centaurus up --droplets 2`: a region on two droplets made on this machine, each a node
+//! with its own transit daemon. Through a real kubectl, two tenants each run a server pod on
+//! one droplet and a client pod on the other, in their default VPCs (the same CIDR, so the
+//! same addresses): the clients ping their server and send it a line over TCP by pod IP,
+//! through the XDP datapath; each server hears only its own tenant's client; both droplets'
+//! transit daemons counted the overlay frames they sent and delivered.
+//!
+//! Needs root, runc, iproute2, ethtool and kubectl (`scripts/setup.sh`); CI runs it as root.
+
+mod common;
+
+use std::time::Instant;
+
+use centaurus_runtime::RuncRuntime;
+use centaurus_xdp::testbed::is_root;
+use centaurus_xdp::transitd::{Dump, request};
+use common::{Kubectl, eventually, kubectl_binary, tenant_kubeconfig, up};
+use serde_json::Value;
+
+fn pod(name: &str, node: &str, script: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    })
+    .to_string()
+}
+
+fn apply(k: &Kubectl, dir: &std::path::Path, name: &str, manifest: &str) {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, manifest).unwrap();
+    k.run(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+fn running(k: &Kubectl, name: &str) -> Value {
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        &format!("pod/{name}"),
+        "--timeout=90s",
+    ]);
+    k.json(&["get", "pod", name])
+}
+
+fn dump(socket: &std::path::Path) -> Dump {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt
+        .block_on(request(socket, "GET", "/v1/dump", b""))
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn pods_on_two_droplets_reach_each_other_through_the_xdp_datapath() {
+    if !is_root() || !RuncRuntime::available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this test as root with runc"
+        );
+        eprintln!("SKIPPED: droplets need root and runc (scripts/setup.sh)");
+        return;
+    }
+    let Some(bin) = kubectl_binary() else {
+        assert!(std::env::var_os("CI").is_none(), "CI installs kubectl");
+        eprintln!("SKIPPED: no kubectl ($KUBECTL, .venv/bin/kubectl or PATH)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("region");
+    let region = up(&data, &common::free_addr(), &["--droplets", "2"]);
+    let admin = Kubectl {
+        bin: bin.clone(),
+        kubeconfig: data.join("admin.kubeconfig"),
+        cache: dir.path().join("cache-admin"),
+    };
+    eventually(60, "both droplets' nodes are Ready", || {
+        let nodes = admin.json(&["get", "nodes"]);
+        let ready = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .map(|n| {
+                n["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>();
+        (ready == ["droplet-0", "droplet-1"]).then_some(())
+    });
+
+    let mut servers = Vec::new();
+    for tenant in ["acme", "beta"] {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Tenant\nmetadata:\n  name: {tenant}\nspec:\n  quota:\n    pods: \"10\"\n"
+        );
+        let file = dir.path().join(format!("tenant-{tenant}.yaml"));
+        std::fs::write(&file, manifest).unwrap();
+        admin.run(&["create", "-f", file.to_str().unwrap()]);
+        let kubeconfig = dir.path().join(format!("{tenant}.kubeconfig"));
+        tenant_kubeconfig(&data.join("admin.kubeconfig"), tenant, &kubeconfig);
+        let k = Kubectl {
+            bin: bin.clone(),
+            kubeconfig,
+            cache: dir.path().join(format!("cache-{tenant}")),
+        };
+        // The server prints what it hears, then stays.
+        let started = Instant::now();
+        apply(
+            &k,
+            dir.path(),
+            "server",
+            &pod("server", "droplet-1", "nc -l -p 5000; sleep 3600"),
+        );
+        let server = running(&k, "server");
+        eprintln!("{tenant}: server Running after {:?}", started.elapsed());
+        assert_eq!(server["spec"]["nodeName"], "droplet-1");
+        let ip = server["status"]["podIP"].as_str().unwrap().to_owned();
+        assert!(ip.starts_with("10.0."), "from the tenant's VPC: {ip}");
+        servers.push((tenant, k, ip));
+    }
+    assert_eq!(
+        servers[0].2, servers[1].2,
+        "the tenants' VPCs overlap: their servers have the same address"
+    );
+    for (tenant, k, ip) in &servers {
+        // Running means the server's process started, not that it listens yet: the client
+        // tries again on a refused connection.
+        let script = format!(
+            "ping -c 3 -W 2 {ip}; for i in 1 2 3 4 5; do \
+             echo hello from {tenant} | nc -w 5 {ip} 5000 && break; echo retry; sleep 1; done; \
+             echo sent; sleep 3600"
+        );
+        apply(
+            k,
+            dir.path(),
+            "client",
+            &pod("client", "droplet-0", &script),
+        );
+        let client = running(k, "client");
+        assert_eq!(client["spec"]["nodeName"], "droplet-0");
+        eventually(60, "the client pinged and sent", || {
+            let log = k.run(&["logs", "client"]);
+            log.contains("sent").then_some(())
+        });
+        let log = k.run(&["logs", "client"]);
+        assert!(log.contains("3 packets received"), "{tenant}: {log}");
+    }
+    // Each server heard its own tenant's client only.
+    for (tenant, k, _) in &servers {
+        let other = if *tenant == "acme" { "beta" } else { "acme" };
+        let what = format!(
+            "{tenant}'s server hears its client; client: {}",
+            k.run(&["logs", "client"])
+        );
+        let log = eventually(30, &what, || {
+            let log = k.run(&["logs", "server"]);
+            log.contains("hello from").then_some(log)
+        });
+        assert!(log.contains(&format!("hello from {tenant}")), "{log}");
+        assert!(!log.contains(other), "{tenant} heard {other}: {log}");
+    }
+    // It crossed the overlay: each droplet's transit daemon sent and delivered frames.
+    for i in 0..2 {
+        let socket = data.join(format!("droplets/transitd-{i}.sock"));
+        let d = dump(&socket);
+        assert!(
+            d.counters["sent"] >= 8 && d.counters["delivered"] >= 8,
+            "droplet {i}: {:?}",
+            d.counters
+        );
+    }
+    drop(region);
+    // A clean stop removes the droplets.
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left
+            .lines()
+            .any(|l| l.starts_with("cent-r") && l.contains("-d")),
+        "{left}"
+    );
+}
