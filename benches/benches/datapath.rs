@@ -576,7 +576,7 @@ fn transitd(args: &[String]) {
     let mut t = Transit::load(me, ifindex(&substrate).unwrap()).unwrap();
     t.attach_substrate(&substrate).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(centaurus_xdp::transitd::serve(t, Path::new(&socket)))
+    rt.block_on(centaurus_xdp::transitd::serve(t, None, Path::new(&socket)))
         .unwrap();
 }
 

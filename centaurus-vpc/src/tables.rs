@@ -222,6 +222,38 @@ fn pick(hosts: &[Ipv4Addr], flow: u64) -> Option<Ipv4Addr> {
 }
 
 impl HostTables {
+    /// The updates that build these tables from empty tables (a snapshot to replay).
+    pub fn updates(&self) -> Vec<TableUpdate> {
+        let mut out: Vec<TableUpdate> = self
+            .endpoints
+            .iter()
+            .map(|(key, location)| TableUpdate::PutEndpoint {
+                key: *key,
+                location: location.clone(),
+            })
+            .collect();
+        for (vni, nets) in &self.bounced {
+            // In their order: the first carries the VNI's own entry.
+            out.extend(nets.iter().map(|n| TableUpdate::PutBouncedSubnet {
+                vni: *vni,
+                cidr: n.cidr,
+                dividers: n.dividers.clone(),
+            }));
+        }
+        for (vni, nets) in &self.divided {
+            out.extend(nets.iter().map(|n| TableUpdate::PutDividedSubnet {
+                vni: *vni,
+                cidr: n.cidr,
+                bouncers: n.bouncers.clone(),
+            }));
+        }
+        out.extend(self.agents.iter().map(|(key, b)| TableUpdate::PutAgent {
+            key: *key,
+            bouncers: b.clone(),
+        }));
+        out
+    }
+
     /// Applies one update.
     pub fn apply(&mut self, update: &TableUpdate) {
         match update {
@@ -343,5 +375,89 @@ impl HostTables {
     /// True when every table is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(vni: u32, last: u8) -> EndpointKey {
+        EndpointKey {
+            vni,
+            ip: Ipv4Addr::new(10, 0, 0, last),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_rebuilds_the_same_tables() {
+        let host = |i: u8| Ipv4Addr::new(192, 168, 0, i);
+        let mut t = HostTables::default();
+        for u in [
+            TableUpdate::PutEndpoint {
+                key: ep(7, 2),
+                location: Location::Remote {
+                    host: host(2),
+                    mac: [2, 0, 0, 0, 0, 2],
+                },
+            },
+            TableUpdate::PutEndpoint {
+                key: ep(7, 3),
+                location: Location::Local {
+                    veth: "ve0".into(),
+                    mac: [2, 0, 0, 0, 0, 3],
+                },
+            },
+            TableUpdate::PutBouncedSubnet {
+                vni: 7,
+                cidr: "10.0.0.0/24".parse().unwrap(),
+                dividers: vec![host(4)],
+            },
+            TableUpdate::PutBouncedSubnet {
+                vni: 7,
+                cidr: "10.0.1.0/24".parse().unwrap(),
+                dividers: vec![host(5)],
+            },
+            TableUpdate::PutDividedSubnet {
+                vni: 7,
+                cidr: "10.0.0.0/16".parse().unwrap(),
+                bouncers: vec![host(1), host(3)],
+            },
+            TableUpdate::PutDividedSubnet {
+                vni: 7,
+                cidr: "10.0.2.0/24".parse().unwrap(),
+                bouncers: vec![host(6)],
+            },
+            TableUpdate::PutAgent {
+                key: ep(7, 3),
+                bouncers: vec![host(1)],
+            },
+            TableUpdate::DeleteEndpoint { key: ep(7, 2) },
+        ] {
+            t.apply(&u);
+        }
+        let mut rebuilt = HostTables::default();
+        for u in t.updates() {
+            rebuilt.apply(&u);
+        }
+        let sorted = |t: &HostTables| {
+            let mut v: Vec<String> = t.updates().iter().map(|u| format!("{u:?}")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&rebuilt), sorted(&t));
+        assert_eq!(rebuilt.endpoints.len(), 1);
+        let order =
+            |t: &HostTables| -> Vec<Ipv4Cidr> { t.bounced[&7].iter().map(|n| n.cidr).collect() };
+        assert_eq!(
+            order(&rebuilt),
+            order(&t),
+            "bounced subnets keep their order"
+        );
+        let divided: Vec<u8> = rebuilt.divided[&7]
+            .iter()
+            .map(|n| n.cidr.prefix_len())
+            .collect();
+        assert_eq!(divided, [24, 16], "longest prefix first");
     }
 }

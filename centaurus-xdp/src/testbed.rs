@@ -64,6 +64,8 @@ pub struct Testbed {
     /// The endpoints made so far.
     pub endpoints: Vec<EndpointNs>,
     daemons: Vec<Child>,
+    /// The daemons' program and its first arguments.
+    daemon_command: Option<(PathBuf, Vec<String>)>,
 }
 
 /// True when the process runs as root (the testbed and the BPF tests need it).
@@ -119,6 +121,7 @@ impl Testbed {
             droplets: Vec::new(),
             endpoints: Vec::new(),
             daemons: Vec::new(),
+            daemon_command: None,
         };
         run(&["ip", "netns", "add", &substrate])?;
         let sub = |args: &[&str]| {
@@ -165,33 +168,54 @@ impl Testbed {
     }
 
     /// Starts each droplet's transit daemon, `exe ARGS --substrate eth0 --ip IP --socket
-    /// PATH` (ARGS is `transitd` for the `centaurus` binary), and waits for its socket.
+    /// PATH --tables PATH` (ARGS is `transitd` for the `centaurus` binary), and waits for
+    /// its socket.
     pub fn start_transit_daemons(&mut self, exe: &Path, args: &[&str]) -> std::io::Result<()> {
-        for d in &self.droplets {
-            // A socket left by an earlier daemon must not pass for this one's.
-            let _ = std::fs::remove_file(&d.socket);
-            let child = Command::new("ip")
-                .args(["netns", "exec", &d.netns])
-                .arg(exe)
-                .args(args)
-                .args(["--substrate", "eth0", "--ip", &d.host.ip.to_string()])
-                .arg("--socket")
-                .arg(&d.socket)
-                .stdout(Stdio::null())
-                .spawn()?;
-            self.daemons.push(child);
-        }
+        self.daemon_command = Some((exe.to_owned(), args.iter().map(|a| a.to_string()).collect()));
+        self.daemons = (0..self.droplets.len())
+            .map(|i| self.spawn_daemon(i))
+            .collect::<std::io::Result<_>>()?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        for d in &self.droplets {
-            while !d.socket.exists() {
-                if Instant::now() > deadline {
-                    return Err(std::io::Error::other(format!(
-                        "transitd of {} did not start",
-                        d.netns
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        (0..self.droplets.len()).try_for_each(|i| self.wait_daemon(i, deadline))
+    }
+
+    /// Kills droplet `i`'s transit daemon and starts it again (it restores its tables from
+    /// its table log); returns once it serves.
+    pub fn restart_transit_daemon(&mut self, i: usize) -> std::io::Result<()> {
+        let _ = self.daemons[i].kill();
+        let _ = self.daemons[i].wait();
+        self.daemons[i] = self.spawn_daemon(i)?;
+        self.wait_daemon(i, Instant::now() + Duration::from_secs(20))
+    }
+
+    fn spawn_daemon(&self, i: usize) -> std::io::Result<Child> {
+        let (exe, args) = self.daemon_command.as_ref().expect("daemons started");
+        let d = &self.droplets[i];
+        // A socket left by an earlier daemon must not pass for this one's.
+        let _ = std::fs::remove_file(&d.socket);
+        Command::new("ip")
+            .args(["netns", "exec", &d.netns])
+            .arg(exe)
+            .args(args)
+            .args(["--substrate", "eth0", "--ip", &d.host.ip.to_string()])
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("--tables")
+            .arg(d.socket.with_extension("tables"))
+            .stdout(Stdio::null())
+            .spawn()
+    }
+
+    fn wait_daemon(&self, i: usize, deadline: Instant) -> std::io::Result<()> {
+        let d = &self.droplets[i];
+        while !d.socket.exists() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "transitd of {} did not start",
+                    d.netns
+                )));
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
     }

@@ -10,6 +10,10 @@
 //! In the background it attaches agents to veths that appear after their endpoint was
 //! programmed, and resolves the MACs of the hosts the tables send to from the kernel's
 //! neighbor table (sending a datagram to a host first makes the kernel resolve it).
+//!
+//! With a [`TableLog`], every batch it applies is appended to a file, and a restarted
+//! daemon replays it: the host serves the same tables again without the management plane
+//! (which counts the host as programmed) sending them anew.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -18,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use centaurus_vpc::tables::{EndpointKey, Location, TableUpdate};
+use centaurus_vpc::tables::{EndpointKey, HostTables, Location, TableUpdate};
 use centaurus_vpc::{Dataplane, DataplaneError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -158,17 +162,94 @@ pub fn upkeep(t: &mut Transit) -> Result<(), String> {
     Ok(())
 }
 
+/// The tables a transit daemon was programmed with, in a file: one JSON array of updates
+/// a line, appended as each batch is applied. Opening it replays it and rewrites it as one
+/// line, the tables' snapshot.
+pub struct TableLog {
+    file: std::fs::File,
+}
+
+impl TableLog {
+    /// Opens (or creates) the log at `path` and applies what it holds to `transit`;
+    /// returns the log and how many table entries it restored. A last line cut short (a
+    /// daemon killed mid-write) is dropped; any other unreadable line is an error, so
+    /// nothing is silently lost.
+    pub fn open(path: &Path, transit: &mut Transit) -> Result<(Self, usize), String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let snapshot = Self::replay(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .updates();
+        transit.apply(&snapshot).map_err(|e| e.to_string())?;
+        let mut line = serde_json::to_vec(&snapshot).expect("updates serialize");
+        line.push(b'\n');
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &line)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        Ok((Self { file }, snapshot.len()))
+    }
+
+    /// The tables a log's text builds.
+    fn replay(text: &str) -> Result<HostTables, String> {
+        let mut tables = HostTables::default();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            match serde_json::from_str::<Vec<TableUpdate>>(line) {
+                Ok(batch) => batch.iter().for_each(|u| tables.apply(u)),
+                Err(e) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                    tracing::warn!("dropping a batch cut short: {e}");
+                }
+                Err(e) => return Err(format!("line {}: {e}", i + 1)),
+            }
+        }
+        Ok(tables)
+    }
+
+    /// Appends a batch that was applied.
+    pub fn append(&mut self, updates: &[TableUpdate]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(updates).expect("updates serialize");
+        line.push(b'\n');
+        self.file.write_all(&line)
+    }
+}
+
+/// A host's datapath and the log of what it was programmed with.
+struct Daemon {
+    transit: Transit,
+    log: Option<TableLog>,
+}
+
+impl Daemon {
+    fn program(&mut self, updates: &[TableUpdate]) -> Result<(), String> {
+        self.transit.apply(updates).map_err(|e| e.to_string())?;
+        if let Some(log) = &mut self.log {
+            log.append(updates)
+                .map_err(|e| format!("applied, but not logged: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Serves `transit` on the Unix socket at `path` until the task is dropped, running
-/// [`upkeep`] every 100 ms.
-pub async fn serve(transit: Transit, path: &Path) -> std::io::Result<()> {
+/// [`upkeep`] every 100 ms, and appending what it applies to `log`.
+pub async fn serve(transit: Transit, log: Option<TableLog>, path: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
-    let transit = Arc::new(Mutex::new(transit));
+    let transit = Arc::new(Mutex::new(Daemon { transit, log }));
     let t = transit.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Err(e) = upkeep(&mut t.lock().expect("transit lock")) {
+            if let Err(e) = upkeep(&mut t.lock().expect("transit lock").transit) {
                 tracing::warn!("transitd upkeep: {e}");
             }
         }
@@ -255,7 +336,7 @@ async fn respond(
     stream.shutdown().await
 }
 
-async fn handle(mut stream: UnixStream, transit: Arc<Mutex<Transit>>) -> std::io::Result<()> {
+async fn handle(mut stream: UnixStream, transit: Arc<Mutex<Daemon>>) -> std::io::Result<()> {
     let (method, path, body) = match read_request(&mut stream).await? {
         Ok(r) => r,
         Err((status, why)) => {
@@ -269,12 +350,12 @@ async fn handle(mut stream: UnixStream, transit: Arc<Mutex<Transit>>) -> std::io
                 "text/plain",
                 format!("malformed updates: {e}").into_bytes(),
             ),
-            Ok(updates) => match transit.lock().expect("transit lock").apply(&updates) {
+            Ok(updates) => match transit.lock().expect("transit lock").program(&updates) {
                 Ok(()) => (200, "application/json", b"{}".to_vec()),
-                Err(e) => (500, "text/plain", e.to_string().into_bytes()),
+                Err(e) => (500, "text/plain", e.into_bytes()),
             },
         },
-        ("GET", "/v1/dump") => match dump(&mut transit.lock().expect("transit lock")) {
+        ("GET", "/v1/dump") => match dump(&mut transit.lock().expect("transit lock").transit) {
             Ok(d) => (
                 200,
                 "application/json",
@@ -376,5 +457,56 @@ impl Dataplane for XdpDataplane {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(last: u8) -> TableUpdate {
+        TableUpdate::PutEndpoint {
+            key: EndpointKey {
+                vni: 9,
+                ip: Ipv4Addr::new(10, 0, 0, last),
+            },
+            location: Location::Remote {
+                host: Ipv4Addr::new(192, 168, 0, 1),
+                mac: [2, 0, 0, 0, 0, 1],
+            },
+        }
+    }
+
+    fn line(batch: &[TableUpdate]) -> String {
+        serde_json::to_string(batch).unwrap() + "\n"
+    }
+
+    #[test]
+    fn a_log_replays_its_batches_in_order() {
+        let delete = TableUpdate::DeleteEndpoint {
+            key: EndpointKey {
+                vni: 9,
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+            },
+        };
+        let text = line(&[put(2), put(3)]) + &line(&[delete]) + &line(&[put(4)]);
+        let tables = TableLog::replay(&text).unwrap();
+        let mut ips: Vec<_> = tables.endpoints.keys().map(|k| k.ip.octets()[3]).collect();
+        ips.sort();
+        assert_eq!(ips, [3, 4]);
+        assert!(TableLog::replay("").unwrap().endpoints.is_empty());
+    }
+
+    #[test]
+    fn only_a_last_batch_cut_short_is_dropped() {
+        let whole = line(&[put(2)]);
+        let cut = &line(&[put(3)])[..20];
+        let tables = TableLog::replay(&(whole.clone() + cut)).unwrap();
+        assert_eq!(tables.endpoints.len(), 1);
+        // Anything else unreadable is refused, not skipped.
+        let err = TableLog::replay(&(whole.clone() + "{not json}\n" + &whole)).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        let err = TableLog::replay(&(whole + cut + "\n")).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
     }
 }

@@ -67,6 +67,10 @@ enum Command {
         /// Where to serve.
         #[arg(long, default_value = "/run/centaurus/transitd.sock")]
         socket: PathBuf,
+        /// Where to keep the tables it is programmed with, so a restarted daemon serves
+        /// them again.
+        #[arg(long, default_value = "/var/lib/centaurus/transitd/tables.jsonl")]
+        tables: PathBuf,
     },
 }
 
@@ -105,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
             substrate,
             ip,
             socket,
-        } => transitd(&substrate, ip, &socket).await,
+            tables,
+        } => transitd(&substrate, ip, &socket, &tables).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await
@@ -117,6 +122,7 @@ async fn transitd(
     substrate: &str,
     ip: std::net::Ipv4Addr,
     socket: &std::path::Path,
+    tables: &std::path::Path,
 ) -> anyhow::Result<()> {
     use centaurus_xdp::loader::{Transit, ifindex};
     let index = ifindex(substrate).with_context(|| format!("no interface {substrate}"))?;
@@ -127,15 +133,19 @@ async fn transitd(
     let me = centaurus_xdp::model::HostInfo { ip, mac };
     let mut transit = Transit::load(me, index).context("loading the XDP datapath (as root?)")?;
     let mode = transit.attach_substrate(substrate)?;
-    if let Some(dir) = socket.parent() {
+    for dir in [socket.parent(), tables.parent()].into_iter().flatten() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let (log, restored) = centaurus_xdp::transitd::TableLog::open(tables, &mut transit)
+        .map_err(anyhow::Error::msg)
+        .context("restoring the tables")?;
     eprintln!(
-        "transitd: ready on {} (host {ip}, substrate {substrate} in {mode:?} mode)",
-        socket.display()
+        "transitd: ready on {} (host {ip}, substrate {substrate} in {mode:?} mode; {restored} table entries restored from {})",
+        socket.display(),
+        tables.display()
     );
     tokio::select! {
-        r = centaurus_xdp::transitd::serve(transit, socket) => r.with_context(|| format!("serving on {}", socket.display())),
+        r = centaurus_xdp::transitd::serve(transit, Some(log), socket) => r.with_context(|| format!("serving on {}", socket.display())),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -3,7 +3,8 @@
 //! one droplet and a client pod on the other, in their default VPCs (the same CIDR, so the
 //! same addresses): the clients ping their server and send it a line over TCP by pod IP,
 //! through the XDP datapath; each server hears only its own tenant's client; both droplets'
-//! transit daemons counted the overlay frames they sent and delivered.
+//! transit daemons counted the overlay frames they sent and delivered. After the region
+//! stops and starts again on the same data, a new pod reaches a server as before.
 //!
 //! Needs root, runc, iproute2, ethtool and kubectl (`scripts/setup.sh`); CI runs it as root.
 
@@ -17,6 +18,8 @@ use centaurus_xdp::transitd::{Dump, request};
 use common::{Kubectl, eventually, kubectl_binary, tenant_kubeconfig, up};
 use serde_json::Value;
 
+/// A busybox pod on `node` running `script` (restarted after a node's restart, as the
+/// default `restartPolicy: Always` says).
 fn pod(name: &str, node: &str, script: &str) -> String {
     serde_json::json!({
         "apiVersion": "v1",
@@ -24,7 +27,6 @@ fn pod(name: &str, node: &str, script: &str) -> String {
         "metadata": {"name": name},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": node},
-            "restartPolicy": "Never",
             "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
         },
     })
@@ -73,7 +75,8 @@ fn pods_on_two_droplets_reach_each_other_through_the_xdp_datapath() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("region");
-    let region = up(&data, &common::free_addr(), &["--droplets", "2"]);
+    let addr = common::free_addr();
+    let region = up(&data, &addr, &["--droplets", "2"]);
     let admin = Kubectl {
         bin: bin.clone(),
         kubeconfig: data.join("admin.kubeconfig"),
@@ -193,5 +196,23 @@ fn pods_on_two_droplets_reach_each_other_through_the_xdp_datapath() {
             .lines()
             .any(|l| l.starts_with("cent-r") && l.contains("-d")),
         "{left}"
+    );
+
+    // Up again on the same data: new droplets, whose transit daemons restore their tables
+    // from their logs (the operator counts the hosts as programmed), and the pods start
+    // again behind their endpoints.
+    let _region = up(&data, &addr, &["--droplets", "2"]);
+    let (tenant, k, ip) = &servers[0];
+    running(k, "server");
+    let script = format!("ping -c 3 -W 2 {ip}; echo pinged; sleep 3600");
+    apply(k, dir.path(), "again", &pod("again", "droplet-0", &script));
+    running(k, "again");
+    let log = eventually(60, "the new client pinged", || {
+        let log = k.run(&["logs", "again"]);
+        log.contains("pinged").then_some(log)
+    });
+    assert!(
+        log.contains("3 packets received"),
+        "{tenant} after a restart: {log}"
     );
 }

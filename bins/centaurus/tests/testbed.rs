@@ -3,8 +3,9 @@
 //! identical endpoint addresses, programmed by the management plane through the transit
 //! daemons. Pings and TCP transfers between endpoint namespaces go through the XDP
 //! programs (Geneve on the substrate); they reach only their own tenant; replies learn the
-//! direct path; a deleted endpoint is unreachable at once. A capture on the substrate
-//! shows Geneve in each tenant's VNI, and TCP segments of the jumbo MTU crossing whole.
+//! direct path; a restarted transit daemon serves its tables again; a deleted endpoint is
+//! unreachable at once. A capture on the substrate shows Geneve in each tenant's VNI, and
+//! TCP segments of the jumbo MTU crossing whole.
 //!
 //! Needs root, iproute2, ethtool and busybox (`scripts/setup.sh`); CI runs it as root.
 
@@ -332,6 +333,42 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
         (third["sent"], third["delivered"]),
         (after["sent"], after["delivered"]),
         "the third droplet stayed off the direct path"
+    );
+
+    // A restarted transit daemon serves the same tables again from its table log: no
+    // reprogramming, and a2 (on that droplet) still answers.
+    let before = dump(&bed.droplets[1].socket);
+    bed.restart_transit_daemon(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let d = dump(&bed.droplets[1].socket);
+        if d.pending.is_empty() && d.neighbors.len() == bed.droplets.len() - 1 {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted daemon not ready: {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        (
+            &after.endpoints,
+            &after.bounced,
+            &after.divided,
+            &after.agents
+        ),
+        (
+            &before.endpoints,
+            &before.bounced,
+            &before.divided,
+            &before.agents
+        )
+    );
+    assert!(!after.endpoints.is_empty());
+    assert!(
+        ping(&bed, a1.2, a2.1.ip, "3"),
+        "a2 after its droplet's transitd restarted"
     );
 
     // Deleting a2 makes it unreachable at once, in acme; beta's a2 still answers.
