@@ -299,22 +299,9 @@ pub(crate) fn local_agent(root: &Path, vpc: Option<Arc<dyn Store>>) -> Option<(N
     } else {
         "container pods (runc); VM pods need qemu-system-x86 and the kernel from scripts/setup.sh"
     };
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let vms = if qemu.is_some() { 4 } else { 0 };
     let agent = NodeAgent::new(
-        AgentConfig {
-            node_name: hostname(),
-            zone: "local".into(),
-            labels: Default::default(),
-            capacity: list(&[
-                ("cpu", cpus.to_string()),
-                ("memory", "8Gi".into()),
-                ("pods", "110".into()),
-                ("vm", if qemu.is_some() { "4" } else { "0" }.into()),
-            ]),
-            address: "127.0.0.1".into(),
-            heartbeat: Duration::from_secs(10),
-            lease_seconds: 40,
-        },
+        real_node(hostname(), "local", "127.0.0.1".into(), vms),
         Some(Arc::new(RuncRuntime::new(root))),
         qemu.map(|q| q as Arc<dyn Runtime>),
         gated(
@@ -326,13 +313,32 @@ pub(crate) fn local_agent(root: &Path, vpc: Option<Arc<dyn Store>>) -> Option<(N
     Some((agent, what.into()))
 }
 
+/// The configuration of a node with this machine's CPUs, 8 GiB, 110 pods and `vms` VM
+/// slots.
+fn real_node(name: String, zone: &str, address: String, vms: u32) -> AgentConfig {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    AgentConfig {
+        node_name: name,
+        zone: zone.into(),
+        labels: Default::default(),
+        capacity: list(&[
+            ("cpu", cpus.to_string()),
+            ("memory", "8Gi".into()),
+            ("pods", "110".into()),
+            ("vm", vms.to_string()),
+        ]),
+        address,
+        heartbeat: Duration::from_secs(10),
+        lease_seconds: 40,
+    }
+}
+
 /// A node agent per droplet (`droplet-{i}`, container pods under runc), whose pods' veths
 /// have their host side in the droplet, at the droplet's endpoint MTU, with `xdp_pass` on
 /// the pod's side. Pods on flat networks share this machine's bridge.
 fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<NodeAgent> {
     let flat: Arc<dyn NetworkPlugin> =
         Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1)));
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     bed.droplets
         .iter()
         .enumerate()
@@ -343,24 +349,10 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<
                 mtu: Some(endpoint_mtu(bed.mtu)),
                 pod_xdp: Some((bed.object().to_owned(), "xdp_pass".into())),
             };
+            let root = data_dir.join("droplets").join(&name);
             NodeAgent::new(
-                AgentConfig {
-                    node_name: name.clone(),
-                    zone: "droplets".into(),
-                    labels: Default::default(),
-                    capacity: list(&[
-                        ("cpu", cpus.to_string()),
-                        ("memory", "8Gi".into()),
-                        ("pods", "110".into()),
-                        ("vm", "0".into()),
-                    ]),
-                    address: d.host.ip.to_string(),
-                    heartbeat: Duration::from_secs(10),
-                    lease_seconds: 40,
-                },
-                Some(Arc::new(RuncRuntime::new(
-                    data_dir.join("droplets").join(&name),
-                ))),
+                real_node(name, "droplets", d.host.ip.to_string(), 0),
+                Some(Arc::new(RuncRuntime::new(root))),
                 None,
                 gated(flat.clone(), Some(store.clone()), Some(wiring)),
             )

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use centaurus_runtime::{QemuRuntime, RuncRuntime};
-use common::{Kubectl, eventually, kubectl_binary, tenant_kubeconfig, up};
+use common::{Kubectl, eventually, kubectl_binary, up};
 use serde_json::Value;
 
 fn items(list: &Value) -> Vec<Value> {
@@ -81,13 +81,7 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     let tenant =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/tenant-acme.yaml");
     admin.run(&["create", "-f", tenant.to_str().unwrap()]);
-    let kubeconfig = dir.path().join("acme.kubeconfig");
-    tenant_kubeconfig(&data.join("admin.kubeconfig"), "acme", &kubeconfig);
-    let k = Kubectl {
-        bin,
-        kubeconfig,
-        cache: dir.path().join("cache-acme"),
-    };
+    let k = Kubectl::tenant_admin(&bin, &data, dir.path(), "acme");
 
     // A container pod: Running, and its log is its output.
     let started = Instant::now();

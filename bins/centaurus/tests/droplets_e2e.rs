@@ -15,7 +15,7 @@ use std::time::Instant;
 use centaurus_runtime::RuncRuntime;
 use centaurus_xdp::testbed::is_root;
 use centaurus_xdp::transitd::{Dump, request};
-use common::{Kubectl, eventually, kubectl_binary, tenant_kubeconfig, up};
+use common::{Kubectl, eventually, kubectl_binary, up};
 use serde_json::Value;
 
 /// A busybox pod on `node` running `script` (restarted after a node's restart, as the
@@ -111,13 +111,7 @@ fn pods_on_two_droplets_reach_each_other_through_the_xdp_datapath() {
         let file = dir.path().join(format!("tenant-{tenant}.yaml"));
         std::fs::write(&file, manifest).unwrap();
         admin.run(&["create", "-f", file.to_str().unwrap()]);
-        let kubeconfig = dir.path().join(format!("{tenant}.kubeconfig"));
-        tenant_kubeconfig(&data.join("admin.kubeconfig"), tenant, &kubeconfig);
-        let k = Kubectl {
-            bin: bin.clone(),
-            kubeconfig,
-            cache: dir.path().join(format!("cache-{tenant}")),
-        };
+        let k = Kubectl::tenant_admin(&bin, &data, dir.path(), tenant);
         // The server prints what it hears, then stays.
         let started = Instant::now();
         apply(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Kubectl, kubectl_binary, names, tenant_kubeconfig, up};
+use common::{Kubectl, kubectl_binary, names, up};
 
 #[test]
 fn kubectl_walk_in_two_tenants() {
@@ -50,13 +50,7 @@ fn kubectl_walk_in_two_tenants() {
 
     let mut tenants = Vec::new();
     for t in ["acme", "beta"] {
-        let kubeconfig = dir.path().join(format!("{t}.kubeconfig"));
-        tenant_kubeconfig(&data.join("admin.kubeconfig"), t, &kubeconfig);
-        let k = Kubectl {
-            bin: bin.clone(),
-            kubeconfig,
-            cache: dir.path().join(format!("cache-{t}")),
-        };
+        let k = Kubectl::tenant_admin(&bin, &data, dir.path(), t);
         k.run(&["create", "namespace", "dev"]);
         let applied = k.run(&["apply", "-f", manifests.join("web.yaml").to_str().unwrap()]);
         assert!(

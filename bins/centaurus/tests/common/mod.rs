@@ -78,6 +78,18 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl as the administrator of `tenant` in the region whose data is `data`, with
+    /// its kubeconfig and cache under `dir`.
+    pub fn tenant_admin(bin: &Path, data: &Path, dir: &Path, tenant: &str) -> Self {
+        let kubeconfig = dir.join(format!("{tenant}.kubeconfig"));
+        tenant_kubeconfig(&data.join("admin.kubeconfig"), tenant, &kubeconfig);
+        Kubectl {
+            bin: bin.to_owned(),
+            kubeconfig,
+            cache: dir.join(format!("cache-{tenant}")),
+        }
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--kubeconfig")
