@@ -117,6 +117,34 @@ fn now(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64 + 1_000_000_000_000
 }
 
+/// Walks `sent` from endpoint `src` on host `home` through the agent, then from host to
+/// host through the transit program while it is sent on, requiring agreement at each hop
+/// and calling `on_wire` with each overlay frame; returns the last verdict and the hops.
+fn walk(
+    hosts: &mut [Pair],
+    src: EndpointKey,
+    home: usize,
+    sent: &[u8],
+    start: Instant,
+    mut on_wire: impl FnMut(&[u8]),
+) -> (Verdict, usize) {
+    let mut v = agree(
+        &mut hosts[home],
+        Program::Agent,
+        Some(src),
+        sent,
+        now(start),
+    );
+    let mut hops = 0;
+    while let Verdict::Send { frame } = v {
+        on_wire(&frame);
+        let at = index(decapsulate(&frame).unwrap().0.dst);
+        hops += 1;
+        v = agree(&mut hosts[at], Program::Transit, None, &frame, now(start));
+    }
+    (v, hops)
+}
+
 #[test]
 fn programs_agree_with_the_model_hop_by_hop() {
     if !in_netns("programs_agree_with_the_model_hop_by_hop") {
@@ -130,25 +158,12 @@ fn programs_agree_with_the_model_hop_by_hop() {
         for dst in common::destinations(&eps, *src) {
             for sport in [1000u16, 2000] {
                 let sent = frame(src.ip, dst, sport);
-                let mut at = *home;
-                let mut v = agree(
-                    &mut hosts[at],
-                    Program::Agent,
-                    Some(*src),
-                    &sent,
-                    now(start),
-                );
-                loop {
-                    match v {
-                        Verdict::Send { frame } => {
-                            at = index(decapsulate(&frame).unwrap().0.dst);
-                            hops += 1;
-                            v = agree(&mut hosts[at], Program::Transit, None, &frame, now(start));
-                        }
-                        Verdict::Deliver { .. } => break delivered += 1,
-                        Verdict::Drop(_) => break dropped += 1,
-                        other => panic!("{other:?}"),
-                    }
+                let (v, n) = walk(&mut hosts, *src, *home, &sent, start, |_| {});
+                hops += n;
+                match v {
+                    Verdict::Deliver { .. } => delivered += 1,
+                    Verdict::Drop(_) => dropped += 1,
+                    other => panic!("{other:?}"),
                 }
             }
         }
@@ -197,14 +212,10 @@ fn multi_buffer_frames_agree_with_the_model() {
         let payload: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
         for dst in common::destinations(&eps, src) {
             let sent = common::frame_with(src.ip, dst, 5000, &payload);
-            let mut at = home;
-            let mut v = agree(&mut hosts[at], Program::Agent, Some(src), &sent, now(start));
-            while let Verdict::Send { frame } = v {
-                assert_eq!(frame.len(), sent.len() + centaurus_xdp::model::ENCAP_LEN);
-                at = index(decapsulate(&frame).unwrap().0.dst);
-                hops += 1;
-                v = agree(&mut hosts[at], Program::Transit, None, &frame, now(start));
-            }
+            let (v, n) = walk(&mut hosts, src, home, &sent, start, |overlay| {
+                assert_eq!(overlay.len(), sent.len() + centaurus_xdp::model::ENCAP_LEN);
+            });
+            hops += n;
             if let Verdict::Deliver { frame, .. } = &v {
                 assert_eq!(frame.len(), sent.len());
                 delivered += 1;
