@@ -16,7 +16,7 @@ packages=(
   busybox-static     # the busybox container image and the tiny VM's userland
   iproute2           # pod network namespaces
   ethtool            # XDP testbed: endpoint checksum offload off
-  iperf3             # datapath benchmark (scripts/datapath-bench.sh)
+  iperf3             # datapath benchmark (scripts/datapath-bench.sh), testbed bulk TCP
   tcpdump            # XDP testbed: captures what crosses the substrate
 )
 

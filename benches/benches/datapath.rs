@@ -1,6 +1,6 @@
-//! Pod-to-pod traffic between two droplets, in one run, over three datapaths built on the
-//! same substrate (network namespaces on a bridge): our XDP + Geneve overlay, the kernel's
-//! VXLAN overlay, and plain veth routing. For each it measures TCP throughput (iperf3, 10 s),
+//! Pod-to-pod traffic between two droplets, in one run, over four datapaths built on the
+//! same substrate (network namespaces on a bridge): our Geneve overlay with its programs
+//! at the TC hook and at the XDP hook, the kernel's VXLAN overlay, and plain veth routing. For each it measures TCP throughput (iperf3, 10 s),
 //! request/response latency (1-byte TCP ping-pong, 20,000 round trips), the highest 64-byte
 //! UDP rate delivered with under 1% loss (two paced packet-socket senders in the sending
 //! pod, one flow and one CPU each; a veth charges the whole forwarding path to the sender's
@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use centaurus_vpc::Dataplane;
-use centaurus_xdp::loader::{Transit, ifindex};
+use centaurus_xdp::loader::{Hook, Transit, ifindex};
 use centaurus_xdp::model::HostInfo;
 use centaurus_xdp::testbed::{SUBSTRATE_MTU, Testbed, is_root, run};
 use etherparse::PacketBuilder;
@@ -177,7 +177,7 @@ fn kernel_pods(bed: &mut Testbed, vxlan: bool) -> Pods {
 
 /// Two droplets running this binary as their transit daemon, a VPC with one subnet, and
 /// an endpoint on each droplet.
-fn xdp_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> Pods {
+fn overlay_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> Pods {
     let exe = std::env::current_exe().unwrap();
     bed.start_transit_daemons(&exe, &["--transitd"]).unwrap();
     let (mut plane, dp) = bed.plane();
@@ -459,7 +459,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    // DATAPATH_ONLY=xdp|vxlan|veth measures one; DATAPATH_PAUSE=SECONDS keeps each
+    // DATAPATH_ONLY=tc|xdp|vxlan|veth measures one; DATAPATH_PAUSE=SECONDS keeps each
     // datapath up that long before measuring, for a look inside; DATAPATH_MTU sets the
     // substrate's MTU (jumbo frames by default).
     let only = std::env::var("DATAPATH_ONLY").unwrap_or_default();
@@ -471,11 +471,17 @@ fn main() {
         }
     };
     let mut rows = Vec::new();
-    if only.is_empty() || only == "xdp" {
-        let mut bed = Testbed::with_mtu("cxb-x", 2, dir.path(), mtu).unwrap();
-        let pods = xdp_pods(&mut bed, &rt);
+    for (name, hook, tag) in [
+        ("ours, TC hook", Hook::Tc, "cxb-t"),
+        ("ours, XDP hook", Hook::Xdp, "cxb-x"),
+    ] {
+        if !(only.is_empty() || only == hook.to_string()) {
+            continue;
+        }
+        let mut bed = Testbed::build(tag, 2, dir.path(), mtu, hook).unwrap();
+        let pods = overlay_pods(&mut bed, &rt);
         pause();
-        rows.push(measure("XDP + Geneve (ours)", &pods));
+        rows.push(measure(name, &pods));
     }
     for (name, vxlan, tag) in [
         ("kernel VXLAN", true, "cxb-v"),
@@ -484,22 +490,9 @@ fn main() {
         if !(only.is_empty() || only == if vxlan { "vxlan" } else { "veth" }) {
             continue;
         }
-        let mut bed = Testbed::with_mtu(tag, 2, dir.path(), mtu).unwrap();
-        // The kernel's datapaths get their substrate without XDP on it, so segmentation
-        // offloads stay on (XDP on a veth turns them off on its peer).
-        for i in 0..2 {
-            run(&[
-                "ip",
-                "-n",
-                &bed.substrate,
-                "link",
-                "set",
-                &format!("d{i}"),
-                "xdp",
-                "off",
-            ])
-            .unwrap();
-        }
+        // The TC hook's testbed puts no XDP on the substrate, which would turn segmentation
+        // offloads off on its peer.
+        let mut bed = Testbed::build(tag, 2, dir.path(), mtu, Hook::Tc).unwrap();
         let pods = kernel_pods(&mut bed, vxlan);
         pause();
         rows.push(measure(name, &pods));
@@ -559,7 +552,8 @@ fn main() {
     );
 }
 
-/// `--transitd --substrate eth0 --ip IP --socket PATH`, as `centaurus transitd` does.
+/// `--transitd --substrate eth0 --ip IP --hook HOOK --socket PATH`, as `centaurus transitd`
+/// does.
 fn transitd(args: &[String]) {
     let arg = |name: &str| {
         args.iter()
@@ -568,12 +562,13 @@ fn transitd(args: &[String]) {
             .unwrap()
     };
     let (substrate, ip, socket) = (arg("--substrate"), arg("--ip"), arg("--socket"));
+    let hook: Hook = arg("--hook").parse().unwrap();
     let mac = mac_of_here(&substrate);
     let me = HostInfo {
         ip: ip.parse().unwrap(),
         mac,
     };
-    let mut t = Transit::load(me, ifindex(&substrate).unwrap()).unwrap();
+    let mut t = Transit::load(me, ifindex(&substrate).unwrap(), hook).unwrap();
     t.attach_substrate(&substrate).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(centaurus_xdp::transitd::serve(t, None, Path::new(&socket)))

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use centaurus_vpc::tables::{EndpointKey, Location, TableUpdate};
 use centaurus_xdp::geneve::{Geneve, GeneveOption, Outer, encapsulate, flow_port};
-use centaurus_xdp::loader::{Program, Transit, action};
+use centaurus_xdp::loader::{Hook, Program, Transit, action};
 use centaurus_xdp::model::HostInfo;
 use etherparse::PacketBuilder;
 
@@ -60,7 +60,7 @@ fn overlay(from: HostInfo, to: HostInfo, inner: &[u8]) -> Vec<u8> {
 
 /// Host `me` with `updates`, knowing hosts 1 to 4; local endpoints sit behind `lo`.
 fn load(me: u8, updates: &[TableUpdate]) -> Transit {
-    let mut t = Transit::load(host(me), 1).expect("loading the programs");
+    let mut t = Transit::load(host(me), 1, Hook::Xdp).expect("loading the programs");
     t.set_attach_agents(false);
     t.apply(updates).unwrap();
     for i in 1..=4 {

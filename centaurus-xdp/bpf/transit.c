@@ -1,5 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-/* The Mizar datapath in XDP.
+/* The Mizar datapath, in XDP and in TC.
+ *
+ * Every program exists twice from one source: as an XDP program (the *_xdp hook) and as
+ * a TC classifier (the *_tc hook, attached at ingress). Both make the same decision and
+ * write the same bytes; they differ only in how they move headers and hand a frame on.
+ * XDP frames carry no segmentation or checksum-offload state, so on a veth every
+ * segment is copied into XDP's pages and the stack must segment and checksum before it;
+ * TC keeps the socket buffer, and with it 64 KB GSO super-frames and offloaded checksums
+ * (bpf_skb_adjust_room marks the encapsulation, so a real NIC segments it), and delivers
+ * into an endpoint's namespace with bpf_redirect_peer. A host uses one hook for all its
+ * programs; hosts with different hooks interoperate, as the wire format is the same.
  *
  * transit_agent: on the host side of each endpoint's veth (the endpoint's egress). Answers
  *   ARP for any address with the gateway MAC, so no ARP crosses the overlay; delivers to
@@ -11,10 +21,10 @@
  *   destination to the endpoint's host; as a divider forwards to one of the destination
  *   subnet's bouncers. Drops malformed overlay frames and counts why; leaves every other
  *   frame to the kernel.
- * xdp_pass: for the peer of a veth that frames are redirected into.
+ * xdp_pass: for the peer of a veth that XDP frames are redirected into.
  * xdp_tx: the benchmarks' traffic generator.
  *
- * All but xdp_tx are multi-buffer programs (xdp.frags): a frame larger than a page (a
+ * All XDP programs but xdp_tx are multi-buffer programs (xdp.frags): a frame larger than a page (a
  * jumbo substrate's) arrives with its headers in the linear part and the rest in
  * fragments, so headers are read from ctx->data..data_end as before and lengths come from
  * bpf_xdp_get_buff_len. A veth keeps its peer's segmentation offloads and its full MTU
@@ -25,6 +35,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -178,7 +189,90 @@ static __always_inline int count(__u32 what, int action)
 	return action;
 }
 
-#define DROP(reason) count(reason, XDP_DROP)
+/* The hook a program body is compiled for; every function below takes it as a constant,
+ * so each program holds only its own hook's code. */
+enum hook { XDP, TC };
+
+static __always_inline void *pkt_data(void *ctx, enum hook h)
+{
+	if (h == TC)
+		return (void *)(long)((struct __sk_buff *)ctx)->data;
+	return (void *)(long)((struct xdp_md *)ctx)->data;
+}
+
+static __always_inline void *pkt_end(void *ctx, enum hook h)
+{
+	if (h == TC)
+		return (void *)(long)((struct __sk_buff *)ctx)->data_end;
+	return (void *)(long)((struct xdp_md *)ctx)->data_end;
+}
+
+/* The whole frame's length, fragments included. */
+static __always_inline __u32 pkt_len(void *ctx, enum hook h)
+{
+	if (h == TC)
+		return ((struct __sk_buff *)ctx)->len;
+	return bpf_xdp_get_buff_len(ctx);
+}
+
+/* The interface the frame arrived on. */
+static __always_inline __u32 pkt_ifindex(void *ctx, enum hook h)
+{
+	if (h == TC)
+		return ((struct __sk_buff *)ctx)->ifindex;
+	return ((struct xdp_md *)ctx)->ingress_ifindex;
+}
+
+/* The headers the agent reads of a frame without IPv4 options: Ethernet, IPv4 and the
+ * ports. */
+#define AGENT_HEADERS (14 + 20 + 4)
+/* The headers the transit program reads of an overlay frame with the return-to-sender
+ * option only: the overlay's, the inner Ethernet and IPv4 headers and the ports. */
+#define TRANSIT_HEADERS (50 + 16 + 14 + 20 + 4)
+
+/* Makes the first `want` bytes of the frame (or all of it) directly readable where a
+ * socket buffer holds fewer in its linear part. Packet pointers must be reloaded after. */
+static __always_inline void pull_headers(void *ctx, enum hook h, __u32 want)
+{
+	if (h != TC || pkt_data(ctx, h) + want <= pkt_end(ctx, h))
+		return;
+	__u32 len = pkt_len(ctx, h);
+	bpf_skb_pull_data(ctx, len < want ? len : want);
+}
+
+static __always_inline int act_drop(enum hook h)
+{
+	return h == TC ? TC_ACT_SHOT : XDP_DROP;
+}
+
+static __always_inline int act_pass(enum hook h)
+{
+	return h == TC ? TC_ACT_OK : XDP_PASS;
+}
+
+/* Back out of the interface the frame came in on. */
+static __always_inline int act_tx(void *ctx, enum hook h)
+{
+	if (h == TC)
+		return bpf_redirect(pkt_ifindex(ctx, h), 0);
+	return XDP_TX;
+}
+
+/* Into the endpoint behind host-side veth `ifindex`: XDP transmits on the veth, TC
+ * enters the endpoint's namespace directly at its interface's ingress. */
+static __always_inline int act_deliver(__u32 ifindex, enum hook h)
+{
+	if (h == TC)
+		return bpf_redirect_peer(ifindex, 0);
+	return bpf_redirect(ifindex, 0);
+}
+
+#define DROP(reason) count(reason, act_drop(h))
+
+#define ENCAP_FLAGS                                                                     \
+	(BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |                      \
+	 BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |                    \
+	 BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct eth)))
 
 static __always_inline __u32 fnv(__u32 h, __u8 b)
 {
@@ -259,17 +353,43 @@ static __always_inline void write_outer(struct overlay *o, struct host_config *m
 }
 
 /* Rewrites a frame delivered into a local endpoint: from the gateway, to the endpoint. */
-static __always_inline int deliver(struct xdp_md *ctx, struct ep_value *ep)
+static __always_inline int deliver(void *ctx, enum hook h, struct ep_value *ep)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
 	struct eth *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return DROP(DROP_MALFORMED);
 	__builtin_memcpy(eth->dst, ep->mac, 6);
 	__builtin_memcpy(eth->src, gateway_mac, 6);
 	count(COUNT_DELIVERED, 0);
-	return bpf_redirect(ep->ifindex, 0);
+	return act_deliver(ep->ifindex, h);
+}
+
+/* Makes room for the overlay's headers in front of the frame's IPv4 header, leaving the
+ * frame's own Ethernet header behind them as the inner one. */
+static __always_inline int push_overlay(void *ctx, enum hook h)
+{
+	if (h == XDP)
+		return bpf_xdp_adjust_head(ctx, -(int)ENCAP_LEN);
+	/* The room opens after the Ethernet header; the header moves to its end. */
+	if (bpf_skb_adjust_room(ctx, ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
+		return -1;
+	void *data = pkt_data(ctx, h);
+	if (data + ENCAP_LEN + sizeof(struct eth) > pkt_end(ctx, h))
+		return -1;
+	__builtin_memcpy(data + ENCAP_LEN, data, sizeof(struct eth));
+	return 0;
+}
+
+/* Removes `len` bytes of overlay headers, inner Ethernet header included, from the front
+ * of the frame, keeping an Ethernet header in front of the inner IPv4 header: the inner
+ * one (XDP) or the outer one (TC); deliver() rewrites it either way. */
+static __always_inline int pop_overlay(void *ctx, enum hook h, __u32 len)
+{
+	if (h == XDP)
+		return bpf_xdp_adjust_head(ctx, (int)len);
+	return bpf_skb_adjust_room(ctx, -(int)len, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
 }
 
 static __always_inline struct learned_value *learned_host(struct ep_key *key)
@@ -334,10 +454,10 @@ static __always_inline enum hop transit_hop(struct host_config *me, __u32 vni, _
 	return HOP_DROP;
 }
 
-static __always_inline int answer_arp(struct xdp_md *ctx, struct agent_value *agent)
+static __always_inline int answer_arp(void *ctx, enum hook h, struct agent_value *agent)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
 	struct eth *eth = data;
 	struct arp *arp = (void *)(eth + 1);
 	if ((void *)(arp + 1) > data_end)
@@ -356,13 +476,12 @@ static __always_inline int answer_arp(struct xdp_md *ctx, struct agent_value *ag
 	arp->tpa = arp->spa;
 	__builtin_memcpy(arp->sha, gateway_mac, 6);
 	arp->spa = target;
-	return count(COUNT_ARP, XDP_TX);
+	return count(COUNT_ARP, act_tx(ctx, h));
 }
 
-SEC("xdp.frags")
-int transit_agent(struct xdp_md *ctx)
+static __always_inline int agent(void *ctx, enum hook h)
 {
-	__u32 ifindex = ctx->ingress_ifindex, zero = 0;
+	__u32 ifindex = pkt_ifindex(ctx, h), zero = 0;
 	struct agent_value *agent = bpf_map_lookup_elem(&agents, &ifindex);
 	if (!agent)
 		return DROP(DROP_UNKNOWN_SOURCE);
@@ -370,13 +489,14 @@ int transit_agent(struct xdp_md *ctx)
 	if (!me)
 		return DROP(DROP_MALFORMED);
 
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	pull_headers(ctx, h, AGENT_HEADERS);
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
 	struct eth *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return DROP(DROP_MALFORMED);
 	if (eth->proto == bpf_htons(ETH_P_ARP))
-		return answer_arp(ctx, agent);
+		return answer_arp(ctx, h, agent);
 	if (eth->proto != bpf_htons(ETH_P_IP))
 		return DROP(DROP_MALFORMED);
 	struct ipv4 *ip = (void *)(eth + 1);
@@ -386,13 +506,22 @@ int transit_agent(struct xdp_md *ctx)
 		return DROP(DROP_MALFORMED);
 	if (ip->saddr != agent->ep.ip)
 		return DROP(DROP_UNKNOWN_SOURCE);
+	if (h == TC && (ip->ver_ihl & 0x0f) > 5) {
+		/* IPv4 options put the ports further in. */
+		pull_headers(ctx, h, sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4 + 4);
+		data = pkt_data(ctx, h);
+		data_end = pkt_end(ctx, h);
+		ip = data + sizeof(struct eth);
+		if ((void *)(ip + 1) > data_end)
+			return DROP(DROP_MALFORMED);
+	}
 
 	__u32 flow = flow_hash(ip, data_end);
 	__u8 ttl = ip->ttl;
 	struct ep_key dst = {.vni = agent->ep.vni, .ip = ip->daddr};
 	struct ep_value *ep = bpf_map_lookup_elem(&endpoints, &dst);
 	if (ep && (ep->flags & EP_LOCAL))
-		return deliver(ctx, ep);
+		return deliver(ctx, h, ep);
 
 	__u32 to;
 	const __u8 *to_mac = 0;
@@ -411,32 +540,32 @@ int transit_agent(struct xdp_md *ctx)
 			/* This host is the bouncer: take its hop here, not through the wire. */
 			switch (transit_hop(me, dst.vni, dst.ip, flow, &ep, &to)) {
 			case HOP_LOCAL:
-				return deliver(ctx, ep);
+				return deliver(ctx, h, ep);
 			case HOP_DROP:
 				return DROP(to);
 			case HOP_FORWARD:
 				break;
 			}
 		}
-		struct host_mac *h = bpf_map_lookup_elem(&hosts, &to);
-		if (!h)
+		struct host_mac *hm = bpf_map_lookup_elem(&hosts, &to);
+		if (!hm)
 			return DROP(DROP_NO_NEIGHBOR);
-		to_mac = h->mac;
+		to_mac = hm->mac;
 	}
 	if (ttl == 0)
 		return DROP(DROP_TTL);
 
 	__u32 vni = agent->ep.vni;
 	/* Map values stay valid across the head adjustment; packet pointers do not. */
-	if (bpf_xdp_adjust_head(ctx, -(int)ENCAP_LEN))
+	if (push_overlay(ctx, h))
 		return DROP(DROP_MALFORMED);
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
+	data = pkt_data(ctx, h);
+	data_end = pkt_end(ctx, h);
 	struct overlay *o = data;
 	struct rts_option *rts = (void *)(o + 1);
 	if ((void *)(rts + 1) > data_end)
 		return DROP(DROP_MALFORMED);
-	write_outer(o, me, to_mac, to, ttl, flow, bpf_xdp_get_buff_len(ctx));
+	write_outer(o, me, to_mac, to, ttl, flow, pkt_len(ctx, h));
 	o->gn.opt_len = sizeof(struct rts_option) / 4;
 	o->gn.flags = 0;
 	o->gn.proto = bpf_htons(ETH_P_BRIDGING);
@@ -455,54 +584,75 @@ int transit_agent(struct xdp_md *ctx)
 	return bpf_redirect(me->ifindex, 0);
 }
 
+SEC("xdp.frags")
+int transit_agent(struct xdp_md *ctx)
+{
+	return agent(ctx, XDP);
+}
+
+SEC("classifier")
+int transit_agent_tc(struct __sk_buff *skb)
+{
+	return agent(skb, TC);
+}
+
 /* Sends an overlay frame on to `to` (bouncer and divider roles), out of the interface it
  * came in on. */
-static __always_inline int forward(struct xdp_md *ctx, struct host_config *me, __u32 to,
+static __always_inline int forward(void *ctx, enum hook h, struct host_config *me, __u32 to,
 				   __u8 ttl, __u32 flow)
 {
 	if (ttl == 0)
 		return DROP(DROP_TTL);
-	struct host_mac *h = bpf_map_lookup_elem(&hosts, &to);
-	if (!h)
+	struct host_mac *hm = bpf_map_lookup_elem(&hosts, &to);
+	if (!hm)
 		return DROP(DROP_NO_NEIGHBOR);
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
 	struct overlay *o = data;
 	if ((void *)(o + 1) > data_end)
 		return DROP(DROP_MALFORMED);
-	write_outer(o, me, h->mac, to, ttl, flow, bpf_xdp_get_buff_len(ctx));
-	return count(COUNT_SENT, XDP_TX);
+	write_outer(o, me, hm->mac, to, ttl, flow, pkt_len(ctx, h));
+	return count(COUNT_SENT, act_tx(ctx, h));
 }
 
-SEC("xdp.frags")
-int transit_xdp(struct xdp_md *ctx)
+static __always_inline int transit(void *ctx, enum hook h)
 {
 	__u32 zero = 0;
 	struct host_config *me = bpf_map_lookup_elem(&config, &zero);
 	if (!me)
-		return count(COUNT_PASSED, XDP_PASS);
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+		return count(COUNT_PASSED, act_pass(h));
+	pull_headers(ctx, h, TRANSIT_HEADERS);
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
 
 	/* Anything but IPv4/UDP to the Geneve port of this host is the kernel's. */
 	struct overlay *o = data;
 	if ((void *)(&o->ip + 1) > data_end || o->eth.proto != bpf_htons(ETH_P_IP))
-		return count(COUNT_PASSED, XDP_PASS);
+		return count(COUNT_PASSED, act_pass(h));
 	if (o->ip.ver_ihl != 0x45 || o->ip.protocol != IPPROTO_UDP ||
 	    (o->ip.frag_off & bpf_htons(0x3fff)) != 0)
-		return count(COUNT_PASSED, XDP_PASS);
+		return count(COUNT_PASSED, act_pass(h));
 	if ((void *)(&o->udp + 1) > data_end || o->udp.dest != bpf_htons(GENEVE_PORT) ||
 	    o->ip.daddr != me->ip)
-		return count(COUNT_PASSED, XDP_PASS);
+		return count(COUNT_PASSED, act_pass(h));
 
 	/* Ours from here: anything malformed is dropped. */
-	if (bpf_ntohs(o->ip.tot_len) > bpf_xdp_get_buff_len(ctx) - sizeof(struct eth))
+	if (bpf_ntohs(o->ip.tot_len) > pkt_len(ctx, h) - sizeof(struct eth))
 		return DROP(DROP_MALFORMED);
 	if ((void *)(o + 1) > data_end)
 		return DROP(DROP_MALFORMED);
 	if ((o->gn.opt_len >> 6) != 0 || o->gn.proto != bpf_htons(ETH_P_BRIDGING))
 		return DROP(DROP_MALFORMED);
 	__u32 opt_len = (o->gn.opt_len & 0x3f) * 4;
+	if (h == TC && opt_len > sizeof(struct rts_option)) {
+		/* More options put the inner headers further in. */
+		pull_headers(ctx, h, TRANSIT_HEADERS - sizeof(struct rts_option) + opt_len);
+		data = pkt_data(ctx, h);
+		data_end = pkt_end(ctx, h);
+		o = data;
+		if ((void *)(o + 1) > data_end)
+			return DROP(DROP_MALFORMED);
+	}
 	__u8 *opts = (void *)(o + 1);
 	if ((void *)(opts + opt_len) > data_end)
 		return DROP(DROP_MALFORMED);
@@ -551,7 +701,7 @@ int transit_xdp(struct xdp_md *ctx)
 	case HOP_DROP:
 		return DROP(to);
 	case HOP_FORWARD:
-		return forward(ctx, me, to, ttl, flow);
+		return forward(ctx, h, me, to, ttl, flow);
 	case HOP_LOCAL:
 		break;
 	}
@@ -566,9 +716,21 @@ int transit_xdp(struct xdp_md *ctx)
 			bpf_map_update_elem(&learned, &src, &v, BPF_ANY);
 		}
 	}
-	if (bpf_xdp_adjust_head(ctx, (int)(sizeof(struct overlay) + opt_len)))
+	if (pop_overlay(ctx, h, sizeof(struct overlay) + opt_len))
 		return DROP(DROP_MALFORMED);
-	return deliver(ctx, ep);
+	return deliver(ctx, h, ep);
+}
+
+SEC("xdp.frags")
+int transit_xdp(struct xdp_md *ctx)
+{
+	return transit(ctx, XDP);
+}
+
+SEC("classifier")
+int transit_tc(struct __sk_buff *skb)
+{
+	return transit(skb, TC);
 }
 
 SEC("xdp.frags")

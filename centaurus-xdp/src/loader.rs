@@ -1,4 +1,5 @@
-//! Loads the transit programs (aya), attaches them, and keeps their maps equal to one
+//! Loads the transit programs (aya), attaches them at one [`Hook`], and keeps their maps
+//! equal to one
 //! host's [`HostTables`]: every [`TableUpdate`] is applied to a mirror of the tables and
 //! the entries it touched are rewritten in the maps. Nothing is pinned: the maps live as
 //! long as the [`Transit`] that loaded them (the transit daemon holds it for the host).
@@ -8,7 +9,8 @@ use std::net::Ipv4Addr;
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap as BpfHash, LpmTrie, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
+use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
 use centaurus_vpc::tables::{EndpointKey, HostTables, KeyMap, Location, TableUpdate};
 
@@ -24,6 +26,41 @@ pub fn object() -> &'static [u8] {
     OBJECT
 }
 
+/// Where a host's transit and agent programs run. Both hooks make the same decisions
+/// and put the same bytes on the wire, so hosts with different hooks interoperate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP, native where the driver has it. Frames lose their segmentation and
+    /// checksum-offload state: endpoints must segment and checksum in software, and a
+    /// veth copies every frame into XDP's pages.
+    Xdp,
+    /// TC classifiers at ingress. Socket buffers keep GSO super-frames and offloaded
+    /// checksums across the overlay, and deliveries enter the endpoint's namespace
+    /// directly (`bpf_redirect_peer`).
+    #[default]
+    Tc,
+}
+
+impl std::str::FromStr for Hook {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "xdp" => Ok(Hook::Xdp),
+            "tc" => Ok(Hook::Tc),
+            _ => Err(format!("no hook {s:?}: xdp or tc")),
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::Xdp => "xdp",
+            Hook::Tc => "tc",
+        })
+    }
+}
+
 /// The programs in the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
@@ -31,21 +68,49 @@ pub enum Program {
     Transit,
     /// On the host side of each endpoint's veth.
     Agent,
-    /// On the peer of a veth that frames are redirected into.
+    /// On the peer of a veth that XDP frames are redirected into (XDP only).
     Pass,
-    /// Sends every frame back out (a traffic generator, with [`Transit::time`]).
+    /// Sends every frame back out (a traffic generator, with [`Transit::time`]; XDP only).
     Tx,
 }
 
 impl Program {
-    fn name(self) -> &'static str {
-        match self {
-            Program::Transit => "transit_xdp",
-            Program::Agent => "transit_agent",
-            Program::Pass => "xdp_pass",
-            Program::Tx => "xdp_tx",
+    /// The program's name in the object, for a host on `hook`.
+    fn name(self, hook: Hook) -> &'static str {
+        match (self, hook) {
+            (Program::Transit, Hook::Xdp) => "transit_xdp",
+            (Program::Transit, Hook::Tc) => "transit_tc",
+            (Program::Agent, Hook::Xdp) => "transit_agent",
+            (Program::Agent, Hook::Tc) => "transit_agent_tc",
+            (Program::Pass, _) => "xdp_pass",
+            (Program::Tx, _) => "xdp_tx",
         }
     }
+
+    /// The hook the program runs at on a host on `hook`.
+    fn hook(self, hook: Hook) -> Hook {
+        match self {
+            Program::Pass | Program::Tx => Hook::Xdp,
+            _ => hook,
+        }
+    }
+}
+
+/// How a program was attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// XDP in the driver.
+    XdpNative,
+    /// XDP in the generic (socket buffer) path, where the driver has none.
+    XdpGeneric,
+    /// A TC classifier at ingress.
+    TcIngress,
+}
+
+/// An attachment, to detach it by.
+enum Link {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
 }
 
 /// Why loading or programming the datapath failed.
@@ -99,13 +164,19 @@ pub fn ifindex(name: &str) -> Option<u32> {
 /// The outcome of one `BPF_PROG_TEST_RUN`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunResult {
-    /// The XDP action (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3, `XDP_REDIRECT` 4).
+    /// The verdict in XDP's terms (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3, `XDP_REDIRECT`
+    /// 4), whatever the hook. A TC program sends a frame back out by redirecting it to
+    /// its own interface, which reads as `XDP_REDIRECT`.
     pub action: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
     /// Mean time per run, ns.
     pub ns: u64,
 }
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
 
 /// XDP actions.
 pub mod action {
@@ -122,6 +193,7 @@ pub mod action {
 /// One host's loaded datapath and the tables it holds.
 pub struct Transit {
     bpf: Ebpf,
+    hook: Hook,
     me: HostInfo,
     mirror: HostTables,
     /// LPM keys written per VNI, so a change rewrites exactly that VNI's entries.
@@ -132,28 +204,29 @@ pub struct Transit {
     /// Local endpoints whose veth does not exist yet.
     pending: BTreeSet<EndpointKey>,
     attach_agents: bool,
-    agent_links: HashMap<u32, XdpLinkId>,
-    substrate_link: Option<XdpLinkId>,
+    agent_links: HashMap<u32, Link>,
+    substrate_link: Option<Link>,
 }
 
 impl Transit {
     /// Loads the programs and configures them for host `me`, whose substrate interface has
-    /// index `substrate`. Nothing is attached yet.
-    pub fn load(me: HostInfo, substrate: u32) -> Result<Self, TransitError> {
+    /// index `substrate`, to run at `hook`. Nothing is attached yet.
+    pub fn load(me: HostInfo, substrate: u32, hook: Hook) -> Result<Self, TransitError> {
         let mut bpf = EbpfLoader::new()
             .load(OBJECT)
             .map_err(|e| TransitError::Load(e.to_string()))?;
-        for p in [Program::Transit, Program::Agent, Program::Pass, Program::Tx] {
-            let prog: &mut Xdp = bpf
-                .program_mut(p.name())
-                .ok_or_else(|| TransitError::Load(format!("no program {}", p.name())))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| TransitError::Load(e.to_string()))?;
-            prog.load()
-                .map_err(|e| TransitError::Load(format!("{}: {}", p.name(), verifier_tail(&e))))?;
+        // Every program is loaded, whatever the hook, so the verifier passes on all of them.
+        for (name, prog) in bpf.programs_mut() {
+            let loaded = match prog {
+                aya::programs::Program::Xdp(p) => p.load(),
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                _ => continue,
+            };
+            loaded.map_err(|e| TransitError::Load(format!("{name}: {}", verifier_tail(&e))))?;
         }
         let mut t = Self {
             bpf,
+            hook,
             me,
             mirror: HostTables::default(),
             bounced_keys: HashMap::new(),
@@ -186,6 +259,11 @@ impl Transit {
         self.me
     }
 
+    /// The hook this host's programs run at.
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
     /// The tables as programmed.
     pub fn tables(&self) -> &HostTables {
         &self.mirror
@@ -207,19 +285,28 @@ impl Transit {
         T::try_from(m).map_err(map_err(name))
     }
 
-    fn program(&mut self, p: Program) -> Result<&mut Xdp, TransitError> {
+    fn xdp(&mut self, p: Program) -> Result<&mut Xdp, TransitError> {
+        let name = p.name(self.hook);
         self.bpf
-            .program_mut(p.name())
+            .program_mut(name)
             .and_then(|prog| prog.try_into().ok())
-            .ok_or_else(|| TransitError::Load(format!("no program {}", p.name())))
+            .ok_or_else(|| TransitError::Load(format!("no XDP program {name}")))
     }
 
-    /// Attaches `p` to `interface`: native mode, or generic mode where the driver has no
-    /// XDP support. Returns the mode used.
-    pub fn attach(&mut self, p: Program, interface: &str) -> Result<XdpMode, TransitError> {
+    fn tc(&mut self, p: Program) -> Result<&mut SchedClassifier, TransitError> {
+        let name = p.name(self.hook);
+        self.bpf
+            .program_mut(name)
+            .and_then(|prog| prog.try_into().ok())
+            .ok_or_else(|| TransitError::Load(format!("no TC program {name}")))
+    }
+
+    /// Attaches `p` to `interface`, at this host's hook: XDP in native mode, or in generic
+    /// mode where the driver has no XDP support; TC at ingress.
+    pub fn attach(&mut self, p: Program, interface: &str) -> Result<Attached, TransitError> {
         let index =
             ifindex(interface).ok_or_else(|| TransitError::NoInterface(interface.into()))?;
-        self.attach_index(p, interface, index).map(|(_, mode)| mode)
+        self.attach_index(p, interface, index).map(|(_, how)| how)
     }
 
     fn attach_index(
@@ -227,28 +314,56 @@ impl Transit {
         p: Program,
         interface: &str,
         index: u32,
-    ) -> Result<(XdpLinkId, XdpMode), TransitError> {
-        let prog = self.program(p)?;
+    ) -> Result<(Link, Attached), TransitError> {
+        let name = p.name(self.hook);
+        let failed = |message: String| TransitError::Attach {
+            program: name,
+            interface: interface.into(),
+            message,
+        };
+        if p.hook(self.hook) == Hook::Tc {
+            let prog = self.tc(p)?;
+            let link = match prog.attach(interface, TcAttachType::Ingress) {
+                Ok(link) => link,
+                // Before TCX (Linux 6.6) a classifier needs the clsact qdisc.
+                Err(first) => {
+                    let _ = aya::programs::tc::qdisc_add_clsact(interface);
+                    prog.attach(interface, TcAttachType::Ingress)
+                        .map_err(|e| failed(format!("{first}; with clsact: {e}")))?
+                }
+            };
+            return Ok((Link::Tc(link), Attached::TcIngress));
+        }
+        let prog = self.xdp(p)?;
         match prog.attach_to_if_index(index, XdpMode::Driver) {
-            Ok(link) => Ok((link, XdpMode::Driver)),
+            Ok(link) => Ok((Link::Xdp(link), Attached::XdpNative)),
             Err(native) => prog
                 .attach_to_if_index(index, XdpMode::Skb)
-                .map(|link| (link, XdpMode::Skb))
-                .map_err(|generic| TransitError::Attach {
-                    program: p.name(),
-                    interface: interface.into(),
-                    message: format!("native: {native}; generic: {generic}"),
-                }),
+                .map(|link| (Link::Xdp(link), Attached::XdpGeneric))
+                .map_err(|generic| failed(format!("native: {native}; generic: {generic}"))),
         }
     }
 
+    fn detach(&mut self, p: Program, link: Link) -> Result<(), TransitError> {
+        let name = p.name(self.hook);
+        let r = match link {
+            Link::Xdp(l) => self.xdp(p)?.detach(l),
+            Link::Tc(l) => self.tc(p)?.detach(l),
+        };
+        r.map_err(|e| TransitError::Attach {
+            program: name,
+            interface: String::new(),
+            message: format!("detaching: {e}"),
+        })
+    }
+
     /// Attaches the transit program to the substrate interface.
-    pub fn attach_substrate(&mut self, interface: &str) -> Result<XdpMode, TransitError> {
+    pub fn attach_substrate(&mut self, interface: &str) -> Result<Attached, TransitError> {
         let index =
             ifindex(interface).ok_or_else(|| TransitError::NoInterface(interface.into()))?;
-        let (link, mode) = self.attach_index(Program::Transit, interface, index)?;
+        let (link, how) = self.attach_index(Program::Transit, interface, index)?;
         self.substrate_link = Some(link);
-        Ok(mode)
+        Ok(how)
     }
 
     /// Records the substrate MAC of another host (the `hosts` map).
@@ -336,14 +451,22 @@ impl Transit {
         ingress: u32,
         repeat: u32,
     ) -> Result<RunResult, TransitError> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex.
-        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ingress, 0, 0]
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .collect();
+        let tc = p.hook(self.hook) == Hook::Tc;
+        let ctx: Vec<u8> = if tc {
+            // struct __sk_buff up to ifindex (the interface the classifier runs on), at
+            // byte 40.
+            let mut ctx = [0u32; 11];
+            ctx[10] = ingress;
+            ctx.iter().flat_map(|w| w.to_ne_bytes()).collect()
+        } else {
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+            // egress_ifindex.
+            [0, frame.len() as u32, 0, ingress, 0, 0]
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .collect()
+        };
         let mut out = vec![0u8; frame.len() + 256];
-        let prog = self.program(p)?;
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -351,12 +474,27 @@ impl Transit {
             repeat: repeat.max(1),
             ..TestRunOptions::new()
         };
-        let r = prog
-            .test_run(opts)
-            .map_err(|e| TransitError::Load(format!("test run: {e}")))?;
+        let r = if tc {
+            self.tc(p)?.test_run(opts)
+        } else {
+            self.xdp(p)?.test_run(opts)
+        }
+        .map_err(|e| {
+            TransitError::Load(format!("test run of a {}-byte frame: {e:?}", frame.len()))
+        })?;
         out.truncate(r.data_size_out as usize);
+        let action = if tc {
+            match r.return_value as i32 {
+                TC_ACT_OK => action::PASS,
+                TC_ACT_SHOT => action::DROP,
+                TC_ACT_REDIRECT => action::REDIRECT,
+                other => return Err(TransitError::Load(format!("TC verdict {other}"))),
+            }
+        } else {
+            r.return_value
+        };
         Ok(RunResult {
-            action: r.return_value,
+            action,
             frame: out,
             ns: r.duration.as_nanos() as u64,
         })
@@ -376,7 +514,7 @@ impl Transit {
             .iter()
             .flat_map(|w| w.to_ne_bytes())
             .collect();
-        let prog = self.program(p)?;
+        let prog = self.xdp(p)?;
         let opts = TestRunOptions {
             data_in: Some(frame),
             ctx_in: Some(&ctx),
@@ -501,7 +639,7 @@ impl Transit {
             self.agent_ifindex.remove(&key);
             if let Some(link) = self.agent_links.remove(&old) {
                 // The veth may be gone already, which detaches the program with it.
-                let _ = self.program(Program::Agent)?.detach(link);
+                let _ = self.detach(Program::Agent, link);
             }
         }
         let (Some(bouncers), Some(index)) = (bouncers, index) else {

@@ -4,9 +4,12 @@
 //! namespace whose `eth0` pairs with a host-side veth in its droplet. Everything is torn
 //! down on drop. Needs root, ethtool and iproute2 (built with libbpf, as Debian's is).
 //!
-//! Frames that XDP redirects or bounces into a veth reach its peer only when the peer runs
-//! an XDP program itself (on this kernel, requesting GRO on the peer was not enough): the
-//! testbed attaches `xdp_pass` to the bridge's ports and the endpoints' interfaces.
+//! The droplets' programs run at one [`Hook`], TC unless asked otherwise. Frames that XDP
+//! redirects or bounces into a veth reach its peer only when the peer runs an XDP program
+//! itself (on this kernel, requesting GRO on the peer was not enough): on the XDP hook the
+//! testbed attaches `xdp_pass` to the bridge's ports and the endpoints' interfaces, and
+//! turns the endpoints' checksum and segmentation offloads off, as XDP frames carry no
+//! offload state. On the TC hook nothing of that is needed, and offloads stay on.
 //!
 //! The substrate carries jumbo frames ([`SUBSTRATE_MTU`], as datacenter fabrics do; any
 //! MTU can be asked for) and endpoints get what is left after the overlay's headers
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::loader::Hook;
 use crate::model::HostInfo;
 
 /// The substrate MTU a testbed gets unless told otherwise.
@@ -55,6 +59,8 @@ pub struct EndpointNs {
 pub struct Testbed {
     prefix: String,
     object: PathBuf,
+    /// The hook of every droplet's programs.
+    pub hook: Hook,
     /// The substrate's MTU.
     pub mtu: u32,
     /// The namespace holding the substrate bridge.
@@ -100,21 +106,28 @@ impl Testbed {
         }
     }
 
-    /// Makes `count` droplets on a fresh bridge of [`SUBSTRATE_MTU`]; namespaces are named
-    /// after `prefix` (keep it short: interface names are at most 15 bytes). Sockets go
-    /// under `dir`.
+    /// Makes `count` droplets on a fresh bridge of [`SUBSTRATE_MTU`], on the TC hook;
+    /// namespaces are named after `prefix` (keep it short: interface names are at most 15
+    /// bytes). Sockets go under `dir`.
     pub fn new(prefix: &str, count: usize, dir: &Path) -> std::io::Result<Self> {
-        Self::with_mtu(prefix, count, dir, SUBSTRATE_MTU)
+        Self::build(prefix, count, dir, SUBSTRATE_MTU, Hook::Tc)
     }
 
-    /// [`Testbed::new`] on a substrate of MTU `mtu`.
-    pub fn with_mtu(prefix: &str, count: usize, dir: &Path, mtu: u32) -> std::io::Result<Self> {
+    /// [`Testbed::new`] on a substrate of MTU `mtu`, with programs at `hook`.
+    pub fn build(
+        prefix: &str,
+        count: usize,
+        dir: &Path,
+        mtu: u32,
+        hook: Hook,
+    ) -> std::io::Result<Self> {
         let substrate = format!("{prefix}-sub");
         let object = dir.join("transit.o");
         std::fs::write(&object, crate::loader::object())?;
         let mtu_text = mtu.to_string();
         let mut bed = Self {
             mtu,
+            hook,
             object: object.clone(),
             prefix: prefix.to_owned(),
             substrate: substrate.clone(),
@@ -142,10 +155,12 @@ impl Testbed {
             ])?;
             sub(&["ip", "link", "set", &port, "mtu", &mtu_text])?;
             sub(&["ip", "link", "set", &port, "master", "br0", "up"])?;
-            let obj = object.to_string_lossy();
-            sub(&[
-                "ip", "link", "set", &port, "xdpdrv", "obj", &obj, "program", "xdp_pass",
-            ])?;
+            if hook == Hook::Xdp {
+                let obj = object.to_string_lossy();
+                sub(&[
+                    "ip", "link", "set", &port, "xdpdrv", "obj", &obj, "program", "xdp_pass",
+                ])?;
+            }
             let mac = centaurus_vpc::ipam::format_mac(host.mac);
             let addr = format!("{}/24", host.ip);
             let exec = |args: &[&str]| {
@@ -167,9 +182,9 @@ impl Testbed {
         Ok(bed)
     }
 
-    /// Starts each droplet's transit daemon, `exe ARGS --substrate eth0 --ip IP --socket
-    /// PATH --tables PATH` (ARGS is `transitd` for the `centaurus` binary), and waits for
-    /// its socket.
+    /// Starts each droplet's transit daemon, `exe ARGS --substrate eth0 --ip IP --hook HOOK
+    /// --socket PATH --tables PATH` (ARGS is `transitd` for the `centaurus` binary), and
+    /// waits for its socket.
     pub fn start_transit_daemons(&mut self, exe: &Path, args: &[&str]) -> std::io::Result<()> {
         self.daemon_command = Some((exe.to_owned(), args.iter().map(|a| a.to_string()).collect()));
         self.daemons = (0..self.droplets.len())
@@ -198,6 +213,7 @@ impl Testbed {
             .arg(exe)
             .args(args)
             .args(["--substrate", "eth0", "--ip", &d.host.ip.to_string()])
+            .args(["--hook", &self.hook.to_string()])
             .arg("--socket")
             .arg(&d.socket)
             .arg("--tables")
@@ -298,10 +314,7 @@ impl Testbed {
         let addr = format!("{ip}/{prefix_len}");
         let gw = gateway.to_string();
         let obj = self.object.to_string_lossy();
-        for args in [
-            &["ip", "link", "set", "lo", "up"][..],
-            &["ip", "link", "set", "eth0", "address", &mac],
-            &["ip", "link", "set", "eth0", "mtu", &mtu],
+        let xdp: &[&[&str]] = &[
             &[
                 "ip", "link", "set", "eth0", "xdpdrv", "obj", &obj, "program", "xdp_pass",
             ],
@@ -310,10 +323,19 @@ impl Testbed {
             // Nor can XDP carry segmentation-offload super-frames: the stack segments to
             // the MTU before the veth.
             &["ethtool", "-K", "eth0", "tx", "off", "gso", "off"],
+        ];
+        let steps: &[&[&str]] = &[
+            &["ip", "link", "set", "lo", "up"],
+            &["ip", "link", "set", "eth0", "address", &mac],
+            &["ip", "link", "set", "eth0", "mtu", &mtu],
+        ];
+        let up: &[&[&str]] = &[
             &["ip", "addr", "add", &addr, "dev", "eth0"],
             &["ip", "link", "set", "eth0", "up"],
             &["ip", "route", "add", "default", "via", &gw],
-        ] {
+        ];
+        let xdp = if self.hook == Hook::Xdp { xdp } else { &[] };
+        for args in steps.iter().chain(xdp).chain(up) {
             let mut a = vec!["ip", "netns", "exec", &netns];
             a.extend_from_slice(args);
             run(&a)?;

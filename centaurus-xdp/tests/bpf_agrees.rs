@@ -1,8 +1,9 @@
 //! Differential tests: the BPF programs, run by the kernel on frames with
 //! `BPF_PROG_TEST_RUN`, reach the reference model's verdict with the same bytes and count
-//! the same drop reason, hop by hop across 8 hosts and on thousands of malformed frames.
-//! Frames larger than a page run as multi-buffer frames. They load real programs, so they
-//! run as root, each in a network namespace of its own.
+//! the same drop reason, hop by hop across 8 hosts and on thousands of malformed frames,
+//! at both hooks (XDP and TC). Frames larger than a page run as multi-buffer XDP frames
+//! (the kernel's TC test runs take at most a page; the testbed carries TC's large frames).
+//! They load real programs, so they run as root, each in a network namespace of its own.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use centaurus_vpc::tables::{EndpointKey, Location, TableUpdate};
 use centaurus_xdp::geneve::decapsulate;
-use centaurus_xdp::loader::{Program, RunResult, Transit, action};
+use centaurus_xdp::loader::{Hook, Program, RunResult, Transit, action};
 use centaurus_xdp::model::{Host, Verdict};
 use common::{Log, frame, host, in_netns, index, region, sh};
 
@@ -20,9 +21,10 @@ struct Pair {
     model: Host,
 }
 
-/// Loads a datapath per host with its programming and the MACs of the others. Each local
-/// endpoint gets its veth pair, so the agent's entry has an ifindex to sit under.
-fn load(log: &Log) -> Vec<Pair> {
+/// Loads a datapath per host at `hook` with its programming and the MACs of the others.
+/// Each local endpoint gets its veth pair (unless an earlier load made it), so the agent's
+/// entry has an ifindex to sit under.
+fn load(log: &Log, hook: Hook) -> Vec<Pair> {
     sh(&["ip", "link", "set", "lo", "up"]);
     (0..8)
         .map(|i| {
@@ -35,12 +37,14 @@ fn load(log: &Log) -> Vec<Pair> {
                 } = u
                 {
                     let peer = format!("pp{}", &veth[2..]);
-                    sh(&[
-                        "ip", "link", "add", veth, "type", "veth", "peer", "name", &peer,
-                    ]);
+                    if centaurus_xdp::loader::ifindex(veth).is_none() {
+                        sh(&[
+                            "ip", "link", "add", veth, "type", "veth", "peer", "name", &peer,
+                        ]);
+                    }
                 }
             }
-            let mut bpf = Transit::load(me, 1).expect("the transit programs load");
+            let mut bpf = Transit::load(me, 1, hook).expect("the transit programs load");
             bpf.set_attach_agents(false);
             bpf.apply(&updates).unwrap();
             assert_eq!(bpf.pending().count(), 0);
@@ -77,9 +81,16 @@ fn agree(pair: &mut Pair, p: Program, src: Option<EndpointKey>, frame: &[u8], no
         ),
         _ => (pair.model.transit_ingress(frame, now), 1),
     };
-    if frame.len() < 14 {
-        // The kernel runs XDP only on whole Ethernet headers (and refuses shorter test
-        // frames); the model must still drop or pass them.
+    // The kernel runs XDP only on whole Ethernet headers; TC test runs want something
+    // after them, and for an IPv4 or IPv6 type its whole fixed header. Test runs refuse
+    // anything shorter; the model must still drop or pass them.
+    let shortest = match (pair.bpf.hook(), frame.get(12..14)) {
+        (Hook::Xdp, _) => 14,
+        (Hook::Tc, Some([0x08, 0x00])) => 14 + 20,
+        (Hook::Tc, Some([0x86, 0xdd])) => 14 + 40,
+        (Hook::Tc, _) => 15,
+    };
+    if frame.len() < shortest {
         assert!(
             matches!(expect, Verdict::Drop(_) | Verdict::Pass),
             "{expect:?}"
@@ -88,17 +99,23 @@ fn agree(pair: &mut Pair, p: Program, src: Option<EndpointKey>, frame: &[u8], no
     }
     let got: RunResult = pair.bpf.run(p, frame, ingress, 1).unwrap();
     let after = drops(pair);
+    // TC sends a frame back out of its interface by redirecting it there.
+    let tx = match pair.bpf.hook() {
+        Hook::Xdp => action::TX,
+        Hook::Tc => action::REDIRECT,
+    };
     let (want_action, want_frame) = match &expect {
         Verdict::Deliver { frame, .. } => (action::REDIRECT, frame.clone()),
         Verdict::Send { frame } if p == Program::Agent => (action::REDIRECT, frame.clone()),
-        Verdict::Send { frame } | Verdict::Reply { frame } => (action::TX, frame.clone()),
+        Verdict::Send { frame } | Verdict::Reply { frame } => (tx, frame.clone()),
         Verdict::Pass => (action::PASS, frame.to_vec()),
         Verdict::Drop(_) => (action::DROP, got.frame.clone()),
     };
     assert_eq!(
         (got.action, &got.frame),
         (want_action, &want_frame),
-        "{p:?} on {frame:02x?}: model says {expect:?}"
+        "{p:?} at {:?} on {frame:02x?}: model says {expect:?}",
+        pair.bpf.hook()
     );
     if let Verdict::Drop(d) = &expect {
         let i = d.counter() as usize;
@@ -150,8 +167,14 @@ fn programs_agree_with_the_model_hop_by_hop() {
     if !in_netns("programs_agree_with_the_model_hop_by_hop") {
         return;
     }
+    for hook in [Hook::Xdp, Hook::Tc] {
+        hop_by_hop(hook);
+    }
+}
+
+fn hop_by_hop(hook: Hook) {
     let (_, eps, log) = region();
-    let mut hosts = load(&log);
+    let mut hosts = load(&log, hook);
     let start = Instant::now();
     let (mut delivered, mut hops, mut dropped) = (0, 0, 0);
     for (src, home) in &eps {
@@ -168,7 +191,7 @@ fn programs_agree_with_the_model_hop_by_hop() {
             }
         }
     }
-    println!("agreed on {delivered} deliveries, {dropped} drops, {hops} substrate hops");
+    println!("{hook}: agreed on {delivered} deliveries, {dropped} drops, {hops} substrate hops");
     assert!(delivered > 200 && dropped > 50 && hops > 300);
     // Both learned the same senders' hosts.
     let mut learned = 0;
@@ -203,7 +226,7 @@ fn multi_buffer_frames_agree_with_the_model() {
         return;
     }
     let (_, eps, log) = region();
-    let mut hosts = load(&log);
+    let mut hosts = load(&log, Hook::Xdp);
     let start = Instant::now();
     let (src, home) = eps[0];
     let (mut delivered, mut hops) = (0, 0);
@@ -246,8 +269,14 @@ fn malformed_frames_get_the_models_verdict() {
     if !in_netns("malformed_frames_get_the_models_verdict") {
         return;
     }
+    for hook in [Hook::Xdp, Hook::Tc] {
+        malformed(hook);
+    }
+}
+
+fn malformed(hook: Hook) {
     let (_, eps, log) = region();
-    let mut hosts = load(&log);
+    let mut hosts = load(&log, hook);
     let start = Instant::now();
     let (src, home) = eps[0];
     let dst = eps
@@ -332,7 +361,7 @@ fn malformed_frames_get_the_models_verdict() {
             now(start),
         ));
     }
-    println!("verdicts: {verdicts:?}");
+    println!("{hook}: verdicts {verdicts:?}");
     assert!(
         verdicts.get("Drop").copied().unwrap_or(0) > 1000,
         "{verdicts:?}"

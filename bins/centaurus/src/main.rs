@@ -64,6 +64,10 @@ enum Command {
         /// This host's address on the substrate.
         #[arg(long)]
         ip: std::net::Ipv4Addr,
+        /// Where the programs run: `tc` (keeps segmentation and checksum offloads across
+        /// the overlay) or `xdp`.
+        #[arg(long, default_value = "tc")]
+        hook: centaurus_xdp::loader::Hook,
         /// Where to serve.
         #[arg(long, default_value = "/run/centaurus/transitd.sock")]
         socket: PathBuf,
@@ -108,9 +112,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Transitd {
             substrate,
             ip,
+            hook,
             socket,
             tables,
-        } => transitd(&substrate, ip, &socket, &tables).await,
+        } => transitd(&substrate, ip, hook, &socket, &tables).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await
@@ -121,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
 async fn transitd(
     substrate: &str,
     ip: std::net::Ipv4Addr,
+    hook: centaurus_xdp::loader::Hook,
     socket: &std::path::Path,
     tables: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -131,8 +137,9 @@ async fn transitd(
     let mac = centaurus_vpc::ipam::parse_mac(mac_text.trim())
         .with_context(|| format!("{substrate} has MAC {mac_text:?}"))?;
     let me = centaurus_xdp::model::HostInfo { ip, mac };
-    let mut transit = Transit::load(me, index).context("loading the XDP datapath (as root?)")?;
-    let mode = transit.attach_substrate(substrate)?;
+    let mut transit =
+        Transit::load(me, index, hook).context("loading the transit programs (as root?)")?;
+    let how = transit.attach_substrate(substrate)?;
     for dir in [socket.parent(), tables.parent()].into_iter().flatten() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -140,7 +147,7 @@ async fn transitd(
         .map_err(anyhow::Error::msg)
         .context("restoring the tables")?;
     eprintln!(
-        "transitd: ready on {} (host {ip}, substrate {substrate} in {mode:?} mode; {restored} table entries restored from {})",
+        "transitd: ready on {} (host {ip}, substrate {substrate}, {how:?}; {restored} table entries restored from {})",
         socket.display(),
         tables.display()
     );

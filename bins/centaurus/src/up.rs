@@ -25,6 +25,7 @@ use centaurus_runtime::{
 };
 use centaurus_sched::{Scheduler, SchedulerConfig};
 use centaurus_vpc::Dataplane;
+use centaurus_xdp::loader::Hook;
 use centaurus_xdp::testbed::{Testbed, endpoint_mtu};
 use std::net::Ipv4Addr;
 
@@ -334,8 +335,9 @@ fn real_node(name: String, zone: &str, address: String, vms: u32) -> AgentConfig
 }
 
 /// A node agent per droplet (`droplet-{i}`, container pods under runc), whose pods' veths
-/// have their host side in the droplet, at the droplet's endpoint MTU, with `xdp_pass` on
-/// the pod's side. Pods on flat networks share this machine's bridge.
+/// have their host side in the droplet, at the droplet's endpoint MTU (with `xdp_pass` on
+/// the pod's side when the droplets run XDP). Pods on flat networks share this machine's
+/// bridge.
 fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<NodeAgent> {
     let flat: Arc<dyn NetworkPlugin> =
         Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1)));
@@ -347,7 +349,8 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<
             let wiring = Wiring {
                 host_netns: Some(d.netns.clone()),
                 mtu: Some(endpoint_mtu(bed.mtu)),
-                pod_xdp: Some((bed.object().to_owned(), "xdp_pass".into())),
+                pod_xdp: (bed.hook == Hook::Xdp)
+                    .then(|| (bed.object().to_owned(), "xdp_pass".into())),
             };
             let root = data_dir.join("droplets").join(&name);
             NodeAgent::new(

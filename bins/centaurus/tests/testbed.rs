@@ -1,13 +1,15 @@
-//! The XDP datapath carrying real traffic: three droplets (network namespaces on a bridge,
-//! each running `centaurus transitd`), two tenants whose VPCs have identical CIDRs and
-//! identical endpoint addresses, programmed by the management plane through the transit
-//! daemons. Pings and TCP transfers between endpoint namespaces go through the XDP
-//! programs (Geneve on the substrate); they reach only their own tenant; replies learn the
-//! direct path; a restarted transit daemon serves its tables again; a deleted endpoint is
-//! unreachable at once. A capture on the substrate shows Geneve in each tenant's VNI, and
-//! TCP segments of the jumbo MTU crossing whole.
+//! The datapath carrying real traffic, once with its programs at the TC hook and once at
+//! the XDP hook: three droplets (network namespaces on a bridge, each running `centaurus
+//! transitd`), two tenants whose VPCs have identical CIDRs and identical endpoint
+//! addresses, programmed by the management plane through the transit daemons. Pings and
+//! TCP transfers between endpoint namespaces go through the programs (Geneve on the
+//! substrate); they reach only their own tenant; replies learn the direct path; a
+//! restarted transit daemon serves its tables again; a deleted endpoint is unreachable at
+//! once. A capture on the substrate shows Geneve in each tenant's VNI, and TCP crossing in
+//! segments of the jumbo MTU (XDP) or as GSO super-frames larger than any MTU (TC).
 //!
-//! Needs root, iproute2, ethtool and busybox (`scripts/setup.sh`); CI runs it as root.
+//! Needs root, iproute2, ethtool, iperf3, tcpdump and busybox (`scripts/setup.sh`); CI runs it
+//! as root.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 use centaurus_vpc::Dataplane;
 use centaurus_vpc::plane::{EndpointPlaced, Programming};
 use centaurus_xdp::geneve::decapsulate;
-use centaurus_xdp::testbed::{Testbed, is_root};
+use centaurus_xdp::loader::Hook;
+use centaurus_xdp::testbed::{SUBSTRATE_MTU, Testbed, is_root};
 use centaurus_xdp::transitd::{Dump, XdpDataplane, request};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -133,7 +136,16 @@ fn overlay_frames(frames: &[Vec<u8>], vni: u32, bed: &Testbed) -> Vec<(Ipv4Addr,
 }
 
 #[test]
-fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
+fn pods_on_three_droplets_talk_through_the_tc_hook() {
+    three_droplets(Hook::Tc);
+}
+
+#[test]
+fn pods_on_three_droplets_talk_through_the_xdp_hook() {
+    three_droplets(Hook::Xdp);
+}
+
+fn three_droplets(hook: Hook) {
     if !is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -143,8 +155,8 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("cx{}", std::process::id() % 10000);
-    let mut bed = Testbed::new(&prefix, 3, dir.path()).unwrap();
+    let prefix = format!("c{hook}{}", std::process::id() % 10000);
+    let mut bed = Testbed::build(&prefix, 3, dir.path(), SUBSTRATE_MTU, hook).unwrap();
     bed.start_transit_daemons(Path::new(env!("CARGO_BIN_EXE_centaurus")), &["transitd"])
         .unwrap();
 
@@ -268,9 +280,6 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
     // A TCP transfer reaches the listener of the sender's own tenant only: both tenants'
     // b1 listen on the same address.
     let payload: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let capture = bed
-        .capture(&dir.path().join("tcp.pcap"), GENEVE_FILTER)
-        .unwrap();
     let got = tcp(
         &bed,
         a1.2,
@@ -282,15 +291,49 @@ fn pods_on_three_droplets_talk_through_the_xdp_datapath() {
     );
     assert_eq!(got.len(), payload.len(), "acme's transfer");
     assert!(got == payload, "acme's bytes arrived intact");
-    // Segments of the endpoints' jumbo MTU crossed whole: multi-buffer frames, each larger
-    // than a page.
+    // A bulk sender (iperf3, 128 KB writes) fills its socket's queue, so the stack builds
+    // the largest segments it can.
+    let capture = bed
+        .capture(&dir.path().join("tcp.pcap"), GENEVE_FILTER)
+        .unwrap();
+    let mut server = bed
+        .spawn(b1.2, &["iperf3", "-s", "-1", "-p", "5201"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let bulk = bed
+        .exec(
+            a1.2,
+            &[
+                "iperf3",
+                "-c",
+                &b1.1.ip.to_string(),
+                "-n",
+                "8M",
+                "-l",
+                "128K",
+            ],
+        )
+        .unwrap();
+    let _ = server.wait();
+    assert!(
+        bulk.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&bulk.stderr)
+    );
+    // XDP: segments of the endpoints' jumbo MTU crossed whole, as multi-buffer frames
+    // larger than a page. TC: the sender's GSO super-frames crossed unsegmented, larger
+    // than the MTU (a real NIC would segment them; the veths need not).
     let frames = capture.finish().unwrap();
     let seen = overlay_frames(&frames, 1001, &bed);
     let largest = seen.iter().map(|(_, _, len)| *len).max().unwrap_or(0);
+    let mtu = bed.mtu as usize;
+    let expected = match hook {
+        Hook::Xdp => largest > 4096 && largest <= mtu + 14,
+        Hook::Tc => largest > mtu + 14,
+    };
     assert!(
-        largest > 4096 && largest <= bed.mtu as usize + 14,
-        "largest overlay frame {largest} bytes on a substrate of MTU {}",
-        bed.mtu
+        expected,
+        "largest overlay frame {largest} bytes on a substrate of MTU {mtu}, {hook} hook"
     );
     let secret = b"beta only".to_vec();
     let got = tcp(
