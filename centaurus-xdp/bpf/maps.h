@@ -90,6 +90,7 @@ enum counter {
 	DROP_NO_BOUNCER,
 	DROP_TTL,
 	DROP_NO_NEIGHBOR,
+	DROP_NOT_IPV4,   /* from an endpoint, neither IPv4 nor ARP (IPv6, say) */
 	COUNT_DELIVERED, /* redirected into a local endpoint */
 	COUNT_SENT,      /* encapsulated or forwarded onto the substrate */
 	COUNT_ARP,       /* ARP requests answered */

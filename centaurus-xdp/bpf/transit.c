@@ -498,7 +498,7 @@ static __always_inline int agent(void *ctx, enum hook h)
 	if (eth->proto == bpf_htons(ETH_P_ARP))
 		return answer_arp(ctx, h, agent);
 	if (eth->proto != bpf_htons(ETH_P_IP))
-		return DROP(DROP_MALFORMED);
+		return DROP(DROP_NOT_IPV4);
 	struct ipv4 *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return DROP(DROP_MALFORMED);

@@ -183,7 +183,7 @@ pub fn hosts_array<const N: usize>(hosts: &[Ipv4Addr]) -> (u32, [u32; N]) {
 }
 
 /// The per-CPU counters (`enum counter`): drops by reason, then what was sent.
-pub const COUNTER_NAMES: [&str; 12] = [
+pub const COUNTER_NAMES: [&str; 13] = [
     "drop_malformed",
     "drop_unknown_source",
     "drop_unknown_endpoint",
@@ -192,6 +192,7 @@ pub const COUNTER_NAMES: [&str; 12] = [
     "drop_no_bouncer",
     "drop_ttl",
     "drop_no_neighbor",
+    "drop_not_ipv4",
     "delivered",
     "sent",
     "arp_answered",

@@ -59,6 +59,9 @@ pub enum Drop {
     NoNeighbor(Ipv4Addr),
     /// The outer TTL ran out.
     TtlExpired,
+    /// An endpoint sent something neither IPv4 nor ARP (IPv6, say), which VPCs do not
+    /// carry.
+    NotIpv4,
 }
 
 impl Drop {
@@ -73,6 +76,7 @@ impl Drop {
             Drop::Tables(DropReason::NoBouncer) => 5,
             Drop::Tables(DropReason::TooManyHops) | Drop::TtlExpired => 6,
             Drop::NoNeighbor(_) => 7,
+            Drop::NotIpv4 => 8,
         }
     }
 }
@@ -224,7 +228,7 @@ impl Host {
             return answer_arp(src, frame);
         }
         if frame[12..14] != ETH_IPV4 {
-            return Verdict::Drop(Drop::Malformed("neither IPv4 nor ARP"));
+            return Verdict::Drop(Drop::NotIpv4);
         }
         if frame.len() < 34 || !valid_ipv4(&frame[14..]) {
             return Verdict::Drop(Drop::Malformed("bad IPv4 header"));
