@@ -6,6 +6,10 @@
 //! same-host delivery, and a frame left to the kernel. Needs root (it loads the programs);
 //! without it, says so and exits.
 //!
+//! The TC classifiers are not timed here: a TC test run repeats on one socket buffer, so an
+//! encapsulating program would see its own output from the second run on; the datapath
+//! benchmark measures them carrying traffic.
+//!
 //! `cargo bench -p centaurus-benches --bench xdp_paths`
 
 use std::net::Ipv4Addr;

@@ -1,15 +1,23 @@
 //! Loads the transit programs (aya), attaches them at one [`Hook`], and keeps their maps
-//! equal to one
-//! host's [`HostTables`]: every [`TableUpdate`] is applied to a mirror of the tables and
-//! the entries it touched are rewritten in the maps. Nothing is pinned: the maps live as
-//! long as the [`Transit`] that loaded them (the transit daemon holds it for the host).
+//! equal to one host's [`HostTables`]: every [`TableUpdate`] is applied to a mirror of the
+//! tables and the entries it touched are rewritten in the maps.
+//!
+//! Loaded with [`Transit::load`], the maps and attachments live as long as the [`Transit`].
+//! Loaded with [`Transit::load_pinned`], the maps and the links attaching the programs are
+//! pinned in a directory on a BPF filesystem: they outlive the process, so the datapath
+//! keeps forwarding while its daemon is down, and the next daemon takes them over (the same
+//! maps, learned hosts and counters included; its programs replace the old ones in each
+//! link atomically).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap as BpfHash, LpmTrie, MapData, PerCpuArray};
-use aya::programs::tc::{SchedClassifierLinkId, TcAttachType};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
 use centaurus_vpc::tables::{EndpointKey, HostTables, KeyMap, Location, TableUpdate};
@@ -103,6 +111,8 @@ pub enum Attached {
     XdpNative,
     /// XDP in the generic (socket buffer) path, where the driver has none.
     XdpGeneric,
+    /// XDP, by a pinned link taken over (in the mode it was made with).
+    XdpLink,
     /// A TC classifier at ingress.
     TcIngress,
 }
@@ -140,6 +150,32 @@ pub enum TransitError {
     /// An interface does not exist.
     #[error("no interface {0}")]
     NoInterface(String),
+    /// Pinning under a directory failed.
+    #[error("pinning in {}: {message}", path.display())]
+    Pin {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Whether `dir` is on a BPF filesystem (what `/proc/self/mounts` says of the longest
+/// mount point above it).
+fn on_bpffs(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(at).then(|| (at.len(), kind == "bpf"))
+        })
+        .max()
+        .is_some_and(|(_, bpf)| bpf)
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TransitError {
@@ -204,15 +240,68 @@ pub struct Transit {
     /// Local endpoints whose veth does not exist yet.
     pending: BTreeSet<EndpointKey>,
     attach_agents: bool,
-    agent_links: HashMap<u32, Link>,
+    /// Agent attachments by ifindex, with the veth's name.
+    agent_links: HashMap<u32, (Link, String)>,
     substrate_link: Option<Link>,
+    /// Where maps and links are pinned, if they are.
+    pins: Option<PathBuf>,
 }
+
+/// The maps in the object.
+const MAPS: [&str; 8] = [
+    "config",
+    "endpoints",
+    "bounced",
+    "divided",
+    "agents",
+    "learned",
+    "hosts",
+    "counters",
+];
 
 impl Transit {
     /// Loads the programs and configures them for host `me`, whose substrate interface has
     /// index `substrate`, to run at `hook`. Nothing is attached yet.
     pub fn load(me: HostInfo, substrate: u32, hook: Hook) -> Result<Self, TransitError> {
-        let mut bpf = EbpfLoader::new()
+        Self::open(me, substrate, hook, None)
+    }
+
+    /// [`Transit::load`] with the maps and links pinned under `dir`, a directory on a BPF
+    /// filesystem (made if missing): maps pinned there by an earlier daemon are used as
+    /// they are, and [`Transit::attach`] takes over links pinned there.
+    pub fn load_pinned(
+        me: HostInfo,
+        substrate: u32,
+        hook: Hook,
+        dir: &Path,
+    ) -> Result<Self, TransitError> {
+        let pin_error = |message: String| TransitError::Pin {
+            path: dir.to_owned(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| pin_error(e.to_string()))?;
+        if !on_bpffs(dir) {
+            return Err(pin_error(
+                "not on a BPF filesystem (mount one: `mount -t bpf bpf DIR`)".into(),
+            ));
+        }
+        Self::open(me, substrate, hook, Some(dir))
+    }
+
+    fn open(
+        me: HostInfo,
+        substrate: u32,
+        hook: Hook,
+        pins: Option<&Path>,
+    ) -> Result<Self, TransitError> {
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = pins
+            .map(|dir| MAPS.iter().map(|m| (*m, dir.join(m))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| TransitError::Load(e.to_string()))?;
         // Every program is loaded, whatever the hook, so the verifier passes on all of them.
@@ -236,6 +325,7 @@ impl Transit {
             attach_agents: true,
             agent_links: HashMap::new(),
             substrate_link: None,
+            pins: pins.map(Path::to_owned),
         };
         let mut config: Array<&mut MapData, HostConfig> = t.map("config")?;
         let cfg = HostConfig {
@@ -309,7 +399,69 @@ impl Transit {
         self.attach_index(p, interface, index).map(|(_, how)| how)
     }
 
+    /// Attaches `p` to `interface`; when pinning, takes over the link pinned for it (an
+    /// atomic replacement of the program) or else pins the new link.
     fn attach_index(
+        &mut self,
+        p: Program,
+        interface: &str,
+        index: u32,
+    ) -> Result<(Link, Attached), TransitError> {
+        let Some(path) = self.link_pin(p, interface) else {
+            return self.attach_new(p, interface, index);
+        };
+        if let Some(taken) = self.take_over(p, &path) {
+            return Ok(taken);
+        }
+        // None, or one whose interface is gone: start afresh.
+        let _ = std::fs::remove_file(&path);
+        let (link, how) = self.attach_new(p, interface, index)?;
+        let pin_error = |message: String| TransitError::Pin {
+            path: path.clone(),
+            message,
+        };
+        let fd: Result<FdLink, _> = match link {
+            Link::Xdp(id) => self.xdp(p)?.take_link(id).map(FdLink::try_from),
+            Link::Tc(id) => self.tc(p)?.take_link(id).map(FdLink::try_from),
+        }
+        .map_err(|e| pin_error(e.to_string()))?;
+        let fd = fd.map_err(|e| {
+            pin_error(format!(
+                "{e} (pinning needs BPF links: Linux 5.9 for XDP, 6.6 for TC)"
+            ))
+        })?;
+        fd.pin(&path).map_err(|e| pin_error(e.to_string()))?;
+        let (link, _) = self
+            .take_over(p, &path)
+            .ok_or_else(|| pin_error("the link just pinned does not open".into()))?;
+        Ok((link, how))
+    }
+
+    /// Where the link attaching `p` to `interface` is pinned, when pinning.
+    fn link_pin(&self, p: Program, interface: &str) -> Option<PathBuf> {
+        let file = match p {
+            Program::Transit => "link-substrate".to_owned(),
+            _ => format!("link-{}-{interface}", p.name(self.hook)),
+        };
+        self.pins.as_ref().map(|dir| dir.join(file))
+    }
+
+    /// Puts this process's `p` into the link pinned at `path`, if there is one and its
+    /// interface is still there.
+    fn take_over(&mut self, p: Program, path: &Path) -> Option<(Link, Attached)> {
+        let fd = FdLink::from(PinnedLink::from_pin(path).ok()?);
+        if p.hook(self.hook) == Hook::Tc {
+            let link = SchedClassifierLink::try_from(fd).ok()?;
+            let id = self.tc(p).ok()?.attach_to_link(link).ok()?;
+            Some((Link::Tc(id), Attached::TcIngress))
+        } else {
+            let link = XdpLink::try_from(fd).ok()?;
+            let id = self.xdp(p).ok()?.attach_to_link(link).ok()?;
+            Some((Link::Xdp(id), Attached::XdpLink))
+        }
+    }
+
+    fn attach_new(
         &mut self,
         p: Program,
         interface: &str,
@@ -569,6 +721,40 @@ impl Transit {
         Ok(())
     }
 
+    /// Removes from the maps the entries the tables do not hold: after the tables are
+    /// restored into pinned maps, what an earlier daemon wrote that they no longer have.
+    /// Returns how many entries went.
+    pub fn prune(&mut self) -> Result<usize, TransitError> {
+        let keep: std::collections::HashSet<EpKey> = self
+            .mirror
+            .endpoints
+            .keys()
+            .filter(|k| !self.pending.contains(k))
+            .map(|k| EpKey::from(*k))
+            .collect();
+        let mut endpoints: BpfHash<&mut MapData, EpKey, EpValue> = self.map("endpoints")?;
+        let stale: Vec<EpKey> = endpoints.keys().filter_map(Result::ok).collect();
+        let mut gone = 0;
+        for k in stale.into_iter().filter(|k| !keep.contains(k)) {
+            remove_if_present(endpoints.remove(&k), "endpoints")?;
+            gone += 1;
+        }
+        let keep: BTreeSet<u32> = self.agent_ifindex.values().copied().collect();
+        let mut agents: BpfHash<&mut MapData, u32, AgentValue> = self.map("agents")?;
+        let stale: Vec<u32> = agents.keys().filter_map(Result::ok).collect();
+        for k in stale.into_iter().filter(|k| !keep.contains(k)) {
+            remove_if_present(agents.remove(&k), "agents")?;
+            gone += 1;
+        }
+        let keep: Vec<Key<NetData>> = self.bounced_keys.values().flatten().cloned().collect();
+        let mut trie: LpmTrie<&mut MapData, NetData, BouncedValue> = self.map("bounced")?;
+        gone += prune_trie(&mut trie, "bounced", &keep)?;
+        let keep: Vec<Key<NetData>> = self.divided_keys.values().flatten().cloned().collect();
+        let mut trie: LpmTrie<&mut MapData, NetData, NetValue> = self.map("divided")?;
+        gone += prune_trie(&mut trie, "divided", &keep)?;
+        Ok(gone)
+    }
+
     /// Retries local endpoints whose veth has appeared since; returns how many remain.
     pub fn refresh(&mut self) -> Result<usize, TransitError> {
         let waiting: Vec<EndpointKey> = self.pending.iter().copied().collect();
@@ -637,8 +823,12 @@ impl Transit {
             let mut map: BpfHash<&mut MapData, u32, AgentValue> = self.map("agents")?;
             remove_if_present(map.remove(&old), "agents")?;
             self.agent_ifindex.remove(&key);
-            if let Some(link) = self.agent_links.remove(&old) {
-                // The veth may be gone already, which detaches the program with it.
+            if let Some((link, veth)) = self.agent_links.remove(&old) {
+                // The veth may be gone already, which detaches the program with it. A
+                // pinned link holds on until its pin is gone too.
+                if let Some(pin) = self.link_pin(Program::Agent, &veth) {
+                    let _ = std::fs::remove_file(pin);
+                }
                 let _ = self.detach(Program::Agent, link);
             }
         }
@@ -660,7 +850,7 @@ impl Transit {
                 _ => String::new(),
             };
             let (link, _) = self.attach_index(Program::Agent, &veth, index)?;
-            self.agent_links.insert(index, link);
+            self.agent_links.insert(index, (link, veth));
         }
         Ok(())
     }
@@ -752,6 +942,23 @@ fn rewrite_trie<V: aya::Pod>(
         }
     }
     Ok(())
+}
+
+/// Removes the keys of `map` not in `keep`; returns how many.
+fn prune_trie<V: aya::Pod>(
+    map: &mut LpmTrie<&mut MapData, NetData, V>,
+    name: &'static str,
+    keep: &[Key<NetData>],
+) -> Result<usize, TransitError> {
+    let stale: Vec<Key<NetData>> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keep.iter().any(|w| key_eq(w, k)))
+        .collect();
+    for k in &stale {
+        remove_if_present(map.remove(k), name)?;
+    }
+    Ok(stale.len())
 }
 
 fn remove_if_present(

@@ -61,6 +61,9 @@ pub struct Testbed {
     object: PathBuf,
     /// The hook of every droplet's programs.
     pub hook: Hook,
+    /// A BPF filesystem mounted for the testbed, where each droplet's daemon pins its maps
+    /// and links (in a directory of its own), so a daemon restarts without a gap.
+    pins: PathBuf,
     /// The substrate's MTU.
     pub mtu: u32,
     /// The namespace holding the substrate bridge.
@@ -124,10 +127,19 @@ impl Testbed {
         let substrate = format!("{prefix}-sub");
         let object = dir.join("transit.o");
         std::fs::write(&object, crate::loader::object())?;
+        // Mounted here, in this mount namespace, the filesystem is seen by the daemons too:
+        // `ip netns exec` gives each a mount namespace of its own that mounts propagate to
+        // (and remounts /sys, so /sys/fs/bpf would not do). One left by a killed testbed
+        // goes first.
+        let pins = dir.join("bpf");
+        let _ = Command::new("umount").arg("-l").arg(&pins).output();
+        std::fs::create_dir_all(&pins)?;
+        run(&["mount", "-t", "bpf", "bpf", &pins.to_string_lossy()])?;
         let mtu_text = mtu.to_string();
         let mut bed = Self {
             mtu,
             hook,
+            pins,
             object: object.clone(),
             prefix: prefix.to_owned(),
             substrate: substrate.clone(),
@@ -183,8 +195,8 @@ impl Testbed {
     }
 
     /// Starts each droplet's transit daemon, `exe ARGS --substrate eth0 --ip IP --hook HOOK
-    /// --socket PATH --tables PATH` (ARGS is `transitd` for the `centaurus` binary), and
-    /// waits for its socket.
+    /// --socket PATH --tables PATH --pins DIR` (ARGS is `transitd` for the `centaurus`
+    /// binary), and waits for its socket.
     pub fn start_transit_daemons(&mut self, exe: &Path, args: &[&str]) -> std::io::Result<()> {
         self.daemon_command = Some((exe.to_owned(), args.iter().map(|a| a.to_string()).collect()));
         self.daemons = (0..self.droplets.len())
@@ -195,7 +207,8 @@ impl Testbed {
     }
 
     /// Kills droplet `i`'s transit daemon and starts it again (it restores its tables from
-    /// its table log); returns once it serves.
+    /// its table log and takes over its pinned maps and links, so its datapath forwards
+    /// throughout); returns once it serves.
     pub fn restart_transit_daemon(&mut self, i: usize) -> std::io::Result<()> {
         let _ = self.daemons[i].kill();
         let _ = self.daemons[i].wait();
@@ -218,6 +231,8 @@ impl Testbed {
             .arg(&d.socket)
             .arg("--tables")
             .arg(d.socket.with_extension("tables"))
+            .arg("--pins")
+            .arg(self.pins.join(format!("d{i}")))
             .stdout(Stdio::null())
             .spawn()
     }
@@ -478,6 +493,7 @@ impl Drop for Testbed {
         for ns in names {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
+        let _ = Command::new("umount").arg("-l").arg(&self.pins).output();
     }
 }
 

@@ -30,20 +30,7 @@ fn load(log: &Log, hook: Hook) -> Vec<Pair> {
         .map(|i| {
             let me = host(i);
             let updates = log.get(&me.ip).cloned().unwrap_or_default();
-            for u in &updates {
-                if let TableUpdate::PutEndpoint {
-                    location: Location::Local { veth, .. },
-                    ..
-                } = u
-                {
-                    let peer = format!("pp{}", &veth[2..]);
-                    if centaurus_xdp::loader::ifindex(veth).is_none() {
-                        sh(&[
-                            "ip", "link", "add", veth, "type", "veth", "peer", "name", &peer,
-                        ]);
-                    }
-                }
-            }
+            make_veths(&updates);
             let mut bpf = Transit::load(me, 1, hook).expect("the transit programs load");
             bpf.set_attach_agents(false);
             bpf.apply(&updates).unwrap();
@@ -57,6 +44,24 @@ fn load(log: &Log, hook: Hook) -> Vec<Pair> {
             Pair { bpf, model }
         })
         .collect()
+}
+
+/// Makes the veth pair of each local endpoint in `updates` that has none yet.
+fn make_veths(updates: &[TableUpdate]) {
+    for u in updates {
+        if let TableUpdate::PutEndpoint {
+            location: Location::Local { veth, .. },
+            ..
+        } = u
+        {
+            let peer = format!("pp{}", &veth[2..]);
+            if centaurus_xdp::loader::ifindex(veth).is_none() {
+                sh(&[
+                    "ip", "link", "add", veth, "type", "veth", "peer", "name", &peer,
+                ]);
+            }
+        }
+    }
 }
 
 fn ifindex_of(pair: &Pair, key: EndpointKey) -> u32 {
@@ -370,4 +375,45 @@ fn malformed(hook: Hook) {
         verdicts.get("Pass").copied().unwrap_or(0) > 100,
         "{verdicts:?}"
     );
+}
+
+#[test]
+fn pinned_maps_outlive_their_loader() {
+    if !in_netns("pinned_maps_outlive_their_loader") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let not_bpffs = Transit::load_pinned(host(0), 1, Hook::Tc, dir.path()).err();
+    assert!(
+        format!("{not_bpffs:?}").contains("not on a BPF filesystem"),
+        "{not_bpffs:?}"
+    );
+    // The test's own mount namespace (`ip netns exec` gives it one) takes the mount.
+    sh(&["mount", "-t", "bpf", "bpf", &dir.path().to_string_lossy()]);
+    let pins = dir.path().join("host0");
+    let (_, _, log) = region();
+    let me = host(0);
+    let updates = log.get(&me.ip).cloned().unwrap_or_default();
+    sh(&["ip", "link", "set", "lo", "up"]);
+    make_veths(&updates);
+    let mut first = Transit::load_pinned(me, 1, Hook::Tc, &pins).unwrap();
+    first.set_attach_agents(false);
+    first.apply(&updates).unwrap();
+    assert_eq!(first.pending().count(), 0);
+    let written = first.tables().endpoints.len()
+        + first.tables().agents.len()
+        + first.tables().bounced.values().flatten().count()
+        + first.tables().divided.values().flatten().count();
+    assert!(written > 3, "{written}");
+    drop(first);
+    // A second loader finds the first one's entries in the pinned maps; with tables that
+    // hold none of them, pruning removes every one (the tries' per-VNI entries too), once.
+    let mut second = Transit::load_pinned(me, 1, Hook::Tc, &pins).unwrap();
+    let pruned = second.prune().unwrap();
+    assert!(pruned >= written, "pruned {pruned} of {written}");
+    assert_eq!(second.prune().unwrap(), 0);
+    drop(second);
+    let _ = std::process::Command::new("umount")
+        .arg(dir.path())
+        .status();
 }

@@ -75,6 +75,11 @@ enum Command {
         /// them again.
         #[arg(long, default_value = "/var/lib/centaurus/transitd/tables.jsonl")]
         tables: PathBuf,
+        /// A directory on a BPF filesystem to pin the maps and links in, so the datapath
+        /// forwards while the daemon is down and a restarted daemon takes it over; without
+        /// it, the programs detach when the daemon exits.
+        #[arg(long)]
+        pins: Option<PathBuf>,
     },
 }
 
@@ -115,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
             hook,
             socket,
             tables,
-        } => transitd(&substrate, ip, hook, &socket, &tables).await,
+            pins,
+        } => transitd(&substrate, ip, hook, &socket, &tables, pins.as_deref()).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await
@@ -129,6 +135,7 @@ async fn transitd(
     hook: centaurus_xdp::loader::Hook,
     socket: &std::path::Path,
     tables: &std::path::Path,
+    pins: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use centaurus_xdp::loader::{Transit, ifindex};
     let index = ifindex(substrate).with_context(|| format!("no interface {substrate}"))?;
@@ -137,8 +144,11 @@ async fn transitd(
     let mac = centaurus_vpc::ipam::parse_mac(mac_text.trim())
         .with_context(|| format!("{substrate} has MAC {mac_text:?}"))?;
     let me = centaurus_xdp::model::HostInfo { ip, mac };
-    let mut transit =
-        Transit::load(me, index, hook).context("loading the transit programs (as root?)")?;
+    let mut transit = match pins {
+        Some(dir) => Transit::load_pinned(me, index, hook, dir),
+        None => Transit::load(me, index, hook),
+    }
+    .context("loading the transit programs (as root?)")?;
     let how = transit.attach_substrate(substrate)?;
     for dir in [socket.parent(), tables.parent()].into_iter().flatten() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -146,10 +156,13 @@ async fn transitd(
     let (log, restored) = centaurus_xdp::transitd::TableLog::open(tables, &mut transit)
         .map_err(anyhow::Error::msg)
         .context("restoring the tables")?;
+    // Pinned maps may hold what an earlier daemon wrote after its log's last batch.
+    let pruned = transit.prune()?;
     eprintln!(
-        "transitd: ready on {} (host {ip}, substrate {substrate}, {how:?}; {restored} table entries restored from {})",
+        "transitd: ready on {} (host {ip}, substrate {substrate}, {how:?}; {restored} table entries restored from {}, {pruned} stale map entries removed; pins: {})",
         socket.display(),
-        tables.display()
+        tables.display(),
+        pins.map_or("none".into(), |p| p.display().to_string())
     );
     tokio::select! {
         r = centaurus_xdp::transitd::serve(transit, Some(log), socket) => r.with_context(|| format!("serving on {}", socket.display())),
