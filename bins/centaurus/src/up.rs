@@ -4,8 +4,8 @@
 //!
 //! With `--droplets N` the region runs on N hosts made on this machine: network
 //! namespaces on a substrate bridge ([`centaurus_xdp::testbed`]), each with its own node
-//! agent and transit daemon, and the VPC plane programs the XDP datapath instead of the
-//! simulated one, so pods on different droplets reach each other through it.
+//! agent and transit daemon, and the VPC plane programs their BPF datapath (TC hook)
+//! instead of the simulated one, so pods on different droplets reach each other through it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -105,7 +105,7 @@ pub async fn run(
             let (fleet, mut tasks) =
                 start_compute(store.clone(), data_dir, c, testbed.as_ref()).await?;
             let dataplane: (Arc<dyn Dataplane>, _) = match &testbed {
-                Some(bed) => (Arc::new(bed.dataplane()), "XDP"),
+                Some(bed) => (Arc::new(bed.dataplane()), "BPF (TC hook)"),
                 None => (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
             };
             tasks.extend(start_network(
@@ -172,7 +172,7 @@ fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
     Ok(bed)
 }
 
-/// Starts the VPC plane: one operator replica programming `dataplane` (the droplets' XDP
+/// Starts the VPC plane: one operator replica programming `dataplane` (the droplets' BPF
 /// datapath, or the simulated one, as its name says) and the network controller.
 fn start_network(
     store: Arc<dyn Store>,

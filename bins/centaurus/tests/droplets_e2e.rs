@@ -2,7 +2,7 @@
 //! with its own transit daemon. Through a real kubectl, two tenants each run a server pod on
 //! one droplet and a client pod on the other, in their default VPCs (the same CIDR, so the
 //! same addresses): the clients ping their server and send it a line over TCP by pod IP,
-//! through the XDP datapath; each server hears only its own tenant's client; both droplets'
+//! through the overlay datapath (TC hook); each server hears only its own tenant's client; both droplets'
 //! transit daemons counted the overlay frames they sent and delivered. After the region
 //! stops and starts again on the same data, a new pod reaches a server as before.
 //!
@@ -59,7 +59,7 @@ fn dump(socket: &std::path::Path) -> Dump {
 }
 
 #[test]
-fn pods_on_two_droplets_reach_each_other_through_the_xdp_datapath() {
+fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
     if !is_root() || !RuncRuntime::available() {
         assert!(
             std::env::var_os("CI").is_none(),
