@@ -437,11 +437,13 @@ impl Transit {
         Ok((link, how))
     }
 
-    /// Where the link attaching `p` to `interface` is pinned, when pinning.
+    /// Where the link attaching `p` to `interface` is pinned, when pinning. The name does
+    /// not say the hook: a daemon on another hook than the last one finds its links,
+    /// cannot take them over, and so removes them.
     fn link_pin(&self, p: Program, interface: &str) -> Option<PathBuf> {
         let file = match p {
             Program::Transit => "link-substrate".to_owned(),
-            _ => format!("link-{}-{interface}", p.name(self.hook)),
+            _ => format!("link-agent-{interface}"),
         };
         self.pins.as_ref().map(|dir| dir.join(file))
     }
@@ -733,19 +735,10 @@ impl Transit {
             .map(|k| EpKey::from(*k))
             .collect();
         let mut endpoints: BpfHash<&mut MapData, EpKey, EpValue> = self.map("endpoints")?;
-        let stale: Vec<EpKey> = endpoints.keys().filter_map(Result::ok).collect();
-        let mut gone = 0;
-        for k in stale.into_iter().filter(|k| !keep.contains(k)) {
-            remove_if_present(endpoints.remove(&k), "endpoints")?;
-            gone += 1;
-        }
+        let mut gone = prune_hash(&mut endpoints, "endpoints", |k| keep.contains(k))?;
         let keep: BTreeSet<u32> = self.agent_ifindex.values().copied().collect();
         let mut agents: BpfHash<&mut MapData, u32, AgentValue> = self.map("agents")?;
-        let stale: Vec<u32> = agents.keys().filter_map(Result::ok).collect();
-        for k in stale.into_iter().filter(|k| !keep.contains(k)) {
-            remove_if_present(agents.remove(&k), "agents")?;
-            gone += 1;
-        }
+        gone += prune_hash(&mut agents, "agents", |k| keep.contains(k))?;
         let keep: Vec<Key<NetData>> = self.bounced_keys.values().flatten().cloned().collect();
         let mut trie: LpmTrie<&mut MapData, NetData, BouncedValue> = self.map("bounced")?;
         gone += prune_trie(&mut trie, "bounced", &keep)?;
@@ -942,6 +935,23 @@ fn rewrite_trie<V: aya::Pod>(
         }
     }
     Ok(())
+}
+
+/// Removes the keys of `map` that `keep` refuses; returns how many.
+fn prune_hash<K: aya::Pod, V: aya::Pod>(
+    map: &mut BpfHash<&mut MapData, K, V>,
+    name: &'static str,
+    keep: impl Fn(&K) -> bool,
+) -> Result<usize, TransitError> {
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keep(k))
+        .collect();
+    for k in &stale {
+        remove_if_present(map.remove(k), name)?;
+    }
+    Ok(stale.len())
 }
 
 /// Removes the keys of `map` not in `keep`; returns how many.
