@@ -315,8 +315,9 @@ impl Fleet {
         }
     }
 
-    /// Stops every agent and the workloads of their runtimes (a clean stop of the process
-    /// that hosts them); the pods stay bound and start again with the next agent.
+    /// Stops every agent and the workloads of their runtimes, and releases their pods'
+    /// networks (a clean stop of the process that hosts them); the pods stay bound and
+    /// start again with the next agent.
     pub async fn shutdown(&self) {
         let agents: Vec<_> = self
             .agents
@@ -338,6 +339,9 @@ impl Fleet {
             if let Err(e) = rt.reset().await {
                 tracing::warn!(runtime = rt.name(), error = %e, "cannot stop workloads");
             }
+        }
+        for agent in &agents {
+            agent.network.release_all().await;
         }
     }
 

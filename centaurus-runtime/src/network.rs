@@ -28,6 +28,9 @@ pub trait NetworkPlugin: Send + Sync + 'static {
     async fn attach(&self, pod: &Pod) -> Result<SandboxNetwork>;
     /// Releases what `attach` made; detaching what is gone succeeds.
     async fn detach(&self, pod: &Pod) -> Result<()>;
+    /// Releases every attachment still held (a clean stop of the node; the next agent
+    /// attaches its pods afresh).
+    async fn release_all(&self) {}
 }
 
 /// A pool of host-local addresses in one /16.
@@ -212,14 +215,30 @@ impl NetworkPlugin for HostLocalNetwork {
     }
 
     async fn detach(&self, pod: &Pod) -> Result<()> {
-        let uid = &pod.metadata.uid;
+        self.release(&pod.metadata.uid).await;
+        Ok(())
+    }
+
+    async fn release_all(&self) {
+        let uids: Vec<String> = {
+            let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.owner.keys().cloned().collect()
+        };
+        for uid in uids {
+            self.release(&uid).await;
+        }
+    }
+}
+
+impl HostLocalNetwork {
+    /// Removes pod `uid`'s veth and namespace and frees its address.
+    async fn release(&self, uid: &str) {
         let _ = run_tool("ip", &["link", "del", &format!("cv{}", short(uid))]).await;
         let _ = run_tool("ip", &["netns", "del", &Self::netns_name(uid)]).await;
         self.pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .give_back(uid);
-        Ok(())
     }
 }
 

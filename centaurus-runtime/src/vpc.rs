@@ -27,6 +27,8 @@ pub struct VpcNetwork {
     flat: Arc<dyn NetworkPlugin>,
     wiring: Option<Wiring>,
     timeout: Duration,
+    /// The veths and namespaces wired so far (host-side veth → pod namespace).
+    wired: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// How a real node wires its pods to their endpoints.
@@ -65,7 +67,12 @@ impl VpcNetwork {
             flat,
             wiring,
             timeout,
+            wired: Default::default(),
         }
+    }
+
+    fn wired_mut(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.wired.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The pod's network, once it exists.
@@ -202,7 +209,12 @@ impl NetworkPlugin for VpcNetwork {
             .await?;
         tracing::debug!(pod = uid, ip = status.ip, "endpoint provisioned");
         let netns = match &self.wiring {
-            Some(w) => Some(Self::wire(w, &status).await?),
+            Some(w) => {
+                let path = Self::wire(w, &status).await?;
+                self.wired_mut()
+                    .insert(status.veth.clone(), status.netns.clone());
+                Some(path)
+            }
             None => None,
         };
         Ok(SandboxNetwork {
@@ -216,7 +228,18 @@ impl NetworkPlugin for VpcNetwork {
             let id = pod.key().replacen("/registry/pods/", "", 1);
             let veth = veth_name(&id);
             Self::unwire(w, &veth, &format!("cent-{}", &veth[2..])).await;
+            self.wired_mut().remove(&veth);
         }
         self.flat.detach(pod).await
+    }
+
+    async fn release_all(&self) {
+        if let Some(w) = &self.wiring {
+            let wired = std::mem::take(&mut *self.wired_mut());
+            for (veth, ns) in wired {
+                Self::unwire(w, &veth, &ns).await;
+            }
+        }
+        self.flat.release_all().await
     }
 }

@@ -49,6 +49,22 @@ fn running(k: &Kubectl, name: &str) -> Value {
     k.json(&["get", "pod", name])
 }
 
+/// The pods' network namespaces on this machine (the droplets' are `cent-r…`).
+fn pod_namespaces() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("cent-") && !n.starts_with("cent-r"))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
 fn dump(socket: &std::path::Path) -> Dump {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (status, body) = rt
@@ -76,6 +92,7 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("region");
     let addr = common::free_addr();
+    let namespaces_before = pod_namespaces();
     let region = up(&data, &addr, &["--droplets", "2"]);
     let admin = Kubectl {
         bin: bin.clone(),
@@ -191,6 +208,14 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
             .any(|l| l.starts_with("cent-r") && l.contains("-d")),
         "{left}"
     );
+    // ... and the pods' namespaces: none is left that was not there before (a pod's
+    // namespace is named after the pod, so one left by an earlier run is reused, then
+    // removed too).
+    let stale: Vec<String> = pod_namespaces()
+        .into_iter()
+        .filter(|n| !namespaces_before.contains(n))
+        .collect();
+    assert!(stale.is_empty(), "left after a clean stop: {stale:?}");
 
     // Up again on the same data: new droplets, whose transit daemons restore their tables
     // from their logs (the operator counts the hosts as programmed), and the pods start
