@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
                 user: "root".into(),
                 tenant: "system".into(),
                 groups: vec![],
+                tenant_uid: None,
             })
             .await
             .unwrap();
@@ -73,11 +74,24 @@ fn bench(c: &mut Criterion) {
             .await,
             201
         );
+        let acme = store
+            .get(&centaurus_core::model::object_key(
+                "tenants",
+                centaurus_core::model::Scope::Cluster,
+                "",
+                "",
+                "acme",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let acme: serde_json::Value = serde_json::from_slice(&acme.value).unwrap();
         let tenant = tokens
             .issue(Identity {
                 user: "admin".into(),
                 tenant: "acme".into(),
                 groups: vec![centaurus_tenancy::TENANT_ADMINS_GROUP.into()],
+                tenant_uid: acme["metadata"]["uid"].as_str().map(str::to_owned),
             })
             .await
             .unwrap();

@@ -6,8 +6,25 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 
+/// The deepest nesting a request body may have: serde_json's own limit, so that a JSON
+/// body and the same object in YAML are judged alike.
+pub const MAX_DEPTH: usize = 128;
+
+/// The YAML parser's budget for one request body. Deep nesting is refused while parsing, at
+/// the first opener past [`MAX_DEPTH`], so a hostile body costs what its first levels cost
+/// (a parse that built the whole tree first spent minutes on 100,000 nested `[`).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Decodes a request body (JSON, or YAML when the content type says so) into a JSON
-/// object. Errors are 400 with the parse position.
+/// object. Errors are 400 with the parse position; nesting deeper than [`MAX_DEPTH`] is
+/// refused. CPU-bound: servers run it off the threads that serve other requests.
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> {
     let ct = content_type
         .unwrap_or("application/json")
@@ -18,8 +35,10 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> 
     let value: Value = match ct {
         "application/json" | "" | "*/*" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("unable to decode JSON body: {e}")))?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_saphyr::from_slice_with_options(body, yaml_options())
+                .map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))?
+        }
         crate::protobuf::CONTENT_TYPE => crate::protobuf::decode(body)?,
         other => {
             return Err(ApiError::unsupported_media_type(format!(
@@ -177,6 +196,56 @@ mod tests {
             1
         );
         assert_eq!(decode_body(None, b"[1]").unwrap_err().code, 400);
+        let yaml = decode_body(
+            Some("application/yaml"),
+            b"metadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - name: c\n    args: [sh, -c, 'echo hi']\n",
+        )
+        .unwrap();
+        assert_eq!(yaml["spec"]["containers"][0]["args"][2], "echo hi");
+        assert_eq!(yaml["metadata"]["labels"]["app"], "web");
         assert_eq!(decode_body(Some("text/plain"), b"x").unwrap_err().code, 415);
+    }
+
+    /// `{"a": ` (or `a: [`, or `- `) nested `depth` times around `1`.
+    fn nested(depth: usize, open: &str, close: &str) -> Vec<u8> {
+        format!("{}1{}", open.repeat(depth), close.repeat(depth)).into_bytes()
+    }
+
+    #[test]
+    fn nesting_is_limited_alike_in_json_and_yaml() {
+        let yaml = Some("application/yaml");
+        for (ct, open, close) in [
+            (None, "{\"a\":", "}"),
+            (yaml, "{a: ", "}"),
+            (yaml, "{a: [", "]}"),
+        ] {
+            let ok = nested(MAX_DEPTH / 2 - 1, open, close);
+            assert!(
+                decode_body(ct, &ok).is_ok(),
+                "{}",
+                String::from_utf8_lossy(&ok)
+            );
+            let deep = nested(MAX_DEPTH + 1, open, close);
+            assert_eq!(decode_body(ct, &deep).unwrap_err().code, 400);
+        }
+        // Block nesting: `- - - ... 1` is a sequence MAX_DEPTH + 1 deep.
+        let block = format!("a:\n  {}1\n", "- ".repeat(MAX_DEPTH + 1));
+        assert_eq!(decode_body(yaml, block.as_bytes()).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn a_hostile_yaml_body_is_refused_at_its_first_levels() {
+        // 100,000 nested flow sequences in 200 KB: the whole parse took 111 s before the
+        // depth budget; now it stops at MAX_DEPTH. Timed loosely: the point is the order of
+        // magnitude, on any machine.
+        let body = nested(100_000, "[", "]");
+        let started = std::time::Instant::now();
+        let e = decode_body(Some("application/yaml"), &body).unwrap_err();
+        assert_eq!(e.code, 400, "{}", e.message);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "refused after {:?}",
+            started.elapsed()
+        );
     }
 }

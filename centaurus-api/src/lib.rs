@@ -82,6 +82,29 @@ async fn openapi_document(State(api): State<Arc<ApiServer>>, Path(gv): Path<Stri
     }
 }
 
+/// The group whose members may read `/metrics` without being system users (Kubernetes'
+/// name for monitoring agents).
+pub const MONITORING_GROUP: &str = "system:monitoring";
+
+/// Region-wide counters: for system users and the [`MONITORING_GROUP`] only, as they
+/// describe every tenant's traffic.
+async fn metrics(
+    State(api): State<Arc<ApiServer>>,
+    caller: Option<axum::Extension<centaurus_tenancy::Identity>>,
+) -> Response {
+    match caller {
+        Some(axum::Extension(id))
+            if id.is_system() || id.groups.iter().any(|g| g == MONITORING_GROUP) =>
+        {
+            api.metrics_text().into_response()
+        }
+        _ => ApiError::forbidden(format!(
+            "/metrics describes every tenant: it is readable by system users and the group {MONITORING_GROUP:?} only"
+        ))
+        .into_response(),
+    }
+}
+
 async fn resource_or_404(state: State<Arc<ApiServer>>, req: Request) -> Response {
     let p = req.uri().path();
     if p.starts_with("/api/") || p.starts_with("/apis/") {
@@ -99,10 +122,7 @@ pub fn router(api: Arc<ApiServer>, authn: centaurus_tenancy::AuthnLayer) -> axum
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(|State(api): State<Arc<ApiServer>>| async move { api.metrics_text() }),
-        )
+        .route("/metrics", get(metrics))
         .route("/api", get(api_versions))
         .route("/api/v1", get(core_resources))
         .route("/apis", get(api_groups))

@@ -19,7 +19,6 @@ use centaurus_core::model::{Pod, Resource};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::codec;
 use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::server::{ApiServer, Target};
@@ -200,7 +199,7 @@ impl ApiServer {
         &self,
         target: &Target,
         content_type: Option<&str>,
-        body: &[u8],
+        body: &Bytes,
         params: &Params,
     ) -> ApiResult<Value> {
         let pod = self.pod(target).await?;
@@ -210,7 +209,7 @@ impl ApiServer {
                 pod.metadata.name
             )));
         }
-        let request = codec::decode_body(content_type, body)?;
+        let request = self.decode(content_type, body).await?;
         let (verb, pod_action) = pod_action_of(&pod.metadata.name, &request)?;
         let info = self
             .registry

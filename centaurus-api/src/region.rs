@@ -12,7 +12,8 @@ use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Scope};
 use centaurus_core::store::{Store, StoreError};
 use centaurus_tenancy::{
-    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, TenantGate, TokenFile,
+    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, TenantBound, TenantGate,
+    TokenFile,
 };
 use centaurus_vpc::admission::NetworkAdmission;
 use serde_json::json;
@@ -75,18 +76,42 @@ pub async fn app(
     let api = ApiServer::new(
         store.clone(),
         Arc::new(registry()),
-        Arc::new(TenantGate::cached(store).await),
+        Arc::new(TenantGate::cached(store.clone()).await),
         Arc::new(CallerSpace),
         Some(tokens.clone()),
         config,
     );
     api.add_admission(Arc::new(NetworkAdmission::new()));
-    let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
-        Arc::new(ClientCertAuthenticator),
-        tokens,
-    ])));
-    let router = crate::router(api.clone(), authn);
+    let router = crate::router(api.clone(), authentication(store, tokens).await);
     (api, router)
+}
+
+/// Client certificates, then bearer tokens from `tokens`, each identity bound to its live
+/// tenant ([`TenantBound`]).
+async fn authentication(store: Arc<dyn Store>, tokens: Arc<TokenFile>) -> AuthnLayer {
+    let chain = AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), tokens]);
+    AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(chain), store).await))
+}
+
+/// Binds the tokens of `tokens` written before tokens named their tenant's UID to their
+/// tenants as they are now, and revokes those of tenants that are gone or being deleted.
+async fn bind_unbound_tokens(store: &dyn Store, tokens: &TokenFile) -> anyhow::Result<()> {
+    let all = centaurus_core::store::range_all(store, "/registry/tenants/").await?;
+    let live: std::collections::HashMap<String, String> = all
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<model::Tenant>(&kv.value).ok())
+        .filter(|t| t.metadata.deletion_timestamp.is_none())
+        .map(|t| (t.metadata.name, t.metadata.uid))
+        .collect();
+    let changed = tokens.bind_unbound(|t| live.get(t).cloned()).await?;
+    if changed > 0 {
+        tracing::info!(
+            changed,
+            "tokens bound to their tenant's UID, or revoked where the tenant is gone"
+        );
+    }
+    Ok(())
 }
 
 /// How to run the regional API endpoint.
@@ -148,11 +173,8 @@ impl Region {
                 "resumed deleting terminating tenants and namespaces"
             );
         }
-        let authn = AuthnLayer::new(Arc::new(AuthenticatorChain(vec![
-            Arc::new(ClientCertAuthenticator),
-            tokens,
-        ])));
-        let app = crate::router(api.clone(), authn);
+        bind_unbound_tokens(&*store, &tokens).await?;
+        let app = crate::router(api.clone(), authentication(store.clone(), tokens).await);
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {

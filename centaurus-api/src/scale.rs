@@ -104,7 +104,7 @@ impl ApiServer {
         &self,
         target: &Target,
         kind: PatchKind,
-        body: &[u8],
+        body: &bytes::Bytes,
         params: &Params,
     ) -> ApiResult<Value> {
         self.patch_with(

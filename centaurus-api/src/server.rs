@@ -29,6 +29,9 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// How often a watch that allows bookmarks receives one.
     pub bookmark_interval: Duration,
+    /// How many CPU-bound request jobs (decoding and patching bodies) run at once on the
+    /// blocking pool; more wait their turn there, never on the threads that serve requests.
+    pub cpu_jobs: usize,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +39,7 @@ impl Default for ApiConfig {
         Self {
             max_body: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(30),
+            cpu_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct ApiServer {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_logs: std::sync::OnceLock<Arc<dyn crate::pods::PodLogs>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
+    cpu_jobs: Arc<tokio::sync::Semaphore>,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -114,11 +119,12 @@ impl ApiServer {
             authorizer,
             resolver,
             tokens,
-            config,
             quota_locks: Mutex::new(HashMap::new()),
             metrics: Default::default(),
             pod_logs: Default::default(),
             admission: Default::default(),
+            cpu_jobs: Arc::new(tokio::sync::Semaphore::new(config.cpu_jobs.max(1))),
+            config,
         })
     }
 
@@ -172,6 +178,34 @@ impl ApiServer {
             }
         }
         Ok(guards)
+    }
+
+    /// Runs CPU-bound request work on the blocking pool, at most [`ApiConfig::cpu_jobs`] at
+    /// once, so that no request body, however built, delays the threads that serve other
+    /// tenants' requests, watches and nodes' heartbeats.
+    pub(crate) async fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let _permit = self
+            .cpu_jobs
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the server is stopping"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("request work failed: {e}")))?
+    }
+
+    /// [`codec::decode_body`] off the serving threads.
+    pub(crate) async fn decode(
+        &self,
+        content_type: Option<&str>,
+        body: &Bytes,
+    ) -> ApiResult<Value> {
+        let (content_type, body) = (content_type.map(str::to_owned), body.clone());
+        self.offload(move || codec::decode_body(content_type.as_deref(), &body))
+            .await
     }
 
     /// Request metrics in the Prometheus text format.
@@ -335,17 +369,17 @@ impl ApiServer {
                 Ok(json_response(StatusCode::CREATED, &action))
             }
             Verb::Create => {
-                let obj = codec::decode_body(content_type.as_deref(), &body)?;
+                let obj = self.decode(content_type.as_deref(), &body).await?;
                 let created = self.create(&target, obj, &params).await?;
                 Ok(json_response(StatusCode::CREATED, &created))
             }
             Verb::Update if target.subresource.as_deref() == Some("scale") => {
-                let scale = codec::decode_body(content_type.as_deref(), &body)?;
+                let scale = self.decode(content_type.as_deref(), &body).await?;
                 let updated = self.put_scale(&target, &scale, &params).await?;
                 Ok(json_response(StatusCode::OK, &updated))
             }
             Verb::Update => {
-                let obj = codec::decode_body(content_type.as_deref(), &body)?;
+                let obj = self.decode(content_type.as_deref(), &body).await?;
                 let updated = self.update(&target, obj, &params).await?;
                 Ok(json_response(StatusCode::OK, &updated))
             }
@@ -934,7 +968,7 @@ impl ApiServer {
         &self,
         target: &Target,
         kind: PatchKind,
-        body: &[u8],
+        body: &Bytes,
         params: &Params,
     ) -> ApiResult<Value> {
         self.patch_with(
@@ -954,7 +988,7 @@ impl ApiServer {
         &self,
         target: &Target,
         kind: PatchKind,
-        body: &[u8],
+        body: &Bytes,
         read: impl Fn() -> R,
         write: impl Fn(Value, bool) -> W,
     ) -> ApiResult<Value>
@@ -965,7 +999,10 @@ impl ApiServer {
         for _ in 0..5 {
             let mut doc = read().await?;
             let before = doc.pointer("/metadata/resourceVersion").cloned();
-            patch::apply(kind, &mut doc, body)?;
+            let body = body.clone();
+            doc = self
+                .offload(move || patch::apply(kind, &mut doc, &body).map(|()| doc))
+                .await?;
             let precondition = doc.pointer("/metadata/resourceVersion").cloned() != before;
             match write(doc, precondition).await {
                 Err(e) if e.reason == "Conflict" && !precondition => continue,
@@ -1035,6 +1072,16 @@ impl ApiServer {
                 obj = object_of(&kv)?;
             }
             if is_space {
+                if target.info.plural == "tenants"
+                    && let Some(tokens) = &self.tokens
+                {
+                    // The tenant's credentials die with it (TenantBound refuses them too,
+                    // tokens issued elsewhere and certificates included).
+                    tokens
+                        .revoke_tenant(&name)
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                }
                 self.lifecycle
                     .delete_space(target.info.plural, &kv.key, &obj);
             }
@@ -1056,7 +1103,17 @@ impl ApiServer {
             ApiError::method_not_allowed("this server has no token file to issue tokens into")
         })?;
         let tenant = target.name().to_owned();
-        self.get_kv(target, &tenant).await?;
+        let kv = self.get_kv(target, &tenant).await?;
+        let object = object_of(&kv)?;
+        if object.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::forbidden(format!(
+                "tenant {tenant:?} is being deleted: it gets no new tokens"
+            )));
+        }
+        let tenant_uid = object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let req: Value = if body.is_empty() {
             json!({})
         } else {
@@ -1083,6 +1140,7 @@ impl ApiServer {
             user: user.clone(),
             tenant: tenant.clone(),
             groups: vec![centaurus_tenancy::TENANT_ADMINS_GROUP.into()],
+            tenant_uid,
         };
         let token = tokens
             .issue(identity)

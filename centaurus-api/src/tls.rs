@@ -120,7 +120,7 @@ impl Pki {
         (this.admin_cert, this.admin_key) = match (read("admin.crt"), read("admin.key")) {
             (Some(c), Some(k)) => (c, k),
             _ => {
-                let (c, k) = this.issue_client("admin", centaurus_tenancy::SYSTEM_TENANT)?;
+                let (c, k) = this.issue_client("admin", centaurus_tenancy::SYSTEM_TENANT, None)?;
                 write("admin.crt", &c)?;
                 write("admin.key", &k)?;
                 (c, k)
@@ -158,12 +158,28 @@ impl Pki {
         self.sign(p)
     }
 
-    /// Issues a client certificate for `user` of `tenant` (`O=tenant:{tenant}`).
-    pub fn issue_client(&self, user: &str, tenant: &str) -> Result<(String, String), TlsError> {
+    /// Issues a client certificate for `user` of `tenant` (`O=tenant:{tenant}`) bound to the
+    /// tenant's UID (`O=tenant-uid:{uid}`; every tenant but `system` needs one to be let in).
+    pub fn issue_client(
+        &self,
+        user: &str,
+        tenant: &str,
+        tenant_uid: Option<&str>,
+    ) -> Result<(String, String), TlsError> {
+        use centaurus_tenancy::authn::{TENANT_ORG_PREFIX, TENANT_UID_ORG_PREFIX};
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
         p.distinguished_name.push(DnType::CommonName, user);
-        p.distinguished_name
-            .push(DnType::OrganizationName, format!("tenant:{tenant}"));
+        // rcgen keeps one value per attribute type in a DN: the UID goes in the unit.
+        p.distinguished_name.push(
+            DnType::OrganizationName,
+            format!("{TENANT_ORG_PREFIX}{tenant}"),
+        );
+        if let Some(uid) = tenant_uid {
+            p.distinguished_name.push(
+                DnType::OrganizationalUnitName,
+                format!("{TENANT_UID_ORG_PREFIX}{uid}"),
+            );
+        }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(p)
     }
@@ -199,18 +215,21 @@ impl Pki {
     }
 }
 
-/// The subject of a DER certificate: common name and organizations.
+/// The subject of a DER certificate: common name, organizations and organizational units.
 pub fn client_cert_subject(der: &[u8]) -> Option<ClientCert> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let common_name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    let organizations = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_owned))
-        .collect();
+    let strings =
+        |attrs: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+            attrs
+                .filter_map(|o| o.as_str().ok().map(str::to_owned))
+                .collect()
+        };
     Some(ClientCert {
         common_name,
-        organizations,
+        organizations: strings(&mut subject.iter_organization()),
+        organizational_units: strings(&mut subject.iter_organizational_unit()),
     })
 }
 

@@ -86,6 +86,7 @@ async fn identical_names_in_two_tenants_never_collide() {
             user: "guest".into(),
             tenant: "acme".into(),
             groups: vec![],
+            tenant_uid: h.tenant_uid("acme").await,
         })
         .await
         .unwrap();
@@ -171,6 +172,7 @@ async fn quota_is_enforced_at_admission() {
             user: "admin".into(),
             tenant: "small".into(),
             groups: vec![centaurus_tenancy::TENANT_ADMINS_GROUP.into()],
+            tenant_uid: h.tenant_uid("small").await,
         })
         .await
         .unwrap();

@@ -160,6 +160,11 @@ pub fn workload_names(pod: &Pod) -> Vec<String> {
 }
 
 /// Where a runtime keeps its per-pod state.
+/// `path` made absolute against the current directory (as it is, when that cannot be read).
+pub(crate) fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
 pub(crate) fn pod_dir(root: &std::path::Path, pod_uid: &str) -> PathBuf {
     root.join("pods").join(pod_uid)
 }

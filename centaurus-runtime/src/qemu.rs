@@ -76,8 +76,9 @@ impl Vm {
 impl QemuRuntime {
     /// A runtime keeping VM state under `root`, booting `tiny` from the kernel at
     /// `kernel` (by default [`DEFAULT_KERNEL`]).
+    /// A relative root is taken from the current directory now.
     pub fn new(root: impl Into<PathBuf>, kernel: Option<PathBuf>) -> Self {
-        let root = root.into();
+        let root = crate::absolute(root.into());
         Self {
             images: ImageStore::new(&root),
             kernel: kernel.unwrap_or_else(|| DEFAULT_KERNEL.into()),

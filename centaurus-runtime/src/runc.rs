@@ -39,9 +39,10 @@ struct ContainerRecord {
 }
 
 impl RuncRuntime {
-    /// A runtime keeping bundles, logs and runc state under `root`.
+    /// A runtime keeping bundles, logs and runc state under `root` (a relative root is
+    /// taken from the current directory now: runc resolves bundle paths from its own).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
+        let root = crate::absolute(root.into());
         Self {
             images: ImageStore::new(&root),
             runc: "runc".into(),

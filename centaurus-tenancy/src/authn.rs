@@ -1,10 +1,12 @@
 //! Authentication: credentials in, [`Identity`] out.
 //!
 //! [`TokenFile`] reads bearer tokens from a file in the Kubernetes static token format with
-//! one more column, the tenant: `token,user,uid,"group1,group2",tenant`. A missing tenant
-//! column means the `system` tenant, so a plain Kubernetes token file keeps working.
-//! [`ClientCertAuthenticator`] maps a verified client certificate's subject to a user:
-//! `CN` is the user and `O=tenant:NAME` its tenant. [`AuthnLayer`] runs them for every
+//! two more columns, the tenant and its UID: `token,user,uid,"group1,group2",tenant,tenantUID`.
+//! A missing tenant column means the `system` tenant, so a plain Kubernetes token file keeps
+//! working. [`ClientCertAuthenticator`] maps a verified client certificate's subject to a
+//! user: `CN` is the user, `O=tenant:NAME` its tenant and `OU=tenant-uid:UID` (or an `O` of
+//! that form) that tenant's UID. [`TenantBound`] refuses credentials whose tenant is gone or was re-created, and
+//! [`AuthnLayer`] runs them for every
 //! request as a tower layer.
 
 use std::collections::HashMap;
@@ -15,6 +17,9 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use centaurus_core::controller::{Cache, Informer};
+use centaurus_core::model::{self, Resource, Scope, Tenant};
+use centaurus_core::store::Store;
 use http::{Request, Response, StatusCode, header};
 use tokio::io::AsyncWriteExt;
 
@@ -27,6 +32,8 @@ pub struct ClientCert {
     pub common_name: String,
     /// Subject organizations.
     pub organizations: Vec<String>,
+    /// Subject organizational units.
+    pub organizational_units: Vec<String>,
 }
 
 /// The credentials a request carried.
@@ -147,24 +154,26 @@ pub fn parse_token_line(line: &str) -> Result<(String, Identity), String> {
                 .collect()
         })
         .unwrap_or_default();
-    let tenant = f.get(4).map(|t| t.trim()).filter(|t| !t.is_empty());
+    let field = |i: usize| f.get(i).map(|t| t.trim()).filter(|t| !t.is_empty());
     Ok((
         token.to_owned(),
         Identity {
             user: user.to_owned(),
-            tenant: tenant.unwrap_or(SYSTEM_TENANT).to_owned(),
+            tenant: field(4).unwrap_or(SYSTEM_TENANT).to_owned(),
             groups,
+            tenant_uid: field(5).map(str::to_owned),
         },
     ))
 }
 
 fn token_line(token: &str, id: &Identity) -> String {
     format!(
-        "{token},{},{},\"{}\",{}\n",
+        "{token},{},{},\"{}\",{},{}\n",
         id.user,
         uuid::Uuid::new_v4(),
         id.groups.join(","),
-        id.tenant
+        id.tenant,
+        id.tenant_uid.as_deref().unwrap_or("")
     )
 }
 
@@ -225,6 +234,72 @@ impl TokenFile {
         Ok(token)
     }
 
+    /// Revokes every token of `tenant` (its deletion): they are removed from the file and the
+    /// table. Returns how many were revoked.
+    pub async fn revoke_tenant(&self, tenant: &str) -> Result<usize, TokenFileError> {
+        self.rewrite(|id| id.tenant != tenant).await
+    }
+
+    /// Binds the tokens written before tokens named their tenant's UID to `uid_of` their
+    /// tenant now, and revokes those whose tenant no longer exists (`uid_of` gives None).
+    /// Returns how many tokens were bound or revoked.
+    pub async fn bind_unbound(
+        &self,
+        uid_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<usize, TokenFileError> {
+        self.rewrite(|id| {
+            if id.tenant == SYSTEM_TENANT || id.tenant_uid.is_some() {
+                return true;
+            }
+            id.tenant_uid = uid_of(&id.tenant);
+            id.tenant_uid.is_some()
+        })
+        .await
+    }
+
+    /// Keeps the tokens whose identity `keep` accepts (it may amend them) and, when any was
+    /// dropped or amended, replaces the file with the rest (written aside, synced, renamed).
+    /// Returns how many were dropped or amended.
+    async fn rewrite(
+        &self,
+        mut keep: impl FnMut(&mut Identity) -> bool,
+    ) -> Result<usize, TokenFileError> {
+        let _guard = self.append.lock().await;
+        let io = |source| TokenFileError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let (text, changed) = {
+            let mut tokens = self.tokens.write().expect("token table lock");
+            let mut changed = 0;
+            tokens.retain(|_, id| {
+                let before = id.clone();
+                let kept = keep(id);
+                changed += usize::from(!kept || *id != before);
+                kept
+            });
+            let text: String = tokens.iter().map(|(t, id)| token_line(t, id)).collect();
+            (text, changed)
+        };
+        if changed == 0 {
+            return Ok(0);
+        }
+        let aside = self.path.with_extension("csv.new");
+        let mut opts = tokio::fs::OpenOptions::new();
+        opts.create(true).write(true).truncate(true);
+        #[cfg(unix)]
+        opts.mode(0o600);
+        let mut file = opts.open(&aside).await.map_err(io)?;
+        file.write_all(text.as_bytes()).await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&aside, &self.path).await.map_err(io)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let dir = tokio::fs::File::open(dir).await.map_err(io)?;
+            dir.sync_all().await.map_err(io)?;
+        }
+        Ok(changed)
+    }
+
     /// The identity of a token, if it is known.
     pub fn lookup(&self, token: &str) -> Option<Identity> {
         self.tokens
@@ -266,6 +341,9 @@ pub struct ClientCertAuthenticator;
 /// The organization prefix that names a certificate's tenant.
 pub const TENANT_ORG_PREFIX: &str = "tenant:";
 
+/// The organization prefix that names the UID of a certificate's tenant.
+pub const TENANT_UID_ORG_PREFIX: &str = "tenant-uid:";
+
 #[async_trait]
 impl Authenticator for ClientCertAuthenticator {
     async fn authenticate(&self, c: &Credentials) -> Result<Option<Identity>, String> {
@@ -286,10 +364,90 @@ impl Authenticator for ClientCertAuthenticator {
             groups: cert
                 .organizations
                 .iter()
-                .filter(|o| !o.starts_with(TENANT_ORG_PREFIX))
+                .filter(|o| {
+                    !o.starts_with(TENANT_ORG_PREFIX) && !o.starts_with(TENANT_UID_ORG_PREFIX)
+                })
                 .cloned()
                 .collect(),
+            tenant_uid: cert
+                .organizations
+                .iter()
+                .chain(&cert.organizational_units)
+                .find_map(|o| o.strip_prefix(TENANT_UID_ORG_PREFIX))
+                .map(str::to_owned),
         }))
+    }
+}
+
+/// Refuses the credentials of tenants that are gone: an identity outside the `system`
+/// tenant authenticates only while its tenant exists, is not being deleted, and has the UID
+/// the credential was issued for. So a token or certificate of a deleted tenant gets 401,
+/// and never opens a tenant later created under the same name.
+///
+/// Decides from an informer cache of tenants and confirms every refusal against the store,
+/// so a tenant created a moment ago is never refused.
+pub struct TenantBound {
+    inner: Arc<dyn Authenticator>,
+    store: Arc<dyn Store>,
+    tenants: Cache<Tenant>,
+}
+
+impl TenantBound {
+    /// Binds `inner`'s identities to the live tenants of `store` (an informer on tenants is
+    /// started here, on the current tokio runtime; returns once it is loaded).
+    pub async fn new(inner: Arc<dyn Authenticator>, store: Arc<dyn Store>) -> Self {
+        let informer = Arc::new(Informer::<Tenant>::new(
+            store.clone(),
+            format!("/registry/{}/", Tenant::PLURAL),
+        ));
+        let tenants = informer.cache();
+        tokio::spawn(informer.clone().run());
+        informer.wait_synced().await;
+        Self {
+            inner,
+            store,
+            tenants,
+        }
+    }
+
+    fn live(tenant: Option<&Tenant>, uid: &str) -> bool {
+        tenant.is_some_and(|t| t.metadata.uid == uid && t.metadata.deletion_timestamp.is_none())
+    }
+}
+
+#[async_trait]
+impl Authenticator for TenantBound {
+    async fn authenticate(&self, c: &Credentials) -> Result<Option<Identity>, String> {
+        let Some(id) = self.inner.authenticate(c).await? else {
+            return Ok(None);
+        };
+        if id.is_system() {
+            return Ok(Some(id));
+        }
+        let Some(uid) = id.tenant_uid.as_deref() else {
+            return Err(format!(
+                "the credential of {} names no UID of tenant {:?}; ask for a new one",
+                id.user, id.tenant
+            ));
+        };
+        let key = model::object_key(Tenant::PLURAL, Scope::Cluster, "", "", &id.tenant);
+        if Self::live(self.tenants.get(&key).as_ref(), uid) {
+            return Ok(Some(id));
+        }
+        let stored = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| format!("authentication unavailable: {e}"))?
+            .and_then(|kv| serde_json::from_slice::<Tenant>(&kv.value).ok());
+        if Self::live(stored.as_ref(), uid) {
+            Ok(Some(id))
+        } else {
+            Err(format!(
+                "tenant {:?} of this credential no longer exists (it was deleted, or is being deleted)",
+                id.tenant
+            ))
+        }
     }
 }
 
@@ -426,6 +584,7 @@ mod tests {
             user: "admin".into(),
             tenant: "acme".into(),
             groups: vec![crate::TENANT_ADMINS_GROUP.into()],
+            tenant_uid: Some("uid-1".into()),
         };
         let token = file.issue(id.clone()).await.unwrap();
         let reloaded = TokenFile::load(&path).await.unwrap();
@@ -438,22 +597,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn revoked_and_unbound_tokens_leave_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.csv");
+        // A file from before tokens named their tenant's UID.
+        std::fs::write(
+            &path,
+            "t-root,root,1\nt-acme,admin,2,,acme\nt-gone,admin,3,,gone\nt-beta,admin,4,,beta,uid-b\n",
+        )
+        .unwrap();
+        let file = TokenFile::load(&path).await.unwrap();
+        let changed = file
+            .bind_unbound(|t| (t == "acme").then(|| "uid-a".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(changed, 2, "acme's token bound, gone's revoked");
+        assert_eq!(file.revoke_tenant("beta").await.unwrap(), 1);
+        for f in [&file, &TokenFile::load(&path).await.unwrap()] {
+            assert!(f.lookup("t-root").unwrap().is_system());
+            assert_eq!(
+                f.lookup("t-acme").unwrap().tenant_uid.as_deref(),
+                Some("uid-a")
+            );
+            assert_eq!((f.lookup("t-gone"), f.lookup("t-beta")), (None, None));
+        }
+    }
+
+    #[tokio::test]
     async fn certificates_name_their_tenant() {
         let creds = |orgs: &[&str]| Credentials {
             bearer_token: None,
             client_cert: Some(ClientCert {
                 common_name: "bob".into(),
                 organizations: orgs.iter().map(|s| s.to_string()).collect(),
+                organizational_units: vec![],
             }),
         };
         let id = ClientCertAuthenticator
-            .authenticate(&creds(&["tenant:acme", "dev"]))
+            .authenticate(&creds(&["tenant:acme", "tenant-uid:u-1", "dev"]))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(
-            (id.tenant.as_str(), id.groups.as_slice()),
-            ("acme", &["dev".to_string()][..])
+            (
+                id.tenant.as_str(),
+                id.groups.as_slice(),
+                id.tenant_uid.as_deref()
+            ),
+            ("acme", &["dev".to_string()][..], Some("u-1"))
         );
         assert!(
             ClientCertAuthenticator

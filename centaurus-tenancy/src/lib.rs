@@ -15,7 +15,7 @@ pub mod quota;
 
 pub use authn::{
     Authenticator, AuthenticatorChain, AuthnLayer, ClientCert, ClientCertAuthenticator,
-    Credentials, TokenFile,
+    Credentials, TenantBound, TokenFile,
 };
 pub use centaurus_core::model::SYSTEM_TENANT;
 pub use gate::{Attributes, Authorizer, Denied, TenantGate, Verb};
@@ -34,6 +34,10 @@ pub struct Identity {
     pub tenant: String,
     /// Groups, for authorization.
     pub groups: Vec<String>,
+    /// The UID of the tenant the credential was issued for. A credential opens only that
+    /// incarnation of its tenant, never a tenant re-created under the same name
+    /// ([`authn::TenantBound`]). None for the `system` tenant, which cannot be deleted.
+    pub tenant_uid: Option<String>,
 }
 
 impl Identity {

@@ -52,6 +52,9 @@ pub async fn run(
     compute: Option<Compute>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
+    // Resolved once: runc, QEMU, transitd and the kubeconfig all see the same absolute path,
+    // whatever their working directory.
+    let data_dir = &std::fs::canonicalize(data_dir).context("resolving the data directory")?;
     let db = data_dir.join("store.redb");
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
@@ -154,7 +157,7 @@ fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
     if !RuncRuntime::available() {
         anyhow::bail!("--droplets needs root and runc (scripts/setup.sh)");
     }
-    let dir = std::fs::canonicalize(data_dir)?.join("droplets");
+    let dir = data_dir.join("droplets");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let prefix = format!(
         "cent-r{:06x}",

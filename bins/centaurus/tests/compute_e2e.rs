@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use centaurus_runtime::{QemuRuntime, RuncRuntime};
-use common::{Kubectl, eventually, kubectl_binary, up};
+use common::{Kubectl, eventually, kubectl_binary, up_from};
 use serde_json::Value;
 
 fn items(list: &Value) -> Vec<Value> {
@@ -60,7 +60,13 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("region");
-    let _region = up(&data, &common::free_addr(), &[]);
+    // A relative data directory, as the README writes it: runc must still find its bundles.
+    let _region = up_from(
+        Some(dir.path()),
+        Path::new("region"),
+        &common::free_addr(),
+        &[],
+    );
     let admin = Kubectl {
         bin: bin.clone(),
         kubeconfig: data.join("admin.kubeconfig"),

@@ -22,6 +22,7 @@ pub struct Harness {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenFile>,
     pub system: String,
+    tokens_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -40,16 +41,14 @@ impl Harness {
         let store: Arc<dyn Store> =
             Arc::new(RedbStore::open(dir.path().join("store.redb")).unwrap());
         region::bootstrap(&*store).await.unwrap();
-        let tokens = Arc::new(
-            TokenFile::load(dir.path().join("tokens.csv"))
-                .await
-                .unwrap(),
-        );
+        let tokens_path = dir.path().join("tokens.csv");
+        let tokens = Arc::new(TokenFile::load(&tokens_path).await.unwrap());
         let system = tokens
             .issue(Identity {
                 user: "root".into(),
                 tenant: "system".into(),
                 groups: vec![],
+                tenant_uid: None,
             })
             .await
             .unwrap();
@@ -60,6 +59,7 @@ impl Harness {
             store,
             tokens,
             system,
+            tokens_path,
             _dir: dir,
         }
     }
@@ -85,6 +85,24 @@ impl Harness {
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The token file.
+    pub fn tokens_path(&self) -> &std::path::Path {
+        &self.tokens_path
+    }
+
+    /// The UID of tenant `name`, as system reads it.
+    pub async fn tenant_uid(&self, name: &str) -> Option<String> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/{name}"),
+                Some(&self.system),
+                None,
+            )
+            .await;
+        r.body["metadata"]["uid"].as_str().map(str::to_owned)
     }
 
     pub async fn raw(

@@ -51,7 +51,16 @@ impl Drop for Up {
 
 /// Starts `centaurus up` with `args` on `listen` and waits for its ready line.
 pub fn up(dir: &Path, listen: &str, args: &[&str]) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_centaurus"))
+    up_from(None, dir, listen, args)
+}
+
+/// [`up`] run from the working directory `cwd` (where a relative `dir` starts).
+pub fn up_from(cwd: Option<&Path>, dir: &Path, listen: &str, args: &[&str]) -> Up {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_centaurus"));
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd
         .args(["up", "--listen", listen, "--data-dir"])
         .arg(dir)
         .args(args)
