@@ -259,6 +259,36 @@ const MAPS: [&str; 8] = [
     "counters",
 ];
 
+/// The layout of this build's maps: a hash of each map's name, type, key and value sizes,
+/// entry limit and flags, as the compiled object defines them.
+pub fn map_layout() -> String {
+    static LAYOUT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LAYOUT
+        .get_or_init(|| {
+            let object = aya_obj::Object::parse(OBJECT).expect("the built object parses");
+            let mut maps: Vec<_> = object.maps.iter().collect();
+            maps.sort_by(|a, b| a.0.cmp(b.0));
+            let text: String = maps
+                .iter()
+                .map(|(name, m)| {
+                    format!(
+                        "{name}:{}:{}:{}:{}:{};",
+                        m.map_type(),
+                        m.key_size(),
+                        m.value_size(),
+                        m.max_entries(),
+                        m.map_flags()
+                    )
+                })
+                .collect();
+            format!(
+                "{:016x}",
+                centaurus_core::ring::stable_hash(text.as_bytes())
+            )
+        })
+        .clone()
+}
+
 impl Transit {
     /// Loads the programs and configures them for host `me`, whose substrate interface has
     /// index `substrate`, to run at `hook`. Nothing is attached yet.
@@ -267,13 +297,29 @@ impl Transit {
     }
 
     /// [`Transit::load`] with the maps and links pinned under `dir`, a directory on a BPF
-    /// filesystem (made if missing): maps pinned there by an earlier daemon are used as
-    /// they are, and [`Transit::attach`] takes over links pinned there.
+    /// filesystem (made if missing): [`Transit::attach`] takes over links pinned there, and
+    /// maps pinned there by an earlier daemon are used as they are when that daemon's maps
+    /// had this build's layout ([`map_layout`]; they are pinned in `dir/maps-{layout}`).
+    /// Maps of other layouts are unpinned, and freed once the links no longer run the
+    /// programs that use them.
     pub fn load_pinned(
         me: HostInfo,
         substrate: u32,
         hook: Hook,
         dir: &Path,
+    ) -> Result<Self, TransitError> {
+        Self::load_pinned_as(me, substrate, hook, dir, &map_layout())
+    }
+
+    /// [`Transit::load_pinned`] as if this build's maps had the layout named `layout`: for
+    /// tests that play an older build.
+    #[doc(hidden)]
+    pub fn load_pinned_as(
+        me: HostInfo,
+        substrate: u32,
+        hook: Hook,
+        dir: &Path,
+        layout: &str,
     ) -> Result<Self, TransitError> {
         let pin_error = |message: String| TransitError::Pin {
             path: dir.to_owned(),
@@ -285,18 +331,32 @@ impl Transit {
                 "not on a BPF filesystem (mount one: `mount -t bpf bpf DIR`)".into(),
             ));
         }
-        Self::open(me, substrate, hook, Some(dir))
+        let maps = format!("maps-{layout}");
+        for entry in std::fs::read_dir(dir).map_err(|e| pin_error(e.to_string()))? {
+            let entry = entry.map_err(|e| pin_error(e.to_string()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("maps-") && name != maps {
+                tracing::info!(stale = %name, "unpinning maps of another layout");
+                std::fs::remove_dir_all(entry.path()).map_err(|e| pin_error(e.to_string()))?;
+            }
+        }
+        let maps = dir.join(maps);
+        std::fs::create_dir_all(&maps).map_err(|e| pin_error(e.to_string()))?;
+        Self::open(me, substrate, hook, Some((dir, &maps)))
     }
 
+    /// Loads the programs; with `pins`, links are pinned in the first directory and maps
+    /// in the second.
     fn open(
         me: HostInfo,
         substrate: u32,
         hook: Hook,
-        pins: Option<&Path>,
+        pins: Option<(&Path, &Path)>,
     ) -> Result<Self, TransitError> {
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = pins
-            .map(|dir| MAPS.iter().map(|m| (*m, dir.join(m))).collect())
+            .map(|(_, maps)| MAPS.iter().map(|m| (*m, maps.join(m))).collect())
             .unwrap_or_default();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
@@ -325,7 +385,7 @@ impl Transit {
             attach_agents: true,
             agent_links: HashMap::new(),
             substrate_link: None,
-            pins: pins.map(Path::to_owned),
+            pins: pins.map(|(links, _)| links.to_owned()),
         };
         let mut config: Array<&mut MapData, HostConfig> = t.map("config")?;
         let cfg = HostConfig {

@@ -413,6 +413,27 @@ fn pinned_maps_outlive_their_loader() {
     assert!(pruned >= written, "pruned {pruned} of {written}");
     assert_eq!(second.prune().unwrap(), 0);
     drop(second);
+    // Maps pinned by a build whose maps had another layout are never reused: they are
+    // unpinned, and this build starts on fresh maps of its own.
+    let layout = centaurus_xdp::loader::map_layout();
+    let mut older = Transit::load_pinned_as(me, 1, Hook::Tc, &pins, "0000older0000000").unwrap();
+    older.set_attach_agents(false);
+    older.apply(&updates).unwrap();
+    drop(older);
+    assert!(pins.join("maps-0000older0000000").exists());
+    let mut third = Transit::load_pinned(me, 1, Hook::Tc, &pins).unwrap();
+    assert_eq!(
+        third.prune().unwrap(),
+        0,
+        "the older build's entries were reused"
+    );
+    assert!(!pins.join("maps-0000older0000000").exists());
+    assert!(
+        pins.join(format!("maps-{layout}"))
+            .join("endpoints")
+            .exists()
+    );
+    drop(third);
     let _ = std::process::Command::new("umount")
         .arg(dir.path())
         .status();
