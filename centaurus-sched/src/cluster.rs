@@ -85,6 +85,21 @@ impl NodeState {
     }
 }
 
+/// Takes one from `counts[owner][place]`, dropping entries that reach zero.
+fn uncount(counts: &mut HashMap<String, HashMap<String, u32>>, owner: &str, place: &str) {
+    if let Some(places) = counts.get_mut(owner) {
+        if let Some(c) = places.get_mut(place) {
+            *c -= 1;
+            if *c == 0 {
+                places.remove(place);
+            }
+        }
+        if places.is_empty() {
+            counts.remove(owner);
+        }
+    }
+}
+
 /// Where a placed pod is and what it takes.
 #[derive(Clone, Debug)]
 struct Placement {
@@ -125,6 +140,8 @@ pub struct ClusterState {
     zones: Vec<ZoneNodes>,
     placed: HashMap<String, Placement>,
     owner_zones: HashMap<String, HashMap<String, u32>>,
+    /// Controller UID → node → its pods there.
+    owner_nodes: HashMap<String, HashMap<String, u32>>,
     /// Placements on nodes not (yet) known, counted when the node appears.
     orphans: usize,
     /// The zone the next search starts in.
@@ -142,10 +159,24 @@ struct ZoneNodes {
 pub struct ClusterView<'a> {
     state: &'a ClusterState,
     owner_zones: Option<&'a HashMap<String, u32>>,
+    owner_nodes: Option<&'a HashMap<String, u32>>,
     least: u32,
+    least_on_feasible: u32,
 }
 
 impl ClusterView<'_> {
+    /// Pods of the scheduled pod's controller on node `node`.
+    pub fn siblings_on_node(&self, node: &str) -> u32 {
+        self.owner_nodes
+            .and_then(|n| n.get(node).copied())
+            .unwrap_or(0)
+    }
+
+    /// The fewest siblings any node that passed the filters holds.
+    pub fn fewest_siblings_on_a_feasible_node(&self) -> u32 {
+        self.least_on_feasible
+    }
+
     /// Pods of the scheduled pod's controller in `zone`.
     pub fn siblings_in_zone(&self, zone: &str) -> u32 {
         self.owner_zones
@@ -280,6 +311,12 @@ impl ClusterState {
                 .or_default()
                 .entry(zone.clone())
                 .or_default() += 1;
+            *self
+                .owner_nodes
+                .entry(owner.clone())
+                .or_default()
+                .entry(node.to_owned())
+                .or_default() += 1;
         }
         self.placed.insert(
             pod.key.clone(),
@@ -304,18 +341,9 @@ impl ClusterState {
         } else {
             self.orphans = self.orphans.saturating_sub(1);
         }
-        if let Some(owner) = &p.owner
-            && let Some(zones) = self.owner_zones.get_mut(owner)
-        {
-            if let Some(c) = zones.get_mut(&p.zone) {
-                *c -= 1;
-                if *c == 0 {
-                    zones.remove(&p.zone);
-                }
-            }
-            if zones.is_empty() {
-                self.owner_zones.remove(owner);
-            }
+        if let Some(owner) = &p.owner {
+            uncount(&mut self.owner_zones, owner, &p.zone);
+            uncount(&mut self.owner_nodes, owner, &p.node);
         }
         Some(p.node)
     }
@@ -375,10 +403,23 @@ impl ClusterState {
             })
             .min()
             .unwrap_or(0);
+        let owner_nodes = pod.owner.as_ref().and_then(|o| self.owner_nodes.get(o));
+        let least_on_feasible = feasible
+            .iter()
+            .map(|&slot| {
+                let node = self.slots[slot].as_ref().expect("indexed slots are filled");
+                owner_nodes
+                    .and_then(|c| c.get(&node.name).copied())
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0);
         let view = ClusterView {
             state: self,
             owner_zones,
+            owner_nodes,
             least,
+            least_on_feasible,
         };
         let mut best = (0u64, feasible[0]);
         for (i, &slot) in feasible.iter().enumerate() {

@@ -260,6 +260,77 @@ proptest! {
             prop_assert!(max - min <= 1, "after {} pods: {per_zone_count:?}", i + 1);
         }
     }
+
+    #[test]
+    fn a_controllers_pods_spread_over_the_nodes_of_each_zone(
+        zones_of_nodes in proptest::collection::vec(0u8..4, 1..24),
+        replicas in 1usize..60,
+    ) {
+        let mut cluster = ClusterState::default();
+        let mut zone_of = HashMap::new();
+        for (i, &zone) in zones_of_nodes.iter().enumerate() {
+            zone_of.insert(format!("node-{i}"), zone);
+            cluster.upsert_node(node(i, &equal_node(zone)));
+        }
+        let per_node = spread(&mut cluster, replicas, 128);
+        let mut by_zone: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+        for (name, zone) in &zone_of {
+            by_zone.entry(*zone).or_default().push(per_node.get(name).copied().unwrap_or(0));
+        }
+        for (zone, counts) in &by_zone {
+            let (max, min) = (counts.iter().max().unwrap(), counts.iter().min().unwrap());
+            prop_assert!(max - min <= 1, "zone {zone}: {counts:?} ({per_node:?})");
+        }
+    }
+}
+
+/// A node of 64 CPUs, 64 GiB and 110 pods in `zone`.
+fn equal_node(zone: u8) -> NodeShape {
+    NodeShape {
+        zone,
+        cpu_milli: 64_000,
+        mem_mi: 65_536,
+        pods: 110,
+        vms: 0,
+        tainted: false,
+        gpu: false,
+    }
+}
+
+/// Schedules `replicas` pods of one controller (100m, 64Mi each), seeing `enough` feasible
+/// nodes per decision; returns how many landed on each node.
+fn spread(cluster: &mut ClusterState, replicas: usize, enough: usize) -> BTreeMap<String, usize> {
+    let mut per_node = BTreeMap::new();
+    for i in 0..replicas {
+        let info = PodInfo::new(pod(
+            i,
+            &PodShape {
+                cpu_milli: 100,
+                mem_mi: 64,
+                vm: false,
+                owner: Some(0),
+                wants_gpu: false,
+                tolerates: false,
+            },
+        ));
+        let name = cluster
+            .select(&info, &default_filters(), &default_scores(), enough)
+            .unwrap();
+        cluster.place(&info, &name);
+        *per_node.entry(name).or_default() += 1;
+    }
+    per_node
+}
+
+#[test]
+fn twenty_replicas_on_ten_nodes_in_two_zones_take_two_each() {
+    let mut cluster = ClusterState::default();
+    for i in 0..10 {
+        cluster.upsert_node(node(i, &equal_node((i % 2) as u8)));
+    }
+    let per_node = spread(&mut cluster, 20, 128);
+    assert_eq!(per_node.len(), 10, "{per_node:?}");
+    assert!(per_node.values().all(|&n| n == 2), "{per_node:?}");
 }
 
 #[test]
