@@ -1,12 +1,15 @@
 //! Node lifecycle: a node whose Lease expires goes NotReady and is tainted `unreachable`
 //! (so nothing new lands there); after the eviction timeout its pods are deleted, and their
 //! controllers replace them on healthy nodes — in other zones when a whole zone is lost.
-//! A node whose lease is renewed again comes back Ready.
+//! A node whose lease is renewed again comes back Ready. Pods bound to a node that does not
+//! exist (it was deleted) are evicted the same way once it has been missing for
+//! `orphan_grace`, unless its agent registers it again first.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use centaurus_core::controller::{Cache, Informer};
+use centaurus_core::controller::{Cache, Change, Informer};
 use centaurus_core::model::{self, Condition, Lease, Node, Pod, Resource, Taint, Time};
 use centaurus_core::objects::Objects;
 use centaurus_core::store::Store;
@@ -21,6 +24,10 @@ pub struct NodeLifecycleConfig {
     pub period: Duration,
     /// How long a node stays NotReady before its pods are evicted (Kubernetes: 5 min).
     pub eviction_timeout: Duration,
+    /// How long pods may stay bound to a node that does not exist before they are evicted
+    /// (Kubernetes' pod garbage collector waits 40 s), so a node deleted while its agent runs
+    /// has the time to register again.
+    pub orphan_grace: Duration,
 }
 
 impl Default for NodeLifecycleConfig {
@@ -28,15 +35,48 @@ impl Default for NodeLifecycleConfig {
         Self {
             period: Duration::from_secs(2),
             eviction_timeout: Duration::from_secs(60),
+            orphan_grace: Duration::from_secs(40),
         }
     }
 }
+
+/// Node name → keys of the pods bound to it, kept from the pod informer, so finding pods of
+/// missing nodes costs the number of nodes with pods, not of pods.
+type BoundPods = Arc<Mutex<HashMap<String, HashSet<String>>>>;
 
 /// Watches node leases and acts on expired ones.
 pub struct NodeLifecycleController {
     config: NodeLifecycleConfig,
     nodes: Objects<Node>,
     pods: Objects<Pod>,
+    bound: BoundPods,
+    /// Nodes with bound pods that were missing at a check, and since when.
+    missing_since: Mutex<HashMap<String, Time>>,
+}
+
+/// Keeps `bound` equal to the pods' bindings.
+fn track_bindings(bound: &BoundPods, change: &Change<Pod>) {
+    let mut bound = bound.lock().unwrap_or_else(|e| e.into_inner());
+    let mut unbind = |pod: &Pod| {
+        if let Some(keys) = bound.get_mut(&pod.spec.node_name) {
+            keys.remove(&pod.key());
+            if keys.is_empty() {
+                bound.remove(&pod.spec.node_name);
+            }
+        }
+    };
+    match change {
+        Change::Deleted(old) | Change::Modified { old, .. } => unbind(old),
+        Change::Added(_) => {}
+    }
+    if let Change::Added(pod) | Change::Modified { new: pod, .. } = change
+        && !pod.spec.node_name.is_empty()
+    {
+        bound
+            .entry(pod.spec.node_name.clone())
+            .or_default()
+            .insert(pod.key());
+    }
 }
 
 fn ready(node: &Node) -> Option<&Condition> {
@@ -60,6 +100,9 @@ impl NodeLifecycleController {
             ),
         ));
         let pods = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/"));
+        let bound = BoundPods::default();
+        let b = bound.clone();
+        pods.on_change(move |change| track_bindings(&b, change));
         let mut tasks = tokio::task::JoinSet::new();
         for t in [
             tokio::spawn(nodes.clone().run()),
@@ -77,6 +120,8 @@ impl NodeLifecycleController {
             config,
             nodes: Objects::new(store.clone()),
             pods: Objects::new(store),
+            bound,
+            missing_since: Mutex::default(),
         };
         let (node_cache, lease_cache, pod_cache) = (nodes.cache(), leases.cache(), pods.cache());
         let mut tick = tokio::time::interval(this.config.period);
@@ -118,11 +163,17 @@ impl NodeLifecycleController {
                 }
             }
         }
-        if lost.is_empty() {
-            return;
-        }
-        for pod in pods.list() {
-            if lost.contains(&pod.spec.node_name) && pod.metadata.deletion_timestamp.is_none() {
+        lost.extend(self.missing_nodes(nodes, now));
+        let keys: Vec<String> = {
+            let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            lost.iter()
+                .filter_map(|n| bound.get(n))
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        for pod in keys.iter().filter_map(|k| pods.get(k)) {
+            if pod.metadata.deletion_timestamp.is_none() {
                 tracing::info!(
                     pod = pod.metadata.name,
                     node = pod.spec.node_name,
@@ -133,6 +184,38 @@ impl NodeLifecycleController {
                 }
             }
         }
+    }
+
+    /// The nodes that pods are bound to and that have not existed for `orphan_grace`.
+    fn missing_nodes(&self, nodes: &Cache<Node>, now: Time) -> Vec<String> {
+        let with_pods: Vec<String> = self
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut missing = self.missing_since.lock().unwrap_or_else(|e| e.into_inner());
+        let absent: HashSet<&String> = with_pods
+            .iter()
+            .filter(|n| {
+                nodes
+                    .get(&model::object_key(Node::PLURAL, Node::SCOPE, "", "", n))
+                    .is_none()
+            })
+            .collect();
+        missing.retain(|n, _| absent.contains(n));
+        let mut gone = Vec::new();
+        for name in absent {
+            let since = *missing.entry(name.clone()).or_insert_with(|| {
+                tracing::warn!(node = %name, "pods are bound to a node that does not exist");
+                now
+            });
+            if expired(since, now, self.config.orphan_grace) {
+                gone.push(name.clone());
+            }
+        }
+        gone
     }
 
     async fn set_ready(&self, name: &str, up: bool) {

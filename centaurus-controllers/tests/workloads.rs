@@ -1,6 +1,7 @@
 //! The compute plane end to end on hollow nodes: a Deployment's pods are scheduled over
 //! zones and run, it scales and rolls to a new image, and when every node of one zone
-//! stops heartbeating its pods are replaced in the other zones.
+//! stops heartbeating its pods are replaced in the other zones; a deleted node comes back
+//! while its agent runs, and its pods are replaced when no agent brings it back.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -103,8 +104,16 @@ fn running<'a>(all: &'a [Pod], image: &str) -> Vec<&'a Pod> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployments_scale_roll_and_survive_a_zone_failure() {
+/// A store, the scheduler, the controllers (fast lifecycle timings) and a fleet of `nodes`
+/// hollow nodes over three zones, heartbeating every 200 ms.
+async fn region(
+    nodes: usize,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn Store>,
+    Arc<Fleet>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
     let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
@@ -115,6 +124,7 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
             NodeLifecycleConfig {
                 period: Duration::from_millis(200),
                 eviction_timeout: Duration::from_secs(1),
+                orphan_grace: Duration::from_secs(1),
             },
         )),
     ];
@@ -123,7 +133,7 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
     fleet.wait_synced().await;
     let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
     let runtime = Arc::new(HollowRuntime::default());
-    for i in 0..6 {
+    for i in 0..nodes {
         let zone = ["zone-a", "zone-b", "zone-c"][i % 3];
         let agent = NodeAgent::new(
             AgentConfig {
@@ -142,6 +152,12 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
         fleet.add(agent).await.unwrap();
     }
 
+    (dir, store, fleet, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_roll_and_survive_a_zone_failure() {
+    let (_dir, store, fleet, tasks) = region(6).await;
     let pods = Objects::<Pod>::new(store.clone());
     let deployments = Objects::<Deployment>::new(store.clone());
     let d = deployments
@@ -246,6 +262,48 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
     // Deleting the deployment removes its replica sets and pods.
     deployments.delete(&d.key(), None).await.unwrap();
     wait_for(&pods, "garbage collection", 20, |all| all.is_empty()).await;
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_comes_back_or_its_pods_move() {
+    let (_dir, store, fleet, tasks) = region(3).await;
+    let pods = Objects::<Pod>::new(store.clone());
+    let nodes = Objects::<centaurus_core::model::Node>::new(store.clone());
+    Objects::<Deployment>::new(store.clone())
+        .create(deployment(3, "busybox:1"))
+        .await
+        .unwrap();
+    let all = wait_for(&pods, "3 running pods", 20, |all| {
+        running(all, "busybox:1").len() == 3
+    })
+    .await;
+    // Deleted while its agent runs: the agent registers it again, its pods stay.
+    let first = all[0].spec.node_name.clone();
+    let key = format!("/registry/nodes/{first}");
+    nodes.delete(&key, None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nodes.get(&key).await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{first} was not registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Deleted with its agent gone: its pods are evicted and replaced on the other nodes.
+    let victim = all[1].spec.node_name.clone();
+    fleet.stop_node(&victim);
+    nodes
+        .delete(&format!("/registry/nodes/{victim}"), None)
+        .await
+        .unwrap();
+    let all = wait_for(&pods, "the pods of the deleted node replaced", 30, |all| {
+        running(all, "busybox:1").len() == 3 && all.iter().all(|p| p.spec.node_name != victim)
+    })
+    .await;
+    assert!(all.iter().any(|p| p.spec.node_name == first));
     for t in tasks {
         t.abort();
     }

@@ -151,6 +151,9 @@ impl NodeAgent {
     }
 }
 
+/// How many heartbeats apart an agent checks that its Node still exists.
+const NODE_CHECK_EVERY: u64 = 6;
+
 /// Node agents sharing one process and one pod watch.
 pub struct Fleet {
     store: Arc<dyn Store>,
@@ -201,25 +204,7 @@ impl Fleet {
     /// one, keeping its taints) and starts its heartbeat.
     pub async fn add(self: &Arc<Self>, agent: NodeAgent) -> Result<(), ObjectError> {
         let agent = Arc::new(agent);
-        let nodes = Objects::<Node>::new(self.store.clone());
-        let fresh = agent.node_object();
-        let key = fresh.key();
-        let updated = nodes
-            .modify(&key, |n| {
-                n.metadata.labels.extend(fresh.metadata.labels.clone());
-                n.status = fresh.status.clone();
-                true
-            })
-            .await?;
-        if updated.is_none() {
-            match nodes.create(fresh).await {
-                Ok(_) => {}
-                Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
-                    ..
-                })) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.register(&agent).await?;
         for rt in agent.runtimes() {
             match rt.reset().await {
                 Ok(0) => {}
@@ -249,7 +234,7 @@ impl Fleet {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(agent.config.heartbeat);
             tick.tick().await;
-            loop {
+            for beat in 1u64.. {
                 tick.tick().await;
                 if agent.stopped.load(Ordering::Relaxed) {
                     return;
@@ -257,8 +242,51 @@ impl Fleet {
                 if let Err(e) = fleet.renew_lease(&agent).await {
                     tracing::warn!(node = agent.name(), error = %e, "heartbeat failed");
                 }
+                if beat % NODE_CHECK_EVERY == 0
+                    && let Err(e) = fleet.register_if_missing(&agent).await
+                {
+                    tracing::warn!(node = agent.name(), error = %e, "cannot register the node again");
+                }
             }
         });
+        Ok(())
+    }
+
+    /// Registers the agent's Node, or updates capacity, labels and status of an existing one
+    /// (keeping its taints).
+    async fn register(&self, agent: &NodeAgent) -> Result<(), ObjectError> {
+        let nodes = Objects::<Node>::new(self.store.clone());
+        let fresh = agent.node_object();
+        let updated = nodes
+            .modify(&fresh.key(), |n| {
+                n.metadata.labels.extend(fresh.metadata.labels.clone());
+                n.status = fresh.status.clone();
+                true
+            })
+            .await?;
+        if updated.is_none() {
+            match nodes.create(fresh).await {
+                Ok(_)
+                | Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
+                    ..
+                })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the agent's Node again when it was deleted while the agent runs.
+    async fn register_if_missing(&self, agent: &NodeAgent) -> Result<(), ObjectError> {
+        let nodes = Objects::<Node>::new(self.store.clone());
+        let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", agent.name());
+        if nodes.get(&key).await?.is_none() {
+            tracing::warn!(
+                node = agent.name(),
+                "the node was deleted; registering it again"
+            );
+            self.register(agent).await?;
+        }
         Ok(())
     }
 
