@@ -523,6 +523,18 @@ impl Fleet {
     }
 }
 
+/// Why a pod did not start.
+enum StartError {
+    /// Something it needs is not ready yet: it waits and tries again.
+    NotReady(String),
+    /// It cannot start: it fails.
+    Failed(String),
+}
+
+/// The condition that says whether a pod's sandbox and network are ready for its
+/// containers (Kubernetes' name).
+const READY_TO_START: &str = "PodReadyToStartContainers";
+
 /// Runs one pod on one node until it is deleted.
 struct PodWorker {
     fleet: Arc<Fleet>,
@@ -540,20 +552,36 @@ struct Tracked {
 
 impl PodWorker {
     async fn run(self, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
-        let started = self.start(&pod).await;
-        let rt = match started {
-            Ok(rt) => rt,
-            Err(reason) => {
-                tracing::warn!(pod = self.key, error = %reason, "pod failed to start");
-                self.report_failed(&reason).await;
-                // Wait for the deletion, then clean up what may exist.
-                while rx.changed().await.is_ok() {
-                    if rx.borrow().is_none() {
-                        break;
+        let rt = loop {
+            match self.start(&pod).await {
+                Ok(rt) => break rt,
+                Err(StartError::NotReady(reason)) => {
+                    // The pod waits, Pending with the reason in a condition, and tries
+                    // again (the network plugin waits between tries, so this pause only
+                    // looks for a deletion): a slow network plane never fails it.
+                    tracing::info!(pod = self.key, %reason, "pod waits to start");
+                    self.report_waiting(&reason).await;
+                    match tokio::time::timeout(Duration::from_millis(100), rx.changed()).await {
+                        Ok(Err(_)) => return,
+                        Ok(Ok(())) if rx.borrow().is_none() => {
+                            self.teardown(&pod).await;
+                            return;
+                        }
+                        _ => {}
                     }
                 }
-                self.teardown(&pod).await;
-                return;
+                Err(StartError::Failed(reason)) => {
+                    tracing::warn!(pod = self.key, error = %reason, "pod failed to start");
+                    self.report_failed(&reason).await;
+                    // Wait for the deletion, then clean up what may exist.
+                    while rx.changed().await.is_ok() {
+                        if rx.borrow().is_none() {
+                            break;
+                        }
+                    }
+                    self.teardown(&pod).await;
+                    return;
+                }
             }
         };
         let start_time = model::now();
@@ -589,24 +617,27 @@ impl PodWorker {
     }
 
     /// Attaches the network, makes the sandbox and starts every workload.
-    async fn start(&self, pod: &Pod) -> Result<Arc<dyn Runtime>, String> {
-        let rt = self.agent.runtime_for(pod)?.clone();
-        let net = self
+    async fn start(&self, pod: &Pod) -> Result<Arc<dyn Runtime>, StartError> {
+        let rt = self
             .agent
-            .network
-            .attach(pod)
-            .await
-            .map_err(|e| format!("network: {e}"))?;
+            .runtime_for(pod)
+            .map_err(StartError::Failed)?
+            .clone();
+        let net = self.agent.network.attach(pod).await.map_err(|e| match e {
+            RuntimeError::NotReady(why) => StartError::NotReady(why),
+            e => StartError::Failed(format!("network: {e}")),
+        })?;
+        let failed = StartError::Failed;
         rt.create_sandbox(pod, &net)
             .await
-            .map_err(|e| format!("sandbox: {e}"))?;
+            .map_err(|e| failed(format!("sandbox: {e}")))?;
         for name in workload_names(pod) {
             rt.create_workload(pod, &name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| failed(e.to_string()))?;
             rt.start_workload(&self.uid, &name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| failed(e.to_string()))?;
         }
         // The pod's address is reported with the first status.
         self.set_ip(&net.ip).await;
@@ -732,6 +763,23 @@ impl PodWorker {
         }
     }
 
+    /// Reports a pod that waits to start: Pending, with `PodReadyToStartContainers` False
+    /// saying why.
+    async fn report_waiting(&self, reason: &str) {
+        let status = PodStatus {
+            phase: "Pending".into(),
+            conditions: vec![Condition {
+                type_: READY_TO_START.into(),
+                status: "False".into(),
+                reason: "NetworkNotReady".into(),
+                message: reason.to_owned(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        self.report(&status).await;
+    }
+
     async fn report_failed(&self, reason: &str) {
         let status = PodStatus {
             phase: "Failed".into(),
@@ -841,11 +889,18 @@ fn compose_status(
     let mut status = PodStatus {
         phase: phase.into(),
         start_time: Some(start_time),
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: if ready { "True" } else { "False" }.into(),
-            ..Default::default()
-        }],
+        conditions: vec![
+            Condition {
+                type_: READY_TO_START.into(),
+                status: "True".into(),
+                ..Default::default()
+            },
+            Condition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     match &pod.spec.virtual_machine {

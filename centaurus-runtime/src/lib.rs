@@ -41,6 +41,10 @@ pub enum RuntimeError {
     /// The operation does not apply (a VM action on a container).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// Something the pod needs is not ready yet (its network endpoint, say): the same
+    /// operation may succeed later.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// A host tool (runc, qemu, ip) failed.
     #[error("{tool} failed: {message}")]
     Tool {

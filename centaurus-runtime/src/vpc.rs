@@ -54,8 +54,8 @@ async fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl VpcNetwork {
-    /// Pods on `vpc` networks wait up to `timeout` for their endpoint; `flat` pods use
-    /// `flat`. `wiring` makes namespaces and veth pairs (real nodes).
+    /// Pods on `vpc` networks wait for their endpoint, `timeout` at a time (then the node
+    /// agent reports why and tries again); `flat` pods use `flat`. `wiring` makes namespaces and veth pairs (real nodes).
     pub fn new(
         store: Arc<dyn Store>,
         flat: Arc<dyn NetworkPlugin>,
@@ -88,7 +88,8 @@ impl VpcNetwork {
             .await
     }
 
-    /// Polls `key` until `ready` says the object is ready (`Some`), fails, or time is up.
+    /// Polls `key` until `ready` says the object is ready (`Some`), fails, or time is up
+    /// ([`RuntimeError::NotReady`]: the caller tries again later).
     async fn poll<R: Resource, T>(
         &self,
         key: &str,
@@ -108,8 +109,8 @@ impl VpcNetwork {
                 return Ok(t);
             }
             if Instant::now() >= deadline {
-                return Err(RuntimeError::Unsupported(format!(
-                    "{what} {key} was not ready within {:?}",
+                return Err(RuntimeError::NotReady(format!(
+                    "{what} {key} is not ready after {:?}",
                     self.timeout
                 )));
             }
@@ -200,9 +201,12 @@ impl NetworkPlugin for VpcNetwork {
                 }
                 match e.status.as_ref() {
                     Some(s) if s.progress.phase == PROVISIONED => Ok(Some(s.clone())),
-                    Some(s) if s.progress.phase == FAILED => Err(RuntimeError::Unsupported(
-                        format!("endpoint {key} failed: {}", s.progress.message),
-                    )),
+                    // The operator looks at a failed endpoint again (on its changes and at
+                    // each resync): the pod waits on, with the reason in its status.
+                    Some(s) if s.progress.phase == FAILED => Err(RuntimeError::NotReady(format!(
+                        "endpoint {key} failed: {}",
+                        s.progress.message
+                    ))),
                     _ => Ok(None),
                 }
             })
