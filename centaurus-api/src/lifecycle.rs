@@ -111,7 +111,7 @@ impl Lifecycle {
                     prefix,
                     RangeOptions {
                         limit: 500,
-                        after: None,
+                        ..Default::default()
                     },
                 )
                 .await?;

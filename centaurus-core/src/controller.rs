@@ -117,11 +117,12 @@ impl<R: Resource> Informer<R> {
                     RangeOptions {
                         limit: self.page,
                         after: after.take(),
+                        revision: revision.unwrap_or(0),
                     },
                 )
                 .await?;
-            // Pages read at later revisions may include changes the watch replays again;
-            // replaying a change onto the cache is harmless (it compares states).
+            // Every page at the first page's revision: the list is one state, and the watch
+            // from the next revision brings every later change once.
             revision.get_or_insert(page.revision);
             for kv in &page.kvs {
                 if let Some(o) = Self::decode(&kv.key, &kv.value, kv.mod_revision) {

@@ -128,7 +128,7 @@ proptest! {
                     }
                     Op::Range(p, limit) => {
                         let prefix = PREFIXES[*p];
-                        let got = store.range(prefix, RangeOptions { limit: *limit, after: None }).await.unwrap();
+                        let got = store.range(prefix, RangeOptions { limit: *limit, ..Default::default() }).await.unwrap();
                         let all: Vec<&String> = m.kv.keys().filter(|k| k.starts_with(prefix)).collect();
                         let n = if *limit == 0 { all.len() } else { all.len().min(*limit) };
                         assert_eq!(got.kvs.iter().map(|kv| &kv.key).collect::<Vec<_>>(), all[..n].to_vec(), "{op:?}");

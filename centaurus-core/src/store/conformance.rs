@@ -58,6 +58,7 @@ where
     guarded_writes(&make().await).await;
     invalid_requests(&make().await).await;
     range_pages(&make().await).await;
+    list_at_one_revision(&make().await).await;
     watch_history_and_live(&make().await).await;
     watch_concurrent_writers(&make().await).await;
     many_watchers(&make().await).await;
@@ -272,6 +273,7 @@ async fn range_pages<S: Store>(s: &S) {
                 RangeOptions {
                     limit: 7,
                     after: after.clone(),
+                    ..Default::default()
                 },
             )
             .await
@@ -289,7 +291,7 @@ async fn range_pages<S: Store>(s: &S) {
             &format!("{p}a/"),
             RangeOptions {
                 limit: 25,
-                after: None,
+                ..Default::default()
             },
         )
         .await
@@ -303,6 +305,101 @@ async fn range_pages<S: Store>(s: &S) {
         .await
         .unwrap();
     assert!(empty.kvs.is_empty() && !empty.more, "{case}");
+}
+
+/// A paged list read while the keys change: every page shows the first page's revision, and
+/// a watch from the next revision brings every change since, exactly once, so that list +
+/// watch equals the store now.
+async fn list_at_one_revision<S: Store>(s: &S) {
+    use std::collections::BTreeMap;
+    let case = "list_at_one_revision";
+    let p = "/conformance/snapshot/";
+    let key = |i: usize| format!("{p}k{i:02}");
+    let mut then = BTreeMap::new();
+    for i in 0..30 {
+        let kv = s.create(&key(i), b("v0")).await.unwrap();
+        then.insert(kv.key.clone(), kv);
+    }
+    let page = |after: Option<String>, revision| RangeOptions {
+        limit: 10,
+        after,
+        revision,
+    };
+    let first = s.range(p, page(None, 0)).await.unwrap();
+    let at = first.revision;
+    assert_eq!(first.kvs.len(), 10, "{case}");
+    // Writes before, inside and after the pages still to read.
+    let k05 = s.get(&key(5)).await.unwrap().unwrap();
+    s.update(&key(5), b("v1"), k05.mod_revision).await.unwrap();
+    let k15 = s.get(&key(15)).await.unwrap().unwrap();
+    s.update(&key(15), b("v1"), k15.mod_revision).await.unwrap();
+    s.delete(&key(20), None).await.unwrap();
+    s.delete(&key(12), None).await.unwrap();
+    s.create(&key(12), b("again")).await.unwrap();
+    s.create(&format!("{p}k17a"), b("new")).await.unwrap();
+    s.create(&key(99), b("new")).await.unwrap();
+    let k25 = s.get(&key(25)).await.unwrap().unwrap();
+    s.update(&key(25), b("v1"), k25.mod_revision).await.unwrap();
+    let writes = 8;
+
+    let mut listed: BTreeMap<String, super::KeyValue> = first
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    let mut after = listed.keys().last().cloned();
+    loop {
+        let next = s.range(p, page(after.clone(), at)).await.unwrap();
+        assert_eq!(
+            next.revision, at,
+            "{case}: a later page reports the list's revision"
+        );
+        after = next.kvs.last().map(|kv| kv.key.clone());
+        listed.extend(next.kvs.into_iter().map(|kv| (kv.key.clone(), kv)));
+        if !next.more {
+            break;
+        }
+    }
+    assert_eq!(
+        listed, then,
+        "{case}: the pages show the keys as they were at {at}"
+    );
+
+    // List + watch from the next revision = now, each change seen once.
+    let mut w = s.watch(p, at + 1).await.unwrap();
+    for _ in 0..writes {
+        let e = next(&mut w, case).await;
+        assert!(e.revision() > at, "{case}");
+        match e.kind {
+            EventKind::Put => {
+                listed.insert(e.kv.key.clone(), e.kv.clone());
+            }
+            EventKind::Delete => {
+                assert!(listed.remove(&e.kv.key).is_some(), "{case}: {e:?}");
+            }
+        }
+    }
+    quiet(&mut w, case).await;
+    let now: BTreeMap<String, super::KeyValue> = s
+        .range(p, RangeOptions::default())
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    assert_eq!(listed, now, "{case}: list + watch is the store now");
+
+    let current = s.revision().await.unwrap();
+    match s.range(p, page(None, current + 10)).await {
+        Err(StoreError::FutureRevision { .. }) => {}
+        other => panic!("{case}: a future revision must fail, got {other:?}"),
+    }
+    s.compact(current).await.unwrap();
+    match s.range(p, page(after, at)).await {
+        Err(e) if e.is_gone() => {}
+        other => panic!("{case}: a compacted revision must be gone, got {other:?}"),
+    }
 }
 
 async fn watch_history_and_live<S: Store>(s: &S) {

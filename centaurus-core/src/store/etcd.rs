@@ -162,7 +162,8 @@ impl Store for EtcdStore {
         let end = prefix_end(full_prefix.as_bytes()).unwrap_or_else(|| vec![0]);
         let options = GetOptions::new()
             .with_range(end)
-            .with_limit(opts.limit as i64);
+            .with_limit(opts.limit as i64)
+            .with_revision(opts.revision);
         let resp = self
             .client
             .clone()
@@ -176,7 +177,11 @@ impl Store for EtcdStore {
                 .map(|kv| self.convert(kv))
                 .collect::<Result<_>>()?,
             more: resp.more(),
-            revision: header_revision(resp.header())?,
+            // etcd's header carries its current revision; the keys are as of the one asked.
+            revision: match opts.revision {
+                0 => header_revision(resp.header())?,
+                at => at,
+            },
         })
     }
 

@@ -160,6 +160,11 @@ pub struct RangeOptions {
     pub limit: usize,
     /// Start strictly after this key (the last key of the previous page).
     pub after: Option<String>,
+    /// Read the keys as they were at this revision (0: the current one), so that every
+    /// page of one listing shows one state: the first page's. Fails with
+    /// [`StoreError::Compacted`] once that revision's history is gone, and with
+    /// [`StoreError::FutureRevision`] for a revision not reached yet.
+    pub revision: Revision,
 }
 
 /// A page of a range.
@@ -256,10 +261,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
 }
 
-/// Checks what every store rejects the same way.
-/// Every key under `prefix`, read in pages of 1,000; `revision` is the last page's. Pages
-/// are separate reads, so a change between them may or may not be seen (as with
-/// Kubernetes' paged lists).
+/// Every key under `prefix`, read in pages of 1,000, all at the first page's revision (so
+/// the result is one state of the store, and a watch from `revision + 1` sees every later
+/// change exactly once).
 pub async fn range_all(store: &dyn Store, prefix: &str) -> Result<RangeResult> {
     let mut all = RangeResult::default();
     let mut after = None;
@@ -270,6 +274,7 @@ pub async fn range_all(store: &dyn Store, prefix: &str) -> Result<RangeResult> {
                 RangeOptions {
                     limit: 1000,
                     after: after.take(),
+                    revision: all.revision,
                 },
             )
             .await?;

@@ -235,39 +235,35 @@ impl Store for RedbStore {
         let db = self.inner.db.clone();
         let prefix = prefix.to_owned();
         let task = move || -> Result<RangeResult> {
-            use std::ops::Bound;
             let txn = db.begin_read().map_err(backend)?;
-            let revision = txn
-                .open_table(META)
-                .map_err(backend)?
-                .get("revision")
-                .map_err(backend)?
-                .map_or(0, |v| v.value() as i64);
-            let kv = txn.open_table(KV).map_err(backend)?;
-            let lower = match &opts.after {
-                Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.as_str()),
-                _ => Bound::Included(prefix.as_str()),
+            let meta = txn.open_table(META).map_err(backend)?;
+            let counter = |name| -> Result<i64> {
+                Ok(meta
+                    .get(name)
+                    .map_err(backend)?
+                    .map_or(0, |v| v.value() as i64))
             };
-            let mut out = RangeResult {
-                revision,
-                ..RangeResult::default()
+            let current = counter("revision")?;
+            let at = match opts.revision {
+                0 => current,
+                at if at > current => {
+                    return Err(StoreError::FutureRevision {
+                        requested: at,
+                        current,
+                    });
+                }
+                at => at,
             };
-            for entry in kv
-                .range::<&str>((lower, Bound::Unbounded))
-                .map_err(backend)?
-            {
-                let (k, v) = entry.map_err(backend)?;
-                let key = k.value();
-                if !key.starts_with(prefix.as_str()) {
-                    break;
-                }
-                if opts.limit != 0 && out.kvs.len() == opts.limit {
-                    out.more = true;
-                    break;
-                }
-                out.kvs.push(decode_record(key, v.value())?);
+            let compacted = counter("compacted")?;
+            if at < current && at < compacted {
+                return Err(StoreError::Compacted {
+                    requested: at,
+                    compacted,
+                });
             }
-            Ok(out)
+            let kv = txn.open_table(KV).map_err(backend)?;
+            let log = txn.open_table(LOG).map_err(backend)?;
+            range_at(&kv, &log, &prefix, &opts, at, current)
         };
         tokio::task::spawn_blocking(task).await.map_err(backend)?
     }
@@ -441,7 +437,7 @@ impl Writer {
                                     mod_revision: rev,
                                     version: old.version + 1,
                                 };
-                                put(&mut kv, &mut log, &new, Some(&old.value))?;
+                                put(&mut kv, &mut log, &new, Some(&old))?;
                                 events.push(Event {
                                     kind: EventKind::Put,
                                     kv: new.clone(),
@@ -465,6 +461,10 @@ impl Writer {
                             Some(old) => {
                                 rev += 1;
                                 kv.remove(key.as_str()).map_err(backend)?;
+                                let before = Before::Record {
+                                    mod_revision: old.mod_revision,
+                                    version: old.version,
+                                };
                                 let gone = KeyValue {
                                     mod_revision: rev,
                                     version: 0,
@@ -472,7 +472,7 @@ impl Writer {
                                 };
                                 log.insert(
                                     rev as u64,
-                                    encode_event(EventKind::Delete, &gone, None).as_slice(),
+                                    encode_event(EventKind::Delete, &gone, None, before).as_slice(),
                                 )
                                 .map_err(backend)?;
                                 events.push(Event {
@@ -522,6 +522,113 @@ impl Writer {
     }
 }
 
+/// Keys under `prefix` (after `opts.after`, at most `opts.limit`) as they were at revision
+/// `at`: the current records, except that a key changed after `at` shows its state before
+/// its first change after `at` (absent if that change created it), from the log.
+fn range_at(
+    kv: &impl ReadableTable<&'static str, &'static [u8]>,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    prefix: &str,
+    opts: &RangeOptions,
+    at: Revision,
+    current: Revision,
+) -> Result<RangeResult> {
+    use std::ops::Bound;
+    let after = opts.after.as_deref().filter(|a| *a >= prefix);
+    let lower = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Included(prefix),
+    };
+    // Keys changed since `at` → their state at `at`.
+    let mut then: std::collections::BTreeMap<String, Option<KeyValue>> = Default::default();
+    if at < current {
+        for entry in log.range(at as u64 + 1..=current as u64).map_err(backend)? {
+            let (rev, bytes) = entry.map_err(backend)?;
+            let (event, before) = decode_entry(rev.value() as i64, bytes.value())?;
+            let key = event.kv.key.clone();
+            if !key.starts_with(prefix)
+                || after.is_some_and(|a| key.as_str() <= a)
+                || then.contains_key(&key)
+            {
+                continue;
+            }
+            // Entries written before the log kept the previous record's revisions cannot
+            // say what was there: as if that history were compacted.
+            let before = before.ok_or(StoreError::Compacted {
+                requested: at,
+                compacted: rev.value() as i64,
+            })?;
+            let state = match (event.kind, before) {
+                (EventKind::Put, Before::Absent) => None,
+                (_, Before::Absent) => return Err(corrupt("log entry")),
+                (
+                    kind,
+                    Before::Record {
+                        mod_revision,
+                        version,
+                    },
+                ) => Some(KeyValue {
+                    value: match kind {
+                        EventKind::Put => event
+                            .prev_value
+                            .clone()
+                            .ok_or_else(|| corrupt("log entry"))?,
+                        EventKind::Delete => event.kv.value.clone(),
+                    },
+                    mod_revision,
+                    version,
+                    ..event.kv
+                }),
+            };
+            then.insert(key, state);
+        }
+    }
+    let mut out = RangeResult {
+        revision: at,
+        ..RangeResult::default()
+    };
+    let mut changed = then.range::<str, _>((lower, Bound::Unbounded)).peekable();
+    let mut stored = kv
+        .range::<&str>((lower, Bound::Unbounded))
+        .map_err(backend)?
+        .peekable();
+    loop {
+        let next_stored = match stored.peek() {
+            Some(Ok((k, _))) if k.value().starts_with(prefix) => Some(k.value().to_owned()),
+            Some(Err(_)) => {
+                return Err(backend(
+                    stored.next().and_then(Result::err).expect("an error"),
+                ));
+            }
+            _ => None,
+        };
+        let next_changed = changed.peek().map(|(k, _)| k.as_str().to_owned());
+        let record = match (next_stored, next_changed) {
+            (None, None) => break,
+            (Some(s), Some(c)) if c <= s => {
+                if c == s {
+                    stored.next();
+                }
+                changed.next().and_then(|(_, state)| state.clone())
+            }
+            (Some(_), _) => {
+                let (k, v) = stored.next().expect("peeked").map_err(backend)?;
+                Some(decode_record(k.value(), v.value())?)
+            }
+            (None, Some(_)) => changed.next().and_then(|(_, state)| state.clone()),
+        };
+        let Some(record) = record else {
+            continue;
+        };
+        if opts.limit != 0 && out.kvs.len() == opts.limit {
+            out.more = true;
+            break;
+        }
+        out.kvs.push(record);
+    }
+    Ok(out)
+}
+
 /// The current record of `key` inside a write transaction.
 fn read_record(kv: &redb::Table<'_, &str, &[u8]>, key: &str) -> Result<Option<KeyValue>> {
     kv.get(key)
@@ -530,17 +637,22 @@ fn read_record(kv: &redb::Table<'_, &str, &[u8]>, key: &str) -> Result<Option<Ke
         .transpose()
 }
 
+/// Writes `new`, which replaces `old` (None: creates it), and logs the change.
 fn put(
     kv: &mut redb::Table<'_, &str, &[u8]>,
     log: &mut redb::Table<'_, u64, &[u8]>,
     new: &KeyValue,
-    prev: Option<&Bytes>,
+    old: Option<&KeyValue>,
 ) -> Result<()> {
     kv.insert(new.key.as_str(), encode_record(new).as_slice())
         .map_err(backend)?;
+    let before = old.map_or(Before::Absent, |o| Before::Record {
+        mod_revision: o.mod_revision,
+        version: o.version,
+    });
     log.insert(
         new.mod_revision as u64,
-        encode_event(EventKind::Put, new, prev).as_slice(),
+        encode_event(EventKind::Put, new, old.map(|o| &o.value), before).as_slice(),
     )
     .map_err(backend)?;
     Ok(())
@@ -575,17 +687,42 @@ fn decode_record(key: &str, bytes: &[u8]) -> Result<KeyValue> {
     })
 }
 
-// Log entry: kind (u8), create_revision, version (i64 LE), key length (u32 LE), key,
-// previous value length + 1 (u32 LE, 0 = none), previous value, then the value.
-fn encode_event(kind: EventKind, kv: &KeyValue, prev: Option<&Bytes>) -> Vec<u8> {
+/// What a key held just before a logged change: the state a read at an older revision
+/// shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Before {
+    /// Nothing: the change created the key.
+    Absent,
+    /// A record with these revisions (its value is the entry's previous value, or for a
+    /// deletion the entry's value).
+    Record {
+        mod_revision: Revision,
+        version: i64,
+    },
+}
+
+// Log entry: kind (u8: 2 put, 3 delete; 0 and 1 in files written before entries named what
+// they replaced), create_revision, version, then for kinds 2 and 3 the replaced record's
+// mod_revision (0: none) and version (i64 LE each), key length (u32 LE), key, previous
+// value length + 1 (u32 LE, 0 = none), previous value, then the value.
+fn encode_event(kind: EventKind, kv: &KeyValue, prev: Option<&Bytes>, before: Before) -> Vec<u8> {
     let prev_len = prev.map_or(0, |p| p.len());
-    let mut out = Vec::with_capacity(29 + kv.key.len() + prev_len + kv.value.len());
+    let mut out = Vec::with_capacity(45 + kv.key.len() + prev_len + kv.value.len());
     out.push(match kind {
-        EventKind::Put => 0,
-        EventKind::Delete => 1,
+        EventKind::Put => 2,
+        EventKind::Delete => 3,
     });
     out.extend_from_slice(&kv.create_revision.to_le_bytes());
     out.extend_from_slice(&kv.version.to_le_bytes());
+    let (mod_revision, version) = match before {
+        Before::Absent => (0, 0),
+        Before::Record {
+            mod_revision,
+            version,
+        } => (mod_revision, version),
+    };
+    out.extend_from_slice(&mod_revision.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
     out.extend_from_slice(kv.key.as_bytes());
     out.extend_from_slice(&prev.map_or(0u32, |p| p.len() as u32 + 1).to_le_bytes());
@@ -597,6 +734,11 @@ fn encode_event(kind: EventKind, kv: &KeyValue, prev: Option<&Bytes>) -> Vec<u8>
 }
 
 fn decode_event(revision: Revision, b: &[u8]) -> Result<Event> {
+    decode_entry(revision, b).map(|(event, _)| event)
+}
+
+/// A log entry: the change, and what it replaced (None in entries of older files).
+fn decode_entry(revision: Revision, b: &[u8]) -> Result<(Event, Option<Before>)> {
     let bad = || corrupt("log entry");
     let u32_at = |at: usize| -> Result<usize> {
         Ok(u32::from_le_bytes(
@@ -606,16 +748,35 @@ fn decode_event(revision: Revision, b: &[u8]) -> Result<Event> {
                 .map_err(|_| bad())?,
         ) as usize)
     };
-    let kind = match b.first() {
-        Some(0) => EventKind::Put,
-        Some(1) => EventKind::Delete,
+    let (kind, v2) = match b.first() {
+        Some(0) => (EventKind::Put, false),
+        Some(1) => (EventKind::Delete, false),
+        Some(2) => (EventKind::Put, true),
+        Some(3) => (EventKind::Delete, true),
         _ => return Err(bad()),
     };
     let create_revision = i64_at(b, 1).ok_or_else(bad)?;
     let version = i64_at(b, 9).ok_or_else(bad)?;
-    let key_len = u32_at(17)?;
-    let key = std::str::from_utf8(b.get(21..21 + key_len).ok_or_else(bad)?).map_err(|_| bad())?;
-    let mut at = 21 + key_len;
+    let mut at = 17;
+    let before = if v2 {
+        let mod_revision = i64_at(b, 17).ok_or_else(bad)?;
+        let version = i64_at(b, 25).ok_or_else(bad)?;
+        at = 33;
+        Some(if mod_revision == 0 {
+            Before::Absent
+        } else {
+            Before::Record {
+                mod_revision,
+                version,
+            }
+        })
+    } else {
+        None
+    };
+    let key_len = u32_at(at)?;
+    at += 4;
+    let key = std::str::from_utf8(b.get(at..at + key_len).ok_or_else(bad)?).map_err(|_| bad())?;
+    at += key_len;
     let prev_len = u32_at(at)?;
     at += 4;
     let prev_value = if prev_len == 0 {
@@ -626,17 +787,20 @@ fn decode_event(revision: Revision, b: &[u8]) -> Result<Event> {
         Some(Bytes::copy_from_slice(p))
     };
     let value = Bytes::copy_from_slice(b.get(at..).ok_or_else(bad)?);
-    Ok(Event {
-        kind,
-        kv: KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision,
-            mod_revision: revision,
-            version,
+    Ok((
+        Event {
+            kind,
+            kv: KeyValue {
+                key: key.to_owned(),
+                value,
+                create_revision,
+                mod_revision: revision,
+                version,
+            },
+            prev_value,
         },
-        prev_value,
-    })
+        before,
+    ))
 }
 
 #[cfg(test)]
@@ -652,12 +816,32 @@ mod tests {
             mod_revision: 9,
             version: 4,
         };
+        let replaced = Before::Record {
+            mod_revision: 7,
+            version: 3,
+        };
         for prev in [None, Some(Bytes::new()), Some(Bytes::from_static(b"old"))] {
-            let e = decode_event(9, &encode_event(EventKind::Put, &kv, prev.as_ref())).unwrap();
-            assert_eq!(e.kv, kv);
-            assert_eq!(e.prev_value, prev);
+            for before in [Before::Absent, replaced] {
+                let bytes = encode_event(EventKind::Put, &kv, prev.as_ref(), before);
+                let (e, b) = decode_entry(9, &bytes).unwrap();
+                assert_eq!((e.kv, e.prev_value), (kv.clone(), prev.clone()));
+                assert_eq!(b, Some(before));
+            }
         }
         assert_eq!(decode_record(&kv.key, &encode_record(&kv)).unwrap(), kv);
+        // An entry of a file written before entries named what they replaced.
+        let mut old = vec![1u8];
+        old.extend_from_slice(&3i64.to_le_bytes());
+        old.extend_from_slice(&0i64.to_le_bytes());
+        old.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
+        old.extend_from_slice(kv.key.as_bytes());
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(b"last");
+        let (e, b) = decode_entry(9, &old).unwrap();
+        assert_eq!(
+            (e.kind, e.kv.value.as_ref(), b),
+            (EventKind::Delete, &b"last"[..], None)
+        );
     }
 
     #[test]
@@ -669,7 +853,12 @@ mod tests {
             mod_revision: 1,
             version: 1,
         };
-        let full = encode_event(EventKind::Put, &kv, Some(&Bytes::from_static(b"p")));
+        let full = encode_event(
+            EventKind::Put,
+            &kv,
+            Some(&Bytes::from_static(b"p")),
+            Before::Absent,
+        );
         for n in 0..full.len() - 2 {
             let _ = decode_event(1, &full[..n]);
         }
