@@ -145,6 +145,47 @@ fn columns(plural: &str) -> Vec<Column> {
     }
 }
 
+/// The column definitions of a `Table` of `info`'s kind.
+pub fn table_columns(info: &ResourceInfo) -> Value {
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
+    ];
+    for (name, priority, _) in &columns(info.plural) {
+        defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}));
+    }
+    defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
+    Value::Array(defs)
+}
+
+/// Makes the rows of a `Table` of one kind.
+pub struct TableRows {
+    columns: Vec<Column>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl TableRows {
+    /// Rows of `info`'s kind, ages counted from now.
+    pub fn new(info: &ResourceInfo) -> Self {
+        Self {
+            columns: columns(info.plural),
+            now: chrono::Utc::now(),
+        }
+    }
+
+    /// The row of `o`: its cells and its metadata.
+    pub fn row(&self, o: &Value) -> Value {
+        let mut cells = vec![json!(str_at(o, "/metadata/name"))];
+        cells.extend(self.columns.iter().map(|(_, _, f)| f(o)));
+        cells.push(json!(age(
+            str_at(o, "/metadata/creationTimestamp"),
+            self.now
+        )));
+        let mut partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"});
+        partial["metadata"] = o.get("metadata").cloned().unwrap_or(json!({}));
+        json!({"cells": cells, "object": partial})
+    }
+}
+
 /// Objects as a `meta.k8s.io/v1` `Table`, the form kubectl prints.
 pub fn table(
     info: &ResourceInfo,
@@ -152,32 +193,13 @@ pub fn table(
     resource_version: &str,
     cont: Option<&str>,
 ) -> Value {
-    let now = chrono::Utc::now();
-    let cols = columns(info.plural);
-    let mut defs = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
-    ];
-    for (name, priority, _) in &cols {
-        defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}));
-    }
-    defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            let mut cells = vec![json!(str_at(o, "/metadata/name"))];
-            cells.extend(cols.iter().map(|(_, _, f)| f(o)));
-            cells.push(json!(age(str_at(o, "/metadata/creationTimestamp"), now)));
-            let mut partial =
-                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"});
-            partial["metadata"] = o.get("metadata").cloned().unwrap_or(json!({}));
-            json!({"cells": cells, "object": partial})
-        })
-        .collect();
+    let rows = TableRows::new(info);
+    let rows: Vec<Value> = objects.iter().map(|o| rows.row(o)).collect();
     let mut meta = json!({"resourceVersion": resource_version});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": table_columns(info), "rows": rows})
 }
 
 #[cfg(test)]

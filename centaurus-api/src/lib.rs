@@ -8,11 +8,13 @@
 
 pub mod client;
 pub mod codec;
+mod cpu;
 pub mod ctl;
 pub mod discovery;
 pub mod error;
 pub mod kubeconfig;
 mod lifecycle;
+mod list;
 pub mod load;
 pub mod manifest;
 pub mod metrics;

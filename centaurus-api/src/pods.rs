@@ -209,7 +209,7 @@ impl ApiServer {
                 pod.metadata.name
             )));
         }
-        let request = self.decode(content_type, body).await?;
+        let request = self.decode(target, content_type, body).await?;
         let (verb, pod_action) = pod_action_of(&pod.metadata.name, &request)?;
         let info = self
             .registry

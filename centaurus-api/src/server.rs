@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use bytes::Bytes;
 use centaurus_core::admission::{Admission, AdmitGuard};
 use centaurus_core::model::{self, Registry, ResourceInfo, Scope, Tenant};
-use centaurus_core::store::{KeyValue, RangeOptions, Store, StoreError, range_all};
+use centaurus_core::store::{KeyValue, Store, StoreError, range_all};
 use centaurus_tenancy::{Attributes, Authorizer, Identity, SpaceResolver, TokenFile, Verb};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -29,8 +28,9 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// How often a watch that allows bookmarks receives one.
     pub bookmark_interval: Duration,
-    /// How many CPU-bound request jobs (decoding and patching bodies) run at once on the
-    /// blocking pool; more wait their turn there, never on the threads that serve requests.
+    /// How many CPU-bound request jobs (decoding and patching bodies, encoding lists) run at
+    /// once on the blocking pool, half of them at most for one tenant; more wait their turn
+    /// there, never on the threads that serve requests.
     pub cpu_jobs: usize,
 }
 
@@ -57,7 +57,7 @@ pub struct ApiServer {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_logs: std::sync::OnceLock<Arc<dyn crate::pods::PodLogs>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
-    cpu_jobs: Arc<tokio::sync::Semaphore>,
+    cpu: crate::cpu::CpuPool,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -69,6 +69,8 @@ pub(crate) struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// The tenant of the caller, whose share of the server's CPU work the request uses.
+    pub caller: String,
 }
 
 impl Target {
@@ -123,7 +125,7 @@ impl ApiServer {
             metrics: Default::default(),
             pod_logs: Default::default(),
             admission: Default::default(),
-            cpu_jobs: Arc::new(tokio::sync::Semaphore::new(config.cpu_jobs.max(1))),
+            cpu: crate::cpu::CpuPool::new(config.cpu_jobs),
             config,
         })
     }
@@ -180,32 +182,29 @@ impl ApiServer {
         Ok(guards)
     }
 
-    /// Runs CPU-bound request work on the blocking pool, at most [`ApiConfig::cpu_jobs`] at
-    /// once, so that no request body, however built, delays the threads that serve other
-    /// tenants' requests, watches and nodes' heartbeats.
+    /// Runs CPU-bound work of a request by `target.caller` (of `size` bytes of input) off
+    /// the serving threads ([`crate::cpu::CpuPool`]).
     pub(crate) async fn offload<T: Send + 'static>(
         &self,
+        target: &Target,
+        size: usize,
         work: impl FnOnce() -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<T> {
-        let _permit = self
-            .cpu_jobs
-            .acquire()
-            .await
-            .map_err(|_| ApiError::internal("the server is stopping"))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::internal(format!("request work failed: {e}")))?
+        self.cpu.run(&target.caller, size, work).await
     }
 
     /// [`codec::decode_body`] off the serving threads.
     pub(crate) async fn decode(
         &self,
+        target: &Target,
         content_type: Option<&str>,
         body: &Bytes,
     ) -> ApiResult<Value> {
         let (content_type, body) = (content_type.map(str::to_owned), body.clone());
-        self.offload(move || codec::decode_body(content_type.as_deref(), &body))
-            .await
+        self.offload(target, body.len(), move || {
+            codec::decode_body(content_type.as_deref(), &body)
+        })
+        .await
     }
 
     /// Request metrics in the Prometheus text format.
@@ -369,17 +368,17 @@ impl ApiServer {
                 Ok(json_response(StatusCode::CREATED, &action))
             }
             Verb::Create => {
-                let obj = self.decode(content_type.as_deref(), &body).await?;
+                let obj = self.decode(&target, content_type.as_deref(), &body).await?;
                 let created = self.create(&target, obj, &params).await?;
                 Ok(json_response(StatusCode::CREATED, &created))
             }
             Verb::Update if target.subresource.as_deref() == Some("scale") => {
-                let scale = self.decode(content_type.as_deref(), &body).await?;
+                let scale = self.decode(&target, content_type.as_deref(), &body).await?;
                 let updated = self.put_scale(&target, &scale, &params).await?;
                 Ok(json_response(StatusCode::OK, &updated))
             }
             Verb::Update => {
-                let obj = self.decode(content_type.as_deref(), &body).await?;
+                let obj = self.decode(&target, content_type.as_deref(), &body).await?;
                 let updated = self.update(&target, obj, &params).await?;
                 Ok(json_response(StatusCode::OK, &updated))
             }
@@ -449,6 +448,7 @@ impl ApiServer {
             namespace: rp.namespace.clone(),
             name: rp.name.clone(),
             subresource: rp.subresource.clone(),
+            caller: caller.tenant.clone(),
         })
     }
 
@@ -464,88 +464,8 @@ impl ApiServer {
         object_of(&self.get_kv(target, name).await?)
     }
 
-    async fn list(
-        &self,
-        target: &Target,
-        params: &Params,
-        accept: Option<&str>,
-    ) -> ApiResult<Response> {
-        let prefix = target.prefix();
-        let mut after = match &params.continue_token {
-            None => None,
-            Some(t) => {
-                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(t)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .filter(|k| k.starts_with(&prefix))
-                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-                Some(key)
-            }
-        };
-        let mut items = Vec::new();
-        let mut revision;
-        let mut next = None;
-        let batch = if params.limit == 0 {
-            1000
-        } else {
-            params.limit.min(1000)
-        };
-        'pages: loop {
-            let page = self
-                .store
-                .range(
-                    &prefix,
-                    RangeOptions {
-                        limit: batch,
-                        after: after.take(),
-                    },
-                )
-                .await
-                .map_err(|e| ApiError::from_store(e, target.info.plural, ""))?;
-            revision = page.revision;
-            let count = page.kvs.len();
-            for (i, kv) in page.kvs.iter().enumerate() {
-                let obj = object_of(kv)?;
-                if self.selected(&obj, params) {
-                    items.push(obj);
-                }
-                if params.limit > 0 && items.len() == params.limit {
-                    if page.more || i + 1 < count {
-                        next = Some(kv.key.clone());
-                    }
-                    break 'pages;
-                }
-            }
-            if !page.more {
-                break;
-            }
-            after = page.kvs.last().map(|kv| kv.key.clone());
-        }
-        let cont = next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k));
-        let rv = revision.to_string();
-        if codec::wants_table(accept) {
-            return Ok(json_response(
-                StatusCode::OK,
-                &codec::table(&target.info, &items, &rv, cont.as_deref()),
-            ));
-        }
-        let mut meta = json!({"resourceVersion": rv});
-        if let Some(c) = cont {
-            meta["continue"] = json!(c);
-        }
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "kind": format!("{}List", target.info.kind),
-                "apiVersion": target.info.api_version(),
-                "metadata": meta,
-                "items": items,
-            }),
-        ))
-    }
-
-    pub(crate) fn selected(&self, obj: &Value, params: &Params) -> bool {
+    /// True when `obj` matches the request's label and field selectors.
+    pub(crate) fn selected(obj: &Value, params: &Params) -> bool {
         if !params.label_selector.is_empty() {
             let labels = obj
                 .pointer("/metadata/labels")
@@ -1001,7 +921,9 @@ impl ApiServer {
             let before = doc.pointer("/metadata/resourceVersion").cloned();
             let body = body.clone();
             doc = self
-                .offload(move || patch::apply(kind, &mut doc, &body).map(|()| doc))
+                .offload(target, body.len(), move || {
+                    patch::apply(kind, &mut doc, &body).map(|()| doc)
+                })
                 .await?;
             let precondition = doc.pointer("/metadata/resourceVersion").cloned() != before;
             match write(doc, precondition).await {

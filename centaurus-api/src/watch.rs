@@ -52,7 +52,7 @@ pub(crate) async fn watch(
             let mut items = Vec::new();
             for kv in &all.kvs {
                 let obj = object_of(kv)?;
-                if api.selected(&obj, &params) {
+                if ApiServer::selected(&obj, &params) {
                     items.push(obj);
                 }
             }
@@ -143,7 +143,7 @@ pub(crate) async fn watch(
                         };
                         last = ev.revision();
                         let Ok(obj) = object_of(&ev.kv) else { continue };
-                        if !api.selected(&obj, &params) {
+                        if !ApiServer::selected(&obj, &params) {
                             continue;
                         }
                         let kind = match ev.kind {
