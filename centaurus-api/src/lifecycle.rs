@@ -9,6 +9,9 @@ use centaurus_core::model::{self, Registry, Scope};
 use centaurus_core::store::{RangeOptions, Store, StoreError, range_all};
 use serde_json::{Value, json};
 
+/// Keys a space deletion reads and deletes at once.
+const DELETE_PAGE: usize = 500;
+
 /// Server-set metadata of a new object: uid, hashKey, creationTimestamp, generation.
 pub(crate) fn stamp(meta: &mut serde_json::Map<String, Value>) {
     let uid = model::new_uid();
@@ -103,6 +106,9 @@ impl Lifecycle {
         });
     }
 
+    /// Deletes every key under `prefix`, a page of [`DELETE_PAGE`] at a time. A page's
+    /// deletes are in flight together, so the store commits them in a few transactions
+    /// (redb's group commit takes up to a batch of them in one) instead of one each.
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
         loop {
             let page = self
@@ -110,13 +116,18 @@ impl Lifecycle {
                 .range(
                     prefix,
                     RangeOptions {
-                        limit: 500,
+                        limit: DELETE_PAGE,
                         ..Default::default()
                     },
                 )
                 .await?;
-            for kv in &page.kvs {
-                match self.store.delete(&kv.key, None).await {
+            let mut deletes = tokio::task::JoinSet::new();
+            for kv in page.kvs {
+                let store = self.store.clone();
+                deletes.spawn(async move { store.delete(&kv.key, None).await });
+            }
+            while let Some(done) = deletes.join_next().await {
+                match done.map_err(|e| StoreError::Backend(e.to_string()))? {
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }

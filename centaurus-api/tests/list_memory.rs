@@ -12,56 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::Bytes;
-use centaurus_core::store::Store;
-use common::Harness;
+use common::{Harness, fill_pods, rss};
 use http::Request;
 use http_body_util::BodyExt;
-use serde_json::json;
 use tower::ServiceExt;
 
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 const MIB: u64 = 1024 * 1024;
-
-/// Writes `n` pods of about 900 bytes each straight into the store, 64 at a time.
-async fn fill(store: &Arc<dyn Store>, n: usize) {
-    let mut batch = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let store = store.clone();
-        batch.spawn(async move {
-            let name = format!("pod-{i:07}");
-            let pod = json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": "default", "tenant": "acme",
-                    "uid": format!("00000000-0000-0000-0000-{i:012}"),
-                    "labels": {"app": "web", "tier": "front"},
-                    "creationTimestamp": "2026-12-01T00:00:00Z"},
-                "spec": {"nodeName": format!("hollow-{}", i % 1000), "containers": [{"name": "c", "image": "busybox",
-                    "command": ["sh", "-c", "sleep 3600"],
-                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
-                "status": {"phase": "Running", "podIP": format!("10.0.{}.{}", i / 250 % 250, i % 250),
-                    "conditions": [{"type": "Ready", "status": "True"}]}});
-            store
-                .create(
-                    &format!("/registry/pods/acme/default/{name}"),
-                    Bytes::from(pod.to_string()),
-                )
-                .await
-                .unwrap();
-        });
-        if batch.len() >= 64 {
-            batch.join_next().await.unwrap().unwrap();
-        }
-    }
-    while let Some(r) = batch.join_next().await {
-        r.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_list_streams_in_bounded_memory() {
@@ -71,7 +27,7 @@ async fn a_full_list_streams_in_bounded_memory() {
         .unwrap_or(40_000);
     let h = Harness::new().await;
     let started = Instant::now();
-    fill(&h.store, pods).await;
+    fill_pods(&h.store, "acme", "default", pods).await;
     let filled = started.elapsed();
     let before = rss();
     let peak = Arc::new(AtomicU64::new(before));

@@ -227,3 +227,45 @@ pub fn pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
 }
+
+/// Resident memory of this process, in bytes.
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Writes `n` pods of about 500 bytes each into `tenant`'s `namespace`, straight into the
+/// store, 64 at a time.
+pub async fn fill_pods(store: &Arc<dyn Store>, tenant: &str, namespace: &str, n: usize) {
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (store, tenant, namespace) = (store.clone(), tenant.to_owned(), namespace.to_owned());
+        batch.spawn(async move {
+            let name = format!("pod-{i:07}");
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "tenant": tenant,
+                    "uid": format!("00000000-0000-0000-0000-{i:012}"),
+                    "labels": {"app": "web", "tier": "front"},
+                    "creationTimestamp": "2026-12-01T00:00:00Z"},
+                "spec": {"nodeName": format!("hollow-{}", i % 1000), "containers": [{"name": "c", "image": "busybox",
+                    "command": ["sh", "-c", "sleep 3600"],
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+                "status": {"phase": "Running", "podIP": format!("10.0.{}.{}", i / 250 % 250, i % 250),
+                    "conditions": [{"type": "Ready", "status": "True"}]}});
+            store
+                .create(
+                    &format!("/registry/pods/{tenant}/{namespace}/{name}"),
+                    Bytes::from(pod.to_string()),
+                )
+                .await
+                .unwrap();
+        });
+        if batch.len() >= 64 {
+            batch.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = batch.join_next().await {
+        r.unwrap();
+    }
+}
