@@ -219,6 +219,14 @@ impl Fleet {
                 }
             }
         }
+        let reaped = agent.network.reap().await;
+        if reaped > 0 {
+            tracing::info!(
+                node = agent.name(),
+                reaped,
+                "removed pod networks a previous agent left"
+            );
+        }
         self.renew_lease(&agent).await?;
         self.agents
             .write()

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod hollow;
 pub mod images;
+pub mod ledger;
 pub mod network;
 pub mod qemu;
 pub mod runc;
@@ -24,6 +25,7 @@ use centaurus_core::model::{Pod, PodAction, Time};
 
 pub use agent::{AgentConfig, Fleet, NodeAgent};
 pub use hollow::HollowRuntime;
+pub use ledger::AttachmentLedger;
 pub use network::{HostLocalNetwork, NetworkPlugin, NoNetwork, SandboxNetwork};
 pub use qemu::QemuRuntime;
 pub use runc::RuncRuntime;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use centaurus_core::model::Pod;
 
+use crate::ledger::{Attachment, AttachmentLedger};
 use crate::{Result, RuntimeError, run_tool};
 
 /// A sandbox's place in the network.
@@ -31,6 +32,12 @@ pub trait NetworkPlugin: Send + Sync + 'static {
     /// Releases every attachment still held (a clean stop of the node; the next agent
     /// attaches its pods afresh).
     async fn release_all(&self) {}
+    /// Removes what an earlier agent's instance of this plugin left on the host (it was
+    /// killed, say), as its [`crate::AttachmentLedger`] recorded; the fleet calls it before
+    /// the node's pods are attached. Returns how many attachments it removed.
+    async fn reap(&self) -> usize {
+        0
+    }
 }
 
 /// A pool of host-local addresses in one /16.
@@ -113,6 +120,7 @@ pub struct HostLocalNetwork {
     bridge: String,
     gateway: Ipv4Addr,
     pool: Mutex<Pool>,
+    ledger: Option<AttachmentLedger>,
 }
 
 /// The short IDs used in namespace and interface names.
@@ -130,6 +138,22 @@ impl HostLocalNetwork {
             bridge: bridge.into(),
             gateway,
             pool: Mutex::new(Pool::new(gateway)),
+            ledger: None,
+        }
+    }
+
+    /// Records what it makes in `ledger`, so the next instance removes what this one
+    /// leaves if it is killed.
+    pub fn with_ledger(mut self, ledger: AttachmentLedger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    fn attachment(uid: &str) -> Attachment {
+        Attachment {
+            netns: Self::netns_name(uid),
+            veth: format!("cv{}", short(uid)),
+            host_netns: None,
         }
     }
 
@@ -173,12 +197,14 @@ impl NetworkPlugin for HostLocalNetwork {
             .unwrap_or_else(|e| e.into_inner())
             .take(uid)
             .ok_or_else(|| RuntimeError::Unsupported("the address pool is exhausted".into()))?;
-        let ns = Self::netns_name(uid);
-        let host_if = format!("cv{}", short(uid));
+        let attachment = Self::attachment(uid);
+        let (ns, host_if) = (attachment.netns.clone(), attachment.veth.clone());
         let peer = format!("cp{}", short(uid));
         // Start clean: a half-made attachment from an earlier try is removed first.
-        let _ = run_tool("ip", &["netns", "del", &ns]).await;
-        let _ = run_tool("ip", &["link", "del", &host_if]).await;
+        attachment.remove().await;
+        if let Some(l) = &self.ledger {
+            l.record(&attachment);
+        }
         run_tool("ip", &["netns", "add", &ns]).await?;
         run_tool(
             "ip",
@@ -228,13 +254,23 @@ impl NetworkPlugin for HostLocalNetwork {
             self.release(&uid).await;
         }
     }
+
+    async fn reap(&self) -> usize {
+        match &self.ledger {
+            Some(l) => l.reap().await,
+            None => 0,
+        }
+    }
 }
 
 impl HostLocalNetwork {
     /// Removes pod `uid`'s veth and namespace and frees its address.
     async fn release(&self, uid: &str) {
-        let _ = run_tool("ip", &["link", "del", &format!("cv{}", short(uid))]).await;
-        let _ = run_tool("ip", &["netns", "del", &Self::netns_name(uid)]).await;
+        let attachment = Self::attachment(uid);
+        attachment.remove().await;
+        if let Some(l) = &self.ledger {
+            l.forget(&attachment.netns);
+        }
         self.pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())

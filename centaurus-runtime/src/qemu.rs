@@ -133,6 +133,10 @@ impl QemuRuntime {
         let (kernel, initrd) = self.images.vm_image("tiny", &self.kernel)?;
         let dir = self.root.join("kvm-probe");
         std::fs::create_dir_all(&dir)?;
+        // A probe of an agent that was killed in the middle of it.
+        if reap(&dir).await {
+            tracing::info!("stopped the KVM probe guest a previous agent left running");
+        }
         let vm = Vm {
             name: "probe".into(),
             dir: dir.clone(),
@@ -276,6 +280,30 @@ fn host_tsc_khz() -> Option<u64> {
 }
 
 /// QEMU's command line for a VM.
+/// Where the QEMU of the VM kept in `dir` writes its pid.
+fn pidfile(dir: &Path) -> PathBuf {
+    dir.join("qemu.pid")
+}
+
+/// Kills the QEMU whose pidfile is in `dir`, if it still runs (a pid taken over by another
+/// process is left alone: QEMU's command line names `dir`). Returns true when one ran.
+async fn reap(dir: &Path) -> bool {
+    let file = pidfile(dir);
+    let Some(pid) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir.to_string_lossy().as_ref()));
+    if ours {
+        let _ = crate::run_tool("kill", &["-KILL", &pid.to_string()]).await;
+    }
+    let _ = std::fs::remove_file(&file);
+    ours
+}
+
 fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
     let mut args: Vec<String> = [
         "-M",
@@ -309,6 +337,8 @@ fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
         "chardev:console".into(),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", vm.qmp().display()),
+        "-pidfile".into(),
+        pidfile(&vm.dir).display().to_string(),
     ]);
     if let Some(state) = incoming {
         args.extend(["-incoming".into(), format!("exec:cat {}", state.display())]);
@@ -404,9 +434,9 @@ impl Runtime for QemuRuntime {
     }
 
     async fn reset(&self) -> Result<usize> {
-        let mut stopped = 0;
+        let mut stopped = usize::from(reap(&self.root.join("kvm-probe")).await);
         let Ok(pods) = std::fs::read_dir(self.root.join("pods")) else {
-            return Ok(0);
+            return Ok(stopped);
         };
         for pod in pods.flatten() {
             for vm in std::fs::read_dir(pod.path())
@@ -414,7 +444,12 @@ impl Runtime for QemuRuntime {
                 .flatten()
                 .flatten()
             {
-                // A socket that accepts belongs to a live QEMU; a stale one refuses at once.
+                if reap(&vm.path()).await {
+                    stopped += 1;
+                    continue;
+                }
+                // A guest of a build that wrote no pidfile: a socket that accepts belongs
+                // to a live QEMU; a stale one refuses at once.
                 let sock = vm.path().join("qmp.sock");
                 if UnixStream::connect(&sock).await.is_err() {
                     continue;

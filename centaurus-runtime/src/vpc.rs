@@ -19,6 +19,7 @@ use centaurus_vpc::kinds::{Endpoint, EndpointStatus, FAILED, PROVISIONED};
 use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;
 
+use crate::ledger::{Attachment, AttachmentLedger};
 use crate::{NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
@@ -29,6 +30,7 @@ pub struct VpcNetwork {
     timeout: Duration,
     /// The veths and namespaces wired so far (host-side veth → pod namespace).
     wired: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    ledger: Option<AttachmentLedger>,
 }
 
 /// How a real node wires its pods to their endpoints.
@@ -68,7 +70,15 @@ impl VpcNetwork {
             wiring,
             timeout,
             wired: Default::default(),
+            ledger: None,
         }
+    }
+
+    /// Records what it wires in `ledger`, so the next instance removes what this one
+    /// leaves if it is killed.
+    pub fn with_ledger(mut self, ledger: AttachmentLedger) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     fn wired_mut(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
@@ -119,10 +129,13 @@ impl VpcNetwork {
         }
     }
 
-    async fn wire(w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
+    async fn wire(&self, w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
         let ns = s.netns.as_str();
         // Start clean: a half-made attachment from an earlier try is removed first.
-        Self::unwire(w, &s.veth, ns).await;
+        self.unwire(w, &s.veth, ns).await;
+        if let Some(l) = &self.ledger {
+            l.record(&Self::attachment(w, &s.veth, ns));
+        }
         ip(&["netns", "add", ns]).await?;
         let host_ns: &[&str] = match &w.host_netns {
             Some(h) => &["netns", h],
@@ -174,10 +187,20 @@ impl VpcNetwork {
         }
     }
 
+    fn attachment(w: &Wiring, veth: &str, ns: &str) -> Attachment {
+        Attachment {
+            netns: ns.to_owned(),
+            veth: veth.to_owned(),
+            host_netns: w.host_netns.clone(),
+        }
+    }
+
     /// Removes a pod's veth pair and namespace, if present.
-    async fn unwire(w: &Wiring, veth: &str, ns: &str) {
-        let _ = ip(&["netns", "del", ns]).await;
-        let _ = ip(&Self::in_host(w, &["link", "del", veth])).await;
+    async fn unwire(&self, w: &Wiring, veth: &str, ns: &str) {
+        Self::attachment(w, veth, ns).remove().await;
+        if let Some(l) = &self.ledger {
+            l.forget(ns);
+        }
     }
 }
 
@@ -214,7 +237,7 @@ impl NetworkPlugin for VpcNetwork {
         tracing::debug!(pod = uid, ip = status.ip, "endpoint provisioned");
         let netns = match &self.wiring {
             Some(w) => {
-                let path = Self::wire(w, &status).await?;
+                let path = self.wire(w, &status).await?;
                 self.wired_mut()
                     .insert(status.veth.clone(), status.netns.clone());
                 Some(path)
@@ -231,7 +254,7 @@ impl NetworkPlugin for VpcNetwork {
         if let Some(w) = &self.wiring {
             let id = pod.key().replacen("/registry/pods/", "", 1);
             let veth = veth_name(&id);
-            Self::unwire(w, &veth, &format!("cent-{}", &veth[2..])).await;
+            self.unwire(w, &veth, &format!("cent-{}", &veth[2..])).await;
             self.wired_mut().remove(&veth);
         }
         self.flat.detach(pod).await
@@ -241,9 +264,17 @@ impl NetworkPlugin for VpcNetwork {
         if let Some(w) = &self.wiring {
             let wired = std::mem::take(&mut *self.wired_mut());
             for (veth, ns) in wired {
-                Self::unwire(w, &veth, &ns).await;
+                self.unwire(w, &veth, &ns).await;
             }
         }
         self.flat.release_all().await
+    }
+
+    async fn reap(&self) -> usize {
+        let mine = match &self.ledger {
+            Some(l) => l.reap().await,
+            None => 0,
+        };
+        mine + self.flat.reap().await
     }
 }

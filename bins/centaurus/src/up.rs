@@ -20,8 +20,8 @@ use centaurus_core::model::{Pod, Quantity, ResourceList};
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::agent::hostname;
 use centaurus_runtime::{
-    AgentConfig, Fleet, HollowRuntime, HostLocalNetwork, NetworkPlugin, NoNetwork, NodeAgent,
-    QemuRuntime, RuncRuntime, Runtime, RuntimeError, Wiring,
+    AgentConfig, AttachmentLedger, Fleet, HollowRuntime, HostLocalNetwork, NetworkPlugin,
+    NoNetwork, NodeAgent, QemuRuntime, RuncRuntime, Runtime, RuntimeError, Wiring,
 };
 use centaurus_sched::{Scheduler, SchedulerConfig};
 use centaurus_vpc::Dataplane;
@@ -309,9 +309,9 @@ pub(crate) fn local_agent(root: &Path, vpc: Option<Arc<dyn Store>>) -> Option<(N
         Some(Arc::new(RuncRuntime::new(root))),
         qemu.map(|q| q as Arc<dyn Runtime>),
         gated(
-            Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1))),
+            Arc::new(host_bridge(&root.join("network").join("flat"))),
             vpc,
-            Some(Wiring::default()),
+            Some((Wiring::default(), root.join("network").join("vpc"))),
         ),
     );
     Some((agent, what.into()))
@@ -343,7 +343,7 @@ fn real_node(name: String, zone: &str, address: String, vms: u32) -> AgentConfig
 /// bridge.
 fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<NodeAgent> {
     let flat: Arc<dyn NetworkPlugin> =
-        Arc::new(HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1)));
+        Arc::new(host_bridge(&data_dir.join("droplets").join("network-flat")));
     bed.droplets
         .iter()
         .enumerate()
@@ -356,33 +356,53 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<
                     .then(|| (bed.object().to_owned(), "xdp_pass".into())),
             };
             let root = data_dir.join("droplets").join(&name);
+            let ledger = root.join("network");
             NodeAgent::new(
                 real_node(name, "droplets", d.host.ip.to_string(), 0),
                 Some(Arc::new(RuncRuntime::new(root))),
                 None,
-                gated(flat.clone(), Some(store.clone()), Some(wiring)),
+                gated(flat.clone(), Some(store.clone()), Some((wiring, ledger))),
             )
         })
         .collect()
 }
 
+/// The host bridge `cent0` (10.88.0.0/16), recording what it makes under `ledger`.
+fn host_bridge(ledger: &Path) -> HostLocalNetwork {
+    let net = HostLocalNetwork::new("cent0", Ipv4Addr::new(10, 88, 0, 1));
+    match opened(ledger) {
+        Some(l) => net.with_ledger(l),
+        None => net,
+    }
+}
+
+/// The attachment ledger at `dir`, or None (with a warning) when it cannot be made.
+fn opened(dir: &Path) -> Option<AttachmentLedger> {
+    AttachmentLedger::open(dir)
+        .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "no network ledger: a killed agent's pod networks stay behind"))
+        .ok()
+}
+
 /// `flat` behind the VPC readiness gate when `vpc` (the region's store) is given: pods on
 /// `vpc` networks start once their endpoint is provisioned, with its address, wired by
-/// `wiring` (real nodes).
+/// the wiring given (real nodes), which records what it makes in the ledger beside it.
 fn gated(
     flat: Arc<dyn NetworkPlugin>,
     vpc: Option<Arc<dyn Store>>,
-    wiring: Option<Wiring>,
+    wiring: Option<(Wiring, std::path::PathBuf)>,
 ) -> Arc<dyn NetworkPlugin> {
-    match vpc {
-        Some(store) => Arc::new(centaurus_runtime::VpcNetwork::new(
-            store,
-            flat,
-            wiring,
-            Duration::from_secs(60),
-        )),
-        None => flat,
-    }
+    let Some(store) = vpc else {
+        return flat;
+    };
+    let (wiring, ledger) = match wiring {
+        Some((w, dir)) => (Some(w), opened(&dir)),
+        None => (None, None),
+    };
+    let net = centaurus_runtime::VpcNetwork::new(store, flat, wiring, Duration::from_secs(60));
+    Arc::new(match ledger {
+        Some(l) => net.with_ledger(l),
+        None => net,
+    })
 }
 
 /// `count` simulated nodes (`hollow-{i}`, 32 CPUs, 128 GiB, 110 pods, 8 VMs each) over
