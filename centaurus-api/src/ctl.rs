@@ -388,6 +388,53 @@ impl Ctl {
         ))
     }
 
+    /// Powers hollow nodes off (`on` false) or on for a failure drill: the nodes `names`,
+    /// and every node of `zone` when given ([`centaurus_core::model::LABEL_POWER`]). Returns
+    /// the nodes labelled.
+    pub async fn power(
+        &self,
+        names: &[String],
+        zone: Option<&str>,
+        on: bool,
+    ) -> anyhow::Result<Vec<String>> {
+        use centaurus_core::model::{LABEL_POWER, LABEL_ZONE};
+        let mut nodes = names.to_vec();
+        if let Some(zone) = zone {
+            let selector: String =
+                form_urlencoded::byte_serialize(format!("{LABEL_ZONE}={zone}").as_bytes())
+                    .collect();
+            let list = self
+                .client
+                .get(&format!("/api/v1/nodes?labelSelector={selector}"))
+                .await?
+                .ok()?;
+            nodes.extend(
+                list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned)),
+            );
+            if nodes.len() == names.len() {
+                bail!("no node is in zone {zone:?}");
+            }
+        }
+        let patch = json!({"metadata": {"labels": {LABEL_POWER: if on { Value::Null } else { json!("off") }}}});
+        for n in &nodes {
+            self.client
+                .request(
+                    Method::PATCH,
+                    &format!("/api/v1/nodes/{n}"),
+                    "application/merge-patch+json",
+                    patch.to_string(),
+                )
+                .await?
+                .ok()
+                .with_context(|| format!("node {n}"))?;
+        }
+        Ok(nodes)
+    }
+
     /// Creates a tenant, optionally with quota (`pods=10,cpu=4`).
     pub async fn create_tenant(
         &self,

@@ -61,6 +61,8 @@ pub struct NodeAgent {
     network: Arc<dyn NetworkPlugin>,
     workers: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
     stopped: AtomicBool,
+    /// A hollow node powered off for a drill ([`model::LABEL_POWER`]).
+    powered_off: AtomicBool,
 }
 
 impl NodeAgent {
@@ -78,7 +80,15 @@ impl NodeAgent {
             network,
             workers: Mutex::default(),
             stopped: AtomicBool::new(false),
+            powered_off: AtomicBool::new(false),
         }
+    }
+
+    fn is_hollow(&self) -> bool {
+        self.config
+            .labels
+            .get(model::LABEL_HOLLOW)
+            .is_some_and(|v| v == "true")
     }
 
     /// The Node's name.
@@ -247,6 +257,9 @@ impl Fleet {
                 if agent.stopped.load(Ordering::Relaxed) {
                     return;
                 }
+                if agent.powered_off.load(Ordering::Relaxed) {
+                    continue;
+                }
                 if let Err(e) = fleet.renew_lease(&agent).await {
                     tracing::warn!(node = agent.name(), error = %e, "heartbeat failed");
                 }
@@ -386,7 +399,53 @@ impl Fleet {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.pods.clone().run());
         tasks.spawn(self.actions.clone().run());
+        tasks.spawn(self.clone().follow_power());
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Powers the fleet's hollow nodes off and on as their [`model::LABEL_POWER`] label says:
+    /// a list of the nodes, then a watch of them (no cache: only the label matters).
+    async fn follow_power(self: Arc<Self>) {
+        use futures::StreamExt as _;
+        let prefix = format!("/registry/{}/", Node::PLURAL);
+        loop {
+            let listed = match centaurus_core::store::range_all(&*self.store, &prefix).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list nodes for power drills");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for kv in &listed.kvs {
+                self.power(&kv.value);
+            }
+            let Ok(mut events) = self.store.watch(&prefix, listed.revision + 1).await else {
+                continue;
+            };
+            while let Some(Ok(event)) = events.next().await {
+                if event.kind == centaurus_core::store::EventKind::Put {
+                    self.power(&event.kv.value);
+                }
+            }
+        }
+    }
+
+    fn power(&self, node: &[u8]) {
+        let Ok(node) = serde_json::from_slice::<Node>(node) else {
+            return;
+        };
+        let Some(agent) = self.agent(&node.metadata.name).filter(|a| a.is_hollow()) else {
+            return;
+        };
+        let off = node
+            .metadata
+            .labels
+            .get(model::LABEL_POWER)
+            .is_some_and(|v| v == "off");
+        if agent.powered_off.swap(off, Ordering::Relaxed) != off {
+            tracing::info!(node = agent.name(), off, "hollow node power drill");
+        }
     }
 
     /// Waits until the fleet has seen every pod once.

@@ -51,6 +51,10 @@ enum Command {
         /// elsewhere, or test the API alone).
         #[arg(long)]
         api_only: bool,
+        /// Seconds a node stays NotReady (its lease expired: 40 s without a heartbeat)
+        /// before its pods are evicted and their controllers replace them elsewhere.
+        #[arg(long, default_value_t = 60)]
+        eviction_timeout: u64,
     },
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             no_local_agent,
             droplets,
             api_only,
+            eviction_timeout,
         } => up::run(
             &data_dir,
             listen,
@@ -110,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 zones,
                 local_agent: !no_local_agent && droplets == 0,
                 droplets,
+                eviction_timeout: std::time::Duration::from_secs(eviction_timeout),
             }),
         )
         .await

@@ -16,7 +16,7 @@ use anyhow::Context;
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_controllers::NodeLifecycleConfig;
-use centaurus_core::model::{Pod, Quantity, ResourceList};
+use centaurus_core::model::{self, Pod, Quantity, ResourceList};
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::agent::hostname;
 use centaurus_runtime::{
@@ -40,6 +40,8 @@ pub struct Compute {
     /// Droplets to make on this machine, each a node with its own transit daemon (0: the
     /// VPC plane programs the simulated dataplane).
     pub droplets: usize,
+    /// How long a node stays NotReady before its pods are evicted and replaced.
+    pub eviction_timeout: Duration,
 }
 
 /// Runs the region until Ctrl-C or SIGTERM (or until ready, with `exit_when_ready`). A
@@ -235,7 +237,10 @@ async fn start_compute(
         tokio::spawn(scheduler.run()),
         tokio::spawn(centaurus_controllers::run_all(
             store.clone(),
-            NodeLifecycleConfig::default(),
+            NodeLifecycleConfig {
+                eviction_timeout: compute.eviction_timeout,
+                ..Default::default()
+            },
         )),
     ];
     let fleet = Fleet::new(store.clone());
@@ -425,7 +430,7 @@ pub(crate) fn hollow_agents(
                 AgentConfig {
                     node_name: format!("hollow-{i}"),
                     zone: format!("zone-{}", (b'a' + (i % zones.max(1)) as u8) as char),
-                    labels: [("centaurus.io/hollow".to_string(), "true".to_string())].into(),
+                    labels: [(model::LABEL_HOLLOW.to_string(), "true".to_string())].into(),
                     capacity: list(&[
                         ("cpu", "32".into()),
                         ("memory", "128Gi".into()),

@@ -264,3 +264,108 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         items(&k.json(&["get", "pods"])).is_empty().then_some(())
     });
 }
+
+/// The web pods Running, by node.
+fn web_pods_by_node(k: &Kubectl) -> Vec<String> {
+    items(&k.json(&["get", "pods", "-l", "app=web"]))
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Zone failure: a Deployment spread over three zones of hollow nodes loses a zone
+/// (`centaurusctl node stop --zone`, here the same library call) and is whole again in the
+/// other two; the nodes come back when powered on.
+#[test]
+fn a_deployment_survives_the_loss_of_a_zone() {
+    let Some(bin) = kubectl_binary() else {
+        eprintln!("SKIPPED: no kubectl ($KUBECTL, .venv/bin/kubectl or PATH)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("region");
+    let _region = common::up(
+        &data,
+        &common::free_addr(),
+        &[
+            "--no-local-agent",
+            "--hollow-nodes",
+            "6",
+            "--zones",
+            "3",
+            "--eviction-timeout",
+            "5",
+        ],
+    );
+    let admin = Kubectl {
+        bin: bin.clone(),
+        kubeconfig: data.join("admin.kubeconfig"),
+        cache: dir.path().join("cache-admin"),
+    };
+    let tenant =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/tenant-acme.yaml");
+    admin.run(&["create", "-f", tenant.to_str().unwrap()]);
+    let k = Kubectl::tenant_admin(&bin, &data, dir.path(), "acme");
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 6\n  \
+         selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    \
+         spec:\n      containers:\n      - name: c\n        image: busybox\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    // hollow-i is in zone-{a,b,c}[i % 3]: two replicas a zone, one a node.
+    let zone_a = ["hollow-0", "hollow-3"];
+    let nodes = eventually(60, "6 web pods Running", || {
+        Some(web_pods_by_node(&k)).filter(|n| n.len() == 6)
+    });
+    let mut distinct = nodes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 6, "one replica a node: {nodes:?}");
+
+    let ctl = |on: bool| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let config =
+                centaurus_api::kubeconfig::Kubeconfig::load(&data.join("admin.kubeconfig"))
+                    .unwrap();
+            let ctl = centaurus_api::ctl::Ctl {
+                client: std::sync::Arc::new(
+                    centaurus_api::client::Client::new(config.connection().unwrap()).unwrap(),
+                ),
+                registry: centaurus_api::region::registry(),
+            };
+            ctl.power(&[], Some("zone-a"), on).await.unwrap()
+        })
+    };
+    let lost = Instant::now();
+    let mut powered = ctl(false);
+    powered.sort();
+    assert_eq!(powered, zone_a);
+    let nodes = eventually(150, "6 web pods Running outside zone-a", || {
+        Some(web_pods_by_node(&k))
+            .filter(|n| n.len() == 6 && n.iter().all(|node| !zone_a.contains(&node.as_str())))
+    });
+    eprintln!(
+        "zone-a lost: all 6 replicas Running in zone-b and zone-c {:.1?} later (lease 40 s, eviction timeout 5 s): {nodes:?}",
+        lost.elapsed()
+    );
+    ctl(true);
+    eventually(60, "zone-a's nodes Ready again", || {
+        items(&admin.json(&["get", "nodes"]))
+            .iter()
+            .filter(|n| zone_a.contains(&n["metadata"]["name"].as_str().unwrap_or("")))
+            .all(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .then_some(())
+    });
+}

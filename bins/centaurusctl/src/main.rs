@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use centaurus_api::client::Client;
 use centaurus_api::ctl::{Ctl, Output, Space, render};
 use centaurus_api::kubeconfig::Kubeconfig;
@@ -147,6 +147,10 @@ enum Command {
     /// Tenant administration.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Failure drills on hollow nodes: power them off (they stop heartbeating, as a host
+    /// that lost power does, so the region evicts and replaces their pods) and on again.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Drives load against the API and prints latency percentiles per verb.
     Load {
         /// Concurrent clients (one connection each).
@@ -183,6 +187,23 @@ enum CreateCommand {
         #[arg(long, value_delimiter = ',')]
         quota: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Powers hollow nodes off.
+    Stop(NodeSelection),
+    /// Powers hollow nodes on again.
+    Start(NodeSelection),
+}
+
+#[derive(Args)]
+struct NodeSelection {
+    /// Node names.
+    names: Vec<String>,
+    /// Every node of this availability zone.
+    #[arg(long)]
+    zone: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -423,6 +444,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             println!("{}", ctl.create_tenant(&name, &quota).await?);
+        }
+        Command::Node(command) => {
+            let (selection, on) = match &command {
+                NodeCommand::Stop(s) => (s, false),
+                NodeCommand::Start(s) => (s, true),
+            };
+            if selection.names.is_empty() && selection.zone.is_none() {
+                bail!("name the nodes, or a zone with --zone");
+            }
+            let nodes = ctl
+                .power(&selection.names, selection.zone.as_deref(), on)
+                .await?;
+            for n in nodes {
+                println!("node/{n} powered {}", if on { "on" } else { "off" });
+            }
         }
         Command::Tenant(TenantCommand::Kubeconfig { name, user }) => {
             print!(

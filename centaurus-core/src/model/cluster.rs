@@ -10,6 +10,12 @@ use super::{Condition, NoStatus, Object, ResourceList, Time};
 
 /// Node label naming the availability zone.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+/// Node label of simulated (hollow) nodes, `true`.
+pub const LABEL_HOLLOW: &str = "centaurus.io/hollow";
+/// Node label for failure drills: a hollow node labelled `off` stops renewing its lease and
+/// reporting, as a host that lost power would, until the label is removed or `on`. Real
+/// nodes ignore it.
+pub const LABEL_POWER: &str = "centaurus.io/power";
 /// Node label naming the region.
 pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
 /// Node label naming the host.
