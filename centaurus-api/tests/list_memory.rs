@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use common::{Harness, fill_pods, rss};
+use common::{Harness, PeakRss, fill_pods, rss};
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -30,17 +28,7 @@ async fn a_full_list_streams_in_bounded_memory() {
     fill_pods(&h.store, "acme", "default", pods).await;
     let filled = started.elapsed();
     let before = rss();
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let sampler = PeakRss::start();
     let listing = Instant::now();
     let req = Request::get("/api/v1/tenants/acme/pods")
         .header("authorization", format!("Bearer {}", h.system))
@@ -60,11 +48,9 @@ async fn a_full_list_streams_in_bounded_memory() {
         }
     }
     let listed = listing.elapsed();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let peak = sampler.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = rss();
-    let peak = peak.load(Ordering::Relaxed);
     let tail = String::from_utf8_lossy(&tail);
     println!(
         "{pods} pods written in {filled:.1?}; listed {} MB in {listed:.2?}; RSS {} MiB before, peak +{} MiB, after +{} MiB",

@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Harness, fill_pods, rss};
+use common::{Harness, PeakRss, fill_pods, rss};
 use http::Method;
 use serde_json::json;
 
@@ -36,17 +34,7 @@ async fn a_namespace_of_many_objects_goes_in_batches() {
     assert_eq!(r.status, 201, "{}", r.body);
     fill_pods(&h.store, "acme", "big", pods).await;
     let before = rss();
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let sampler = PeakRss::start();
     let started = Instant::now();
     let r = h
         .call(Method::DELETE, "/api/v1/namespaces/big", Some(&acme), None)
@@ -65,8 +53,7 @@ async fn a_namespace_of_many_objects_goes_in_batches() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let peak = sampler.stop();
     let after = rss();
     let left = h.call(Method::GET, "/api/v1/pods", Some(&acme), None).await;
     assert_eq!(left.body["items"].as_array().map(Vec::len), Some(0));
@@ -74,7 +61,7 @@ async fn a_namespace_of_many_objects_goes_in_batches() {
         "{pods} pods deleted with their namespace in {took:.2?} ({:.0} objects/s); RSS {} MiB before, peak +{} MiB, after {:+} MiB",
         pods as f64 / took.as_secs_f64(),
         before / MIB,
-        (peak.load(Ordering::Relaxed) - before) / MIB,
+        (peak - before) / MIB,
         (after as i64 - before as i64) / MIB as i64,
     );
     // One transaction an object took 0.5 ms an object here (5 ms on slower disks); pages of

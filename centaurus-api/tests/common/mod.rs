@@ -228,6 +228,44 @@ pub fn pod(name: &str) -> Value {
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
 }
 
+/// Samples this process's resident memory every 2 ms until stopped, keeping the peak.
+pub struct PeakRss {
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling.
+    pub fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let peak = Arc::new(AtomicU64::new(rss()));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (peak, done) = (peak.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        Self {
+            peak,
+            done,
+            sampler,
+        }
+    }
+
+    /// Stops sampling; returns the peak, in bytes.
+    pub fn stop(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.done.store(true, Ordering::Relaxed);
+        self.sampler.join().unwrap();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// Resident memory of this process, in bytes.
 pub fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
