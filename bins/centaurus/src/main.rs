@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 mod density;
 mod up;
 
+/// mimalloc returns the memory the server frees to the system; glibc's allocator kept
+/// 550 MiB after a namespace of 24,000 pods was deleted.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "centaurus",
