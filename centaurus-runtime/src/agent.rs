@@ -626,7 +626,7 @@ impl PodWorker {
                     // The pod waits, Pending with the reason in a condition, and tries
                     // again (the network plugin waits between tries, so this pause only
                     // looks for a deletion): a slow network plane never fails it.
-                    tracing::info!(pod = self.key, %reason, "pod waits to start");
+                    tracing::debug!(pod = self.key, %reason, "pod waits to start");
                     self.report_waiting(&reason).await;
                     match tokio::time::timeout(Duration::from_millis(100), rx.changed()).await {
                         Ok(Err(_)) => return,

@@ -67,6 +67,10 @@ pub struct Density {
     /// Before the pods, measure the heartbeat cost for this many seconds.
     #[arg(long)]
     pub soak: Option<u64>,
+    /// Run the VPC plane as `up` does (the operator on the simulated dataplane and the
+    /// network controller): each hollow pod starts once its Endpoint is provisioned.
+    #[arg(long)]
+    pub vpc: bool,
 }
 
 /// Creation instants and startup latencies of the pods of one phase.
@@ -208,6 +212,14 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
 
+    if d.vpc {
+        tasks.extend(crate::up::start_network(
+            store.clone(),
+            dir,
+            centaurus_vpc::admission::NetworkAdmission::new(),
+            (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
+        )?);
+    }
     let registering = Instant::now();
     let rss0 = rss_mib();
     match (d.workload, d.no_agents) {
@@ -229,8 +241,9 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
             }
         }
         (Workload::Hollow, false) => {
+            let vpc = d.vpc.then(|| store.clone());
             for agent in
-                crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat), None)
+                crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat), vpc)
             {
                 fleet.add(agent).await?;
             }

@@ -179,7 +179,7 @@ fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
 
 /// Starts the VPC plane: one operator replica programming `dataplane` (the droplets' BPF
 /// datapath, or the simulated one, as its name says) and the network controller.
-fn start_network(
+pub(crate) fn start_network(
     store: Arc<dyn Store>,
     data_dir: &Path,
     admission: centaurus_vpc::admission::NetworkAdmission,
