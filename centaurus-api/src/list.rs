@@ -80,6 +80,11 @@ impl ApiServer {
             }
         };
         let store = self.store.clone();
+        // A small limit reads no more than it can return (a selector may need more pages).
+        let page_size = match params.limit {
+            0 => PAGE,
+            limit => limit.min(PAGE),
+        };
         let read = move |after: Option<String>, revision: Revision| {
             let (store, prefix) = (store.clone(), prefix.clone());
             async move {
@@ -87,7 +92,7 @@ impl ApiServer {
                     .range(
                         &prefix,
                         RangeOptions {
-                            limit: PAGE,
+                            limit: page_size,
                             after,
                             revision,
                         },

@@ -59,8 +59,10 @@ async fn create_get_list_with_selectors_and_pages() {
         )
         .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
-    // Pages of two: 2 + 2 + 1, each continue token leading on.
+    // Pages of two: 2 + 2 + 1, each continue token leading on, every page at the first
+    // page's revision, whatever is written between them.
     let mut names = Vec::new();
+    let mut revisions = Vec::new();
     let mut path = "/api/v1/namespaces/default/pods?limit=2".to_owned();
     loop {
         let r = h.call(Method::GET, &path, Some(&t), None).await;
@@ -71,12 +73,30 @@ async fn create_get_list_with_selectors_and_pages() {
                 .iter()
                 .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()),
         );
+        revisions.push(r.body["metadata"]["resourceVersion"].clone());
+        if revisions.len() == 1 {
+            for (method, path, body) in [
+                (Method::DELETE, "/api/v1/namespaces/default/pods/p3", None),
+                (
+                    Method::POST,
+                    "/api/v1/namespaces/default/pods",
+                    Some(pod("p2a")),
+                ),
+            ] {
+                let r = h.call(method, path, Some(&t), body).await;
+                assert!(r.status.is_success(), "{}", r.body);
+            }
+        }
         match r.body["metadata"]["continue"].as_str() {
             Some(c) => path = format!("/api/v1/namespaces/default/pods?limit=2&continue={c}"),
             None => break,
         }
     }
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
     let r = h
         .call(Method::GET, "/api/v1/pods?continue=bm9wZQ", Some(&t), None)
         .await;
