@@ -17,6 +17,8 @@ enum Op {
     Delete(usize, Option<bool>),
     Get(usize),
     Range(usize, usize),
+    /// Every key under a prefix as it was this many revisions ago, in pages of two.
+    RangeAt(usize, i64),
 }
 
 const KEYS: [&str; 6] = ["/m/a/1", "/m/a/2", "/m/a/3", "/m/b/1", "/m/ab", "/n/1"];
@@ -29,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..KEYS.len(), proptest::option::of(any::<bool>())).prop_map(|(k, g)| Op::Delete(k, g)),
         (0..KEYS.len()).prop_map(Op::Get),
         (0..PREFIXES.len(), 0..4usize).prop_map(|(p, l)| Op::Range(p, l)),
+        (0..PREFIXES.len(), 0..8i64).prop_map(|(p, b)| Op::RangeAt(p, b)),
     ]
 }
 
@@ -45,6 +48,8 @@ struct Model {
     rev: i64,
     kv: BTreeMap<String, Entry>,
     log: Vec<(i64, EventKind, String)>,
+    /// The keys as they were at each revision.
+    at: BTreeMap<i64, BTreeMap<String, Entry>>,
 }
 
 fn kind(e: &StoreError) -> String {
@@ -126,6 +131,30 @@ proptest! {
                         let want = m.kv.get(key).map(|e| (e.value.clone(), e.create, e.modified, e.version));
                         assert_eq!(got, want, "{op:?}");
                     }
+                    Op::RangeAt(p, back) => {
+                        let prefix = PREFIXES[*p];
+                        let at = (m.rev - back).max(1);
+                        let want: Vec<(String, Entry)> = m.at.get(&at).into_iter().flatten()
+                            .filter(|(k, _)| k.starts_with(prefix))
+                            .map(|(k, e)| (k.clone(), e.clone()))
+                            .collect();
+                        let mut got = Vec::new();
+                        let mut after = None;
+                        loop {
+                            let page = store.range(prefix, RangeOptions { limit: 2, after: after.take(), revision: at }).await;
+                            let page = match page {
+                                Err(StoreError::FutureRevision { .. }) if m.rev == 0 => break,
+                                other => other.unwrap(),
+                            };
+                            assert_eq!(page.revision, at, "{op:?}");
+                            after = page.kvs.last().map(|kv| kv.key.clone());
+                            got.extend(page.kvs.into_iter().map(|kv| (kv.key, Entry { value: kv.value, create: kv.create_revision, modified: kv.mod_revision, version: kv.version })));
+                            if !page.more {
+                                break;
+                            }
+                        }
+                        assert_eq!(got, want, "{op:?} at {at}");
+                    }
                     Op::Range(p, limit) => {
                         let prefix = PREFIXES[*p];
                         let got = store.range(prefix, RangeOptions { limit: *limit, ..Default::default() }).await.unwrap();
@@ -137,6 +166,7 @@ proptest! {
                     }
                 }
                 assert_eq!(store.revision().await.unwrap(), m.rev);
+                m.at.insert(m.rev, m.kv.clone());
             }
             // The watch history is exactly the model's log.
             if m.rev > 0 {
