@@ -102,9 +102,24 @@ fn columns(plural: &str) -> Vec<Column> {
         "pods" => vec![
             ("Status", 0, |v| {
                 if v.pointer("/metadata/deletionTimestamp").is_some() {
-                    json!("Terminating")
-                } else {
-                    phase_or(v, "Pending")
+                    return json!("Terminating");
+                }
+                // As kubectl prints pods: a container's waiting or terminated reason
+                // (CrashLoopBackOff, Error) says more than the phase.
+                let reason = v
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| {
+                        ["/state/waiting/reason", "/state/terminated/reason"]
+                            .iter()
+                            .find_map(|p| c.pointer(p).and_then(Value::as_str))
+                    })
+                    .find(|r| !r.is_empty() && *r != "Completed");
+                match reason {
+                    Some(r) if str_at(v, "/status/phase") != "Succeeded" => json!(r),
+                    _ => phase_or(v, "Pending"),
                 }
             }),
             ("Node", 0, |v| json!(str_at(v, "/spec/nodeName"))),
@@ -226,6 +241,38 @@ mod tests {
         assert_eq!(yaml["spec"]["containers"][0]["args"][2], "echo hi");
         assert_eq!(yaml["metadata"]["labels"]["app"], "web");
         assert_eq!(decode_body(Some("text/plain"), b"x").unwrap_err().code, 415);
+    }
+
+    #[test]
+    fn pod_rows_say_why_a_container_waits() {
+        let info = crate::region::registry()
+            .by_plural("", "v1", "pods")
+            .cloned()
+            .unwrap();
+        let status = |pod: Value| table(&info, &[pod], "1", None)["rows"][0]["cells"][1].clone();
+        let pod = |phase: &str, state: Value| {
+            json!({"metadata": {"name": "p"}, "status": {"phase": phase,
+                "containerStatuses": [{"name": "c", "state": state}]}})
+        };
+        assert_eq!(
+            status(pod(
+                "Running",
+                json!({"waiting": {"reason": "CrashLoopBackOff"}})
+            )),
+            "CrashLoopBackOff"
+        );
+        assert_eq!(status(pod("Running", json!({"running": {}}))), "Running");
+        assert_eq!(
+            status(pod("Failed", json!({"terminated": {"reason": "Error"}}))),
+            "Error"
+        );
+        assert_eq!(
+            status(pod(
+                "Succeeded",
+                json!({"terminated": {"reason": "Completed"}})
+            )),
+            "Succeeded"
+        );
     }
 
     /// `{"a": ` (or `a: [`, or `- `) nested `depth` times around `1`.

@@ -937,6 +937,14 @@ fn compose_status(
             }),
             ..Default::default()
         },
+        // Exited, to be started again: waiting out its back-off, as the kubelet says.
+        WorkloadState::Exited { code, .. } if restarts(*code) => ContainerState {
+            waiting: Some(StateReason {
+                reason: "CrashLoopBackOff".into(),
+                message: format!("back-off restarting the container, which exited with {code}"),
+            }),
+            ..Default::default()
+        },
         WorkloadState::Exited {
             code,
             reason,
@@ -1019,4 +1027,49 @@ fn compose_status(
         }
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use centaurus_core::model::{Container, ObjectMeta, PodSpec};
+
+    fn exited(code: i32) -> (WorkloadStatus, i32) {
+        let now = model::now();
+        let status = WorkloadStatus {
+            name: "c".into(),
+            state: WorkloadState::Exited {
+                code,
+                reason: "Error".into(),
+                started_at: Some(now),
+                finished_at: now,
+            },
+            id: "hollow://c".into(),
+            ready: false,
+            reboots: 0,
+        };
+        (status, 2)
+    }
+
+    #[test]
+    fn a_container_that_restarts_waits_in_crash_loop_back_off() {
+        let mut pod = Pod::typed(ObjectMeta::namespaced("t", "ns", "p"));
+        pod.spec = PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let state = |policy: &str| {
+            let s = compose_status(&pod, policy, model::now(), &[exited(1)]);
+            (s.phase.clone(), s.container_statuses[0].state.clone())
+        };
+        let (phase, waiting) = state("Always");
+        assert_eq!(phase, "Running");
+        assert_eq!(waiting.waiting.unwrap().reason, "CrashLoopBackOff");
+        let (phase, terminated) = state("Never");
+        assert_eq!(phase, "Failed");
+        assert_eq!(terminated.terminated.unwrap().exit_code, 1);
+    }
 }
