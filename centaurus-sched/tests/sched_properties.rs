@@ -243,14 +243,7 @@ proptest! {
         }
         let mut per_zone_count: BTreeMap<u8, usize> = (0..zones).map(|z| (z, 0)).collect();
         for i in 0..replicas {
-            let info = PodInfo::new(pod(i, &PodShape {
-                cpu_milli: 100,
-                mem_mi: 64,
-                vm: false,
-                owner: Some(0),
-                wants_gpu: false,
-                tolerates: false,
-            }));
+            let info = sibling(i);
             // Few feasible nodes per decision, so spreading must not depend on seeing all.
             let name = cluster.select(&info, &filters, &scores, 2).unwrap();
             cluster.place(&info, &name);
@@ -297,22 +290,27 @@ fn equal_node(zone: u8) -> NodeShape {
     }
 }
 
+/// Pod `i` of one controller: 100m, 64Mi.
+fn sibling(i: usize) -> PodInfo {
+    PodInfo::new(pod(
+        i,
+        &PodShape {
+            cpu_milli: 100,
+            mem_mi: 64,
+            vm: false,
+            owner: Some(0),
+            wants_gpu: false,
+            tolerates: false,
+        },
+    ))
+}
+
 /// Schedules `replicas` pods of one controller (100m, 64Mi each), seeing `enough` feasible
 /// nodes per decision; returns how many landed on each node.
 fn spread(cluster: &mut ClusterState, replicas: usize, enough: usize) -> BTreeMap<String, usize> {
     let mut per_node = BTreeMap::new();
     for i in 0..replicas {
-        let info = PodInfo::new(pod(
-            i,
-            &PodShape {
-                cpu_milli: 100,
-                mem_mi: 64,
-                vm: false,
-                owner: Some(0),
-                wants_gpu: false,
-                tolerates: false,
-            },
-        ));
+        let info = sibling(i);
         let name = cluster
             .select(&info, &default_filters(), &default_scores(), enough)
             .unwrap();
