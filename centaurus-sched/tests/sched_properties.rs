@@ -229,15 +229,7 @@ proptest! {
         let mut cluster = ClusterState::default();
         let mut zone_of = HashMap::new();
         for i in 0..(zones as usize * per_zone) {
-            let shape = NodeShape {
-                zone: (i % zones as usize) as u8,
-                cpu_milli: 64_000,
-                mem_mi: 65_536,
-                pods: 110,
-                vms: 0,
-                tainted: false,
-                gpu: false,
-            };
+            let shape = equal_node((i % zones as usize) as u8);
             zone_of.insert(format!("node-{i}"), shape.zone);
             cluster.upsert_node(node(i, &shape));
         }
