@@ -3,20 +3,16 @@
 //!
 //! [`router`] builds the axum application: discovery and OpenAPI from the registry, the
 //! [`centaurus_tenancy::AuthnLayer`], and [`ApiServer`] for every resource path.
-//! [`tls::serve`] runs it over HTTPS with the region's [`tls::Pki`]. [`client::Client`] and
-//! [`kubeconfig`] are the client side.
+//! [`tls::serve`] runs it over HTTPS with the region's [`tls::Pki`]; [`local::InProcess`]
+//! is the transport of `centaurus-client` for components in the server's process.
 
-pub mod client;
 pub mod codec;
 mod cpu;
-pub mod ctl;
 pub mod discovery;
 pub mod error;
-pub mod kubeconfig;
 mod lifecycle;
 mod list;
-pub mod load;
-pub mod manifest;
+pub mod local;
 pub mod metrics;
 pub mod patch;
 pub mod pods;

@@ -231,6 +231,79 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// `POST pods/{name}/binding`: assigns an unbound pod to a node as kube-scheduler does,
+    /// `spec.nodeName` and a true `PodScheduled` condition in one write. A pod already
+    /// assigned, being deleted, or of another UID than `metadata.uid` of the binding is a
+    /// 409 conflict.
+    pub(crate) async fn bind_pod(
+        &self,
+        target: &Target,
+        content_type: Option<&str>,
+        body: &Bytes,
+        params: &Params,
+    ) -> ApiResult<Value> {
+        let binding = self.decode(target, content_type, body).await?;
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::bad_request("a Binding names its node in target.name"))?
+            .to_owned();
+        if let Some(kind) = binding.pointer("/target/kind").and_then(Value::as_str)
+            && !kind.is_empty()
+            && kind != "Node"
+        {
+            return Err(ApiError::bad_request(format!(
+                "a pod binds to a Node, not a {kind}"
+            )));
+        }
+        let uid = binding.pointer("/metadata/uid").and_then(Value::as_str);
+        let name = target.name().to_owned();
+        let conflict = |why: String| ApiError::conflict(Pod::PLURAL, &name, &why);
+        loop {
+            let kv = self.get_kv(target, &name).await?;
+            let mut pod = crate::codec::object_of(&kv)?;
+            if let Some(uid) = uid
+                && pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+            {
+                return Err(conflict(format!("the pod's UID is not {uid}")));
+            }
+            if let Some(bound) = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(conflict(format!("pod {name} is already assigned to node {bound}")));
+            }
+            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(conflict(format!("pod {name} is being deleted")));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let mut typed: Pod = serde_json::from_value(pod.clone())
+                .map_err(|e| ApiError::internal(format!("stored pod {name}: {e}")))?;
+            centaurus_core::model::set_pod_scheduled(&mut typed, "True", "", "");
+            pod["status"] = serde_json::to_value(&typed.status)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Some(m) = pod["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            if params.dry_run {
+                break;
+            }
+            let bytes = Bytes::from(
+                serde_json::to_vec(&pod).map_err(|e| ApiError::internal(e.to_string()))?,
+            );
+            match self.store.update(&kv.key, bytes, kv.mod_revision).await {
+                Ok(_) => break,
+                Err(centaurus_core::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, Pod::PLURAL, &name)),
+            }
+        }
+        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    }
+}
+
 /// The action a request body asks for: its verb and the `spec.podAction` to record.
 fn pod_action_of(pod: &str, request: &Value) -> ApiResult<(&'static str, Value)> {
     const ACTIONS: [(&str, &str, &str); 3] = [
@@ -263,7 +336,7 @@ fn pod_action_of(pod: &str, request: &Value) -> ApiResult<(&'static str, Value)>
 
 /// Whether `plural` has the subresource `sub` for requests with a name.
 pub(crate) fn has_subresource(plural: &str, sub: &str) -> bool {
-    plural == Pod::PLURAL && matches!(sub, "log" | "action")
+    plural == Pod::PLURAL && matches!(sub, "log" | "action" | "binding")
 }
 
 #[cfg(test)]

@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use centaurus_core::model::{self, Registry, Scope};
+use centaurus_core::model::{self, Registry, Resource as _, Scope};
 use centaurus_core::store::{Store, StoreError};
 use centaurus_tenancy::{
-    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, TenantBound, TenantGate,
-    TokenFile,
+    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, TenantBound,
+    TenantGate, TokenFile,
 };
 use centaurus_vpc::admission::NetworkAdmission;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::kubeconfig::Kubeconfig;
 use crate::tls::Pki;
+use centaurus_client::kubeconfig::Kubeconfig;
 use crate::{ApiConfig, ApiServer};
 
 /// Every kind a region serves: the built-in kinds, tenancy's roles and grants, and the
@@ -86,6 +86,62 @@ pub async fn app(
     (api, router)
 }
 
+/// An API server of a region in this process with no listener, for tools and tests whose
+/// components are clients of it through the in-process transport.
+#[derive(Clone)]
+pub struct LocalRegion {
+    /// The server.
+    pub api: Arc<ApiServer>,
+    /// Its application, authentication included.
+    pub router: axum::Router,
+}
+
+impl LocalRegion {
+    /// Bootstraps `store` ([`bootstrap`]) and serves it as [`app`] does, with the token file
+    /// `tokens.csv` in `dir`.
+    pub async fn start(store: Arc<dyn Store>, dir: &std::path::Path) -> anyhow::Result<Self> {
+        bootstrap(&*store).await?;
+        let tokens = Arc::new(TokenFile::load(dir.join("tokens.csv")).await?);
+        let (api, router) = app(store, tokens, ApiConfig::default()).await;
+        Ok(Self { api, router })
+    }
+
+    /// A client as `identity`.
+    pub fn client(&self, identity: Identity) -> centaurus_client::Client {
+        crate::local::InProcess::client(self.router.clone(), identity)
+    }
+
+    /// Creates tenant `tenant` (unless it exists) and its namespace `namespace`, as an
+    /// administrator would.
+    pub async fn space(&self, tenant: &str, namespace: &str) -> anyhow::Result<()> {
+        let admin = self.admin();
+        let t = model::Tenant::typed(model::ObjectMeta::named(tenant));
+        let mut ns = model::Namespace::typed(model::ObjectMeta::named(namespace));
+        ns.metadata.tenant = tenant.into();
+        for r in [
+            admin.api().create(t).await.map(drop),
+            admin.api().create(ns).await.map(drop),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A client as a system user (`system:admin`).
+    pub fn admin(&self) -> centaurus_client::Client {
+        self.client(Identity {
+            user: "system:admin".into(),
+            tenant: model::SYSTEM_TENANT.into(),
+            groups: Vec::new(),
+            tenant_uid: None,
+        })
+    }
+}
+
 /// Client certificates, then bearer tokens from `tokens`, each identity bound to its live
 /// tenant ([`TenantBound`]).
 async fn authentication(store: Arc<dyn Store>, tokens: Arc<TokenFile>) -> AuthnLayer {
@@ -135,9 +191,9 @@ pub struct Region {
     pub admin_kubeconfig: PathBuf,
     /// The server.
     pub api: Arc<ApiServer>,
-    /// The VPC kinds' admission the server runs; controllers creating those kinds beside
-    /// the API use it too.
-    pub network_admission: NetworkAdmission,
+    /// The application the listener serves (authentication included), for in-process
+    /// clients ([`Region::client`]).
+    pub router: axum::Router,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -164,8 +220,7 @@ impl Region {
             Some(tokens.clone()),
             opts.config.clone(),
         );
-        let network_admission = NetworkAdmission::new();
-        api.add_admission(Arc::new(network_admission.clone()));
+        api.add_admission(Arc::new(NetworkAdmission::new()));
         let resumed = api.resume().await?;
         if resumed > 0 {
             tracing::info!(
@@ -175,6 +230,7 @@ impl Region {
         }
         bind_unbound_tokens(&*store, &tokens).await?;
         let app = crate::router(api.clone(), authentication(store.clone(), tokens).await);
+        let serve = app.clone();
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
@@ -199,7 +255,7 @@ impl Region {
         let compact_every = opts.compact_every;
         let task = tokio::spawn(async move {
             let compactor = tokio::spawn(compact_periodically(store, compact_every));
-            crate::tls::serve(listener, tls, app, async {
+            crate::tls::serve(listener, tls, serve, async {
                 let _ = stopped.await;
             })
             .await;
@@ -209,10 +265,16 @@ impl Region {
             addr,
             admin_kubeconfig,
             api,
-            network_admission,
+            router: app,
             stop,
             task,
         })
+    }
+
+    /// A client of this region inside its process, as `identity` (see
+    /// [`crate::local::InProcess`]).
+    pub fn client(&self, identity: Identity) -> centaurus_client::Client {
+        crate::local::InProcess::client(self.router.clone(), identity)
     }
 
     /// Stops accepting, lets open requests finish briefly, and returns.

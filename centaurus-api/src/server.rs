@@ -264,7 +264,10 @@ impl ApiServer {
             (&Method::GET, false) => Verb::List,
             (&Method::POST, false) => Verb::Create,
             (&Method::POST, true)
-                if matches!(target.subresource.as_deref(), Some("token" | "action")) =>
+                if matches!(
+                    target.subresource.as_deref(),
+                    Some("token" | "action" | "binding")
+                ) =>
             {
                 Verb::Create
             }
@@ -310,7 +313,7 @@ impl ApiServer {
                         && matches!(verb, Verb::Get | Verb::Update | Verb::Patch)
                 }
                 "log" => crate::pods::has_subresource(target.info.plural, sub) && verb == Verb::Get,
-                "action" => {
+                "action" | "binding" => {
                     crate::pods::has_subresource(target.info.plural, sub) && verb == Verb::Create
                 }
                 _ => false,
@@ -366,6 +369,12 @@ impl ApiServer {
                     .pod_action(&target, content_type.as_deref(), &body, &params)
                     .await?;
                 Ok(json_response(StatusCode::CREATED, &action))
+            }
+            Verb::Create if target.subresource.as_deref() == Some("binding") => {
+                let status = self
+                    .bind_pod(&target, content_type.as_deref(), &body, &params)
+                    .await?;
+                Ok(json_response(StatusCode::CREATED, &status))
             }
             Verb::Create => {
                 let obj = self.decode(&target, content_type.as_deref(), &body).await?;

@@ -10,8 +10,7 @@ use centaurus_core::model::{
     self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, OwnerReference,
     ReplicaSet, ReplicaSetSpec, Resource,
 };
-use centaurus_core::objects::{ObjectError, Objects};
-use centaurus_core::store::{Store, StoreError};
+use centaurus_client::{Api, Client};
 
 use crate::split_key;
 
@@ -20,8 +19,8 @@ pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 /// Reconciles deployments.
 pub struct DeploymentController {
-    sets: Objects<ReplicaSet>,
-    deployments: Objects<Deployment>,
+    sets: Api<ReplicaSet>,
+    deployments: Api<Deployment>,
     set_cache: Cache<ReplicaSet>,
 }
 
@@ -35,13 +34,13 @@ pub fn template_hash(d: &Deployment) -> String {
 }
 
 impl DeploymentController {
-    /// Runs the controller over `store` until dropped.
-    pub async fn run(store: Arc<dyn Store>, workers: usize) {
-        let controller = Controller::<Deployment>::new(store.clone(), "/registry/deployments/")
-            .with_workers(workers);
+    /// Runs the controller through `client` until dropped.
+    pub async fn run(client: Client, workers: usize) {
+        let controller =
+            Controller::<Deployment>::new(client.api().source("/registry/deployments/"))
+                .with_workers(workers);
         let sets = Arc::new(Informer::<ReplicaSet>::new(
-            store.clone(),
-            "/registry/replicasets/",
+            client.api().source("/registry/replicasets/"),
         ));
         let queue = controller.queue().clone();
         sets.on_change(move |change| {
@@ -59,8 +58,8 @@ impl DeploymentController {
             }
         });
         let reconciler = Self {
-            sets: Objects::new(store.clone()),
-            deployments: Objects::new(store),
+            sets: client.api(),
+            deployments: client.api(),
             set_cache: sets.cache(),
         };
         let task = tokio::spawn(sets.clone().run());
@@ -174,7 +173,7 @@ impl Reconciler<Deployment> for DeploymentController {
                 };
                 match self.sets.create(rs).await {
                     Ok(rs) => rs,
-                    Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => {
+                    Err(e) if e.is_already_exists() => {
                         // Made by an earlier pass whose write we have not seen yet.
                         return Ok(Requeue::After(std::time::Duration::from_millis(200)));
                     }
@@ -284,7 +283,7 @@ impl Reconciler<Deployment> for DeploymentController {
         if d.status.as_ref() != Some(&status) {
             let uid = m.uid.clone();
             self.deployments
-                .modify(key, |x| {
+                .modify_status(key, |x| {
                     if x.metadata.uid != uid || x.status.as_ref() == Some(&status) {
                         return false;
                     }

@@ -10,10 +10,8 @@ pub mod deployment;
 pub mod nodelifecycle;
 pub mod replicaset;
 
-use std::sync::Arc;
-
+use centaurus_client::Client;
 use centaurus_core::model::Pod;
-use centaurus_core::store::Store;
 
 pub use deployment::DeploymentController;
 pub use nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
@@ -36,11 +34,11 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-/// Runs every controller over `store` until dropped.
-pub async fn run_all(store: Arc<dyn Store>, lifecycle: NodeLifecycleConfig) {
+/// Runs every controller through `client` until dropped.
+pub async fn run_all(client: Client, lifecycle: NodeLifecycleConfig) {
     tokio::join!(
-        ReplicaSetController::run(store.clone(), 4),
-        DeploymentController::run(store.clone(), 2),
-        NodeLifecycleController::run(store, lifecycle),
+        ReplicaSetController::run(client.clone(), 4),
+        DeploymentController::run(client.clone(), 2),
+        NodeLifecycleController::run(client, lifecycle),
     );
 }

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use centaurus_core::controller::{Cache, Change, Informer};
 use centaurus_core::model::{self, Condition, Lease, Node, Pod, Resource, Taint, Time};
-use centaurus_core::objects::Objects;
-use centaurus_core::store::Store;
+use centaurus_client::{Api, Client};
 
 /// The taint key of a node that stopped renewing its lease.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -47,8 +46,8 @@ type BoundPods = Arc<Mutex<HashMap<String, HashSet<String>>>>;
 /// Watches node leases and acts on expired ones.
 pub struct NodeLifecycleController {
     config: NodeLifecycleConfig,
-    nodes: Objects<Node>,
-    pods: Objects<Pod>,
+    nodes: Api<Node>,
+    pods: Api<Pod>,
     bound: BoundPods,
     /// Nodes with bound pods that were missing at a check, and since when.
     missing_since: Mutex<HashMap<String, Time>>,
@@ -88,18 +87,15 @@ fn ready(node: &Node) -> Option<&Condition> {
 }
 
 impl NodeLifecycleController {
-    /// Runs over `store` until dropped.
-    pub async fn run(store: Arc<dyn Store>, config: NodeLifecycleConfig) {
-        let nodes = Arc::new(Informer::<Node>::new(store.clone(), "/registry/nodes/"));
-        let leases = Arc::new(Informer::<Lease>::new(
-            store.clone(),
-            format!(
-                "/registry/leases/{}/{}/",
-                model::SYSTEM_TENANT,
-                model::NODE_LEASE_NAMESPACE
-            ),
-        ));
-        let pods = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/"));
+    /// Runs through `client` until dropped.
+    pub async fn run(client: Client, config: NodeLifecycleConfig) {
+        let nodes = Arc::new(Informer::<Node>::new(client.api().source("/registry/nodes/")));
+        let leases = Arc::new(Informer::<Lease>::new(client.api().source(format!(
+            "/registry/leases/{}/{}/",
+            model::SYSTEM_TENANT,
+            model::NODE_LEASE_NAMESPACE
+        ))));
+        let pods = Arc::new(Informer::<Pod>::new(client.api().source("/registry/pods/")));
         let bound = BoundPods::default();
         let b = bound.clone();
         pods.on_change(move |change| track_bindings(&b, change));
@@ -118,8 +114,8 @@ impl NodeLifecycleController {
         pods.wait_synced().await;
         let this = Self {
             config,
-            nodes: Objects::new(store.clone()),
-            pods: Objects::new(store),
+            nodes: client.api(),
+            pods: client.api(),
             bound,
             missing_since: Mutex::default(),
         };
@@ -218,11 +214,13 @@ impl NodeLifecycleController {
         gone
     }
 
+    /// Marks a node Ready or not (its status) and taints it unreachable or not (its spec),
+    /// in that order.
     async fn set_ready(&self, name: &str, up: bool) {
         let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", name);
-        let result = self
+        let status = self
             .nodes
-            .modify(&key, |n| {
+            .modify_status(&key, |n| {
                 let status = n.status.get_or_insert_with(Default::default);
                 status.conditions.retain(|c| c.type_ != "Ready");
                 status.conditions.push(if up {
@@ -238,6 +236,16 @@ impl NodeLifecycleController {
                         "the node agent stopped renewing its lease",
                     )
                 });
+                true
+            })
+            .await;
+        let taints = self
+            .nodes
+            .modify(&key, |n| {
+                let tainted = n.spec.taints.iter().any(|t| t.key == UNREACHABLE_TAINT);
+                if tainted != up {
+                    return false;
+                }
                 n.spec.taints.retain(|t| t.key != UNREACHABLE_TAINT);
                 if !up {
                     for effect in ["NoSchedule", "NoExecute"] {
@@ -252,7 +260,7 @@ impl NodeLifecycleController {
                 true
             })
             .await;
-        if let Err(e) = result {
+        if let Err(e) = status.and(taints) {
             tracing::warn!(node = name, error = %e, "cannot update the node's readiness");
         }
     }

@@ -10,8 +10,7 @@ use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue};
 use centaurus_core::model::{
     self, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
 };
-use centaurus_core::objects::Objects;
-use centaurus_core::store::Store;
+use centaurus_client::{Api, Client};
 
 use crate::{is_ready, split_key};
 
@@ -27,8 +26,8 @@ const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
 /// Reconciles replica sets.
 pub struct ReplicaSetController {
-    pods: Objects<Pod>,
-    sets: Objects<ReplicaSet>,
+    pods: Api<Pod>,
+    sets: Api<ReplicaSet>,
     pod_cache: Cache<Pod>,
     expectations: Mutex<HashMap<String, Expectations>>,
 }
@@ -43,13 +42,13 @@ pub(crate) fn owned_pods(cache: &Cache<Pod>, tenant: &str, ns: &str, uid: &str) 
 }
 
 impl ReplicaSetController {
-    /// Runs the controller over `store` until dropped; `workers` reconcile at once.
-    pub async fn run(store: Arc<dyn Store>, workers: usize) {
-        let controller = Controller::<ReplicaSet>::new(store.clone(), "/registry/replicasets/")
-            .with_workers(workers);
+    /// Runs the controller through `client` until dropped; `workers` reconcile at once.
+    pub async fn run(client: Client, workers: usize) {
+        let controller =
+            Controller::<ReplicaSet>::new(client.api().source("/registry/replicasets/"))
+                .with_workers(workers);
         let pod_informer = Arc::new(centaurus_core::controller::Informer::<Pod>::new(
-            store.clone(),
-            "/registry/pods/",
+            client.api().source("/registry/pods/"),
         ));
         let queue = controller.queue().clone();
         pod_informer.on_change(move |change| {
@@ -67,8 +66,8 @@ impl ReplicaSetController {
             }
         });
         let reconciler = Self {
-            pods: Objects::new(store.clone()),
-            sets: Objects::new(store),
+            pods: client.api(),
+            sets: client.api(),
             pod_cache: pod_informer.cache(),
             expectations: Mutex::default(),
         };
@@ -204,7 +203,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
         };
         if rs.status.as_ref() != Some(&status) {
             self.sets
-                .modify(key, |r| {
+                .modify_status(key, |r| {
                     if r.metadata.uid != rs.metadata.uid || r.status.as_ref() == Some(&status) {
                         return false;
                     }

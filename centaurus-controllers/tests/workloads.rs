@@ -13,8 +13,10 @@ use centaurus_core::model::{
     Container, Deployment, DeploymentSpec, LabelSelector, ObjectMeta, Pod, PodSpec,
     PodTemplateSpec, Quantity, Resource, ResourceList, ResourceRequirements,
 };
-use centaurus_core::objects::Objects;
+use centaurus_api::region::LocalRegion;
+use centaurus_client::{Api, Client};
 use centaurus_core::store::{RedbStore, Store};
+use centaurus_tenancy::identity;
 use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
 use centaurus_sched::{Scheduler, SchedulerConfig};
 
@@ -63,7 +65,7 @@ fn deployment(replicas: i32, image: &str) -> Deployment {
 }
 
 async fn wait_for(
-    pods: &Objects<Pod>,
+    pods: &Api<Pod>,
     what: &str,
     secs: u64,
     ok: impl Fn(&[Pod]) -> bool,
@@ -104,23 +106,30 @@ fn running<'a>(all: &'a [Pod], image: &str) -> Vec<&'a Pod> {
         .collect()
 }
 
-/// A store, the scheduler, the controllers (fast lifecycle timings) and a fleet of `nodes`
-/// hollow nodes over three zones, heartbeating every 200 ms.
+/// An API server in this process, the scheduler, the controllers (fast lifecycle timings)
+/// and a fleet of `nodes` hollow nodes over three zones, heartbeating every 200 ms, each a
+/// client of the API; the client returned is an administrator's, with tenant `acme` and
+/// its namespace `prod` made.
 async fn region(
     nodes: usize,
 ) -> (
     tempfile::TempDir,
-    Arc<dyn Store>,
+    Client,
     Arc<Fleet>,
     Vec<tokio::task::JoinHandle<()>>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let local = LocalRegion::start(store, dir.path()).await.unwrap();
+    local.space("acme", "prod").await.unwrap();
+    let scheduler = Arc::new(Scheduler::new(
+        local.client(identity::SCHEDULER.identity()),
+        SchedulerConfig::default(),
+    ));
     let mut tasks = vec![
         tokio::spawn(scheduler.clone().run()),
         tokio::spawn(run_all(
-            store.clone(),
+            local.client(identity::CONTROLLERS.identity()),
             NodeLifecycleConfig {
                 period: Duration::from_millis(200),
                 eviction_timeout: Duration::from_secs(1),
@@ -128,7 +137,7 @@ async fn region(
             },
         )),
     ];
-    let fleet = Fleet::new(store.clone());
+    let fleet = Fleet::new(local.client(identity::NODE_FLEET.identity()));
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
     let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
@@ -152,14 +161,14 @@ async fn region(
         fleet.add(agent).await.unwrap();
     }
 
-    (dir, store, fleet, tasks)
+    (dir, local.admin(), fleet, tasks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_scale_roll_and_survive_a_zone_failure() {
-    let (_dir, store, fleet, tasks) = region(6).await;
-    let pods = Objects::<Pod>::new(store.clone());
-    let deployments = Objects::<Deployment>::new(store.clone());
+    let (_dir, admin, fleet, tasks) = region(6).await;
+    let pods = admin.api::<Pod>();
+    let deployments = admin.api::<Deployment>();
     let d = deployments
         .create(deployment(3, "busybox:1"))
         .await
@@ -243,7 +252,7 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
     })
     .await;
     assert_eq!(all.len(), 5);
-    let nodes = Objects::<centaurus_core::model::Node>::new(store.clone());
+    let nodes = admin.api::<centaurus_core::model::Node>();
     let lost = nodes
         .get("/registry/nodes/hollow-0")
         .await
@@ -269,10 +278,10 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_node_comes_back_or_its_pods_move() {
-    let (_dir, store, fleet, tasks) = region(3).await;
-    let pods = Objects::<Pod>::new(store.clone());
-    let nodes = Objects::<centaurus_core::model::Node>::new(store.clone());
-    Objects::<Deployment>::new(store.clone())
+    let (_dir, admin, fleet, tasks) = region(3).await;
+    let pods = admin.api::<Pod>();
+    let nodes = admin.api::<centaurus_core::model::Node>();
+    admin.api::<Deployment>()
         .create(deployment(3, "busybox:1"))
         .await
         .unwrap();

@@ -42,12 +42,148 @@ impl<R> Change<R> {
 
 type Handler<R> = Arc<dyn Fn(&Change<R>) + Send + Sync>;
 
-/// Keeps a local, eventually consistent copy of every object under a key prefix and tells
-/// handlers about each change. After a watch failure it resumes from the last revision; when
-/// that history is gone (compacted) it lists again and reports the difference.
-pub struct Informer<R: Resource> {
+/// One page of a listing, as an informer's source answers it.
+#[derive(Clone, Debug)]
+pub struct ListPage<R> {
+    /// The objects of the page, each with its `resourceVersion`.
+    pub items: Vec<R>,
+    /// The revision the whole listing shows (the first page's).
+    pub revision: Revision,
+    /// The token of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// A change as a source's watch delivers it.
+#[derive(Clone, Debug)]
+pub enum WatchEvent<R> {
+    /// Created or updated.
+    Put(R),
+    /// Deleted: the object's last state, its `resourceVersion` the deletion's revision.
+    Delete(R),
+    /// Nothing changed for the watcher up to this revision (Kubernetes' bookmark).
+    Bookmark(Revision),
+}
+
+/// Why a source could not list or watch.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The history asked for is gone: list again (Kubernetes' 410 Gone).
+    #[error("gone: {0}")]
+    Gone(String),
+    /// Anything else (transport, refusal); retried with backoff.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for SourceError {
+    fn from(e: StoreError) -> Self {
+        if e.is_gone() {
+            SourceError::Gone(e.to_string())
+        } else {
+            SourceError::Failed(e.to_string())
+        }
+    }
+}
+
+/// A stream of watch events.
+pub type WatchStream<R> =
+    futures::stream::BoxStream<'static, Result<WatchEvent<R>, SourceError>>;
+
+/// Where an informer lists and watches one kind: the API through `centaurus-client` (what
+/// every component uses), or a [`Store`] directly ([`StoreSource`], for code that runs
+/// beside the store).
+#[async_trait]
+pub trait ListWatch<R>: Send + Sync + 'static {
+    /// A page of at most `limit` objects; `next` is the token of the previous page.
+    async fn list(&self, limit: usize, next: Option<String>) -> Result<ListPage<R>, SourceError>;
+    /// Every change strictly after revision `after`, in order.
+    async fn watch(&self, after: Revision) -> Result<WatchStream<R>, SourceError>;
+}
+
+/// A [`ListWatch`] over the objects under a key prefix of a [`Store`].
+pub struct StoreSource {
     store: Arc<dyn Store>,
     prefix: String,
+}
+
+impl StoreSource {
+    /// The objects under `prefix` in `store`.
+    pub fn new(store: Arc<dyn Store>, prefix: impl Into<String>) -> Self {
+        Self {
+            store,
+            prefix: prefix.into(),
+        }
+    }
+}
+
+fn decode_or_skip<R: Resource>(key: &str, value: &[u8], revision: Revision) -> Option<R> {
+    crate::objects::decode(key, value, revision)
+        .map_err(|e| tracing::warn!(error = %e, kind = R::KIND, "skipping an undecodable object"))
+        .ok()
+}
+
+#[async_trait]
+impl<R: Resource> ListWatch<R> for StoreSource {
+    async fn list(&self, limit: usize, next: Option<String>) -> Result<ListPage<R>, SourceError> {
+        // The token is "{revision}/{last key}".
+        let (revision, after) = match next.as_deref().and_then(|t| t.split_once('/')) {
+            Some((rev, key)) => (
+                rev.parse()
+                    .map_err(|_| SourceError::Failed(format!("bad page token {next:?}")))?,
+                Some(format!("/{key}")),
+            ),
+            None => (0, None),
+        };
+        let page = self
+            .store
+            .range(
+                &self.prefix,
+                RangeOptions {
+                    limit,
+                    after,
+                    revision,
+                },
+            )
+            .await?;
+        let next = match (page.more, page.kvs.last()) {
+            (true, Some(kv)) => Some(format!("{}{}", page.revision, kv.key)),
+            _ => None,
+        };
+        Ok(ListPage {
+            items: page
+                .kvs
+                .iter()
+                .filter_map(|kv| decode_or_skip(&kv.key, &kv.value, kv.mod_revision))
+                .collect(),
+            revision: page.revision,
+            next,
+        })
+    }
+
+    async fn watch(&self, after: Revision) -> Result<WatchStream<R>, SourceError> {
+        let stream = self.store.watch(&self.prefix, after + 1).await?;
+        Ok(stream
+            .filter_map(|item| async move {
+                match item {
+                    Err(e) => Some(Err(SourceError::from(e))),
+                    Ok(event) => {
+                        let o = decode_or_skip::<R>(&event.kv.key, &event.kv.value, event.revision())?;
+                        Some(Ok(match event.kind {
+                            EventKind::Put => WatchEvent::Put(o),
+                            EventKind::Delete => WatchEvent::Delete(o),
+                        }))
+                    }
+                }
+            })
+            .boxed())
+    }
+}
+
+/// Keeps a local, eventually consistent copy of every object a [`ListWatch`] source
+/// serves and tells handlers about each change. After a watch failure it resumes from the
+/// last revision; when that history is gone it lists again and reports the difference.
+pub struct Informer<R: Resource> {
+    source: Arc<dyn ListWatch<R>>,
     cache: Arc<RwLock<BTreeMap<String, R>>>,
     handlers: Arc<RwLock<Vec<Handler<R>>>>,
     synced: watch::Sender<bool>,
@@ -55,16 +191,21 @@ pub struct Informer<R: Resource> {
 }
 
 impl<R: Resource> Informer<R> {
-    /// An informer of the objects under `prefix` (see `ResourceInfo::prefix`).
-    pub fn new(store: Arc<dyn Store>, prefix: impl Into<String>) -> Self {
+    /// An informer of what `source` lists and watches.
+    pub fn new(source: Arc<dyn ListWatch<R>>) -> Self {
         Self {
-            store,
-            prefix: prefix.into(),
+            source,
             cache: Arc::default(),
             handlers: Arc::default(),
             synced: watch::channel(false).0,
             page: 500,
         }
+    }
+
+    /// An informer of the objects under `prefix` (see `ResourceInfo::prefix`) of a store
+    /// it reads directly.
+    pub fn from_store(store: Arc<dyn Store>, prefix: impl Into<String>) -> Self {
+        Self::new(Arc::new(StoreSource::new(store, prefix)))
     }
 
     /// Registers a handler; it runs on the informer's task, so it must not block.
@@ -97,42 +238,24 @@ impl<R: Resource> Informer<R> {
         }
     }
 
-    fn decode(key: &str, value: &[u8], revision: Revision) -> Option<R> {
-        crate::objects::decode(key, value, revision)
-            .map_err(|e| tracing::warn!(error = %e, kind = R::KIND, "informer skips an undecodable object"))
-            .ok()
-    }
-
     /// Lists everything and replaces the cache, reporting the difference. Returns the
     /// revision to watch after.
-    async fn relist(&self) -> Result<Revision, StoreError> {
+    async fn relist(&self) -> Result<Revision, SourceError> {
         let mut fresh = BTreeMap::new();
-        let mut after = None;
+        let mut next = None;
         let mut revision = None;
         loop {
-            let page = self
-                .store
-                .range(
-                    &self.prefix,
-                    RangeOptions {
-                        limit: self.page,
-                        after: after.take(),
-                        revision: revision.unwrap_or(0),
-                    },
-                )
-                .await?;
-            // Every page at the first page's revision: the list is one state, and the watch
-            // from the next revision brings every later change once.
+            let page = self.source.list(self.page, next.take()).await?;
+            // Every page shows the first page's revision: the list is one state, and the
+            // watch after it brings every later change once.
             revision.get_or_insert(page.revision);
-            for kv in &page.kvs {
-                if let Some(o) = Self::decode(&kv.key, &kv.value, kv.mod_revision) {
-                    fresh.insert(kv.key.clone(), o);
-                }
+            for o in page.items {
+                fresh.insert(o.key(), o);
             }
-            if !page.more {
-                break;
+            match page.next {
+                Some(token) => next = Some(token),
+                None => break,
             }
-            after = page.kvs.last().map(|kv| kv.key.clone());
         }
         let changes = {
             let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -174,20 +297,20 @@ impl<R: Resource> Informer<R> {
                 None => match self.relist().await {
                     Ok(rev) => rev,
                     Err(e) => {
-                        tracing::warn!(prefix = %self.prefix, error = %e, "informer list failed");
+                        tracing::warn!(kind = R::KIND, error = %e, "informer list failed");
                         tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                 },
             };
             last = Some(from);
-            let mut stream = match self.store.watch(&self.prefix, from + 1).await {
+            let mut stream = match self.source.watch(from).await {
                 Ok(s) => s,
                 Err(e) => {
-                    if e.is_gone() {
+                    if matches!(e, SourceError::Gone(_)) {
                         last = None;
                     }
-                    tracing::warn!(prefix = %self.prefix, error = %e, "informer watch failed");
+                    tracing::warn!(kind = R::KIND, error = %e, "informer watch failed");
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
@@ -196,14 +319,13 @@ impl<R: Resource> Informer<R> {
                 match item {
                     Ok(event) => {
                         backoff.reset();
-                        last = Some(event.revision());
-                        self.apply(&event);
+                        last = Some(self.apply(event));
                     }
                     Err(e) => {
-                        if e.is_gone() {
+                        if matches!(e, SourceError::Gone(_)) {
                             last = None;
                         }
-                        tracing::info!(prefix = %self.prefix, error = %e, "informer watch ended; resuming");
+                        tracing::info!(kind = R::KIND, error = %e, "informer watch ended; resuming");
                         break;
                     }
                 }
@@ -212,39 +334,38 @@ impl<R: Resource> Informer<R> {
         }
     }
 
-    fn apply(&self, event: &crate::store::Event) {
-        let key = &event.kv.key;
-        let change = match event.kind {
-            EventKind::Put => {
-                let Some(new) = Self::decode(key, &event.kv.value, event.revision()) else {
-                    return;
-                };
+    /// Applies one event to the cache and returns its revision.
+    fn apply(&self, event: WatchEvent<R>) -> Revision {
+        let revision_of = |o: &R| o.meta().resource_version.parse().unwrap_or(0);
+        let (revision, change) = match event {
+            WatchEvent::Bookmark(rev) => return rev,
+            WatchEvent::Put(new) => {
                 let old = self
                     .cache
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.clone(), new.clone());
+                    .insert(new.key(), new.clone());
+                let rev = revision_of(&new);
                 match old {
-                    None => Change::Added(new),
+                    None => (rev, Change::Added(new)),
                     Some(old) if old.meta().resource_version == new.meta().resource_version => {
-                        return;
+                        return rev;
                     }
-                    Some(old) => Change::Modified { old, new },
+                    Some(old) => (rev, Change::Modified { old, new }),
                 }
             }
-            EventKind::Delete => {
+            WatchEvent::Delete(gone) => {
+                let rev = revision_of(&gone);
                 let old = self
                     .cache
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(key);
-                match old.or_else(|| Self::decode(key, &event.kv.value, event.revision())) {
-                    Some(o) => Change::Deleted(o),
-                    None => return,
-                }
+                    .remove(&gone.key());
+                (rev, Change::Deleted(old.unwrap_or(gone)))
             }
         };
         self.notify(change);
+        revision
     }
 }
 
@@ -533,16 +654,21 @@ pub struct Controller<R: Resource> {
 }
 
 impl<R: Resource> Controller<R> {
-    /// A controller of the objects under `prefix`.
-    pub fn new(store: Arc<dyn Store>, prefix: impl Into<String>) -> Self {
+    /// A controller of what `source` lists and watches.
+    pub fn new(source: Arc<dyn ListWatch<R>>) -> Self {
         Self {
-            informer: Arc::new(Informer::new(store, prefix)),
+            informer: Arc::new(Informer::new(source)),
             queue: WorkQueue::default(),
             ownership: Arc::new(OwnAll),
             workers: 2,
             resync: None,
             _kind: PhantomData,
         }
+    }
+
+    /// A controller of the objects under `prefix` of a store it reads directly.
+    pub fn from_store(store: Arc<dyn Store>, prefix: impl Into<String>) -> Self {
+        Self::new(Arc::new(StoreSource::new(store, prefix)))
     }
 
     /// Handles only the objects `ownership` gives this instance.

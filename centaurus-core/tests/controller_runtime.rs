@@ -87,7 +87,7 @@ async fn active_active_controllers_split_objects_by_ring() {
     let prefix = "/registry/pods/acme/";
     let mut tasks = Vec::new();
     for me in ["c1", "c2"] {
-        let controller = Controller::<Pod>::new(store.clone(), prefix)
+        let controller = Controller::<Pod>::from_store(store.clone(), prefix)
             .with_ownership(RingOwnership {
                 ring: ring.clone(),
                 me: me.into(),
@@ -173,7 +173,7 @@ async fn informer_reports_changes_with_store_revisions() {
         .create(&p.key(), serde_json::to_vec(&p).unwrap().into())
         .await
         .unwrap();
-    let informer = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/acme/"));
+    let informer = Arc::new(Informer::<Pod>::from_store(store.clone(), "/registry/pods/acme/"));
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let l = log.clone();
     informer.on_change(move |c| {
@@ -232,7 +232,7 @@ async fn informer_relists_after_falling_behind() {
     };
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open_with(dir.path().join("s.redb"), opts).unwrap());
-    let informer = Arc::new(Informer::<Pod>::new(store.clone(), "/registry/pods/acme/"));
+    let informer = Arc::new(Informer::<Pod>::from_store(store.clone(), "/registry/pods/acme/"));
     let task = tokio::spawn(informer.clone().run());
     informer.wait_synced().await;
     // Bursts far larger than the lag capacity, committed as few batches.

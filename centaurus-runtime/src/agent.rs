@@ -10,15 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use centaurus_core::controller::{Change, Informer};
+use centaurus_core::controller::{Change, Informer, WatchEvent};
 use centaurus_core::model::{
     self, Action, ActionStatus, Condition, ContainerState, ContainerStatus, LABEL_HOSTNAME,
     LABEL_ZONE, Lease, LeaseSpec, Node, NodeAddress, NodeInfo, NodeStatus, ObjectMeta, Pod,
     PodStatus, Resource, ResourceList, StateReason, StateRunning, StateTerminated, Time,
     VirtualMachineStatus,
 };
-use centaurus_core::objects::{ObjectError, Objects};
-use centaurus_core::store::Store;
+use centaurus_client::{Client, ClientError};
 use tokio::sync::watch;
 
 use crate::network::NetworkPlugin;
@@ -166,19 +165,19 @@ const NODE_CHECK_EVERY: u64 = 6;
 
 /// Node agents sharing one process and one pod watch.
 pub struct Fleet {
-    store: Arc<dyn Store>,
+    client: Client,
     agents: RwLock<HashMap<String, Arc<NodeAgent>>>,
     pods: Arc<Informer<Pod>>,
     actions: Arc<Informer<Action>>,
 }
 
 impl Fleet {
-    /// A fleet over `store`, with no agents yet.
-    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+    /// A fleet that reads and reports through `client`, with no agents yet.
+    pub fn new(client: Client) -> Arc<Self> {
         let fleet = Arc::new(Self {
-            pods: Arc::new(Informer::new(store.clone(), "/registry/pods/")),
-            actions: Arc::new(Informer::new(store.clone(), "/registry/actions/")),
-            store,
+            pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
+            actions: Arc::new(Informer::new(client.api().source("/registry/actions/"))),
+            client,
             agents: RwLock::default(),
         });
         let f = fleet.clone();
@@ -212,7 +211,7 @@ impl Fleet {
 
     /// Registers the agent's Node (updating capacity, labels and status of an existing
     /// one, keeping its taints) and starts its heartbeat.
-    pub async fn add(self: &Arc<Self>, agent: NodeAgent) -> Result<(), ObjectError> {
+    pub async fn add(self: &Arc<Self>, agent: NodeAgent) -> Result<(), ClientError> {
         let agent = Arc::new(agent);
         self.register(&agent).await?;
         for rt in agent.runtimes() {
@@ -275,31 +274,36 @@ impl Fleet {
 
     /// Registers the agent's Node, or updates capacity, labels and status of an existing one
     /// (keeping its taints).
-    async fn register(&self, agent: &NodeAgent) -> Result<(), ObjectError> {
-        let nodes = Objects::<Node>::new(self.store.clone());
+    async fn register(&self, agent: &NodeAgent) -> Result<(), ClientError> {
+        let nodes = self.client.api::<Node>();
         let fresh = agent.node_object();
-        let updated = nodes
-            .modify(&fresh.key(), |n| {
+        let key = fresh.key();
+        let labelled = nodes
+            .modify(&key, |n| {
+                let before = n.metadata.labels.clone();
                 n.metadata.labels.extend(fresh.metadata.labels.clone());
+                n.metadata.labels != before
+            })
+            .await?;
+        if labelled.is_none() {
+            match nodes.create(fresh.clone()).await {
+                Ok(_) => {}
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        nodes
+            .modify_status(&key, |n| {
                 n.status = fresh.status.clone();
                 true
             })
             .await?;
-        if updated.is_none() {
-            match nodes.create(fresh).await {
-                Ok(_)
-                | Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
-                    ..
-                })) => {}
-                Err(e) => return Err(e),
-            }
-        }
         Ok(())
     }
 
     /// Registers the agent's Node again when it was deleted while the agent runs.
-    async fn register_if_missing(&self, agent: &NodeAgent) -> Result<(), ObjectError> {
-        let nodes = Objects::<Node>::new(self.store.clone());
+    async fn register_if_missing(&self, agent: &NodeAgent) -> Result<(), ClientError> {
+        let nodes = self.client.api::<Node>();
         let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", agent.name());
         if nodes.get(&key).await?.is_none() {
             tracing::warn!(
@@ -311,8 +315,8 @@ impl Fleet {
         Ok(())
     }
 
-    async fn renew_lease(&self, agent: &NodeAgent) -> Result<(), ObjectError> {
-        let leases = Objects::<Lease>::new(self.store.clone());
+    async fn renew_lease(&self, agent: &NodeAgent) -> Result<(), ClientError> {
+        let leases = self.client.api::<Lease>();
         let mut lease = Lease::typed(ObjectMeta::namespaced(
             model::SYSTEM_TENANT,
             model::NODE_LEASE_NAMESPACE,
@@ -336,10 +340,8 @@ impl Fleet {
                 lease_transitions: Some(0),
             };
             match leases.create(lease).await {
-                Ok(_)
-                | Err(ObjectError::Store(centaurus_core::store::StoreError::AlreadyExists {
-                    ..
-                })) => {}
+                Ok(_) => {}
+                Err(e) if e.is_already_exists() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -407,34 +409,43 @@ impl Fleet {
     /// a list of the nodes, then a watch of them (no cache: only the label matters).
     async fn follow_power(self: Arc<Self>) {
         use futures::StreamExt as _;
+        let nodes = self.client.api::<Node>();
         let prefix = format!("/registry/{}/", Node::PLURAL);
         loop {
-            let listed = match centaurus_core::store::range_all(&*self.store, &prefix).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list nodes for power drills");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            let mut next = None;
+            let mut revision = None;
+            loop {
+                match nodes.list_page(&prefix, 500, next.take()).await {
+                    Ok(page) => {
+                        revision.get_or_insert(page.revision);
+                        page.items.iter().for_each(|n| self.power(n));
+                        match page.next {
+                            Some(t) => next = Some(t),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list nodes for power drills");
+                        revision = None;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
                 }
-            };
-            for kv in &listed.kvs {
-                self.power(&kv.value);
             }
-            let Ok(mut events) = self.store.watch(&prefix, listed.revision + 1).await else {
+            let Some(revision) = revision else { continue };
+            let Ok(mut events) = nodes.watch(&prefix, revision).await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
             while let Some(Ok(event)) = events.next().await {
-                if event.kind == centaurus_core::store::EventKind::Put {
-                    self.power(&event.kv.value);
+                if let WatchEvent::Put(node) = event {
+                    self.power(&node);
                 }
             }
         }
     }
 
-    fn power(&self, node: &[u8]) {
-        let Ok(node) = serde_json::from_slice::<Node>(node) else {
-            return;
-        };
+    fn power(&self, node: &Node) {
         let Some(agent) = self.agent(&node.metadata.name).filter(|a| a.is_hollow()) else {
             return;
         };
@@ -529,7 +540,7 @@ impl Fleet {
                 (Err(e), _) => Err(e),
                 (_, None) => Err(format!("pod {} is not a VM pod", pa.pod_name)),
             };
-            let actions = Objects::<Action>::new(fleet.store.clone());
+            let actions = fleet.client.api::<Action>();
             let status = match result {
                 Ok(message) => ActionStatus {
                     complete: true,
@@ -542,16 +553,25 @@ impl Fleet {
                     message,
                 },
             };
+            let node = &pod.spec.node_name;
             let written = actions
                 .modify(&action.key(), |a| {
-                    if a.status.as_ref().is_some_and(|s| s.complete) {
-                        return false;
-                    }
-                    a.spec.node_name.clone_from(&pod.spec.node_name);
-                    a.status = Some(status.clone());
-                    true
+                    let changed = a.spec.node_name != *node;
+                    a.spec.node_name.clone_from(node);
+                    changed
                 })
                 .await;
+            let written = written.and(
+                actions
+                    .modify_status(&action.key(), |a| {
+                        if a.status.as_ref().is_some_and(|s| s.complete) {
+                            return false;
+                        }
+                        a.status = Some(status.clone());
+                        true
+                    })
+                    .await,
+            );
             if let Err(e) = written {
                 tracing::warn!(action = action.metadata.name, error = %e, "cannot record the action's result");
             }
@@ -712,11 +732,11 @@ impl PodWorker {
     }
 
     async fn set_ip(&self, ip: &str) {
-        let pods = Objects::<Pod>::new(self.fleet.store.clone());
+        let pods = self.fleet.client.api::<Pod>();
         let host_ip = self.agent.config.address.clone();
         let uid = self.uid.clone();
         let _ = pods
-            .modify(&self.key, |p| {
+            .modify_status(&self.key, |p| {
                 if p.metadata.uid != uid {
                     return false;
                 }
@@ -792,10 +812,10 @@ impl PodWorker {
     }
 
     async fn report(&self, status: &PodStatus) {
-        let pods = Objects::<Pod>::new(self.fleet.store.clone());
+        let pods = self.fleet.client.api::<Pod>();
         let uid = self.uid.clone();
         let result = pods
-            .modify(&self.key, |p| {
+            .modify_status(&self.key, |p| {
                 if p.metadata.uid != uid {
                     return false;
                 }

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use centaurus_core::model::{Network, Pod, Resource};
-use centaurus_core::objects::Objects;
-use centaurus_core::store::Store;
+use centaurus_client::Client;
 use centaurus_vpc::kinds::{Endpoint, EndpointStatus, FAILED, PROVISIONED};
 use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;
@@ -24,7 +23,7 @@ use crate::{NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {
-    store: Arc<dyn Store>,
+    client: Client,
     flat: Arc<dyn NetworkPlugin>,
     wiring: Option<Wiring>,
     timeout: Duration,
@@ -59,13 +58,13 @@ impl VpcNetwork {
     /// Pods on `vpc` networks wait for their endpoint, `timeout` at a time (then the node
     /// agent reports why and tries again); `flat` pods use `flat`. `wiring` makes namespaces and veth pairs (real nodes).
     pub fn new(
-        store: Arc<dyn Store>,
+        client: Client,
         flat: Arc<dyn NetworkPlugin>,
         wiring: Option<Wiring>,
         timeout: Duration,
     ) -> Self {
         Self {
-            store,
+            client,
             flat,
             wiring,
             timeout,
@@ -106,14 +105,17 @@ impl VpcNetwork {
         what: &str,
         ready: impl Fn(&R) -> Result<Option<T>>,
     ) -> Result<T> {
-        let objects = Objects::<R>::new(self.store.clone());
+        let objects = self.client.api::<R>();
         let deadline = Instant::now() + self.timeout;
         let mut delay = Duration::from_millis(5);
         loop {
-            if let Some(o) = objects
-                .get(key)
-                .await
-                .map_err(|e| RuntimeError::Unsupported(e.to_string()))?
+            let found = match objects.get(key).await {
+                Ok(o) => o,
+                // An API server restarting or busy: look again.
+                Err(e) if e.is_transient() => None,
+                Err(e) => return Err(RuntimeError::Unsupported(e.to_string())),
+            };
+            if let Some(o) = found
                 && let Some(t) = ready(&o)?
             {
                 return Ok(t);

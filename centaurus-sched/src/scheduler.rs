@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use centaurus_client::Client;
 use centaurus_core::controller::{Change, Informer, OwnAll, Ownership};
 use centaurus_core::model::{Node, Pod, Resource};
-use centaurus_core::objects::Objects;
-use centaurus_core::store::Store;
 use tokio::sync::Semaphore;
 
-use crate::binder::{BindError, Binder, PodBinder, set_scheduled};
+use crate::binder::{BindError, Binder, PodBinder};
 use crate::cluster::{ClusterState, PodInfo};
 use crate::plugins::{FilterPlugin, ScorePlugin, default_filters, default_scores};
 use crate::queue::SchedulingQueue;
@@ -68,7 +67,7 @@ pub struct SchedulerStats {
 
 /// One scheduler instance.
 pub struct Scheduler {
-    store: Arc<dyn Store>,
+    client: Client,
     config: SchedulerConfig,
     binder: Arc<dyn Binder>,
     cluster: Arc<Mutex<ClusterState>>,
@@ -83,22 +82,18 @@ fn is_terminal(pod: &Pod) -> bool {
 }
 
 impl Scheduler {
-    /// A scheduler over `store` binding with [`PodBinder`].
-    pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> Self {
-        let binder = Arc::new(PodBinder::new(store.clone()));
-        Self::with_binder(store, config, binder)
+    /// A scheduler through `client`, binding with [`PodBinder`].
+    pub fn new(client: Client, config: SchedulerConfig) -> Self {
+        let binder = Arc::new(PodBinder::new(client.clone()));
+        Self::with_binder(client, config, binder)
     }
 
     /// A scheduler with its own binder (a [`crate::LedgerBinder`] when several run).
-    pub fn with_binder(
-        store: Arc<dyn Store>,
-        config: SchedulerConfig,
-        binder: Arc<dyn Binder>,
-    ) -> Self {
+    pub fn with_binder(client: Client, config: SchedulerConfig, binder: Arc<dyn Binder>) -> Self {
         Self {
-            pods: Arc::new(Informer::new(store.clone(), "/registry/pods/")),
-            nodes: Arc::new(Informer::new(store.clone(), "/registry/nodes/")),
-            store,
+            pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
+            nodes: Arc::new(Informer::new(client.api().source("/registry/nodes/"))),
+            client,
             config,
             binder,
             cluster: Arc::default(),
@@ -297,9 +292,10 @@ impl Scheduler {
     /// Records why the pod waits in its `PodScheduled` condition, as kube-scheduler does,
     /// when the message changed.
     async fn report_unschedulable(&self, info: &PodInfo, message: String) {
-        let pods = Objects::<Pod>::new(self.store.clone());
-        let result = pods
-            .modify(&info.key, |pod| {
+        let result = self
+            .client
+            .api::<Pod>()
+            .modify_status(&info.key, |pod| {
                 if !pod.spec.node_name.is_empty() || pod.metadata.uid != info.pod.metadata.uid {
                     return false;
                 }
@@ -311,7 +307,7 @@ impl Scheduler {
                 if already {
                     return false;
                 }
-                set_scheduled(pod, "False", "Unschedulable", &message);
+                centaurus_core::model::set_pod_scheduled(pod, "False", "Unschedulable", &message);
                 true
             })
             .await;

@@ -107,11 +107,11 @@ impl TenantGate {
     /// A gate that keeps roles and grants in informer caches (started here, on the current
     /// tokio runtime) and returns once both are loaded.
     pub async fn cached(store: Arc<dyn Store>) -> Self {
-        let roles = Arc::new(Informer::<Role>::new(
+        let roles = Arc::new(Informer::<Role>::from_store(
             store.clone(),
             format!("/registry/{}/", Role::PLURAL),
         ));
-        let grants = Arc::new(Informer::<Grant>::new(
+        let grants = Arc::new(Informer::<Grant>::from_store(
             store.clone(),
             format!("/registry/{}/", Grant::PLURAL),
         ));

@@ -10,12 +10,13 @@
 
 pub mod authn;
 pub mod gate;
+pub mod identity;
 pub mod kinds;
 pub mod quota;
 
 pub use authn::{
     Authenticator, AuthenticatorChain, AuthnLayer, ClientCert, ClientCertAuthenticator,
-    Credentials, TenantBound, TokenFile,
+    Credentials, InProcessCaller, TenantBound, TokenFile,
 };
 pub use centaurus_core::model::SYSTEM_TENANT;
 pub use gate::{Attributes, Authorizer, Denied, TenantGate, Verb};

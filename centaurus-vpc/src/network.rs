@@ -10,15 +10,12 @@
 //!   the pod. Pods on `flat` networks get none.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use centaurus_core::controller::{Controller, Reconciler, Requeue};
+use centaurus_client::{Client, ClientError};
 use centaurus_core::model::{Network, Node, Pod, Resource, Tenant};
-use centaurus_core::objects::{ObjectError, Objects};
-use centaurus_core::store::{Store, StoreError};
 
-use crate::admission::{CreateError, NetworkAdmission};
 use crate::ipam::format_mac;
 use crate::kinds::{Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
 
@@ -27,38 +24,34 @@ pub const NETWORK_LABEL: &str = "arktos.futurewei.com/network";
 /// The range of each tenant's default VPC and subnet.
 pub const DEFAULT_CIDR: &str = "10.0.0.0/16";
 
-fn created<R>(r: Result<R, CreateError>) -> Result<(), String> {
+fn created<R>(r: Result<R, ClientError>) -> Result<(), String> {
     match r {
-        Ok(_) | Err(CreateError::Object(ObjectError::Store(StoreError::AlreadyExists { .. }))) => {
-            Ok(())
-        }
+        Ok(_) => Ok(()),
+        Err(e) if e.is_already_exists() => Ok(()),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// Runs the network controller over `store` until dropped. `admission` must be the one the
-/// API server runs, so the objects it creates are checked in the same order.
-pub async fn run(store: Arc<dyn Store>, admission: NetworkAdmission) {
-    let tenants = Controller::<Tenant>::new(store.clone(), "/registry/tenants/");
+/// Runs the network controller through `client` until dropped. What it creates passes the
+/// API server's Mizar admission like any other request.
+pub async fn run(client: Client) {
+    let tenants = Controller::<Tenant>::new(client.api().source("/registry/tenants/"));
     // A VPC turning Provisioned marks its tenant's network Ready.
-    let vpcs = Controller::<Vpc>::new(store.clone(), "/registry/vpcs/");
+    let vpcs = Controller::<Vpc>::new(client.api().source("/registry/vpcs/"));
     {
         let queue = tenants.queue().clone();
         vpcs.informer().on_change(move |c| {
             queue.add(&format!("/registry/tenants/{}", c.object().metadata.tenant));
         });
     }
-    let n = NetworkController {
-        store: store.clone(),
-        admission,
-    };
+    let nodes = Controller::<Node>::new(client.api().source("/registry/nodes/"));
+    let pods = Controller::<Pod>::new(client.api().source("/registry/pods/")).with_workers(4);
+    let n = NetworkController { client };
     tokio::join!(
         tenants.run(n.clone()),
         vpcs.run(Ignore),
-        Controller::<Node>::new(store.clone(), "/registry/nodes/").run(n.clone()),
-        Controller::<Pod>::new(store, "/registry/pods/")
-            .with_workers(4)
-            .run(n),
+        nodes.run(n.clone()),
+        pods.run(n),
     );
 }
 
@@ -73,8 +66,7 @@ impl Reconciler<Vpc> for Ignore {
 
 #[derive(Clone)]
 struct NetworkController {
-    store: Arc<dyn Store>,
-    admission: NetworkAdmission,
+    client: Client,
 }
 
 #[async_trait]
@@ -89,7 +81,7 @@ impl Reconciler<Tenant> for NetworkController {
             return Ok(Requeue::Done);
         }
         let name = t.metadata.name.clone();
-        let networks = Objects::<Network>::new(self.store.clone());
+        let networks = self.client.api::<Network>();
         let key = format!("/registry/networks/{name}/default");
         if networks
             .get(&key)
@@ -103,15 +95,7 @@ impl Reconciler<Tenant> for NetworkController {
             n.spec.type_ = "vpc".into();
             n.spec.vpc_id = "default".into();
             n.spec.cidrs = vec![DEFAULT_CIDR.into()];
-            n.status = Some(centaurus_core::model::NetworkStatus {
-                phase: "Pending".into(),
-                message: String::new(),
-            });
-            match networks.create(n).await {
-                Ok(_) => {}
-                Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
-                Err(e) => return Err(e.to_string()),
-            }
+            created(networks.create(n).await)?;
         }
         let Some(net) = networks.get(&key).await.map_err(|e| e.to_string())? else {
             return Ok(Requeue::Done);
@@ -120,7 +104,9 @@ impl Reconciler<Tenant> for NetworkController {
             return Ok(Requeue::Done);
         }
         let vpc_key = format!("/registry/vpcs/{name}/{}", net.spec.vpc_id);
-        let vpc = Objects::<Vpc>::new(self.store.clone())
+        let vpc = self
+            .client
+            .api::<Vpc>()
             .get(&vpc_key)
             .await
             .map_err(|e| e.to_string())?;
@@ -130,21 +116,21 @@ impl Reconciler<Tenant> for NetworkController {
             v.metadata.tenant = name.clone();
             v.spec.cidr = DEFAULT_CIDR.into();
             v.spec.dividers = 1;
-            created(self.admission.create(&self.store, v).await)?;
+            created(self.client.api().create(v).await)?;
             let mut s = Subnet::default();
             s.metadata.name = "default".into();
             s.metadata.tenant = name.clone();
             s.spec.cidr = DEFAULT_CIDR.into();
             s.spec.vpc = net.spec.vpc_id.clone();
             s.spec.bouncers = 1;
-            created(self.admission.create(&self.store, s).await)?;
+            created(self.client.api().create(s).await)?;
         }
         let ready = vpc
             .and_then(|v| v.status)
             .is_some_and(|s| s.progress.phase == PROVISIONED);
         if ready {
             networks
-                .modify(&key, |n| {
+                .modify_status(&key, |n| {
                     let s = n.status.get_or_insert_with(Default::default);
                     if s.phase == "Ready" {
                         return false;
@@ -168,7 +154,7 @@ fn droplet_mac(ip: Ipv4Addr) -> String {
 #[async_trait]
 impl Reconciler<Node> for NetworkController {
     async fn reconcile(&self, key: &str, node: Option<Node>) -> Result<Requeue, String> {
-        let droplets = Objects::<Droplet>::new(self.store.clone());
+        let droplets = self.client.api::<Droplet>();
         let name = key.rsplit('/').next().unwrap_or_default();
         let Some(node) = node else {
             droplets
@@ -199,18 +185,15 @@ impl Reconciler<Node> for NetworkController {
         d.spec.mac = droplet_mac(ip);
         d.spec.ifname = "eth0".into();
         d.spec.node = name.to_owned();
-        match droplets.create(d).await {
-            Ok(_) => Ok(Requeue::Done),
-            Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => Ok(Requeue::Done),
-            Err(e) => Err(e.to_string()),
-        }
+        created(droplets.create(d).await)?;
+        Ok(Requeue::Done)
     }
 }
 
 #[async_trait]
 impl Reconciler<Pod> for NetworkController {
     async fn reconcile(&self, key: &str, pod: Option<Pod>) -> Result<Requeue, String> {
-        let endpoints = Objects::<Endpoint>::new(self.store.clone());
+        let endpoints = self.client.api::<Endpoint>();
         let ep_key = key.replacen("/registry/pods/", "/registry/endpoints/", 1);
         let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
             endpoints
@@ -234,7 +217,9 @@ impl Reconciler<Pod> for NetworkController {
             .labels
             .get(NETWORK_LABEL)
             .map_or("default", String::as_str);
-        let net = Objects::<Network>::new(self.store.clone())
+        let net = self
+            .client
+            .api::<Network>()
             .get(&format!("/registry/networks/{tenant}/{network}"))
             .await
             .map_err(|e| e.to_string())?;
@@ -253,7 +238,7 @@ impl Reconciler<Pod> for NetworkController {
         e.spec.vpc = net.spec.vpc_id.clone();
         e.spec.droplet = pod.spec.node_name.clone();
         e.spec.pod = pod.metadata.name.clone();
-        created(self.admission.create(&self.store, e).await)?;
+        created(self.client.api().create(e).await)?;
         Ok(Requeue::Done)
     }
 }

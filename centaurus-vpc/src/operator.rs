@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use centaurus_core::controller::{Backoff, Change, Informer, WorkQueue};
 use centaurus_core::model::{self, Resource};
-use centaurus_core::objects::{ObjectError, Objects};
+use centaurus_client::Client;
 use centaurus_core::ring::{HashRing, stable_hash};
-use centaurus_core::store::{Store, StoreError};
 
 use crate::dataplane::Dataplane;
 use crate::ipam::{Ipv4Cidr, format_mac, parse_mac};
@@ -61,7 +60,7 @@ pub struct OperatorStats {
 
 /// One operator replica.
 pub struct Operator {
-    store: Arc<dyn Store>,
+    client: Client,
     dataplane: Arc<dyn Dataplane>,
     cfg: OperatorConfig,
     plane: Mutex<Plane>,
@@ -88,19 +87,20 @@ fn now_delay(meta: &model::ObjectMeta) -> Option<f64> {
 }
 
 impl Operator {
-    /// A replica over `store`, programming hosts through `dataplane`.
+    /// A replica that reads and writes through `client`, programming hosts through
+    /// `dataplane`.
     pub fn new(
-        store: Arc<dyn Store>,
+        client: Client,
         dataplane: Arc<dyn Dataplane>,
         cfg: OperatorConfig,
     ) -> Result<Arc<Self>, crate::local::LocalError> {
         let local = LocalStore::open(&cfg.state_file)?;
         Ok(Arc::new(Self {
-            droplets: Arc::new(Informer::new(store.clone(), "/registry/droplets/")),
-            vpcs: Arc::new(Informer::new(store.clone(), "/registry/vpcs/")),
-            subnets: Arc::new(Informer::new(store.clone(), "/registry/subnets/")),
-            endpoints: Arc::new(Informer::new(store.clone(), "/registry/endpoints/")),
-            store,
+            droplets: Arc::new(Informer::new(client.api().source("/registry/droplets/"))),
+            vpcs: Arc::new(Informer::new(client.api().source("/registry/vpcs/"))),
+            subnets: Arc::new(Informer::new(client.api().source("/registry/subnets/"))),
+            endpoints: Arc::new(Informer::new(client.api().source("/registry/endpoints/"))),
+            client,
             dataplane,
             cfg,
             plane: Mutex::new(Plane::new()),
@@ -394,9 +394,9 @@ impl Operator {
     }
 
     async fn reconcile_droplet(&self, key: &str) -> Result<Option<Duration>, String> {
-        let objects = Objects::<Droplet>::new(self.store.clone());
-        objects
-            .modify(key, |d| {
+        self.client
+            .api::<Droplet>()
+            .modify_status(key, |d| {
                 let s = d.status.get_or_insert_with(Default::default);
                 if s.phase == PROVISIONED {
                     return false;
@@ -462,8 +462,9 @@ impl Operator {
         let wrote = Arc::new(AtomicU64::new(0));
         let mut change = change;
         let w = wrote.clone();
-        Objects::<R>::new(self.store.clone())
-            .modify(key, move |o| {
+        self.client
+            .api::<R>()
+            .modify_status(key, move |o| {
                 let changed = change(o);
                 if changed {
                     w.fetch_add(1, Ordering::Relaxed);
@@ -471,7 +472,7 @@ impl Operator {
                 changed
             })
             .await
-            .map_err(|e: ObjectError| e.to_string())?;
+            .map_err(|e| e.to_string())?;
         if provisioned && wrote.load(Ordering::Relaxed) > 0 {
             self.stats.provisioned.fetch_add(1, Ordering::Relaxed);
         }
@@ -506,10 +507,20 @@ impl Operator {
         had: &[String],
         now: &[String],
     ) -> Result<(), String> {
-        let objects = Objects::<R>::new(self.store.clone());
+        let objects = self.client.api::<R>();
         for d in now.iter().filter(|d| !had.contains(d)) {
-            match objects.create(R::of(tenant, vpc, owner, vni, d)).await {
-                Ok(_) | Err(ObjectError::Store(StoreError::AlreadyExists { .. })) => {}
+            let want = R::of(tenant, vpc, owner, vni, d);
+            match objects.create(want.clone()).await {
+                // Role objects are born provisioned; the status goes in its own write.
+                Ok(created) => {
+                    let mut want = want;
+                    *want.meta_mut() = created.meta().clone();
+                    objects
+                        .update_status(&want)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(e) if e.is_already_exists() => {}
                 Err(e) => return Err(e.to_string()),
             }
         }

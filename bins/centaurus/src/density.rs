@@ -1,8 +1,9 @@
 //! `centaurus density`: pod startup latency and scheduling throughput of an in-process
 //! region (embedded store, scheduler, node agents), and the cost of node heartbeats.
 //!
-//! Pods are written to the store as a controller would (the API's own cost is what
-//! `centaurusctl load` measures). Startup latency runs from just before a pod's create to
+//! Every component is a client of an in-process API server (the in-process transport, as
+//! in `centaurus up`), and pods are created through it as a controller would create them
+//! (the cost of HTTPS is what `centaurusctl load` measures). Startup latency runs from just before a pod's create to
 //! the moment a watch sees it `Ready` (with `--no-agents`: bound to a node). Two phases:
 //! *saturation* creates every pod at once and reports pods per second; *latency* creates
 //! pods at `--rate` per second and reports p50/p99, as Kubernetes' density tests do.
@@ -19,8 +20,12 @@ use centaurus_core::model::{
     Container, LABEL_ZONE, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
     Resource, ResourceRequirements, VirtualMachine, node_ready_condition,
 };
-use centaurus_core::objects::Objects;
-use centaurus_core::store::{EventKind, RedbStore, Store};
+use centaurus_api::local::InProcess;
+use centaurus_client::{Api, Client};
+use centaurus_core::controller::WatchEvent;
+use centaurus_core::model::Namespace;
+use centaurus_core::store::{RedbStore, Store};
+use centaurus_tenancy::{Identity, TokenFile, identity};
 use centaurus_runtime::Fleet;
 use centaurus_sched::scheduler::mean_decision;
 use centaurus_sched::{Scheduler, SchedulerConfig};
@@ -205,18 +210,37 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open(dir.join("store.redb")).context("opening the density store")?);
     region::bootstrap(&*store).await?;
-    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let tokens = Arc::new(TokenFile::load(dir.join("tokens.csv")).await?);
+    let (_api, router) = region::app(store.clone(), tokens, Default::default()).await;
+    let client = |id: Identity| InProcess::client(router.clone(), id);
+    let admin = client(Identity {
+        user: "density".into(),
+        tenant: centaurus_core::model::SYSTEM_TENANT.into(),
+        groups: Vec::new(),
+        tenant_uid: None,
+    });
+    let mut ns = Namespace::typed(ObjectMeta::named("density"));
+    ns.metadata.tenant = centaurus_core::model::SYSTEM_TENANT.into();
+    match admin.api::<Namespace>().create(ns).await {
+        Ok(_) => {}
+        Err(e) if e.is_already_exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let scheduler = Arc::new(Scheduler::new(
+        client(identity::SCHEDULER.identity()),
+        SchedulerConfig::default(),
+    ));
     let (stats, cluster) = (scheduler.stats(), scheduler.cluster());
     let mut tasks = vec![tokio::spawn(scheduler.run())];
-    let fleet = Fleet::new(store.clone());
+    let agents = client(identity::NODE_FLEET.identity());
+    let fleet = Fleet::new(agents.clone());
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
 
     if d.vpc {
         tasks.extend(crate::up::start_network(
-            store.clone(),
+            &|c: identity::Component| client(c.identity()),
             dir,
-            centaurus_vpc::admission::NetworkAdmission::new(),
             (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
         )?);
     }
@@ -224,7 +248,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     let rss0 = rss_mib();
     match (d.workload, d.no_agents) {
         (Workload::Hollow, true) => {
-            let nodes = Objects::<Node>::new(store.clone());
+            let nodes = admin.api::<Node>();
             let sem = Arc::new(tokio::sync::Semaphore::new(64));
             let mut set = tokio::task::JoinSet::new();
             for i in 0..d.nodes {
@@ -241,7 +265,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
             }
         }
         (Workload::Hollow, false) => {
-            let vpc = d.vpc.then(|| store.clone());
+            let vpc = d.vpc.then(|| agents.clone());
             for agent in
                 crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat), vpc)
             {
@@ -314,11 +338,11 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     }
 
     if d.pods > 0 {
-        let t = phase(&store, &d, "saturation", d.pods, None).await?;
+        let t = phase(&admin, &d, "saturation", d.pods, None).await?;
         report(&t, "saturation", d.pods);
     }
     if d.latency_pods > 0 {
-        let t = phase(&store, &d, "latency", d.latency_pods, Some(d.rate)).await?;
+        let t = phase(&admin, &d, "latency", d.latency_pods, Some(d.rate)).await?;
         report(&t, &format!("latency at {} pods/s", d.rate), d.latency_pods);
     }
     println!(
@@ -330,7 +354,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     );
     // Real workloads stop with the run.
     if d.workload != Workload::Hollow {
-        let pods = Objects::<Pod>::new(store.clone());
+        let pods = admin.api::<Pod>();
         for p in pods.list("/registry/pods/").await? {
             let _ = pods.delete(&p.key(), None).await;
         }
@@ -345,7 +369,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
 
 /// Creates `count` pods (all at once, or at `rate` per second) and waits until each started.
 async fn phase(
-    store: &Arc<dyn Store>,
+    client: &Client,
     d: &Density,
     name: &str,
     count: usize,
@@ -353,17 +377,14 @@ async fn phase(
 ) -> anyhow::Result<Tracker> {
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let bound_only = d.no_agents;
-    let mut events = store
-        .watch("/registry/pods/", store.revision().await? + 1)
-        .await?;
+    let pods: Api<Pod> = client.api();
+    let now = pods.list_page("/registry/pods/", 1, None).await?.revision;
+    let mut events = pods.watch("/registry/pods/", now).await?;
     let watcher = {
         let tracker = tracker.clone();
         tokio::spawn(async move {
             while let Some(Ok(ev)) = events.next().await {
-                if ev.kind == EventKind::Delete {
-                    continue;
-                }
-                let Ok(p) = serde_json::from_slice::<Pod>(&ev.kv.value) else {
+                let WatchEvent::Put(p) = ev else {
                     continue;
                 };
                 if !started(&p, bound_only) {
@@ -381,7 +402,6 @@ async fn phase(
             }
         })
     };
-    let pods = Objects::<Pod>::new(store.clone());
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut set = tokio::task::JoinSet::new();
     let begin = Instant::now();

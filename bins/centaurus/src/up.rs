@@ -15,6 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
+use centaurus_client::Client;
+use centaurus_tenancy::identity;
 use centaurus_controllers::NodeLifecycleConfig;
 use centaurus_core::model::{self, Pod, Quantity, ResourceList};
 use centaurus_core::store::{RedbStore, Store};
@@ -107,18 +109,13 @@ pub async fn run(
             if c.droplets > 0 {
                 testbed = Some(start_droplets(data_dir, c.droplets)?);
             }
-            let (fleet, mut tasks) =
-                start_compute(store.clone(), data_dir, c, testbed.as_ref()).await?;
+            let (fleet, mut tasks) = start_compute(&region, data_dir, c, testbed.as_ref()).await?;
             let dataplane: (Arc<dyn Dataplane>, _) = match &testbed {
                 Some(bed) => (Arc::new(bed.dataplane()), "BPF (TC hook)"),
                 None => (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
             };
-            tasks.extend(start_network(
-                store,
-                data_dir,
-                region.network_admission.clone(),
-                dataplane,
-            )?);
+            let clients = |c: identity::Component| region.client(c.identity());
+            tasks.extend(start_network(&clients, data_dir, dataplane)?);
             region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
             (Some(fleet), tasks)
         }
@@ -180,15 +177,14 @@ fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
 /// Starts the VPC plane: one operator replica programming `dataplane` (the droplets' BPF
 /// datapath, or the simulated one, as its name says) and the network controller.
 pub(crate) fn start_network(
-    store: Arc<dyn Store>,
+    clients: &dyn Fn(identity::Component) -> Client,
     data_dir: &Path,
-    admission: centaurus_vpc::admission::NetworkAdmission,
     (dataplane, kind): (Arc<dyn Dataplane>, &str),
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use centaurus_core::ring::{HashRing, RingConfig};
     let name = "vpc-operator-0";
     let operator = centaurus_vpc::operator::Operator::new(
-        store.clone(),
+        clients(identity::VPC_OPERATOR),
         dataplane,
         centaurus_vpc::operator::OperatorConfig {
             name: name.into(),
@@ -205,7 +201,9 @@ pub(crate) fn start_network(
     println!("centaurus: vpc plane: operator {name} on the {kind} dataplane, network controller");
     Ok(vec![
         tokio::spawn(operator.run()),
-        tokio::spawn(centaurus_vpc::network::run(store, admission)),
+        tokio::spawn(centaurus_vpc::network::run(clients(
+            identity::NETWORK_CONTROLLER,
+        ))),
     ])
 }
 
@@ -227,27 +225,31 @@ impl PodLogs for FleetLogs {
 /// Starts the scheduler, the controllers and the node agents (one per droplet of
 /// `droplets`).
 async fn start_compute(
-    store: Arc<dyn Store>,
+    region: &Region,
     data_dir: &Path,
     compute: &Compute,
     droplets: Option<&Testbed>,
 ) -> anyhow::Result<(Arc<Fleet>, Vec<tokio::task::JoinHandle<()>>)> {
-    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let scheduler = Arc::new(Scheduler::new(
+        region.client(identity::SCHEDULER.identity()),
+        SchedulerConfig::default(),
+    ));
     let mut tasks = vec![
         tokio::spawn(scheduler.run()),
         tokio::spawn(centaurus_controllers::run_all(
-            store.clone(),
+            region.client(identity::CONTROLLERS.identity()),
             NodeLifecycleConfig {
                 eviction_timeout: compute.eviction_timeout,
                 ..Default::default()
             },
         )),
     ];
-    let fleet = Fleet::new(store.clone());
+    let agents = region.client(identity::NODE_FLEET.identity());
+    let fleet = Fleet::new(agents.clone());
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
     if compute.local_agent {
-        match local_agent(&data_dir.join("node"), Some(store.clone())) {
+        match local_agent(&data_dir.join("node"), Some(agents.clone())) {
             Some((agent, what)) => {
                 let name = agent.name().to_owned();
                 fleet.add(agent).await?;
@@ -259,7 +261,7 @@ async fn start_compute(
         }
     }
     if let Some(bed) = droplets {
-        for agent in droplet_agents(data_dir, bed, store.clone()) {
+        for agent in droplet_agents(data_dir, bed, agents.clone()) {
             let name = agent.name().to_owned();
             fleet.add(agent).await?;
             println!("centaurus: node {name} runs container pods (runc) on its droplet");
@@ -270,7 +272,7 @@ async fn start_compute(
             compute.hollow_nodes,
             compute.zones,
             Duration::from_secs(10),
-            Some(store.clone()),
+            Some(agents.clone()),
         ) {
             fleet.add(agent).await?;
         }
@@ -292,7 +294,7 @@ fn list(pairs: &[(&str, String)]) -> ResourceList {
 
 /// The node agent of this host with the real runtimes (runc, and QEMU when present) and
 /// what it runs; None without root or runc.
-pub(crate) fn local_agent(root: &Path, vpc: Option<Arc<dyn Store>>) -> Option<(NodeAgent, String)> {
+pub(crate) fn local_agent(root: &Path, vpc: Option<Client>) -> Option<(NodeAgent, String)> {
     if !RuncRuntime::available() {
         return None;
     }
@@ -346,7 +348,7 @@ fn real_node(name: String, zone: &str, address: String, vms: u32) -> AgentConfig
 /// have their host side in the droplet, at the droplet's endpoint MTU (with `xdp_pass` on
 /// the pod's side when the droplets run XDP). Pods on flat networks share this machine's
 /// bridge.
-fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<NodeAgent> {
+fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAgent> {
     let flat: Arc<dyn NetworkPlugin> =
         Arc::new(host_bridge(&data_dir.join("droplets").join("network-flat")));
     bed.droplets
@@ -366,7 +368,7 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, store: Arc<dyn Store>) -> Vec<
                 real_node(name, "droplets", d.host.ip.to_string(), 0),
                 Some(Arc::new(RuncRuntime::new(root))),
                 None,
-                gated(flat.clone(), Some(store.clone()), Some((wiring, ledger))),
+                gated(flat.clone(), Some(client.clone()), Some((wiring, ledger))),
             )
         })
         .collect()
@@ -388,22 +390,22 @@ fn opened(dir: &Path) -> Option<AttachmentLedger> {
         .ok()
 }
 
-/// `flat` behind the VPC readiness gate when `vpc` (the region's store) is given: pods on
+/// `flat` behind the VPC readiness gate when `vpc` (a client of the region) is given: pods on
 /// `vpc` networks start once their endpoint is provisioned, with its address, wired by
 /// the wiring given (real nodes), which records what it makes in the ledger beside it.
 fn gated(
     flat: Arc<dyn NetworkPlugin>,
-    vpc: Option<Arc<dyn Store>>,
+    vpc: Option<Client>,
     wiring: Option<(Wiring, std::path::PathBuf)>,
 ) -> Arc<dyn NetworkPlugin> {
-    let Some(store) = vpc else {
+    let Some(client) = vpc else {
         return flat;
     };
     let (wiring, ledger) = match wiring {
         Some((w, dir)) => (Some(w), opened(&dir)),
         None => (None, None),
     };
-    let net = centaurus_runtime::VpcNetwork::new(store, flat, wiring, Duration::from_secs(60));
+    let net = centaurus_runtime::VpcNetwork::new(client, flat, wiring, Duration::from_secs(60));
     Arc::new(match ledger {
         Some(l) => net.with_ledger(l),
         None => net,
@@ -416,7 +418,7 @@ pub(crate) fn hollow_agents(
     count: usize,
     zones: usize,
     heartbeat: Duration,
-    vpc: Option<Arc<dyn Store>>,
+    vpc: Option<Client>,
 ) -> Vec<NodeAgent> {
     let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
     let network = gated(

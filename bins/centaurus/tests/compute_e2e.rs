@@ -332,11 +332,11 @@ fn a_deployment_survives_the_loss_of_a_zone() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let config =
-                centaurus_api::kubeconfig::Kubeconfig::load(&data.join("admin.kubeconfig"))
+                centaurus_client::kubeconfig::Kubeconfig::load(&data.join("admin.kubeconfig"))
                     .unwrap();
-            let ctl = centaurus_api::ctl::Ctl {
+            let ctl = centaurus_client::ctl::Ctl {
                 client: std::sync::Arc::new(
-                    centaurus_api::client::Client::new(config.connection().unwrap()).unwrap(),
+                    centaurus_client::Client::new(config.connection().unwrap()).unwrap(),
                 ),
                 registry: centaurus_api::region::registry(),
             };

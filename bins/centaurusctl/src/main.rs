@@ -1,13 +1,13 @@
 //! `centaurusctl`: the client CLI. Thin: arguments and wiring; the verbs live in
-//! `centaurus_api::ctl` and the load tool in `centaurus_api::load`.
+//! `centaurus_client::ctl` and the load tool in `centaurus_client::load`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
-use centaurus_api::client::Client;
-use centaurus_api::ctl::{Ctl, Output, Space, render};
-use centaurus_api::kubeconfig::Kubeconfig;
+use centaurus_client::Client;
+use centaurus_client::ctl::{Ctl, Output, Space, render, render_table};
+use centaurus_client::kubeconfig::Kubeconfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -247,7 +247,7 @@ fn read_manifest(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
-    centaurus_api::manifest::decode(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    centaurus_client::manifest::decode(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Prints the dump of the transit daemon at `socket`.
@@ -355,21 +355,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => {
             let info = ctl.kind(&kind)?;
-            let objs = ctl
-                .get(&info, name.as_deref(), &space.space(), selector.as_deref())
-                .await?;
+            let (name, space, selector) = (name.as_deref(), space.space(), selector.as_deref());
             let out = match output {
-                None => Output::Table,
+                None => {
+                    let table = ctl.table(&info, name, &space, selector).await?;
+                    println!("{}", render_table(&table, space.all_namespaces));
+                    return Ok(());
+                }
                 Some(Format::Yaml) => Output::Yaml,
                 Some(Format::Json) => Output::Json,
             };
-            println!("{}", render(&info, &objs, out, space.all_namespaces));
+            let objs = ctl.get(&info, name, &space, selector).await?;
+            println!("{}", render(&objs, out));
         }
         Command::Describe { kind, name, space } => {
             let info = ctl.kind(&kind)?;
-            let objs = ctl.get(&info, Some(&name), &space.space(), None).await?;
-            println!("{}", render(&info, &objs, Output::Table, false));
-            println!("\n{}", render(&info, &objs, Output::Yaml, false));
+            let space = space.space();
+            let table = ctl.table(&info, Some(&name), &space, None).await?;
+            let objs = ctl.get(&info, Some(&name), &space, None).await?;
+            println!("{}", render_table(&table, false));
+            println!("\n{}", render(&objs, Output::Yaml));
         }
         Command::Apply { filename, space } => {
             for obj in read_manifest(&filename)? {
@@ -478,7 +483,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server_pid,
         } => {
             let before = server_pid.and_then(rss_bytes);
-            let spec = centaurus_api::load::LoadSpec {
+            let spec = centaurus_client::load::LoadSpec {
                 clients,
                 pods,
                 gets,
@@ -489,7 +494,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "load: {clients} clients, {pods} pod creates, {gets} gets, {lists} lists, {watchers} watchers"
             );
-            let (stats, seen) = centaurus_api::load::run(conn, spec).await?;
+            let (stats, seen) = centaurus_client::load::run(conn, spec).await?;
             for s in &stats {
                 println!("{s}");
             }

@@ -1,4 +1,5 @@
-//! Tenancy and infrastructure kinds: `Tenant`, `Namespace`, `Node`, `Lease`, `Action`, `Network`.
+//! Tenancy and infrastructure kinds: `Tenant`, `Namespace`, `Node`, `Lease`, `NodeLedger`,
+//! `Action`, `Network`.
 
 use std::collections::BTreeMap;
 
@@ -293,6 +294,28 @@ impl Lease {
             _ => false,
         }
     }
+}
+
+/// The bookings on one node (named like the node): the requests of every pod schedulers
+/// bound there, so that several schedulers sharing the node never overcommit it.
+/// Reserved to system users, like every cluster-scoped kind.
+pub type NodeLedger = Object<NodeLedgerSpec, NoStatus>;
+crate::impl_resource!(
+    NodeLedger,
+    kind = "NodeLedger",
+    group = "scheduling.centaurus.io",
+    version = "v1",
+    plural = "nodeledgers",
+    scope = Cluster
+);
+
+/// The bookings of a node ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLedgerSpec {
+    /// Pod UID → `[cpu millicores, memory bytes, vm slots]`.
+    #[serde(default)]
+    pub pods: BTreeMap<String, [i64; 3]>,
 }
 
 /// An action on a VM pod (Arktos): reboot, snapshot or restore.

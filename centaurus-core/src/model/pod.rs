@@ -467,3 +467,21 @@ fn validate_pod(pod: &Pod) -> Result<(), Vec<FieldError>> {
     validate_pod_spec(&mut errors, "spec", &pod.spec);
     errors.into_result()
 }
+
+/// Sets a pod's `PodScheduled` condition (and phase `Pending` when it has none), as the
+/// scheduler records a decision and the API server a binding.
+pub fn set_pod_scheduled(pod: &mut Pod, status: &str, reason: &str, message: &str) {
+    let st = pod.status.get_or_insert_with(PodStatus::default);
+    if st.phase.is_empty() {
+        st.phase = "Pending".into();
+    }
+    st.conditions.retain(|c| c.type_ != "PodScheduled");
+    st.conditions.push(Condition {
+        type_: "PodScheduled".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Some(super::now()),
+        ..Default::default()
+    });
+}

@@ -247,6 +247,8 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<Node>().expect("built-in plurals are distinct");
         r.register::<Pod>().expect("built-in plurals are distinct");
+        r.register::<NodeLedger>()
+            .expect("built-in plurals are distinct");
         r.register::<Lease>()
             .expect("built-in plurals are distinct");
         r.register::<ReplicaSet>()

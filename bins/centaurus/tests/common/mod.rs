@@ -148,10 +148,10 @@ pub fn names(list: &serde_json::Value) -> Vec<String> {
 pub fn tenant_kubeconfig(admin: &Path, tenant: &str, out: &Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let config = centaurus_api::kubeconfig::Kubeconfig::load(admin).unwrap();
-        let ctl = centaurus_api::ctl::Ctl {
+        let config = centaurus_client::kubeconfig::Kubeconfig::load(admin).unwrap();
+        let ctl = centaurus_client::ctl::Ctl {
             client: Arc::new(
-                centaurus_api::client::Client::new(config.connection().unwrap()).unwrap(),
+                centaurus_client::Client::new(config.connection().unwrap()).unwrap(),
             ),
             registry: centaurus_api::region::registry(),
         };

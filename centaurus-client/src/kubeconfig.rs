@@ -47,6 +47,49 @@ pub struct Cluster {
     /// Base64 of the CA's PEM.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_authority_data: String,
+    /// Extensions; [`SERVERS_EXTENSION`] lists more servers of the region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<NamedExtension>,
+}
+
+/// The cluster extension that lists more API servers of the same region
+/// (`extension: {servers: [https://..., ...]}`), tried in order when `server` cannot be
+/// reached. kubectl ignores it.
+pub const SERVERS_EXTENSION: &str = "centaurus.io/servers";
+
+/// A named extension of a kubeconfig entry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NamedExtension {
+    /// Extension name.
+    pub name: String,
+    /// Its content.
+    pub extension: serde_json::Value,
+}
+
+impl Cluster {
+    /// The servers of [`SERVERS_EXTENSION`], other than `server`.
+    pub fn fallback_servers(&self) -> Vec<String> {
+        self.extensions
+            .iter()
+            .filter(|e| e.name == SERVERS_EXTENSION)
+            .filter_map(|e| e.extension.get("servers").and_then(|s| s.as_array()))
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .filter(|s| *s != self.server)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Lists `servers` in [`SERVERS_EXTENSION`].
+    pub fn set_fallback_servers(&mut self, servers: &[String]) {
+        self.extensions.retain(|e| e.name != SERVERS_EXTENSION);
+        if !servers.is_empty() {
+            self.extensions.push(NamedExtension {
+                name: SERVERS_EXTENSION.into(),
+                extension: serde_json::json!({ "servers": servers }),
+            });
+        }
+    }
 }
 
 /// A user entry.
@@ -99,6 +142,9 @@ pub struct Context {
 pub struct Connection {
     /// `https://host:port`.
     pub server: String,
+    /// More servers of the same region, tried in order when `server` cannot be reached
+    /// (from the cluster's `centaurus.io/servers` extension).
+    pub fallback_servers: Vec<String>,
     /// CA PEM.
     pub ca_pem: Vec<u8>,
     /// Bearer token.
@@ -130,6 +176,7 @@ impl Kubeconfig {
                 cluster: Cluster {
                     server: server.into(),
                     certificate_authority_data: b64(ca_pem),
+                    extensions: Vec::new(),
                 },
             }],
             users: vec![NamedUser {
@@ -221,6 +268,7 @@ impl Kubeconfig {
         };
         Ok(Connection {
             server: cluster.cluster.server.clone(),
+            fallback_servers: cluster.cluster.fallback_servers(),
             ca_pem: unb64(
                 "certificate-authority-data",
                 &cluster.cluster.certificate_authority_data,

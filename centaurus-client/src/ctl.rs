@@ -54,11 +54,9 @@ pub fn path(
     p
 }
 
-/// Output formats.
+/// Object output formats (tables come from the server: [`Ctl::table`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Columns, as kubectl prints them.
-    Table,
     /// YAML.
     Yaml,
     /// JSON.
@@ -66,83 +64,76 @@ pub enum Output {
 }
 
 /// Renders objects of one kind.
-pub fn render(
-    info: &ResourceInfo,
-    objects: &[Value],
-    output: Output,
-    show_namespace: bool,
-) -> String {
+pub fn render(objects: &[Value], output: Output) -> String {
+    let list = || json!({"apiVersion": "v1", "kind": "List", "items": objects});
     match output {
         Output::Json if objects.len() == 1 => {
             serde_json::to_string_pretty(&objects[0]).expect("JSON encodes")
         }
-        Output::Json => serde_json::to_string_pretty(
-            &json!({"apiVersion": "v1", "kind": "List", "items": objects}),
-        )
-        .expect("JSON encodes"),
+        Output::Json => serde_json::to_string_pretty(&list()).expect("JSON encodes"),
         Output::Yaml if objects.len() == 1 => {
             serde_yaml::to_string(&objects[0]).expect("YAML encodes")
         }
-        Output::Yaml => {
-            serde_yaml::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": objects}))
-                .expect("YAML encodes")
-        }
-        Output::Table => {
-            if objects.is_empty() {
-                return "No resources found.".into();
-            }
-            let table = crate::codec::table(info, objects, "", None);
-            let defs: Vec<(usize, String)> = table["columnDefinitions"]
-                .as_array()
-                .expect("tables have columns")
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| d["priority"] == 0)
-                .map(|(i, d)| (i, d["name"].as_str().unwrap_or("").to_uppercase()))
-                .collect();
-            let mut rows: Vec<Vec<String>> = Vec::new();
-            let mut head: Vec<String> = defs.iter().map(|(_, n)| n.clone()).collect();
-            if show_namespace {
-                head.insert(0, "NAMESPACE".into());
-            }
-            rows.push(head);
-            for row in table["rows"].as_array().expect("tables have rows") {
-                let mut cells: Vec<String> = defs
-                    .iter()
-                    .map(|(i, _)| match &row["cells"][*i] {
-                        Value::String(s) => s.clone(),
-                        v => v.to_string(),
-                    })
-                    .collect();
-                if show_namespace {
-                    cells.insert(
-                        0,
-                        row["object"]["metadata"]["namespace"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_owned(),
-                    );
-                }
-                rows.push(cells);
-            }
-            let widths: Vec<usize> = (0..rows[0].len())
-                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-                .collect();
-            rows.iter()
-                .map(|r| {
-                    r.iter()
-                        .zip(&widths)
-                        .map(|(c, w)| format!("{c:<w$}"))
-                        .collect::<Vec<_>>()
-                        .join("   ")
-                        .trim_end()
-                        .to_owned()
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
+        Output::Yaml => serde_yaml::to_string(&list()).expect("YAML encodes"),
     }
 }
+
+/// Renders a server-side `Table` (`meta.k8s.io/v1`) as kubectl prints it: the columns of
+/// priority 0, padded, with a NAMESPACE column first when `show_namespace`.
+pub fn render_table(table: &Value, show_namespace: bool) -> String {
+    let empty = Vec::new();
+    let rows_in = table["rows"].as_array().unwrap_or(&empty);
+    if rows_in.is_empty() {
+        return "No resources found.".into();
+    }
+    let defs: Vec<(usize, String)> = table["columnDefinitions"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|(i, d)| (i, d["name"].as_str().unwrap_or("").to_uppercase()))
+        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut head: Vec<String> = defs.iter().map(|(_, n)| n.clone()).collect();
+    if show_namespace {
+        head.insert(0, "NAMESPACE".into());
+    }
+    rows.push(head);
+    for row in rows_in {
+        let mut cells: Vec<String> = defs
+            .iter()
+            .map(|(i, _)| match &row["cells"][*i] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                v => v.to_string(),
+            })
+            .collect();
+        if show_namespace {
+            let ns = row["object"]["metadata"]["namespace"].as_str().unwrap_or("");
+            cells.insert(0, ns.to_owned());
+        }
+        rows.push(cells);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("   ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What `Accept` asks the server for a `Table`, as kubectl does.
+pub const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
 /// The verbs, bound to a client and the registry of kinds.
 pub struct Ctl {
@@ -182,15 +173,56 @@ impl Ctl {
         space: &Space,
         selector: Option<&str>,
     ) -> anyhow::Result<Vec<Value>> {
-        let mut p = path(info, space.tenant.as_deref(), self.namespace(space), name);
-        if name.is_some() {
-            return Ok(vec![self.client.get(&p).await?.ok()?]);
-        }
         let mut items = Vec::new();
+        for page in self.pages(info, name, space, selector, None).await? {
+            match page.get("items").and_then(Value::as_array) {
+                Some(list) => items.extend(list.iter().cloned()),
+                None => items.push(page),
+            }
+        }
+        Ok(items)
+    }
+
+    /// The server-side table of one object or a list, every page's rows in one table.
+    pub async fn table(
+        &self,
+        info: &ResourceInfo,
+        name: Option<&str>,
+        space: &Space,
+        selector: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut pages = self
+            .pages(info, name, space, selector, Some(TABLE_ACCEPT))
+            .await?
+            .into_iter();
+        let mut table = pages.next().unwrap_or_else(|| json!({"rows": []}));
+        for page in pages {
+            let rows = page["rows"].as_array().cloned().unwrap_or_default();
+            if let Some(all) = table["rows"].as_array_mut() {
+                all.extend(rows);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Every page of a GET (one page for a named object).
+    async fn pages(
+        &self,
+        info: &ResourceInfo,
+        name: Option<&str>,
+        space: &Space,
+        selector: Option<&str>,
+        accept: Option<&str>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let base = path(info, space.tenant.as_deref(), self.namespace(space), name);
+        let accept = accept.unwrap_or("application/json");
+        if name.is_some() {
+            return Ok(vec![self.client.get_as(&base, accept).await?.ok()?]);
+        }
+        let mut pages = Vec::new();
         let mut cont: Option<String> = None;
-        let base = p.clone();
         loop {
-            p = format!("{base}?limit=500");
+            let mut p = format!("{base}?limit=500");
             if let Some(s) = selector {
                 p.push_str(&format!(
                     "&labelSelector={}",
@@ -200,11 +232,16 @@ impl Ctl {
             if let Some(c) = &cont {
                 p.push_str(&format!("&continue={c}"));
             }
-            let list = self.client.get(&p).await?.ok()?;
-            items.extend(list["items"].as_array().cloned().unwrap_or_default());
-            match list.pointer("/metadata/continue").and_then(Value::as_str) {
-                Some(c) if !c.is_empty() => cont = Some(c.to_owned()),
-                _ => return Ok(items),
+            let page = self.client.get_as(&p, accept).await?.ok()?;
+            let next = page
+                .pointer("/metadata/continue")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned);
+            pages.push(page);
+            match next {
+                Some(c) => cont = Some(c),
+                None => return Ok(pages),
             }
         }
     }

@@ -1,0 +1,77 @@
+//! The identities of the region's own components. Each component runs as its own user
+//! of the `system` tenant, with the group that names its role, so that requests, logs
+//! and authorization decisions say which component made them.
+
+use crate::{Identity, SYSTEM_TENANT};
+
+/// The group of node agents (Kubernetes' `system:nodes`).
+pub const NODES_GROUP: &str = "system:nodes";
+
+/// A component's user and group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Component {
+    /// User name.
+    pub user: &'static str,
+    /// Group.
+    pub group: &'static str,
+}
+
+impl Component {
+    /// The identity the component authenticates as.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            user: self.user.into(),
+            tenant: SYSTEM_TENANT.into(),
+            groups: vec![self.group.into()],
+            tenant_uid: None,
+        }
+    }
+}
+
+/// The scheduler.
+pub const SCHEDULER: Component = Component {
+    user: "system:kube-scheduler",
+    group: "system:schedulers",
+};
+
+/// The workload and node-lifecycle controllers.
+pub const CONTROLLERS: Component = Component {
+    user: "system:kube-controller-manager",
+    group: "system:controllers",
+};
+
+/// The VPC operator replicas.
+pub const VPC_OPERATOR: Component = Component {
+    user: "system:centaurus:vpc-operator",
+    group: "system:centaurus:vpc",
+};
+
+/// The network controller (networks, droplets and endpoints for tenants, nodes and pods).
+pub const NETWORK_CONTROLLER: Component = Component {
+    user: "system:centaurus:network-controller",
+    group: "system:centaurus:vpc",
+};
+
+/// A process that hosts many node agents at once (the all-in-one region, hollow fleets).
+pub const NODE_FLEET: Component = Component {
+    user: "system:centaurus:node-fleet",
+    group: "system:centaurus:fleets",
+};
+
+/// The user of the node agent of node `name` (Kubernetes' `system:node:NAME`).
+pub fn node(name: &str) -> Identity {
+    Identity {
+        user: format!("system:node:{name}"),
+        tenant: SYSTEM_TENANT.into(),
+        groups: vec![NODES_GROUP.into()],
+        tenant_uid: None,
+    }
+}
+
+/// The node a `system:node:NAME` identity speaks for.
+pub fn node_name(id: &Identity) -> Option<&str> {
+    if !id.groups.iter().any(|g| g == NODES_GROUP) {
+        return None;
+    }
+    id.user.strip_prefix("system:node:").filter(|n| !n.is_empty())
+}
