@@ -553,22 +553,24 @@ impl Fleet {
                     message,
                 },
             };
+            // The result first: once it is complete, no later event of the action (the
+            // node name's write among them) starts it again.
             let node = &pod.spec.node_name;
             let written = actions
-                .modify(&action.key(), |a| {
-                    let changed = a.spec.node_name != *node;
-                    a.spec.node_name.clone_from(node);
-                    changed
+                .modify_status(&action.key(), |a| {
+                    if a.status.as_ref().is_some_and(|s| s.complete) {
+                        return false;
+                    }
+                    a.status = Some(status.clone());
+                    true
                 })
                 .await;
             let written = written.and(
                 actions
-                    .modify_status(&action.key(), |a| {
-                        if a.status.as_ref().is_some_and(|s| s.complete) {
-                            return false;
-                        }
-                        a.status = Some(status.clone());
-                        true
+                    .modify(&action.key(), |a| {
+                        let changed = a.spec.node_name != *node;
+                        a.spec.node_name.clone_from(node);
+                        changed
                     })
                     .await,
             );

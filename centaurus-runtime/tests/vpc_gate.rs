@@ -19,13 +19,17 @@ use centaurus_vpc::kinds::{Endpoint, EndpointSpec, EndpointStatus, PROVISIONED, 
 async fn a_pod_waits_for_a_slow_endpoint_and_never_fails() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    let fleet = Fleet::new(store.clone());
+    let local = centaurus_api::region::LocalRegion::start(store.clone(), dir.path())
+        .await
+        .unwrap();
+    let agents = local.client(centaurus_tenancy::identity::NODE_FLEET.identity());
+    let fleet = Fleet::new(agents.clone());
     tokio::spawn(fleet.clone().run());
     fleet.wait_synced().await;
     let runtime = Arc::new(HollowRuntime::default());
     // Each wait for the endpoint gives up after 100 ms: the agent must try again.
     let network = Arc::new(VpcNetwork::new(
-        store.clone(),
+        agents,
         Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
         None,
         Duration::from_millis(100),

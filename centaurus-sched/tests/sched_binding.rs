@@ -1,5 +1,5 @@
-//! Schedulers over a real store: pods get bound, and two schedulers racing for the same
-//! pods and nodes never overcommit a node.
+//! Schedulers as clients of an API server over a real store: pods get bound, and two
+//! schedulers racing for the same pods and nodes never overcommit a node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use centaurus_core::model::{
     Container, LABEL_ZONE, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
     Resource, ResourceList, ResourceRequirements,
 };
+use centaurus_api::region::LocalRegion;
 use centaurus_core::objects::Objects;
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_sched::binder::ledger_key;
@@ -54,10 +55,17 @@ fn pod(i: usize, cpu: &str) -> Pod {
     p
 }
 
-async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+/// A store (the tests write nodes and pods into it directly) and an API server over it
+/// for the schedulers.
+async fn store() -> (tempfile::TempDir, Arc<dyn Store>, LocalRegion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    (dir, store)
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
+    let local = LocalRegion::start(store.clone(), dir.path()).await.unwrap();
+    (dir, store, local)
+}
+
+fn scheduler_client(local: &LocalRegion) -> centaurus_client::Client {
+    local.client(centaurus_tenancy::identity::SCHEDULER.identity())
 }
 
 /// Waits until `done` holds over the pods, or panics after `secs`.
@@ -81,13 +89,16 @@ async fn wait_pods(store: &Arc<dyn Store>, secs: u64, done: impl Fn(&[Pod]) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_pods_and_explains_the_ones_that_wait() {
-    let (_dir, store) = store().await;
+    let (_dir, store, local) = store().await;
     let nodes = Objects::<Node>::new(store.clone());
     let pods = Objects::<Pod>::new(store.clone());
     for i in 0..4 {
         nodes.create(node(i, "2", "110")).await.unwrap();
     }
-    let scheduler = Arc::new(Scheduler::new(store.clone(), SchedulerConfig::default()));
+    let scheduler = Arc::new(Scheduler::new(
+        scheduler_client(&local),
+        SchedulerConfig::default(),
+    ));
     let task = tokio::spawn(scheduler.clone().run());
     for i in 0..10 {
         pods.create(pod(i, "500m")).await.unwrap();
@@ -130,7 +141,7 @@ async fn binds_pods_and_explains_the_ones_that_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_racing_never_overcommit() {
-    let (_dir, store) = store().await;
+    let (_dir, store, local) = store().await;
     let nodes = Objects::<Node>::new(store.clone());
     let pods = Objects::<Pod>::new(store.clone());
     // 10 nodes with room for 4 pods of 500m each: 40 of the 60 pods fit.
@@ -145,9 +156,9 @@ async fn two_schedulers_racing_never_overcommit() {
             ..SchedulerConfig::default()
         };
         let s = Arc::new(Scheduler::with_binder(
-            store.clone(),
+            scheduler_client(&local),
             config,
-            Arc::new(LedgerBinder::new(store.clone())),
+            Arc::new(LedgerBinder::new(scheduler_client(&local))),
         ));
         tracing::debug!(name, "scheduler started");
         tasks.push(tokio::spawn(s.run()));
@@ -178,10 +189,10 @@ async fn two_schedulers_racing_never_overcommit() {
     );
     assert_eq!(per_node.values().sum::<usize>(), 40);
     // Every ledger books exactly the pods bound to its node.
-    let binder = LedgerBinder::new(store.clone());
+    let binder = LedgerBinder::new(scheduler_client(&local));
     for (node, n) in &per_node {
-        let (ledger, _) = binder.ledger(node).await.unwrap();
-        assert_eq!(ledger.pods.len(), *n, "ledger of {node}");
+        let ledger = binder.ledger(node).await.unwrap();
+        assert_eq!(ledger.spec.pods.len(), *n, "ledger of {node}");
         assert!(store.get(&ledger_key(node)).await.unwrap().is_some());
     }
     // Deleting the pods frees their bookings (pods still waiting may take the freed room
@@ -192,7 +203,7 @@ async fn two_schedulers_racing_never_overcommit() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left = store
-            .range("/centaurus/scheduler/ledger/", Default::default())
+            .range("/registry/nodeledgers/", Default::default())
             .await
             .unwrap();
         let pods_left = pods.list("/registry/pods/").await.unwrap();

@@ -20,6 +20,8 @@ use futures::StreamExt;
 
 struct Region {
     store: Arc<dyn Store>,
+    /// The API server the operators are clients of.
+    local: centaurus_api::region::LocalRegion,
     sim: Arc<SimDataplane>,
     admission: NetworkAdmission,
     dir: tempfile::TempDir,
@@ -57,7 +59,11 @@ impl Region {
                 }
             }
         });
+        let local = centaurus_api::region::LocalRegion::start(store.clone(), dir.path())
+            .await
+            .unwrap();
         let r = Self {
+            local,
             store,
             sim: Arc::new(SimDataplane::new()),
             admission: NetworkAdmission::new(),
@@ -81,7 +87,8 @@ impl Region {
         ring: &Arc<RwLock<HashRing>>,
     ) -> (Arc<Operator>, tokio::task::JoinHandle<()>) {
         let op = Operator::new(
-            self.store.clone(),
+            self.local
+                .client(centaurus_tenancy::identity::VPC_OPERATOR.identity()),
             self.sim.clone(),
             OperatorConfig {
                 name: name.into(),
