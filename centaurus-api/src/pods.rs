@@ -274,7 +274,9 @@ impl ApiServer {
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
             {
-                return Err(conflict(format!("pod {name} is already assigned to node {bound}")));
+                return Err(conflict(format!(
+                    "pod {name} is already assigned to node {bound}"
+                )));
             }
             if pod.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(conflict(format!("pod {name} is being deleted")));
@@ -300,7 +302,9 @@ impl ApiServer {
                 Err(e) => return Err(ApiError::from_store(e, Pod::PLURAL, &name)),
             }
         }
-        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
     }
 }
 

@@ -20,8 +20,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::tls::Pki;
-use centaurus_client::kubeconfig::Kubeconfig;
 use crate::{ApiConfig, ApiServer};
+use centaurus_client::kubeconfig::Kubeconfig;
 
 /// Every kind a region serves: the built-in kinds, tenancy's roles and grants, and the
 /// VPC plane's kinds.

@@ -60,7 +60,10 @@ impl<R> Clone for Api<R> {
 
 fn enc(s: &str) -> String {
     // Names, tenants and namespaces are DNS names; anything else is refused by the server.
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
+    s.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('#', "%23")
 }
 
 impl<R: Resource> Api<R> {
@@ -121,7 +124,9 @@ impl<R: Resource> Api<R> {
             return Err(bad());
         }
         match (R::SCOPE, parts.as_slice()) {
-            (Scope::Cluster, [name]) => Ok(format!("{}/{}", Self::collection(None, None), enc(name))),
+            (Scope::Cluster, [name]) => {
+                Ok(format!("{}/{}", Self::collection(None, None), enc(name)))
+            }
             (Scope::Tenant, [t, name]) => {
                 Ok(format!("{}/{}", Self::collection(Some(t), None), enc(name)))
             }
@@ -197,7 +202,9 @@ impl<R: Resource> Api<R> {
             .get("resourceVersion")
             .and_then(Value::as_str)
             .and_then(|r| r.parse().ok())
-            .ok_or_else(|| ClientError::Decode(format!("list of {} has no resourceVersion", R::PLURAL)))?;
+            .ok_or_else(|| {
+                ClientError::Decode(format!("list of {} has no resourceVersion", R::PLURAL))
+            })?;
         let next = meta
             .get("continue")
             .and_then(Value::as_str)
@@ -208,7 +215,10 @@ impl<R: Resource> Api<R> {
             _ => Vec::new(),
         };
         Ok(ListPage {
-            items: items.into_iter().map(Self::decode).collect::<Result<_, _>>()?,
+            items: items
+                .into_iter()
+                .map(Self::decode)
+                .collect::<Result<_, _>>()?,
             revision,
             next,
         })
@@ -311,10 +321,19 @@ impl<R: Resource> Api<R> {
 
     /// Patches the object at `key` (its status with `status`).
     pub async fn patch(&self, key: &str, patch: &Patch, status: bool) -> Result<R, ClientError> {
-        let path = format!("{}{}", Self::path_of(key)?, if status { "/status" } else { "" });
+        let path = format!(
+            "{}{}",
+            Self::path_of(key)?,
+            if status { "/status" } else { "" }
+        );
         let v = self
             .client
-            .request(Method::PATCH, &path, patch.content_type(), patch.body().to_string())
+            .request(
+                Method::PATCH,
+                &path,
+                patch.content_type(),
+                patch.body().to_string(),
+            )
             .await?
             .ok()?;
         Self::decode(v)
@@ -331,7 +350,12 @@ impl<R: Resource> Api<R> {
         };
         match self
             .client
-            .request(Method::DELETE, &Self::path_of(key)?, "application/json", body)
+            .request(
+                Method::DELETE,
+                &Self::path_of(key)?,
+                "application/json",
+                body,
+            )
             .await?
             .success()
         {
@@ -358,7 +382,11 @@ impl<R: Resource> Api<R> {
         Ok(events
             .map(|item| {
                 let mut v = item.map_err(SourceError::from)?;
-                let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let kind = v
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
                 match kind.as_str() {
                     "ADDED" | "MODIFIED" => Self::decode(object).map(WatchEvent::Put),
@@ -371,7 +399,10 @@ impl<R: Resource> Api<R> {
                         .ok_or_else(|| ClientError::Decode("bookmark without a revision".into())),
                     "ERROR" => {
                         let code = object.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
-                        Err(ClientError::Api(Status::of(code, object.to_string().as_bytes())))
+                        Err(ClientError::Api(Status::of(
+                            code,
+                            object.to_string().as_bytes(),
+                        )))
                     }
                     other => Err(ClientError::Decode(format!("watch event type {other:?}"))),
                 }
@@ -400,7 +431,9 @@ fn percent(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

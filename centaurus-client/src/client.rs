@@ -38,7 +38,10 @@ impl Reply {
         if self.status.is_success() {
             Ok(self)
         } else {
-            Err(ClientError::Api(Status::of(self.status.as_u16(), &self.body)))
+            Err(ClientError::Api(Status::of(
+                self.status.as_u16(),
+                &self.body,
+            )))
         }
     }
 
@@ -166,7 +169,12 @@ impl Client {
         let res = self.send(Method::GET, path, "", Bytes::new()).await?;
         if !res.status().is_success() {
             let status = res.status();
-            let body = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             return Err(ClientError::Api(Status::of(status.as_u16(), &body)));
         }
         Ok(json_lines(res.into_body()))

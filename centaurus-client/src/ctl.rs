@@ -110,7 +110,9 @@ pub fn render_table(table: &Value, show_namespace: bool) -> String {
             })
             .collect();
         if show_namespace {
-            let ns = row["object"]["metadata"]["namespace"].as_str().unwrap_or("");
+            let ns = row["object"]["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("");
             cells.insert(0, ns.to_owned());
         }
         rows.push(cells);

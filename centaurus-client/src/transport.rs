@@ -60,12 +60,15 @@ pub struct HttpsTransport {
 impl HttpsTransport {
     /// A transport for `conn`: its server first, then its other servers in order.
     pub fn new(conn: &Connection) -> Result<Self, ClientError> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| ClientError::Request(format!("{what}: {e}"));
+        let bad =
+            |what: &str, e: &dyn std::fmt::Display| ClientError::Request(format!("{what}: {e}"));
         let mut servers = Vec::new();
         for url in std::iter::once(&conn.server).chain(&conn.fallback_servers) {
             let authority = url
                 .strip_prefix("https://")
-                .ok_or_else(|| ClientError::Request(format!("server {url:?} must be an https:// URL")))?
+                .ok_or_else(|| {
+                    ClientError::Request(format!("server {url:?} must be an https:// URL"))
+                })?
                 .trim_end_matches('/')
                 .to_owned();
             let host = match authority.rsplit_once(':') {
@@ -195,6 +198,8 @@ impl Transport for HttpsTransport {
                 }
             }
         }
-        Err(ClientError::Transport("the connection keeps closing".into()))
+        Err(ClientError::Transport(
+            "the connection keeps closing".into(),
+        ))
     }
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use centaurus_client::{Api, Client};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue};
 use centaurus_core::model::{
     self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, OwnerReference,
     ReplicaSet, ReplicaSetSpec, Resource,
 };
-use centaurus_client::{Api, Client};
 
 use crate::split_key;
 

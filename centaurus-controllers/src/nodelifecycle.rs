@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use centaurus_client::{Api, Client};
 use centaurus_core::controller::{Cache, Change, Informer};
 use centaurus_core::model::{self, Condition, Lease, Node, Pod, Resource, Taint, Time};
-use centaurus_client::{Api, Client};
 
 /// The taint key of a node that stopped renewing its lease.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -89,7 +89,9 @@ fn ready(node: &Node) -> Option<&Condition> {
 impl NodeLifecycleController {
     /// Runs through `client` until dropped.
     pub async fn run(client: Client, config: NodeLifecycleConfig) {
-        let nodes = Arc::new(Informer::<Node>::new(client.api().source("/registry/nodes/")));
+        let nodes = Arc::new(Informer::<Node>::new(
+            client.api().source("/registry/nodes/"),
+        ));
         let leases = Arc::new(Informer::<Lease>::new(client.api().source(format!(
             "/registry/leases/{}/{}/",
             model::SYSTEM_TENANT,

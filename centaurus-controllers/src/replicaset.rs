@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use centaurus_client::{Api, Client};
 use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue};
 use centaurus_core::model::{
     self, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
 };
-use centaurus_client::{Api, Client};
 
 use crate::{is_ready, split_key};
 

@@ -8,17 +8,17 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use centaurus_api::region::LocalRegion;
+use centaurus_client::{Api, Client};
 use centaurus_controllers::{NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
     Container, Deployment, DeploymentSpec, LabelSelector, ObjectMeta, Pod, PodSpec,
     PodTemplateSpec, Quantity, Resource, ResourceList, ResourceRequirements,
 };
-use centaurus_api::region::LocalRegion;
-use centaurus_client::{Api, Client};
 use centaurus_core::store::{RedbStore, Store};
-use centaurus_tenancy::identity;
 use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
 use centaurus_sched::{Scheduler, SchedulerConfig};
+use centaurus_tenancy::identity;
 
 fn capacity() -> ResourceList {
     [
@@ -64,12 +64,7 @@ fn deployment(replicas: i32, image: &str) -> Deployment {
     d
 }
 
-async fn wait_for(
-    pods: &Api<Pod>,
-    what: &str,
-    secs: u64,
-    ok: impl Fn(&[Pod]) -> bool,
-) -> Vec<Pod> {
+async fn wait_for(pods: &Api<Pod>, what: &str, secs: u64, ok: impl Fn(&[Pod]) -> bool) -> Vec<Pod> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let all = pods.list("/registry/pods/").await.unwrap();
@@ -281,7 +276,8 @@ async fn a_deleted_node_comes_back_or_its_pods_move() {
     let (_dir, admin, fleet, tasks) = region(3).await;
     let pods = admin.api::<Pod>();
     let nodes = admin.api::<centaurus_core::model::Node>();
-    admin.api::<Deployment>()
+    admin
+        .api::<Deployment>()
         .create(deployment(3, "busybox:1"))
         .await
         .unwrap();

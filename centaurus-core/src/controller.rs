@@ -86,8 +86,7 @@ impl From<StoreError> for SourceError {
 }
 
 /// A stream of watch events.
-pub type WatchStream<R> =
-    futures::stream::BoxStream<'static, Result<WatchEvent<R>, SourceError>>;
+pub type WatchStream<R> = futures::stream::BoxStream<'static, Result<WatchEvent<R>, SourceError>>;
 
 /// Where an informer lists and watches one kind: the API through `centaurus-client` (what
 /// every component uses), or a [`Store`] directly ([`StoreSource`], for code that runs
@@ -167,7 +166,8 @@ impl<R: Resource> ListWatch<R> for StoreSource {
                 match item {
                     Err(e) => Some(Err(SourceError::from(e))),
                     Ok(event) => {
-                        let o = decode_or_skip::<R>(&event.kv.key, &event.kv.value, event.revision())?;
+                        let o =
+                            decode_or_skip::<R>(&event.kv.key, &event.kv.value, event.revision())?;
                         Some(Ok(match event.kind {
                             EventKind::Put => WatchEvent::Put(o),
                             EventKind::Delete => WatchEvent::Delete(o),

@@ -173,7 +173,10 @@ async fn informer_reports_changes_with_store_revisions() {
         .create(&p.key(), serde_json::to_vec(&p).unwrap().into())
         .await
         .unwrap();
-    let informer = Arc::new(Informer::<Pod>::from_store(store.clone(), "/registry/pods/acme/"));
+    let informer = Arc::new(Informer::<Pod>::from_store(
+        store.clone(),
+        "/registry/pods/acme/",
+    ));
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let l = log.clone();
     informer.on_change(move |c| {
@@ -232,7 +235,10 @@ async fn informer_relists_after_falling_behind() {
     };
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open_with(dir.path().join("s.redb"), opts).unwrap());
-    let informer = Arc::new(Informer::<Pod>::from_store(store.clone(), "/registry/pods/acme/"));
+    let informer = Arc::new(Informer::<Pod>::from_store(
+        store.clone(),
+        "/registry/pods/acme/",
+    ));
     let task = tokio::spawn(informer.clone().run());
     informer.wait_synced().await;
     // Bursts far larger than the lag capacity, committed as few batches.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use centaurus_client::{Client, ClientError};
 use centaurus_core::controller::{Change, Informer, WatchEvent};
 use centaurus_core::model::{
     self, Action, ActionStatus, Condition, ContainerState, ContainerStatus, LABEL_HOSTNAME,
@@ -17,7 +18,6 @@ use centaurus_core::model::{
     PodStatus, Resource, ResourceList, StateReason, StateRunning, StateTerminated, Time,
     VirtualMachineStatus,
 };
-use centaurus_client::{Client, ClientError};
 use tokio::sync::watch;
 
 use crate::network::NetworkPlugin;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use centaurus_core::model::{Network, Pod, Resource};
 use centaurus_client::Client;
+use centaurus_core::model::{Network, Pod, Resource};
 use centaurus_vpc::kinds::{Endpoint, EndpointStatus, FAILED, PROVISIONED};
 use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;

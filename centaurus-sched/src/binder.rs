@@ -69,7 +69,10 @@ impl PodBinder {
 impl Binder for PodBinder {
     async fn bind(&self, info: &PodInfo, node: &NodeState) -> Result<(), BindError> {
         let pod = &info.pod.metadata;
-        let path = format!("{}/binding", Api::<Pod>::path_of(&info.key).map_err(api_err)?);
+        let path = format!(
+            "{}/binding",
+            Api::<Pod>::path_of(&info.key).map_err(api_err)?
+        );
         let binding = json!({
             "apiVersion": "v1", "kind": "Binding",
             "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
@@ -155,14 +158,18 @@ impl LedgerBinder {
 
 /// The sum of a ledger's bookings.
 pub fn booked(ledger: &NodeLedger) -> Resources {
-    ledger.spec.pods.values().fold(Resources::default(), |acc, r| {
-        acc.plus(Resources {
-            cpu_milli: r[0],
-            memory: r[1],
-            pods: 1,
-            vms: r[2],
+    ledger
+        .spec
+        .pods
+        .values()
+        .fold(Resources::default(), |acc, r| {
+            acc.plus(Resources {
+                cpu_milli: r[0],
+                memory: r[1],
+                pods: 1,
+                vms: r[2],
+            })
         })
-    })
 }
 
 #[async_trait]
@@ -203,7 +210,9 @@ impl Binder for LedgerBinder {
     }
 
     async fn release(&self, pod_uid: &str, node: &str) -> Result<(), BindError> {
-        self.edit(node, |ledger| Ok(ledger.spec.pods.remove(pod_uid).is_some()))
-            .await
+        self.edit(node, |ledger| {
+            Ok(ledger.spec.pods.remove(pod_uid).is_some())
+        })
+        .await
     }
 }

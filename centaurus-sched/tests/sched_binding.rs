@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use centaurus_api::region::LocalRegion;
 use centaurus_core::model::{
     Container, LABEL_ZONE, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
     Resource, ResourceList, ResourceRequirements,
 };
-use centaurus_api::region::LocalRegion;
 use centaurus_core::objects::Objects;
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_sched::binder::ledger_key;

@@ -73,5 +73,7 @@ pub fn node_name(id: &Identity) -> Option<&str> {
     if !id.groups.iter().any(|g| g == NODES_GROUP) {
         return None;
     }
-    id.user.strip_prefix("system:node:").filter(|n| !n.is_empty())
+    id.user
+        .strip_prefix("system:node:")
+        .filter(|n| !n.is_empty())
 }

@@ -12,8 +12,8 @@
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use centaurus_core::controller::{Controller, Reconciler, Requeue};
 use centaurus_client::{Client, ClientError};
+use centaurus_core::controller::{Controller, Reconciler, Requeue};
 use centaurus_core::model::{Network, Node, Pod, Resource, Tenant};
 
 use crate::ipam::format_mac;

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use centaurus_client::Client;
 use centaurus_core::controller::{Backoff, Change, Informer, WorkQueue};
 use centaurus_core::model::{self, Resource};
-use centaurus_client::Client;
 use centaurus_core::ring::{HashRing, stable_hash};
 
 use crate::dataplane::Dataplane;

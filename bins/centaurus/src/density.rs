@@ -15,20 +15,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use centaurus_api::local::InProcess;
 use centaurus_api::region;
+use centaurus_client::{Api, Client};
+use centaurus_core::controller::WatchEvent;
+use centaurus_core::model::Namespace;
 use centaurus_core::model::{
     Container, LABEL_ZONE, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
     Resource, ResourceRequirements, VirtualMachine, node_ready_condition,
 };
-use centaurus_api::local::InProcess;
-use centaurus_client::{Api, Client};
-use centaurus_core::controller::WatchEvent;
-use centaurus_core::model::Namespace;
 use centaurus_core::store::{RedbStore, Store};
-use centaurus_tenancy::{Identity, TokenFile, identity};
 use centaurus_runtime::Fleet;
 use centaurus_sched::scheduler::mean_decision;
 use centaurus_sched::{Scheduler, SchedulerConfig};
+use centaurus_tenancy::{Identity, TokenFile, identity};
 use futures::StreamExt;
 
 /// What runs the pods.
@@ -266,9 +266,13 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
         }
         (Workload::Hollow, false) => {
             let vpc = d.vpc.then(|| agents.clone());
-            for agent in
-                crate::up::hollow_agents(d.nodes, d.zones, Duration::from_secs(d.heartbeat), vpc)
-            {
+            for agent in crate::up::hollow_agents(
+                "hollow",
+                d.nodes,
+                d.zones,
+                Duration::from_secs(d.heartbeat),
+                vpc,
+            ) {
                 fleet.add(agent).await?;
             }
         }

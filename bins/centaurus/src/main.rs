@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod components;
 mod density;
 mod up;
 
@@ -32,6 +33,9 @@ enum Command {
         /// Where the region keeps its state (created if missing).
         #[arg(long, default_value = "./centaurus-data")]
         data_dir: PathBuf,
+        /// The store: `redb:PATH` (default: `DIR/store.redb`) or `etcd:URL[,URL...]`.
+        #[arg(long)]
+        store: Option<components::StoreArg>,
         /// Address of the API server (HTTPS); port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
@@ -60,6 +64,73 @@ enum Command {
         /// before its pods are evicted and their controllers replace them elsewhere.
         #[arg(long, default_value_t = 60)]
         eviction_timeout: u64,
+    },
+    /// Serves the region's API from a store: the only process that opens one. Writes the
+    /// admin kubeconfig and the components' kubeconfigs (`DIR/components/`).
+    Apiserver {
+        /// `redb:PATH` (the embedded store) or `etcd:URL[,URL...]`.
+        #[arg(long)]
+        store: components::StoreArg,
+        /// The region's CA, token file and kubeconfigs; API servers of one region share it.
+        #[arg(long, default_value = "./centaurus-data")]
+        data_dir: PathBuf,
+        /// Address to serve HTTPS on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// The other API servers of the region (`https://HOST:PORT`), listed in the
+        /// component kubeconfigs for failover.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+    },
+    /// Runs the scheduler as a client of the API.
+    Scheduler {
+        /// Its kubeconfig (`DIR/components/scheduler.kubeconfig`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+    },
+    /// Runs the workload and node-lifecycle controllers as clients of the API.
+    Controllers {
+        /// Their kubeconfig (`DIR/components/controllers.kubeconfig`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Seconds a node stays NotReady before its pods are evicted.
+        #[arg(long, default_value_t = 60)]
+        eviction_timeout: u64,
+    },
+    /// Runs a VPC operator replica (on the simulated dataplane) and the network controller
+    /// as clients of the API.
+    Operator {
+        /// The operator's kubeconfig (`DIR/components/vpc-operator.kubeconfig`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The network controller's (`DIR/components/network-controller.kubeconfig`).
+        #[arg(long)]
+        network_kubeconfig: PathBuf,
+        /// Where the replica keeps its decisions.
+        #[arg(long, default_value = "./centaurus-operator")]
+        state_dir: PathBuf,
+    },
+    /// Runs node agents as clients of the API: this host's (runc, and QEMU when present)
+    /// and/or `--hollow N` simulated nodes.
+    Agent {
+        /// Its kubeconfig (`DIR/components/node-fleet.kubeconfig`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Simulated nodes to run.
+        #[arg(long, default_value_t = 0)]
+        hollow: usize,
+        /// Zones the hollow nodes are spread over.
+        #[arg(long, default_value_t = 3)]
+        zones: usize,
+        /// Name prefix of the hollow nodes (several agents each need their own).
+        #[arg(long, default_value = "hollow")]
+        hollow_prefix: String,
+        /// Run this host's node agent with the real runtimes (needs root and runc).
+        #[arg(long)]
+        local: bool,
+        /// Where this host's agent keeps its workloads.
+        #[arg(long, default_value = "./centaurus-node")]
+        root: PathBuf,
     },
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
@@ -103,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up {
             data_dir,
+            store,
             listen,
             exit_when_ready,
             hollow_nodes,
@@ -113,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
             eviction_timeout,
         } => up::run(
             &data_dir,
+            store.as_ref(),
             listen,
             exit_when_ready,
             (!api_only).then_some(up::Compute {
@@ -133,6 +206,82 @@ async fn main() -> anyhow::Result<()> {
             tables,
             pins,
         } => transitd(&substrate, ip, hook, &socket, &tables, pins.as_deref()).await,
+        Command::Apiserver {
+            store,
+            data_dir,
+            listen,
+            peers,
+        } => components::apiserver(&store, &data_dir, listen, &peers).await,
+        Command::Scheduler { kubeconfig } => {
+            let client = components::client(&kubeconfig)?;
+            let s =
+                std::sync::Arc::new(centaurus_sched::Scheduler::new(client, Default::default()));
+            components::serve("scheduler", s.run()).await
+        }
+        Command::Controllers {
+            kubeconfig,
+            eviction_timeout,
+        } => {
+            let client = components::client(&kubeconfig)?;
+            let lifecycle = centaurus_controllers::NodeLifecycleConfig {
+                eviction_timeout: std::time::Duration::from_secs(eviction_timeout),
+                ..Default::default()
+            };
+            components::serve(
+                "controllers",
+                centaurus_controllers::run_all(client, lifecycle),
+            )
+            .await
+        }
+        Command::Operator {
+            kubeconfig,
+            network_kubeconfig,
+            state_dir,
+        } => {
+            let (op, net) = (
+                components::client(&kubeconfig)?,
+                components::client(&network_kubeconfig)?,
+            );
+            std::fs::create_dir_all(&state_dir)?;
+            let clients = move |c: centaurus_tenancy::identity::Component| {
+                if c == centaurus_tenancy::identity::VPC_OPERATOR {
+                    op.clone()
+                } else {
+                    net.clone()
+                }
+            };
+            let tasks = up::start_network(
+                &clients,
+                &state_dir,
+                (
+                    std::sync::Arc::new(centaurus_vpc::SimDataplane::new()),
+                    "simulated",
+                ),
+            )?;
+            components::serve("operator", async {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+            .await
+        }
+        Command::Agent {
+            kubeconfig,
+            hollow,
+            zones,
+            hollow_prefix,
+            local,
+            root,
+        } => {
+            up::agents(
+                &components::client(&kubeconfig)?,
+                hollow,
+                zones,
+                &hollow_prefix,
+                local.then_some(root.as_path()),
+            )
+            .await
+        }
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await

@@ -16,10 +16,12 @@ use anyhow::Context;
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_client::Client;
-use centaurus_tenancy::identity;
 use centaurus_controllers::NodeLifecycleConfig;
 use centaurus_core::model::{self, Pod, Quantity, ResourceList};
-use centaurus_core::store::{RedbStore, Store};
+use centaurus_core::store::Store;
+use centaurus_tenancy::identity;
+
+use crate::components::StoreArg;
 use centaurus_runtime::agent::hostname;
 use centaurus_runtime::{
     AgentConfig, AttachmentLedger, Fleet, HollowRuntime, HostLocalNetwork, NetworkPlugin,
@@ -51,6 +53,7 @@ pub struct Compute {
 /// next `up`.
 pub async fn run(
     data_dir: &Path,
+    store_arg: Option<&StoreArg>,
     listen: SocketAddr,
     exit_when_ready: bool,
     compute: Option<Compute>,
@@ -59,9 +62,14 @@ pub async fn run(
     // Resolved once: runc, QEMU, transitd and the kubeconfig all see the same absolute path,
     // whatever their working directory.
     let data_dir = &std::fs::canonicalize(data_dir).context("resolving the data directory")?;
-    let db = data_dir.join("store.redb");
-    let store: Arc<dyn Store> =
-        Arc::new(RedbStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
+    let store_arg = store_arg
+        .cloned()
+        .unwrap_or_else(|| StoreArg::Redb(data_dir.join("store.redb")));
+    let store: Arc<dyn Store> = store_arg.open().await?;
+    let db = match &store_arg {
+        StoreArg::Redb(path) => path.display().to_string(),
+        StoreArg::Etcd(urls) => format!("etcd:{}", urls.join(",")),
+    };
     let created = region::bootstrap(&*store).await?;
     let registry = region::registry();
     let mut counts = Vec::new();
@@ -77,8 +85,7 @@ pub async fn run(
     }
     let revision = store.revision().await?;
     println!(
-        "centaurus: store {} at revision {revision} ({}): {}",
-        db.display(),
+        "centaurus: store {db} at revision {revision} ({}): {}",
         if created { "initialized" } else { "reopened" },
         counts.join(", "),
     );
@@ -269,6 +276,7 @@ async fn start_compute(
     }
     if compute.hollow_nodes > 0 {
         for agent in hollow_agents(
+            "hollow",
             compute.hollow_nodes,
             compute.zones,
             Duration::from_secs(10),
@@ -412,14 +420,21 @@ fn gated(
     })
 }
 
-/// `count` simulated nodes (`hollow-{i}`, 32 CPUs, 128 GiB, 110 pods, 8 VMs each) over
+/// `count` simulated nodes (`{prefix}-{i}`, 32 CPUs, 128 GiB, 110 pods, 8 VMs each) over
 /// `zones` zones, renewing their leases every `heartbeat`.
 pub(crate) fn hollow_agents(
+    prefix: &str,
     count: usize,
     zones: usize,
     heartbeat: Duration,
     vpc: Option<Client>,
 ) -> Vec<NodeAgent> {
+    // Fleets of other prefixes get other addresses (in 198.18.0.0/15).
+    let block = if prefix == "hollow" {
+        0
+    } else {
+        1 + centaurus_core::ring::stable_hash(prefix.as_bytes()) as usize % 250
+    };
     let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
     let network = gated(
         Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
@@ -430,7 +445,7 @@ pub(crate) fn hollow_agents(
         .map(|i| {
             NodeAgent::new(
                 AgentConfig {
-                    node_name: format!("hollow-{i}"),
+                    node_name: format!("{prefix}-{i}"),
                     zone: format!("zone-{}", (b'a' + (i % zones.max(1)) as u8) as char),
                     labels: [(model::LABEL_HOLLOW.to_string(), "true".to_string())].into(),
                     capacity: list(&[
@@ -439,7 +454,12 @@ pub(crate) fn hollow_agents(
                         ("pods", "110".into()),
                         ("vm", "8".into()),
                     ]),
-                    address: format!("198.18.{}.{}", i / 250, i % 250 + 1),
+                    address: format!(
+                        "198.{}.{}.{}",
+                        18 + (block + i / 250) / 256,
+                        (block + i / 250) % 256,
+                        i % 250 + 1
+                    ),
                     heartbeat,
                     lease_seconds: 40,
                 },
@@ -449,4 +469,48 @@ pub(crate) fn hollow_agents(
             )
         })
         .collect()
+}
+
+/// `centaurus agent`: node agents as clients of the API through `client`: `hollow`
+/// simulated nodes named `{prefix}-{i}` over `zones`, and this host's agent with the real
+/// runtimes when `local` names its root. Runs until Ctrl-C or SIGTERM, then stops the
+/// workloads of this host (its pods stay bound and start again with the next agent).
+pub(crate) async fn agents(
+    client: &Client,
+    hollow: usize,
+    zones: usize,
+    prefix: &str,
+    local: Option<&Path>,
+) -> anyhow::Result<()> {
+    let fleet = Fleet::new(client.clone());
+    let task = tokio::spawn(fleet.clone().run());
+    fleet.wait_synced().await;
+    if let Some(root) = local {
+        std::fs::create_dir_all(root)?;
+        let root = std::fs::canonicalize(root)?;
+        let (agent, what) = local_agent(&root, Some(client.clone()))
+            .context("this host's agent needs root and runc (scripts/setup.sh)")?;
+        let name = agent.name().to_owned();
+        fleet.add(agent).await?;
+        println!("centaurus agent: node {name} runs {what}");
+    }
+    for agent in hollow_agents(
+        prefix,
+        hollow,
+        zones,
+        Duration::from_secs(10),
+        Some(client.clone()),
+    ) {
+        fleet.add(agent).await?;
+    }
+    if hollow > 0 {
+        println!(
+            "centaurus agent: {hollow} hollow nodes {prefix}-0.. over {} zones",
+            zones.max(1)
+        );
+    }
+    let stopped = crate::components::until_stopped().await;
+    fleet.shutdown().await;
+    task.abort();
+    stopped
 }

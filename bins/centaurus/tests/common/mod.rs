@@ -150,9 +150,7 @@ pub fn tenant_kubeconfig(admin: &Path, tenant: &str, out: &Path) {
     rt.block_on(async {
         let config = centaurus_client::kubeconfig::Kubeconfig::load(admin).unwrap();
         let ctl = centaurus_client::ctl::Ctl {
-            client: Arc::new(
-                centaurus_client::Client::new(config.connection().unwrap()).unwrap(),
-            ),
+            client: Arc::new(centaurus_client::Client::new(config.connection().unwrap()).unwrap()),
             registry: centaurus_api::region::registry(),
         };
         ctl.tenant_kubeconfig(&config, tenant, "admin")

@@ -1,0 +1,173 @@
+//! The region as separate processes: `centaurus apiserver` (the only process that opens a
+//! store) and the components that are its clients through a kubeconfig: `scheduler`,
+//! `controllers`, `operator` (the VPC operator and the network controller) and `agent`
+//! (this host's runtimes, or many hollow nodes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use centaurus_api::ApiConfig;
+use centaurus_api::region::{self, Region, RegionOptions};
+use centaurus_api::tls::Pki;
+use centaurus_client::Client;
+use centaurus_client::kubeconfig::Kubeconfig;
+use centaurus_core::store::{RedbStore, Store};
+use centaurus_tenancy::identity::{self, Component};
+
+/// Where `apiserver` keeps the region's objects.
+#[derive(Clone, Debug)]
+pub enum StoreArg {
+    /// `redb:PATH`: the embedded store (one API server).
+    Redb(PathBuf),
+    /// `etcd:URL[,URL...]`: an etcd cluster (any number of API servers).
+    Etcd(Vec<String>),
+}
+
+impl std::str::FromStr for StoreArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("redb", path)) if !path.is_empty() => Ok(Self::Redb(path.into())),
+            Some(("etcd", urls)) => {
+                let urls: Vec<String> = urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if urls.is_empty() || urls.iter().any(|u| !u.starts_with("http")) {
+                    return Err(format!(
+                        "etcd:URL[,URL...] needs http(s) URLs, not {urls:?}"
+                    ));
+                }
+                Ok(Self::Etcd(urls))
+            }
+            _ => Err(format!(
+                "expected redb:PATH or etcd:URL[,URL...], not {s:?}"
+            )),
+        }
+    }
+}
+
+impl StoreArg {
+    /// Opens the store.
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self {
+            Self::Redb(path) => Arc::new(
+                RedbStore::open(path).with_context(|| format!("opening {}", path.display()))?,
+            ),
+            Self::Etcd(urls) => Arc::new(
+                centaurus_core::store::EtcdStore::connect(centaurus_core::store::EtcdConfig {
+                    endpoints: urls.clone(),
+                    root: String::new(),
+                })
+                .await
+                .with_context(|| format!("connecting to etcd at {}", urls.join(",")))?,
+            ),
+        })
+    }
+}
+
+/// The components whose kubeconfigs an API server writes, and their file names.
+pub const COMPONENTS: [(&str, Component); 5] = [
+    ("scheduler", identity::SCHEDULER),
+    ("controllers", identity::CONTROLLERS),
+    ("vpc-operator", identity::VPC_OPERATOR),
+    ("network-controller", identity::NETWORK_CONTROLLER),
+    ("node-fleet", identity::NODE_FLEET),
+];
+
+/// Writes `DIR/components/NAME.kubeconfig` for each of [`COMPONENTS`] that has none: a
+/// client certificate for the component's user, signed by the region's CA, and `servers`.
+fn write_component_kubeconfigs(dir: &Path, servers: &[String]) -> anyhow::Result<PathBuf> {
+    let names: Vec<String> = Vec::new();
+    let pki = Pki::load_or_create(dir, &names)?;
+    let out = dir.join("components");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for (file, c) in COMPONENTS {
+        let path = out.join(format!("{file}.kubeconfig"));
+        if path.exists() {
+            continue;
+        }
+        let (cert, key) = pki.issue_client(c.user, centaurus_core::model::SYSTEM_TENANT, None)?;
+        let mut config = Kubeconfig::single(
+            file,
+            &servers[0],
+            &pki.ca_cert,
+            Kubeconfig::cert_user(&cert, &key),
+        );
+        config.clusters[0]
+            .cluster
+            .set_fallback_servers(&servers[1..]);
+        config
+            .write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// `centaurus apiserver`: serves the region over HTTPS from `store` until Ctrl-C or
+/// SIGTERM. Several API servers on one etcd share `data_dir` (its CA and token file).
+pub async fn apiserver(
+    store: &StoreArg,
+    data_dir: &Path,
+    listen: std::net::SocketAddr,
+    peers: &[String],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).context("creating the data directory")?;
+    let data_dir = &std::fs::canonicalize(data_dir)?;
+    let db = store.open().await?;
+    let created = region::bootstrap(&*db).await?;
+    let region = Region::start(
+        db,
+        RegionOptions {
+            data_dir: data_dir.to_owned(),
+            listen,
+            config: ApiConfig::default(),
+            compact_every: Duration::from_secs(300),
+        },
+    )
+    .await?;
+    let me = format!("https://{}", region.addr);
+    let servers: Vec<String> = std::iter::once(me.clone())
+        .chain(peers.iter().filter(|p| **p != me).cloned())
+        .collect();
+    let components = write_component_kubeconfigs(data_dir, &servers)?;
+    println!(
+        "centaurus apiserver: {me} on {store:?} ({}); admin kubeconfig {}; component kubeconfigs in {}",
+        if created { "initialized" } else { "reopened" },
+        region.admin_kubeconfig.display(),
+        components.display()
+    );
+    until_stopped().await?;
+    region.stop().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn until_stopped() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("waiting for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// A client from the kubeconfig at `path`.
+pub fn client(path: &Path) -> anyhow::Result<Client> {
+    let config = Kubeconfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Client::new(config.connection()?)?)
+}
+
+/// Runs `work` until it ends or the process is told to stop.
+pub async fn serve(name: &str, work: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    println!("centaurus {name}: running");
+    tokio::select! {
+        () = work => anyhow::bail!("{name} stopped"),
+        r = until_stopped() => r,
+    }
+}
