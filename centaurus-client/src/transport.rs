@@ -12,7 +12,7 @@ use http::{Request, Response, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 use crate::error::ClientError;
@@ -128,6 +128,7 @@ impl HttpsTransport {
             .map_err(|_| format!("TLS handshake with {} timed out", s.url))?
             .map_err(|e| format!("TLS handshake with {}: {e}", s.url))?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(tls))

@@ -1,0 +1,275 @@
+//! The region as separate OS processes on a 3-member etcd cluster: two API servers, the
+//! scheduler, the controllers, the VPC operator with the network controller, and a hollow
+//! node agent of 20 nodes, each a `centaurus` process that only the API servers' store
+//! connects. A tenant's Deployment reaches Running through a stock kubectl; then an API
+//! server and an etcd member are killed (SIGKILL) in turn and the region goes on: the
+//! components fail over to the other API server, and scale-ups still converge.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Kubectl, eventually, free_addr, kubectl_binary};
+
+/// A child process killed (SIGKILL) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, its output in `log`; waits for a line containing `ready`
+    /// (when given) on its standard output.
+    fn start(name: &str, bin: &Path, args: &[&str], log: &Path, ready: Option<&str>) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        if let Some(marker) = ready {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "{name} did not get ready");
+                match lines.next() {
+                    Some(Ok(line)) if line.contains(marker) => break,
+                    Some(_) => {}
+                    None => panic!(
+                        "{name} exited: {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    ),
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Proc {
+            name: name.into(),
+            child,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            eprintln!("stopping {}", self.name);
+        }
+        self.kill();
+    }
+}
+
+fn etcd_binary() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+}
+
+/// Three etcd members on loopback ports; returns them and their client URLs.
+fn etcd_cluster(bin: &Path, dir: &Path) -> (Vec<Proc>, Vec<String>) {
+    let peers: Vec<String> = (0..3).map(|_| format!("http://{}", free_addr())).collect();
+    let clients: Vec<String> = (0..3).map(|_| format!("http://{}", free_addr())).collect();
+    let cluster = (0..3)
+        .map(|i| format!("m{i}={}", peers[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let members = (0..3)
+        .map(|i| {
+            let data = dir.join(format!("etcd-{i}"));
+            let args = [
+                "--name",
+                &format!("m{i}"),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen-client-urls",
+                &clients[i],
+                "--advertise-client-urls",
+                &clients[i],
+                "--listen-peer-urls",
+                &peers[i],
+                "--initial-advertise-peer-urls",
+                &peers[i],
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "centaurus-e2e",
+                "--log-level",
+                "error",
+            ]
+            .map(str::to_owned);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Proc::start(
+                &format!("etcd m{i}"),
+                bin,
+                &args,
+                &dir.join(format!("etcd-{i}.log")),
+                None,
+            )
+        })
+        .collect();
+    (members, clients)
+}
+
+fn running_pods(k: &Kubectl, app: &str) -> usize {
+    let pods = k.json(&["get", "pods", "-l", &format!("app={app}")]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .count()
+}
+
+#[test]
+fn a_region_of_processes_on_etcd_survives_kills() {
+    let (Some(etcd), Some(kubectl)) = (etcd_binary(), kubectl_binary()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs etcd-server and kubectl (scripts/setup.sh)"
+        );
+        eprintln!("SKIPPED: needs etcd and kubectl (scripts/setup.sh)");
+        return;
+    };
+    let bin = Path::new(env!("CARGO_BIN_EXE_centaurus"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("region");
+    let (mut members, urls) = etcd_cluster(&etcd, d);
+    let store = format!("etcd:{}", urls.join(","));
+    let (a1, a2) = (free_addr(), free_addr());
+    let peers = format!("https://{a1},https://{a2}");
+    let api = |name: &str, listen: &str| {
+        Proc::start(
+            name,
+            bin,
+            &[
+                "apiserver",
+                "--store",
+                &store,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                listen,
+                "--peers",
+                &peers,
+            ],
+            &d.join(format!("{name}.log")),
+            Some("centaurus apiserver:"),
+        )
+    };
+    // The first server makes the region's CA; the second shares it.
+    let mut api1 = api("apiserver-1", &a1);
+    let _api2 = api("apiserver-2", &a2);
+    let kc = |c: &str| data.join("components").join(format!("{c}.kubeconfig"));
+    let component = |name: &str, args: &[&str]| {
+        Proc::start(
+            name,
+            bin,
+            args,
+            &d.join(format!("{name}.log")),
+            Some("running"),
+        )
+    };
+    let _scheduler = component(
+        "scheduler",
+        &["scheduler", "--kubeconfig", kc("scheduler").to_str().unwrap()],
+    );
+    let _controllers = component(
+        "controllers",
+        &["controllers", "--kubeconfig", kc("controllers").to_str().unwrap()],
+    );
+    let state = d.join("operator");
+    let _operator = component(
+        "operator",
+        &[
+            "operator",
+            "--kubeconfig",
+            kc("vpc-operator").to_str().unwrap(),
+            "--network-kubeconfig",
+            kc("network-controller").to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let _agent = Proc::start(
+        "agent",
+        bin,
+        &[
+            "agent",
+            "--kubeconfig",
+            kc("node-fleet").to_str().unwrap(),
+            "--hollow",
+            "20",
+            "--zones",
+            "2",
+        ],
+        &d.join("agent.log"),
+        Some("hollow nodes"),
+    );
+
+    // A tenant through a stock kubectl, on the second API server's address after the first
+    // is gone (kubectl knows one server per cluster).
+    let admin = Kubectl {
+        bin: kubectl.clone(),
+        kubeconfig: data.join("admin.kubeconfig"),
+        cache: d.join("cache-admin"),
+    };
+    let tenant = d.join("acme.yaml");
+    std::fs::write(&tenant, "apiVersion: v1\nkind: Tenant\nmetadata:\n  name: acme\n").unwrap();
+    admin.run(&["create", "-f", tenant.to_str().unwrap()]);
+    let k = Kubectl::tenant_admin(&kubectl, &data, d, "acme");
+    eventually(60, "20 hollow nodes Ready", || {
+        let nodes = admin.json(&["get", "nodes"]);
+        let ready = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count();
+        (ready == 20).then_some(())
+    });
+    k.run(&["create", "deployment", "web", "--image=busybox", "--replicas=3"]);
+    eventually(60, "3 running pods", || (running_pods(&k, "web") == 3).then_some(()));
+
+    // SIGKILL the first API server: every component fails over to the second.
+    let started = Instant::now();
+    api1.kill();
+    let mut config = centaurus_client::kubeconfig::Kubeconfig::load(&k.kubeconfig).unwrap();
+    config.clusters[0].cluster.server = format!("https://{a2}");
+    config.write(&k.kubeconfig).unwrap();
+    k.run(&["scale", "deployment", "web", "--replicas=5"]);
+    eventually(60, "5 running pods after an API server died", || {
+        (running_pods(&k, "web") == 5).then_some(())
+    });
+    eprintln!(
+        "API server killed: scale-up converged through the other in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // SIGKILL an etcd member: writes go on, and nothing acknowledged is lost.
+    let started = Instant::now();
+    members[0].kill();
+    k.run(&["scale", "deployment", "web", "--replicas=6"]);
+    eventually(60, "6 running pods after an etcd member died", || {
+        (running_pods(&k, "web") == 6).then_some(())
+    });
+    eprintln!(
+        "etcd member killed: scale-up converged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let d = k.json(&["get", "deployment", "web"]);
+    assert_eq!(d["spec"]["replicas"], 6);
+}
