@@ -84,15 +84,16 @@ async fn openapi_document(State(api): State<Arc<ApiServer>>, Path(gv): Path<Stri
 /// name for monitoring agents).
 pub const MONITORING_GROUP: &str = "system:monitoring";
 
-/// Region-wide counters: for system users and the [`MONITORING_GROUP`] only, as they
-/// describe every tenant's traffic.
+/// Region-wide counters: for system users (not the components') and the
+/// [`MONITORING_GROUP`] only, as they describe every tenant's traffic.
 async fn metrics(
     State(api): State<Arc<ApiServer>>,
     caller: Option<axum::Extension<centaurus_tenancy::Identity>>,
 ) -> Response {
     match caller {
         Some(axum::Extension(id))
-            if id.is_system() || id.groups.iter().any(|g| g == MONITORING_GROUP) =>
+            if (id.is_system() && !centaurus_tenancy::confine::is_component(&id))
+                || id.groups.iter().any(|g| g == MONITORING_GROUP) =>
         {
             api.metrics_text().into_response()
         }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Resource as _, Scope};
 use centaurus_core::store::{Store, StoreError};
+use centaurus_tenancy::confine::Confined;
 use centaurus_tenancy::{
     AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, TenantBound,
     TenantGate, TokenFile,
@@ -76,7 +77,10 @@ pub async fn app(
     let api = ApiServer::new(
         store.clone(),
         Arc::new(registry()),
-        Arc::new(TenantGate::cached(store.clone()).await),
+        Arc::new(Confined::new(
+            Arc::new(TenantGate::cached(store.clone()).await),
+            store.clone(),
+        )),
         Arc::new(CallerSpace),
         Some(tokens.clone()),
         config,
@@ -215,7 +219,10 @@ impl Region {
         let api = ApiServer::new(
             store.clone(),
             Arc::new(registry()),
-            Arc::new(TenantGate::cached(store.clone()).await),
+            Arc::new(Confined::new(
+                Arc::new(TenantGate::cached(store.clone()).await),
+                store.clone(),
+            )),
             Arc::new(CallerSpace),
             Some(tokens.clone()),
             opts.config.clone(),

@@ -123,6 +123,15 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// The `path=value` requirements (not the `!=` ones).
+    pub fn equalities(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter(|(_, eq, _)| *eq)
+            .map(|(p, _, v)| (p.clone(), v.clone()))
+            .collect()
+    }
+
     /// Parses a selector; the empty string selects everything.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();

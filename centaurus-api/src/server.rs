@@ -71,6 +71,8 @@ pub(crate) struct Target {
     pub subresource: Option<String>,
     /// The tenant of the caller, whose share of the server's CPU work the request uses.
     pub caller: String,
+    /// The node a node agent's identity speaks for (`system:node:NAME`).
+    pub node: Option<String>,
 }
 
 impl Target {
@@ -300,6 +302,7 @@ impl ApiServer {
                     tenant: target.tenant.as_deref(),
                     namespace: target.namespace.as_deref(),
                     name: target.name.as_deref(),
+                    fields: &params.field_selector.equalities(),
                 },
             )
             .await
@@ -458,6 +461,7 @@ impl ApiServer {
             name: rp.name.clone(),
             subresource: rp.subresource.clone(),
             caller: caller.tenant.clone(),
+            node: centaurus_tenancy::identity::node_name(caller).map(str::to_owned),
         })
     }
 
@@ -703,7 +707,19 @@ impl ApiServer {
                 )],
             ));
         }
+        if let Some(node) = &target.node
+            && matches!(target.info.plural, "nodes" | "leases")
+            && name != *node
+        {
+            return Err(ApiError::forbidden(format!(
+                "node {node} may create only its own {}, not {name:?}",
+                target.info.plural
+            )));
+        }
         let tenant = self.writable_space(target, &obj).await?;
+        if target.info.plural == "actions" {
+            self.default_action_node(&mut obj).await?;
+        }
         let _admitted = self.admit_against_store(target, &mut obj, None).await?;
         // The object's own coordinates, which admit_shape checked against the path.
         let str_at = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
@@ -743,6 +759,46 @@ impl ApiServer {
             self.lifecycle.tenant_created(&name).await;
         }
         object_of(&kv)
+    }
+
+    /// An action on a pod names the pod's node (`spec.nodeName`), so that node's agent, which
+    /// watches only what names it, sees it.
+    async fn default_action_node(&self, obj: &mut Value) -> ApiResult<()> {
+        let str_at = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (pod, node) = (str_at("/spec/podAction/podName"), str_at("/spec/nodeName"));
+        if pod.is_empty() || !node.is_empty() {
+            return Ok(());
+        }
+        let tenant = match str_at("/metadata/tenant") {
+            t if t.is_empty() => model::SYSTEM_TENANT.to_owned(),
+            t => t,
+        };
+        let key = model::object_key(
+            "pods",
+            Scope::Namespaced,
+            &tenant,
+            &str_at("/metadata/namespace"),
+            &pod,
+        );
+        if let Some(kv) = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_store(e, "pods", &pod))?
+        {
+            let bound = serde_json::from_slice::<Value>(&kv.value)
+                .ok()
+                .and_then(|p| p.pointer("/spec/nodeName").cloned());
+            if let Some(n) = bound {
+                obj["spec"]["nodeName"] = n;
+            }
+        }
+        Ok(())
     }
 
     async fn check_quota(&self, tenant: &Tenant, pod: &Value) -> ApiResult<()> {

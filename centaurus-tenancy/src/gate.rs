@@ -67,6 +67,19 @@ pub struct Attributes<'a> {
     pub namespace: Option<&'a str>,
     /// The object's name, when the request names one.
     pub name: Option<&'a str>,
+    /// The equalities a list's or watch's field selector requires (`spec.nodeName`, `n1`):
+    /// what it can at most return.
+    pub fields: &'a [(String, String)],
+}
+
+impl Attributes<'_> {
+    /// The value the field selector requires of `path`, if any.
+    pub fn field(&self, path: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why a request was refused (HTTP 403).

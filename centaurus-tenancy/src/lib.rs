@@ -9,6 +9,7 @@
 //! - [`quota`]: per-tenant limits on pods, cpu, memory and VM pods.
 
 pub mod authn;
+pub mod confine;
 pub mod gate;
 pub mod identity;
 pub mod kinds;

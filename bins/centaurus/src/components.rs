@@ -118,8 +118,7 @@ pub async fn apiserver(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
     let data_dir = &std::fs::canonicalize(data_dir)?;
-    let db = store.open().await?;
-    let created = region::bootstrap(&*db).await?;
+    let (db, created) = open_and_bootstrap(store).await?;
     let region = Region::start(
         db,
         RegionOptions {
@@ -144,6 +143,29 @@ pub async fn apiserver(
     until_stopped().await?;
     region.stop().await;
     Ok(())
+}
+
+/// Opens the store and bootstraps the region in it, waiting up to a minute for a store
+/// that is not up yet (an etcd cluster still forming). Returns whether the region is new.
+async fn open_and_bootstrap(store: &StoreArg) -> anyhow::Result<(Arc<dyn Store>, bool)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let db = store.open().await?;
+            let created = region::bootstrap(&*db).await?;
+            anyhow::Ok((db, created))
+        };
+        match attempt.await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the store is not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.context("the store did not become reachable within 60 s")),
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

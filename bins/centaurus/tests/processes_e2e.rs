@@ -182,11 +182,19 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     };
     let _scheduler = component(
         "scheduler",
-        &["scheduler", "--kubeconfig", kc("scheduler").to_str().unwrap()],
+        &[
+            "scheduler",
+            "--kubeconfig",
+            kc("scheduler").to_str().unwrap(),
+        ],
     );
     let _controllers = component(
         "controllers",
-        &["controllers", "--kubeconfig", kc("controllers").to_str().unwrap()],
+        &[
+            "controllers",
+            "--kubeconfig",
+            kc("controllers").to_str().unwrap(),
+        ],
     );
     let state = d.join("operator");
     let _operator = component(
@@ -225,7 +233,11 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         cache: d.join("cache-admin"),
     };
     let tenant = d.join("acme.yaml");
-    std::fs::write(&tenant, "apiVersion: v1\nkind: Tenant\nmetadata:\n  name: acme\n").unwrap();
+    std::fs::write(
+        &tenant,
+        "apiVersion: v1\nkind: Tenant\nmetadata:\n  name: acme\n",
+    )
+    .unwrap();
     admin.run(&["create", "-f", tenant.to_str().unwrap()]);
     let k = Kubectl::tenant_admin(&kubectl, &data, d, "acme");
     eventually(60, "20 hollow nodes Ready", || {
@@ -234,15 +246,24 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             .as_array()?
             .iter()
             .filter(|n| {
-                n["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
             })
             .count();
         (ready == 20).then_some(())
     });
-    k.run(&["create", "deployment", "web", "--image=busybox", "--replicas=3"]);
-    eventually(60, "3 running pods", || (running_pods(&k, "web") == 3).then_some(()));
+    k.run(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=3",
+    ]);
+    eventually(60, "3 running pods", || {
+        (running_pods(&k, "web") == 3).then_some(())
+    });
 
     // SIGKILL the first API server: every component fails over to the second.
     let started = Instant::now();

@@ -1,0 +1,183 @@
+//! Confinement of the region's own components, in front of the tenant gate.
+//!
+//! Users of the `system` tenant may do anything, except the components' identities:
+//!
+//! - a node agent (`system:node:NAME`, the node authorizer) reads every Node and writes only
+//!   its own Node and Lease; it lists and watches pods and actions only with the field
+//!   selector `spec.nodeName=NAME`, reads and writes the status of the pods bound to it
+//!   only, reads those pods' endpoints and the actions of its node, and the tenant networks
+//!   its pods join; nothing else of any tenant (the API server checks at create that the
+//!   Node or Lease it makes is its own);
+//! - each service identity ([`identity::SCHEDULER`], ...) has the verbs its work needs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use centaurus_core::model::{self, Scope};
+use centaurus_core::store::Store;
+
+use crate::gate::{Attributes, Authorizer, Denied, Verb};
+use crate::identity::{self, Component};
+use crate::{Identity, PolicyRule};
+
+/// The verbs of each service identity.
+fn service_rules(c: Component) -> Vec<PolicyRule> {
+    let rule = |verbs: &str, resources: &str| PolicyRule {
+        verbs: verbs.split(',').map(str::to_owned).collect(),
+        resources: resources.split(',').map(str::to_owned).collect(),
+    };
+    const READ: &str = "get,list,watch";
+    const WRITE: &str = "get,list,watch,create,update,patch,delete";
+    const STATUS: &str = "get,update,patch";
+    match c {
+        identity::SCHEDULER => vec![
+            rule(READ, "pods,nodes"),
+            rule("create", "pods/binding"),
+            rule(STATUS, "pods/status"),
+            rule(WRITE, "nodeledgers"),
+        ],
+        identity::CONTROLLERS => vec![
+            rule(WRITE, "pods,replicasets,deployments"),
+            rule(STATUS, "replicasets/status,deployments/status,nodes/status"),
+            rule("get,list,watch,update,patch", "nodes"),
+            rule(READ, "leases"),
+        ],
+        identity::VPC_OPERATOR => vec![
+            rule(READ, "droplets,vpcs,subnets,endpoints"),
+            rule(
+                STATUS,
+                "droplets/status,vpcs/status,subnets/status,endpoints/status,bouncers/status,dividers/status",
+            ),
+            rule("get,list,watch,create,delete", "bouncers,dividers"),
+        ],
+        identity::NETWORK_CONTROLLER => vec![
+            rule(READ, "tenants,nodes,pods,vpcs,networks"),
+            rule("create", "networks,vpcs,subnets"),
+            rule(STATUS, "networks/status"),
+            rule("get,create,delete", "droplets,endpoints"),
+        ],
+        identity::NODE_FLEET => vec![
+            rule(READ, "pods,nodes,actions,networks,endpoints"),
+            rule(STATUS, "pods/status,nodes/status,actions/status"),
+            rule("get,create,update,patch", "nodes,leases"),
+            rule("update,patch", "actions"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+const SERVICES: [Component; 5] = [
+    identity::SCHEDULER,
+    identity::CONTROLLERS,
+    identity::VPC_OPERATOR,
+    identity::NETWORK_CONTROLLER,
+    identity::NODE_FLEET,
+];
+
+/// The tenant gate behind the node authorizer and the service identities' rules.
+pub struct Confined {
+    inner: Arc<dyn Authorizer>,
+    store: Arc<dyn Store>,
+}
+
+impl Confined {
+    /// Confines the components in front of `inner`, reading pods and actions from `store`
+    /// to decide what a node may reach.
+    pub fn new(inner: Arc<dyn Authorizer>, store: Arc<dyn Store>) -> Self {
+        Self { inner, store }
+    }
+
+    /// The `spec.nodeName` of the namespaced object `plural/name` the request addresses.
+    async fn node_of(&self, plural: &str, req: &Attributes<'_>) -> Result<Option<String>, Denied> {
+        let (Some(tenant), Some(ns), Some(name)) = (req.tenant, req.namespace, req.name) else {
+            return Ok(None);
+        };
+        let key = model::object_key(plural, Scope::Namespaced, tenant, ns, name);
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| Denied(format!("authorization unavailable: {e}")))?;
+        Ok(kv.and_then(|kv| {
+            serde_json::from_slice::<serde_json::Value>(&kv.value)
+                .ok()?
+                .pointer("/spec/nodeName")?
+                .as_str()
+                .map(str::to_owned)
+        }))
+    }
+
+    async fn node(&self, node: &str, req: &Attributes<'_>) -> Result<(), Denied> {
+        let own = req.name == Some(node);
+        let lease = req.tenant == Some(model::SYSTEM_TENANT)
+            && req.namespace == Some(model::NODE_LEASE_NAMESPACE);
+        let selected = req.field("spec.nodeName") == Some(node);
+        let allowed = match (req.resource, req.verb) {
+            ("nodes", Verb::Get | Verb::List | Verb::Watch) => true,
+            // The server checks that the Node or Lease made is the node's own.
+            ("nodes", Verb::Create) => true,
+            ("nodes" | "nodes/status", Verb::Get | Verb::Update | Verb::Patch) => own,
+            ("leases", Verb::Create) => lease,
+            ("leases", Verb::Get | Verb::Update | Verb::Patch) => lease && own,
+            ("pods" | "actions", Verb::List | Verb::Watch) => selected,
+            ("pods" | "pods/status", Verb::Get) | ("pods/status", Verb::Update | Verb::Patch) => {
+                self.node_of("pods", req).await?.as_deref() == Some(node)
+            }
+            // A pod's endpoint has the pod's name.
+            ("endpoints", Verb::Get) => self.node_of("pods", req).await?.as_deref() == Some(node),
+            ("actions" | "actions/status", Verb::Get | Verb::Update | Verb::Patch) => {
+                self.node_of("actions", req).await?.as_deref() == Some(node)
+            }
+            ("networks", Verb::Get) => true,
+            _ => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "node {node} cannot {} {}{}: a node reaches only its own Node and Lease and the pods bound to it",
+                req.verb.as_str(),
+                req.resource,
+                req.name.map(|n| format!(" {n:?}")).unwrap_or_default()
+            )))
+        }
+    }
+}
+
+/// True for the identities of the region's components (node agents and services), which
+/// are users of the `system` tenant confined to their work.
+pub fn is_component(caller: &Identity) -> bool {
+    identity::node_name(caller).is_some() || service(caller).is_some()
+}
+
+/// The component an identity is, if it is one of [`SERVICES`].
+fn service(caller: &Identity) -> Option<Component> {
+    if caller.tenant != model::SYSTEM_TENANT {
+        return None;
+    }
+    SERVICES.into_iter().find(|c| c.user == caller.user)
+}
+
+#[async_trait]
+impl Authorizer for Confined {
+    async fn authorize(&self, caller: &Identity, req: &Attributes<'_>) -> Result<(), Denied> {
+        if let Some(node) = identity::node_name(caller) {
+            return self.node(node, req).await;
+        }
+        if let Some(c) = service(caller) {
+            let verb = req.verb.as_str();
+            return if service_rules(c)
+                .iter()
+                .any(|r| r.allows(verb, req.resource))
+            {
+                Ok(())
+            } else {
+                Err(Denied(format!(
+                    "{} cannot {verb} {}: not among the verbs of its component",
+                    caller.user, req.resource
+                )))
+            };
+        }
+        self.inner.authorize(caller, req).await
+    }
+}
