@@ -169,16 +169,40 @@ pub struct Fleet {
     agents: RwLock<HashMap<String, Arc<NodeAgent>>>,
     pods: Arc<Informer<Pod>>,
     actions: Arc<Informer<Action>>,
+    /// The one node of a fleet that runs as that node's identity.
+    node: Option<String>,
 }
 
 impl Fleet {
-    /// A fleet that reads and reports through `client`, with no agents yet.
+    /// A fleet of any number of nodes that reads and reports through `client` (an identity
+    /// that may see every node's pods), with no agents yet.
     pub fn new(client: Client) -> Arc<Self> {
+        Self::make(client, None)
+    }
+
+    /// The fleet of the one node `node`, whose `client` is that node's identity
+    /// (`system:node:NODE`): it watches only the pods and actions bound to the node.
+    pub fn for_node(client: Client, node: &str) -> Arc<Self> {
+        Self::make(client, Some(node.to_owned()))
+    }
+
+    fn make(client: Client, node: Option<String>) -> Arc<Self> {
+        let (pods, actions) = match &node {
+            Some(n) => {
+                let fields = format!("spec.nodeName={n}");
+                (
+                    client.api().with_fields(fields.clone()),
+                    client.api().with_fields(fields),
+                )
+            }
+            None => (client.api(), client.api()),
+        };
         let fleet = Arc::new(Self {
-            pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
-            actions: Arc::new(Informer::new(client.api().source("/registry/actions/"))),
+            pods: Arc::new(Informer::new(pods.source("/registry/pods/"))),
+            actions: Arc::new(Informer::new(actions.source("/registry/actions/"))),
             client,
             agents: RwLock::default(),
+            node,
         });
         let f = fleet.clone();
         fleet.pods.on_change(move |change| f.pod_changed(change));
@@ -212,6 +236,12 @@ impl Fleet {
     /// Registers the agent's Node (updating capacity, labels and status of an existing
     /// one, keeping its taints) and starts its heartbeat.
     pub async fn add(self: &Arc<Self>, agent: NodeAgent) -> Result<(), ClientError> {
+        if let Some(node) = self.node.as_deref().filter(|n| *n != agent.name()) {
+            return Err(ClientError::Request(format!(
+                "the fleet of node {node} cannot run node {}",
+                agent.name()
+            )));
+        }
         let agent = Arc::new(agent);
         self.register(&agent).await?;
         for rt in agent.runtimes() {
@@ -401,7 +431,9 @@ impl Fleet {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.pods.clone().run());
         tasks.spawn(self.actions.clone().run());
-        tasks.spawn(self.clone().follow_power());
+        if self.node.is_none() {
+            tasks.spawn(self.clone().follow_power());
+        }
         while tasks.join_next().await.is_some() {}
     }
 

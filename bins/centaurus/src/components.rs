@@ -108,6 +108,29 @@ fn write_component_kubeconfigs(dir: &Path, servers: &[String]) -> anyhow::Result
     Ok(out)
 }
 
+/// `centaurus node-kubeconfig`: a kubeconfig for the agent of node `node`
+/// (`system:node:NODE`), signed by the CA in `data_dir`, with the servers of the
+/// components' kubeconfigs.
+pub fn node_kubeconfig(data_dir: &Path, node: &str, out: &Path) -> anyhow::Result<()> {
+    let fleet = data_dir.join("components").join("node-fleet.kubeconfig");
+    let mut config = Kubeconfig::load(&fleet).with_context(|| {
+        format!(
+            "reading {} (written by `centaurus apiserver --data-dir {}`)",
+            fleet.display(),
+            data_dir.display()
+        )
+    })?;
+    let pki = Pki::load_or_create(data_dir, &[])?;
+    let user = identity::node(node).user;
+    let (cert, key) = pki.issue_client(&user, centaurus_core::model::SYSTEM_TENANT, None)?;
+    config.users[0].user = Kubeconfig::cert_user(&cert, &key);
+    config
+        .write(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("centaurus: kubeconfig of {user} at {}", out.display());
+    Ok(())
+}
+
 /// `centaurus apiserver`: serves the region over HTTPS from `store` until Ctrl-C or
 /// SIGTERM. Several API servers on one etcd share `data_dir` (its CA and token file).
 pub async fn apiserver(

@@ -110,8 +110,22 @@ enum Command {
         #[arg(long, default_value = "./centaurus-operator")]
         state_dir: PathBuf,
     },
-    /// Runs node agents as clients of the API: this host's (runc, and QEMU when present)
-    /// and/or `--hollow N` simulated nodes.
+    /// Writes the kubeconfig of a node's agent (`system:node:NAME`, confined by the node
+    /// authorizer to that node's objects), signed by the region's CA.
+    NodeKubeconfig {
+        /// The API servers' data directory (its CA and component kubeconfigs).
+        #[arg(long, default_value = "./centaurus-data")]
+        data_dir: PathBuf,
+        /// The node (this host's name by default).
+        #[arg(long)]
+        node: Option<String>,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Runs node agents as clients of the API: this host's (runc, and QEMU when present;
+    /// alone, with its node's kubeconfig from `node-kubeconfig`) and/or `--hollow N`
+    /// simulated nodes (with the fleet's kubeconfig).
     Agent {
         /// Its kubeconfig (`DIR/components/node-fleet.kubeconfig`).
         #[arg(long)]
@@ -265,6 +279,15 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::NodeKubeconfig {
+            data_dir,
+            node,
+            out,
+        } => components::node_kubeconfig(
+            &data_dir,
+            &node.unwrap_or_else(centaurus_runtime::agent::hostname),
+            &out,
+        ),
         Command::Agent {
             kubeconfig,
             hollow,

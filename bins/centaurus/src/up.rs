@@ -482,7 +482,12 @@ pub(crate) async fn agents(
     prefix: &str,
     local: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let fleet = Fleet::new(client.clone());
+    // This host's agent alone runs as its node (a `system:node:NAME` kubeconfig, see
+    // `centaurus node-kubeconfig`); hollow nodes need the fleet identity.
+    let fleet = match local {
+        Some(_) if hollow == 0 => Fleet::for_node(client.clone(), &hostname()),
+        _ => Fleet::new(client.clone()),
+    };
     let task = tokio::spawn(fleet.clone().run());
     fleet.wait_synced().await;
     if let Some(root) = local {

@@ -3,7 +3,9 @@
 //! node agent of 20 nodes, each a `centaurus` process that only the API servers' store
 //! connects. A tenant's Deployment reaches Running through a stock kubectl; then an API
 //! server and an etcd member are killed (SIGKILL) in turn and the region goes on: the
-//! components fail over to the other API server, and scale-ups still converge.
+//! components fail over to the other API server, and scale-ups still converge. As root,
+//! this host's runc agent joins as its own node identity, runs a pod pinned to it, and
+//! runs it again after the agent is killed and restarted.
 
 mod common;
 
@@ -254,13 +256,14 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             .count();
         (ready == 20).then_some(())
     });
-    k.run(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=busybox",
-        "--replicas=3",
-    ]);
+    // kubectl's `create deployment` speaks protobuf (not decoded yet): a manifest.
+    let manifest = d.join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: web, image: busybox}\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifest.to_str().unwrap()]);
     eventually(60, "3 running pods", || {
         (running_pods(&k, "web") == 3).then_some(())
     });
@@ -291,6 +294,88 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         "etcd member killed: scale-up converged in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let d = k.json(&["get", "deployment", "web"]);
-    assert_eq!(d["spec"]["replicas"], 6);
+    let deployment = k.json(&["get", "deployment", "web"]);
+    assert_eq!(deployment["spec"]["replicas"], 6);
+
+    // This host's runc agent as its own node identity: a pod pinned to it runs, and after
+    // the agent is killed and started again, runs again.
+    if !root_with_runc() {
+        eprintln!("SKIPPED the runc agent: needs root and runc");
+        return;
+    }
+    let host = centaurus_runtime::agent::hostname();
+    let node_kc = d.join("node.kubeconfig");
+    let out = Command::new(bin)
+        .args([
+            "node-kubeconfig",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(&node_kc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node_root = d.join("node");
+    let agent_args = [
+        "agent",
+        "--kubeconfig",
+        node_kc.to_str().unwrap(),
+        "--local",
+        "--root",
+        node_root.to_str().unwrap(),
+    ];
+    let mut runc_agent = Proc::start(
+        "runc agent",
+        bin,
+        &agent_args,
+        &d.join("runc-agent.log"),
+        Some("runs"),
+    );
+    let overrides = format!(
+        r#"{{"apiVersion":"v1","spec":{{"nodeSelector":{{"kubernetes.io/hostname":"{host}"}}}}}}"#
+    );
+    k.run(&[
+        "run",
+        "solo",
+        "--image=busybox",
+        "--restart=Never",
+        &format!("--overrides={overrides}"),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let started = |k: &Kubectl| -> Option<String> {
+        let p = k.json(&["get", "pod", "solo"]);
+        (p["status"]["phase"] == "Running" && p["spec"]["nodeName"] == host.as_str())
+            .then(|| p["status"]["startTime"].as_str().unwrap_or("").to_owned())
+    };
+    let first = eventually(90, "the pinned pod Running on this host", || started(&k));
+    runc_agent.kill();
+    let _runc_agent = Proc::start(
+        "runc agent again",
+        bin,
+        &agent_args,
+        &d.join("runc-agent-2.log"),
+        Some("runs"),
+    );
+    eventually(
+        90,
+        "the pinned pod Running again after its agent restarted",
+        || started(&k).filter(|t| *t != first),
+    );
+}
+
+fn root_with_runc() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    root && etcd_binary().is_some()
+        && std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join("runc").is_file())
 }

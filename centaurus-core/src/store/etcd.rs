@@ -61,6 +61,44 @@ fn map_err(e: etcd_client::Error) -> StoreError {
     }
 }
 
+/// True when a request failed because a member is gone or the cluster is electing a
+/// leader: no connection could be made (nothing was sent), or the leader changed or is
+/// missing. Sending again is safe for reads, and for writes too, as every write is a
+/// transaction guarded by a revision: one that did land makes its repeat fail its compare
+/// (a conflict the caller resolves by reading again), never apply twice.
+fn unreached(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    [
+        "tcp connect error",
+        "Connection refused",
+        "leader changed",
+        "no leader",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
+/// Sends `call` again, for about 6 s, while a member is gone or a leader is being elected:
+/// the client balances over every endpoint, and the first requests after a member died
+/// may still go to it.
+async fn resilient<T, F, Fut>(client: &Client, mut call: F) -> Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(25);
+    for _ in 0..8 {
+        match call(client.clone()).await {
+            Err(e) if unreached(&e) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            r => return r.map_err(map_err),
+        }
+    }
+    call(client.clone()).await.map_err(map_err)
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision> {
     header
         .map(|h| h.revision())
@@ -143,12 +181,12 @@ impl EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self
-            .client
-            .clone()
-            .get(self.full(key), None)
-            .await
-            .map_err(map_err)?;
+        let full = self.full(key);
+        let resp = resilient(&self.client, |mut c| {
+            let full = full.clone();
+            async move { c.get(full, None).await }
+        })
+        .await?;
         resp.kvs().first().map(|kv| self.convert(kv)).transpose()
     }
 
@@ -164,12 +202,11 @@ impl Store for EtcdStore {
             .with_range(end)
             .with_limit(opts.limit as i64)
             .with_revision(opts.revision);
-        let resp = self
-            .client
-            .clone()
-            .get(start, Some(options))
-            .await
-            .map_err(map_err)?;
+        let resp = resilient(&self.client, |mut c| {
+            let (start, options) = (start.clone(), options.clone());
+            async move { c.get(start, Some(options)).await }
+        })
+        .await?;
         Ok(RangeResult {
             kvs: resp
                 .kvs()
@@ -191,7 +228,11 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full.clone(), value.to_vec(), None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(map_err)?;
+        let resp = resilient(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
@@ -221,7 +262,11 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(full, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(map_err)?;
+        let resp = resilient(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
         if !resp.succeeded() {
             return Err(self.refusal(key, expected, resp.op_responses()));
         }
@@ -255,7 +300,11 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(full, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(map_err)?;
+        let resp = resilient(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
         if !resp.succeeded() {
             return Err(self.refusal(key, expected.unwrap_or_default(), resp.op_responses()));
         }
@@ -284,12 +333,11 @@ impl Store for EtcdStore {
         if start > 0 {
             options = options.with_start_revision(start);
         }
-        let watch = self
-            .client
-            .clone()
-            .watch(full_prefix, Some(options))
-            .await
-            .map_err(map_err)?;
+        let watch = resilient(&self.client, |mut c| {
+            let (prefix, options) = (full_prefix.clone(), options.clone());
+            async move { c.watch(prefix, Some(options)).await }
+        })
+        .await?;
         let this = self.clone();
         let responses = stream::unfold(Some(watch), move |watch| {
             let this = this.clone();
@@ -354,15 +402,15 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision> {
-        let resp = self
-            .client
-            .clone()
-            .get(
-                self.root.as_bytes(),
-                Some(GetOptions::new().with_count_only()),
-            )
-            .await
-            .map_err(map_err)?;
+        let root = self.root.clone();
+        let resp = resilient(&self.client, |mut c| {
+            let root = root.clone();
+            async move {
+                c.get(root.as_bytes(), Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await?;
         header_revision(resp.header())
     }
 }
