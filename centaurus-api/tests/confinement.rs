@@ -276,6 +276,18 @@ async fn services_have_only_their_components_verbs() {
             .await,
     );
 
+    forbidden(
+        "controllers forge a node's lease",
+        controllers
+            .api::<Lease>()
+            .create(Lease::typed(ObjectMeta::namespaced(
+                centaurus_core::model::SYSTEM_TENANT,
+                centaurus_core::model::NODE_LEASE_NAMESPACE,
+                "n1",
+            )))
+            .await,
+    );
+
     let operator = local.client(identity::VPC_OPERATOR.identity());
     forbidden(
         "operator reads pods",

@@ -34,11 +34,17 @@ pub fn template_hash(d: &Deployment) -> String {
 }
 
 impl DeploymentController {
-    /// Runs the controller through `client` until dropped.
-    pub async fn run(client: Client, workers: usize) {
-        let controller =
+    /// Runs the controller through `client` until dropped, on its `share` of the
+    /// deployments.
+    pub async fn run(client: Client, workers: usize, share: crate::Share) {
+        let mut controller =
             Controller::<Deployment>::new(client.api().source("/registry/deployments/"))
-                .with_workers(workers);
+                .with_workers(workers)
+                .with_ownership(share.ownership)
+                .with_observer(share.observer);
+        if let Some(period) = share.resync {
+            controller = controller.with_resync(period);
+        }
         let sets = Arc::new(Informer::<ReplicaSet>::new(
             client.api().source("/registry/replicasets/"),
         ));

@@ -4,16 +4,24 @@
 //! - [`DeploymentController`]: rolling updates through replica sets.
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
 //!
-//! [`run_all`] starts them together, as `centaurus up` does.
+//! [`run_all`] starts them together, as `centaurus up` does; with a [`Membership`], several
+//! instances share the objects over the hash ring of their live Leases.
 
 pub mod deployment;
+pub mod membership;
 pub mod nodelifecycle;
 pub mod replicaset;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use centaurus_core::controller::{Observer, OwnAll, Ownership};
 
 use centaurus_client::Client;
 use centaurus_core::model::Pod;
 
 pub use deployment::DeploymentController;
+pub use membership::{Membership, MembershipConfig};
 pub use nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
 
@@ -34,11 +42,42 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-/// Runs every controller through `client` until dropped.
-pub async fn run_all(client: Client, lifecycle: NodeLifecycleConfig) {
+/// The share of the work a controller instance takes.
+#[derive(Clone)]
+pub struct Share {
+    /// Which objects it reconciles.
+    pub ownership: Arc<dyn Ownership>,
+    /// How often it looks at every owned object again (to pick up what it gains).
+    pub resync: Option<Duration>,
+    /// Told of every reconcile.
+    pub observer: Option<Observer>,
+}
+
+impl Share {
+    /// Everything: the only instance.
+    pub fn all() -> Self {
+        Self {
+            ownership: Arc::new(OwnAll),
+            resync: None,
+            observer: None,
+        }
+    }
+
+    /// What `membership` gives this instance, looked at again every period.
+    pub fn of(membership: &Membership) -> Self {
+        Self {
+            ownership: Arc::new(membership.clone()),
+            resync: Some(membership.period()),
+            observer: None,
+        }
+    }
+}
+
+/// Runs every controller through `client` until dropped, on its `share` of the objects.
+pub async fn run_all(client: Client, lifecycle: NodeLifecycleConfig, share: Share) {
     tokio::join!(
-        ReplicaSetController::run(client.clone(), 4),
-        DeploymentController::run(client.clone(), 2),
-        NodeLifecycleController::run(client, lifecycle),
+        ReplicaSetController::run(client.clone(), 4, share.clone()),
+        DeploymentController::run(client.clone(), 2, share.clone()),
+        NodeLifecycleController::run(client, lifecycle, share.ownership),
     );
 }

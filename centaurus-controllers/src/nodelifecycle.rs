@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use centaurus_client::{Api, Client};
-use centaurus_core::controller::{Cache, Change, Informer};
+use centaurus_core::controller::{Cache, Change, Informer, Ownership};
 use centaurus_core::model::{self, Condition, Lease, Node, Pod, Resource, Taint, Time};
 
 /// The taint key of a node that stopped renewing its lease.
@@ -51,6 +51,8 @@ pub struct NodeLifecycleController {
     bound: BoundPods,
     /// Nodes with bound pods that were missing at a check, and since when.
     missing_since: Mutex<HashMap<String, Time>>,
+    /// The nodes this instance looks after.
+    ownership: Arc<dyn Ownership>,
 }
 
 /// Keeps `bound` equal to the pods' bindings.
@@ -87,8 +89,8 @@ fn ready(node: &Node) -> Option<&Condition> {
 }
 
 impl NodeLifecycleController {
-    /// Runs through `client` until dropped.
-    pub async fn run(client: Client, config: NodeLifecycleConfig) {
+    /// Runs through `client` until dropped, for the nodes `ownership` gives it.
+    pub async fn run(client: Client, config: NodeLifecycleConfig, ownership: Arc<dyn Ownership>) {
         let nodes = Arc::new(Informer::<Node>::new(
             client.api().source("/registry/nodes/"),
         ));
@@ -120,6 +122,7 @@ impl NodeLifecycleController {
             pods: client.api(),
             bound,
             missing_since: Mutex::default(),
+            ownership,
         };
         let (node_cache, lease_cache, pod_cache) = (nodes.cache(), leases.cache(), pods.cache());
         let mut tick = tokio::time::interval(this.config.period);
@@ -138,6 +141,9 @@ impl NodeLifecycleController {
         );
         let mut lost = Vec::new();
         for node in nodes.list() {
+            if !self.ownership.owns(node.metadata.ring_position()) {
+                continue;
+            }
             let name = &node.metadata.name;
             let lease = leases.get(&format!("{lease_prefix}{name}"));
             let alive = match &lease {
@@ -161,7 +167,11 @@ impl NodeLifecycleController {
                 }
             }
         }
-        lost.extend(self.missing_nodes(nodes, now));
+        // A node that does not exist has no hashKey: its name places it on the ring.
+        lost.extend(self.missing_nodes(nodes, now).into_iter().filter(|n| {
+            self.ownership
+                .owns(centaurus_core::ring::stable_hash(n.as_bytes()))
+        }));
         let keys: Vec<String> = {
             let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
             lost.iter()

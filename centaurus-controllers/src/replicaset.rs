@@ -42,11 +42,17 @@ pub(crate) fn owned_pods(cache: &Cache<Pod>, tenant: &str, ns: &str, uid: &str) 
 }
 
 impl ReplicaSetController {
-    /// Runs the controller through `client` until dropped; `workers` reconcile at once.
-    pub async fn run(client: Client, workers: usize) {
-        let controller =
+    /// Runs the controller through `client` until dropped, on its `share` of the replica
+    /// sets; `workers` reconcile at once.
+    pub async fn run(client: Client, workers: usize, share: crate::Share) {
+        let mut controller =
             Controller::<ReplicaSet>::new(client.api().source("/registry/replicasets/"))
-                .with_workers(workers);
+                .with_workers(workers)
+                .with_ownership(share.ownership)
+                .with_observer(share.observer);
+        if let Some(period) = share.resync {
+            controller = controller.with_resync(period);
+        }
         let pod_informer = Arc::new(centaurus_core::controller::Informer::<Pod>::new(
             client.api().source("/registry/pods/"),
         ));

@@ -130,6 +130,7 @@ async fn region(
                 eviction_timeout: Duration::from_secs(1),
                 orphan_grace: Duration::from_secs(1),
             },
+            centaurus_controllers::Share::all(),
         )),
     ];
     let fleet = Fleet::new(local.client(identity::NODE_FLEET.identity()));

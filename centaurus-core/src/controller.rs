@@ -597,6 +597,15 @@ pub trait Ownership: Send + Sync + 'static {
     fn owns(&self, position: u64) -> bool;
 }
 
+impl Ownership for Arc<dyn Ownership> {
+    fn owns(&self, position: u64) -> bool {
+        (**self).owns(position)
+    }
+}
+
+/// Told of every reconcile a controller ran: the key, when it started and when it ended.
+pub type Observer = Arc<dyn Fn(&str, std::time::Instant, std::time::Instant) + Send + Sync>;
+
 /// Every object (a single instance).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OwnAll;
@@ -650,6 +659,7 @@ pub struct Controller<R: Resource> {
     ownership: Arc<dyn Ownership>,
     workers: usize,
     resync: Option<Duration>,
+    observer: Option<Observer>,
     _kind: PhantomData<R>,
 }
 
@@ -662,6 +672,7 @@ impl<R: Resource> Controller<R> {
             ownership: Arc::new(OwnAll),
             workers: 2,
             resync: None,
+            observer: None,
             _kind: PhantomData,
         }
     }
@@ -687,6 +698,12 @@ impl<R: Resource> Controller<R> {
     /// drift in external state).
     pub fn with_resync(mut self, period: Duration) -> Self {
         self.resync = Some(period);
+        self
+    }
+
+    /// Tells `observer` of every reconcile (what an instance did, for audits and tests).
+    pub fn with_observer(mut self, observer: Option<Observer>) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -735,10 +752,25 @@ impl<R: Resource> Controller<R> {
         for _ in 0..self.workers {
             let (queue, cache, reconciler) =
                 (self.queue.clone(), cache.clone(), reconciler.clone());
+            let (ownership, observer) = (self.ownership.clone(), self.observer.clone());
             tasks.spawn(async move {
                 while let Some(key) = queue.next().await {
                     let object = cache.get(&key);
-                    match reconciler.reconcile(&key, object).await {
+                    // Ownership may have moved since the key was queued.
+                    if object
+                        .as_ref()
+                        .is_some_and(|o| !ownership.owns(o.meta().ring_position()))
+                    {
+                        queue.forget(&key);
+                        queue.done(&key);
+                        continue;
+                    }
+                    let started = std::time::Instant::now();
+                    let outcome = reconciler.reconcile(&key, object).await;
+                    if let Some(observe) = &observer {
+                        observe(&key, started, std::time::Instant::now());
+                    }
+                    match outcome {
                         Ok(Requeue::Done) => queue.forget(&key),
                         Ok(Requeue::After(d)) => {
                             queue.forget(&key);

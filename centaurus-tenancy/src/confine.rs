@@ -8,7 +8,9 @@
 //!   only, reads those pods' endpoints and the actions of its node, and the tenant networks
 //!   its pods join; nothing else of any tenant (the API server checks at create that the
 //!   Node or Lease it makes is its own);
-//! - each service identity ([`identity::SCHEDULER`], ...) has the verbs its work needs.
+//! - each service identity ([`identity::SCHEDULER`], ...) has the verbs its work needs;
+//!   Leases it may write only in the `system` tenant's `kube-system` (controller
+//!   membership), never a node's (only the node fleet writes node Leases).
 
 use std::sync::Arc;
 
@@ -40,7 +42,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule(WRITE, "pods,replicasets,deployments"),
             rule(STATUS, "replicasets/status,deployments/status,nodes/status"),
             rule("get,list,watch,update,patch", "nodes"),
-            rule(READ, "leases"),
+            // Reading node Leases; writing its own membership Leases (in kube-system only).
+            rule("get,list,watch,create,update,patch", "leases"),
         ],
         identity::VPC_OPERATOR => vec![
             rule(READ, "droplets,vpcs,subnets,endpoints"),
@@ -166,6 +169,19 @@ impl Authorizer for Confined {
         }
         if let Some(c) = service(caller) {
             let verb = req.verb.as_str();
+            // Leases: the fleet writes node heartbeats, the others their membership.
+            let leases = if c == identity::NODE_FLEET {
+                model::NODE_LEASE_NAMESPACE
+            } else {
+                "kube-system"
+            };
+            let allowed = req.tenant == Some(model::SYSTEM_TENANT) && req.namespace == Some(leases);
+            if req.resource == "leases" && req.verb.is_write() && !allowed {
+                return Err(Denied(format!(
+                    "{} may write the Leases of {leases} only, not of {:?}",
+                    caller.user, req.namespace
+                )));
+            }
             return if service_rules(c)
                 .iter()
                 .any(|r| r.allows(verb, req.resource))

@@ -96,6 +96,10 @@ enum Command {
         /// Seconds a node stays NotReady before its pods are evicted.
         #[arg(long, default_value_t = 60)]
         eviction_timeout: u64,
+        /// This instance's name among the active-active instances (unique; default: host
+        /// and process id). Instances share the objects over the ring of their Leases.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Runs a VPC operator replica (on the simulated dataplane) and the network controller
     /// as clients of the API.
@@ -235,16 +239,30 @@ async fn main() -> anyhow::Result<()> {
         Command::Controllers {
             kubeconfig,
             eviction_timeout,
+            name,
         } => {
+            use centaurus_controllers::{Membership, MembershipConfig, Share};
             let client = components::client(&kubeconfig)?;
             let lifecycle = centaurus_controllers::NodeLifecycleConfig {
                 eviction_timeout: std::time::Duration::from_secs(eviction_timeout),
                 ..Default::default()
             };
-            components::serve(
-                "controllers",
-                centaurus_controllers::run_all(client, lifecycle),
-            )
+            let name = name.unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    centaurus_runtime::agent::hostname(),
+                    std::process::id()
+                )
+            });
+            let membership = Membership::new(&client, MembershipConfig::new("controllers", &name));
+            let share = Share::of(&membership);
+            println!("centaurus controllers: instance {name}");
+            components::serve("controllers", async move {
+                tokio::join!(
+                    membership.run(),
+                    centaurus_controllers::run_all(client, lifecycle, share)
+                );
+            })
             .await
         }
         Command::Operator {

@@ -249,6 +249,7 @@ async fn start_compute(
                 eviction_timeout: compute.eviction_timeout,
                 ..Default::default()
             },
+            centaurus_controllers::Share::all(),
         )),
     ];
     let agents = region.client(identity::NODE_FLEET.identity());

@@ -1,11 +1,12 @@
 //! The region as separate OS processes on a 3-member etcd cluster: two API servers, the
-//! scheduler, the controllers, the VPC operator with the network controller, and a hollow
-//! node agent of 20 nodes, each a `centaurus` process that only the API servers' store
-//! connects. A tenant's Deployment reaches Running through a stock kubectl; then an API
-//! server and an etcd member are killed (SIGKILL) in turn and the region goes on: the
-//! components fail over to the other API server, and scale-ups still converge. As root,
-//! this host's runc agent joins as its own node identity, runs a pod pinned to it, and
-//! runs it again after the agent is killed and restarted.
+//! scheduler, three active-active controller instances, the VPC operator with the network
+//! controller, and a hollow node agent of 20 nodes, each a `centaurus` process; only the
+//! API servers connect to the store. A tenant's Deployment reaches Running through a stock
+//! kubectl; then a controller instance, an API server and an etcd member are killed
+//! (SIGKILL) in turn and the region goes on: the instances take over the dead one's share,
+//! the components fail over to the other API server, and scale-ups still converge. As
+//! root, this host's runc agent joins as its own node identity, runs a pod pinned to it,
+//! and runs it again after the agent is killed and restarted.
 
 mod common;
 
@@ -190,14 +191,22 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             kc("scheduler").to_str().unwrap(),
         ],
     );
-    let _controllers = component(
-        "controllers",
-        &[
-            "controllers",
-            "--kubeconfig",
-            kc("controllers").to_str().unwrap(),
-        ],
-    );
+    // Three active-active controller instances.
+    let mut controllers: Vec<Proc> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|name| {
+            component(
+                &format!("controllers-{name}"),
+                &[
+                    "controllers",
+                    "--kubeconfig",
+                    kc("controllers").to_str().unwrap(),
+                    "--name",
+                    name,
+                ],
+            )
+        })
+        .collect();
     let state = d.join("operator");
     let _operator = component(
         "operator",
@@ -267,6 +276,20 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     eventually(60, "3 running pods", || {
         (running_pods(&k, "web") == 3).then_some(())
     });
+
+    // SIGKILL a controller instance: its share moves to the others within its lease (10 s).
+    let started = Instant::now();
+    controllers[0].kill();
+    k.run(&["scale", "deployment", "web", "--replicas=4"]);
+    eventually(
+        20,
+        "4 running pods after a controller instance died",
+        || (running_pods(&k, "web") == 4).then_some(()),
+    );
+    eprintln!(
+        "controller instance killed: scale-up converged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // SIGKILL the first API server: every component fails over to the second.
     let started = Instant::now();
