@@ -95,7 +95,7 @@ impl<R: Resource> Api<R> {
         }
     }
 
-    fn rest<'k>(key: &'k str) -> Result<&'k str, ClientError> {
+    fn rest(key: &str) -> Result<&str, ClientError> {
         key.strip_prefix("/registry/")
             .and_then(|k| k.strip_prefix(R::PLURAL))
             .and_then(|k| k.strip_prefix('/'))

@@ -123,7 +123,7 @@ impl Membership {
             let mut lease = Lease::typed(ObjectMeta::namespaced(
                 model::SYSTEM_TENANT,
                 "kube-system",
-                &format!("{}.{}", self.config.group, self.config.name),
+                format!("{}.{}", self.config.group, self.config.name),
             ));
             lease.spec = LeaseSpec {
                 holder_identity: Some(self.config.name.clone()),
@@ -208,7 +208,7 @@ impl Membership {
 impl Ownership for Membership {
     fn owns(&self, position: u64) -> bool {
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        if !view.valid_until.is_some_and(|t| Instant::now() < t) {
+        if view.valid_until.is_none_or(|t| Instant::now() >= t) {
             return false;
         }
         let me = &self.config.name;

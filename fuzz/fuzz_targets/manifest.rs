@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(objects) = centaurus_api::manifest::decode(text)
+        && let Ok(objects) = centaurus_client::manifest::decode(text)
     {
         assert!(objects.iter().all(|o| o["apiVersion"].is_string()));
     }
