@@ -1,11 +1,13 @@
-//! [`Api`]: typed verbs on one kind, addressed by the object's store key (what informer
-//! caches and work queues hold), mapped onto the Kubernetes and Arktos tenant paths.
+//! Verbs on one kind, addressed by the object's store key (what informer caches and work
+//! queues hold), mapped onto the Kubernetes and Arktos tenant paths: [`DynamicApi`] for any
+//! registered kind by its [`ResourceInfo`] with JSON objects, [`Api`] for a Rust kind.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use centaurus_core::controller::{ListPage, ListWatch, SourceError, WatchEvent, WatchStream};
-use centaurus_core::model::{Resource, Scope};
+use centaurus_core::model::{Resource, ResourceInfo, Scope};
 use centaurus_core::store::Revision;
 use futures::StreamExt;
 use http::Method;
@@ -41,19 +43,104 @@ impl Patch {
     }
 }
 
-/// Typed access to kind `R` through a [`Client`].
-pub struct Api<R> {
-    client: Client,
-    fields: Option<String>,
-    _kind: PhantomData<fn() -> R>,
+/// Where a kind's objects are served: what a path needs of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindRef {
+    /// CamelCase kind.
+    pub kind: &'static str,
+    /// API group; empty for core.
+    pub group: &'static str,
+    /// Version.
+    pub version: &'static str,
+    /// Plural (paths and keys).
+    pub plural: &'static str,
+    /// Where objects live.
+    pub scope: Scope,
 }
 
-impl<R> Clone for Api<R> {
-    fn clone(&self) -> Self {
+impl KindRef {
+    /// The kind of a Rust type.
+    pub fn of<R: Resource>() -> Self {
         Self {
-            client: self.client.clone(),
-            fields: self.fields.clone(),
-            _kind: PhantomData,
+            kind: R::KIND,
+            group: R::GROUP,
+            version: R::VERSION,
+            plural: R::PLURAL,
+            scope: R::SCOPE,
+        }
+    }
+
+    /// The kind a registry describes.
+    pub fn from_info(info: &ResourceInfo) -> Self {
+        Self {
+            kind: info.kind,
+            group: info.group,
+            version: info.version,
+            plural: info.plural,
+            scope: info.scope,
+        }
+    }
+
+    fn base(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
+    fn rest<'k>(&self, key: &'k str) -> Result<&'k str, ClientError> {
+        key.strip_prefix("/registry/")
+            .and_then(|k| k.strip_prefix(self.plural))
+            .and_then(|k| k.strip_prefix('/'))
+            .ok_or_else(|| ClientError::Request(format!("{key:?} is not a key of {}", self.plural)))
+    }
+
+    /// The collection path of the objects in `tenant` (and `namespace`): every tenant's
+    /// for `None`.
+    pub fn collection(&self, tenant: Option<&str>, namespace: Option<&str>) -> String {
+        let (base, plural) = (self.base(), self.plural);
+        match (self.scope, tenant, namespace) {
+            (Scope::Cluster, ..) => format!("{base}/{plural}"),
+            (_, None, _) => format!("{base}/tenants/all/{plural}"),
+            (Scope::Namespaced, Some(t), Some(ns)) => {
+                format!("{base}/tenants/{}/namespaces/{}/{plural}", enc(t), enc(ns))
+            }
+            (_, Some(t), _) => format!("{base}/tenants/{}/{plural}", enc(t)),
+        }
+    }
+
+    /// The path of the object at store key `key`.
+    pub fn path_of(&self, key: &str) -> Result<String, ClientError> {
+        let parts: Vec<&str> = self.rest(key)?.split('/').collect();
+        let bad = || ClientError::Request(format!("{key:?} does not name one {}", self.kind));
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(bad());
+        }
+        let collection = match (self.scope, parts.as_slice()) {
+            (Scope::Cluster, [_]) => self.collection(None, None),
+            (Scope::Tenant, [t, _]) => self.collection(Some(t), None),
+            (Scope::Namespaced, [t, ns, _]) => self.collection(Some(t), Some(ns)),
+            _ => return Err(bad()),
+        };
+        Ok(format!("{collection}/{}", enc(parts[parts.len() - 1])))
+    }
+
+    /// The collection path of the objects under store prefix `prefix`.
+    pub fn collection_of(&self, prefix: &str) -> Result<String, ClientError> {
+        let parts: Vec<&str> = self
+            .rest(prefix)?
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        match (self.scope, parts.as_slice()) {
+            (_, []) => Ok(self.collection(None, None)),
+            (Scope::Tenant | Scope::Namespaced, [t]) => Ok(self.collection(Some(t), None)),
+            (Scope::Namespaced, [t, ns]) => Ok(self.collection(Some(t), Some(ns))),
+            _ => Err(ClientError::Request(format!(
+                "{prefix:?} is not a collection of {}",
+                self.plural
+            ))),
         }
     }
 }
@@ -66,12 +153,38 @@ fn enc(s: &str) -> String {
         .replace('#', "%23")
 }
 
-impl<R: Resource> Api<R> {
-    pub(crate) fn new(client: Client) -> Self {
+fn percent(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn str_at<'v>(v: &'v Value, pointer: &str) -> &'v str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Verbs on any kind, with JSON objects (compare kube-rs's `Api<DynamicObject>`).
+#[derive(Clone)]
+pub struct DynamicApi {
+    client: Client,
+    kind: KindRef,
+    fields: Option<String>,
+}
+
+impl DynamicApi {
+    /// Access to `kind` through `client`.
+    pub fn new(client: Client, kind: KindRef) -> Self {
         Self {
             client,
+            kind,
             fields: None,
-            _kind: PhantomData,
         }
     }
 
@@ -87,98 +200,42 @@ impl<R: Resource> Api<R> {
         &self.client
     }
 
-    fn base() -> String {
-        if R::GROUP.is_empty() {
-            format!("/api/{}", R::VERSION)
-        } else {
-            format!("/apis/{}/{}", R::GROUP, R::VERSION)
-        }
-    }
-
-    fn rest(key: &str) -> Result<&str, ClientError> {
-        key.strip_prefix("/registry/")
-            .and_then(|k| k.strip_prefix(R::PLURAL))
-            .and_then(|k| k.strip_prefix('/'))
-            .ok_or_else(|| ClientError::Request(format!("{key:?} is not a key of {}", R::PLURAL)))
-    }
-
-    /// The collection path of the objects in `tenant` (and `namespace`): every tenant's
-    /// for `None`.
-    pub fn collection(tenant: Option<&str>, namespace: Option<&str>) -> String {
-        let (base, plural) = (Self::base(), R::PLURAL);
-        match (R::SCOPE, tenant, namespace) {
-            (Scope::Cluster, ..) => format!("{base}/{plural}"),
-            (_, None, _) => format!("{base}/tenants/all/{plural}"),
-            (Scope::Namespaced, Some(t), Some(ns)) => {
-                format!("{base}/tenants/{}/namespaces/{}/{plural}", enc(t), enc(ns))
-            }
-            (_, Some(t), _) => format!("{base}/tenants/{}/{plural}", enc(t)),
-        }
-    }
-
-    /// The path of the object at store key `key`.
-    pub fn path_of(key: &str) -> Result<String, ClientError> {
-        let parts: Vec<&str> = Self::rest(key)?.split('/').collect();
-        let bad = || ClientError::Request(format!("{key:?} does not name one {}", R::KIND));
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        match (R::SCOPE, parts.as_slice()) {
-            (Scope::Cluster, [name]) => {
-                Ok(format!("{}/{}", Self::collection(None, None), enc(name)))
-            }
-            (Scope::Tenant, [t, name]) => {
-                Ok(format!("{}/{}", Self::collection(Some(t), None), enc(name)))
-            }
-            (Scope::Namespaced, [t, ns, name]) => Ok(format!(
-                "{}/{}",
-                Self::collection(Some(t), Some(ns)),
-                enc(name)
-            )),
-            _ => Err(bad()),
-        }
-    }
-
-    /// The collection path of the objects under store prefix `prefix`.
-    pub fn collection_of(prefix: &str) -> Result<String, ClientError> {
-        let rest = Self::rest(prefix)?;
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-        match (R::SCOPE, parts.as_slice()) {
-            (_, []) => Ok(Self::collection(None, None)),
-            (Scope::Tenant | Scope::Namespaced, [t]) => Ok(Self::collection(Some(t), None)),
-            (Scope::Namespaced, [t, ns]) => Ok(Self::collection(Some(t), Some(ns))),
-            _ => Err(ClientError::Request(format!(
-                "{prefix:?} is not a collection of {}",
-                R::PLURAL
-            ))),
-        }
-    }
-
-    fn decode(v: Value) -> Result<R, ClientError> {
-        serde_json::from_value(v).map_err(|e| ClientError::Decode(format!("{}: {e}", R::KIND)))
-    }
-
-    fn body(obj: &R) -> Result<String, ClientError> {
-        let mut obj = obj.clone();
-        obj.set_type_meta();
-        serde_json::to_string(&obj).map_err(|e| ClientError::Request(e.to_string()))
+    /// The kind.
+    pub fn kind(&self) -> &KindRef {
+        &self.kind
     }
 
     fn query(&self, mut q: Vec<(&'static str, String)>) -> String {
         if let Some(f) = &self.fields {
             q.push(("fieldSelector", f.clone()));
         }
-        let mut s = form_urlencoded_pairs(&q);
-        if !s.is_empty() {
-            s.insert(0, '?');
+        if q.is_empty() {
+            return String::new();
         }
-        s
+        let pairs: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent(v)))
+            .collect();
+        format!("?{}", pairs.join("&"))
+    }
+
+    fn with_type(&self, mut obj: Value) -> Value {
+        let api_version = if self.kind.group.is_empty() {
+            self.kind.version.to_owned()
+        } else {
+            format!("{}/{}", self.kind.group, self.kind.version)
+        };
+        if let Some(o) = obj.as_object_mut() {
+            o.insert("apiVersion".into(), json!(api_version));
+            o.insert("kind".into(), json!(self.kind.kind));
+        }
+        obj
     }
 
     /// The object at `key`, if any.
-    pub async fn get(&self, key: &str) -> Result<Option<R>, ClientError> {
-        match self.client.get(&Self::path_of(key)?).await?.ok() {
-            Ok(v) => Self::decode(v).map(Some),
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, ClientError> {
+        match self.client.get(&self.kind.path_of(key)?).await?.ok() {
+            Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -190,24 +247,22 @@ impl<R: Resource> Api<R> {
         prefix: &str,
         limit: usize,
         next: Option<String>,
-    ) -> Result<ListPage<R>, ClientError> {
+    ) -> Result<ListPage<Value>, ClientError> {
         let mut q = vec![("limit", limit.to_string())];
         if let Some(t) = next {
             q.push(("continue", t));
         }
-        let path = format!("{}{}", Self::collection_of(prefix)?, self.query(q));
+        let path = format!("{}{}", self.kind.collection_of(prefix)?, self.query(q));
         let mut list = self.client.get(&path).await?.ok()?;
-        let meta = list.get("metadata").cloned().unwrap_or(Value::Null);
-        let revision = meta
-            .get("resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|r| r.parse().ok())
-            .ok_or_else(|| {
-                ClientError::Decode(format!("list of {} has no resourceVersion", R::PLURAL))
+        let revision = str_at(&list, "/metadata/resourceVersion")
+            .parse()
+            .map_err(|_| {
+                ClientError::Decode(format!(
+                    "list of {} has no resourceVersion",
+                    self.kind.plural
+                ))
             })?;
-        let next = meta
-            .get("continue")
-            .and_then(Value::as_str)
+        let next = Some(str_at(&list, "/metadata/continue"))
             .filter(|c| !c.is_empty())
             .map(str::to_owned);
         let items = match list.get_mut("items").map(Value::take) {
@@ -215,17 +270,14 @@ impl<R: Resource> Api<R> {
             _ => Vec::new(),
         };
         Ok(ListPage {
-            items: items
-                .into_iter()
-                .map(Self::decode)
-                .collect::<Result<_, _>>()?,
+            items,
             revision,
             next,
         })
     }
 
     /// Every object under `prefix`, in pages of 500 that show one state.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<R>, ClientError> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Value>, ClientError> {
         let mut all = Vec::new();
         let mut next = None;
         loop {
@@ -238,38 +290,245 @@ impl<R: Resource> Api<R> {
         }
     }
 
+    /// Creates `obj` in the tenant (and namespace) its metadata names; the server stamps
+    /// `uid`, `creationTimestamp` and the rest, and admits it as any other request.
+    pub async fn create(&self, obj: Value) -> Result<Value, ClientError> {
+        let tenant = match str_at(&obj, "/metadata/tenant") {
+            "" => centaurus_core::model::SYSTEM_TENANT,
+            t => t,
+        };
+        let ns =
+            (self.kind.scope == Scope::Namespaced).then(|| str_at(&obj, "/metadata/namespace"));
+        let path = self.kind.collection(Some(tenant), ns);
+        let body = self.with_type(obj).to_string();
+        self.client
+            .request(Method::POST, &path, "application/json", body)
+            .await?
+            .ok()
+    }
+
+    /// The store key of `obj`.
+    fn key_of(&self, obj: &Value) -> String {
+        let tenant = match str_at(obj, "/metadata/tenant") {
+            "" => centaurus_core::model::SYSTEM_TENANT,
+            t => t,
+        };
+        centaurus_core::model::object_key(
+            self.kind.plural,
+            self.kind.scope,
+            tenant,
+            str_at(obj, "/metadata/namespace"),
+            str_at(obj, "/metadata/name"),
+        )
+    }
+
+    /// Replaces `obj` (all but its status, or only its status with `status`) if it is
+    /// still at its `resourceVersion`.
+    pub async fn replace(&self, obj: Value, status: bool) -> Result<Value, ClientError> {
+        let path = format!(
+            "{}{}",
+            self.kind.path_of(&self.key_of(&obj))?,
+            if status { "/status" } else { "" }
+        );
+        let body = self.with_type(obj).to_string();
+        self.client
+            .request(Method::PUT, &path, "application/json", body)
+            .await?
+            .ok()
+    }
+
+    /// Patches the object at `key` (its status with `status`).
+    pub async fn patch(
+        &self,
+        key: &str,
+        patch: &Patch,
+        status: bool,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "{}{}",
+            self.kind.path_of(key)?,
+            if status { "/status" } else { "" }
+        );
+        self.client
+            .request(
+                Method::PATCH,
+                &path,
+                patch.content_type(),
+                patch.body().to_string(),
+            )
+            .await?
+            .ok()
+    }
+
+    /// Deletes the object at `key` (only at revision `expected`, when given). Deleting
+    /// what is gone is not an error.
+    pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(), ClientError> {
+        let body = match expected {
+            Some(rv) => json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                "preconditions": {"resourceVersion": rv.to_string()}})
+            .to_string(),
+            None => String::new(),
+        };
+        match self
+            .client
+            .request(
+                Method::DELETE,
+                &self.kind.path_of(key)?,
+                "application/json",
+                body,
+            )
+            .await?
+            .success()
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every change under `prefix` after revision `after`, with bookmarks; ends with
+    /// [`SourceError::Gone`] when that history is gone.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<WatchStream<Value>, ClientError> {
+        let q = vec![
+            ("watch", "1".to_owned()),
+            ("resourceVersion", after.to_string()),
+            ("allowWatchBookmarks", "true".to_owned()),
+        ];
+        let path = format!("{}{}", self.kind.collection_of(prefix)?, self.query(q));
+        let events = self.client.watch(&path).await?;
+        Ok(events
+            .map(|item| {
+                let mut v = item.map_err(SourceError::from)?;
+                let kind = str_at(&v, "/type").to_owned();
+                let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
+                match kind.as_str() {
+                    "ADDED" | "MODIFIED" => Ok(WatchEvent::Put(object)),
+                    "DELETED" => Ok(WatchEvent::Delete(object)),
+                    "BOOKMARK" => str_at(&object, "/metadata/resourceVersion")
+                        .parse()
+                        .map(WatchEvent::Bookmark)
+                        .map_err(|_| ClientError::Decode("bookmark without a revision".into())),
+                    "ERROR" => {
+                        let code = object.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
+                        Err(ClientError::Api(Status::of(
+                            code,
+                            object.to_string().as_bytes(),
+                        )))
+                    }
+                    other => Err(ClientError::Decode(format!("watch event type {other:?}"))),
+                }
+                .map_err(SourceError::from)
+            })
+            .boxed())
+    }
+}
+
+/// Typed verbs on kind `R` through a [`Client`]: a [`DynamicApi`] that decodes.
+pub struct Api<R> {
+    dynamic: DynamicApi,
+    _kind: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Api<R> {
+    fn clone(&self) -> Self {
+        Self {
+            dynamic: self.dynamic.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+fn decode<R: Resource>(v: Value) -> Result<R, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Decode(format!("{}: {e}", R::KIND)))
+}
+
+fn encode<R: Resource>(obj: &R) -> Result<Value, ClientError> {
+    serde_json::to_value(obj).map_err(|e| ClientError::Request(e.to_string()))
+}
+
+impl<R: Resource> Api<R> {
+    pub(crate) fn new(client: Client) -> Self {
+        Self {
+            dynamic: DynamicApi::new(client, KindRef::of::<R>()),
+            _kind: PhantomData,
+        }
+    }
+
+    /// Lists and watches only the objects whose fields match `selector`
+    /// (`spec.nodeName=n1`), as the server's `fieldSelector`.
+    pub fn with_fields(mut self, selector: impl Into<String>) -> Self {
+        self.dynamic = self.dynamic.with_fields(selector);
+        self
+    }
+
+    /// The client underneath.
+    pub fn client(&self) -> &Client {
+        self.dynamic.client()
+    }
+
+    /// The collection path of the objects in `tenant` (and `namespace`): every tenant's
+    /// for `None`.
+    pub fn collection(tenant: Option<&str>, namespace: Option<&str>) -> String {
+        KindRef::of::<R>().collection(tenant, namespace)
+    }
+
+    /// The path of the object at store key `key`.
+    pub fn path_of(key: &str) -> Result<String, ClientError> {
+        KindRef::of::<R>().path_of(key)
+    }
+
+    /// The object at `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<R>, ClientError> {
+        self.dynamic.get(key).await?.map(decode).transpose()
+    }
+
+    /// One page of the objects under `prefix`: at most `limit`, after `next`.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        limit: usize,
+        next: Option<String>,
+    ) -> Result<ListPage<R>, ClientError> {
+        let page = self.dynamic.list_page(prefix, limit, next).await?;
+        Ok(ListPage {
+            items: page
+                .items
+                .into_iter()
+                .map(decode)
+                .collect::<Result<_, _>>()?,
+            revision: page.revision,
+            next: page.next,
+        })
+    }
+
+    /// Every object under `prefix`, in pages of 500 that show one state.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<R>, ClientError> {
+        self.dynamic
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(decode)
+            .collect()
+    }
+
     /// Creates `obj` in its tenant's space; the server stamps `uid`, `creationTimestamp`
     /// and the rest, and admits it as any other request.
     pub async fn create(&self, obj: R) -> Result<R, ClientError> {
-        let m = obj.meta();
-        let ns = (R::SCOPE == Scope::Namespaced).then_some(m.namespace.as_str());
-        let path = Self::collection(Some(m.tenant_or_system()), ns);
-        let v = self
-            .client
-            .request(Method::POST, &path, "application/json", Self::body(&obj)?)
-            .await?
-            .ok()?;
-        Self::decode(v)
-    }
-
-    async fn put(&self, obj: &R, suffix: &str) -> Result<R, ClientError> {
-        let path = format!("{}{suffix}", Self::path_of(&obj.key())?);
-        let v = self
-            .client
-            .request(Method::PUT, &path, "application/json", Self::body(obj)?)
-            .await?
-            .ok()?;
-        Self::decode(v)
+        decode(self.dynamic.create(encode(&obj)?).await?)
     }
 
     /// Replaces the object (all but its status) if it is still at its `resourceVersion`.
     pub async fn update(&self, obj: &R) -> Result<R, ClientError> {
-        self.put(obj, "").await
+        decode(self.dynamic.replace(encode(obj)?, false).await?)
     }
 
     /// Replaces the object's status if it is still at its `resourceVersion`.
     pub async fn update_status(&self, obj: &R) -> Result<R, ClientError> {
-        self.put(obj, "/status").await
+        decode(self.dynamic.replace(encode(obj)?, true).await?)
     }
 
     async fn modify_with(
@@ -285,13 +544,8 @@ impl<R: Resource> Api<R> {
             if !change(&mut obj) {
                 return Ok(Some(obj));
             }
-            let written = if status {
-                self.update_status(&obj).await
-            } else {
-                self.update(&obj).await
-            };
-            match written {
-                Ok(o) => return Ok(Some(o)),
+            match self.dynamic.replace(encode(&obj)?, status).await {
+                Ok(o) => return decode(o).map(Some),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e),
@@ -321,123 +575,39 @@ impl<R: Resource> Api<R> {
 
     /// Patches the object at `key` (its status with `status`).
     pub async fn patch(&self, key: &str, patch: &Patch, status: bool) -> Result<R, ClientError> {
-        let path = format!(
-            "{}{}",
-            Self::path_of(key)?,
-            if status { "/status" } else { "" }
-        );
-        let v = self
-            .client
-            .request(
-                Method::PATCH,
-                &path,
-                patch.content_type(),
-                patch.body().to_string(),
-            )
-            .await?
-            .ok()?;
-        Self::decode(v)
+        decode(self.dynamic.patch(key, patch, status).await?)
     }
 
     /// Deletes the object at `key` (only at revision `expected`, when given). Deleting
     /// what is gone is not an error.
     pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(), ClientError> {
-        let body = match expected {
-            Some(rv) => json!({"kind": "DeleteOptions", "apiVersion": "v1",
-                "preconditions": {"resourceVersion": rv.to_string()}})
-            .to_string(),
-            None => String::new(),
-        };
-        match self
-            .client
-            .request(
-                Method::DELETE,
-                &Self::path_of(key)?,
-                "application/json",
-                body,
-            )
-            .await?
-            .success()
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.dynamic.delete(key, expected).await
     }
 
     /// Every change under `prefix` after revision `after`, with bookmarks; ends with
-    /// [`ClientError`] 410 when that history is gone.
+    /// [`SourceError::Gone`] when that history is gone.
     pub async fn watch(
         &self,
         prefix: &str,
         after: Revision,
     ) -> Result<WatchStream<R>, ClientError> {
-        let q = vec![
-            ("watch", "1".to_owned()),
-            ("resourceVersion", after.to_string()),
-            ("allowWatchBookmarks", "true".to_owned()),
-        ];
-        let path = format!("{}{}", Self::collection_of(prefix)?, self.query(q));
-        let events = self.client.watch(&path).await?;
+        let events = self.dynamic.watch(prefix, after).await?;
         Ok(events
-            .map(|item| {
-                let mut v = item.map_err(SourceError::from)?;
-                let kind = v
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
-                match kind.as_str() {
-                    "ADDED" | "MODIFIED" => Self::decode(object).map(WatchEvent::Put),
-                    "DELETED" => Self::decode(object).map(WatchEvent::Delete),
-                    "BOOKMARK" => object
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .and_then(|r| r.parse().ok())
-                        .map(WatchEvent::Bookmark)
-                        .ok_or_else(|| ClientError::Decode("bookmark without a revision".into())),
-                    "ERROR" => {
-                        let code = object.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
-                        Err(ClientError::Api(Status::of(
-                            code,
-                            object.to_string().as_bytes(),
-                        )))
-                    }
-                    other => Err(ClientError::Decode(format!("watch event type {other:?}"))),
-                }
-                .map_err(SourceError::from)
+            .map(|e| match e? {
+                WatchEvent::Put(v) => Ok(WatchEvent::Put(decode(v)?)),
+                WatchEvent::Delete(v) => Ok(WatchEvent::Delete(decode(v)?)),
+                WatchEvent::Bookmark(rev) => Ok(WatchEvent::Bookmark(rev)),
             })
             .boxed())
     }
 
     /// A [`ListWatch`] of the objects under `prefix`, for an informer.
-    pub fn source(&self, prefix: impl Into<String>) -> std::sync::Arc<dyn ListWatch<R>> {
-        std::sync::Arc::new(Source {
+    pub fn source(&self, prefix: impl Into<String>) -> Arc<dyn ListWatch<R>> {
+        Arc::new(Source {
             api: self.clone(),
             prefix: prefix.into(),
         })
     }
-}
-
-fn form_urlencoded_pairs(q: &[(&str, String)]) -> String {
-    q.iter()
-        .map(|(k, v)| format!("{k}={}", percent(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn percent(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 struct Source<R> {

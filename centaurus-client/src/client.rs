@@ -180,6 +180,11 @@ impl Client {
         Ok(json_lines(res.into_body()))
     }
 
+    /// Access to any kind, by what the registry says of it, with JSON objects.
+    pub fn dynamic(&self, kind: crate::api::KindRef) -> crate::api::DynamicApi {
+        crate::api::DynamicApi::new(self.clone(), kind)
+    }
+
     /// Typed access to kind `R`.
     pub fn api<R: centaurus_core::model::Resource>(&self) -> crate::api::Api<R> {
         crate::api::Api::new(self.clone())

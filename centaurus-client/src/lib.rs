@@ -7,7 +7,8 @@
 //!   in-process transport, which calls the server's handler with a given identity.
 //! - [`Client`]: raw requests and watches; [`Api`]: typed get, list (paged), create,
 //!   update, status update, patch (merge, JSON, strategic), delete and watch of any
-//!   [`centaurus_core::model::Resource`]; [`Api::source`] feeds an informer, which
+//!   [`centaurus_core::model::Resource`]; [`DynamicApi`]: the same verbs with JSON objects
+//!   for any kind a registry describes ([`KindRef::from_info`]); [`Api::source`] feeds an informer, which
 //!   resumes from the last `resourceVersion`, follows bookmarks and lists again on 410.
 //! - Kubernetes `Status` answers become [`ClientError::Api`].
 //! - [`ctl`], [`manifest`] and [`load`]: what `centaurusctl` does, as a library.
@@ -21,7 +22,7 @@ pub mod load;
 pub mod manifest;
 pub mod transport;
 
-pub use api::{Api, Patch};
+pub use api::{Api, DynamicApi, KindRef, Patch};
 pub use client::{Client, Reply};
 pub use error::{ClientError, Status};
 pub use transport::{Body, HttpsTransport, Transport};

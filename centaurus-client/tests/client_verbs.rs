@@ -192,6 +192,35 @@ async fn verbs_in_process_and_the_gate_applies() {
     let admin = local.admin();
     acme_dev(&admin).await;
     verbs(&admin).await;
+    // Any registered kind through the dynamic API, by what the registry says of it.
+    let registry = centaurus_api::region::registry();
+    let vpcs = admin.dynamic(centaurus_client::KindRef::from_info(
+        registry
+            .by_plural("mizar.centaurus.io", "v1", "vpcs")
+            .unwrap(),
+    ));
+    let vpc = vpcs
+        .create(
+            json!({"metadata": {"name": "v", "tenant": "acme"}, "spec": {"cidr": "10.1.0.0/16"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(vpc["kind"], "Vpc");
+    assert!(
+        vpc["spec"]["vni"].as_u64().is_some(),
+        "admission assigned a VNI: {vpc}"
+    );
+    let e = vpcs
+        .create(
+            json!({"metadata": {"name": "w", "tenant": "acme"}, "spec": {"cidr": "not-a-cidr"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(422), "{e}");
+    assert_eq!(vpcs.list("/registry/vpcs/acme/").await.unwrap().len(), 1);
+    vpcs.delete("/registry/vpcs/acme/v", None).await.unwrap();
+    assert!(vpcs.get("/registry/vpcs/acme/v").await.unwrap().is_none());
+
     // Another tenant's user in this process is still confined to its tenant.
     let beta = local.client(Identity {
         user: "eve".into(),

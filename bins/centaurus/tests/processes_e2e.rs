@@ -391,6 +391,33 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         "the pinned pod Running again after its agent restarted",
         || started(&k).filter(|t| *t != first),
     );
+
+    // A VM pod on this host's agent, when QEMU is here.
+    if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file())
+    {
+        eprintln!("SKIPPED the VM pod: needs qemu-system-x86 (scripts/setup.sh)");
+        return;
+    }
+    let vm = d.join("vm.yaml");
+    std::fs::write(
+        &vm,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: vm1\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {host}}}\n  virtualMachine:\n    name: vm\n    image: tiny\n    resources:\n      requests: {{cpu: 500m, memory: 128Mi}}\n"
+        ),
+    )
+    .unwrap();
+    let booting = Instant::now();
+    k.run(&["apply", "-f", vm.to_str().unwrap()]);
+    eventually(120, "the VM pod Running with its guest ready", || {
+        let p = k.json(&["get", "pod", "vm1"]);
+        (p["status"]["phase"] == "Running" && p["status"]["virtualMachineStatus"]["ready"] == true)
+            .then_some(())
+    });
+    eprintln!(
+        "VM pod ready after {:.1} s",
+        booting.elapsed().as_secs_f64()
+    );
 }
 
 fn root_with_runc() -> bool {
