@@ -229,9 +229,7 @@ impl ApiServer {
         });
         self.create(&actions, action, params).await
     }
-}
 
-impl ApiServer {
     /// `POST pods/{name}/binding`: assigns an unbound pod to a node as kube-scheduler does,
     /// `spec.nodeName` and a true `PodScheduled` condition in one write. A pod already
     /// assigned, being deleted, or of another UID than `metadata.uid` of the binding is a

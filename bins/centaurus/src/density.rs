@@ -15,11 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use centaurus_api::local::InProcess;
 use centaurus_api::region;
 use centaurus_client::{Api, Client};
 use centaurus_core::controller::WatchEvent;
-use centaurus_core::model::Namespace;
 use centaurus_core::model::{
     Container, LABEL_ZONE, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
     Resource, ResourceRequirements, VirtualMachine, node_ready_condition,
@@ -28,7 +26,7 @@ use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::Fleet;
 use centaurus_sched::scheduler::mean_decision;
 use centaurus_sched::{Scheduler, SchedulerConfig};
-use centaurus_tenancy::{Identity, TokenFile, identity};
+use centaurus_tenancy::{Identity, identity};
 use futures::StreamExt;
 
 /// What runs the pods.
@@ -209,23 +207,12 @@ fn started(p: &Pod, bound_only: bool) -> bool {
 pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open(dir.join("store.redb")).context("opening the density store")?);
-    region::bootstrap(&*store).await?;
-    let tokens = Arc::new(TokenFile::load(dir.join("tokens.csv")).await?);
-    let (_api, router) = region::app(store.clone(), tokens, Default::default()).await;
-    let client = |id: Identity| InProcess::client(router.clone(), id);
-    let admin = client(Identity {
-        user: "density".into(),
-        tenant: centaurus_core::model::SYSTEM_TENANT.into(),
-        groups: Vec::new(),
-        tenant_uid: None,
-    });
-    let mut ns = Namespace::typed(ObjectMeta::named("density"));
-    ns.metadata.tenant = centaurus_core::model::SYSTEM_TENANT.into();
-    match admin.api::<Namespace>().create(ns).await {
-        Ok(_) => {}
-        Err(e) if e.is_already_exists() => {}
-        Err(e) => return Err(e.into()),
-    }
+    let local = region::LocalRegion::start(store.clone(), dir).await?;
+    local
+        .space(centaurus_core::model::SYSTEM_TENANT, "density")
+        .await?;
+    let client = |id: Identity| local.client(id);
+    let admin = local.admin();
     let scheduler = Arc::new(Scheduler::new(
         client(identity::SCHEDULER.identity()),
         SchedulerConfig::default(),

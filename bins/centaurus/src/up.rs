@@ -136,12 +136,7 @@ pub async fn run(
         region.admin_kubeconfig.display()
     );
     if !exit_when_ready {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("waiting for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
+        crate::components::until_stopped().await?;
     }
     println!("centaurus: stopping");
     if let Some(fleet) = fleet {
