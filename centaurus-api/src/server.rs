@@ -495,6 +495,7 @@ impl ApiServer {
     /// decodes it as the kind (422 with every bad field; 400 for unknown fields in strict
     /// mode).
     fn admit_shape(&self, target: &Target, mut obj: Value, strict: bool) -> ApiResult<Value> {
+        require_object(&obj)?;
         let info = &target.info;
         let api_version = info.api_version();
         for (field, want) in [("apiVersion", api_version.as_str()), ("kind", info.kind)] {
@@ -831,6 +832,7 @@ impl ApiServer {
         obj: Value,
         params: &Params,
     ) -> ApiResult<Value> {
+        require_object(&obj)?;
         let name = target.name().to_owned();
         let current_kv = self.get_kv(target, &name).await?;
         let current = object_of(&current_kv)?;
@@ -990,6 +992,7 @@ impl ApiServer {
                     patch::apply(kind, &mut doc, &body).map(|()| doc)
                 })
                 .await?;
+            require_object(&doc)?;
             let precondition = doc.pointer("/metadata/resourceVersion").cloned() != before;
             match write(doc, precondition).await {
                 Err(e) if e.reason == "Conflict" && !precondition => continue,
@@ -1138,4 +1141,22 @@ impl ApiServer {
             &json!({"kind": "TenantToken", "apiVersion": "v1", "tenant": tenant, "user": user, "token": token}),
         ))
     }
+}
+
+/// Refuses a document that is not a JSON object (a body of `1`, or a JSON patch that
+/// replaced the whole document): every kind is an object.
+fn require_object(doc: &Value) -> ApiResult<()> {
+    if doc.is_object() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "the object must be a JSON object, not {}",
+        match doc {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) | Value::Object(_) => "an array",
+        }
+    )))
 }

@@ -234,3 +234,69 @@ async fn hostile_bodies_never_delay_another_tenants_requests() {
     // Before bodies were decoded off the serving threads, one deep body held a GET for 6 s.
     assert!(p99 < Duration::from_millis(250), "p99 {p99:?}");
 }
+
+/// Documents that are not objects, as bodies and as what a patch leaves: each is a 400 (or
+/// the patch's own error), never a panicked request task; the pod stays as it was.
+#[tokio::test]
+async fn documents_that_are_not_objects_are_refused() {
+    let h = Harness::new().await;
+    let t = h.tenant("acme").await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let r = h
+        .call(Method::POST, pods, Some(&t), Some(common::pod("web")))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let web = format!("{pods}/web");
+    let before = h.call(Method::GET, &web, Some(&t), None).await.body;
+    let json_patch = "application/json-patch+json";
+    let merge = "application/merge-patch+json";
+    let strategic = "application/strategic-merge-patch+json";
+    let cases: &[(Method, &str, &str, &str)] = &[
+        (
+            Method::PATCH,
+            "",
+            json_patch,
+            r#"[{"op":"add","path":"","value":1}]"#,
+        ),
+        (
+            Method::PATCH,
+            "?dryRun=All",
+            json_patch,
+            r#"[{"op":"replace","path":"","value":"x"}]"#,
+        ),
+        (
+            Method::PATCH,
+            "/status",
+            json_patch,
+            r#"[{"op":"add","path":"","value":[1]}]"#,
+        ),
+        (
+            Method::PATCH,
+            "",
+            json_patch,
+            r#"[{"op":"add","path":"","value":null}]"#,
+        ),
+        (Method::PATCH, "", merge, "7"),
+        (Method::PATCH, "", merge, "[1,2]"),
+        (Method::PATCH, "", strategic, "\"x\""),
+        (Method::PUT, "", "application/json", "1"),
+        (Method::PUT, "/status", "application/json", "[]"),
+        (Method::POST, "", "application/json", "true"),
+    ];
+    for (method, suffix, ctype, body) in cases {
+        let path = if *method == Method::POST {
+            format!("{pods}{suffix}")
+        } else {
+            format!("{web}{suffix}")
+        };
+        let r = h.raw(method.clone(), &path, Some(&t), ctype, *body).await;
+        assert!(
+            (400..500).contains(&r.status.as_u16()),
+            "{method} {path} {ctype} {body}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let after = h.call(Method::GET, &web, Some(&t), None).await.body;
+    assert_eq!(before, after);
+}
