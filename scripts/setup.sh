@@ -18,6 +18,7 @@ packages=(
   ethtool            # XDP testbed: endpoint checksum offload off
   iperf3             # datapath benchmark (scripts/datapath-bench.sh), testbed bulk TCP
   tcpdump            # XDP testbed: captures what crosses the substrate
+  curl               # processes e2e: requests to an agent endpoint with foreign credentials
 )
 
 missing=()

@@ -62,7 +62,9 @@ fn bench(c: &mut Criterion) {
             })
             .await
             .unwrap();
-        let (_, app) = region::app(store.clone(), tokens.clone(), ApiConfig::default()).await;
+        let (_, app) = region::app(store.clone(), tokens.clone(), ApiConfig::default())
+            .await
+            .unwrap();
         assert_eq!(
             call(
                 &app,

@@ -13,8 +13,8 @@ use centaurus_core::model::{self, Registry, Resource as _, Scope};
 use centaurus_core::store::{Store, StoreError};
 use centaurus_tenancy::confine::Confined;
 use centaurus_tenancy::{
-    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, TenantBound,
-    TenantGate, TokenFile,
+    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, StoredTokens,
+    TenantBound, TenantGate, TokenFile,
 };
 use centaurus_vpc::admission::NetworkAdmission;
 use serde_json::json;
@@ -66,14 +66,20 @@ pub async fn bootstrap(store: &dyn Store) -> Result<bool, StoreError> {
 }
 
 /// The API server of a region over `store`, wired as `centaurus up` wires it: the region's
-/// kinds, the cached tenant gate, caller-tenant space resolution, and client-certificate
-/// then bearer-token authentication from `tokens`. Returns the server and its application
-/// (plain HTTP; [`crate::tls::serve`] adds TLS).
+/// kinds, the cached tenant gate, caller-tenant space resolution, and authentication by
+/// client certificate, then by the bearer tokens the region's API servers issued (kept in
+/// the store, [`StoredTokens`]), then by the static `tokens` file. Returns the server and
+/// its application (plain HTTP; [`crate::tls::serve`] adds TLS).
 pub async fn app(
     store: Arc<dyn Store>,
     tokens: Arc<TokenFile>,
     config: ApiConfig,
-) -> (Arc<ApiServer>, axum::Router) {
+) -> anyhow::Result<(Arc<ApiServer>, axum::Router)> {
+    let issued = Arc::new(
+        StoredTokens::start(store.clone())
+            .await
+            .context("loading the region's tokens")?,
+    );
     let api = ApiServer::new(
         store.clone(),
         Arc::new(registry()),
@@ -82,12 +88,14 @@ pub async fn app(
             store.clone(),
         )),
         Arc::new(CallerSpace),
-        Some(tokens.clone()),
+        Some(issued.clone()),
         config,
     );
     api.add_admission(Arc::new(NetworkAdmission::new()));
-    let router = crate::router(api.clone(), authentication(store, tokens).await);
-    (api, router)
+    let chain = AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), issued, tokens]);
+    let authn = AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(chain), store).await));
+    let router = crate::router(api.clone(), authn);
+    Ok((api, router))
 }
 
 /// An API server of a region in this process with no listener, for tools and tests whose
@@ -106,7 +114,7 @@ impl LocalRegion {
     pub async fn start(store: Arc<dyn Store>, dir: &std::path::Path) -> anyhow::Result<Self> {
         bootstrap(&*store).await?;
         let tokens = Arc::new(TokenFile::load(dir.join("tokens.csv")).await?);
-        let (api, router) = app(store, tokens, ApiConfig::default()).await;
+        let (api, router) = app(store, tokens, ApiConfig::default()).await?;
         Ok(Self { api, router })
     }
 
@@ -144,13 +152,6 @@ impl LocalRegion {
             tenant_uid: None,
         })
     }
-}
-
-/// Client certificates, then bearer tokens from `tokens`, each identity bound to its live
-/// tenant ([`TenantBound`]).
-async fn authentication(store: Arc<dyn Store>, tokens: Arc<TokenFile>) -> AuthnLayer {
-    let chain = AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), tokens]);
-    AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(chain), store).await))
 }
 
 /// Binds the tokens of `tokens` written before tokens named their tenant's UID to their
@@ -216,18 +217,8 @@ impl Region {
         }
         let pki = Pki::load_or_create(&opts.data_dir, &names)?;
         let tokens = Arc::new(TokenFile::load(opts.data_dir.join("tokens.csv")).await?);
-        let api = ApiServer::new(
-            store.clone(),
-            Arc::new(registry()),
-            Arc::new(Confined::new(
-                Arc::new(TenantGate::cached(store.clone()).await),
-                store.clone(),
-            )),
-            Arc::new(CallerSpace),
-            Some(tokens.clone()),
-            opts.config.clone(),
-        );
-        api.add_admission(Arc::new(NetworkAdmission::new()));
+        bind_unbound_tokens(&*store, &tokens).await?;
+        let (api, app) = app(store.clone(), tokens, opts.config.clone()).await?;
         let resumed = api.resume().await?;
         if resumed > 0 {
             tracing::info!(
@@ -235,8 +226,6 @@ impl Region {
                 "resumed deleting terminating tenants and namespaces"
             );
         }
-        bind_unbound_tokens(&*store, &tokens).await?;
-        let app = crate::router(api.clone(), authentication(store.clone(), tokens).await);
         let serve = app.clone();
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_owned()

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use centaurus_core::admission::{Admission, AdmitGuard};
 use centaurus_core::model::{self, Registry, ResourceInfo, Scope, Tenant};
 use centaurus_core::store::{KeyValue, Store, StoreError, range_all};
-use centaurus_tenancy::{Attributes, Authorizer, Identity, SpaceResolver, TokenFile, Verb};
+use centaurus_tenancy::{Attributes, Authorizer, Identity, SpaceResolver, StoredTokens, Verb};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -50,7 +50,7 @@ pub struct ApiServer {
     pub(crate) registry: Arc<Registry>,
     authorizer: Arc<dyn Authorizer>,
     resolver: Arc<dyn SpaceResolver>,
-    tokens: Option<Arc<TokenFile>>,
+    tokens: Option<Arc<StoredTokens>>,
     pub(crate) config: ApiConfig,
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) lifecycle: Lifecycle,
@@ -113,7 +113,7 @@ impl ApiServer {
         registry: Arc<Registry>,
         authorizer: Arc<dyn Authorizer>,
         resolver: Arc<dyn SpaceResolver>,
-        tokens: Option<Arc<TokenFile>>,
+        tokens: Option<Arc<StoredTokens>>,
         config: ApiConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -1089,9 +1089,10 @@ impl ApiServer {
     /// `POST /api/v1/tenants/{name}/token` with `{"user": "U"}`: issues a bearer token for
     /// an administrator of that tenant.
     async fn issue_token(&self, target: &Target, body: &[u8]) -> ApiResult<Response> {
-        let tokens = self.tokens.as_ref().ok_or_else(|| {
-            ApiError::method_not_allowed("this server has no token file to issue tokens into")
-        })?;
+        let tokens = self
+            .tokens
+            .as_ref()
+            .ok_or_else(|| ApiError::method_not_allowed("this server does not issue tokens"))?;
         let tenant = target.name().to_owned();
         let kv = self.get_kv(target, &tenant).await?;
         let object = object_of(&kv)?;

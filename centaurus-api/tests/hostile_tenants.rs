@@ -82,12 +82,12 @@ async fn credentials_die_with_their_tenant_and_never_open_its_successor() {
         h.call(Method::GET, &web, Some(&new), None).await.status,
         200
     );
-    // Revoked tokens left the file too: a restarted server does not know them.
-    let reloaded = centaurus_tenancy::TokenFile::load(h.tokens_path())
+    // Revoked tokens left the store too: a restarted server does not know them.
+    let reloaded = centaurus_tenancy::StoredTokens::start(h.store.clone())
         .await
         .unwrap();
-    assert!(reloaded.lookup(&old).is_none());
-    assert!(reloaded.lookup(&new).is_some());
+    assert!(reloaded.lookup(&old).await.unwrap().is_none());
+    assert!(reloaded.lookup(&new).await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -155,6 +155,7 @@ impl NodeAgent {
                 workload_types: types,
                 ..Default::default()
             },
+            agent_endpoint: None,
         });
         node
     }
@@ -171,6 +172,8 @@ pub struct Fleet {
     actions: Arc<Informer<Action>>,
     /// The one node of a fleet that runs as that node's identity.
     node: Option<String>,
+    /// The endpoint the fleet serves pod logs on, published in each of its Nodes.
+    endpoint: RwLock<Option<model::AgentEndpoint>>,
 }
 
 impl Fleet {
@@ -203,6 +206,7 @@ impl Fleet {
             client,
             agents: RwLock::default(),
             node,
+            endpoint: RwLock::default(),
         });
         let f = fleet.clone();
         fleet.pods.on_change(move |change| f.pod_changed(change));
@@ -221,6 +225,21 @@ impl Fleet {
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
             .cloned()
+    }
+
+    /// Publishes `endpoint` in the Nodes the fleet registers from now on.
+    pub fn publish_endpoint(&self, endpoint: model::AgentEndpoint) {
+        *self.endpoint.write().unwrap_or_else(|e| e.into_inner()) = Some(endpoint);
+    }
+
+    /// The pod `tenant/namespace/name` as the fleet last saw it, if it is bound to one of
+    /// the fleet's nodes.
+    pub fn pod(&self, tenant: &str, namespace: &str, name: &str) -> Option<Pod> {
+        let key = model::object_key(Pod::PLURAL, Pod::SCOPE, tenant, namespace, name);
+        self.pods
+            .cache()
+            .get(&key)
+            .filter(|p| self.agent(&p.spec.node_name).is_some())
     }
 
     /// Node names of the running agents.
@@ -306,7 +325,12 @@ impl Fleet {
     /// (keeping its taints).
     async fn register(&self, agent: &NodeAgent) -> Result<(), ClientError> {
         let nodes = self.client.api::<Node>();
-        let fresh = agent.node_object();
+        let mut fresh = agent.node_object();
+        if let Some(status) = fresh.status.as_mut() {
+            status
+                .agent_endpoint
+                .clone_from(&self.endpoint.read().unwrap_or_else(|e| e.into_inner()));
+        }
         let key = fresh.key();
         let labelled = nodes
             .modify(&key, |n| {

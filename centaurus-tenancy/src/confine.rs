@@ -69,7 +69,9 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
     }
 }
 
-const SERVICES: [Component; 5] = [
+/// The API server's identity toward agents has no verbs here: it is not a client of the API.
+const SERVICES: [Component; 6] = [
+    identity::API_SERVER,
     identity::SCHEDULER,
     identity::CONTROLLERS,
     identity::VPC_OPERATOR,

@@ -28,6 +28,13 @@ impl Component {
     }
 }
 
+/// The API servers, as clients of the node agents' endpoints (pod logs). It may call
+/// nothing of the API itself.
+pub const API_SERVER: Component = Component {
+    user: "system:centaurus:apiserver",
+    group: "system:centaurus:apiservers",
+};
+
 /// The scheduler.
 pub const SCHEDULER: Component = Component {
     user: "system:kube-scheduler",

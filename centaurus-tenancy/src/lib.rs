@@ -3,6 +3,8 @@
 //!
 //! - [`authn`]: bearer tokens from a token file (the Kubernetes CSV format with a tenant
 //!   column) and client certificates (`O=tenant:NAME`), composed into an [`AuthnLayer`].
+//! - [`tokens`]: the tokens the API servers issue, kept (as digests) in the region's store
+//!   so that every API server of the region accepts them.
 //! - [`SpaceResolver`]: the short Kubernetes paths resolve to the caller's own tenant.
 //! - [`gate`]: the tenant gate. A user outside the `system` tenant reaches only its own
 //!   space, as its [`Role`]s allow, or another tenant's space through an explicit [`Grant`].
@@ -14,6 +16,7 @@ pub mod gate;
 pub mod identity;
 pub mod kinds;
 pub mod quota;
+pub mod tokens;
 
 pub use authn::{
     Authenticator, AuthenticatorChain, AuthnLayer, ClientCert, ClientCertAuthenticator,
@@ -22,6 +25,7 @@ pub use authn::{
 pub use centaurus_core::model::SYSTEM_TENANT;
 pub use gate::{Attributes, Authorizer, Denied, TenantGate, Verb};
 pub use kinds::{Grant, GrantSpec, PolicyRule, Role, RoleSpec, register_kinds};
+pub use tokens::StoredTokens;
 
 /// The group every token issued for a tenant administrator carries; the tenant's `admin`
 /// role names it.

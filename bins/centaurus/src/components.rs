@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use centaurus_api::ApiConfig;
+use centaurus_api::agent_link::AgentLogs;
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::tls::Pki;
 use centaurus_client::Client;
@@ -143,7 +144,7 @@ pub async fn apiserver(
     let data_dir = &std::fs::canonicalize(data_dir)?;
     let (db, created) = open_and_bootstrap(store).await?;
     let region = Region::start(
-        db,
+        db.clone(),
         RegionOptions {
             data_dir: data_dir.to_owned(),
             listen,
@@ -157,6 +158,9 @@ pub async fn apiserver(
         .chain(peers.iter().filter(|p| **p != me).cloned())
         .collect();
     let components = write_component_kubeconfigs(data_dir, &servers)?;
+    // Pod logs come from each pod's node agent, over HTTPS.
+    let logs = AgentLogs::new(db, &Pki::load_or_create(data_dir, &[])?)?;
+    region.api.set_pod_logs(Arc::new(logs));
     println!(
         "centaurus apiserver: {me} on {store:?} ({}); admin kubeconfig {}; component kubeconfigs in {}",
         if created { "initialized" } else { "reopened" },
@@ -204,8 +208,15 @@ pub async fn until_stopped() -> anyhow::Result<()> {
 
 /// A client from the kubeconfig at `path`.
 pub fn client(path: &Path) -> anyhow::Result<Client> {
+    Ok(client_and_ca(path)?.0)
+}
+
+/// A client from the kubeconfig at `path`, and the region's CA (PEM) it names.
+pub fn client_and_ca(path: &Path) -> anyhow::Result<(Client, Vec<u8>)> {
     let config = Kubeconfig::load(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Client::new(config.connection()?)?)
+    let conn = config.connection()?;
+    let ca = conn.ca_pem.clone();
+    Ok((Client::new(conn)?, ca))
 }
 
 /// Runs `work` until it ends or the process is told to stop.

@@ -149,6 +149,14 @@ enum Command {
         /// Where this host's agent keeps its workloads.
         #[arg(long, default_value = "./centaurus-node")]
         root: PathBuf,
+        /// Where to serve the endpoint the API servers fetch pod logs from (HTTPS, client
+        /// certificates of the region's CA; its Nodes publish it). Port 0 picks one.
+        #[arg(long, default_value = "127.0.0.1:10250")]
+        serve: SocketAddr,
+        /// The address the API servers reach the endpoint at, when `--serve` listens on
+        /// every address.
+        #[arg(long, default_value = "127.0.0.1")]
+        advertise_address: String,
     },
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
@@ -313,13 +321,21 @@ async fn main() -> anyhow::Result<()> {
             hollow_prefix,
             local,
             root,
+            serve,
+            advertise_address,
         } => {
+            let (client, ca) = components::client_and_ca(&kubeconfig)?;
             up::agents(
-                &components::client(&kubeconfig)?,
-                hollow,
-                zones,
-                &hollow_prefix,
-                local.then_some(root.as_path()),
+                &client,
+                &ca,
+                up::AgentProcess {
+                    hollow,
+                    zones,
+                    prefix: &hollow_prefix,
+                    local: local.then_some(root.as_path()),
+                    serve,
+                    advertise: &advertise_address,
+                },
             )
             .await
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use centaurus_api::agent_link::{AgentEndpoint, NodePods};
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_client::Client;
@@ -209,7 +210,8 @@ pub(crate) fn start_network(
     ])
 }
 
-/// Pod logs from the node agents of this process.
+/// Pod logs from the node agents of this process: `up`'s in-process shortcut
+/// ([`PodLogs`]), and what an agent process serves on its endpoint ([`NodePods`]).
 struct FleetLogs(Arc<Fleet>);
 
 #[async_trait::async_trait]
@@ -221,6 +223,24 @@ impl PodLogs for FleetLogs {
             }
             other => LogError::Unavailable(other.to_string()),
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl NodePods for FleetLogs {
+    async fn logs(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+    ) -> Result<Vec<u8>, LogError> {
+        let pod = self.0.pod(tenant, namespace, name).ok_or_else(|| {
+            LogError::BadRequest(format!(
+                "pod {tenant}/{namespace}/{name} is not bound to a node of this agent"
+            ))
+        })?;
+        PodLogs::logs(self, &pod, container).await
     }
 }
 
@@ -471,19 +491,48 @@ pub(crate) fn hollow_agents(
 /// simulated nodes named `{prefix}-{i}` over `zones`, and this host's agent with the real
 /// runtimes when `local` names its root. Runs until Ctrl-C or SIGTERM, then stops the
 /// workloads of this host (its pods stay bound and start again with the next agent).
+/// What `centaurus agent` runs: this host's node and/or hollow nodes, and the endpoint
+/// the API servers fetch their pods' logs from.
+pub(crate) struct AgentProcess<'a> {
+    /// Simulated nodes.
+    pub hollow: usize,
+    /// Zones they are spread over.
+    pub zones: usize,
+    /// Their name prefix.
+    pub prefix: &'a str,
+    /// This host's node, with its workloads under this directory.
+    pub local: Option<&'a Path>,
+    /// Where the endpoint listens.
+    pub serve: std::net::SocketAddr,
+    /// The address the API servers reach it at when `serve` is unspecified (`0.0.0.0`).
+    pub advertise: &'a str,
+}
+
 pub(crate) async fn agents(
     client: &Client,
-    hollow: usize,
-    zones: usize,
-    prefix: &str,
-    local: Option<&Path>,
+    region_ca: &[u8],
+    a: AgentProcess<'_>,
 ) -> anyhow::Result<()> {
+    let AgentProcess {
+        hollow,
+        zones,
+        prefix,
+        local,
+        serve,
+        advertise,
+    } = a;
     // This host's agent alone runs as its node (a `system:node:NAME` kubeconfig, see
     // `centaurus node-kubeconfig`); hollow nodes need the fleet identity.
     let fleet = match local {
         Some(_) if hollow == 0 => Fleet::for_node(client.clone(), &hostname()),
         _ => Fleet::new(client.clone()),
     };
+    let endpoint = AgentEndpoint::bind(serve, advertise, region_ca).await?;
+    let published = endpoint.published();
+    fleet.publish_endpoint(published.clone());
+    let served =
+        tokio::spawn(endpoint.serve(Arc::new(FleetLogs(fleet.clone())), std::future::pending()));
+    println!("centaurus agent: serving pod logs at {}", published.url);
     let task = tokio::spawn(fleet.clone().run());
     fleet.wait_synced().await;
     if let Some(root) = local {
@@ -513,5 +562,6 @@ pub(crate) async fn agents(
     let stopped = crate::components::until_stopped().await;
     fleet.shutdown().await;
     task.abort();
+    served.abort();
     stopped
 }

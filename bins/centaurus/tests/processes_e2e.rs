@@ -1,6 +1,6 @@
 //! The region as separate OS processes on a 3-member etcd cluster: two API servers, the
 //! scheduler, three active-active controller instances, the VPC operator with the network
-//! controller, and a hollow node agent of 20 nodes, each a `centaurus` process; only the
+//! controller, and a hollow node agent of 100 nodes, each a `centaurus` process; only the
 //! API servers connect to the store. A tenant's Deployment reaches Running through a stock
 //! kubectl; then a controller instance, an API server and an etcd member are killed
 //! (SIGKILL) in turn and the region goes on: the instances take over the dead one's share,
@@ -228,16 +228,18 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             "--kubeconfig",
             kc("node-fleet").to_str().unwrap(),
             "--hollow",
-            "20",
+            "100",
             "--zones",
             "2",
+            "--serve",
+            "127.0.0.1:0",
         ],
         &d.join("agent.log"),
         Some("hollow nodes"),
     );
 
-    // A tenant through a stock kubectl, on the second API server's address after the first
-    // is gone (kubectl knows one server per cluster).
+    // A tenant through a stock kubectl, on the first API server and then, once it is gone,
+    // on the second (kubectl knows one server per cluster).
     let admin = Kubectl {
         bin: kubectl.clone(),
         kubeconfig: data.join("admin.kubeconfig"),
@@ -251,7 +253,15 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     .unwrap();
     admin.run(&["create", "-f", tenant.to_str().unwrap()]);
     let k = Kubectl::tenant_admin(&kubectl, &data, d, "acme");
-    eventually(60, "20 hollow nodes Ready", || {
+    // The token came from the server of admin.kubeconfig; the tenant starts on the first
+    // server, which knows it from the store.
+    let on_server = |addr: &str| {
+        let mut config = centaurus_client::kubeconfig::Kubeconfig::load(&k.kubeconfig).unwrap();
+        config.clusters[0].cluster.server = format!("https://{addr}");
+        config.write(&k.kubeconfig).unwrap();
+    };
+    on_server(&a1);
+    eventually(60, "100 hollow nodes Ready", || {
         let nodes = admin.json(&["get", "nodes"]);
         let ready = nodes["items"]
             .as_array()?
@@ -263,7 +273,7 @@ fn a_region_of_processes_on_etcd_survives_kills() {
                 })
             })
             .count();
-        (ready == 20).then_some(())
+        (ready == 100).then_some(())
     });
     // kubectl's `create deployment` speaks protobuf (not decoded yet): a manifest.
     let manifest = d.join("web.yaml");
@@ -276,6 +286,44 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     eventually(60, "3 running pods", || {
         (running_pods(&k, "web") == 3).then_some(())
     });
+    // Logs come from the pod's agent process, over its HTTPS endpoint.
+    let pods = k.json(&["get", "pods", "-l", "app=web"]);
+    let (pod, uid) = (
+        pods["items"][0]["metadata"]["name"].as_str().unwrap(),
+        pods["items"][0]["metadata"]["uid"].as_str().unwrap(),
+    );
+    assert_eq!(
+        k.run(&["logs", pod]),
+        format!("hollow workload web of pod {uid}\n")
+    );
+    // The endpoint answers only the API servers: not a tenant, not a component.
+    let node = admin.json(&["get", "node", "hollow-0"]);
+    let endpoint = node["status"]["agentEndpoint"]["url"].as_str().unwrap();
+    for (who, kubeconfig) in [
+        ("no certificate", None),
+        ("the scheduler", Some(kc("scheduler"))),
+    ] {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"]);
+        if let Some(path) = &kubeconfig {
+            let config = centaurus_client::kubeconfig::Kubeconfig::load(path).unwrap();
+            let conn = config.connection().unwrap();
+            let (cert, key) = conn.client_cert.unwrap();
+            let (c, k) = (d.join("c.pem"), d.join("k.pem"));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            curl.arg("--cert").arg(&c).arg("--key").arg(&k);
+        }
+        let out = curl
+            .arg(format!("{endpoint}/containerLogs/acme/default/{pod}"))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            code == "403" || code == "000",
+            "{who} got {code} from the agent endpoint"
+        );
+    }
 
     // SIGKILL a controller instance: its share moves to the others within its lease (10 s).
     let started = Instant::now();
@@ -294,9 +342,7 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     // SIGKILL the first API server: every component fails over to the second.
     let started = Instant::now();
     api1.kill();
-    let mut config = centaurus_client::kubeconfig::Kubeconfig::load(&k.kubeconfig).unwrap();
-    config.clusters[0].cluster.server = format!("https://{a2}");
-    config.write(&k.kubeconfig).unwrap();
+    on_server(&a2);
     k.run(&["scale", "deployment", "web", "--replicas=5"]);
     eventually(60, "5 running pods after an API server died", || {
         (running_pods(&k, "web") == 5).then_some(())
@@ -351,6 +397,8 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         "--local",
         "--root",
         node_root.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
     ];
     let mut runc_agent = Proc::start(
         "runc agent",
@@ -369,8 +417,9 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         "--restart=Never",
         &format!("--overrides={overrides}"),
         "--",
-        "sleep",
-        "3600",
+        "sh",
+        "-c",
+        "echo started; sleep 3600",
     ]);
     let started = |k: &Kubectl| -> Option<String> {
         let p = k.json(&["get", "pod", "solo"]);
@@ -378,6 +427,9 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             .then(|| p["status"]["startTime"].as_str().unwrap_or("").to_owned())
     };
     let first = eventually(90, "the pinned pod Running on this host", || started(&k));
+    eventually(10, "the runc pod's output through its agent", || {
+        (k.run(&["logs", "solo"]) == "started\n").then_some(())
+    });
     runc_agent.kill();
     let _runc_agent = Proc::start(
         "runc agent again",

@@ -20,9 +20,9 @@ pub struct Harness {
     pub api: Arc<centaurus_api::ApiServer>,
     pub app: axum::Router,
     pub store: Arc<dyn Store>,
+    /// The static token file (the system token; tests add others).
     pub tokens: Arc<TokenFile>,
     pub system: String,
-    tokens_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -52,14 +52,15 @@ impl Harness {
             })
             .await
             .unwrap();
-        let (api, app) = region::app(store.clone(), tokens.clone(), config).await;
+        let (api, app) = region::app(store.clone(), tokens.clone(), config)
+            .await
+            .unwrap();
         Self {
             api,
             app,
             store,
             tokens,
             system,
-            tokens_path,
             _dir: dir,
         }
     }
@@ -85,11 +86,6 @@ impl Harness {
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
-    }
-
-    /// The token file.
-    pub fn tokens_path(&self) -> &std::path::Path {
-        &self.tokens_path
     }
 
     /// The UID of tenant `name`, as system reads it.

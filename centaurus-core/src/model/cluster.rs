@@ -201,6 +201,22 @@ pub struct NodeStatus {
     /// Versions and the workload types the node runs.
     #[serde(default)]
     pub node_info: NodeInfo,
+    /// Where the API server reaches the node's agent (pod logs), and the certificate the
+    /// agent serves there. Only the node itself may write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_endpoint: Option<AgentEndpoint>,
+}
+
+/// A node agent's HTTPS endpoint, as its Node publishes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEndpoint {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// Lower-case hex SHA-256 of the DER certificate the agent serves (self-signed; the
+    /// API server accepts that certificate only).
+    #[serde(rename = "certificateSHA256")]
+    pub certificate_sha256: String,
 }
 
 /// One address of a node.
