@@ -11,11 +11,10 @@
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use centaurus_core::objects::Objects;
-use centaurus_core::ring::{HashRing, RingConfig};
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_vpc::kinds::{Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
@@ -156,7 +155,7 @@ fn operator(endpoints: usize, rate: f64) {
             Arc::new(SimDataplane::new()),
             OperatorConfig {
                 name: "op".into(),
-                ring: Arc::new(RwLock::new(HashRing::with_owners(RingConfig::default(), ["op"]))),
+                ownership: Arc::new(centaurus_core::controller::OwnAll),
                 state_file: dir.path().join("op.redb"),
                 workers: 8,
                 resync: Duration::from_secs(60),

@@ -87,6 +87,23 @@ pub const MONITORING_GROUP: &str = "system:monitoring";
 
 /// Region-wide counters: for system users (not the components') and the
 /// [`MONITORING_GROUP`] only, as they describe every tenant's traffic.
+/// Ready when the store answers within 2 s (a server cut off from etcd is not).
+async fn readyz(State(api): State<Arc<ApiServer>>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), api.store.revision()).await {
+        Ok(Ok(_)) => "ok".into_response(),
+        Ok(Err(e)) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store failed: {e}"),
+        )
+            .into_response(),
+        Err(_) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "the store did not answer within 2 s",
+        )
+            .into_response(),
+    }
+}
+
 async fn metrics(
     State(api): State<Arc<ApiServer>>,
     caller: Option<axum::Extension<centaurus_tenancy::Identity>>,
@@ -120,7 +137,7 @@ pub fn router(api: Arc<ApiServer>, authn: centaurus_tenancy::AuthnLayer) -> axum
     axum::Router::new()
         .route("/version", get(|| async { Json(discovery::version()) }))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/livez", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api", get(api_versions))

@@ -56,6 +56,7 @@ impl Reply {
 pub struct Client {
     transport: Arc<dyn Transport>,
     namespace: String,
+    metrics: crate::metrics::ClientMetrics,
 }
 
 impl Client {
@@ -64,6 +65,7 @@ impl Client {
         Ok(Self {
             transport: Arc::new(HttpsTransport::new(&conn)?),
             namespace: conn.namespace,
+            metrics: Default::default(),
         })
     }
 
@@ -72,7 +74,13 @@ impl Client {
         Self {
             transport,
             namespace: namespace.into(),
+            metrics: Default::default(),
         }
+    }
+
+    /// What this client's requests (and every clone's) cost.
+    pub fn metrics(&self) -> &crate::metrics::ClientMetrics {
+        &self.metrics
     }
 
     /// The default namespace of the context.
@@ -111,7 +119,12 @@ impl Client {
         let req = req
             .body(body)
             .map_err(|e| ClientError::Request(format!("{path}: {e}")))?;
-        self.transport.send(req).await
+        let method = req.method().clone();
+        let started = std::time::Instant::now();
+        let res = self.transport.send(req).await;
+        let code = res.as_ref().ok().map(|r| r.status().as_u16());
+        self.metrics.observe(&method, code, started.elapsed());
+        res
     }
 
     /// Sends one request and reads the whole answer.

@@ -10,7 +10,7 @@
 //!   [`centaurus_core::model::Resource`]; [`DynamicApi`]: the same verbs with JSON objects
 //!   for any kind a registry describes ([`KindRef::from_info`]); [`Api::source`] feeds an informer, which
 //!   resumes from the last `resourceVersion`, follows bookmarks and lists again on 410.
-//! - Kubernetes `Status` answers become [`ClientError::Api`].
+//! - Kubernetes `Status` answers become [`ClientError::Api`]; [`metrics`] counts requests.
 //! - [`ctl`], [`manifest`] and [`load`]: what `centaurusctl` does, as a library.
 
 pub mod api;
@@ -20,6 +20,7 @@ pub mod error;
 pub mod kubeconfig;
 pub mod load;
 pub mod manifest;
+pub mod metrics;
 pub mod transport;
 
 pub use api::{Api, DynamicApi, KindRef, Patch};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use centaurus_client::{Api, Client};
-use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue};
+use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
     self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, OwnerReference,
     ReplicaSet, ReplicaSetSpec, Resource,
@@ -36,15 +36,11 @@ pub fn template_hash(d: &Deployment) -> String {
 impl DeploymentController {
     /// Runs the controller through `client` until dropped, on its `share` of the
     /// deployments.
-    pub async fn run(client: Client, workers: usize, share: crate::Share) {
-        let mut controller =
+    pub async fn run(client: Client, workers: usize, share: Share) {
+        let controller =
             Controller::<Deployment>::new(client.api().source("/registry/deployments/"))
                 .with_workers(workers)
-                .with_ownership(share.ownership)
-                .with_observer(share.observer);
-        if let Some(period) = share.resync {
-            controller = controller.with_resync(period);
-        }
+                .with_share(&share);
         let sets = Arc::new(Informer::<ReplicaSet>::new(
             client.api().source("/registry/replicasets/"),
         ));

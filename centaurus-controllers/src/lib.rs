@@ -12,10 +12,7 @@ pub mod membership;
 pub mod nodelifecycle;
 pub mod replicaset;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use centaurus_core::controller::{Observer, OwnAll, Ownership};
+pub use centaurus_core::controller::Share;
 
 use centaurus_client::Client;
 use centaurus_core::model::Pod;
@@ -40,37 +37,6 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
     let mut parts = rest.split('/');
     let _plural = parts.next()?;
     Some((parts.next()?, parts.next()?, parts.next()?))
-}
-
-/// The share of the work a controller instance takes.
-#[derive(Clone)]
-pub struct Share {
-    /// Which objects it reconciles.
-    pub ownership: Arc<dyn Ownership>,
-    /// How often it looks at every owned object again (to pick up what it gains).
-    pub resync: Option<Duration>,
-    /// Told of every reconcile.
-    pub observer: Option<Observer>,
-}
-
-impl Share {
-    /// Everything: the only instance.
-    pub fn all() -> Self {
-        Self {
-            ownership: Arc::new(OwnAll),
-            resync: None,
-            observer: None,
-        }
-    }
-
-    /// What `membership` gives this instance, looked at again every period.
-    pub fn of(membership: &Membership) -> Self {
-        Self {
-            ownership: Arc::new(membership.clone()),
-            resync: Some(membership.period()),
-            observer: None,
-        }
-    }
 }
 
 /// Runs every controller through `client` until dropped, on its `share` of the objects.

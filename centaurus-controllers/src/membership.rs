@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use centaurus_client::{Api, Client};
-use centaurus_core::controller::Ownership;
+use centaurus_core::controller::{Ownership, Share};
 use centaurus_core::model::{self, Lease, LeaseSpec, ObjectMeta, Resource};
 use centaurus_core::ring::{HashRing, RingConfig};
 
@@ -77,6 +77,12 @@ impl Membership {
             leases: client.api(),
             view: Arc::default(),
         }
+    }
+
+    /// What this instance reconciles: the objects the membership gives it, looked at
+    /// again every period (to pick up what it gains).
+    pub fn share(&self) -> Share {
+        Share::new(Arc::new(self.clone()), Some(self.config.period))
     }
 
     /// How often the membership is checked.

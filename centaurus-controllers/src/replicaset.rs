@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use centaurus_client::{Api, Client};
-use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue};
+use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue, Share};
 use centaurus_core::model::{
     self, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
 };
@@ -44,15 +44,11 @@ pub(crate) fn owned_pods(cache: &Cache<Pod>, tenant: &str, ns: &str, uid: &str) 
 impl ReplicaSetController {
     /// Runs the controller through `client` until dropped, on its `share` of the replica
     /// sets; `workers` reconcile at once.
-    pub async fn run(client: Client, workers: usize, share: crate::Share) {
-        let mut controller =
+    pub async fn run(client: Client, workers: usize, share: Share) {
+        let controller =
             Controller::<ReplicaSet>::new(client.api().source("/registry/replicasets/"))
                 .with_workers(workers)
-                .with_ownership(share.ownership)
-                .with_observer(share.observer);
-        if let Some(period) = share.resync {
-            controller = controller.with_resync(period);
-        }
+                .with_share(&share);
         let pod_informer = Arc::new(centaurus_core::controller::Informer::<Pod>::new(
             client.api().source("/registry/pods/"),
         ));

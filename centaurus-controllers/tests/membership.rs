@@ -114,7 +114,7 @@ async fn instances_share_take_over_and_never_overlap() {
         });
         let share = Share {
             observer: Some(observer),
-            ..Share::of(&membership)
+            ..membership.share()
         };
         let task = tokio::spawn(async move {
             tokio::join!(

@@ -616,6 +616,42 @@ impl Ownership for OwnAll {
     }
 }
 
+/// The share of the work an instance of active-active controllers takes.
+#[derive(Clone)]
+pub struct Share {
+    /// Which objects it reconciles.
+    pub ownership: Arc<dyn Ownership>,
+    /// How often it looks at every owned object again (to pick up what it gains).
+    pub resync: Option<Duration>,
+    /// Told of every reconcile.
+    pub observer: Option<Observer>,
+}
+
+impl Share {
+    /// Everything: the only instance.
+    pub fn all() -> Self {
+        Self::new(Arc::new(OwnAll), None)
+    }
+
+    /// What `ownership` gives, looked at again every `resync`.
+    pub fn new(ownership: Arc<dyn Ownership>, resync: Option<Duration>) -> Self {
+        Self {
+            ownership,
+            resync,
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Share")
+            .field("resync", &self.resync)
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Ownership by a hash ring shared by the active-active instances: this instance handles
 /// the objects the ring gives to `me`. Update the ring as instances come and go.
 #[derive(Clone, Debug)]
@@ -685,6 +721,17 @@ impl<R: Resource> Controller<R> {
     /// Handles only the objects `ownership` gives this instance.
     pub fn with_ownership(mut self, ownership: impl Ownership) -> Self {
         self.ownership = Arc::new(ownership);
+        self
+    }
+
+    /// Reconciles `share`'s objects: its ownership, resync and observer.
+    pub fn with_share(mut self, share: &Share) -> Self {
+        self = self
+            .with_ownership(share.ownership.clone())
+            .with_observer(share.observer.clone());
+        if let Some(period) = share.resync {
+            self = self.with_resync(period);
+        }
         self
     }
 

@@ -46,6 +46,16 @@ async fn etcd_store_conforms() {
         );
         return;
     };
+    // At the root the API servers use (none): every answer, the revision included.
+    use centaurus_core::store::Store as _;
+    let whole = etcd.store("").await.unwrap();
+    let before = whole.revision().await.unwrap();
+    let kv = whole
+        .create("/whole/a", bytes::Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    assert!(kv.mod_revision > before);
+    assert_eq!(whole.revision().await.unwrap(), kv.mod_revision);
     let mut n = 0;
     conformance::run(|| {
         n += 1;

@@ -52,6 +52,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
                 "droplets/status,vpcs/status,subnets/status,endpoints/status,bouncers/status,dividers/status",
             ),
             rule("get,list,watch,create,delete", "bouncers,dividers"),
+            // The replicas' membership Leases (in kube-system only).
+            rule("get,list,watch,create,update,patch", "leases"),
         ],
         identity::NETWORK_CONTROLLER => vec![
             rule(READ, "tenants,nodes,pods,vpcs,networks"),

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 use centaurus_client::{Client, ClientError};
-use centaurus_core::controller::{Controller, Reconciler, Requeue};
+use centaurus_core::controller::{Controller, Reconciler, Requeue, Share};
 use centaurus_core::model::{Network, Node, Pod, Resource, Tenant};
 
 use crate::ipam::format_mac;
@@ -32,10 +32,12 @@ fn created<R>(r: Result<R, ClientError>) -> Result<(), String> {
     }
 }
 
-/// Runs the network controller through `client` until dropped. What it creates passes the
-/// API server's Mizar admission like any other request.
-pub async fn run(client: Client) {
-    let tenants = Controller::<Tenant>::new(client.api().source("/registry/tenants/"));
+/// Runs the network controller through `client` until dropped, on its `share` of the
+/// objects (replicas split them by `hashKey`). What it creates passes the API server's
+/// Mizar admission like any other request.
+pub async fn run(client: Client, share: Share) {
+    let tenants =
+        Controller::<Tenant>::new(client.api().source("/registry/tenants/")).with_share(&share);
     // A VPC turning Provisioned marks its tenant's network Ready.
     let vpcs = Controller::<Vpc>::new(client.api().source("/registry/vpcs/"));
     {
@@ -44,8 +46,10 @@ pub async fn run(client: Client) {
             queue.add(&format!("/registry/tenants/{}", c.object().metadata.tenant));
         });
     }
-    let nodes = Controller::<Node>::new(client.api().source("/registry/nodes/"));
-    let pods = Controller::<Pod>::new(client.api().source("/registry/pods/")).with_workers(4);
+    let nodes = Controller::<Node>::new(client.api().source("/registry/nodes/")).with_share(&share);
+    let pods = Controller::<Pod>::new(client.api().source("/registry/pods/"))
+        .with_share(&share)
+        .with_workers(4);
     let n = NetworkController { client };
     tokio::join!(
         tenants.run(n.clone()),

@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use centaurus_client::Client;
-use centaurus_core::controller::{Backoff, Change, Informer, WorkQueue};
+use centaurus_core::controller::{Backoff, Change, Informer, Ownership, WorkQueue};
 use centaurus_core::model::{self, Resource};
-use centaurus_core::ring::{HashRing, stable_hash};
+use centaurus_core::ring::stable_hash;
 
 use crate::dataplane::Dataplane;
 use crate::ipam::{Ipv4Cidr, format_mac, parse_mac};
@@ -33,12 +33,14 @@ use crate::local::{LocalStore, Record};
 use crate::plane::{DropletInfo, Plane, PlaneError, Programming, merge};
 
 /// How a replica runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OperatorConfig {
-    /// This replica's name on the ring.
+    /// This replica's name (in logs).
     pub name: String,
-    /// The ring shared by the replicas.
-    pub ring: Arc<RwLock<HashRing>>,
+    /// Which VPCs are this replica's, by the ring position of `tenant/vpc`: a shared ring
+    /// ([`centaurus_core::controller::RingOwnership`]), Lease membership across processes,
+    /// or [`centaurus_core::controller::OwnAll`] for a lone replica.
+    pub ownership: Arc<dyn Ownership>,
     /// The local redb file.
     pub state_file: PathBuf,
     /// Concurrent reconciles (of distinct objects).
@@ -131,11 +133,7 @@ impl Operator {
 
     fn owns(&self, tenant: &str, vpc: &str) -> bool {
         let pos = stable_hash(format!("{tenant}/{vpc}").as_bytes());
-        self.cfg
-            .ring
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .owns(&self.cfg.name, pos)
+        self.cfg.ownership.owns(pos)
     }
 
     /// The VPC (`tenant/name`) an object belongs to.
@@ -291,12 +289,7 @@ impl Operator {
             return;
         };
         self.plane().set_droplet(&name, DropletInfo { ip, mac });
-        let ours = self
-            .cfg
-            .ring
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .owns(&self.cfg.name, stable_hash(name.as_bytes()));
+        let ours = self.cfg.ownership.owns(stable_hash(name.as_bytes()));
         if ours && d.status.as_ref().is_none_or(|s| s.phase != PROVISIONED) {
             self.queue.add(&d.key());
         }

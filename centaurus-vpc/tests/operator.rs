@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use centaurus_core::controller::RingOwnership;
 use centaurus_core::model::Resource;
 use centaurus_core::objects::Objects;
 use centaurus_core::ring::{HashRing, RingConfig};
@@ -92,7 +93,10 @@ impl Region {
             self.sim.clone(),
             OperatorConfig {
                 name: name.into(),
-                ring: ring.clone(),
+                ownership: Arc::new(RingOwnership {
+                    ring: ring.clone(),
+                    me: name.into(),
+                }),
                 state_file: self.dir.path().join(format!("{name}.redb")),
                 workers: 4,
                 resync: Duration::from_millis(200),

@@ -195,6 +195,15 @@ async fn open_and_bootstrap(store: &StoreArg) -> anyhow::Result<(Arc<dyn Store>,
     }
 }
 
+/// A name for an instance of active-active components: this host's name and the process id.
+pub fn instance_name() -> String {
+    format!(
+        "{}-{}",
+        centaurus_runtime::agent::hostname(),
+        std::process::id()
+    )
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn until_stopped() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -226,4 +235,106 @@ pub async fn serve(name: &str, work: impl std::future::Future<Output = ()>) -> a
         () = work => anyhow::bail!("{name} stopped"),
         r = until_stopped() => r,
     }
+}
+
+/// A component's probes, served over plain HTTP (bind it to loopback, as the kubelet's
+/// healthz port): `/healthz` (the process answers), `/readyz` (it reaches the API: the
+/// API server's own `/readyz` answered 200 within 2 s) and `/metrics` (its client's
+/// requests and the process' resident memory, Prometheus text).
+pub async fn serve_probes(
+    name: &'static str,
+    listen: std::net::SocketAddr,
+    client: Client,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    use prometheus_client::metrics::gauge::Gauge;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("the probes of {name} cannot listen on {listen}"))?;
+    println!(
+        "centaurus {name}: probes on http://{}",
+        listener.local_addr()?
+    );
+    let mut registry = prometheus_client::registry::Registry::with_prefix("centaurus");
+    let memory = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory of the process",
+        memory.clone(),
+    );
+    client.metrics().register(&mut registry);
+    let registry = Arc::new(registry);
+    let ready = client.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let client = ready.clone();
+                async move {
+                    let probe = tokio::time::timeout(Duration::from_secs(2), client.get("/readyz"));
+                    match probe.await {
+                        Ok(Ok(r)) if r.status.is_success() => (StatusCode::OK, "ok".to_owned()),
+                        Ok(Ok(r)) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the API server is not ready ({})", r.status),
+                        ),
+                        Ok(Err(e)) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("cannot reach the API server: {e}"),
+                        ),
+                        Err(_) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the API server did not answer within 2 s".to_owned(),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                let memory = memory.clone();
+                async move {
+                    if let Some(rss) = resident_bytes() {
+                        memory.set(rss);
+                    }
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        ),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [(header::CONTENT_TYPE, "text/plain")],
+                            e.to_string(),
+                        ),
+                    }
+                }
+            }),
+        );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the probes stopped");
+        }
+    }))
+}
+
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: i64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

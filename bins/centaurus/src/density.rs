@@ -229,6 +229,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
             &|c: identity::Component| client(c.identity()),
             dir,
             (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
+            ("vpc-operator-0", centaurus_core::controller::Share::all()),
         )?);
     }
     let registering = Instant::now();

@@ -87,6 +87,9 @@ enum Command {
         /// Its kubeconfig (`DIR/components/scheduler.kubeconfig`).
         #[arg(long)]
         kubeconfig: PathBuf,
+        /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:10259")]
+        probes: SocketAddr,
     },
     /// Runs the workload and node-lifecycle controllers as clients of the API.
     Controllers {
@@ -100,6 +103,9 @@ enum Command {
         /// and process id). Instances share the objects over the ring of their Leases.
         #[arg(long)]
         name: Option<String>,
+        /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:10257")]
+        probes: SocketAddr,
     },
     /// Runs a VPC operator replica (on the simulated dataplane) and the network controller
     /// as clients of the API.
@@ -113,6 +119,13 @@ enum Command {
         /// Where the replica keeps its decisions.
         #[arg(long, default_value = "./centaurus-operator")]
         state_dir: PathBuf,
+        /// This replica's name among the active-active replicas (unique; default: host and
+        /// process id). Replicas share the VPCs over the ring of their Leases.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:10263")]
+        probes: SocketAddr,
     },
     /// Writes the kubeconfig of a node's agent (`system:node:NAME`, confined by the node
     /// authorizer to that node's objects), signed by the region's CA.
@@ -157,6 +170,9 @@ enum Command {
         /// every address.
         #[arg(long, default_value = "127.0.0.1")]
         advertise_address: String,
+        /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:10248")]
+        probes: SocketAddr,
     },
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
@@ -238,8 +254,9 @@ async fn main() -> anyhow::Result<()> {
             listen,
             peers,
         } => components::apiserver(&store, &data_dir, listen, &peers).await,
-        Command::Scheduler { kubeconfig } => {
+        Command::Scheduler { kubeconfig, probes } => {
             let client = components::client(&kubeconfig)?;
+            components::serve_probes("scheduler", probes, client.clone()).await?;
             let s =
                 std::sync::Arc::new(centaurus_sched::Scheduler::new(client, Default::default()));
             components::serve("scheduler", s.run()).await
@@ -248,22 +265,18 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
             eviction_timeout,
             name,
+            probes,
         } => {
-            use centaurus_controllers::{Membership, MembershipConfig, Share};
+            use centaurus_controllers::{Membership, MembershipConfig};
             let client = components::client(&kubeconfig)?;
+            components::serve_probes("controllers", probes, client.clone()).await?;
             let lifecycle = centaurus_controllers::NodeLifecycleConfig {
                 eviction_timeout: std::time::Duration::from_secs(eviction_timeout),
                 ..Default::default()
             };
-            let name = name.unwrap_or_else(|| {
-                format!(
-                    "{}-{}",
-                    centaurus_runtime::agent::hostname(),
-                    std::process::id()
-                )
-            });
+            let name = name.unwrap_or_else(components::instance_name);
             let membership = Membership::new(&client, MembershipConfig::new("controllers", &name));
-            let share = Share::of(&membership);
+            let share = membership.share();
             println!("centaurus controllers: instance {name}");
             components::serve("controllers", async move {
                 tokio::join!(
@@ -277,12 +290,19 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
             network_kubeconfig,
             state_dir,
+            name,
+            probes,
         } => {
+            use centaurus_controllers::{Membership, MembershipConfig};
             let (op, net) = (
                 components::client(&kubeconfig)?,
                 components::client(&network_kubeconfig)?,
             );
+            components::serve_probes("operator", probes, op.clone()).await?;
             std::fs::create_dir_all(&state_dir)?;
+            let name = name.unwrap_or_else(components::instance_name);
+            let membership = Membership::new(&op, MembershipConfig::new("vpc-operators", &name));
+            let share = membership.share();
             let clients = move |c: centaurus_tenancy::identity::Component| {
                 if c == centaurus_tenancy::identity::VPC_OPERATOR {
                     op.clone()
@@ -297,11 +317,15 @@ async fn main() -> anyhow::Result<()> {
                     std::sync::Arc::new(centaurus_vpc::SimDataplane::new()),
                     "simulated",
                 ),
+                (&name, share),
             )?;
             components::serve("operator", async {
-                for t in tasks {
-                    let _ = t.await;
-                }
+                let run = async {
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                };
+                tokio::join!(membership.run(), run);
             })
             .await
         }
@@ -323,8 +347,10 @@ async fn main() -> anyhow::Result<()> {
             root,
             serve,
             advertise_address,
+            probes,
         } => {
             let (client, ca) = components::client_and_ca(&kubeconfig)?;
+            components::serve_probes("agent", probes, client.clone()).await?;
             up::agents(
                 &client,
                 &ca,

@@ -18,6 +18,7 @@ use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_client::Client;
 use centaurus_controllers::NodeLifecycleConfig;
+use centaurus_core::controller::Share;
 use centaurus_core::model::{self, Pod, Quantity, ResourceList};
 use centaurus_core::store::Store;
 use centaurus_tenancy::identity;
@@ -123,7 +124,12 @@ pub async fn run(
                 None => (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
             };
             let clients = |c: identity::Component| region.client(c.identity());
-            tasks.extend(start_network(&clients, data_dir, dataplane)?);
+            tasks.extend(start_network(
+                &clients,
+                data_dir,
+                dataplane,
+                ("vpc-operator-0", Share::all()),
+            )?);
             region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
             (Some(fleet), tasks)
         }
@@ -177,36 +183,34 @@ fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
     Ok(bed)
 }
 
-/// Starts the VPC plane: one operator replica programming `dataplane` (the droplets' BPF
-/// datapath, or the simulated one, as its name says) and the network controller.
+/// Starts the VPC plane: an operator replica `name` programming `dataplane` (the
+/// droplets' BPF datapath, or the simulated one, as its name says) and the network
+/// controller, each on its `share` of the objects.
 pub(crate) fn start_network(
     clients: &dyn Fn(identity::Component) -> Client,
     data_dir: &Path,
     (dataplane, kind): (Arc<dyn Dataplane>, &str),
+    (name, share): (&str, Share),
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    use centaurus_core::ring::{HashRing, RingConfig};
-    let name = "vpc-operator-0";
     let operator = centaurus_vpc::operator::Operator::new(
         clients(identity::VPC_OPERATOR),
         dataplane,
         centaurus_vpc::operator::OperatorConfig {
             name: name.into(),
-            ring: Arc::new(std::sync::RwLock::new(HashRing::with_owners(
-                RingConfig::default(),
-                [name],
-            ))),
+            ownership: share.ownership.clone(),
             state_file: data_dir.join("vpc-operator.redb"),
             workers: 4,
-            resync: Duration::from_secs(30),
+            resync: Duration::from_secs(5),
         },
     )
     .context("starting the vpc operator")?;
     println!("centaurus: vpc plane: operator {name} on the {kind} dataplane, network controller");
     Ok(vec![
         tokio::spawn(operator.run()),
-        tokio::spawn(centaurus_vpc::network::run(clients(
-            identity::NETWORK_CONTROLLER,
-        ))),
+        tokio::spawn(centaurus_vpc::network::run(
+            clients(identity::NETWORK_CONTROLLER),
+            share,
+        )),
     ])
 }
 
@@ -264,7 +268,7 @@ async fn start_compute(
                 eviction_timeout: compute.eviction_timeout,
                 ..Default::default()
             },
-            centaurus_controllers::Share::all(),
+            Share::all(),
         )),
     ];
     let agents = region.client(identity::NODE_FLEET.identity());

@@ -1,12 +1,17 @@
 //! The region as separate OS processes on a 3-member etcd cluster: two API servers, the
-//! scheduler, three active-active controller instances, the VPC operator with the network
-//! controller, and a hollow node agent of 100 nodes, each a `centaurus` process; only the
-//! API servers connect to the store. A tenant's Deployment reaches Running through a stock
-//! kubectl; then a controller instance, an API server and an etcd member are killed
-//! (SIGKILL) in turn and the region goes on: the instances take over the dead one's share,
-//! the components fail over to the other API server, and scale-ups still converge. As
-//! root, this host's runc agent joins as its own node identity, runs a pod pinned to it,
-//! and runs it again after the agent is killed and restarted.
+//! scheduler, three active-active controller instances, two active-active VPC operator
+//! replicas with their network controllers, and a hollow node agent of 100 nodes, each a
+//! `centaurus` process; only the API servers connect to the store. Every component
+//! answers `/healthz`, `/readyz` and `/metrics`. A tenant's Deployment reaches Running
+//! through a stock kubectl, starting on the API server that did not issue its token, and
+//! its logs come over HTTPS from the agent's endpoint, which refuses other identities.
+//! Then the controller instance that owns the Deployment, the operator replica that holds
+//! the tenant's VPC, an API server and an etcd member are killed (SIGKILL) in turn and the
+//! region goes on: the others take over the dead one's share, the components fail over to
+//! the other API server, and scale-ups still converge. As root, this host's runc agent
+//! joins as its own node identity, runs a pod pinned to it (its output read through the
+//! agent's endpoint), and runs it again after the agent is killed and restarted; with
+//! QEMU, a VM pod boots on it.
 
 mod common;
 
@@ -15,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use centaurus_core::ring::{HashRing, RingConfig, stable_hash};
 use common::{Kubectl, eventually, free_addr, kubectl_binary};
 
 /// A child process killed (SIGKILL) when dropped.
@@ -183,12 +189,28 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             Some("running"),
         )
     };
+    // Each component serves its probes on a port of its own.
+    let probes: Vec<(&str, String)> = [
+        "scheduler",
+        "controllers-c1",
+        "controllers-c2",
+        "controllers-c3",
+        "operator-op-a",
+        "operator-op-b",
+        "agent",
+    ]
+    .into_iter()
+    .map(|c| (c, free_addr()))
+    .collect();
+    let probe = |c: &str| probes.iter().find(|(n, _)| *n == c).unwrap().1.clone();
     let _scheduler = component(
         "scheduler",
         &[
             "scheduler",
             "--kubeconfig",
             kc("scheduler").to_str().unwrap(),
+            "--probes",
+            &probe("scheduler"),
         ],
     );
     // Three active-active controller instances.
@@ -203,23 +225,35 @@ fn a_region_of_processes_on_etcd_survives_kills() {
                     kc("controllers").to_str().unwrap(),
                     "--name",
                     name,
+                    "--probes",
+                    &probe(&format!("controllers-{name}")),
                 ],
             )
         })
         .collect();
-    let state = d.join("operator");
-    let _operator = component(
-        "operator",
-        &[
-            "operator",
-            "--kubeconfig",
-            kc("vpc-operator").to_str().unwrap(),
-            "--network-kubeconfig",
-            kc("network-controller").to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    // Two active-active VPC operator replicas (each with the network controller).
+    let mut operators: Vec<Proc> = ["op-a", "op-b"]
+        .iter()
+        .map(|name| {
+            let state = d.join(name);
+            component(
+                &format!("operator-{name}"),
+                &[
+                    "operator",
+                    "--kubeconfig",
+                    kc("vpc-operator").to_str().unwrap(),
+                    "--network-kubeconfig",
+                    kc("network-controller").to_str().unwrap(),
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                    "--name",
+                    name,
+                    "--probes",
+                    &probe(&format!("operator-{name}")),
+                ],
+            )
+        })
+        .collect();
     let _agent = Proc::start(
         "agent",
         bin,
@@ -233,6 +267,8 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             "2",
             "--serve",
             "127.0.0.1:0",
+            "--probes",
+            &probe("agent"),
         ],
         &d.join("agent.log"),
         Some("hollow nodes"),
@@ -286,6 +322,19 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     eventually(60, "3 running pods", || {
         (running_pods(&k, "web") == 3).then_some(())
     });
+    // Every component answers its probes and counts its requests to the API.
+    for (component, addr) in &probes {
+        for path in ["/healthz", "/readyz"] {
+            let (code, body) = http_get(addr, path);
+            assert_eq!(code, 200, "{component} {path}: {body}");
+        }
+        let (code, metrics) = http_get(addr, "/metrics");
+        assert_eq!(code, 200, "{component} /metrics");
+        assert!(
+            metrics.contains("centaurus_rest_client_requests_total{method=\"GET\",code=\"200\"}"),
+            "{component} /metrics: {metrics}"
+        );
+    }
     // Logs come from the pod's agent process, over its HTTPS endpoint.
     let pods = k.json(&["get", "pods", "-l", "app=web"]);
     let (pod, uid) = (
@@ -325,9 +374,19 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         );
     }
 
-    // SIGKILL a controller instance: its share moves to the others within its lease (10 s).
+    // SIGKILL the controller instance that owns the Deployment (on the ring of the
+    // instances' Leases): its share moves to the others within its lease (10 s).
+    let owner_of = |members: &[&str], position: u64| {
+        HashRing::with_owners(RingConfig::default(), members.iter().copied())
+            .get(position)
+            .unwrap()
+            .to_owned()
+    };
+    let deployment = k.json(&["get", "deployment", "web"]);
+    let position = deployment["metadata"]["hashKey"].as_i64().unwrap() as u64;
+    let owner = owner_of(&["c1", "c2", "c3"], position);
     let started = Instant::now();
-    controllers[0].kill();
+    controllers[["c1", "c2", "c3"].iter().position(|c| *c == owner).unwrap()].kill();
     k.run(&["scale", "deployment", "web", "--replicas=4"]);
     eventually(
         20,
@@ -335,7 +394,26 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         || (running_pods(&k, "web") == 4).then_some(()),
     );
     eprintln!(
-        "controller instance killed: scale-up converged in {:.1} s",
+        "controller instance {owner} (the Deployment's) killed: scale-up converged in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // SIGKILL the operator replica that holds the tenant's VPC: the other takes it over,
+    // and the next pod's endpoint is provisioned there.
+    let vpcs = k.json(&["get", "vpcs"]);
+    let vpc = vpcs["items"][0]["metadata"]["name"].as_str().unwrap();
+    let owner = owner_of(
+        &["op-a", "op-b"],
+        stable_hash(format!("acme/{vpc}").as_bytes()),
+    );
+    let started = Instant::now();
+    operators[usize::from(owner == "op-b")].kill();
+    k.run(&["scale", "deployment", "web", "--replicas=5"]);
+    eventually(40, "5 running pods after an operator replica died", || {
+        (running_pods(&k, "web") == 5).then_some(())
+    });
+    eprintln!(
+        "operator replica {owner} (the VPC's) killed: scale-up converged in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
@@ -343,9 +421,9 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     let started = Instant::now();
     api1.kill();
     on_server(&a2);
-    k.run(&["scale", "deployment", "web", "--replicas=5"]);
-    eventually(60, "5 running pods after an API server died", || {
-        (running_pods(&k, "web") == 5).then_some(())
+    k.run(&["scale", "deployment", "web", "--replicas=6"]);
+    eventually(60, "6 running pods after an API server died", || {
+        (running_pods(&k, "web") == 6).then_some(())
     });
     eprintln!(
         "API server killed: scale-up converged through the other in {:.1} s",
@@ -355,16 +433,16 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     // SIGKILL an etcd member: writes go on, and nothing acknowledged is lost.
     let started = Instant::now();
     members[0].kill();
-    k.run(&["scale", "deployment", "web", "--replicas=6"]);
-    eventually(60, "6 running pods after an etcd member died", || {
-        (running_pods(&k, "web") == 6).then_some(())
+    k.run(&["scale", "deployment", "web", "--replicas=7"]);
+    eventually(60, "7 running pods after an etcd member died", || {
+        (running_pods(&k, "web") == 7).then_some(())
     });
     eprintln!(
         "etcd member killed: scale-up converged in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let deployment = k.json(&["get", "deployment", "web"]);
-    assert_eq!(deployment["spec"]["replicas"], 6);
+    assert_eq!(deployment["spec"]["replicas"], 7);
 
     // This host's runc agent as its own node identity: a pod pinned to it runs, and after
     // the agent is killed and started again, runs again.
@@ -470,6 +548,27 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         "VM pod ready after {:.1} s",
         booting.elapsed().as_secs_f64()
     );
+}
+
+/// GET `path` from the plain-HTTP server at `addr`: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, body.to_owned())
 }
 
 fn root_with_runc() -> bool {

@@ -402,11 +402,16 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision> {
-        let root = self.root.clone();
+        // Any key's answer carries the revision; etcd refuses an empty one.
+        let key = if self.root.is_empty() {
+            "/".to_owned()
+        } else {
+            self.root.to_string()
+        };
         let resp = resilient(&self.client, |mut c| {
-            let root = root.clone();
+            let key = key.clone();
             async move {
-                c.get(root.as_bytes(), Some(GetOptions::new().with_count_only()))
+                c.get(key.as_bytes(), Some(GetOptions::new().with_count_only()))
                     .await
             }
         })
