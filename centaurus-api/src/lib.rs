@@ -11,6 +11,7 @@ pub mod codec;
 mod cpu;
 pub mod discovery;
 pub mod error;
+mod join;
 mod lifecycle;
 mod list;
 pub mod local;

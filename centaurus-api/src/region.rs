@@ -219,6 +219,7 @@ impl Region {
         let tokens = Arc::new(TokenFile::load(opts.data_dir.join("tokens.csv")).await?);
         bind_unbound_tokens(&*store, &tokens).await?;
         let (api, app) = app(store.clone(), tokens, opts.config.clone()).await?;
+        api.set_pki(pki.clone());
         let resumed = api.resume().await?;
         if resumed > 0 {
             tracing::info!(

@@ -56,6 +56,8 @@ pub struct ApiServer {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_logs: std::sync::OnceLock<Arc<dyn crate::pods::PodLogs>>,
+    /// The region's CA, for node credentials ([`ApiServer::set_pki`]).
+    pub(crate) pki: std::sync::OnceLock<Arc<crate::tls::Pki>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
     cpu: crate::cpu::CpuPool,
 }
@@ -92,7 +94,7 @@ impl Target {
     }
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response {
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     let mut res = (code, v.to_string()).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -126,6 +128,7 @@ impl ApiServer {
             quota_locks: Mutex::new(HashMap::new()),
             metrics: Default::default(),
             pod_logs: Default::default(),
+            pki: Default::default(),
             admission: Default::default(),
             cpu: crate::cpu::CpuPool::new(config.cpu_jobs),
             config,
@@ -268,7 +271,7 @@ impl ApiServer {
             (&Method::POST, true)
                 if matches!(
                     target.subresource.as_deref(),
-                    Some("token" | "action" | "binding")
+                    Some("token" | "action" | "binding" | "join")
                 ) =>
             {
                 Verb::Create
@@ -311,6 +314,7 @@ impl ApiServer {
             let ok = match sub.as_str() {
                 "status" => target.info.has_status && verb != Verb::Delete,
                 "token" => target.info.plural == "tenants" && verb == Verb::Create,
+                "join" => target.info.plural == "nodes" && verb == Verb::Create,
                 "scale" => {
                     crate::scale::has_scale(target.info.plural)
                         && matches!(verb, Verb::Get | Verb::Update | Verb::Patch)
@@ -366,6 +370,9 @@ impl ApiServer {
             }
             Verb::Create if target.subresource.as_deref() == Some("token") => {
                 self.issue_token(&target, &body).await
+            }
+            Verb::Create if target.subresource.as_deref() == Some("join") => {
+                self.join_node(&target, &caller, &body).await
             }
             Verb::Create if target.subresource.as_deref() == Some("action") => {
                 let action = self
@@ -1087,8 +1094,11 @@ impl ApiServer {
     }
 
     /// `POST /api/v1/tenants/{name}/token` with `{"user": "U"}`: issues a bearer token for
-    /// an administrator of that tenant.
+    /// an administrator of that tenant. For the `system` tenant, `{"bootstrap": true,
+    /// "ttlSeconds": N}` issues a bootstrap token instead (`system:bootstrappers`: it may
+    /// only join nodes), valid for N seconds (default a day, at most a week).
     async fn issue_token(&self, target: &Target, body: &[u8]) -> ApiResult<Response> {
+        const DAY: u64 = 24 * 3600;
         let tokens = self
             .tokens
             .as_ref()
@@ -1112,35 +1122,55 @@ impl ApiServer {
                 ApiError::bad_request(format!("unable to decode token request: {e}"))
             })?
         };
-        let user = req
-            .get("user")
-            .and_then(Value::as_str)
-            .unwrap_or("admin")
-            .to_owned();
-        if model::validation::dns_subdomain(&user).is_err() {
-            return Err(ApiError::invalid(
+        let invalid = |field: &str, message: &str| {
+            ApiError::invalid(
                 "TokenRequest",
                 &tenant,
-                &[model::FieldError::new(
-                    "user",
-                    "must be a DNS-1123 subdomain",
-                )],
-            ));
-        }
-        let identity = Identity {
-            user: user.clone(),
-            tenant: tenant.clone(),
-            groups: vec![centaurus_tenancy::TENANT_ADMINS_GROUP.into()],
-            tenant_uid,
+                &[model::FieldError::new(field, message)],
+            )
         };
+        let (identity, expires) = if req.get("bootstrap").and_then(Value::as_bool) == Some(true) {
+            if tenant != model::SYSTEM_TENANT {
+                return Err(invalid(
+                    "bootstrap",
+                    "bootstrap tokens belong to the system tenant",
+                ));
+            }
+            let ttl = match req.get("ttlSeconds") {
+                None => DAY,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|t| (1..=7 * DAY).contains(t))
+                    .ok_or_else(|| invalid("ttlSeconds", "must be 1 to 604800 seconds"))?,
+            };
+            let id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+            (
+                centaurus_tenancy::identity::bootstrap(&id),
+                Some(model::now() + std::time::Duration::from_secs(ttl)),
+            )
+        } else {
+            let user = req.get("user").and_then(Value::as_str).unwrap_or("admin");
+            if model::validation::dns_subdomain(user).is_err() {
+                return Err(invalid("user", "must be a DNS-1123 subdomain"));
+            }
+            let identity = Identity {
+                user: user.to_owned(),
+                tenant: tenant.clone(),
+                groups: vec![centaurus_tenancy::TENANT_ADMINS_GROUP.into()],
+                tenant_uid,
+            };
+            (identity, None)
+        };
+        let user = identity.user.clone();
         let token = tokens
-            .issue(identity)
+            .issue_until(identity, expires)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(json_response(
-            StatusCode::CREATED,
-            &json!({"kind": "TenantToken", "apiVersion": "v1", "tenant": tenant, "user": user, "token": token}),
-        ))
+        let mut answer = json!({"kind": "TenantToken", "apiVersion": "v1", "tenant": tenant, "user": user, "token": token});
+        if let Some(t) = expires {
+            answer["expires"] = json!(t);
+        }
+        Ok(json_response(StatusCode::CREATED, &answer))
     }
 }
 

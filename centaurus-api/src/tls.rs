@@ -184,6 +184,27 @@ impl Pki {
         self.sign(p)
     }
 
+    /// Signs the public key of a PEM certificate request (its signature checked) as the
+    /// client certificate of node `node` (`system:node:NODE`); the request's subject and
+    /// extensions are ignored.
+    pub fn sign_node_request(&self, csr_pem: &str, node: &str) -> Result<String, TlsError> {
+        use centaurus_tenancy::authn::TENANT_ORG_PREFIX;
+        let mut csr =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(cert_err)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+        p.distinguished_name
+            .push(DnType::CommonName, format!("system:node:{node}"));
+        p.distinguished_name.push(
+            DnType::OrganizationName,
+            format!("{TENANT_ORG_PREFIX}{}", centaurus_tenancy::SYSTEM_TENANT),
+        );
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params = p;
+        let ca_key = KeyPair::from_pem(&self.ca_key).map_err(cert_err)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert, ca_key).map_err(cert_err)?;
+        Ok(csr.signed_by(&issuer).map_err(cert_err)?.pem())
+    }
+
     /// A rustls server configuration: the serving certificate, ALPN h2 and http/1.1, and
     /// optional client certificates verified against the CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {

@@ -124,6 +124,8 @@ impl Confined {
             // The server checks that the Node or Lease made is the node's own.
             ("nodes", Verb::Create) => true,
             ("nodes" | "nodes/status", Verb::Get | Verb::Update | Verb::Patch) => own,
+            // A node renews its own credentials.
+            ("nodes/join", Verb::Create) => own,
             ("leases", Verb::Create) => lease,
             ("leases", Verb::Get | Verb::Update | Verb::Patch) => lease && own,
             ("pods" | "actions", Verb::List | Verb::Watch) => selected,
@@ -154,7 +156,9 @@ impl Confined {
 /// True for the identities of the region's components (node agents and services), which
 /// are users of the `system` tenant confined to their work.
 pub fn is_component(caller: &Identity) -> bool {
-    identity::node_name(caller).is_some() || service(caller).is_some()
+    identity::node_name(caller).is_some()
+        || service(caller).is_some()
+        || identity::is_bootstrapper(caller)
 }
 
 /// The component an identity is, if it is one of [`SERVICES`].
@@ -168,6 +172,16 @@ fn service(caller: &Identity) -> Option<Component> {
 #[async_trait]
 impl Authorizer for Confined {
     async fn authorize(&self, caller: &Identity, req: &Attributes<'_>) -> Result<(), Denied> {
+        if identity::is_bootstrapper(caller) {
+            return if req.verb == Verb::Create && req.resource == "nodes/join" {
+                Ok(())
+            } else {
+                Err(Denied(format!(
+                    "{} is a bootstrap token: it may only join a node (create nodes/join)",
+                    caller.user
+                )))
+            };
+        }
         if let Some(node) = identity::node_name(caller) {
             return self.node(node, req).await;
         }

@@ -7,6 +7,25 @@ use crate::{Identity, SYSTEM_TENANT};
 /// The group of node agents (Kubernetes' `system:nodes`).
 pub const NODES_GROUP: &str = "system:nodes";
 
+/// The group of bootstrap tokens (Kubernetes' `system:bootstrappers`): they may only ask
+/// for a node's credentials (`POST /api/v1/nodes/{name}/join`).
+pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
+
+/// The identity of a bootstrap token `id` (Kubernetes' `system:bootstrap:ID`).
+pub fn bootstrap(id: &str) -> Identity {
+    Identity {
+        user: format!("system:bootstrap:{id}"),
+        tenant: SYSTEM_TENANT.into(),
+        groups: vec![BOOTSTRAPPERS_GROUP.into()],
+        tenant_uid: None,
+    }
+}
+
+/// True for the identity of a bootstrap token.
+pub fn is_bootstrapper(id: &Identity) -> bool {
+    id.tenant == SYSTEM_TENANT && id.groups.iter().any(|g| g == BOOTSTRAPPERS_GROUP)
+}
+
 /// A component's user and group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Component {
@@ -75,9 +94,11 @@ pub fn node(name: &str) -> Identity {
     }
 }
 
-/// The node a `system:node:NAME` identity speaks for.
+/// The node a `system:node:NAME` user of the `system` tenant speaks for. The name alone
+/// decides (as the group a certificate cannot carry beside its tenant would not): such a
+/// user is confined to its node, never taken for a system administrator.
 pub fn node_name(id: &Identity) -> Option<&str> {
-    if !id.groups.iter().any(|g| g == NODES_GROUP) {
+    if id.tenant != SYSTEM_TENANT {
         return None;
     }
     id.user

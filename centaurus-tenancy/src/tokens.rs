@@ -33,15 +33,37 @@ struct Entry {
     #[serde(default, rename = "tenantUID")]
     tenant_uid: Option<String>,
     issued: centaurus_core::model::Time,
+    /// After this the token opens nothing (bootstrap tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<centaurus_core::model::Time>,
 }
 
 impl Entry {
-    fn identity(self) -> Identity {
-        Identity {
-            user: self.user,
-            tenant: self.tenant,
-            groups: self.groups,
-            tenant_uid: self.tenant_uid,
+    fn known(self) -> Known {
+        Known {
+            expires: self.expires,
+            identity: Identity {
+                user: self.user,
+                tenant: self.tenant,
+                groups: self.groups,
+                tenant_uid: self.tenant_uid,
+            },
+        }
+    }
+}
+
+/// A token as the table knows it.
+#[derive(Clone, Debug)]
+struct Known {
+    identity: Identity,
+    expires: Option<centaurus_core::model::Time>,
+}
+
+impl Known {
+    fn live(&self) -> Option<Identity> {
+        match self.expires {
+            Some(t) if t <= centaurus_core::model::now() => None,
+            _ => Some(self.identity.clone()),
         }
     }
 }
@@ -54,7 +76,7 @@ fn digest(token: &str) -> String {
 /// Tokens in the store, watched: issue on any API server, accepted by all.
 pub struct StoredTokens {
     store: Arc<dyn Store>,
-    table: Arc<RwLock<HashMap<String, Identity>>>,
+    table: Arc<RwLock<HashMap<String, Known>>>,
     watch: tokio::task::JoinHandle<()>,
 }
 
@@ -73,10 +95,10 @@ impl Drop for StoredTokens {
 }
 
 /// Decodes one stored entry; a damaged one is skipped (and logged), never trusted.
-fn decode(kv: &KeyValue) -> Option<(String, Identity)> {
+fn decode(kv: &KeyValue) -> Option<(String, Known)> {
     let hex = kv.key.strip_prefix(PREFIX)?;
     match serde_json::from_slice::<Entry>(&kv.value) {
-        Ok(e) => Some((hex.to_owned(), e.identity())),
+        Ok(e) => Some((hex.to_owned(), e.known())),
         Err(e) => {
             tracing::warn!(key = %kv.key, error = %e, "skipping a damaged token entry");
             None
@@ -100,7 +122,7 @@ impl StoredTokens {
     /// Replaces the table with the store's tokens; returns the revision read.
     async fn relist(
         store: &dyn Store,
-        table: &RwLock<HashMap<String, Identity>>,
+        table: &RwLock<HashMap<String, Known>>,
     ) -> Result<Revision, StoreError> {
         let all = store::range_all(store, PREFIX).await?;
         let fresh: HashMap<_, _> = all.kvs.iter().filter_map(decode).collect();
@@ -112,7 +134,7 @@ impl StoredTokens {
     /// reconnecting after a failure.
     async fn follow(
         store: Arc<dyn Store>,
-        table: Arc<RwLock<HashMap<String, Identity>>>,
+        table: Arc<RwLock<HashMap<String, Known>>>,
         mut revision: Revision,
     ) {
         let mut delay = Duration::from_millis(100);
@@ -165,6 +187,15 @@ impl StoredTokens {
     /// Issues a new random token for `identity`, stored (as its digest) before it is
     /// returned.
     pub async fn issue(&self, identity: Identity) -> Result<String, StoreError> {
+        self.issue_until(identity, None).await
+    }
+
+    /// As [`StoredTokens::issue`], for a token that opens nothing after `expires`.
+    pub async fn issue_until(
+        &self,
+        identity: Identity,
+        expires: Option<centaurus_core::model::Time>,
+    ) -> Result<String, StoreError> {
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -177,13 +208,14 @@ impl StoredTokens {
             groups: identity.groups.clone(),
             tenant_uid: identity.tenant_uid.clone(),
             issued: centaurus_core::model::now(),
+            expires,
         };
         let value = Bytes::from(serde_json::to_vec(&entry).expect("a token entry encodes"));
         self.store.create(&format!("{PREFIX}{hex}"), value).await?;
         self.table
             .write()
             .expect("token table lock")
-            .insert(hex, identity);
+            .insert(hex, Known { identity, expires });
         Ok(token)
     }
 
@@ -195,7 +227,7 @@ impl StoredTokens {
             let Some((hex, id)) = decode(kv) else {
                 continue;
             };
-            if id.tenant != tenant {
+            if id.identity.tenant != tenant {
                 continue;
             }
             match self.store.delete(&kv.key, None).await {
@@ -207,21 +239,22 @@ impl StoredTokens {
         Ok(revoked)
     }
 
-    /// The identity of a token: from the table, or else from the store.
+    /// The identity of a live token: from the table, or else from the store.
     pub async fn lookup(&self, token: &str) -> Result<Option<Identity>, StoreError> {
         let hex = digest(token);
-        if let Some(id) = self.table.read().expect("token table lock").get(&hex) {
-            return Ok(Some(id.clone()));
+        if let Some(known) = self.table.read().expect("token table lock").get(&hex) {
+            return Ok(known.live());
         }
         let Some(kv) = self.store.get(&format!("{PREFIX}{hex}")).await? else {
             return Ok(None);
         };
-        Ok(decode(&kv).map(|(hex, id)| {
+        Ok(decode(&kv).and_then(|(hex, known)| {
+            let live = known.live();
             self.table
                 .write()
                 .expect("token table lock")
-                .insert(hex, id.clone());
-            id
+                .insert(hex, known);
+            live
         }))
     }
 
@@ -306,6 +339,28 @@ mod tests {
         eventually("a's watch learns the revocation", || a.is_empty()).await;
         assert_eq!(a.lookup(&token).await.unwrap(), None);
         assert_eq!(c.lookup(&other).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_opens_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
+        let t = StoredTokens::start(store.clone()).await.unwrap();
+        let now = centaurus_core::model::now();
+        let gone = t
+            .issue_until(acme(), Some(now - std::time::Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let live = t
+            .issue_until(acme(), Some(now + std::time::Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert_eq!(t.lookup(&gone).await.unwrap(), None);
+        assert_eq!(t.lookup(&live).await.unwrap(), Some(acme()));
+        // Another server reads the expiry from the store.
+        let other = StoredTokens::start(store).await.unwrap();
+        assert_eq!(other.lookup(&gone).await.unwrap(), None);
+        assert_eq!(other.lookup(&live).await.unwrap(), Some(acme()));
     }
 
     #[tokio::test]

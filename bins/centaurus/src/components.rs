@@ -132,6 +132,95 @@ pub fn node_kubeconfig(data_dir: &Path, node: &str, out: &Path) -> anyhow::Resul
     Ok(())
 }
 
+/// `centaurus bootstrap-kubeconfig`: a kubeconfig with a new bootstrap token (valid
+/// `ttl_seconds`), asked for through `admin`, with which agents join nodes.
+pub async fn bootstrap_kubeconfig(
+    admin: &Path,
+    out: &Path,
+    ttl_seconds: u64,
+) -> anyhow::Result<()> {
+    let config = Kubeconfig::load(admin).with_context(|| format!("reading {}", admin.display()))?;
+    let client = Client::new(config.connection()?)?;
+    let reply = client
+        .send_json(
+            http::Method::POST,
+            &format!(
+                "/api/v1/tenants/{}/token",
+                centaurus_core::model::SYSTEM_TENANT
+            ),
+            &serde_json::json!({"bootstrap": true, "ttlSeconds": ttl_seconds}),
+        )
+        .await?
+        .ok()?;
+    let token = reply["token"]
+        .as_str()
+        .context("the API server's answer carries no token")?;
+    let mut bootstrap = config.clone();
+    bootstrap.users[0].user = centaurus_client::kubeconfig::User {
+        token: token.into(),
+        ..Default::default()
+    };
+    bootstrap
+        .write(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "centaurus: bootstrap kubeconfig at {} ({}, until {})",
+        out.display(),
+        reply["user"].as_str().unwrap_or(""),
+        reply["expires"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+/// Joins node `node` with a bootstrap kubeconfig: a fresh key, its certificate request to
+/// `POST /api/v1/nodes/{node}/join`, and the node's kubeconfig with the certificate signed
+/// there (the servers and CA of `bootstrap`).
+pub async fn join_kubeconfig(bootstrap: &Kubeconfig, node: &str) -> anyhow::Result<Kubeconfig> {
+    let client = Client::new(bootstrap.connection()?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let reply = client
+        .send_json(
+            http::Method::POST,
+            &format!("/api/v1/nodes/{node}/join"),
+            &serde_json::json!({"csr": csr}),
+        )
+        .await?
+        .ok()
+        .with_context(|| format!("joining node {node}"))?;
+    let cert = reply["certificate"]
+        .as_str()
+        .context("the join answer carries no certificate")?;
+    let mut config = bootstrap.clone();
+    config.users[0].user = Kubeconfig::cert_user(cert, &key.serialize_pem());
+    Ok(config)
+}
+
+/// A client of node `node`, joined with `bootstrap` (see [`join_kubeconfig`]).
+pub async fn join(bootstrap: &Kubeconfig, node: &str) -> anyhow::Result<Client> {
+    Ok(Client::new(
+        join_kubeconfig(bootstrap, node).await?.connection()?,
+    )?)
+}
+
+/// A client of node `node` from its kubeconfig at `path`, joining with `bootstrap` (and
+/// keeping the credentials there) when there is none yet.
+pub async fn joined(bootstrap: &Kubeconfig, node: &str, path: &Path) -> anyhow::Result<Client> {
+    if !path.exists() {
+        join_kubeconfig(bootstrap, node)
+            .await?
+            .write(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "centaurus agent: node {node} joined; its kubeconfig is {}",
+            path.display()
+        );
+    }
+    client(path)
+}
+
 /// `centaurus apiserver`: serves the region over HTTPS from `store` until Ctrl-C or
 /// SIGTERM. Several API servers on one etcd share `data_dir` (its CA and token file).
 pub async fn apiserver(

@@ -140,13 +140,34 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Writes a kubeconfig with a new bootstrap token, with which `centaurus agent
+    /// --bootstrap-kubeconfig` joins nodes (each gets its own `system:node:NAME`
+    /// certificate). The token may do nothing else.
+    BootstrapKubeconfig {
+        /// An administrator's kubeconfig (`DIR/admin.kubeconfig`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds the token stays valid (at most a week).
+        #[arg(long, default_value_t = 86400)]
+        ttl: u64,
+    },
     /// Runs node agents as clients of the API: this host's (runc, and QEMU when present;
     /// alone, with its node's kubeconfig from `node-kubeconfig`) and/or `--hollow N`
     /// simulated nodes (with the fleet's kubeconfig).
     Agent {
-        /// Its kubeconfig (`DIR/components/node-fleet.kubeconfig`).
+        /// Its kubeconfig: this host's node's (`node-kubeconfig`), or the fleet's
+        /// (`DIR/components/node-fleet.kubeconfig`) for hollow nodes. With
+        /// `--bootstrap-kubeconfig`, where this host's node keeps the credentials it joins
+        /// with.
+        #[arg(long, required_unless_present = "bootstrap_kubeconfig")]
+        kubeconfig: Option<PathBuf>,
+        /// Join with this bootstrap token (`bootstrap-kubeconfig`): each node, hollow ones
+        /// included, gets its own `system:node:NAME` credentials and runs as that identity.
         #[arg(long)]
-        kubeconfig: PathBuf,
+        bootstrap_kubeconfig: Option<PathBuf>,
         /// Simulated nodes to run.
         #[arg(long, default_value_t = 0)]
         hollow: usize,
@@ -340,6 +361,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         Command::Agent {
             kubeconfig,
+            bootstrap_kubeconfig,
             hollow,
             zones,
             hollow_prefix,
@@ -349,12 +371,34 @@ async fn main() -> anyhow::Result<()> {
             advertise_address,
             probes,
         } => {
-            let (client, ca) = components::client_and_ca(&kubeconfig)?;
-            components::serve_probes("agent", probes, client.clone()).await?;
+            let (credentials, probe_client, ca) = match bootstrap_kubeconfig {
+                Some(path) => {
+                    let bootstrap = centaurus_client::kubeconfig::Kubeconfig::load(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let conn = bootstrap.connection()?;
+                    let ca = conn.ca_pem.clone();
+                    let probe_client = centaurus_client::Client::new(conn)?;
+                    let local_kubeconfig = kubeconfig.unwrap_or_else(|| root.join("kubeconfig"));
+                    (
+                        up::AgentCredentials::Join {
+                            bootstrap,
+                            local_kubeconfig,
+                        },
+                        probe_client,
+                        ca,
+                    )
+                }
+                None => {
+                    let path = kubeconfig.context("--kubeconfig or --bootstrap-kubeconfig")?;
+                    let (client, ca) = components::client_and_ca(&path)?;
+                    (up::AgentCredentials::Shared(client.clone()), client, ca)
+                }
+            };
+            components::serve_probes("agent", probes, probe_client).await?;
             up::agents(
-                &client,
                 &ca,
                 up::AgentProcess {
+                    credentials,
                     hollow,
                     zones,
                     prefix: &hollow_prefix,
@@ -365,6 +409,11 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::BootstrapKubeconfig {
+            kubeconfig,
+            out,
+            ttl,
+        } => components::bootstrap_kubeconfig(&kubeconfig, &out, ttl).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await

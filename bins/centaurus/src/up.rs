@@ -8,7 +8,7 @@
 //! instead of the simulated one, so pods on different droplets reach each other through it.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use centaurus_api::agent_link::{AgentEndpoint, NodePods};
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_client::Client;
+use centaurus_client::kubeconfig::Kubeconfig;
 use centaurus_controllers::NodeLifecycleConfig;
 use centaurus_core::controller::Share;
 use centaurus_core::model::{self, Pod, Quantity, ResourceList};
@@ -130,7 +131,9 @@ pub async fn run(
                 dataplane,
                 ("vpc-operator-0", Share::all()),
             )?);
-            region.api.set_pod_logs(Arc::new(FleetLogs(fleet.clone())));
+            region
+                .api
+                .set_pod_logs(Arc::new(FleetLogs(vec![fleet.clone()])));
             (Some(fleet), tasks)
         }
         None => {
@@ -214,14 +217,24 @@ pub(crate) fn start_network(
     ])
 }
 
-/// Pod logs from the node agents of this process: `up`'s in-process shortcut
+/// Pod logs from the node agents of this process' fleets: `up`'s in-process shortcut
 /// ([`PodLogs`]), and what an agent process serves on its endpoint ([`NodePods`]).
-struct FleetLogs(Arc<Fleet>);
+struct FleetLogs(Vec<Arc<Fleet>>);
 
 #[async_trait::async_trait]
 impl PodLogs for FleetLogs {
     async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError> {
-        self.0.logs(pod, container).await.map_err(|e| match e {
+        let fleet = self
+            .0
+            .iter()
+            .find(|f| f.nodes().contains(&pod.spec.node_name))
+            .ok_or_else(|| {
+                LogError::BadRequest(format!(
+                    "pod {} is not running on a node of this agent",
+                    pod.metadata.name
+                ))
+            })?;
+        fleet.logs(pod, container).await.map_err(|e| match e {
             RuntimeError::NotFound(_) | RuntimeError::Unsupported(_) => {
                 LogError::BadRequest(e.to_string())
             }
@@ -239,11 +252,15 @@ impl NodePods for FleetLogs {
         name: &str,
         container: Option<&str>,
     ) -> Result<Vec<u8>, LogError> {
-        let pod = self.0.pod(tenant, namespace, name).ok_or_else(|| {
-            LogError::BadRequest(format!(
-                "pod {tenant}/{namespace}/{name} is not bound to a node of this agent"
-            ))
-        })?;
+        let pod = self
+            .0
+            .iter()
+            .find_map(|f| f.pod(tenant, namespace, name))
+            .ok_or_else(|| {
+                LogError::BadRequest(format!(
+                    "pod {tenant}/{namespace}/{name} is not bound to a node of this agent"
+                ))
+            })?;
         PodLogs::logs(self, &pod, container).await
     }
 }
@@ -441,7 +458,8 @@ fn gated(
 }
 
 /// `count` simulated nodes (`{prefix}-{i}`, 32 CPUs, 128 GiB, 110 pods, 8 VMs each) over
-/// `zones` zones, renewing their leases every `heartbeat`.
+/// `zones` zones, renewing their leases every `heartbeat`, reading their pods' endpoints
+/// through `vpc` (none: no VPC plane).
 pub(crate) fn hollow_agents(
     prefix: &str,
     count: usize,
@@ -449,12 +467,6 @@ pub(crate) fn hollow_agents(
     heartbeat: Duration,
     vpc: Option<Client>,
 ) -> Vec<NodeAgent> {
-    // Fleets of other prefixes get other addresses (in 198.18.0.0/15).
-    let block = if prefix == "hollow" {
-        0
-    } else {
-        1 + centaurus_core::ring::stable_hash(prefix.as_bytes()) as usize % 250
-    };
     let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
     let network = gated(
         Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
@@ -462,42 +474,61 @@ pub(crate) fn hollow_agents(
         None,
     );
     (0..count)
-        .map(|i| {
-            NodeAgent::new(
-                AgentConfig {
-                    node_name: format!("{prefix}-{i}"),
-                    zone: format!("zone-{}", (b'a' + (i % zones.max(1)) as u8) as char),
-                    labels: [(model::LABEL_HOLLOW.to_string(), "true".to_string())].into(),
-                    capacity: list(&[
-                        ("cpu", "32".into()),
-                        ("memory", "128Gi".into()),
-                        ("pods", "110".into()),
-                        ("vm", "8".into()),
-                    ]),
-                    address: format!(
-                        "198.{}.{}.{}",
-                        18 + (block + i / 250) / 256,
-                        (block + i / 250) % 256,
-                        i % 250 + 1
-                    ),
-                    heartbeat,
-                    lease_seconds: 40,
-                },
-                Some(runtime.clone()),
-                Some(runtime.clone()),
-                network.clone(),
-            )
-        })
+        .map(|i| hollow_agent(prefix, i, zones, heartbeat, &runtime, network.clone()))
         .collect()
 }
 
-/// `centaurus agent`: node agents as clients of the API through `client`: `hollow`
-/// simulated nodes named `{prefix}-{i}` over `zones`, and this host's agent with the real
-/// runtimes when `local` names its root. Runs until Ctrl-C or SIGTERM, then stops the
-/// workloads of this host (its pods stay bound and start again with the next agent).
+/// The name of hollow node `i` of `prefix`.
+pub(crate) fn hollow_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i}")
+}
+
+/// Hollow node `i` of `prefix` (see [`hollow_agents`]).
+fn hollow_agent(
+    prefix: &str,
+    i: usize,
+    zones: usize,
+    heartbeat: Duration,
+    runtime: &Arc<dyn Runtime>,
+    network: Arc<dyn NetworkPlugin>,
+) -> NodeAgent {
+    // Fleets of other prefixes get other addresses (in 198.18.0.0/15).
+    let block = if prefix == "hollow" {
+        0
+    } else {
+        1 + centaurus_core::ring::stable_hash(prefix.as_bytes()) as usize % 250
+    };
+    NodeAgent::new(
+        AgentConfig {
+            node_name: hollow_name(prefix, i),
+            zone: format!("zone-{}", (b'a' + (i % zones.max(1)) as u8) as char),
+            labels: [(model::LABEL_HOLLOW.to_string(), "true".to_string())].into(),
+            capacity: list(&[
+                ("cpu", "32".into()),
+                ("memory", "128Gi".into()),
+                ("pods", "110".into()),
+                ("vm", "8".into()),
+            ]),
+            address: format!(
+                "198.{}.{}.{}",
+                18 + (block + i / 250) / 256,
+                (block + i / 250) % 256,
+                i % 250 + 1
+            ),
+            heartbeat,
+            lease_seconds: 40,
+        },
+        Some(runtime.clone()),
+        Some(runtime.clone()),
+        network,
+    )
+}
+
 /// What `centaurus agent` runs: this host's node and/or hollow nodes, and the endpoint
 /// the API servers fetch their pods' logs from.
 pub(crate) struct AgentProcess<'a> {
+    /// How the nodes authenticate.
+    pub credentials: AgentCredentials,
     /// Simulated nodes.
     pub hollow: usize,
     /// Zones they are spread over.
@@ -512,60 +543,135 @@ pub(crate) struct AgentProcess<'a> {
     pub advertise: &'a str,
 }
 
-pub(crate) async fn agents(
-    client: &Client,
-    region_ca: &[u8],
-    a: AgentProcess<'_>,
-) -> anyhow::Result<()> {
-    let AgentProcess {
-        hollow,
-        zones,
-        prefix,
-        local,
-        serve,
-        advertise,
-    } = a;
-    // This host's agent alone runs as its node (a `system:node:NAME` kubeconfig, see
-    // `centaurus node-kubeconfig`); hollow nodes need the fleet identity.
-    let fleet = match local {
-        Some(_) if hollow == 0 => Fleet::for_node(client.clone(), &hostname()),
-        _ => Fleet::new(client.clone()),
-    };
-    let endpoint = AgentEndpoint::bind(serve, advertise, region_ca).await?;
+/// The identities of an agent process' nodes.
+pub(crate) enum AgentCredentials {
+    /// One kubeconfig: this host's node alone (`system:node:NAME`), or a fleet identity
+    /// for every node.
+    Shared(Client),
+    /// Each node joins with this bootstrap kubeconfig and runs as its own identity; this
+    /// host's node keeps its credentials in the file.
+    Join {
+        bootstrap: Kubeconfig,
+        local_kubeconfig: PathBuf,
+    },
+}
+
+/// `centaurus agent`: node agents as clients of the API: `hollow` simulated nodes named
+/// `{prefix}-{i}` over `zones`, and this host's agent with the real runtimes when `local`
+/// names its root, with the endpoint their logs are read from. Runs until Ctrl-C or
+/// SIGTERM, then stops the workloads of this host (its pods stay bound and start again
+/// with the next agent).
+pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Result<()> {
+    let endpoint = AgentEndpoint::bind(a.serve, a.advertise, region_ca).await?;
     let published = endpoint.published();
-    fleet.publish_endpoint(published.clone());
-    let served =
-        tokio::spawn(endpoint.serve(Arc::new(FleetLogs(fleet.clone())), std::future::pending()));
-    println!("centaurus agent: serving pod logs at {}", published.url);
-    let task = tokio::spawn(fleet.clone().run());
-    fleet.wait_synced().await;
-    if let Some(root) = local {
-        std::fs::create_dir_all(root)?;
-        let root = std::fs::canonicalize(root)?;
-        let (agent, what) = local_agent(&root, Some(client.clone()))
-            .context("this host's agent needs root and runc (scripts/setup.sh)")?;
+    let mut fleets: Vec<Arc<Fleet>> = Vec::new();
+    let mut tasks = Vec::new();
+    // A fleet of its own for each node that has its own identity.
+    let start = |client: Client, node: Option<&str>| {
+        let fleet = match node {
+            Some(n) => Fleet::for_node(client, n),
+            None => Fleet::new(client),
+        };
+        fleet.publish_endpoint(published.clone());
+        fleet
+    };
+    let local = match a.local {
+        Some(root) => {
+            std::fs::create_dir_all(root)?;
+            let root = std::fs::canonicalize(root)?;
+            let client = match &a.credentials {
+                AgentCredentials::Shared(c) => c.clone(),
+                AgentCredentials::Join {
+                    bootstrap,
+                    local_kubeconfig,
+                } => crate::components::joined(bootstrap, &hostname(), local_kubeconfig).await?,
+            };
+            let (agent, what) = local_agent(&root, Some(client.clone()))
+                .context("this host's agent needs root and runc (scripts/setup.sh)")?;
+            Some((client, agent, what))
+        }
+        None => None,
+    };
+    let shared = match &a.credentials {
+        AgentCredentials::Shared(c) if a.hollow > 0 => Some(start(c.clone(), None)),
+        _ => None,
+    };
+    if let Some((client, agent, what)) = local {
+        // This host's agent alone runs as its node; beside hollow nodes, with the fleet.
+        let fleet = match &shared {
+            Some(f) => f.clone(),
+            None => start(client, Some(&hostname())),
+        };
+        tasks.push(tokio::spawn(fleet.clone().run()));
+        fleet.wait_synced().await;
         let name = agent.name().to_owned();
         fleet.add(agent).await?;
         println!("centaurus agent: node {name} runs {what}");
+        if shared.is_none() {
+            fleets.push(fleet);
+        }
     }
-    for agent in hollow_agents(
-        prefix,
-        hollow,
-        zones,
-        Duration::from_secs(10),
-        Some(client.clone()),
-    ) {
-        fleet.add(agent).await?;
+    if let Some(fleet) = &shared {
+        if a.local.is_none() {
+            tasks.push(tokio::spawn(fleet.clone().run()));
+            fleet.wait_synced().await;
+        }
+        fleets.push(fleet.clone());
     }
-    if hollow > 0 {
+    let heartbeat = Duration::from_secs(10);
+    let identities = if shared.is_some() {
+        "the fleet's identity"
+    } else {
+        "an identity each"
+    };
+    match (&shared, &a.credentials) {
+        (Some(fleet), AgentCredentials::Shared(client)) => {
+            for agent in hollow_agents(a.prefix, a.hollow, a.zones, heartbeat, Some(client.clone()))
+            {
+                fleet.add(agent).await?;
+            }
+        }
+        (_, AgentCredentials::Join { bootstrap, .. }) => {
+            let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
+            for i in 0..a.hollow {
+                let name = hollow_name(a.prefix, i);
+                let client = crate::components::join(bootstrap, &name).await?;
+                let network = gated(
+                    Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
+                    Some(client.clone()),
+                    None,
+                );
+                let fleet = start(client, Some(&name));
+                tasks.push(tokio::spawn(fleet.clone().run()));
+                fleet.wait_synced().await;
+                fleet
+                    .add(hollow_agent(
+                        a.prefix, i, a.zones, heartbeat, &runtime, network,
+                    ))
+                    .await?;
+                fleets.push(fleet);
+            }
+        }
+        (None, AgentCredentials::Shared(_)) => {}
+    }
+    if a.hollow > 0 {
         println!(
-            "centaurus agent: {hollow} hollow nodes {prefix}-0.. over {} zones",
-            zones.max(1)
+            "centaurus agent: {} hollow nodes {}-0.. over {} zones, with {identities}",
+            a.hollow,
+            a.prefix,
+            a.zones.max(1)
         );
     }
+    let served =
+        tokio::spawn(endpoint.serve(Arc::new(FleetLogs(fleets.clone())), std::future::pending()));
+    println!("centaurus agent: serving pod logs at {}", published.url);
     let stopped = crate::components::until_stopped().await;
-    fleet.shutdown().await;
-    task.abort();
+    for f in &fleets {
+        f.shutdown().await;
+    }
+    for t in tasks {
+        t.abort();
+    }
     served.abort();
     stopped
 }

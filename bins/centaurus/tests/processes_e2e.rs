@@ -1,6 +1,7 @@
 //! The region as separate OS processes on a 3-member etcd cluster: two API servers, the
 //! scheduler, three active-active controller instances, two active-active VPC operator
-//! replicas with their network controllers, and a hollow node agent of 100 nodes, each a
+//! replicas with their network controllers, and a hollow node agent of 100 nodes (each
+//! joined with a bootstrap token as its own node identity), each a
 //! `centaurus` process; only the API servers connect to the store. Every component
 //! answers `/healthz`, `/readyz` and `/metrics`. A tenant's Deployment reaches Running
 //! through a stock kubectl, starting on the API server that did not issue its token, and
@@ -254,13 +255,27 @@ fn a_region_of_processes_on_etcd_survives_kills() {
             )
         })
         .collect();
+    // The hollow nodes join with a bootstrap token: each gets its own node identity.
+    let bootstrap = d.join("bootstrap.kubeconfig");
+    let out = Command::new(bin)
+        .args(["bootstrap-kubeconfig", "--kubeconfig"])
+        .arg(data.join("admin.kubeconfig"))
+        .arg("--out")
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _agent = Proc::start(
         "agent",
         bin,
         &[
             "agent",
-            "--kubeconfig",
-            kc("node-fleet").to_str().unwrap(),
+            "--bootstrap-kubeconfig",
+            bootstrap.to_str().unwrap(),
             "--hollow",
             "100",
             "--zones",
