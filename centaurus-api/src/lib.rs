@@ -21,6 +21,7 @@ pub mod pods;
 pub mod protobuf;
 pub mod query;
 pub mod region;
+mod review;
 pub mod route;
 mod scale;
 pub mod selector;

@@ -48,8 +48,8 @@ impl Default for ApiConfig {
 pub struct ApiServer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: Arc<Registry>,
-    authorizer: Arc<dyn Authorizer>,
-    resolver: Arc<dyn SpaceResolver>,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    pub(crate) resolver: Arc<dyn SpaceResolver>,
     tokens: Option<Arc<StoredTokens>>,
     pub(crate) config: ApiConfig,
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -260,6 +260,19 @@ impl ApiServer {
             .get::<Identity>()
             .cloned()
             .ok_or_else(|| ApiError::unauthorized("no credentials"))?;
+        if let Some(review) = crate::review::Review::of(parts.uri.path()) {
+            if parts.method != Method::POST {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{} is not supported on reviews: create one with POST",
+                    parts.method
+                )));
+            }
+            let body = axum::body::to_bytes(body, self.config.max_body)
+                .await
+                .map_err(|_| ApiError::too_large(self.config.max_body))?;
+            let content_type = header_str(&parts, header::CONTENT_TYPE);
+            return self.review(review, &caller, content_type, &body).await;
+        }
         let rp = route::parse(parts.uri.path())?;
         let params = Params::parse(parts.uri.query())?;
         let target = self.target(&caller, &rp)?;

@@ -180,6 +180,10 @@ enum Command {
         /// Run this host's node agent with the real runtimes (needs root and runc).
         #[arg(long)]
         local: bool,
+        /// This host's runtimes (implies `--local`): `runc`, `qemu` or `runc,qemu`
+        /// (default: runc, and QEMU when present).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        runtime: Vec<up::RuntimeKind>,
         /// Where this host's agent keeps its workloads.
         #[arg(long, default_value = "./centaurus-node")]
         root: PathBuf,
@@ -366,6 +370,7 @@ async fn main() -> anyhow::Result<()> {
             zones,
             hollow_prefix,
             local,
+            runtime,
             root,
             serve,
             advertise_address,
@@ -402,7 +407,7 @@ async fn main() -> anyhow::Result<()> {
                     hollow,
                     zones,
                     prefix: &hollow_prefix,
-                    local: local.then_some(root.as_path()),
+                    local: (local || !runtime.is_empty()).then_some((root.as_path(), &runtime)),
                     serve,
                     advertise: &advertise_address,
                 },

@@ -337,28 +337,67 @@ fn list(pairs: &[(&str, String)]) -> ResourceList {
         .collect()
 }
 
+/// A runtime of this host's node agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RuntimeKind {
+    /// Container pods under runc.
+    Runc,
+    /// VM pods under QEMU.
+    Qemu,
+}
+
 /// The node agent of this host with the real runtimes (runc, and QEMU when present) and
 /// what it runs; None without root or runc.
 pub(crate) fn local_agent(root: &Path, vpc: Option<Client>) -> Option<(NodeAgent, String)> {
-    if !RuncRuntime::available() {
-        return None;
+    if !QemuRuntime::available(None) {
+        let (agent, what) = local_agent_with(root, vpc, &[RuntimeKind::Runc]).ok()?;
+        return Some((
+            agent,
+            format!("{what}; VM pods need qemu-system-x86 and the kernel from scripts/setup.sh"),
+        ));
     }
-    let qemu = QemuRuntime::available(None).then(|| Arc::new(QemuRuntime::new(root, None)));
+    local_agent_with(root, vpc, &[RuntimeKind::Runc, RuntimeKind::Qemu]).ok()
+}
+
+/// The node agent of this host with `runtimes`, and what it runs; an error names a runtime
+/// this host cannot run.
+pub(crate) fn local_agent_with(
+    root: &Path,
+    vpc: Option<Client>,
+    runtimes: &[RuntimeKind],
+) -> anyhow::Result<(NodeAgent, String)> {
+    let runc = runtimes.contains(&RuntimeKind::Runc);
+    if runc && !RuncRuntime::available() {
+        anyhow::bail!("container pods need root and runc (scripts/setup.sh)");
+    }
+    let qemu = if runtimes.contains(&RuntimeKind::Qemu) {
+        if !QemuRuntime::available(None) {
+            anyhow::bail!(
+                "VM pods need qemu-system-x86 and the kernel from scripts/setup.sh, as root"
+            );
+        }
+        Some(Arc::new(QemuRuntime::new(root, None)))
+    } else {
+        None
+    };
+    if !runc && qemu.is_none() {
+        anyhow::bail!("a node agent needs a runtime: runc, qemu or both");
+    }
     if let Some(q) = qemu.clone() {
         // Probe the accelerator now, not when the first VM pod arrives.
         tokio::spawn(async move {
             println!("centaurus: VM pods run under {}", q.accel().await.arg());
         });
     }
-    let what = if qemu.is_some() {
-        "container pods (runc) and VM pods (QEMU)"
-    } else {
-        "container pods (runc); VM pods need qemu-system-x86 and the kernel from scripts/setup.sh"
+    let what = match (runc, qemu.is_some()) {
+        (true, true) => "container pods (runc) and VM pods (QEMU)",
+        (true, false) => "container pods (runc)",
+        (false, _) => "VM pods (QEMU)",
     };
     let vms = if qemu.is_some() { 4 } else { 0 };
     let agent = NodeAgent::new(
         real_node(hostname(), "local", "127.0.0.1".into(), vms),
-        Some(Arc::new(RuncRuntime::new(root))),
+        runc.then(|| Arc::new(RuncRuntime::new(root)) as Arc<dyn Runtime>),
         qemu.map(|q| q as Arc<dyn Runtime>),
         gated(
             Arc::new(host_bridge(&root.join("network").join("flat"))),
@@ -366,7 +405,7 @@ pub(crate) fn local_agent(root: &Path, vpc: Option<Client>) -> Option<(NodeAgent
             Some((Wiring::default(), root.join("network").join("vpc"))),
         ),
     );
-    Some((agent, what.into()))
+    Ok((agent, what.into()))
 }
 
 /// The configuration of a node with this machine's CPUs, 8 GiB, 110 pods and `vms` VM
@@ -535,8 +574,9 @@ pub(crate) struct AgentProcess<'a> {
     pub zones: usize,
     /// Their name prefix.
     pub prefix: &'a str,
-    /// This host's node, with its workloads under this directory.
-    pub local: Option<&'a Path>,
+    /// This host's node, with its workloads under this directory, and its runtimes (none:
+    /// runc, and QEMU when present).
+    pub local: Option<(&'a Path, &'a [RuntimeKind])>,
     /// Where the endpoint listens.
     pub serve: std::net::SocketAddr,
     /// The address the API servers reach it at when `serve` is unspecified (`0.0.0.0`).
@@ -576,7 +616,7 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
         fleet
     };
     let local = match a.local {
-        Some(root) => {
+        Some((root, runtimes)) => {
             std::fs::create_dir_all(root)?;
             let root = std::fs::canonicalize(root)?;
             let client = match &a.credentials {
@@ -586,8 +626,12 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
                     local_kubeconfig,
                 } => crate::components::joined(bootstrap, &hostname(), local_kubeconfig).await?,
             };
-            let (agent, what) = local_agent(&root, Some(client.clone()))
-                .context("this host's agent needs root and runc (scripts/setup.sh)")?;
+            let (agent, what) = if runtimes.is_empty() {
+                local_agent(&root, Some(client.clone()))
+                    .context("this host's agent needs root and runc (scripts/setup.sh)")?
+            } else {
+                local_agent_with(&root, Some(client.clone()), runtimes)?
+            };
             Some((client, agent, what))
         }
         None => None,

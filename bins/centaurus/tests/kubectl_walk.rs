@@ -1,6 +1,7 @@
 //! A real kubectl against `centaurus up`: the admin creates tenants; each tenant's admin
 //! creates a namespace, applies a pod and a deployment, lists and watches them and deletes;
-//! two tenants with identical names see only their own objects; a restart keeps them.
+//! two tenants with identical names see only their own objects, and `kubectl auth can-i`
+//! and `auth whoami` tell each the truth; a restart keeps them.
 
 mod common;
 
@@ -72,6 +73,48 @@ fn kubectl_walk_in_two_tenants() {
         assert_eq!(names(&k.json(&["get", "namespaces"])), ["default", "dev"]);
     }
     assert!(acme.fails(&["get", "tenants"]).contains("Forbidden"));
+    // `kubectl auth` tells each caller the truth, from the tenant gate itself.
+    let can_i = |k: &Kubectl, args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = k.cmd(&all).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for (k, args, want) in [
+        (acme, &["create", "pods", "-n", "dev"][..], "yes"),
+        (acme, &["delete", "deployments.apps", "-n", "dev"], "yes"),
+        (acme, &["list", "tenants"], "no"),
+        (acme, &["create", "nodes"], "no"),
+        (
+            acme,
+            &["get", "--subresource=log", "pods", "-n", "dev"],
+            "yes",
+        ),
+        (&admin, &["create", "nodes"], "yes"),
+        (&admin, &["list", "tenants"], "yes"),
+    ] {
+        // A "no" carries the gate's reason after it.
+        let answer = can_i(k, args);
+        assert_eq!(
+            answer.split(' ').next(),
+            Some(want),
+            "can-i {args:?}: {answer}"
+        );
+    }
+    let rules = acme.run(&["auth", "can-i", "--list", "-n", "dev"]);
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.starts_with("pods ") && l.contains("create")),
+        "{rules}"
+    );
+    assert!(!rules.lines().any(|l| l.starts_with("tenants ")), "{rules}");
+    let me = acme.json(&["auth", "whoami"]);
+    assert_eq!(me["status"]["userInfo"]["username"], "admin");
+    assert_eq!(
+        me["status"]["userInfo"]["extra"]["centaurus.io/tenant"][0],
+        "acme"
+    );
     assert!(
         acme.fails(&["get", "--raw", "/api/v1/tenants/beta/namespaces/dev/pods"])
             .contains("Forbidden")

@@ -483,11 +483,14 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         String::from_utf8_lossy(&out.stderr)
     );
     let node_root = d.join("node");
+    let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file());
     let agent_args = [
         "agent",
         "--kubeconfig",
         node_kc.to_str().unwrap(),
-        "--local",
+        "--runtime",
+        if qemu { "runc,qemu" } else { "runc" },
         "--root",
         node_root.to_str().unwrap(),
         "--serve",
@@ -538,9 +541,7 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     );
 
     // A VM pod on this host's agent, when QEMU is here.
-    if !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|d| d.join("qemu-system-x86_64").is_file())
-    {
+    if !qemu {
         eprintln!("SKIPPED the VM pod: needs qemu-system-x86 (scripts/setup.sh)");
         return;
     }
