@@ -90,41 +90,137 @@ pub fn age(created: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-/// Extra columns per kind: (name, priority, cell).
-type Column = (&'static str, u8, fn(&Value) -> Value);
+/// A column of a kind's table: name, priority (1: only with `-o wide`) and cell.
+type Column = (
+    &'static str,
+    u8,
+    fn(&Value, chrono::DateTime<chrono::Utc>) -> Value,
+);
 
-fn columns(plural: &str) -> Vec<Column> {
-    fn phase_or(v: &Value, default: &str) -> Value {
-        let p = str_at(v, "/status/phase");
-        json!(if p.is_empty() { default } else { p })
+fn age_cell(v: &Value, now: chrono::DateTime<chrono::Utc>) -> Value {
+    json!(age(str_at(v, "/metadata/creationTimestamp"), now))
+}
+
+fn or_none(s: &str) -> Value {
+    json!(if s.is_empty() { "<none>" } else { s })
+}
+
+fn int_at(v: &Value, pointer: &str) -> i64 {
+    v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn pod_status(v: &Value) -> Value {
+    if v.pointer("/metadata/deletionTimestamp").is_some() {
+        return json!("Terminating");
     }
+    // As kubectl prints pods: a container's waiting or terminated reason
+    // (CrashLoopBackOff, Error) says more than the phase.
+    let reason = v
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            ["/state/waiting/reason", "/state/terminated/reason"]
+                .iter()
+                .find_map(|p| c.pointer(p).and_then(Value::as_str))
+        })
+        .find(|r| !r.is_empty() && *r != "Completed");
+    let phase = str_at(v, "/status/phase");
+    match reason {
+        Some(r) if phase != "Succeeded" => json!(r),
+        _ => json!(if phase.is_empty() { "Pending" } else { phase }),
+    }
+}
+
+/// `ready/total` workloads of a pod: its containers, or its VM.
+fn pod_ready(v: &Value) -> Value {
+    if v.pointer("/spec/virtualMachine").is_some() {
+        let ready = v.pointer("/status/virtualMachineStatus/ready") == Some(&json!(true));
+        return json!(format!("{}/1", u8::from(ready)));
+    }
+    let total = v
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = v
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("ready") == Some(&json!(true)))
+        .count();
+    json!(format!("{ready}/{total}"))
+}
+
+fn pod_restarts(v: &Value) -> Value {
+    let n: i64 = v
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| int_at(c, "/restartCount"))
+        .sum();
+    json!(n)
+}
+
+fn node_status(v: &Value) -> Value {
+    let ready = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == "Ready"))
+        .map(|c| str_at(c, "/status") == "True");
+    let mut s = match ready {
+        Some(true) => "Ready",
+        Some(false) => "NotReady",
+        None => "Unknown",
+    }
+    .to_owned();
+    if v.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        s.push_str(",SchedulingDisabled");
+    }
+    json!(s)
+}
+
+fn node_roles(v: &Value) -> Value {
+    let roles: Vec<&str> = v
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+        .filter(|r| !r.is_empty())
+        .collect();
+    or_none(&roles.join(","))
+}
+
+fn node_address(v: &Value, kind: &str) -> Value {
+    let a = v
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|a| str_at(a, "/type") == kind)
+        .map_or("", |a| str_at(a, "/address"));
+    or_none(a)
+}
+
+/// The columns of a kind's table after its name, as kubectl prints them (with our extra
+/// columns where they help); every kind has at least its age.
+fn columns(plural: &str) -> Vec<Column> {
     match plural {
         "pods" => vec![
-            ("Status", 0, |v| {
-                if v.pointer("/metadata/deletionTimestamp").is_some() {
-                    return json!("Terminating");
-                }
-                // As kubectl prints pods: a container's waiting or terminated reason
-                // (CrashLoopBackOff, Error) says more than the phase.
-                let reason = v
-                    .pointer("/status/containerStatuses")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| {
-                        ["/state/waiting/reason", "/state/terminated/reason"]
-                            .iter()
-                            .find_map(|p| c.pointer(p).and_then(Value::as_str))
-                    })
-                    .find(|r| !r.is_empty() && *r != "Completed");
-                match reason {
-                    Some(r) if str_at(v, "/status/phase") != "Succeeded" => json!(r),
-                    _ => phase_or(v, "Pending"),
-                }
+            ("Ready", 0, |v, _| pod_ready(v)),
+            ("Status", 0, |v, _| pod_status(v)),
+            ("Restarts", 0, |v, _| pod_restarts(v)),
+            ("Age", 0, age_cell),
+            ("IP", 1, |v, _| or_none(str_at(v, "/status/podIP"))),
+            ("Node", 1, |v, _| or_none(str_at(v, "/spec/nodeName"))),
+            ("Nominated Node", 1, |v, _| {
+                or_none(str_at(v, "/status/nominatedNodeName"))
             }),
-            ("Node", 0, |v| json!(str_at(v, "/spec/nodeName"))),
-            ("IP", 1, |v| json!(str_at(v, "/status/podIP"))),
-            ("Type", 1, |v| {
+            ("Readiness Gates", 1, |_, _| json!("<none>")),
+            ("Type", 1, |v, _| {
                 json!(if v.pointer("/spec/virtualMachine").is_some() {
                     "vm"
                 } else {
@@ -132,31 +228,66 @@ fn columns(plural: &str) -> Vec<Column> {
                 })
             }),
         ],
-        "tenants" | "namespaces" => vec![("Status", 0, |v| phase_or(v, "Active"))],
-        "deployments" | "replicasets" => vec![("Ready", 0, |v| {
-            let ready = v
-                .pointer("/status/readyReplicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let want = v
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            json!(format!("{ready}/{want}"))
-        })],
-        "nodes" => vec![("Status", 0, |v| {
-            let ready = v
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == "Ready"))
-                .map(|c| str_at(c, "/status") == "True");
-            json!(match ready {
-                Some(true) => "Ready",
-                Some(false) => "NotReady",
-                None => "Unknown",
-            })
-        })],
-        _ => vec![],
+        "tenants" | "namespaces" => vec![
+            ("Status", 0, |v, _| {
+                let p = str_at(v, "/status/phase");
+                json!(if p.is_empty() { "Active" } else { p })
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "deployments" => vec![
+            ("Ready", 0, |v, _| {
+                json!(format!(
+                    "{}/{}",
+                    int_at(v, "/status/readyReplicas"),
+                    v.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ))
+            }),
+            ("Up-to-date", 0, |v, _| {
+                json!(int_at(v, "/status/updatedReplicas"))
+            }),
+            ("Available", 0, |v, _| {
+                json!(int_at(v, "/status/availableReplicas"))
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "replicasets" => vec![
+            ("Desired", 0, |v, _| {
+                json!(
+                    v.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                )
+            }),
+            ("Current", 0, |v, _| json!(int_at(v, "/status/replicas"))),
+            ("Ready", 0, |v, _| json!(int_at(v, "/status/readyReplicas"))),
+            ("Age", 0, age_cell),
+        ],
+        "nodes" => vec![
+            ("Status", 0, |v, _| node_status(v)),
+            ("Roles", 0, |v, _| node_roles(v)),
+            ("Age", 0, age_cell),
+            ("Version", 0, |v, _| {
+                json!(str_at(v, "/status/nodeInfo/kubeletVersion"))
+            }),
+            ("Internal-IP", 1, |v, _| node_address(v, "InternalIP")),
+            ("External-IP", 1, |v, _| node_address(v, "ExternalIP")),
+            ("OS-Image", 1, |v, _| {
+                or_none(str_at(v, "/status/nodeInfo/osImage"))
+            }),
+            ("Kernel-Version", 1, |v, _| {
+                or_none(str_at(v, "/status/nodeInfo/kernelVersion"))
+            }),
+            ("Container-Runtime", 1, |v, _| {
+                or_none(str_at(v, "/status/nodeInfo/containerRuntimeVersion"))
+            }),
+            ("Zone", 1, |v, _| {
+                or_none(str_at(v, "/metadata/labels/topology.kubernetes.io~1zone"))
+            }),
+        ],
+        _ => vec![("Age", 0, age_cell)],
     }
 }
 
@@ -168,7 +299,6 @@ pub fn table_columns(info: &ResourceInfo) -> Value {
     for (name, priority, _) in &columns(info.plural) {
         defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}));
     }
-    defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
     Value::Array(defs)
 }
 
@@ -190,11 +320,7 @@ impl TableRows {
     /// The row of `o`: its cells and its metadata.
     pub fn row(&self, o: &Value) -> Value {
         let mut cells = vec![json!(str_at(o, "/metadata/name"))];
-        cells.extend(self.columns.iter().map(|(_, _, f)| f(o)));
-        cells.push(json!(age(
-            str_at(o, "/metadata/creationTimestamp"),
-            self.now
-        )));
+        cells.extend(self.columns.iter().map(|(_, _, f)| f(o, self.now)));
         let mut partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"});
         partial["metadata"] = o.get("metadata").cloned().unwrap_or(json!({}));
         json!({"cells": cells, "object": partial})
@@ -244,12 +370,75 @@ mod tests {
     }
 
     #[test]
+    fn tables_have_kubernetes_columns() {
+        let registry = crate::region::registry();
+        let info = |plural: &str| {
+            registry
+                .kinds()
+                .find(|k| k.plural == plural)
+                .cloned()
+                .unwrap()
+        };
+        let names = |plural: &str| -> Vec<(String, i64)> {
+            table_columns(&info(plural))
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_owned(),
+                        c["priority"].as_i64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let shown = |plural: &str, wide: bool| -> Vec<String> {
+            names(plural)
+                .into_iter()
+                .filter(|(_, p)| wide || *p == 0)
+                .map(|(n, _)| n.to_uppercase())
+                .collect()
+        };
+        assert_eq!(
+            shown("pods", false),
+            ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        );
+        assert_eq!(
+            shown("pods", true)[5..],
+            ["IP", "NODE", "NOMINATED NODE", "READINESS GATES", "TYPE"]
+        );
+        assert_eq!(
+            shown("nodes", false),
+            ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+        );
+        assert_eq!(
+            shown("nodes", true)[5..9],
+            ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION"]
+        );
+        assert_eq!(
+            shown("deployments", false),
+            ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+        );
+        assert_eq!(
+            shown("replicasets", false),
+            ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+        );
+        let pod = json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 1, "state": {"running": {}}}]}});
+        let row = &table(&info("pods"), &[pod], "1", None)["rows"][0]["cells"];
+        assert_eq!((row[1].as_str(), row[3].as_i64()), (Some("1/2"), Some(3)));
+    }
+
+    #[test]
     fn pod_rows_say_why_a_container_waits() {
         let info = crate::region::registry()
             .by_plural("", "v1", "pods")
             .cloned()
             .unwrap();
-        let status = |pod: Value| table(&info, &[pod], "1", None)["rows"][0]["cells"][1].clone();
+        let status = |pod: Value| table(&info, &[pod], "1", None)["rows"][0]["cells"][2].clone();
         let pod = |phase: &str, state: Value| {
             json!({"metadata": {"name": "p"}, "status": {"phase": phase,
                 "containerStatuses": [{"name": "c", "state": state}]}})

@@ -42,6 +42,31 @@ pub struct AgentConfig {
     pub lease_seconds: i32,
 }
 
+/// What this host tells of itself in a Node's `status.nodeInfo`.
+fn host_info() -> NodeInfo {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let os_image = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_default();
+    NodeInfo {
+        kernel_version: read("/proc/sys/kernel/osrelease"),
+        operating_system: "linux".into(),
+        architecture: std::env::consts::ARCH.into(),
+        kubelet_version: concat!("centaurus-agent/", env!("CARGO_PKG_VERSION")).into(),
+        os_image,
+        machine_id: read("/etc/machine-id"),
+        system_uuid: read("/sys/class/dmi/id/product_uuid"),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        ..Default::default()
+    }
+}
+
 /// The hostname of this machine, as the node agent names its Node.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -147,16 +172,22 @@ impl NodeAgent {
                     address: self.config.node_name.clone(),
                 },
             ],
-            node_info: NodeInfo {
-                operating_system: "linux".into(),
-                architecture: std::env::consts::ARCH.into(),
-                container_runtime_version: runtimes.join(","),
-                kubelet_version: concat!("centaurus-agent/", env!("CARGO_PKG_VERSION")).into(),
-                workload_types: types,
-                ..Default::default()
+            node_info: if self.is_hollow() {
+                NodeInfo {
+                    os_image: "hollow".into(),
+                    kernel_version: "hollow".into(),
+                    machine_id: format!("{:016x}", model::hash_key_of(&self.config.node_name)),
+                    system_uuid: String::new(),
+                    ..host_info()
+                }
+            } else {
+                host_info()
             },
             agent_endpoint: None,
         });
+        let info = &mut node.status.as_mut().expect("set above").node_info;
+        info.container_runtime_version = runtimes.join(",");
+        info.workload_types = types;
         node
     }
 }
@@ -1092,13 +1123,16 @@ fn compose_status(
                         .find(|c| c.name == s.name)
                         .map(|c| c.image.clone())
                         .unwrap_or_default();
+                    let running = matches!(s.state, WorkloadState::Running { .. });
                     ContainerStatus {
                         name: s.name.clone(),
-                        ready: matches!(s.state, WorkloadState::Running { .. }),
+                        ready: running,
                         state: container_state(s),
                         restart_count: *restarts,
+                        image_id: format!("centaurus://{image}"),
                         image,
                         container_id: s.id.clone(),
+                        started: Some(running),
                     }
                 })
                 .collect();

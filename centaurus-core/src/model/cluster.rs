@@ -251,6 +251,18 @@ pub struct NodeInfo {
     /// Workload types the node runs: `container`, `vm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workload_types: Vec<String>,
+    /// The operating system's name (`/etc/os-release` `PRETTY_NAME`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os_image: String,
+    /// The host's machine ID (`/etc/machine-id`).
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "machineID")]
+    pub machine_id: String,
+    /// The host's system UUID (DMI product UUID, when readable).
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "systemUUID")]
+    pub system_uuid: String,
+    /// The ID of the host's current boot; it changes when the host reboots.
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "bootID")]
+    pub boot_id: String,
 }
 
 fn validate_node(node: &Node) -> Result<(), Vec<FieldError>> {

@@ -231,6 +231,12 @@ pub struct ContainerStatus {
         rename = "containerID"
     )]
     pub container_id: String,
+    /// The image the runtime resolved the container's image to.
+    #[serde(default, rename = "imageID")]
+    pub image_id: String,
+    /// True once the container has started (and not yet stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<bool>,
 }
 
 /// Exactly one of the fields is set.
