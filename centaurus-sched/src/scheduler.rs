@@ -17,7 +17,7 @@ use crate::plugins::{FilterPlugin, ScorePlugin, default_filters, default_scores}
 use crate::queue::SchedulingQueue;
 
 /// The scheduler name pods get by default.
-pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+pub const DEFAULT_SCHEDULER: &str = centaurus_core::model::DEFAULT_SCHEDULER_NAME;
 
 /// How a scheduler runs.
 pub struct SchedulerConfig {

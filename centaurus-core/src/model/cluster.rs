@@ -255,10 +255,18 @@ pub struct NodeInfo {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub os_image: String,
     /// The host's machine ID (`/etc/machine-id`).
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "machineID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "machineID"
+    )]
     pub machine_id: String,
     /// The host's system UUID (DMI product UUID, when readable).
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "systemUUID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "systemUUID"
+    )]
     pub system_uuid: String,
     /// The ID of the host's current boot; it changes when the host reboots.
     #[serde(default, skip_serializing_if = "String::is_empty", rename = "bootID")]

@@ -90,6 +90,10 @@ pub trait Resource:
         Ok(())
     }
 
+    /// Fills in the fields Kubernetes defaults (a pod's `restartPolicy`, …), so stored
+    /// objects carry them as clients expect. [`Registry`] runs it before validation.
+    fn set_defaults(&mut self) {}
+
     /// `group/version`, or `version` for the core group.
     fn api_version() -> String {
         if Self::GROUP.is_empty() {
@@ -191,7 +195,8 @@ macro_rules! define_object {
 macro_rules! impl_resource {
     ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal,
      plural = $plural:literal, scope = $scope:ident
-     $(, short = [$($short:literal),*])? $(, validate = $validate:path)?) => {
+     $(, short = [$($short:literal),*])? $(, validate = $validate:path)?
+     $(, defaults = $defaults:path)?) => {
         impl $crate::model::Resource for $ty {
             const KIND: &'static str = $kind;
             const GROUP: &'static str = $group;
@@ -212,6 +217,9 @@ macro_rules! impl_resource {
             }
             $(fn validate(&self) -> Result<(), Vec<$crate::model::FieldError>> {
                 $validate(self)
+            })?
+            $(fn set_defaults(&mut self) {
+                $defaults(self)
             })?
         }
     };

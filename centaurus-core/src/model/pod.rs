@@ -19,8 +19,13 @@ crate::impl_resource!(
     plural = "pods",
     scope = Namespaced,
     short = ["po"],
-    validate = validate_pod
+    validate = validate_pod,
+    defaults = default_pod
 );
+
+fn default_pod(pod: &mut Pod) {
+    pod.spec.set_defaults();
+}
 
 /// Resource amounts by name (`cpu`, `memory`, `pods`, `vm`).
 pub type ResourceList = BTreeMap<String, Quantity>;
@@ -56,6 +61,57 @@ pub struct PodSpec {
     /// Seconds given to stop gracefully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// How the pod's DNS is set up (`ClusterFirst`, the default; `Default`; `None`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dns_policy: String,
+    /// Pod-level security attributes, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether Service environment variables are injected (true by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_service_links: Option<bool>,
+}
+
+/// The scheduler that places pods that name none.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+impl PodSpec {
+    /// Kubernetes' pod defaults: `restartPolicy: Always`, `dnsPolicy: ClusterFirst`,
+    /// `schedulerName: default-scheduler`, `terminationGracePeriodSeconds: 30`, an empty
+    /// `securityContext`, `enableServiceLinks: true`, and per container `imagePullPolicy`
+    /// (`Always` for `:latest` or no tag, else `IfNotPresent`) and the termination message
+    /// path and policy.
+    pub fn set_defaults(&mut self) {
+        self.restart_policy.get_or_insert_with(|| "Always".into());
+        if self.dns_policy.is_empty() {
+            self.dns_policy = "ClusterFirst".into();
+        }
+        if self.scheduler_name.is_empty() {
+            self.scheduler_name = DEFAULT_SCHEDULER_NAME.into();
+        }
+        self.termination_grace_period_seconds.get_or_insert(30);
+        self.security_context.get_or_insert_with(Default::default);
+        self.enable_service_links.get_or_insert(true);
+        for c in &mut self.containers {
+            c.image_pull_policy.get_or_insert_with(|| {
+                let tag = c
+                    .image
+                    .rsplit('/')
+                    .next()
+                    .and_then(|last| last.split_once(':'));
+                match tag {
+                    None | Some((_, "latest")) if !c.image.contains('@') => "Always".into(),
+                    _ => "IfNotPresent".into(),
+                }
+            });
+            if c.termination_message_path.is_empty() {
+                c.termination_message_path = "/dev/termination-log".into();
+            }
+            if c.termination_message_policy.is_empty() {
+                c.termination_message_policy = "File".into();
+            }
+        }
+    }
 }
 
 /// One container of a container pod.
@@ -87,6 +143,21 @@ pub struct Container {
     /// `Always`, `IfNotPresent` or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// Where the container may write why it ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub termination_message_path: String,
+    /// `File` or `FallbackToLogsOnError`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub termination_message_policy: String,
+    /// Keeps standard input open (`kubectl run -i`, `kubectl debug`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// Allocates a terminal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// Container-level security attributes, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// An environment variable.
@@ -150,6 +221,21 @@ pub struct VirtualMachine {
     /// `Always`, `IfNotPresent` or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// Where the container may write why it ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub termination_message_path: String,
+    /// `File` or `FallbackToLogsOnError`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub termination_message_policy: String,
+    /// Keeps standard input open (`kubectl run -i`, `kubectl debug`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// Allocates a terminal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// Container-level security attributes, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A taint the pod tolerates.

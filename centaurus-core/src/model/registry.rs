@@ -52,13 +52,14 @@ fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, Vec<Fiel
     let mut unknown_fields = Vec::new();
     let mut note_unknown = |path: serde_ignored::Path<'_>| unknown_fields.push(path.to_string());
     let de = serde_ignored::Deserializer::new(value, &mut note_unknown);
-    let obj: R = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut obj: R = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         vec![FieldError::new(
             if path == "." { String::new() } else { path },
             e.into_inner().to_string(),
         )]
     })?;
+    obj.set_defaults();
     let mut errors = Errors::default();
     validate_meta(&mut errors, R::SCOPE, R::PLURAL, obj.meta());
     if let Err(kind_errors) = obj.validate() {

@@ -324,3 +324,60 @@ fn registry_decode_normalizes_and_reports_unknown_fields() {
     assert!(decoded.value["metadata"].get("colour").is_none());
     assert_eq!(decoded.value["spec"]["containers"][0]["name"], "c");
 }
+
+#[test]
+fn pods_and_templates_get_kubernetes_defaults() {
+    let registry = Registry::builtin();
+    let info = |plural: &str| {
+        registry
+            .kinds()
+            .find(|k| k.plural == plural)
+            .unwrap()
+            .clone()
+    };
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [
+            {"name": "a", "image": "busybox"},
+            {"name": "b", "image": "busybox:1.36"},
+            {"name": "c", "image": "reg:5000/app@sha256:ab", "imagePullPolicy": "Never"},
+        ]},
+    });
+    let out = info("pods").decode(&pod).unwrap().value;
+    let spec = &out["spec"];
+    assert_eq!(spec["restartPolicy"], "Always");
+    assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+    assert_eq!(spec["schedulerName"], "default-scheduler");
+    assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+    assert_eq!(spec["securityContext"], serde_json::json!({}));
+    assert_eq!(spec["enableServiceLinks"], true);
+    let policies: Vec<&str> = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["imagePullPolicy"].as_str().unwrap())
+        .collect();
+    assert_eq!(policies, ["Always", "IfNotPresent", "Never"]);
+    assert_eq!(
+        spec["containers"][0]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
+    assert_eq!(spec["containers"][0]["terminationMessagePolicy"], "File");
+    // What the client set stays; defaulting twice changes nothing.
+    let mut set = pod.clone();
+    set["spec"]["restartPolicy"] = "Never".into();
+    let once = info("pods").decode(&set).unwrap().value;
+    assert_eq!(once["spec"]["restartPolicy"], "Never");
+    assert_eq!(info("pods").decode(&once).unwrap().value, once);
+    // Templates of workloads are defaulted as pods are.
+    let rs = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "a", "image": "busybox"}]}}},
+    });
+    let out = info("replicasets").decode(&rs).unwrap().value;
+    assert_eq!(out["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+}

@@ -17,8 +17,13 @@ crate::impl_resource!(
     plural = "replicasets",
     scope = Namespaced,
     short = ["rs"],
-    validate = validate_replica_set
+    validate = validate_replica_set,
+    defaults = default_replica_set
 );
+
+fn default_replica_set(rs: &mut ReplicaSet) {
+    rs.spec.template.spec.set_defaults();
+}
 
 /// Desired state of a replica set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -67,8 +72,13 @@ crate::impl_resource!(
     plural = "deployments",
     scope = Namespaced,
     short = ["deploy"],
-    validate = validate_deployment
+    validate = validate_deployment,
+    defaults = default_deployment
 );
+
+fn default_deployment(d: &mut Deployment) {
+    d.spec.template.spec.set_defaults();
+}
 
 /// Desired state of a deployment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
