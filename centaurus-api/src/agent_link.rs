@@ -20,6 +20,7 @@ use bytes::Bytes;
 use centaurus_core::model::{self, AgentEndpoint as Published, Node, Pod, Resource};
 use centaurus_core::store::Store;
 use centaurus_tenancy::identity::API_SERVER;
+use centaurus_tenancy::tokens::sha256_hex;
 use centaurus_tenancy::{ClientCert, authn::TENANT_ORG_PREFIX};
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -37,15 +38,6 @@ pub const MAX_LOG_BYTES: usize = 32 * 1024 * 1024;
 
 /// How long the API server waits to connect to an agent and for its answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The lower-case hex SHA-256 of `der`.
-pub fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// What an agent answers through its endpoint.
 #[async_trait]

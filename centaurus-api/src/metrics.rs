@@ -95,7 +95,8 @@ impl Metrics {
     }
 }
 
-fn resident_bytes() -> Option<u64> {
+/// The resident memory of this process, from `/proc/self/status`.
+pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = status
         .lines()

@@ -68,9 +68,14 @@ impl Known {
     }
 }
 
-fn digest(token: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+/// The lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest(token: &str) -> String {
+    sha256_hex(token.as_bytes())
 }
 
 /// Tokens in the store, watched: issue on any API server, accepted by all.

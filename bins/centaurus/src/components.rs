@@ -387,8 +387,8 @@ pub async fn serve_probes(
                 let registry = registry.clone();
                 let memory = memory.clone();
                 async move {
-                    if let Some(rss) = resident_bytes() {
-                        memory.set(rss);
+                    if let Some(rss) = centaurus_api::metrics::resident_bytes() {
+                        memory.set(rss as i64);
                     }
                     let mut text = String::new();
                     match prometheus_client::encoding::text::encode(&mut text, &registry) {
@@ -414,16 +414,4 @@ pub async fn serve_probes(
             tracing::warn!(error = %e, "the probes stopped");
         }
     }))
-}
-
-fn resident_bytes() -> Option<i64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: i64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }

@@ -318,7 +318,7 @@ pub struct ContainerStatus {
     )]
     pub container_id: String,
     /// The image the runtime resolved the container's image to.
-    #[serde(default, rename = "imageID")]
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "imageID")]
     pub image_id: String,
     /// True once the container has started (and not yet stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
