@@ -62,12 +62,18 @@ impl ApiServer {
         review: Review,
         caller: &Identity,
         content_type: Option<&str>,
-        body: &[u8],
+        body: bytes::Bytes,
     ) -> ApiResult<Response> {
         let mut obj = if body.is_empty() {
             json!({})
         } else {
-            crate::codec::decode_body(content_type, body)?
+            // Off the serving threads, as every body is decoded.
+            let content_type = content_type.map(str::to_owned);
+            self.cpu
+                .run(&caller.tenant, body.len(), move || {
+                    crate::codec::decode_body(content_type.as_deref(), &body)
+                })
+                .await?
         };
         let (api_version, kind) = match review {
             Review::Access => ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),

@@ -59,7 +59,7 @@ pub struct ApiServer {
     /// The region's CA, for node credentials ([`ApiServer::set_pki`]).
     pub(crate) pki: std::sync::OnceLock<Arc<crate::tls::Pki>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
-    cpu: crate::cpu::CpuPool,
+    pub(crate) cpu: crate::cpu::CpuPool,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -271,7 +271,7 @@ impl ApiServer {
                 .await
                 .map_err(|_| ApiError::too_large(self.config.max_body))?;
             let content_type = header_str(&parts, header::CONTENT_TYPE);
-            return self.review(review, &caller, content_type, &body).await;
+            return self.review(review, &caller, content_type, body).await;
         }
         let rp = route::parse(parts.uri.path())?;
         let params = Params::parse(parts.uri.query())?;
