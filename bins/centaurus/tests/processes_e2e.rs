@@ -257,17 +257,15 @@ fn a_region_of_processes_on_etcd_survives_kills() {
         .collect();
     // The hollow nodes join with a bootstrap token: each gets its own node identity.
     let bootstrap = d.join("bootstrap.kubeconfig");
-    let out = Command::new(bin)
-        .args(["bootstrap-kubeconfig", "--kubeconfig"])
-        .arg(data.join("admin.kubeconfig"))
-        .arg("--out")
-        .arg(&bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        bin,
+        &[
+            "bootstrap-kubeconfig",
+            "--kubeconfig",
+            data.join("admin.kubeconfig").to_str().unwrap(),
+            "--out",
+            bootstrap.to_str().unwrap(),
+        ],
     );
     let _agent = Proc::start(
         "agent",
@@ -467,20 +465,15 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     }
     let host = centaurus_runtime::agent::hostname();
     let node_kc = d.join("node.kubeconfig");
-    let out = Command::new(bin)
-        .args([
+    run(
+        bin,
+        &[
             "node-kubeconfig",
             "--data-dir",
             data.to_str().unwrap(),
             "--out",
-        ])
-        .arg(&node_kc)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            node_kc.to_str().unwrap(),
+        ],
     );
     let node_root = d.join("node");
     let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -563,6 +556,16 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     eprintln!(
         "VM pod ready after {:.1} s",
         booting.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs `bin` with `args` to completion; it must succeed.
+fn run(bin: &Path, args: &[&str]) {
+    let out = Command::new(bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
