@@ -16,6 +16,7 @@ mod lifecycle;
 mod list;
 pub mod local;
 pub mod metrics;
+pub mod partition;
 pub mod patch;
 pub mod pods;
 pub mod protobuf;

@@ -80,9 +80,10 @@ pub async fn app(
             .await
             .context("loading the region's tokens")?,
     );
+    let partition = config.partition.clone();
     let api = ApiServer::new(
         store.clone(),
-        Arc::new(registry()),
+        Arc::new(partition.registry(&registry())),
         Arc::new(Confined::new(
             Arc::new(TenantGate::cached(store.clone()).await),
             store.clone(),
@@ -92,6 +93,9 @@ pub async fn app(
         config,
     );
     api.add_admission(Arc::new(NetworkAdmission::new()));
+    if let Some(a) = partition.admission() {
+        api.add_admission(a);
+    }
     let chain = AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), issued, tokens]);
     let authn = AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(chain), store).await));
     let router = crate::router(api.clone(), authn);
@@ -112,9 +116,18 @@ impl LocalRegion {
     /// Bootstraps `store` ([`bootstrap`]) and serves it as [`app`] does, with the token file
     /// `tokens.csv` in `dir`.
     pub async fn start(store: Arc<dyn Store>, dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_with(store, dir, ApiConfig::default()).await
+    }
+
+    /// As [`LocalRegion::start`], with `config` (a partition's, say).
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        dir: &std::path::Path,
+        config: ApiConfig,
+    ) -> anyhow::Result<Self> {
         bootstrap(&*store).await?;
         let tokens = Arc::new(TokenFile::load(dir.join("tokens.csv")).await?);
-        let (api, router) = app(store, tokens, ApiConfig::default()).await?;
+        let (api, router) = app(store, tokens, config).await?;
         Ok(Self { api, router })
     }
 

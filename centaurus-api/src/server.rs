@@ -32,6 +32,8 @@ pub struct ApiConfig {
     /// once on the blocking pool, half of them at most for one tenant; more wait their turn
     /// there, never on the threads that serve requests.
     pub cpu_jobs: usize,
+    /// The part of the region this server serves (its kinds).
+    pub partition: crate::partition::Partition,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +42,7 @@ impl Default for ApiConfig {
             max_body: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(30),
             cpu_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            partition: Default::default(),
         }
     }
 }

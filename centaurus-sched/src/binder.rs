@@ -112,9 +112,15 @@ pub struct LedgerBinder {
 impl LedgerBinder {
     /// A binder through `client`.
     pub fn new(client: Client) -> Self {
+        Self::split(client.clone(), client)
+    }
+
+    /// A binder that binds pods through `pods` (a tenant partition) and books them in the
+    /// ledgers of `ledgers` (the resource partition of the nodes).
+    pub fn split(pods: Client, ledgers: Client) -> Self {
         Self {
-            ledgers: client.api(),
-            pods: PodBinder::new(client),
+            ledgers: ledgers.api(),
+            pods: PodBinder::new(pods),
         }
     }
 
@@ -214,5 +220,63 @@ impl Binder for LedgerBinder {
             Ok(ledger.spec.pods.remove(pod_uid).is_some())
         })
         .await
+    }
+}
+
+/// Binds the pods of one tenant partition to nodes of several resource partitions: each
+/// pod is booked in its node's ledger in that node's partition ([`NodeState::partition`]),
+/// where every tenant partition's scheduler books, so none overcommits a node.
+pub struct PartitionBinder {
+    partitions: Vec<LedgerBinder>,
+    /// Node → the partition it was last bound in (releases after a restart try each).
+    homes: std::sync::RwLock<std::collections::HashMap<String, usize>>,
+}
+
+impl PartitionBinder {
+    /// Binds through `tenant` and books through `resources[i]` for the nodes of partition
+    /// `i`.
+    pub fn new(tenant: &Client, resources: &[Client]) -> Self {
+        Self {
+            partitions: resources
+                .iter()
+                .map(|r| LedgerBinder::split(tenant.clone(), r.clone()))
+                .collect(),
+            homes: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Binder for PartitionBinder {
+    async fn bind(&self, info: &PodInfo, node: &NodeState) -> Result<(), BindError> {
+        let partition = self.partitions.get(node.partition).ok_or_else(|| {
+            BindError::Api(format!(
+                "node {} is in unknown resource partition {}",
+                node.name, node.partition
+            ))
+        })?;
+        self.homes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.name.clone(), node.partition);
+        partition.bind(info, node).await
+    }
+
+    async fn release(&self, pod_uid: &str, node: &str) -> Result<(), BindError> {
+        let home = self
+            .homes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .copied();
+        match home.and_then(|i| self.partitions.get(i)) {
+            Some(p) => p.release(pod_uid, node).await,
+            None => {
+                for p in &self.partitions {
+                    p.release(pod_uid, node).await?;
+                }
+                Ok(())
+            }
+        }
     }
 }

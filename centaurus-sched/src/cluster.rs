@@ -45,8 +45,15 @@ pub struct NodeState {
     pub zone: String,
     /// What pods may use.
     pub allocatable: Resources,
-    /// What the pods placed on it request.
+    /// What the pods placed on it request, and what other tenant partitions' schedulers
+    /// booked on it ([`NodeState::foreign`]).
     pub requested: Resources,
+    /// What other tenant partitions' schedulers booked on it (in its ledger), counted in
+    /// `requested`.
+    pub foreign: Resources,
+    /// The resource partition it belongs to (an index into the scheduler's; 0 when there
+    /// is one region).
+    pub partition: usize,
     /// True when it runs container pods.
     pub runs_containers: bool,
     /// True when it runs VM pods.
@@ -73,6 +80,8 @@ impl NodeState {
                 .unwrap_or_default(),
             allocatable,
             requested: Resources::default(),
+            foreign: Resources::default(),
+            partition: 0,
             runs_containers: types.is_empty() || types.iter().any(|t| t == "container"),
             runs_vms: types.iter().any(|t| t == "vm"),
             node: Arc::new(node),
@@ -213,10 +222,18 @@ impl ClusterState {
 
     /// Adds or replaces a node, keeping what is placed on it.
     pub fn upsert_node(&mut self, node: Node) {
+        self.upsert_node_of(0, node);
+    }
+
+    /// Adds or replaces a node of resource partition `partition`, keeping what is placed
+    /// and booked on it.
+    pub fn upsert_node_of(&mut self, partition: usize, node: Node) {
         let mut state = NodeState::new(node);
+        state.partition = partition;
         if let Some(&slot) = self.by_name.get(&state.name) {
             let old = self.slots[slot].take().expect("indexed slots are filled");
             state.requested = old.requested;
+            state.foreign = old.foreign;
             if old.zone != state.zone {
                 self.unindex_zone(&old.zone, slot);
                 self.index_zone(&state.zone, slot);
@@ -250,6 +267,15 @@ impl ClusterState {
         self.by_name.insert(state.name.clone(), slot);
         self.index_zone(&state.zone, slot);
         self.slots[slot] = Some(state);
+    }
+
+    /// Sets what other partitions' schedulers booked on `node` (nothing for an unknown
+    /// node).
+    pub fn set_foreign(&mut self, node: &str, foreign: Resources) {
+        if let Some(n) = self.by_name.get(node).and_then(|&s| self.slots[s].as_mut()) {
+            n.requested = n.requested.minus(n.foreign).plus(foreign);
+            n.foreign = foreign;
+        }
     }
 
     /// Forgets a node. Its placements stay counted until their pods go.

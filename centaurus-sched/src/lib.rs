@@ -6,7 +6,9 @@
 //! - [`FilterPlugin`] and [`ScorePlugin`]: the plug-in points, with the defaults —
 //!   resource fit over cpu, memory, pods and VM slots, workload type, node selector,
 //!   taints, zone spread of a controller's pods and least-allocated packing.
-//! - [`Binder`]: optimistic binding; [`LedgerBinder`] lets several schedulers share nodes.
+//! - [`Binder`]: optimistic binding; [`LedgerBinder`] lets several schedulers share nodes,
+//!   [`PartitionBinder`] the schedulers of several tenant partitions the nodes of several
+//!   resource partitions.
 //! - [`Scheduler`]: the loop that ties them together.
 
 pub mod binder;
@@ -16,7 +18,7 @@ pub mod queue;
 pub mod resources;
 pub mod scheduler;
 
-pub use binder::{BindError, Binder, LedgerBinder, PodBinder};
+pub use binder::{BindError, Binder, LedgerBinder, PartitionBinder, PodBinder};
 pub use cluster::{ClusterState, NodeState, PodInfo, Unschedulable};
 pub use plugins::{FilterPlugin, ScorePlugin};
 pub use queue::SchedulingQueue;

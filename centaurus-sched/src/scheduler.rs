@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use centaurus_client::Client;
 use centaurus_core::controller::{Change, Informer, OwnAll, Ownership};
-use centaurus_core::model::{Node, Pod, Resource};
+use centaurus_core::model::{Node, NodeLedger, Pod, Resource};
 use tokio::sync::Semaphore;
 
-use crate::binder::{BindError, Binder, PodBinder};
+use crate::binder::{BindError, Binder, PartitionBinder, PodBinder, booked};
 use crate::cluster::{ClusterState, PodInfo};
 use crate::plugins::{FilterPlugin, ScorePlugin, default_filters, default_scores};
 use crate::queue::SchedulingQueue;
@@ -73,7 +73,13 @@ pub struct Scheduler {
     cluster: Arc<Mutex<ClusterState>>,
     queue: Arc<SchedulingQueue>,
     pods: Arc<Informer<Pod>>,
-    nodes: Arc<Informer<Node>>,
+    /// The nodes of each resource partition (one, the region's, unless partitioned).
+    nodes: Vec<Arc<Informer<Node>>>,
+    /// The node ledgers of each resource partition, when the region is partitioned: what
+    /// other tenant partitions booked counts against a node.
+    ledgers: Vec<Arc<Informer<NodeLedger>>>,
+    /// UIDs of this tenant partition's pods (bookings of other UIDs are foreign).
+    own: Mutex<std::collections::HashSet<String>>,
     stats: Arc<SchedulerStats>,
 }
 
@@ -90,9 +96,42 @@ impl Scheduler {
 
     /// A scheduler with its own binder (a [`crate::LedgerBinder`] when several run).
     pub fn with_binder(client: Client, config: SchedulerConfig, binder: Arc<dyn Binder>) -> Self {
+        let nodes = vec![Arc::new(Informer::new(
+            client.api().source("/registry/nodes/"),
+        ))];
+        Self::assemble(client, nodes, Vec::new(), config, binder)
+    }
+
+    /// The scheduler of a tenant partition: its pods come from `tenant`, and it places
+    /// them on the nodes of every resource partition of `resources`, booking each in its
+    /// node's ledger there ([`PartitionBinder`]) and counting what the other tenant
+    /// partitions booked.
+    pub fn partitioned(tenant: Client, resources: &[Client], config: SchedulerConfig) -> Self {
+        let binder = Arc::new(PartitionBinder::new(&tenant, resources));
+        let source = |c: &Client, prefix: &str| Arc::new(Informer::new(c.api().source(prefix)));
+        let nodes = resources
+            .iter()
+            .map(|c| source(c, "/registry/nodes/"))
+            .collect();
+        let ledgers = resources
+            .iter()
+            .map(|c| Arc::new(Informer::new(c.api().source("/registry/nodeledgers/"))))
+            .collect();
+        Self::assemble(tenant, nodes, ledgers, config, binder)
+    }
+
+    fn assemble(
+        client: Client,
+        nodes: Vec<Arc<Informer<Node>>>,
+        ledgers: Vec<Arc<Informer<NodeLedger>>>,
+        config: SchedulerConfig,
+        binder: Arc<dyn Binder>,
+    ) -> Self {
         Self {
             pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
-            nodes: Arc::new(Informer::new(client.api().source("/registry/nodes/"))),
+            nodes,
+            ledgers,
+            own: Mutex::default(),
             client,
             config,
             binder,
@@ -123,25 +162,64 @@ impl Scheduler {
     }
 
     fn wire(self: &Arc<Self>) {
-        let this = self.clone();
-        self.nodes.on_change(move |change| {
-            let mut cluster = this.cluster.lock().unwrap_or_else(|e| e.into_inner());
-            match change {
-                Change::Deleted(n) => cluster.remove_node(&n.metadata.name),
-                Change::Added(n) | Change::Modified { new: n, .. } => {
-                    cluster.upsert_node(n.clone())
+        for (partition, nodes) in self.nodes.iter().enumerate() {
+            let this = self.clone();
+            nodes.on_change(move |change| {
+                let mut cluster = this.cluster.lock().unwrap_or_else(|e| e.into_inner());
+                match change {
+                    Change::Deleted(n) => cluster.remove_node(&n.metadata.name),
+                    Change::Added(n) | Change::Modified { new: n, .. } => {
+                        let name = n.metadata.name.clone();
+                        let known = cluster.node(&name).is_some();
+                        cluster.upsert_node_of(partition, n.clone());
+                        if !known && let Some(ledgers) = this.ledgers.get(partition) {
+                            let ledger = ledgers.cache().get(&crate::binder::ledger_key(&name));
+                            let foreign = ledger.map(|l| this.foreign(&l)).unwrap_or_default();
+                            cluster.set_foreign(&name, foreign);
+                        }
+                    }
                 }
-            }
-            drop(cluster);
-            this.queue.region_changed();
-        });
+                drop(cluster);
+                this.queue.region_changed();
+            });
+        }
+        for ledgers in &self.ledgers {
+            let this = self.clone();
+            ledgers.on_change(move |change| {
+                let ledger = change.object();
+                let foreign = match change {
+                    Change::Deleted(_) => Default::default(),
+                    _ => this.foreign(ledger),
+                };
+                this.cluster
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_foreign(&ledger.metadata.name, foreign);
+                this.queue.region_changed();
+            });
+        }
         let this = self.clone();
         self.pods.on_change(move |change| this.pod_changed(change));
+    }
+
+    /// What a ledger books for pods of other tenant partitions.
+    fn foreign(&self, ledger: &NodeLedger) -> crate::Resources {
+        let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        let mut others = ledger.clone();
+        others.spec.pods.retain(|uid, _| !own.contains(uid));
+        booked(&others)
     }
 
     fn pod_changed(&self, change: &Change<Pod>) {
         let pod = change.object();
         let key = pod.key();
+        if !self.ledgers.is_empty() {
+            let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+            match change {
+                Change::Deleted(_) => own.remove(&pod.metadata.uid),
+                _ => own.insert(pod.metadata.uid.clone()),
+            };
+        }
         let gone = matches!(change, Change::Deleted(_)) || is_terminal(pod);
         if gone {
             self.queue.done(&key);
@@ -193,10 +271,29 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) {
         self.wire();
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.nodes.clone().run());
+        for nodes in &self.nodes {
+            tasks.spawn(nodes.clone().run());
+        }
+        for ledgers in &self.ledgers {
+            tasks.spawn(ledgers.clone().run());
+        }
         tasks.spawn(self.pods.clone().run());
-        self.nodes.wait_synced().await;
+        // The pods first: which bookings are this partition's own is known from them.
         self.pods.wait_synced().await;
+        for nodes in &self.nodes {
+            nodes.wait_synced().await;
+        }
+        for ledgers in &self.ledgers {
+            ledgers.wait_synced().await;
+            // Bookings seen before the pods were known are counted again now.
+            for ledger in ledgers.cache().list() {
+                let foreign = self.foreign(&ledger);
+                self.cluster
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_foreign(&ledger.metadata.name, foreign);
+            }
+        }
         tracing::info!(
             name = self.config.name,
             nodes = self

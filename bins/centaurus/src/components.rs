@@ -228,6 +228,7 @@ pub async fn apiserver(
     data_dir: &Path,
     listen: std::net::SocketAddr,
     peers: &[String],
+    partition: centaurus_api::partition::Partition,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
     let data_dir = &std::fs::canonicalize(data_dir)?;
@@ -237,7 +238,10 @@ pub async fn apiserver(
         RegionOptions {
             data_dir: data_dir.to_owned(),
             listen,
-            config: ApiConfig::default(),
+            config: ApiConfig {
+                partition: partition.clone(),
+                ..ApiConfig::default()
+            },
             compact_every: Duration::from_secs(300),
         },
     )
@@ -251,13 +255,43 @@ pub async fn apiserver(
     let logs = AgentLogs::new(db, &Pki::load_or_create(data_dir, &[])?)?;
     region.api.set_pod_logs(Arc::new(logs));
     println!(
-        "centaurus apiserver: {me} on {store:?} ({}); admin kubeconfig {}; component kubeconfigs in {}",
+        "centaurus apiserver: {me}, {partition}, on {store:?} ({}); admin kubeconfig {}; component kubeconfigs in {}",
         if created { "initialized" } else { "reopened" },
         region.admin_kubeconfig.display(),
         components.display()
     );
     until_stopped().await?;
     region.stop().await;
+    Ok(())
+}
+
+/// Copies the region's CA (`ca.crt`, `ca.key` in `from`) into `data_dir/pki` unless the
+/// same CA is there; refuses a different one (its certificates would not be trusted).
+pub fn adopt_ca(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let pki = data_dir.join("pki");
+    std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+    for name in ["ca.crt", "ca.key"] {
+        let src = from.join(name);
+        let text = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        let dst = pki.join(name);
+        match std::fs::read(&dst) {
+            Ok(have) if have == text => {}
+            Ok(_) => anyhow::bail!(
+                "{} holds another CA than {}: a partition trusts one region CA",
+                dst.display(),
+                src.display()
+            ),
+            Err(_) => {
+                std::fs::write(&dst, &text)
+                    .with_context(|| format!("writing {}", dst.display()))?;
+                #[cfg(unix)]
+                if name.ends_with(".key") {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 

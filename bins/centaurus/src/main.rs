@@ -81,6 +81,15 @@ enum Command {
         /// component kubeconfigs for failover.
         #[arg(long, value_delimiter = ',')]
         peers: Vec<String>,
+        /// Serve one partition of a partitioned region: `tenant:NAME` (tenants' spaces and
+        /// workloads) or `resource:NAME` (nodes, their Leases and ledgers, droplets), each
+        /// on its own store. Default: the whole region.
+        #[arg(long, default_value = "")]
+        partition: PartitionArg,
+        /// The region's CA (a directory with `ca.crt` and `ca.key`), copied into
+        /// `DIR/pki` when that has none: every partition of a region trusts one CA.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// Runs the scheduler as a client of the API.
     Scheduler {
@@ -90,6 +99,10 @@ enum Command {
         /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
         #[arg(long, default_value = "127.0.0.1:10259")]
         probes: SocketAddr,
+        /// In a tenant partition: the scheduler's kubeconfigs of every resource partition,
+        /// whose nodes it places this partition's pods on.
+        #[arg(long, value_delimiter = ',')]
+        resource_partitions: Vec<PathBuf>,
     },
     /// Runs the workload and node-lifecycle controllers as clients of the API.
     Controllers {
@@ -230,6 +243,20 @@ enum Command {
     },
 }
 
+/// `--partition`: empty for the whole region.
+#[derive(Clone, Debug)]
+struct PartitionArg(centaurus_api::partition::Partition);
+
+impl std::str::FromStr for PartitionArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Ok(Self(Default::default()));
+        }
+        s.parse().map(Self)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -278,13 +305,31 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
             peers,
-        } => components::apiserver(&store, &data_dir, listen, &peers).await,
-        Command::Scheduler { kubeconfig, probes } => {
+            partition,
+            ca,
+        } => {
+            if let Some(ca) = ca {
+                components::adopt_ca(&ca, &data_dir)?;
+            }
+            components::apiserver(&store, &data_dir, listen, &peers, partition.0).await
+        }
+        Command::Scheduler {
+            kubeconfig,
+            probes,
+            resource_partitions,
+        } => {
             let client = components::client(&kubeconfig)?;
             components::serve_probes("scheduler", probes, client.clone()).await?;
-            let s =
-                std::sync::Arc::new(centaurus_sched::Scheduler::new(client, Default::default()));
-            components::serve("scheduler", s.run()).await
+            let s = if resource_partitions.is_empty() {
+                centaurus_sched::Scheduler::new(client, Default::default())
+            } else {
+                let rps = resource_partitions
+                    .iter()
+                    .map(|p| components::client(p))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                centaurus_sched::Scheduler::partitioned(client, &rps, Default::default())
+            };
+            components::serve("scheduler", std::sync::Arc::new(s).run()).await
         }
         Command::Controllers {
             kubeconfig,

@@ -287,6 +287,17 @@ impl Registry {
         Ok(info)
     }
 
+    /// The kinds for which `keep` is true, in the same order (a partition of the region
+    /// serves only some).
+    pub fn filtered(&self, keep: impl Fn(&ResourceInfo) -> bool) -> Self {
+        let mut r = Self::new();
+        for info in self.kinds.iter().filter(|i| keep(i)) {
+            r.by_plural.insert(info.plural.to_owned(), r.kinds.len());
+            r.kinds.push(info.clone());
+        }
+        r
+    }
+
     /// Every registered kind, in registration order.
     pub fn kinds(&self) -> impl Iterator<Item = &Arc<ResourceInfo>> {
         self.kinds.iter()
