@@ -19,7 +19,7 @@ use centaurus_core::model::Pod;
 
 pub use deployment::DeploymentController;
 pub use membership::{Membership, MembershipConfig};
-pub use nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+pub use nodelifecycle::{LifecycleScope, NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
 
 /// True when the pod's `Ready` condition is `True`.
@@ -41,9 +41,33 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
 
 /// Runs every controller through `client` until dropped, on its `share` of the objects.
 pub async fn run_all(client: Client, lifecycle: NodeLifecycleConfig, share: Share) {
+    run_in(client, LifecycleScope::Region, lifecycle, share).await
+}
+
+/// Runs the controllers of the region or of a partition (`scope`) through `client` until
+/// dropped: a resource partition's look after its nodes only; the region's and a tenant
+/// partition's run the workload controllers too.
+pub async fn run_in(
+    client: Client,
+    scope: LifecycleScope,
+    lifecycle: NodeLifecycleConfig,
+    share: Share,
+) {
+    let workloads = async {
+        if !matches!(scope, LifecycleScope::Nodes) {
+            tokio::join!(
+                ReplicaSetController::run(client.clone(), 4, share.clone()),
+                DeploymentController::run(client.clone(), 2, share.clone()),
+            );
+        }
+    };
     tokio::join!(
-        ReplicaSetController::run(client.clone(), 4, share.clone()),
-        DeploymentController::run(client.clone(), 2, share.clone()),
-        NodeLifecycleController::run(client, lifecycle, share.ownership),
+        workloads,
+        NodeLifecycleController::run_in(
+            client.clone(),
+            scope.clone(),
+            lifecycle,
+            share.ownership.clone()
+        ),
     );
 }

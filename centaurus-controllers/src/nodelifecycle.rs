@@ -4,6 +4,10 @@
 //! A node whose lease is renewed again comes back Ready. Pods bound to a node that does not
 //! exist (it was deleted) are evicted the same way once it has been missing for
 //! `orphan_grace`, unless its agent registers it again first.
+//!
+//! In a partitioned region the work splits ([`LifecycleScope`]): a resource partition's
+//! controllers mark its nodes (they have no pods), and each tenant partition's evict its
+//! own pods from the nodes of every resource partition that were NotReady too long.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -43,11 +47,24 @@ impl Default for NodeLifecycleConfig {
 /// missing nodes costs the number of nodes with pods, not of pods.
 type BoundPods = Arc<Mutex<HashMap<String, HashSet<String>>>>;
 
+/// What a node lifecycle controller looks after.
+#[derive(Clone)]
+pub enum LifecycleScope {
+    /// The region's nodes and pods, through one client.
+    Region,
+    /// A resource partition: its nodes' readiness and taints (it holds no pods).
+    Nodes,
+    /// A tenant partition: its pods bound to lost nodes of these resource partitions.
+    Pods(Vec<Client>),
+}
+
 /// Watches node leases and acts on expired ones.
 pub struct NodeLifecycleController {
     config: NodeLifecycleConfig,
-    nodes: Api<Node>,
-    pods: Api<Pod>,
+    /// Where readiness is marked: the nodes' own partition (None: elsewhere).
+    nodes: Option<Api<Node>>,
+    /// Where pods are evicted (None: a partition without pods).
+    pods: Option<Api<Pod>>,
     bound: BoundPods,
     /// Nodes with bound pods that were missing at a check, and since when.
     missing_since: Mutex<HashMap<String, Time>>,
@@ -91,48 +108,87 @@ fn ready(node: &Node) -> Option<&Condition> {
 impl NodeLifecycleController {
     /// Runs through `client` until dropped, for the nodes `ownership` gives it.
     pub async fn run(client: Client, config: NodeLifecycleConfig, ownership: Arc<dyn Ownership>) {
-        let nodes = Arc::new(Informer::<Node>::new(
-            client.api().source("/registry/nodes/"),
-        ));
-        let leases = Arc::new(Informer::<Lease>::new(client.api().source(format!(
-            "/registry/leases/{}/{}/",
-            model::SYSTEM_TENANT,
-            model::NODE_LEASE_NAMESPACE
-        ))));
-        let pods = Arc::new(Informer::<Pod>::new(client.api().source("/registry/pods/")));
+        Self::run_in(client, LifecycleScope::Region, config, ownership).await
+    }
+
+    /// Runs through `client` (of the region, or of the partition `scope` says) until
+    /// dropped, for the nodes `ownership` gives it.
+    pub async fn run_in(
+        client: Client,
+        scope: LifecycleScope,
+        config: NodeLifecycleConfig,
+        ownership: Arc<dyn Ownership>,
+    ) {
+        let node_sources = match &scope {
+            LifecycleScope::Pods(resources) => resources.clone(),
+            _ => vec![client.clone()],
+        };
+        let nodes: Vec<_> = node_sources
+            .iter()
+            .map(|c| Arc::new(Informer::<Node>::new(c.api().source("/registry/nodes/"))))
+            .collect();
+        let marks = !matches!(scope, LifecycleScope::Pods(_));
+        let leases = marks.then(|| {
+            Arc::new(Informer::<Lease>::new(client.api().source(format!(
+                "/registry/leases/{}/{}/",
+                model::SYSTEM_TENANT,
+                model::NODE_LEASE_NAMESPACE
+            ))))
+        });
+        let evicts = !matches!(scope, LifecycleScope::Nodes);
+        let pods =
+            evicts.then(|| Arc::new(Informer::<Pod>::new(client.api().source("/registry/pods/"))));
         let bound = BoundPods::default();
-        let b = bound.clone();
-        pods.on_change(move |change| track_bindings(&b, change));
-        let mut tasks = tokio::task::JoinSet::new();
-        for t in [
-            tokio::spawn(nodes.clone().run()),
-            tokio::spawn(leases.clone().run()),
-            tokio::spawn(pods.clone().run()),
-        ] {
-            tasks.spawn(async move {
-                let _ = t.await;
-            });
+        if let Some(pods) = &pods {
+            let b = bound.clone();
+            pods.on_change(move |change| track_bindings(&b, change));
         }
-        nodes.wait_synced().await;
-        leases.wait_synced().await;
-        pods.wait_synced().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in &nodes {
+            tasks.spawn(n.clone().run());
+        }
+        if let Some(l) = &leases {
+            tasks.spawn(l.clone().run());
+        }
+        if let Some(p) = &pods {
+            tasks.spawn(p.clone().run());
+        }
+        for n in &nodes {
+            n.wait_synced().await;
+        }
+        if let Some(l) = &leases {
+            l.wait_synced().await;
+        }
+        if let Some(p) = &pods {
+            p.wait_synced().await;
+        }
         let this = Self {
             config,
-            nodes: client.api(),
-            pods: client.api(),
+            nodes: marks.then(|| client.api()),
+            pods: evicts.then(|| client.api()),
             bound,
             missing_since: Mutex::default(),
             ownership,
         };
-        let (node_cache, lease_cache, pod_cache) = (nodes.cache(), leases.cache(), pods.cache());
+        let node_caches: Vec<_> = nodes.iter().map(|n| n.cache()).collect();
+        let lease_cache = leases.map(|l| l.cache());
+        let pod_cache = pods.map(|p| p.cache());
         let mut tick = tokio::time::interval(this.config.period);
         loop {
             tick.tick().await;
-            this.check(&node_cache, &lease_cache, &pod_cache).await;
+            this.check(&node_caches, lease_cache.as_ref(), pod_cache.as_ref())
+                .await;
         }
     }
 
-    async fn check(&self, nodes: &Cache<Node>, leases: &Cache<Lease>, pods: &Cache<Pod>) {
+    /// Marks readiness from `leases` (where they are watched) and evicts the pods of
+    /// `pods` (where they are) from nodes lost for the eviction timeout.
+    async fn check(
+        &self,
+        nodes: &[Cache<Node>],
+        leases: Option<&Cache<Lease>>,
+        pods: Option<&Cache<Pod>>,
+    ) {
         let now = model::now();
         let lease_prefix = format!(
             "/registry/leases/{}/{}/",
@@ -140,11 +196,21 @@ impl NodeLifecycleController {
             model::NODE_LEASE_NAMESPACE
         );
         let mut lost = Vec::new();
-        for node in nodes.list() {
+        for node in nodes.iter().flat_map(Cache::list) {
             if !self.ownership.owns(node.metadata.ring_position()) {
                 continue;
             }
             let name = &node.metadata.name;
+            let is_ready = ready(&node).is_some_and(|c| c.status == "True");
+            let Some(leases) = leases else {
+                // Readiness is marked in the node's own partition: act on what it says.
+                let since = ready(&node).and_then(|c| c.last_transition_time);
+                if !is_ready && since.is_some_and(|t| expired(t, now, self.config.eviction_timeout))
+                {
+                    lost.push(name.clone());
+                }
+                continue;
+            };
             let lease = leases.get(&format!("{lease_prefix}{name}"));
             let alive = match &lease {
                 Some(l) => l.is_valid_at(now),
@@ -154,7 +220,6 @@ impl NodeLifecycleController {
                     .creation_timestamp
                     .is_some_and(|t| now < t + chrono::Duration::seconds(40)),
             };
-            let is_ready = ready(&node).is_some_and(|c| c.status == "True");
             if alive && !is_ready {
                 self.set_ready(name, true).await;
             } else if !alive && is_ready {
@@ -167,6 +232,9 @@ impl NodeLifecycleController {
                 }
             }
         }
+        let (Some(pods), Some(evict)) = (pods, &self.pods) else {
+            return;
+        };
         // A node that does not exist has no hashKey: its name places it on the ring.
         lost.extend(self.missing_nodes(nodes, now).into_iter().filter(|n| {
             self.ownership
@@ -187,7 +255,7 @@ impl NodeLifecycleController {
                     node = pod.spec.node_name,
                     "evicting a pod from a lost node"
                 );
-                if let Err(e) = self.pods.delete(&pod.key(), None).await {
+                if let Err(e) = evict.delete(&pod.key(), None).await {
                     tracing::warn!(pod = pod.metadata.name, error = %e, "eviction failed");
                 }
             }
@@ -195,7 +263,7 @@ impl NodeLifecycleController {
     }
 
     /// The nodes that pods are bound to and that have not existed for `orphan_grace`.
-    fn missing_nodes(&self, nodes: &Cache<Node>, now: Time) -> Vec<String> {
+    fn missing_nodes(&self, nodes: &[Cache<Node>], now: Time) -> Vec<String> {
         let with_pods: Vec<String> = self
             .bound
             .lock()
@@ -207,9 +275,8 @@ impl NodeLifecycleController {
         let absent: HashSet<&String> = with_pods
             .iter()
             .filter(|n| {
-                nodes
-                    .get(&model::object_key(Node::PLURAL, Node::SCOPE, "", "", n))
-                    .is_none()
+                let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", n);
+                nodes.iter().all(|c| c.get(&key).is_none())
             })
             .collect();
         missing.retain(|n, _| absent.contains(n));
@@ -229,9 +296,9 @@ impl NodeLifecycleController {
     /// Marks a node Ready or not (its status) and taints it unreachable or not (its spec),
     /// in that order.
     async fn set_ready(&self, name: &str, up: bool) {
+        let Some(nodes) = &self.nodes else { return };
         let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", name);
-        let status = self
-            .nodes
+        let status = nodes
             .modify_status(&key, |n| {
                 let status = n.status.get_or_insert_with(Default::default);
                 status.conditions.retain(|c| c.type_ != "Ready");
@@ -251,8 +318,7 @@ impl NodeLifecycleController {
                 true
             })
             .await;
-        let taints = self
-            .nodes
+        let taints = nodes
             .modify(&key, |n| {
                 let tainted = n.spec.taints.iter().any(|t| t.key == UNREACHABLE_TAINT);
                 if tainted != up {

@@ -195,12 +195,21 @@ impl NodeAgent {
 /// How many heartbeats apart an agent checks that its Node still exists.
 const NODE_CHECK_EVERY: u64 = 6;
 
-/// Node agents sharing one process and one pod watch.
-pub struct Fleet {
+/// The pods and actions of one tenant partition (or of the whole region) bound to a
+/// fleet's nodes, and the client their status is reported through.
+struct Workloads {
     client: Client,
-    agents: RwLock<HashMap<String, Arc<NodeAgent>>>,
     pods: Arc<Informer<Pod>>,
     actions: Arc<Informer<Action>>,
+}
+
+/// Node agents sharing one process and one pod watch per tenant partition.
+pub struct Fleet {
+    /// Where the Nodes and their Leases live: the region, or the nodes' resource partition.
+    client: Client,
+    agents: RwLock<HashMap<String, Arc<NodeAgent>>>,
+    /// Where the pods bound to the nodes live: the region, or each tenant partition.
+    workloads: Vec<Workloads>,
     /// The one node of a fleet that runs as that node's identity.
     node: Option<String>,
     /// The endpoint the fleet serves pod logs on, published in each of its Nodes.
@@ -211,42 +220,62 @@ impl Fleet {
     /// A fleet of any number of nodes that reads and reports through `client` (an identity
     /// that may see every node's pods), with no agents yet.
     pub fn new(client: Client) -> Arc<Self> {
-        Self::make(client, None)
+        Self::make(client.clone(), vec![client], None)
     }
 
     /// The fleet of the one node `node`, whose `client` is that node's identity
     /// (`system:node:NODE`): it watches only the pods and actions bound to the node.
     pub fn for_node(client: Client, node: &str) -> Arc<Self> {
-        Self::make(client, Some(node.to_owned()))
+        Self::make(client.clone(), vec![client], Some(node.to_owned()))
     }
 
-    fn make(client: Client, node: Option<String>) -> Arc<Self> {
-        let (pods, actions) = match &node {
-            Some(n) => {
-                let fields = format!("spec.nodeName={n}");
-                (
-                    client.api().with_fields(fields.clone()),
-                    client.api().with_fields(fields),
-                )
-            }
-            None => (client.api(), client.api()),
-        };
+    /// The fleet of a partitioned region: its Nodes and Leases live in their resource
+    /// partition (`nodes`), the pods bound to them in any of the tenant partitions
+    /// (`tenants`), whose status is reported to the partition that holds each pod. With
+    /// `node`, the clients are that node's identity and watch only its pods.
+    pub fn partitioned(nodes: Client, tenants: Vec<Client>, node: Option<&str>) -> Arc<Self> {
+        Self::make(nodes, tenants, node.map(str::to_owned))
+    }
+
+    fn make(client: Client, tenants: Vec<Client>, node: Option<String>) -> Arc<Self> {
+        let workloads = tenants
+            .into_iter()
+            .map(|c| {
+                let (pods, actions) = match &node {
+                    Some(n) => {
+                        let fields = format!("spec.nodeName={n}");
+                        (
+                            c.api().with_fields(fields.clone()),
+                            c.api().with_fields(fields),
+                        )
+                    }
+                    None => (c.api(), c.api()),
+                };
+                Workloads {
+                    pods: Arc::new(Informer::new(pods.source("/registry/pods/"))),
+                    actions: Arc::new(Informer::new(actions.source("/registry/actions/"))),
+                    client: c,
+                }
+            })
+            .collect();
         let fleet = Arc::new(Self {
-            pods: Arc::new(Informer::new(pods.source("/registry/pods/"))),
-            actions: Arc::new(Informer::new(actions.source("/registry/actions/"))),
+            workloads,
             client,
             agents: RwLock::default(),
             node,
             endpoint: RwLock::default(),
         });
-        let f = fleet.clone();
-        fleet.pods.on_change(move |change| f.pod_changed(change));
-        let f = fleet.clone();
-        fleet.actions.on_change(move |change| {
-            if let Change::Added(a) | Change::Modified { new: a, .. } = change {
-                f.action_seen(a.clone());
-            }
-        });
+        for (partition, w) in fleet.workloads.iter().enumerate() {
+            let f = fleet.clone();
+            w.pods
+                .on_change(move |change| f.pod_changed(partition, change));
+            let f = fleet.clone();
+            w.actions.on_change(move |change| {
+                if let Change::Added(a) | Change::Modified { new: a, .. } = change {
+                    f.action_seen(partition, a.clone());
+                }
+            });
+        }
         fleet
     }
 
@@ -267,9 +296,9 @@ impl Fleet {
     /// the fleet's nodes.
     pub fn pod(&self, tenant: &str, namespace: &str, name: &str) -> Option<Pod> {
         let key = model::object_key(Pod::PLURAL, Pod::SCOPE, tenant, namespace, name);
-        self.pods
-            .cache()
-            .get(&key)
+        self.workloads
+            .iter()
+            .find_map(|w| w.pods.cache().get(&key))
             .filter(|p| self.agent(&p.spec.node_name).is_some())
     }
 
@@ -322,9 +351,11 @@ impl Fleet {
             .unwrap_or_else(|e| e.into_inner())
             .insert(agent.name().to_owned(), agent.clone());
         // Pods already bound to the node (a restart) are picked up.
-        for pod in self.pods.cache().list() {
-            if pod.spec.node_name == agent.name() {
-                self.dispatch(&agent, pod);
+        for (partition, w) in self.workloads.iter().enumerate() {
+            for pod in w.pods.cache().list() {
+                if pod.spec.node_name == agent.name() {
+                    self.dispatch(partition, &agent, pod);
+                }
             }
         }
         let fleet = self.clone();
@@ -484,8 +515,10 @@ impl Fleet {
     /// Runs the fleet's watches until dropped.
     pub async fn run(self: Arc<Self>) {
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.pods.clone().run());
-        tasks.spawn(self.actions.clone().run());
+        for w in &self.workloads {
+            tasks.spawn(w.pods.clone().run());
+            tasks.spawn(w.actions.clone().run());
+        }
         if self.node.is_none() {
             tasks.spawn(self.clone().follow_power());
         }
@@ -548,10 +581,12 @@ impl Fleet {
 
     /// Waits until the fleet has seen every pod once.
     pub async fn wait_synced(&self) {
-        self.pods.wait_synced().await;
+        for w in &self.workloads {
+            w.pods.wait_synced().await;
+        }
     }
 
-    fn pod_changed(self: &Arc<Self>, change: &Change<Pod>) {
+    fn pod_changed(self: &Arc<Self>, partition: usize, change: &Change<Pod>) {
         let pod = change.object();
         if pod.spec.node_name.is_empty() {
             return;
@@ -561,7 +596,7 @@ impl Fleet {
         };
         match change {
             Change::Deleted(p) => self.deleted(&agent, p),
-            _ => self.dispatch(&agent, pod.clone()),
+            _ => self.dispatch(partition, &agent, pod.clone()),
         }
     }
 
@@ -577,7 +612,7 @@ impl Fleet {
     }
 
     /// Hands the pod's latest state to its worker, starting one for a new pod.
-    fn dispatch(self: &Arc<Self>, agent: &Arc<NodeAgent>, pod: Pod) {
+    fn dispatch(self: &Arc<Self>, partition: usize, agent: &Arc<NodeAgent>, pod: Pod) {
         let mut workers = agent.workers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = workers.get(&pod.metadata.uid) {
             let _ = tx.send(Some(pod));
@@ -589,7 +624,7 @@ impl Fleet {
         let (tx, rx) = watch::channel(Some(pod.clone()));
         workers.insert(pod.metadata.uid.clone(), tx);
         let worker = PodWorker {
-            fleet: self.clone(),
+            pods: self.workloads[partition].client.api(),
             agent: agent.clone(),
             key: pod.key(),
             uid: pod.metadata.uid.clone(),
@@ -597,7 +632,7 @@ impl Fleet {
         tokio::spawn(worker.run(pod, rx));
     }
 
-    fn action_seen(self: &Arc<Self>, action: Action) {
+    fn action_seen(self: &Arc<Self>, partition: usize, action: Action) {
         if action.status.as_ref().is_some_and(|s| s.complete) {
             return;
         }
@@ -611,13 +646,14 @@ impl Fleet {
             &action.metadata.namespace,
             &pa.pod_name,
         );
-        let Some(pod) = self.pods.cache().get(&pod_key) else {
+        let workloads = &self.workloads[partition];
+        let Some(pod) = workloads.pods.cache().get(&pod_key) else {
             return;
         };
         let Some(agent) = self.agent(&pod.spec.node_name) else {
             return;
         };
-        let fleet = self.clone();
+        let actions = workloads.client.api::<Action>();
         tokio::spawn(async move {
             let result = match (agent.runtime_for(&pod), &pod.spec.virtual_machine) {
                 (Ok(rt), Some(vm)) => rt
@@ -627,7 +663,6 @@ impl Fleet {
                 (Err(e), _) => Err(e),
                 (_, None) => Err(format!("pod {} is not a VM pod", pa.pod_name)),
             };
-            let actions = fleet.client.api::<Action>();
             let status = match result {
                 Ok(message) => ActionStatus {
                     complete: true,
@@ -713,7 +748,8 @@ const READY_TO_START: &str = "PodReadyToStartContainers";
 
 /// Runs one pod on one node until it is deleted.
 struct PodWorker {
-    fleet: Arc<Fleet>,
+    /// The pods of the partition that holds the pod.
+    pods: centaurus_client::Api<Pod>,
     agent: Arc<NodeAgent>,
     key: String,
     uid: String,
@@ -821,7 +857,7 @@ impl PodWorker {
     }
 
     async fn set_ip(&self, ip: &str) {
-        let pods = self.fleet.client.api::<Pod>();
+        let pods = &self.pods;
         let host_ip = self.agent.config.address.clone();
         let uid = self.uid.clone();
         let _ = pods
@@ -901,9 +937,9 @@ impl PodWorker {
     }
 
     async fn report(&self, status: &PodStatus) {
-        let pods = self.fleet.client.api::<Pod>();
         let uid = self.uid.clone();
-        let result = pods
+        let result = self
+            .pods
             .modify_status(&self.key, |p| {
                 if p.metadata.uid != uid {
                     return false;

@@ -198,13 +198,6 @@ pub async fn join_kubeconfig(bootstrap: &Kubeconfig, node: &str) -> anyhow::Resu
     Ok(config)
 }
 
-/// A client of node `node`, joined with `bootstrap` (see [`join_kubeconfig`]).
-pub async fn join(bootstrap: &Kubeconfig, node: &str) -> anyhow::Result<Client> {
-    Ok(Client::new(
-        join_kubeconfig(bootstrap, node).await?.connection()?,
-    )?)
-}
-
 /// A client of node `node` from its kubeconfig at `path`, joining with `bootstrap` (and
 /// keeping the credentials there) when there is none yet.
 pub async fn joined(bootstrap: &Kubeconfig, node: &str, path: &Path) -> anyhow::Result<Client> {

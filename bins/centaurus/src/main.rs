@@ -119,6 +119,14 @@ enum Command {
         /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
         #[arg(long, default_value = "127.0.0.1:10257")]
         probes: SocketAddr,
+        /// In a tenant partition: the controllers' kubeconfigs of every resource
+        /// partition, whose lost nodes this partition's pods are evicted from.
+        #[arg(long, value_delimiter = ',', conflicts_with = "nodes_only")]
+        resource_partitions: Vec<PathBuf>,
+        /// In a resource partition: node lifecycle only (readiness and taints; its
+        /// tenant partitions evict their own pods).
+        #[arg(long)]
+        nodes_only: bool,
     },
     /// Runs a VPC operator replica (on the simulated dataplane) and the network controller
     /// as clients of the API.
@@ -211,6 +219,11 @@ enum Command {
         /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
         #[arg(long, default_value = "127.0.0.1:10248")]
         probes: SocketAddr,
+        /// In a partitioned region (the kubeconfig being the nodes' resource partition's):
+        /// a kubeconfig of each tenant partition, whose servers and CA the nodes reach with
+        /// their own identity to run the pods bound to them there.
+        #[arg(long, value_delimiter = ',')]
+        tenant_partitions: Vec<PathBuf>,
     },
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
@@ -336,10 +349,24 @@ async fn main() -> anyhow::Result<()> {
             eviction_timeout,
             name,
             probes,
+            resource_partitions,
+            nodes_only,
         } => {
-            use centaurus_controllers::{Membership, MembershipConfig};
+            use centaurus_controllers::{LifecycleScope, Membership, MembershipConfig};
             let client = components::client(&kubeconfig)?;
             components::serve_probes("controllers", probes, client.clone()).await?;
+            let scope = if nodes_only {
+                LifecycleScope::Nodes
+            } else if resource_partitions.is_empty() {
+                LifecycleScope::Region
+            } else {
+                LifecycleScope::Pods(
+                    resource_partitions
+                        .iter()
+                        .map(|p| components::client(p))
+                        .collect::<anyhow::Result<_>>()?,
+                )
+            };
             let lifecycle = centaurus_controllers::NodeLifecycleConfig {
                 eviction_timeout: std::time::Duration::from_secs(eviction_timeout),
                 ..Default::default()
@@ -351,7 +378,7 @@ async fn main() -> anyhow::Result<()> {
             components::serve("controllers", async move {
                 tokio::join!(
                     membership.run(),
-                    centaurus_controllers::run_all(client, lifecycle, share)
+                    centaurus_controllers::run_in(client, scope, lifecycle, share)
                 );
             })
             .await
@@ -420,6 +447,7 @@ async fn main() -> anyhow::Result<()> {
             serve,
             advertise_address,
             probes,
+            tenant_partitions,
         } => {
             let (credentials, probe_client, ca) = match bootstrap_kubeconfig {
                 Some(path) => {
@@ -441,7 +469,14 @@ async fn main() -> anyhow::Result<()> {
                 None => {
                     let path = kubeconfig.context("--kubeconfig or --bootstrap-kubeconfig")?;
                     let (client, ca) = components::client_and_ca(&path)?;
-                    (up::AgentCredentials::Shared(client.clone()), client, ca)
+                    let user = centaurus_client::kubeconfig::Kubeconfig::load(&path)?.users[0]
+                        .user
+                        .clone();
+                    (
+                        up::AgentCredentials::Shared(client.clone(), user),
+                        client,
+                        ca,
+                    )
                 }
             };
             components::serve_probes("agent", probes, probe_client).await?;
@@ -455,6 +490,13 @@ async fn main() -> anyhow::Result<()> {
                     local: (local || !runtime.is_empty()).then_some((root.as_path(), &runtime)),
                     serve,
                     advertise: &advertise_address,
+                    tenants: tenant_partitions
+                        .iter()
+                        .map(|p| {
+                            centaurus_client::kubeconfig::Kubeconfig::load(p)
+                                .with_context(|| format!("reading {}", p.display()))
+                        })
+                        .collect::<anyhow::Result<_>>()?,
                 },
             )
             .await

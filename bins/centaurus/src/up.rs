@@ -17,7 +17,7 @@ use centaurus_api::agent_link::{AgentEndpoint, NodePods};
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::{ApiConfig, LogError, PodLogs};
 use centaurus_client::Client;
-use centaurus_client::kubeconfig::Kubeconfig;
+use centaurus_client::kubeconfig::{Kubeconfig, User as KubeUser};
 use centaurus_controllers::NodeLifecycleConfig;
 use centaurus_core::controller::Share;
 use centaurus_core::model::{self, Pod, Quantity, ResourceList};
@@ -581,13 +581,30 @@ pub(crate) struct AgentProcess<'a> {
     pub serve: std::net::SocketAddr,
     /// The address the API servers reach it at when `serve` is unspecified (`0.0.0.0`).
     pub advertise: &'a str,
+    /// In a partitioned region, where the pods are: the servers and CA of each tenant
+    /// partition (the nodes use their own identity there); empty, with the Nodes.
+    pub tenants: Vec<Kubeconfig>,
+}
+
+/// Clients of the tenant partitions `tenants` as `user`.
+fn tenant_clients(tenants: &[Kubeconfig], user: &KubeUser) -> anyhow::Result<Vec<Client>> {
+    tenants
+        .iter()
+        .map(|k| {
+            let mut k = k.clone();
+            for u in &mut k.users {
+                u.user = user.clone();
+            }
+            Ok(Client::new(k.connection()?)?)
+        })
+        .collect()
 }
 
 /// The identities of an agent process' nodes.
 pub(crate) enum AgentCredentials {
     /// One kubeconfig: this host's node alone (`system:node:NAME`), or a fleet identity
-    /// for every node.
-    Shared(Client),
+    /// for every node; its client and its user.
+    Shared(Client, KubeUser),
     /// Each node joins with this bootstrap kubeconfig and runs as its own identity; this
     /// host's node keeps its credentials in the file.
     Join {
@@ -607,44 +624,51 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
     let mut fleets: Vec<Arc<Fleet>> = Vec::new();
     let mut tasks = Vec::new();
     // A fleet of its own for each node that has its own identity.
-    let start = |client: Client, node: Option<&str>| {
-        let fleet = match node {
-            Some(n) => Fleet::for_node(client, n),
-            None => Fleet::new(client),
+    let start = |client: Client, user: &KubeUser, node: Option<&str>| {
+        let fleet = match (node, a.tenants.is_empty()) {
+            (Some(n), true) => Fleet::for_node(client, n),
+            (None, true) => Fleet::new(client),
+            (node, false) => Fleet::partitioned(client, tenant_clients(&a.tenants, user)?, node),
         };
         fleet.publish_endpoint(published.clone());
-        fleet
+        anyhow::Ok(fleet)
     };
     let local = match a.local {
         Some((root, runtimes)) => {
             std::fs::create_dir_all(root)?;
             let root = std::fs::canonicalize(root)?;
-            let client = match &a.credentials {
-                AgentCredentials::Shared(c) => c.clone(),
+            let (client, user) = match &a.credentials {
+                AgentCredentials::Shared(c, user) => (c.clone(), user.clone()),
                 AgentCredentials::Join {
                     bootstrap,
                     local_kubeconfig,
-                } => crate::components::joined(bootstrap, &hostname(), local_kubeconfig).await?,
+                } => {
+                    let client =
+                        crate::components::joined(bootstrap, &hostname(), local_kubeconfig).await?;
+                    let user = Kubeconfig::load(local_kubeconfig)?.users[0].user.clone();
+                    (client, user)
+                }
             };
+            let vpc = a.tenants.is_empty().then(|| client.clone());
             let (agent, what) = if runtimes.is_empty() {
-                local_agent(&root, Some(client.clone()))
+                local_agent(&root, vpc)
                     .context("this host's agent needs root and runc (scripts/setup.sh)")?
             } else {
-                local_agent_with(&root, Some(client.clone()), runtimes)?
+                local_agent_with(&root, vpc, runtimes)?
             };
-            Some((client, agent, what))
+            Some((client, user, agent, what))
         }
         None => None,
     };
     let shared = match &a.credentials {
-        AgentCredentials::Shared(c) if a.hollow > 0 => Some(start(c.clone(), None)),
+        AgentCredentials::Shared(c, user) if a.hollow > 0 => Some(start(c.clone(), user, None)?),
         _ => None,
     };
-    if let Some((client, agent, what)) = local {
+    if let Some((client, user, agent, what)) = local {
         // This host's agent alone runs as its node; beside hollow nodes, with the fleet.
         let fleet = match &shared {
             Some(f) => f.clone(),
-            None => start(client, Some(&hostname())),
+            None => start(client, &user, Some(&hostname()))?,
         };
         tasks.push(tokio::spawn(fleet.clone().run()));
         fleet.wait_synced().await;
@@ -669,9 +693,11 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
         "an identity each"
     };
     match (&shared, &a.credentials) {
-        (Some(fleet), AgentCredentials::Shared(client)) => {
-            for agent in hollow_agents(a.prefix, a.hollow, a.zones, heartbeat, Some(client.clone()))
-            {
+        (Some(fleet), AgentCredentials::Shared(client, _)) => {
+            // The VPC plane does not span partitions yet: their pods start on the flat
+            // network.
+            let vpc = a.tenants.is_empty().then(|| client.clone());
+            for agent in hollow_agents(a.prefix, a.hollow, a.zones, heartbeat, vpc) {
                 fleet.add(agent).await?;
             }
         }
@@ -679,13 +705,14 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
             let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
             for i in 0..a.hollow {
                 let name = hollow_name(a.prefix, i);
-                let client = crate::components::join(bootstrap, &name).await?;
+                let config = crate::components::join_kubeconfig(bootstrap, &name).await?;
+                let client = Client::new(config.connection()?)?;
                 let network = gated(
                     Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
-                    Some(client.clone()),
+                    a.tenants.is_empty().then(|| client.clone()),
                     None,
                 );
-                let fleet = start(client, Some(&name));
+                let fleet = start(client, &config.users[0].user, Some(&name))?;
                 tasks.push(tokio::spawn(fleet.clone().run()));
                 fleet.wait_synced().await;
                 fleet
@@ -696,7 +723,7 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
                 fleets.push(fleet);
             }
         }
-        (None, AgentCredentials::Shared(_)) => {}
+        (None, AgentCredentials::Shared(..)) => {}
     }
     if a.hollow > 0 {
         println!(
