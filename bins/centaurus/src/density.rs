@@ -257,7 +257,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
             for agent in crate::up::hollow_agents(
                 "hollow",
                 d.nodes,
-                d.zones,
+                crate::up::Zones::named(d.zones),
                 Duration::from_secs(d.heartbeat),
                 vpc,
             ) {

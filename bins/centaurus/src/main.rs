@@ -198,6 +198,10 @@ enum Command {
         /// Name prefix of the hollow nodes (several agents each need their own).
         #[arg(long, default_value = "hollow")]
         hollow_prefix: String,
+        /// Name prefix of the hollow nodes' zones (`PREFIX-a`, `PREFIX-b`, ...): the
+        /// availability zone of a resource partition, say.
+        #[arg(long, default_value = "zone")]
+        zone_prefix: String,
         /// Run this host's node agent with the real runtimes (needs root and runc).
         #[arg(long)]
         local: bool,
@@ -441,6 +445,7 @@ async fn main() -> anyhow::Result<()> {
             hollow,
             zones,
             hollow_prefix,
+            zone_prefix,
             local,
             runtime,
             root,
@@ -485,7 +490,10 @@ async fn main() -> anyhow::Result<()> {
                 up::AgentProcess {
                     credentials,
                     hollow,
-                    zones,
+                    zones: up::Zones {
+                        count: zones,
+                        prefix: &zone_prefix,
+                    },
                     prefix: &hollow_prefix,
                     local: (local || !runtime.is_empty()).then_some((root.as_path(), &runtime)),
                     serve,

@@ -315,7 +315,7 @@ async fn start_compute(
         for agent in hollow_agents(
             "hollow",
             compute.hollow_nodes,
-            compute.zones,
+            Zones::named(compute.zones),
             Duration::from_secs(10),
             Some(agents.clone()),
         ) {
@@ -502,7 +502,7 @@ fn gated(
 pub(crate) fn hollow_agents(
     prefix: &str,
     count: usize,
-    zones: usize,
+    zones: Zones<'_>,
     heartbeat: Duration,
     vpc: Option<Client>,
 ) -> Vec<NodeAgent> {
@@ -522,11 +522,39 @@ pub(crate) fn hollow_name(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i}")
 }
 
+/// The zones hollow nodes are spread over: `{prefix}-a`, `{prefix}-b`, ...
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Zones<'a> {
+    /// How many.
+    pub count: usize,
+    /// Their names' prefix (`zone`; a resource partition's name, say).
+    pub prefix: &'a str,
+}
+
+impl Zones<'_> {
+    /// The `count` zones named `zone-a`, `zone-b`, ...
+    pub(crate) fn named(count: usize) -> Zones<'static> {
+        Zones {
+            count,
+            prefix: "zone",
+        }
+    }
+
+    /// The zone of node `i`.
+    fn of(&self, i: usize) -> String {
+        format!(
+            "{}-{}",
+            self.prefix,
+            (b'a' + (i % self.count.max(1)) as u8) as char
+        )
+    }
+}
+
 /// Hollow node `i` of `prefix` (see [`hollow_agents`]).
 fn hollow_agent(
     prefix: &str,
     i: usize,
-    zones: usize,
+    zones: Zones<'_>,
     heartbeat: Duration,
     runtime: &Arc<dyn Runtime>,
     network: Arc<dyn NetworkPlugin>,
@@ -540,7 +568,7 @@ fn hollow_agent(
     NodeAgent::new(
         AgentConfig {
             node_name: hollow_name(prefix, i),
-            zone: format!("zone-{}", (b'a' + (i % zones.max(1)) as u8) as char),
+            zone: zones.of(i),
             labels: [(model::LABEL_HOLLOW.to_string(), "true".to_string())].into(),
             capacity: list(&[
                 ("cpu", "32".into()),
@@ -571,7 +599,7 @@ pub(crate) struct AgentProcess<'a> {
     /// Simulated nodes.
     pub hollow: usize,
     /// Zones they are spread over.
-    pub zones: usize,
+    pub zones: Zones<'a>,
     /// Their name prefix.
     pub prefix: &'a str,
     /// This host's node, with its workloads under this directory, and its runtimes (none:
@@ -730,7 +758,7 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
             "centaurus agent: {} hollow nodes {}-0.. over {} zones, with {identities}",
             a.hollow,
             a.prefix,
-            a.zones.max(1)
+            a.zones.count.max(1)
         );
     }
     let served =

@@ -16,119 +16,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use centaurus_core::ring::{HashRing, RingConfig, stable_hash};
-use common::{Kubectl, eventually, free_addr, kubectl_binary};
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-}
-
-impl Proc {
-    /// Starts `bin` with `args`, its output in `log`; waits for a line containing `ready`
-    /// (when given) on its standard output.
-    fn start(name: &str, bin: &Path, args: &[&str], log: &Path, ready: Option<&str>) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        if let Some(marker) = ready {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                assert!(Instant::now() < deadline, "{name} did not get ready");
-                match lines.next() {
-                    Some(Ok(line)) if line.contains(marker) => break,
-                    Some(_) => {}
-                    None => panic!(
-                        "{name} exited: {}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    ),
-                }
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Proc {
-            name: name.into(),
-            child,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            eprintln!("stopping {}", self.name);
-        }
-        self.kill();
-    }
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join("etcd"))
-        .find(|p| p.is_file())
-}
-
-/// Three etcd members on loopback ports; returns them and their client URLs.
-fn etcd_cluster(bin: &Path, dir: &Path) -> (Vec<Proc>, Vec<String>) {
-    let peers: Vec<String> = (0..3).map(|_| format!("http://{}", free_addr())).collect();
-    let clients: Vec<String> = (0..3).map(|_| format!("http://{}", free_addr())).collect();
-    let cluster = (0..3)
-        .map(|i| format!("m{i}={}", peers[i]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let members = (0..3)
-        .map(|i| {
-            let data = dir.join(format!("etcd-{i}"));
-            let args = [
-                "--name",
-                &format!("m{i}"),
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen-client-urls",
-                &clients[i],
-                "--advertise-client-urls",
-                &clients[i],
-                "--listen-peer-urls",
-                &peers[i],
-                "--initial-advertise-peer-urls",
-                &peers[i],
-                "--initial-cluster",
-                &cluster,
-                "--initial-cluster-state",
-                "new",
-                "--initial-cluster-token",
-                "centaurus-e2e",
-                "--log-level",
-                "error",
-            ]
-            .map(str::to_owned);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Proc::start(
-                &format!("etcd m{i}"),
-                bin,
-                &args,
-                &dir.join(format!("etcd-{i}.log")),
-                None,
-            )
-        })
-        .collect();
-    (members, clients)
-}
+use common::{
+    Kubectl, Proc, etcd_binary, etcd_cluster, eventually, free_addr, kubectl_binary, run,
+};
 
 fn running_pods(k: &Kubectl, app: &str) -> usize {
     let pods = k.json(&["get", "pods", "-l", &format!("app={app}")]);
@@ -154,7 +49,7 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("region");
-    let (mut members, urls) = etcd_cluster(&etcd, d);
+    let (mut members, urls) = etcd_cluster(&etcd, d, "etcd", 3);
     let store = format!("etcd:{}", urls.join(","));
     let (a1, a2) = (free_addr(), free_addr());
     let peers = format!("https://{a1},https://{a2}");
@@ -556,16 +451,6 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     eprintln!(
         "VM pod ready after {:.1} s",
         booting.elapsed().as_secs_f64()
-    );
-}
-
-/// Runs `bin` with `args` to completion; it must succeed.
-fn run(bin: &Path, args: &[&str]) {
-    let out = Command::new(bin).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

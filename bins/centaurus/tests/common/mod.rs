@@ -184,3 +184,120 @@ pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, its output in `log`; waits for a line containing `ready`
+    /// (when given) on its standard output.
+    pub fn start(name: &str, bin: &Path, args: &[&str], log: &Path, ready: Option<&str>) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        if let Some(marker) = ready {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "{name} did not get ready");
+                match lines.next() {
+                    Some(Ok(line)) if line.contains(marker) => break,
+                    Some(_) => {}
+                    None => panic!(
+                        "{name} exited: {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    ),
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Proc {
+            name: name.into(),
+            child,
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            eprintln!("stopping {}", self.name);
+        }
+        self.kill();
+    }
+}
+
+pub fn etcd_binary() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+}
+
+/// An etcd cluster `name` of `n` members on loopback ports, its data and logs under
+/// `dir`; returns the members and their client URLs.
+pub fn etcd_cluster(bin: &Path, dir: &Path, name: &str, n: usize) -> (Vec<Proc>, Vec<String>) {
+    let peers: Vec<String> = (0..n).map(|_| format!("http://{}", free_addr())).collect();
+    let clients: Vec<String> = (0..n).map(|_| format!("http://{}", free_addr())).collect();
+    let cluster = (0..n)
+        .map(|i| format!("m{i}={}", peers[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let members = (0..n)
+        .map(|i| {
+            let data = dir.join(format!("{name}-{i}"));
+            let args = [
+                "--name",
+                &format!("m{i}"),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen-client-urls",
+                &clients[i],
+                "--advertise-client-urls",
+                &clients[i],
+                "--listen-peer-urls",
+                &peers[i],
+                "--initial-advertise-peer-urls",
+                &peers[i],
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                name,
+                "--log-level",
+                "error",
+            ]
+            .map(str::to_owned);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Proc::start(
+                &format!("{name} m{i}"),
+                bin,
+                &args,
+                &dir.join(format!("{name}-{i}.log")),
+                None,
+            )
+        })
+        .collect();
+    (members, clients)
+}
+
+/// Runs `bin` with `args` to completion; it must succeed.
+pub fn run(bin: &Path, args: &[&str]) {
+    let out = Command::new(bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
