@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod components;
 mod density;
+mod region;
 mod up;
 
 /// mimalloc returns the memory the server frees to the system; glibc's allocator kept
@@ -229,6 +230,10 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         tenant_partitions: Vec<PathBuf>,
     },
+    /// Runs a partitioned region on this machine as separate processes (etcd included):
+    /// tenant and resource partitions, each with its own etcd and API server, schedulers
+    /// and controllers, and hollow nodes. Writes `DIR/region.json`; Ctrl-C stops it all.
+    Region(region::RegionPlan),
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
     Density(density::Density),
@@ -514,6 +519,7 @@ async fn main() -> anyhow::Result<()> {
             out,
             ttl,
         } => components::bootstrap_kubeconfig(&kubeconfig, &out, ttl).await,
+        Command::Region(plan) => region::run(plan).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await

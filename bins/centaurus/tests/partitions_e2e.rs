@@ -1,5 +1,6 @@
-//! A partitioned region as separate OS processes: 2 tenant partitions (TP) and 2 resource
-//! partitions (RP), each with its own etcd and API server, one region CA. Each TP runs its
+//! A partitioned region as separate OS processes, started by `centaurus region`: 2 tenant
+//! partitions (TP) and 2 resource partitions (RP), each with its own etcd and API server,
+//! one region CA. Each TP runs its
 //! scheduler and controllers over the nodes of both RPs; each RP runs its node lifecycle and
 //! one hollow agent of 10 nodes (joined with a bootstrap token of that RP, each node its own
 //! identity) that runs the pods bound to its nodes in both TPs. Tenants of different TPs
@@ -12,12 +13,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use common::{
-    Kubectl, Proc, etcd_binary, etcd_cluster, eventually, free_addr, kubectl_binary, run,
-};
+use common::{Kubectl, Proc, etcd_binary, eventually, kubectl_binary, run};
 
 /// Running pods of `app` and the nodes they run on.
 fn running(k: &Kubectl, app: &str) -> Vec<String> {
@@ -63,7 +62,7 @@ fn ready_nodes(k: &Kubectl) -> usize {
 
 #[test]
 fn two_tenant_and_two_resource_partitions_as_processes() {
-    let (Some(etcd), Some(kubectl)) = (etcd_binary(), kubectl_binary()) else {
+    let (Some(_), Some(kubectl)) = (etcd_binary(), kubectl_binary()) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI installs etcd-server and kubectl (scripts/setup.sh)"
@@ -75,148 +74,42 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
     let bin = Path::new(env!("CARGO_BIN_EXE_centaurus"));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let names = ["rp1", "rp2", "tp1", "tp2"];
-    let mut etcds = Vec::new();
-    let mut stores = Vec::new();
-    for name in names {
-        let (members, urls) = etcd_cluster(&etcd, d, &format!("etcd-{name}"), 1);
-        etcds.push(members);
-        stores.push(format!("etcd:{}", urls.join(",")));
-    }
-    let data = |p: &str| d.join(p);
-    let addrs: Vec<String> = names.iter().map(|_| free_addr()).collect();
-    let api = |i: usize| {
-        let name = names[i];
-        let role = if name.starts_with("rp") {
-            format!("resource:{name}")
-        } else {
-            format!("tenant:{name}")
-        };
-        let mut args = vec![
-            "apiserver".to_owned(),
-            "--store".into(),
-            stores[i].clone(),
-            "--data-dir".into(),
-            data(name).to_str().unwrap().into(),
-            "--listen".into(),
-            addrs[i].clone(),
-            "--partition".into(),
-            role,
-        ];
-        // The first partition makes the region's CA; the others trust it.
-        if i > 0 {
-            args.extend([
-                "--ca".into(),
-                data("rp1").join("pki").to_str().unwrap().into(),
-            ]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::start(
-            &format!("apiserver-{name}"),
-            bin,
-            &args,
-            &d.join(format!("apiserver-{name}.log")),
-            Some("centaurus apiserver:"),
-        )
+    let region_dir = d.join("region");
+    let launcher = Launcher(Proc::start(
+        "region",
+        bin,
+        &[
+            "region",
+            "--data-dir",
+            region_dir.to_str().unwrap(),
+            "--tenant-partitions",
+            "2",
+            "--resource-partitions",
+            "2",
+            "--hollow-nodes",
+            "20",
+            "--eviction-timeout",
+            "2",
+        ],
+        &d.join("region.log"),
+        Some("centaurus region: ready"),
+    ));
+    let region: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(region_dir.join("region.json")).unwrap()).unwrap();
+    let process = |name: &str| {
+        region["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no process {name} in region.json"))
+            .clone()
     };
-    let mut apis: Vec<Proc> = (0..names.len()).map(api).collect();
-    let kc = |p: &str, c: &str| -> PathBuf {
-        data(p).join("components").join(format!("{c}.kubeconfig"))
+    let kill = |name: &str| {
+        let pid = process(name)["pid"].as_u64().unwrap().to_string();
+        run(Path::new("kill"), &["-9", &pid]);
     };
-    let list = |c: &str| format!("{},{}", kc("rp1", c).display(), kc("rp2", c).display());
-    let component = |name: &str, args: &[&str]| {
-        let probes = free_addr();
-        let mut args = args.to_vec();
-        args.extend(["--probes", &probes]);
-        Proc::start(
-            name,
-            bin,
-            &args,
-            &d.join(format!("{name}.log")),
-            Some("running"),
-        )
-    };
-    let mut tp_procs: Vec<Vec<Proc>> = Vec::new();
-    for tp in ["tp1", "tp2"] {
-        let scheduler = component(
-            &format!("scheduler-{tp}"),
-            &[
-                "scheduler",
-                "--kubeconfig",
-                kc(tp, "scheduler").to_str().unwrap(),
-                "--resource-partitions",
-                &list("scheduler"),
-            ],
-        );
-        let controllers = component(
-            &format!("controllers-{tp}"),
-            &[
-                "controllers",
-                "--kubeconfig",
-                kc(tp, "controllers").to_str().unwrap(),
-                "--resource-partitions",
-                &list("controllers"),
-                "--eviction-timeout",
-                "2",
-            ],
-        );
-        tp_procs.push(vec![scheduler, controllers]);
-    }
-    let mut agents = Vec::new();
-    let mut _rp_controllers = Vec::new();
-    for rp in ["rp1", "rp2"] {
-        _rp_controllers.push(component(
-            &format!("controllers-{rp}"),
-            &[
-                "controllers",
-                "--kubeconfig",
-                kc(rp, "controllers").to_str().unwrap(),
-                "--nodes-only",
-            ],
-        ));
-        let bootstrap = d.join(format!("bootstrap-{rp}.kubeconfig"));
-        run(
-            bin,
-            &[
-                "bootstrap-kubeconfig",
-                "--kubeconfig",
-                data(rp).join("admin.kubeconfig").to_str().unwrap(),
-                "--out",
-                bootstrap.to_str().unwrap(),
-            ],
-        );
-        let tenants = format!(
-            "{},{}",
-            kc("tp1", "node-fleet").display(),
-            kc("tp2", "node-fleet").display()
-        );
-        let probes = free_addr();
-        agents.push(Proc::start(
-            &format!("agent-{rp}"),
-            bin,
-            &[
-                "agent",
-                "--bootstrap-kubeconfig",
-                bootstrap.to_str().unwrap(),
-                "--hollow",
-                "10",
-                "--hollow-prefix",
-                rp,
-                "--zones",
-                "2",
-                "--zone-prefix",
-                rp,
-                "--tenant-partitions",
-                &tenants,
-                "--serve",
-                "127.0.0.1:0",
-                "--probes",
-                &probes,
-            ],
-            &d.join(format!("agent-{rp}.log")),
-            Some("hollow nodes"),
-        ));
-    }
+    let data = |p: &str| region_dir.join(p);
     let admin = |p: &str| Kubectl {
         bin: kubectl.clone(),
         kubeconfig: data(p).join("admin.kubeconfig"),
@@ -287,11 +180,14 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
 
     // Kill every process of tp1: tp2's tenant goes on creating and running pods.
     let t = Instant::now();
-    apis[2].kill();
-    for p in &mut tp_procs[0] {
-        p.kill();
+    for p in [
+        "apiserver-tp1",
+        "scheduler-tp1",
+        "controllers-tp1",
+        "etcd-tp1-0",
+    ] {
+        kill(p);
     }
-    etcds[2].iter_mut().for_each(Proc::kill);
     tenants[1].run(&["scale", "deployment", "web", "--replicas=8"]);
     eventually(30, "tp2 scales up with tp1 gone", || {
         (running(&tenants[1], "web").len() == 8).then_some(())
@@ -303,7 +199,7 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
 
     // Kill rp1's API server: rp2's nodes keep taking new pods.
     let t = Instant::now();
-    apis[0].kill();
+    kill("apiserver-rp1");
     tenants[1].run(&["scale", "deployment", "web", "--replicas=10"]);
     let nodes = eventually(60, "tp2 scales up on rp2 with rp1's API down", || {
         let nodes = running(&tenants[1], "web");
@@ -314,8 +210,21 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         t.elapsed().as_secs_f64(),
         nodes.iter().filter(|n| n.starts_with("rp2")).count()
     );
-    // It returns: its nodes are there and renew their leases again.
-    apis[0] = api(0);
+    // It returns (as the launcher started it): its nodes are there and renew their leases.
+    let command: Vec<String> = process("apiserver-rp1")["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    let _rp1 = Proc::start(
+        "apiserver-rp1 again",
+        bin,
+        &args,
+        &d.join("apiserver-rp1-again.log"),
+        Some("centaurus apiserver:"),
+    );
     eventually(60, "rp1's nodes Ready again", || {
         (ready_nodes(&admin("rp1")) == 10).then_some(())
     });
@@ -323,7 +232,7 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
     // Lose the AZ of rp1 (its agent, so all of its nodes): after their leases expire rp1
     // marks them NotReady, tp2 evicts its pods there and they are replaced on rp2.
     let t = Instant::now();
-    agents[0].kill();
+    kill("agent-rp1");
     let nodes = eventually(120, "tp2's pods all on rp2 after rp1's AZ is lost", || {
         let nodes = running(&tenants[1], "web");
         (nodes.len() == 10 && nodes.iter().all(|n| n.starts_with("rp2"))).then_some(nodes)
@@ -334,4 +243,16 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         t.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    drop(launcher);
+}
+
+/// The launcher, stopped with SIGTERM (it stops its processes) when dropped.
+struct Launcher(Proc);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let pid = self.0.child.id().to_string();
+        let _ = std::process::Command::new("kill").arg(&pid).status();
+        let _ = self.0.child.wait();
+    }
 }
