@@ -177,9 +177,17 @@ async fn answer_logs(
     }
 }
 
+/// Where the API server reads the Nodes that publish their agents' endpoints.
+enum NodeDirectory {
+    /// Its own store (the region, or a resource partition).
+    Store(Arc<dyn Store>),
+    /// The resource partitions of a tenant partition, through their API servers.
+    Partitions(Vec<centaurus_client::Client>),
+}
+
 /// Pod logs fetched from the agent of each pod's node over HTTPS.
 pub struct AgentLogs {
-    store: Arc<dyn Store>,
+    nodes: NodeDirectory,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -188,22 +196,58 @@ impl AgentLogs {
     /// Reads Nodes from `store`; authenticates to agents with a client certificate for
     /// `system:centaurus:apiserver` issued now by `pki`.
     pub fn new(store: Arc<dyn Store>, pki: &Pki) -> anyhow::Result<Self> {
+        Self::with_nodes(NodeDirectory::Store(store), pki)
+    }
+
+    /// For a tenant partition: reads Nodes from the resource partitions `resources` (as
+    /// `system:centaurus:apiserver`, which may read Nodes there).
+    pub fn across(resources: Vec<centaurus_client::Client>, pki: &Pki) -> anyhow::Result<Self> {
+        Self::with_nodes(NodeDirectory::Partitions(resources), pki)
+    }
+
+    fn with_nodes(nodes: NodeDirectory, pki: &Pki) -> anyhow::Result<Self> {
         let (cert, key) = pki.issue_client(API_SERVER.user, model::SYSTEM_TENANT, None)?;
         let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes())?;
-        Ok(Self { store, chain, key })
+        Ok(Self { nodes, chain, key })
+    }
+
+    async fn node(&self, node: &str) -> Result<Option<Node>, LogError> {
+        let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", node);
+        let unavailable =
+            |e: &dyn std::fmt::Display| LogError::Unavailable(format!("reading node {node}: {e}"));
+        match &self.nodes {
+            NodeDirectory::Store(store) => {
+                let Some(kv) = store.get(&key).await.map_err(|e| unavailable(&e))? else {
+                    return Ok(None);
+                };
+                serde_json::from_slice(&kv.value)
+                    .map(Some)
+                    .map_err(|e| unavailable(&e))
+            }
+            NodeDirectory::Partitions(clients) => {
+                let mut failed = None;
+                for c in clients {
+                    match c.api::<Node>().get(&key).await {
+                        Ok(Some(n)) => return Ok(Some(n)),
+                        Ok(None) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                // Absent where it could be read, and a partition could not be asked.
+                match failed {
+                    Some(e) => Err(unavailable(&e)),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     async fn endpoint_of(&self, node: &str) -> Result<Published, LogError> {
-        let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", node);
-        let kv = self
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| LogError::Unavailable(format!("reading node {node}: {e}")))?
+        let node_obj = self
+            .node(node)
+            .await?
             .ok_or_else(|| LogError::Unavailable(format!("node {node} does not exist")))?;
-        let node_obj: Node = serde_json::from_slice(&kv.value)
-            .map_err(|e| LogError::Unavailable(format!("node {node}: {e}")))?;
         node_obj
             .status
             .and_then(|s| s.agent_endpoint)

@@ -61,6 +61,9 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule(STATUS, "networks/status"),
             rule("get,create,delete", "droplets,endpoints"),
         ],
+        // A tenant partition's API server finds the agents of its pods' nodes in the
+        // resource partitions.
+        identity::API_SERVER => vec![rule("get", "nodes")],
         identity::NODE_FLEET => vec![
             rule(READ, "pods,nodes,actions,networks,endpoints"),
             rule(STATUS, "pods/status,nodes/status,actions/status"),
@@ -71,7 +74,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
     }
 }
 
-/// The API server's identity toward agents has no verbs here: it is not a client of the API.
+/// The service identities; the API server's (toward agents and, in a partitioned region,
+/// other partitions) may only read Nodes.
 const SERVICES: [Component; 6] = [
     identity::API_SERVER,
     identity::SCHEDULER,

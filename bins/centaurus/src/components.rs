@@ -72,7 +72,8 @@ impl StoreArg {
 }
 
 /// The components whose kubeconfigs an API server writes, and their file names.
-pub const COMPONENTS: [(&str, Component); 5] = [
+pub const COMPONENTS: [(&str, Component); 6] = [
+    ("apiserver", identity::API_SERVER),
     ("scheduler", identity::SCHEDULER),
     ("controllers", identity::CONTROLLERS),
     ("vpc-operator", identity::VPC_OPERATOR),
@@ -222,6 +223,7 @@ pub async fn apiserver(
     listen: std::net::SocketAddr,
     peers: &[String],
     partition: centaurus_api::partition::Partition,
+    resource_partitions: &[PathBuf],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
     let data_dir = &std::fs::canonicalize(data_dir)?;
@@ -244,8 +246,18 @@ pub async fn apiserver(
         .chain(peers.iter().filter(|p| **p != me).cloned())
         .collect();
     let components = write_component_kubeconfigs(data_dir, &servers)?;
-    // Pod logs come from each pod's node agent, over HTTPS.
-    let logs = AgentLogs::new(db, &Pki::load_or_create(data_dir, &[])?)?;
+    // Pod logs come from each pod's node agent, over HTTPS; a tenant partition finds the
+    // nodes in the resource partitions.
+    let pki = Pki::load_or_create(data_dir, &[])?;
+    let logs = if resource_partitions.is_empty() {
+        AgentLogs::new(db, &pki)?
+    } else {
+        let clients = resource_partitions
+            .iter()
+            .map(|p| client(p))
+            .collect::<anyhow::Result<_>>()?;
+        AgentLogs::across(clients, &pki)?
+    };
     region.api.set_pod_logs(Arc::new(logs));
     println!(
         "centaurus apiserver: {me}, {partition}, on {store:?} ({}); admin kubeconfig {}; component kubeconfigs in {}",

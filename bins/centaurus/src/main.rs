@@ -91,6 +91,11 @@ enum Command {
         /// `DIR/pki` when that has none: every partition of a region trusts one CA.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// In a tenant partition: the API server kubeconfigs of the resource partitions
+        /// (their `DIR/components/apiserver.kubeconfig`), where it finds the agents of its
+        /// pods' nodes (`kubectl logs`).
+        #[arg(long, value_delimiter = ',')]
+        resource_partitions: Vec<PathBuf>,
     },
     /// Runs the scheduler as a client of the API.
     Scheduler {
@@ -329,11 +334,20 @@ async fn main() -> anyhow::Result<()> {
             peers,
             partition,
             ca,
+            resource_partitions,
         } => {
             if let Some(ca) = ca {
                 components::adopt_ca(&ca, &data_dir)?;
             }
-            components::apiserver(&store, &data_dir, listen, &peers, partition.0).await
+            components::apiserver(
+                &store,
+                &data_dir,
+                listen,
+                &peers,
+                partition.0,
+                &resource_partitions,
+            )
+            .await
         }
         Command::Scheduler {
             kubeconfig,

@@ -307,6 +307,13 @@ async fn start(
         if *name != rps[0] {
             args.extend(["--ca".into(), s(&ca)]);
         }
+        if role == "tenant" {
+            let kubeconfigs: Vec<String> = rps
+                .iter()
+                .map(|rp| s(&dir.join(rp).join("components").join("apiserver.kubeconfig")))
+                .collect();
+            args.extend(["--resource-partitions".into(), kubeconfigs.join(",")]);
+        }
         procs
             .start(
                 logs,

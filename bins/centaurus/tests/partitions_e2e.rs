@@ -172,6 +172,16 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
     for k in &tenants {
         let pods = k.json(&["get", "pods"]);
         assert_eq!(pods["items"].as_array().unwrap().len(), 6);
+        // Logs: the tenant partition finds the pod's node in its resource partition and
+        // reads them from that node's agent.
+        let (pod, uid) = (
+            pods["items"][0]["metadata"]["name"].as_str().unwrap(),
+            pods["items"][0]["metadata"]["uid"].as_str().unwrap(),
+        );
+        assert_eq!(
+            k.run(&["logs", pod]),
+            format!("hollow workload web of pod {uid}\n")
+        );
     }
     eprintln!(
         "two tenants on two TPs running 6 pods each after {:.1} s",
