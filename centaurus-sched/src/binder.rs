@@ -107,21 +107,34 @@ pub fn ledger_key(node: &str) -> String {
 pub struct LedgerBinder {
     ledgers: Api<NodeLedger>,
     pods: PodBinder,
+    /// What a booking's key starts with: `PARTITION/` for a tenant partition's, so each
+    /// partition knows its own bookings; empty in a region of one partition.
+    tag: String,
 }
 
 impl LedgerBinder {
     /// A binder through `client`.
     pub fn new(client: Client) -> Self {
-        Self::split(client.clone(), client)
+        Self {
+            ledgers: client.api(),
+            pods: PodBinder::new(client),
+            tag: String::new(),
+        }
     }
 
-    /// A binder that binds pods through `pods` (a tenant partition) and books them in the
-    /// ledgers of `ledgers` (the resource partition of the nodes).
-    pub fn split(pods: Client, ledgers: Client) -> Self {
+    /// A binder that binds pods through `pods` (tenant partition `partition`) and books
+    /// them, as `PARTITION/UID`, in the ledgers of `ledgers` (the nodes' resource
+    /// partition).
+    pub fn split(partition: &str, pods: Client, ledgers: Client) -> Self {
         Self {
             ledgers: ledgers.api(),
             pods: PodBinder::new(pods),
+            tag: booking_tag(partition),
         }
+    }
+
+    fn booking(&self, uid: &str) -> String {
+        format!("{}{uid}", self.tag)
     }
 
     /// A node's ledger (empty and unwritten when it has none yet).
@@ -162,6 +175,11 @@ impl LedgerBinder {
     }
 }
 
+/// What the bookings of tenant partition `partition` start with.
+pub fn booking_tag(partition: &str) -> String {
+    format!("{partition}/")
+}
+
 /// The sum of a ledger's bookings.
 pub fn booked(ledger: &NodeLedger) -> Resources {
     ledger
@@ -182,9 +200,10 @@ pub fn booked(ledger: &NodeLedger) -> Resources {
 impl Binder for LedgerBinder {
     async fn bind(&self, info: &PodInfo, node: &NodeState) -> Result<(), BindError> {
         let uid = info.pod.metadata.uid.clone();
+        let booking = self.booking(&uid);
         let r = info.request;
         self.edit(&node.name, |ledger| {
-            if ledger.spec.pods.contains_key(&uid) {
+            if ledger.spec.pods.contains_key(&booking) {
                 return Ok(false);
             }
             let over = booked(ledger).plus(r).exceeding(&node.allocatable);
@@ -197,7 +216,7 @@ impl Binder for LedgerBinder {
             ledger
                 .spec
                 .pods
-                .insert(uid.clone(), [r.cpu_milli, r.memory, r.vms]);
+                .insert(booking.clone(), [r.cpu_milli, r.memory, r.vms]);
             Ok(true)
         })
         .await?;
@@ -216,8 +235,9 @@ impl Binder for LedgerBinder {
     }
 
     async fn release(&self, pod_uid: &str, node: &str) -> Result<(), BindError> {
+        let booking = self.booking(pod_uid);
         self.edit(node, |ledger| {
-            Ok(ledger.spec.pods.remove(pod_uid).is_some())
+            Ok(ledger.spec.pods.remove(&booking).is_some())
         })
         .await
     }
@@ -233,13 +253,13 @@ pub struct PartitionBinder {
 }
 
 impl PartitionBinder {
-    /// Binds through `tenant` and books through `resources[i]` for the nodes of partition
-    /// `i`.
-    pub fn new(tenant: &Client, resources: &[Client]) -> Self {
+    /// Binds through `tenant` (tenant partition `partition`) and books through
+    /// `resources[i]` for the nodes of resource partition `i`.
+    pub fn new(partition: &str, tenant: &Client, resources: &[Client]) -> Self {
         Self {
             partitions: resources
                 .iter()
-                .map(|r| LedgerBinder::split(tenant.clone(), r.clone()))
+                .map(|r| LedgerBinder::split(partition, tenant.clone(), r.clone()))
                 .collect(),
             homes: Default::default(),
         }

@@ -78,8 +78,8 @@ pub struct Scheduler {
     /// The node ledgers of each resource partition, when the region is partitioned: what
     /// other tenant partitions booked counts against a node.
     ledgers: Vec<Arc<Informer<NodeLedger>>>,
-    /// UIDs of this tenant partition's pods (bookings of other UIDs are foreign).
-    own: Mutex<std::collections::HashSet<String>>,
+    /// What this tenant partition's bookings start with (others' are foreign).
+    tag: String,
     stats: Arc<SchedulerStats>,
 }
 
@@ -102,12 +102,17 @@ impl Scheduler {
         Self::assemble(client, nodes, Vec::new(), config, binder)
     }
 
-    /// The scheduler of a tenant partition: its pods come from `tenant`, and it places
-    /// them on the nodes of every resource partition of `resources`, booking each in its
-    /// node's ledger there ([`PartitionBinder`]) and counting what the other tenant
-    /// partitions booked.
-    pub fn partitioned(tenant: Client, resources: &[Client], config: SchedulerConfig) -> Self {
-        let binder = Arc::new(PartitionBinder::new(&tenant, resources));
+    /// The scheduler of tenant partition `partition`: its pods come from `tenant`, and it
+    /// places them on the nodes of every resource partition of `resources`, booking each
+    /// in its node's ledger there ([`PartitionBinder`]) and counting what the other tenant
+    /// partitions booked. At start it releases its bookings of pods that are gone.
+    pub fn partitioned(
+        partition: &str,
+        tenant: Client,
+        resources: &[Client],
+        config: SchedulerConfig,
+    ) -> Self {
+        let binder = Arc::new(PartitionBinder::new(partition, &tenant, resources));
         let source = |c: &Client, prefix: &str| Arc::new(Informer::new(c.api().source(prefix)));
         let nodes = resources
             .iter()
@@ -117,7 +122,9 @@ impl Scheduler {
             .iter()
             .map(|c| Arc::new(Informer::new(c.api().source("/registry/nodeledgers/"))))
             .collect();
-        Self::assemble(tenant, nodes, ledgers, config, binder)
+        let mut s = Self::assemble(tenant, nodes, ledgers, config, binder);
+        s.tag = crate::binder::booking_tag(partition);
+        s
     }
 
     fn assemble(
@@ -131,7 +138,7 @@ impl Scheduler {
             pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
             nodes,
             ledgers,
-            own: Mutex::default(),
+            tag: String::new(),
             client,
             config,
             binder,
@@ -204,22 +211,58 @@ impl Scheduler {
 
     /// What a ledger books for pods of other tenant partitions.
     fn foreign(&self, ledger: &NodeLedger) -> crate::Resources {
-        let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
         let mut others = ledger.clone();
-        others.spec.pods.retain(|uid, _| !own.contains(uid));
+        others
+            .spec
+            .pods
+            .retain(|key, _| !key.starts_with(&self.tag));
         booked(&others)
+    }
+
+    /// Releases this partition's bookings whose pods are gone (deleted while no scheduler
+    /// of the partition ran).
+    fn release_stale_bookings(&self) {
+        let pods: std::collections::HashSet<String> = self
+            .pods
+            .cache()
+            .list()
+            .into_iter()
+            .map(|p| p.metadata.uid)
+            .collect();
+        let stale: Vec<(String, String)> = self
+            .ledgers
+            .iter()
+            .flat_map(|l| l.cache().list())
+            .flat_map(|ledger| {
+                let node = ledger.metadata.name.clone();
+                ledger
+                    .spec
+                    .pods
+                    .into_keys()
+                    .filter_map(|k| k.strip_prefix(&self.tag).map(str::to_owned))
+                    .filter(|uid| !pods.contains(uid))
+                    .map(move |uid| (uid, node.clone()))
+            })
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(
+                bookings = stale.len(),
+                "releasing bookings of pods deleted while no scheduler ran"
+            );
+        }
+        for (uid, node) in stale {
+            let binder = self.binder.clone();
+            tokio::spawn(async move {
+                if let Err(e) = binder.release(&uid, &node).await {
+                    tracing::warn!(%uid, node, error = %e, "releasing a stale booking failed");
+                }
+            });
+        }
     }
 
     fn pod_changed(&self, change: &Change<Pod>) {
         let pod = change.object();
         let key = pod.key();
-        if !self.ledgers.is_empty() {
-            let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
-            match change {
-                Change::Deleted(_) => own.remove(&pod.metadata.uid),
-                _ => own.insert(pod.metadata.uid.clone()),
-            };
-        }
         let gone = matches!(change, Change::Deleted(_)) || is_terminal(pod);
         if gone {
             self.queue.done(&key);
@@ -278,21 +321,15 @@ impl Scheduler {
             tasks.spawn(ledgers.clone().run());
         }
         tasks.spawn(self.pods.clone().run());
-        // The pods first: which bookings are this partition's own is known from them.
         self.pods.wait_synced().await;
         for nodes in &self.nodes {
             nodes.wait_synced().await;
         }
         for ledgers in &self.ledgers {
             ledgers.wait_synced().await;
-            // Bookings seen before the pods were known are counted again now.
-            for ledger in ledgers.cache().list() {
-                let foreign = self.foreign(&ledger);
-                self.cluster
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_foreign(&ledger.metadata.name, foreign);
-            }
+        }
+        if !self.ledgers.is_empty() {
+            self.release_stale_bookings();
         }
         tracing::info!(
             name = self.config.name,

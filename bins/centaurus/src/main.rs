@@ -107,8 +107,12 @@ enum Command {
         probes: SocketAddr,
         /// In a tenant partition: the scheduler's kubeconfigs of every resource partition,
         /// whose nodes it places this partition's pods on.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', requires = "partition")]
         resource_partitions: Vec<PathBuf>,
+        /// The name of its tenant partition (with `--resource-partitions`): its bookings in
+        /// the nodes' ledgers carry it.
+        #[arg(long)]
+        partition: Option<String>,
     },
     /// Runs the workload and node-lifecycle controllers as clients of the API.
     Controllers {
@@ -353,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
             probes,
             resource_partitions,
+            partition,
         } => {
             let client = components::client(&kubeconfig)?;
             components::serve_probes("scheduler", probes, client.clone()).await?;
@@ -363,7 +368,13 @@ async fn main() -> anyhow::Result<()> {
                     .iter()
                     .map(|p| components::client(p))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                centaurus_sched::Scheduler::partitioned(client, &rps, Default::default())
+                let partition = partition.context("--partition names the tenant partition")?;
+                centaurus_sched::Scheduler::partitioned(
+                    &partition,
+                    client,
+                    &rps,
+                    Default::default(),
+                )
             };
             components::serve("scheduler", std::sync::Arc::new(s).run()).await
         }

@@ -342,7 +342,7 @@ async fn start(
     let eviction = plan.eviction_timeout.to_string();
     for tp in &tps {
         for (component, extra) in [
-            ("scheduler", vec![]),
+            ("scheduler", vec!["--partition".to_owned(), tp.clone()]),
             (
                 "controllers",
                 vec!["--eviction-timeout".to_owned(), eviction.clone()],
