@@ -17,11 +17,36 @@ use crate::split_key;
 /// The label holding the hash of the template a replica set was made from.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
+/// The annotation numbering a Deployment's templates (on its replica sets and on the
+/// Deployment, its current one), as `kubectl rollout history` reads them.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// The annotation a user records why a Deployment changed in; its replica sets keep it.
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+
+/// The revision a replica set or a Deployment carries (0: none).
+pub fn revision(meta: &ObjectMeta) -> u64 {
+    meta.annotations
+        .get(REVISION_ANNOTATION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reconciles deployments.
 pub struct DeploymentController {
     sets: Api<ReplicaSet>,
     deployments: Api<Deployment>,
     set_cache: Cache<ReplicaSet>,
+}
+
+/// The Deployment's change cause, as a replica set made from it keeps it.
+fn change_cause(d: &Deployment) -> std::collections::BTreeMap<String, String> {
+    d.metadata
+        .annotations
+        .get(CHANGE_CAUSE_ANNOTATION)
+        .map(|c| (CHANGE_CAUSE_ANNOTATION.to_owned(), c.clone()))
+        .into_iter()
+        .collect()
 }
 
 /// A short stable hash of a pod template.
@@ -68,6 +93,35 @@ impl DeploymentController {
         sets.wait_synced().await;
         controller.run(reconciler).await;
         task.abort();
+    }
+
+    /// Gives `rs` revision `revision` and the Deployment's change cause.
+    async fn annotate(
+        &self,
+        rs: &ReplicaSet,
+        revision: u64,
+        d: &Deployment,
+    ) -> Result<ReplicaSet, String> {
+        let uid = rs.metadata.uid.clone();
+        let cause = change_cause(d);
+        let written = self
+            .sets
+            .modify(&rs.key(), |r| {
+                if r.metadata.uid != uid {
+                    return false;
+                }
+                r.metadata
+                    .annotations
+                    .retain(|k, _| k != CHANGE_CAUSE_ANNOTATION);
+                r.metadata.annotations.extend(cause.clone());
+                r.metadata
+                    .annotations
+                    .insert(REVISION_ANNOTATION.into(), revision.to_string());
+                true
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(written.unwrap_or_else(|| rs.clone()))
     }
 
     async fn scale(&self, rs: &ReplicaSet, replicas: i32) -> Result<(), String> {
@@ -131,12 +185,29 @@ impl Reconciler<Deployment> for DeploymentController {
             .collect();
         owned.sort_by_key(|rs| rs.metadata.creation_timestamp);
         let hash = template_hash(&d);
+        let newest_other = |current: Option<&str>| {
+            owned
+                .iter()
+                .filter(|rs| Some(rs.metadata.name.as_str()) != current)
+                .map(|rs| revision(&rs.metadata))
+                .max()
+                .unwrap_or(0)
+        };
         let want = d.spec.replicas.unwrap_or(1).max(0);
         let current = owned
             .iter()
             .position(|rs| rs.metadata.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash));
         let new_rs = match current {
-            Some(i) => owned.remove(i),
+            Some(i) => {
+                // A template used again (a rollback) becomes the newest revision.
+                let newest = newest_other(Some(&owned[i].metadata.name));
+                let rs = owned.remove(i);
+                if revision(&rs.metadata) <= newest {
+                    self.annotate(&rs, newest + 1, &d).await?
+                } else {
+                    rs
+                }
+            }
             None if d.spec.paused => return Ok(Requeue::Done),
             None => {
                 let mut template = d.spec.template.clone();
@@ -150,11 +221,17 @@ impl Reconciler<Deployment> for DeploymentController {
                     .insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
                 let mut labels = template.metadata.labels.clone();
                 labels.insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+                let mut annotations = change_cause(&d);
+                annotations.insert(
+                    REVISION_ANNOTATION.into(),
+                    (newest_other(None) + 1).to_string(),
+                );
                 let mut rs = ReplicaSet::typed(ObjectMeta {
                     name: format!("{}-{hash}", m.name),
                     tenant: tenant.clone(),
                     namespace: m.namespace.clone(),
                     labels,
+                    annotations,
                     owner_references: vec![OwnerReference {
                         api_version: Deployment::api_version(),
                         kind: Deployment::KIND.into(),
@@ -184,6 +261,22 @@ impl Reconciler<Deployment> for DeploymentController {
             }
         };
         let old = owned;
+        let current_revision = revision(&new_rs.metadata);
+        if revision(&d.metadata) != current_revision {
+            let uid = m.uid.clone();
+            self.deployments
+                .modify(key, |x| {
+                    if x.metadata.uid != uid || revision(&x.metadata) == current_revision {
+                        return false;
+                    }
+                    x.metadata
+                        .annotations
+                        .insert(REVISION_ANNOTATION.into(), current_revision.to_string());
+                    true
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         if !d.spec.paused {
             let recreate = d.spec.strategy.type_.as_deref() == Some("Recreate");
             if recreate {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use centaurus_api::region::LocalRegion;
 use centaurus_client::{Api, Client};
+use centaurus_controllers::deployment::REVISION_ANNOTATION;
 use centaurus_controllers::{NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
     Container, Deployment, DeploymentSpec, LabelSelector, ObjectMeta, Pod, PodSpec,
@@ -263,6 +264,65 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
         .unwrap();
     assert_eq!(ready.status, "Unknown");
     assert!(lost.spec.taints.iter().any(|t| t.effect == "NoExecute"));
+
+    // Each template is a revision, numbered as `kubectl rollout history` reads them; going
+    // back to an earlier template makes it the newest revision.
+    let revisions = |want: &'static [(&'static str, &'static str)]| {
+        let (sets, deployments, key) = (
+            admin.api::<centaurus_core::model::ReplicaSet>(),
+            deployments.clone(),
+            d.key(),
+        );
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut got: Vec<(String, String)> = sets
+                    .list("/registry/replicasets/")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|rs| {
+                        (
+                            rs.spec.template.spec.containers[0].image.clone(),
+                            rs.metadata.annotations[REVISION_ANNOTATION].clone(),
+                        )
+                    })
+                    .collect();
+                got.sort();
+                let current = deployments.get(&key).await.unwrap().unwrap();
+                let newest = want.iter().map(|(_, r)| *r).max().unwrap();
+                let expected: Vec<(String, String)> = want
+                    .iter()
+                    .map(|(i, r)| (i.to_string(), r.to_string()))
+                    .collect();
+                if got == expected
+                    && current
+                        .metadata
+                        .annotations
+                        .get(REVISION_ANNOTATION)
+                        .map(String::as_str)
+                        == Some(newest)
+                {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "revisions {got:?}, deployment at {:?}",
+                    current.metadata.annotations.get(REVISION_ANNOTATION)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    revisions(&[("busybox:1", "1"), ("busybox:2", "2")]).await;
+    deployments
+        .modify(&d.key(), |d| {
+            d.spec.template.spec.containers[0].image = "busybox:1".into();
+            true
+        })
+        .await
+        .unwrap();
+    revisions(&[("busybox:1", "3"), ("busybox:2", "2")]).await;
 
     // Deleting the deployment removes its replica sets and pods.
     deployments.delete(&d.key(), None).await.unwrap();

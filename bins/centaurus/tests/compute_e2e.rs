@@ -194,7 +194,21 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
             (pods.len() == 5 && running_web_pods(&k, "busybox:1.37") == 5).then_some(())
         },
     );
+    // Each template is a revision `kubectl rollout history` lists and shows.
+    let history = k.run(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|r| r.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let first = k.run(&["rollout", "history", "deployment/web", "--revision=1"]);
+    assert!(first.contains("busybox:1.36"), "{first}");
     let d = k.json(&["get", "deployment", "web"]);
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     assert_eq!(d["status"]["updatedReplicas"], 5);
     assert_eq!(d["status"]["availableReplicas"], 5);
     assert!(k.run(&["logs", "deployment/web"]).contains("serving"));
