@@ -13,8 +13,8 @@ use centaurus_core::model::{self, Registry, Resource as _, Scope};
 use centaurus_core::store::{Store, StoreError};
 use centaurus_tenancy::confine::Confined;
 use centaurus_tenancy::{
-    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, Identity, StoredTokens,
-    TenantBound, TenantGate, TokenFile,
+    AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, FrontDoor, Identity,
+    StoredTokens, TenantBound, TenantGate, TokenFile,
 };
 use centaurus_vpc::admission::NetworkAdmission;
 use serde_json::json;
@@ -97,7 +97,8 @@ pub async fn app(
         api.add_admission(a);
     }
     let chain = AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), issued, tokens]);
-    let authn = AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(chain), store).await));
+    let door = FrontDoor::new(Arc::new(chain));
+    let authn = AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(door), store).await));
     let router = crate::router(api.clone(), authn);
     Ok((api, router))
 }

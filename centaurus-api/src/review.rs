@@ -97,7 +97,10 @@ impl ApiServer {
                 json!({"userInfo": {
                     "username": caller.user,
                     "groups": groups,
-                    "extra": {"centaurus.io/tenant": [caller.tenant]},
+                    "extra": {
+                        "centaurus.io/tenant": [caller.tenant],
+                        "centaurus.io/tenant-uid": caller.tenant_uid.iter().collect::<Vec<_>>(),
+                    },
                 }})
             }
         };

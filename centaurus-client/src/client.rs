@@ -119,6 +119,15 @@ impl Client {
         let req = req
             .body(body)
             .map_err(|e| ClientError::Request(format!("{path}: {e}")))?;
+        self.send_request(req).await
+    }
+
+    /// Sends `req` as it is (method, path and query, headers, body): what a proxy
+    /// forwards. Returns the answer's head and streaming body.
+    pub async fn send_request(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<http::Response<Body>, ClientError> {
         let method = req.method().clone();
         let started = std::time::Instant::now();
         let res = self.transport.send(req).await;

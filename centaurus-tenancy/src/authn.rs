@@ -43,7 +43,19 @@ pub struct Credentials {
     pub bearer_token: Option<String>,
     /// A verified client certificate.
     pub client_cert: Option<ClientCert>,
+    /// The caller an authenticating proxy names in the request's headers
+    /// ([`REMOTE_USER`]...): believed only from the region's front door ([`FrontDoor`]).
+    pub forwarded: Option<Identity>,
 }
+
+/// The header the front door names its caller's user in.
+pub const REMOTE_USER: &str = "x-remote-user";
+/// The header (one per group) the front door names its caller's groups in.
+pub const REMOTE_GROUP: &str = "x-remote-group";
+/// The header the front door names its caller's tenant in.
+pub const REMOTE_TENANT: &str = "x-remote-tenant";
+/// The header the front door names the UID of its caller's tenant in.
+pub const REMOTE_TENANT_UID: &str = "x-remote-tenant-uid";
 
 impl Credentials {
     /// The credentials of an HTTP request: its bearer token and the [`ClientCert`] the TLS
@@ -58,9 +70,27 @@ impl Credentials {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(|t| t.trim().to_owned());
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let forwarded = header(REMOTE_USER).map(|user| Identity {
+            user,
+            tenant: header(REMOTE_TENANT).unwrap_or_else(|| SYSTEM_TENANT.into()),
+            groups: req
+                .headers()
+                .get_all(REMOTE_GROUP)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect(),
+            tenant_uid: header(REMOTE_TENANT_UID),
+        });
         Self {
             bearer_token,
             client_cert: req.extensions().get::<ClientCert>().cloned(),
+            forwarded,
         }
     }
 
@@ -451,6 +481,38 @@ impl Authenticator for TenantBound {
     }
 }
 
+/// The region's front door as an authenticating proxy: a request authenticated as
+/// [`identity::GATEWAY`] that names a caller in the [`REMOTE_USER`] headers is that caller's
+/// (whom the front door authenticated); from anyone else those headers are ignored. Put
+/// it inside [`TenantBound`], so a forwarded tenant user is bound to its live tenant too.
+pub struct FrontDoor {
+    inner: Arc<dyn Authenticator>,
+}
+
+impl FrontDoor {
+    /// Believes the front door's forwarded callers, authenticating everyone with `inner`.
+    pub fn new(inner: Arc<dyn Authenticator>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl Authenticator for FrontDoor {
+    async fn authenticate(&self, c: &Credentials) -> Result<Option<Identity>, String> {
+        let id = self.inner.authenticate(c).await?;
+        let gateway = crate::identity::GATEWAY;
+        match (id, &c.forwarded) {
+            (Some(id), Some(caller)) if id.user == gateway.user && id.tenant == SYSTEM_TENANT => {
+                if caller.user == gateway.user || caller.user.is_empty() {
+                    return Err("the front door cannot forward itself or nobody".into());
+                }
+                Ok(Some(caller.clone()))
+            }
+            (id, _) => Ok(id),
+        }
+    }
+}
+
 /// Tries authenticators in order; the first that judges the credentials decides.
 #[derive(Clone, Default)]
 pub struct AuthenticatorChain(pub Vec<Arc<dyn Authenticator>>);
@@ -603,7 +665,7 @@ mod tests {
         assert_eq!(reloaded.lookup(&token), Some(id));
         let creds = Credentials {
             bearer_token: Some("wrong".into()),
-            client_cert: None,
+            ..Default::default()
         };
         assert!(reloaded.authenticate(&creds).await.is_err());
     }
@@ -638,12 +700,12 @@ mod tests {
     #[tokio::test]
     async fn certificates_name_their_tenant() {
         let creds = |orgs: &[&str]| Credentials {
-            bearer_token: None,
             client_cert: Some(ClientCert {
                 common_name: "bob".into(),
                 organizations: orgs.iter().map(|s| s.to_string()).collect(),
                 organizational_units: vec![],
             }),
+            ..Default::default()
         };
         let id = ClientCertAuthenticator
             .authenticate(&creds(&["tenant:acme", "tenant-uid:u-1", "dev"]))
@@ -661,6 +723,45 @@ mod tests {
         assert!(
             ClientCertAuthenticator
                 .authenticate(&creds(&["dev"]))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_front_door_forwards_callers() {
+        let cert = |cn: &str| ClientCert {
+            common_name: cn.into(),
+            organizations: vec![format!("{TENANT_ORG_PREFIX}{SYSTEM_TENANT}")],
+            organizational_units: vec![],
+        };
+        let alice = Identity {
+            user: "alice".into(),
+            tenant: "acme".into(),
+            groups: vec!["dev".into()],
+            tenant_uid: Some("u-1".into()),
+        };
+        let door = FrontDoor::new(Arc::new(ClientCertAuthenticator));
+        let via = |cn: &str, forwarded: Option<Identity>| Credentials {
+            client_cert: Some(cert(cn)),
+            forwarded,
+            ..Default::default()
+        };
+        let gateway = crate::identity::GATEWAY.user;
+        let got = door.authenticate(&via(gateway, Some(alice.clone()))).await;
+        assert_eq!(got.unwrap(), Some(alice.clone()));
+        // Anyone else naming a caller is only itself.
+        let got = door
+            .authenticate(&via("mallory", Some(alice.clone())))
+            .await;
+        assert_eq!(got.unwrap().unwrap().user, "mallory");
+        // The front door itself, unforwarded, is itself (and confined to nothing).
+        let got = door.authenticate(&via(gateway, None)).await;
+        assert_eq!(got.unwrap().unwrap().user, gateway);
+        let mut itself = alice;
+        itself.user = gateway.into();
+        assert!(
+            door.authenticate(&via(gateway, Some(itself)))
                 .await
                 .is_err()
         );

@@ -64,6 +64,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
         // A tenant partition's API server finds the agents of its pods' nodes in the
         // resource partitions.
         identity::API_SERVER => vec![rule("get", "nodes")],
+        // The front door learns which tenant partition holds each tenant.
+        identity::GATEWAY => vec![rule(READ, "tenants")],
         identity::NODE_FLEET => vec![
             rule(READ, "pods,nodes,actions,networks,endpoints"),
             rule(STATUS, "pods/status,nodes/status,actions/status"),
@@ -75,9 +77,11 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
 }
 
 /// The service identities; the API server's (toward agents and, in a partitioned region,
-/// other partitions) may only read Nodes.
-const SERVICES: [Component; 6] = [
+/// other partitions) may only read Nodes, the front door's only Tenants (otherwise it
+/// speaks for its callers, [`crate::authn::FrontDoor`]).
+const SERVICES: [Component; 7] = [
     identity::API_SERVER,
+    identity::GATEWAY,
     identity::SCHEDULER,
     identity::CONTROLLERS,
     identity::VPC_OPERATOR,

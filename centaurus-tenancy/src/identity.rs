@@ -54,6 +54,15 @@ pub const API_SERVER: Component = Component {
     group: "system:centaurus:apiservers",
 };
 
+/// The region's front door (`centaurus gateway`): it authenticates callers itself and
+/// forwards their requests as this identity naming them in the headers of
+/// [`crate::authn::FrontDoor`], which API servers believe from this identity only. It may
+/// do nothing else.
+pub const GATEWAY: Component = Component {
+    user: "system:centaurus:gateway",
+    group: "system:centaurus:gateways",
+};
+
 /// The scheduler.
 pub const SCHEDULER: Component = Component {
     user: "system:kube-scheduler",

@@ -20,7 +20,7 @@ pub mod tokens;
 
 pub use authn::{
     Authenticator, AuthenticatorChain, AuthnLayer, ClientCert, ClientCertAuthenticator,
-    Credentials, InProcessCaller, TenantBound, TokenFile,
+    Credentials, FrontDoor, InProcessCaller, TenantBound, TokenFile,
 };
 pub use centaurus_core::model::SYSTEM_TENANT;
 pub use gate::{Attributes, Authorizer, Denied, TenantGate, Verb};

@@ -72,8 +72,9 @@ impl StoreArg {
 }
 
 /// The components whose kubeconfigs an API server writes, and their file names.
-pub const COMPONENTS: [(&str, Component); 6] = [
+pub const COMPONENTS: [(&str, Component); 7] = [
     ("apiserver", identity::API_SERVER),
+    ("gateway", identity::GATEWAY),
     ("scheduler", identity::SCHEDULER),
     ("controllers", identity::CONTROLLERS),
     ("vpc-operator", identity::VPC_OPERATOR),

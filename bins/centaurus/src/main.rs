@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod components;
 mod density;
+mod gateway;
 mod region;
 mod up;
 
@@ -238,6 +239,25 @@ enum Command {
         /// their own identity to run the pods bound to them there.
         #[arg(long, value_delimiter = ',')]
         tenant_partitions: Vec<PathBuf>,
+    },
+    /// Serves the front door of a partitioned region: one HTTPS endpoint that
+    /// authenticates callers and sends each request to the partition that holds it.
+    Gateway {
+        /// Where it keeps its certificate and writes `admin.kubeconfig`.
+        #[arg(long, default_value = "./centaurus-gateway")]
+        data_dir: PathBuf,
+        /// The region's CA (`ca.crt`, `ca.key`: a partition's `DIR/pki`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Address to serve HTTPS on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Each tenant partition as NAME=KUBECONFIG (its `DIR/components/gateway.kubeconfig`).
+        #[arg(long, value_delimiter = ',', required = true, value_parser = gateway::named_path)]
+        tenant_partitions: Vec<(String, PathBuf)>,
+        /// Each resource partition as NAME=KUBECONFIG.
+        #[arg(long, value_delimiter = ',', required = true, value_parser = gateway::named_path)]
+        resource_partitions: Vec<(String, PathBuf)>,
     },
     /// Runs a partitioned region on this machine as separate processes (etcd included):
     /// tenant and resource partitions, each with its own etcd and API server, schedulers
@@ -545,6 +565,23 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         } => components::bootstrap_kubeconfig(&kubeconfig, &out, ttl).await,
         Command::Region(plan) => region::run(plan).await,
+        Command::Gateway {
+            data_dir,
+            ca,
+            listen,
+            tenant_partitions,
+            resource_partitions,
+        } => {
+            std::fs::create_dir_all(&data_dir)?;
+            gateway::run(
+                &data_dir,
+                &ca,
+                listen,
+                &tenant_partitions,
+                &resource_partitions,
+            )
+            .await
+        }
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await

@@ -62,6 +62,8 @@ struct ProcessEntry {
 
 #[derive(Serialize)]
 struct RegionFile {
+    /// The front door: its server and admin kubeconfig.
+    gateway: PartitionEntry,
     partitions: Vec<PartitionEntry>,
     processes: Vec<ProcessEntry>,
 }
@@ -192,9 +194,10 @@ pub async fn run(plan: RegionPlan) -> anyhow::Result<()> {
     let mut procs = Processes::default();
     let result = start(&plan, &dir, &logs, &me, &etcd, &mut procs).await;
     let result = match result {
-        Ok(partitions) => {
+        Ok((gateway, partitions)) => {
             let file = dir.join("region.json");
             let region = RegionFile {
+                gateway,
                 partitions,
                 processes: std::mem::take(&mut procs.entries),
             };
@@ -208,7 +211,7 @@ pub async fn run(plan: RegionPlan) -> anyhow::Result<()> {
                 region.processes.len(),
                 file.display()
             );
-            for p in &region.partitions {
+            for p in std::iter::once(&region.gateway).chain(&region.partitions) {
                 println!(
                     "  {} ({}): {} admin kubeconfig {}",
                     p.name,
@@ -237,7 +240,7 @@ async fn start(
     me: &Path,
     etcd: &Path,
     procs: &mut Processes,
-) -> anyhow::Result<Vec<PartitionEntry>> {
+) -> anyhow::Result<(PartitionEntry, Vec<PartitionEntry>)> {
     let rps: Vec<String> = (1..=plan.resource_partitions)
         .map(|i| format!("rp{i}"))
         .collect();
@@ -432,5 +435,38 @@ async fn start(
             )
             .await?;
     }
-    Ok(partitions)
+    // The front door, in front of every partition.
+    let listen = free_addr()?;
+    let named = |parts: &[String]| {
+        parts
+            .iter()
+            .map(|p| format!("{p}={}", kc(p, "gateway")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let gw = dir.join("gateway");
+    let args = vec![
+        "gateway".to_owned(),
+        "--data-dir".into(),
+        s(&gw),
+        "--ca".into(),
+        s(&ca),
+        "--listen".into(),
+        listen.clone(),
+        "--tenant-partitions".into(),
+        named(&tps),
+        "--resource-partitions".into(),
+        named(&rps),
+    ];
+    procs
+        .start(logs, "gateway", me, &args, Some("centaurus gateway:"))
+        .await?;
+    let gateway = PartitionEntry {
+        name: "gateway".into(),
+        role: "front door",
+        server: format!("https://{listen}"),
+        admin_kubeconfig: gw.join("admin.kubeconfig"),
+        etcd: Vec::new(),
+    };
+    Ok((gateway, partitions))
 }

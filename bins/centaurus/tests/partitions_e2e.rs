@@ -1,14 +1,16 @@
 //! A partitioned region as separate OS processes, started by `centaurus region`: 2 tenant
 //! partitions (TP) and 2 resource partitions (RP), each with its own etcd and API server,
-//! one region CA. Each TP runs its
-//! scheduler and controllers over the nodes of both RPs; each RP runs its node lifecycle and
-//! one hollow agent of 10 nodes (joined with a bootstrap token of that RP, each node its own
-//! identity) that runs the pods bound to its nodes in both TPs. Tenants of different TPs
-//! create the same Deployment through a stock kubectl; their pods land on nodes of both RPs
-//! and never collide. Then the fault domains: every process of one TP dies and the other
-//! TP's tenant goes on; one RP's API server dies and the other RP's nodes keep taking pods,
-//! and its nodes rejoin when it returns; a whole AZ (an RP's agent and so its nodes) is lost
-//! and its pods are replaced on the other RP's nodes.
+//! one region CA, and the front door (`centaurus gateway`) as the region's one endpoint.
+//! Each TP runs its scheduler and controllers over the nodes of both RPs; each RP runs its
+//! node lifecycle and one hollow agent of 10 nodes (joined with a bootstrap token of that
+//! RP, each node its own identity) that runs the pods bound to its nodes in both TPs.
+//! Tenants created through the front door land on different TPs and, through it with a
+//! stock kubectl, create the same Deployment; their pods land on nodes of both RPs and
+//! never collide, and a system user lists both tenants' pods and every RP's nodes there.
+//! Then the fault domains: every process of one TP dies and the other TP's tenant goes on;
+//! one RP's API server dies and the other RP's nodes keep taking pods, and its nodes
+//! rejoin when it returns; a whole AZ (an RP's agent and so its nodes) is lost and its pods
+//! are replaced on the other RP's nodes.
 
 mod common;
 
@@ -136,6 +138,21 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         "{err}"
     );
 
+    // The front door: one endpoint for the region. A system user sees every resource
+    // partition's nodes; tenants are created through it, each on the tenant partition
+    // with the fewest.
+    let door = Kubectl {
+        bin: kubectl.clone(),
+        kubeconfig: region_dir.join("gateway").join("admin.kubeconfig"),
+        cache: d.join("cache-admin-gateway"),
+    };
+    assert_eq!(
+        door.json(&["get", "nodes"])["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
     // One tenant on each tenant partition; the same Deployment in both.
     let manifest = d.join("web.yaml");
     std::fs::write(
@@ -151,11 +168,24 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
             format!("apiVersion: v1\nkind: Tenant\nmetadata:\n  name: {tenant}\n"),
         )
         .unwrap();
-        admin(tp).run(&["create", "-f", t.to_str().unwrap()]);
-        let k = Kubectl::tenant_admin(&kubectl, &data(tp), d, tenant);
+        door.run(&["create", "-f", t.to_str().unwrap()]);
+        let held = admin(tp).json(&["get", "tenants"]);
+        assert!(
+            held["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["metadata"]["name"] == tenant),
+            "{tenant} is not on {tp}"
+        );
+        // The tenant's kubeconfig names the front door (its token was issued by its TP).
+        let k = Kubectl::tenant_admin(&kubectl, &region_dir.join("gateway"), d, tenant);
         k.run(&["apply", "-f", manifest.to_str().unwrap()]);
         tenants.push(k);
     }
+    // A tenant reaches its own partition only, and not the region's hosts.
+    let err = tenants[0].fails(&["get", "nodes"]);
+    assert!(err.contains("Forbidden"), "{err}");
     for k in &tenants {
         let nodes = eventually(60, "6 running pods in each tenant", || {
             let nodes = running(k, "web");
@@ -183,6 +213,18 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
             format!("hollow workload web of pod {uid}\n")
         );
     }
+    // A system user lists every tenant's pods through the front door: both partitions.
+    let all: serde_json::Value =
+        serde_json::from_str(&door.run(&["get", "--raw", "/api/v1/tenants/all/pods"])).unwrap();
+    let mut tenants_seen: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["metadata"]["tenant"].as_str())
+        .collect();
+    tenants_seen.sort();
+    tenants_seen.dedup();
+    assert_eq!(tenants_seen, ["acme", "globex"]);
     eprintln!(
         "two tenants on two TPs running 6 pods each after {:.1} s",
         started.elapsed().as_secs_f64()

@@ -1,0 +1,559 @@
+//! `centaurus gateway`: the front door of a partitioned region, its one HTTPS endpoint.
+//!
+//! It authenticates each caller itself (a client certificate of the region CA; a bearer
+//! token by asking the tenant partitions' `SelfSubjectReview` with it), then forwards the
+//! request to the partition that holds what it asks for, as the front door's own identity
+//! naming the caller in the `X-Remote-*` headers, which API servers believe from the front
+//! door only ([`centaurus_tenancy::FrontDoor`]); each partition authorizes as usual.
+//!
+//! Routing: a tenant's requests (short paths, its own tenant paths, watches included) go
+//! to the tenant partition that holds the tenant, known from the Tenant objects the
+//! partitions hold (watched here); the hosts' kinds (Nodes, NodeLedgers, Droplets) to the
+//! resource partition that has the object, lists of them merged over every resource
+//! partition; a system user's `tenants/all` lists and the list of tenants merged over every
+//! tenant partition; a tenant created here goes to the tenant partition with the fewest.
+//! Discovery merges the first tenant and resource partitions' documents.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use centaurus_client::Client;
+use centaurus_client::kubeconfig::{Kubeconfig, User};
+use centaurus_core::controller::{Cache, Informer};
+use centaurus_core::model::{SYSTEM_TENANT, Tenant};
+use centaurus_tenancy::authn::{REMOTE_GROUP, REMOTE_TENANT, REMOTE_TENANT_UID, REMOTE_USER};
+use centaurus_tenancy::{Authenticator, ClientCertAuthenticator, Credentials, Identity};
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+/// Largest request body forwarded (the API servers' own limit is 3 MiB).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How long a bearer token's identity is believed before it is asked again.
+const TOKEN_TTL: Duration = Duration::from_secs(10);
+
+/// The kinds resource partitions hold.
+const HOST_PLURALS: [&str; 3] = ["nodes", "nodeledgers", "droplets"];
+
+/// One partition as the front door reaches it.
+struct Partition {
+    name: String,
+    /// As the front door (`DIR/components/gateway.kubeconfig` of the partition).
+    client: Client,
+    /// The partition's servers and CA, for asking it about a bearer token.
+    kubeconfig: Kubeconfig,
+}
+
+/// The front door's state.
+pub struct Gateway {
+    tenants: Vec<Partition>,
+    resources: Vec<Partition>,
+    /// The Tenant objects of each tenant partition.
+    held: Vec<Cache<Tenant>>,
+    /// Token digest → the caller it authenticated, and until when that is believed.
+    tokens: RwLock<HashMap<String, (Identity, Instant)>>,
+}
+
+fn partitions(list: &[(String, PathBuf)]) -> anyhow::Result<Vec<Partition>> {
+    list.iter()
+        .map(|(name, path)| {
+            let kubeconfig =
+                Kubeconfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(Partition {
+                name: name.clone(),
+                client: Client::new(kubeconfig.connection()?)?,
+                kubeconfig,
+            })
+        })
+        .collect()
+}
+
+/// A `NAME=KUBECONFIG` argument.
+pub fn named_path(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=KUBECONFIG, not {s:?}"))?;
+    Ok((name.to_owned(), path.into()))
+}
+
+fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code.as_u16(),
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Where a request goes.
+enum Route {
+    /// One tenant partition (by index).
+    Tenant(usize),
+    /// The tenant partition that holds this tenant.
+    Home(String),
+    /// Every tenant partition, lists merged.
+    AllTenants,
+    /// The resource partition that has the named object, or every one (lists merged).
+    Hosts { named: bool },
+    /// Discovery: the first tenant and resource partitions, documents merged.
+    Discovery,
+    /// A new tenant: the tenant partition with the fewest.
+    NewTenant,
+}
+
+impl Gateway {
+    /// Starts watching the tenant partitions' Tenants; serves after they are loaded.
+    pub async fn new(
+        tenants: &[(String, PathBuf)],
+        resources: &[(String, PathBuf)],
+    ) -> anyhow::Result<Arc<Self>> {
+        anyhow::ensure!(
+            !tenants.is_empty() && !resources.is_empty(),
+            "the front door needs at least one tenant and one resource partition"
+        );
+        let tenants = partitions(tenants)?;
+        let resources = partitions(resources)?;
+        let mut held = Vec::new();
+        for p in &tenants {
+            let informer = Arc::new(Informer::new(
+                p.client.api::<Tenant>().source("/registry/tenants/"),
+            ));
+            held.push(informer.cache());
+            tokio::spawn(informer.clone().run());
+            tokio::time::timeout(Duration::from_secs(30), informer.wait_synced())
+                .await
+                .with_context(|| format!("listing the tenants of {}", p.name))?;
+        }
+        Ok(Arc::new(Self {
+            tenants,
+            resources,
+            held,
+            tokens: RwLock::default(),
+        }))
+    }
+
+    /// The tenant partition that holds `tenant`: from the watched Tenants, or, for one
+    /// created a moment ago, by asking each partition.
+    async fn home(&self, tenant: &str) -> Option<usize> {
+        let key = format!("/registry/tenants/{tenant}");
+        if let Some(i) = self.held.iter().position(|c| c.get(&key).is_some()) {
+            return Some(i);
+        }
+        for (i, p) in self.tenants.iter().enumerate() {
+            if let Ok(Some(_)) = p.client.api::<Tenant>().get(&key).await {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// The caller, authenticated here.
+    async fn caller(&self, creds: &Credentials) -> Result<Identity, Response> {
+        let unauthorized = |m: String| status(StatusCode::UNAUTHORIZED, "Unauthorized", m);
+        if creds.client_cert.is_some() {
+            return match ClientCertAuthenticator.authenticate(creds).await {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err(unauthorized("no credentials".into())),
+                Err(e) => Err(unauthorized(format!("authentication failed: {e}"))),
+            };
+        }
+        let Some(token) = &creds.bearer_token else {
+            return Err(unauthorized(
+                "no credentials: a bearer token or a client certificate is required".into(),
+            ));
+        };
+        let digest = centaurus_tenancy::tokens::sha256_hex(token.as_bytes());
+        if let Some((id, until)) = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            && Instant::now() < *until
+        {
+            return Ok(id.clone());
+        }
+        // The partition that issued the token knows it.
+        for p in &self.tenants {
+            let mut config = p.kubeconfig.clone();
+            for u in &mut config.users {
+                u.user = User {
+                    token: token.clone(),
+                    ..Default::default()
+                };
+            }
+            let Ok(client) = config
+                .connection()
+                .map_err(drop)
+                .and_then(|c| Client::new(c).map_err(drop))
+            else {
+                continue;
+            };
+            let review =
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+            let Ok(reply) = client
+                .send_json(
+                    Method::POST,
+                    "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                    &review,
+                )
+                .await
+            else {
+                continue;
+            };
+            let Ok(answer) = reply.ok() else { continue };
+            let info = &answer["status"]["userInfo"];
+            let first = |k: &str| info["extra"][k][0].as_str().map(str::to_owned);
+            let id = Identity {
+                user: info["username"].as_str().unwrap_or_default().to_owned(),
+                tenant: first("centaurus.io/tenant").unwrap_or_else(|| SYSTEM_TENANT.into()),
+                groups: info["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|g| *g != "system:authenticated")
+                    .map(str::to_owned)
+                    .collect(),
+                tenant_uid: first("centaurus.io/tenant-uid"),
+            };
+            if id.user.is_empty() {
+                continue;
+            }
+            self.tokens
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest, (id.clone(), Instant::now() + TOKEN_TTL));
+            return Ok(id);
+        }
+        Err(unauthorized("authentication failed: unknown token".into()))
+    }
+
+    /// Where the request for `path` by `caller` goes.
+    fn route(&self, method: &Method, path: &str, caller: &Identity) -> Result<Route, Response> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // Resource paths: /api/v1/... and /apis/GROUP/VERSION/...
+        let rest: &[&str] = match parts.as_slice() {
+            ["api", "v1", rest @ ..] => rest,
+            ["apis", _, _, rest @ ..] => rest,
+            _ => return Ok(Route::Discovery),
+        };
+        let home = |t: &str| Ok(Route::Home(t.to_owned()));
+        match rest {
+            [] => Ok(Route::Discovery),
+            ["tenants"] if *method == Method::POST => Ok(Route::NewTenant),
+            ["tenants"] => Ok(Route::AllTenants),
+            ["tenants", "all", ..] => Ok(Route::AllTenants),
+            ["tenants", t, ..] if caller.is_system() => home(t),
+            [plural, ..] if HOST_PLURALS.contains(plural) && !caller.is_system() => Err(status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{plural} are the region's: a tenant's user cannot reach them"),
+            )),
+            [plural, tail @ ..] if HOST_PLURALS.contains(plural) => Ok(Route::Hosts {
+                named: !tail.is_empty(),
+            }),
+            // Short paths and the caller's own tenant paths: its tenant's partition (the
+            // system tenant's short paths: the first one's).
+            _ if caller.is_system() => Ok(Route::Tenant(0)),
+            _ => home(&caller.tenant),
+        }
+    }
+
+    /// Forwards `req` (its body read) to `to` for `caller` (None: as the front door itself,
+    /// for what is the same for everyone, discovery).
+    async fn forward(
+        &self,
+        to: &Partition,
+        caller: Option<&Identity>,
+        head: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<http::Response<centaurus_client::transport::Body>, Response> {
+        let mut req = http::Request::builder()
+            .method(head.method.clone())
+            .uri(head.uri.path_and_query().map_or("/", |p| p.as_str()));
+        for (name, value) in &head.headers {
+            let drop = name == header::AUTHORIZATION
+                || name == header::HOST
+                || name == header::CONTENT_LENGTH
+                || name.as_str().starts_with("x-remote-")
+                || name.as_str().starts_with("impersonate-");
+            if !drop {
+                req = req.header(name, value);
+            }
+        }
+        let value = |v: &str| {
+            HeaderValue::from_str(v).map_err(|_| {
+                status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "a user name or group that cannot be forwarded",
+                )
+            })
+        };
+        if let Some(caller) = caller {
+            req = req
+                .header(REMOTE_USER, value(&caller.user)?)
+                .header(REMOTE_TENANT, value(&caller.tenant)?);
+            if let Some(uid) = &caller.tenant_uid {
+                req = req.header(REMOTE_TENANT_UID, value(uid)?);
+            }
+            for g in &caller.groups {
+                req = req.header(REMOTE_GROUP, value(g)?);
+            }
+        }
+        let req = req
+            .body(body)
+            .map_err(|e| status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()))?;
+        to.client.send_request(req).await.map_err(|e| {
+            status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("{} cannot be reached: {e}", to.name),
+            )
+        })
+    }
+
+    /// Forwards to each of `to` and merges the JSON answers: lists' `items` (or tables'
+    /// `rows`), discovery's `resources` and `groups`.
+    async fn merged(
+        &self,
+        to: &[&Partition],
+        caller: Option<&Identity>,
+        head: &http::request::Parts,
+    ) -> Response {
+        if head
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+        {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the front door does not watch across partitions yet: watch within one tenant",
+            );
+        }
+        let mut merged: Option<Value> = None;
+        for p in to {
+            let res = match self.forward(p, caller, head, Bytes::new()).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let code = res.status();
+            let bytes = match res.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return status(StatusCode::BAD_GATEWAY, "InternalError", e.to_string());
+                }
+            };
+            if !code.is_success() {
+                // A partition that does not serve a discovery document is left out.
+                if merged.is_some() || (to.len() > 1 && code == StatusCode::NOT_FOUND) {
+                    continue;
+                }
+                return (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+            }
+            let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+                return (code, bytes).into_response();
+            };
+            match merged.as_mut() {
+                None => merged = Some(doc),
+                Some(m) => {
+                    if doc["metadata"]["continue"]
+                        .as_str()
+                        .is_some_and(|c| !c.is_empty())
+                    {
+                        return status(
+                            StatusCode::BAD_REQUEST,
+                            "BadRequest",
+                            "a list across partitions is not paged yet: ask for more at once (limit)",
+                        );
+                    }
+                    for field in ["items", "rows", "resources", "groups"] {
+                        if let (Some(all), Some(more)) =
+                            (m[field].as_array_mut(), doc[field].as_array())
+                        {
+                            for v in more {
+                                let named = v["name"].as_str();
+                                if named.is_some()
+                                    && field != "items"
+                                    && field != "rows"
+                                    && all.iter().any(|a| a["name"].as_str() == named)
+                                {
+                                    continue;
+                                }
+                                all.push(v.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let Some(mut m) = merged else {
+            return status(StatusCode::NOT_FOUND, "NotFound", "no partition answered");
+        };
+        if m["metadata"].is_object() {
+            // No one revision spans partitions.
+            m["metadata"]["resourceVersion"] = json!("");
+        }
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            m.to_string(),
+        )
+            .into_response()
+    }
+
+    async fn handle(self: Arc<Self>, req: http::Request<Body>) -> Response {
+        let creds = Credentials::of(&req);
+        let caller = match self.caller(&creds).await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let (head, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!("request bodies are limited to {MAX_BODY} bytes"),
+                );
+            }
+        };
+        let route = match self.route(&head.method, head.uri.path(), &caller) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let read = head.method == Method::GET;
+        let target = match route {
+            Route::Tenant(i) => &self.tenants[i],
+            Route::Home(t) => match self.home(&t).await {
+                Some(i) => &self.tenants[i],
+                None => {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("tenants \"{t}\" not found"),
+                    );
+                }
+            },
+            Route::NewTenant => {
+                let fewest = (0..self.tenants.len())
+                    .min_by_key(|&i| self.held[i].list().len())
+                    .unwrap_or(0);
+                &self.tenants[fewest]
+            }
+            Route::AllTenants if read => {
+                let all: Vec<&Partition> = self.tenants.iter().collect();
+                return self.merged(&all, Some(&caller), &head).await;
+            }
+            Route::Discovery if read => {
+                return self
+                    .merged(&[&self.tenants[0], &self.resources[0]], None, &head)
+                    .await;
+            }
+            Route::Discovery => &self.tenants[0],
+            Route::Hosts { named: false } if read => {
+                let all: Vec<&Partition> = self.resources.iter().collect();
+                return self.merged(&all, Some(&caller), &head).await;
+            }
+            Route::Hosts { .. } => match self.holder(&caller, &head).await {
+                Some(p) => p,
+                None => &self.resources[0],
+            },
+            Route::AllTenants => {
+                return status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "write a tenant's objects through its own tenant paths",
+                );
+            }
+        };
+        match self.forward(target, Some(&caller), &head, body).await {
+            Ok(res) => {
+                let (parts, body) = res.into_parts();
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// The resource partition that has the host object `head` names.
+    async fn holder(&self, caller: &Identity, head: &http::request::Parts) -> Option<&Partition> {
+        let mut probe = head.clone();
+        probe.method = Method::GET;
+        // The object itself, not a subresource: /api/v1/nodes/NAME[/status].
+        let path = head.uri.path();
+        let object = path
+            .split('/')
+            .take(if path.starts_with("/apis/") { 6 } else { 5 })
+            .collect::<Vec<_>>()
+            .join("/");
+        probe.uri = object.parse().ok()?;
+        for p in &self.resources {
+            if let Ok(r) = self.forward(p, Some(caller), &probe, Bytes::new()).await
+                && r.status().is_success()
+            {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+/// `centaurus gateway`: serves the front door on `listen` until Ctrl-C or SIGTERM, with a
+/// server certificate of the region CA (adopted from `ca` into `data_dir`), and writes
+/// `DIR/admin.kubeconfig` for it.
+pub async fn run(
+    data_dir: &Path,
+    ca: &Path,
+    listen: SocketAddr,
+    tenants: &[(String, PathBuf)],
+    resources: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
+    crate::components::adopt_ca(ca, data_dir)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("the front door cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let pki = centaurus_api::tls::Pki::load_or_create(data_dir, &[addr.ip().to_string()])?;
+    let gateway = Gateway::new(tenants, resources).await?;
+    let server = format!("https://{addr}");
+    let admin = data_dir.join("admin.kubeconfig");
+    Kubeconfig::single(
+        "centaurus-region",
+        &server,
+        &pki.ca_cert,
+        Kubeconfig::cert_user(&pki.admin_cert, &pki.admin_key),
+    )
+    .write(&admin)
+    .with_context(|| format!("writing {}", admin.display()))?;
+    let app = axum::Router::new()
+        .fallback(|State(g): State<Arc<Gateway>>, req: http::Request<Body>| g.handle(req))
+        .with_state(gateway);
+    println!(
+        "centaurus gateway: {server} in front of {} tenant and {} resource partitions; admin kubeconfig {}",
+        tenants.len(),
+        resources.len(),
+        admin.display()
+    );
+    let tls = Arc::new(pki.server_config()?);
+    centaurus_api::tls::serve(listener, tls, app, async {
+        let _ = crate::components::until_stopped().await;
+    })
+    .await;
+    Ok(())
+}
