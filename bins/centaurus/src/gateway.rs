@@ -85,17 +85,34 @@ pub fn named_path(s: &str) -> Result<(String, PathBuf), String> {
     Ok((name.to_owned(), path.into()))
 }
 
-fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message.into(), "reason": reason, "code": code.as_u16(),
-    });
-    (
+/// A request the front door answers itself, with a Kubernetes `Status`.
+struct Refused {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+fn status(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
         code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+        reason,
+        message: message.into(),
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code.as_u16(),
+        });
+        (
+            self.code,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
 }
 
 /// Where a request goes.
@@ -161,7 +178,7 @@ impl Gateway {
     }
 
     /// The caller, authenticated here.
-    async fn caller(&self, creds: &Credentials) -> Result<Identity, Response> {
+    async fn caller(&self, creds: &Credentials) -> Result<Identity, Refused> {
         let unauthorized = |m: String| status(StatusCode::UNAUTHORIZED, "Unauthorized", m);
         if creds.client_cert.is_some() {
             return match ClientCertAuthenticator.authenticate(creds).await {
@@ -242,7 +259,7 @@ impl Gateway {
     }
 
     /// Where the request for `path` by `caller` goes.
-    fn route(&self, method: &Method, path: &str, caller: &Identity) -> Result<Route, Response> {
+    fn route(&self, method: &Method, path: &str, caller: &Identity) -> Result<Route, Refused> {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         // Resource paths: /api/v1/... and /apis/GROUP/VERSION/...
         let rest: &[&str] = match parts.as_slice() {
@@ -280,7 +297,7 @@ impl Gateway {
         caller: Option<&Identity>,
         head: &http::request::Parts,
         body: Bytes,
-    ) -> Result<http::Response<centaurus_client::transport::Body>, Response> {
+    ) -> Result<http::Response<centaurus_client::transport::Body>, Refused> {
         let mut req = http::Request::builder()
             .method(head.method.clone())
             .uri(head.uri.path_and_query().map_or("/", |p| p.as_str()));
@@ -343,19 +360,21 @@ impl Gateway {
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 "the front door does not watch across partitions yet: watch within one tenant",
-            );
+            )
+            .into_response();
         }
         let mut merged: Option<Value> = None;
         for p in to {
             let res = match self.forward(p, caller, head, Bytes::new()).await {
                 Ok(r) => r,
-                Err(e) => return e,
+                Err(e) => return e.into_response(),
             };
             let code = res.status();
             let bytes = match res.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
-                    return status(StatusCode::BAD_GATEWAY, "InternalError", e.to_string());
+                    return status(StatusCode::BAD_GATEWAY, "InternalError", e.to_string())
+                        .into_response();
                 }
             };
             if !code.is_success() {
@@ -379,7 +398,7 @@ impl Gateway {
                             StatusCode::BAD_REQUEST,
                             "BadRequest",
                             "a list across partitions is not paged yet: ask for more at once (limit)",
-                        );
+                        ).into_response();
                     }
                     for field in ["items", "rows", "resources", "groups"] {
                         if let (Some(all), Some(more)) =
@@ -402,7 +421,8 @@ impl Gateway {
             }
         }
         let Some(mut m) = merged else {
-            return status(StatusCode::NOT_FOUND, "NotFound", "no partition answered");
+            return status(StatusCode::NOT_FOUND, "NotFound", "no partition answered")
+                .into_response();
         };
         if m["metadata"].is_object() {
             // No one revision spans partitions.
@@ -420,7 +440,7 @@ impl Gateway {
         let creds = Credentials::of(&req);
         let caller = match self.caller(&creds).await {
             Ok(c) => c,
-            Err(e) => return e,
+            Err(e) => return e.into_response(),
         };
         let (head, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
@@ -430,12 +450,13 @@ impl Gateway {
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "RequestEntityTooLarge",
                     format!("request bodies are limited to {MAX_BODY} bytes"),
-                );
+                )
+                .into_response();
             }
         };
         let route = match self.route(&head.method, head.uri.path(), &caller) {
             Ok(r) => r,
-            Err(e) => return e,
+            Err(e) => return e.into_response(),
         };
         let read = head.method == Method::GET;
         let target = match route {
@@ -447,7 +468,8 @@ impl Gateway {
                         StatusCode::NOT_FOUND,
                         "NotFound",
                         format!("tenants \"{t}\" not found"),
-                    );
+                    )
+                    .into_response();
                 }
             },
             Route::NewTenant => {
@@ -479,7 +501,8 @@ impl Gateway {
                     StatusCode::METHOD_NOT_ALLOWED,
                     "MethodNotAllowed",
                     "write a tenant's objects through its own tenant paths",
-                );
+                )
+                .into_response();
             }
         };
         match self.forward(target, Some(&caller), &head, body).await {
@@ -487,7 +510,7 @@ impl Gateway {
                 let (parts, body) = res.into_parts();
                 Response::from_parts(parts, Body::new(body))
             }
-            Err(e) => e,
+            Err(e) => e.into_response(),
         }
     }
 

@@ -183,6 +183,43 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         k.run(&["apply", "-f", manifest.to_str().unwrap()]);
         tenants.push(k);
     }
+    // Front-door headers from anyone but the front door are ignored: a tenant naming
+    // system:admin stays itself, sent to its TP directly or through the front door.
+    let token = centaurus_client::kubeconfig::Kubeconfig::load(&tenants[0].kubeconfig)
+        .unwrap()
+        .users[0]
+        .user
+        .token
+        .clone();
+    assert!(!token.is_empty());
+    let tp1 = region["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tp1")
+        .unwrap()["server"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for server in [tp1.as_str(), region["gateway"]["server"].as_str().unwrap()] {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args([
+                "-H",
+                "X-Remote-User: system:admin",
+                "-H",
+                "X-Remote-Tenant: system",
+            ])
+            .arg(format!("{server}/api/v1/tenants"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "403",
+            "forged headers at {server}"
+        );
+    }
     // A tenant reaches its own partition only, and not the region's hosts.
     let err = tenants[0].fails(&["get", "nodes"]);
     assert!(err.contains("Forbidden"), "{err}");
