@@ -41,6 +41,9 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// How long a bearer token's identity is believed before it is asked again.
 const TOKEN_TTL: Duration = Duration::from_secs(10);
 
+/// Token identities kept at most (expired ones are dropped when the cache is full).
+const MAX_TOKENS: usize = 100_000;
+
 /// The kinds resource partitions hold.
 const HOST_PLURALS: [&str; 3] = ["nodes", "nodeledgers", "droplets"];
 
@@ -249,10 +252,12 @@ impl Gateway {
             if id.user.is_empty() {
                 continue;
             }
-            self.tokens
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(digest, (id.clone(), Instant::now() + TOKEN_TTL));
+            let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+            if tokens.len() >= MAX_TOKENS {
+                let now = Instant::now();
+                tokens.retain(|_, (_, until)| *until > now);
+            }
+            tokens.insert(digest, (id.clone(), Instant::now() + TOKEN_TTL));
             return Ok(id);
         }
         Err(unauthorized("authentication failed: unknown token".into()))
