@@ -349,7 +349,9 @@ impl Gateway {
     }
 
     /// Forwards to each of `to` and merges the JSON answers: lists' `items` (or tables'
-    /// `rows`), discovery's `resources` and `groups`.
+    /// `rows`), discovery's `resources` and `groups`. A list needs every partition (one
+    /// that cannot answer is a 503 naming it); discovery (`caller` None) leaves out a
+    /// partition that does not answer or does not serve the document.
     async fn merged(
         &self,
         to: &[&Partition],
@@ -368,23 +370,29 @@ impl Gateway {
             )
             .into_response();
         }
+        let lenient = caller.is_none();
         let mut merged: Option<Value> = None;
         for p in to {
             let res = match self.forward(p, caller, head, Bytes::new()).await {
                 Ok(r) => r,
+                Err(_) if lenient => continue,
                 Err(e) => return e.into_response(),
             };
             let code = res.status();
             let bytes = match res.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
+                Err(_) if lenient => continue,
                 Err(e) => {
-                    return status(StatusCode::BAD_GATEWAY, "InternalError", e.to_string())
-                        .into_response();
+                    return status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        format!("{} stopped answering: {e}", p.name),
+                    )
+                    .into_response();
                 }
             };
             if !code.is_success() {
-                // A partition that does not serve a discovery document is left out.
-                if merged.is_some() || (to.len() > 1 && code == StatusCode::NOT_FOUND) {
+                if lenient && (code == StatusCode::NOT_FOUND || code.is_server_error()) {
                     continue;
                 }
                 return (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
@@ -392,36 +400,34 @@ impl Gateway {
             let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
                 return (code, bytes).into_response();
             };
-            match merged.as_mut() {
-                None => merged = Some(doc),
-                Some(m) => {
-                    if doc["metadata"]["continue"]
-                        .as_str()
-                        .is_some_and(|c| !c.is_empty())
-                    {
-                        return status(
-                            StatusCode::BAD_REQUEST,
-                            "BadRequest",
-                            "a list across partitions is not paged yet: ask for more at once (limit)",
-                        ).into_response();
+            if doc["metadata"]["continue"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+            {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "a list across partitions is not paged yet: ask for more at once (limit)",
+                )
+                .into_response();
+            }
+            let Some(m) = merged.as_mut() else {
+                merged = Some(doc);
+                continue;
+            };
+            for field in ["items", "rows", "resources", "groups"] {
+                let (Some(all), Some(more)) = (m[field].as_array_mut(), doc[field].as_array())
+                else {
+                    continue;
+                };
+                // Objects are distinct across partitions; discovery entries by name.
+                let by_name = matches!(field, "resources" | "groups");
+                for v in more {
+                    let name = v["name"].as_str();
+                    if by_name && all.iter().any(|a| a["name"].as_str() == name) {
+                        continue;
                     }
-                    for field in ["items", "rows", "resources", "groups"] {
-                        if let (Some(all), Some(more)) =
-                            (m[field].as_array_mut(), doc[field].as_array())
-                        {
-                            for v in more {
-                                let named = v["name"].as_str();
-                                if named.is_some()
-                                    && field != "items"
-                                    && field != "rows"
-                                    && all.iter().any(|a| a["name"].as_str() == named)
-                                {
-                                    continue;
-                                }
-                                all.push(v.clone());
-                            }
-                        }
-                    }
+                    all.push(v.clone());
                 }
             }
         }

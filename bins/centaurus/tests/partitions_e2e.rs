@@ -281,6 +281,9 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
     eventually(30, "tp2 scales up with tp1 gone", || {
         (running(&tenants[1], "web").len() == 8).then_some(())
     });
+    // A list across partitions says which one is missing rather than leave it out.
+    let err = door.fails(&["get", "--raw", "/api/v1/tenants/all/pods"]);
+    assert!(err.contains("tp1 cannot be reached"), "{err}");
     eprintln!(
         "tp1 killed: tp2 scaled 6 -> 8 in {:.1} s",
         t.elapsed().as_secs_f64()
