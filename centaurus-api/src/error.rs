@@ -121,6 +121,18 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
+    /// 503 with `Retry-After`: `tenant` is being moved between tenant partitions, and its
+    /// space takes writes again when the move is over.
+    pub fn moving(tenant: &str) -> Self {
+        let mut e = Self::new(
+            503,
+            "ServiceUnavailable",
+            format!("tenant {tenant} is being moved to another partition: try again shortly"),
+        );
+        e.details = Some(json!({"name": tenant, "kind": "tenants", "retryAfterSeconds": 1}));
+        e
+    }
+
     /// The error as a `Status` object.
     pub fn status(&self) -> serde_json::Value {
         let mut s = json!({
@@ -173,6 +185,14 @@ impl IntoResponse for ApiError {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
+        let retry = self
+            .details
+            .as_ref()
+            .and_then(|d| d["retryAfterSeconds"].as_u64());
+        if let Some(seconds) = retry {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
         res
     }
 }

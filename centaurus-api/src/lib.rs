@@ -22,6 +22,7 @@ pub mod pods;
 pub mod protobuf;
 pub mod query;
 pub mod region;
+pub mod relocation;
 mod review;
 pub mod route;
 mod scale;

@@ -92,6 +92,7 @@ pub async fn app(
         Some(issued.clone()),
         config,
     );
+    api.watch_tenants().await;
     api.add_admission(Arc::new(NetworkAdmission::new()));
     if let Some(a) = partition.admission() {
         api.add_admission(a);

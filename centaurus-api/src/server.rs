@@ -63,6 +63,8 @@ pub struct ApiServer {
     pub(crate) pki: std::sync::OnceLock<Arc<crate::tls::Pki>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
     pub(crate) cpu: crate::cpu::CpuPool,
+    /// The tenants, to refuse writes into one being moved ([`ApiServer::watch_tenants`]).
+    tenants: std::sync::OnceLock<centaurus_core::controller::Cache<Tenant>>,
 }
 
 /// A resolved request target: the kind, the space and the object.
@@ -135,7 +137,38 @@ impl ApiServer {
             admission: Default::default(),
             cpu: crate::cpu::CpuPool::new(config.cpu_jobs),
             config,
+            tenants: Default::default(),
         })
+    }
+
+    /// Watches the store's tenants (returns once they are loaded), so that writes into the
+    /// space of a tenant being moved between partitions get 503 with `Retry-After` (stock
+    /// clients wait and retry) until the move is over.
+    pub async fn watch_tenants(&self) {
+        let informer = Arc::new(centaurus_core::controller::Informer::<Tenant>::from_store(
+            self.store.clone(),
+            "/registry/tenants/".to_owned(),
+        ));
+        let _ = self.tenants.set(informer.cache());
+        tokio::spawn(informer.clone().run());
+        informer.wait_synced().await;
+    }
+
+    /// Refuses a write into the space of a tenant that is being moved.
+    fn writable(&self, target: &Target) -> ApiResult<()> {
+        let tenant = match (target.info.plural, &target.tenant, &target.name) {
+            ("tenants", _, Some(name)) => name.as_str(),
+            (_, Some(t), _) if target.info.scope != Scope::Cluster => t.as_str(),
+            _ => return Ok(()),
+        };
+        let Some(cache) = self.tenants.get() else {
+            return Ok(());
+        };
+        let key = model::object_key("tenants", Scope::Cluster, "", "", tenant);
+        match cache.get(&key) {
+            Some(t) if model::tenant_frozen(&t) => Err(ApiError::moving(tenant)),
+            _ => Ok(()),
+        }
     }
 
     /// Resumes work a stop interrupted: the deletion of terminating tenants and namespaces.
@@ -326,6 +359,12 @@ impl ApiServer {
             )
             .await
             .map_err(|d| ApiError::forbidden(d.0))?;
+        if matches!(
+            verb,
+            Verb::Create | Verb::Update | Verb::Patch | Verb::Delete
+        ) {
+            self.writable(&target)?;
+        }
         if let Some(sub) = &target.subresource {
             let ok = match sub.as_str() {
                 "status" => target.info.has_status && verb != Verb::Delete,

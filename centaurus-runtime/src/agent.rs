@@ -6,7 +6,7 @@
 //! a real host, or thousands of hollow ones for scale tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -77,13 +77,34 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The running worker of one pod, as the fleet reaches it.
+struct Worker {
+    /// The pod's latest state; None stops it.
+    tx: watch::Sender<Option<Pod>>,
+    /// The tenant partition that holds the pod (it changes when its tenant moves).
+    home: Arc<AtomicUsize>,
+    /// The partition the pod's tenant moved away from, whose copy is being drained.
+    left: Option<usize>,
+}
+
+/// How long a pod whose tenant moved away keeps running while its node agent waits to see
+/// it in the tenant's new partition.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `pod` is the old copy of a pod whose tenant moved to another partition.
+fn moving_away(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .contains_key(model::ANNOTATION_MOVING_TO)
+}
+
 /// One node: its runtimes and network, and the pods it runs.
 pub struct NodeAgent {
     config: AgentConfig,
     containers: Option<Arc<dyn Runtime>>,
     vms: Option<Arc<dyn Runtime>>,
     network: Arc<dyn NetworkPlugin>,
-    workers: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
+    workers: Mutex<HashMap<String, Worker>>,
     stopped: AtomicBool,
     /// A hollow node powered off for a drill ([`model::LABEL_POWER`]).
     powered_off: AtomicBool,
@@ -210,6 +231,8 @@ pub struct Fleet {
     agents: RwLock<HashMap<String, Arc<NodeAgent>>>,
     /// Where the pods bound to the nodes live: the region, or each tenant partition.
     workloads: Vec<Workloads>,
+    /// Each tenant partition's pods, where pod workers report.
+    pod_apis: Arc<[centaurus_client::Api<Pod>]>,
     /// The one node of a fleet that runs as that node's identity.
     node: Option<String>,
     /// The endpoint the fleet serves pod logs on, published in each of its Nodes.
@@ -238,7 +261,7 @@ impl Fleet {
     }
 
     fn make(client: Client, tenants: Vec<Client>, node: Option<String>) -> Arc<Self> {
-        let workloads = tenants
+        let workloads: Vec<Workloads> = tenants
             .into_iter()
             .map(|c| {
                 let (pods, actions) = match &node {
@@ -258,7 +281,13 @@ impl Fleet {
                 }
             })
             .collect();
+        let pod_apis = workloads
+            .iter()
+            .map(|w| w.client.api())
+            .collect::<Vec<_>>()
+            .into();
         let fleet = Arc::new(Self {
+            pod_apis,
             workloads,
             client,
             agents: RwLock::default(),
@@ -595,36 +624,89 @@ impl Fleet {
             return;
         };
         match change {
-            Change::Deleted(p) => self.deleted(&agent, p),
+            Change::Deleted(p) => self.deleted(partition, &agent, p),
             _ => self.dispatch(partition, &agent, pod.clone()),
         }
     }
 
-    fn deleted(&self, agent: &NodeAgent, pod: &Pod) {
-        if let Some(tx) = agent
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&pod.metadata.uid)
-        {
-            let _ = tx.send(None);
+    /// Stops the worker of a pod deleted from the partition that holds it. The old copy of
+    /// a pod whose tenant moved keeps its worker: the pod runs on, and the worker follows
+    /// it to the new partition (or stops after [`FOLLOW_TIMEOUT`] if it never shows there).
+    fn deleted(&self, partition: usize, agent: &Arc<NodeAgent>, pod: &Pod) {
+        let uid = &pod.metadata.uid;
+        let mut workers = agent.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(w) = workers.get_mut(uid) else {
+            return;
+        };
+        if w.home.load(Ordering::Relaxed) != partition {
+            if w.left == Some(partition) {
+                w.left = None;
+            }
+            return;
+        }
+        if moving_away(pod) {
+            let (agent, uid) = (agent.clone(), uid.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(FOLLOW_TIMEOUT).await;
+                let mut workers = agent.workers.lock().unwrap_or_else(|e| e.into_inner());
+                if workers
+                    .get(&uid)
+                    .is_some_and(|w| w.home.load(Ordering::Relaxed) == partition)
+                    && let Some(w) = workers.remove(&uid)
+                {
+                    tracing::warn!(
+                        uid,
+                        "a moved pod never showed in its new partition: stopped"
+                    );
+                    let _ = w.tx.send(None);
+                }
+            });
+            return;
+        }
+        if let Some(w) = workers.remove(uid) {
+            let _ = w.tx.send(None);
         }
     }
 
-    /// Hands the pod's latest state to its worker, starting one for a new pod.
+    /// Hands the pod's latest state to its worker, starting one for a new pod. A pod seen
+    /// in another partition than the one holding it has moved there with its tenant: its
+    /// worker follows it (reports go there), and the old copy is ignored from then on.
     fn dispatch(self: &Arc<Self>, partition: usize, agent: &Arc<NodeAgent>, pod: Pod) {
         let mut workers = agent.workers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = workers.get(&pod.metadata.uid) {
-            let _ = tx.send(Some(pod));
+        if let Some(w) = workers.get_mut(&pod.metadata.uid) {
+            let home = w.home.load(Ordering::Relaxed);
+            if home != partition {
+                if w.left == Some(partition) || moving_away(&pod) {
+                    return;
+                }
+                tracing::info!(
+                    pod = pod.key(),
+                    from = home,
+                    to = partition,
+                    "pod followed its tenant to another partition"
+                );
+                w.home.store(partition, Ordering::Relaxed);
+                w.left = Some(home);
+            }
+            let _ = w.tx.send(Some(pod));
             return;
         }
-        if matches!(pod.phase(), "Succeeded" | "Failed") {
+        if matches!(pod.phase(), "Succeeded" | "Failed") || moving_away(&pod) {
             return;
         }
         let (tx, rx) = watch::channel(Some(pod.clone()));
-        workers.insert(pod.metadata.uid.clone(), tx);
+        let home = Arc::new(AtomicUsize::new(partition));
+        workers.insert(
+            pod.metadata.uid.clone(),
+            Worker {
+                tx,
+                home: home.clone(),
+                left: None,
+            },
+        );
         let worker = PodWorker {
-            pods: self.workloads[partition].client.api(),
+            partitions: self.pod_apis.clone(),
+            home,
             agent: agent.clone(),
             key: pod.key(),
             uid: pod.metadata.uid.clone(),
@@ -748,8 +830,10 @@ const READY_TO_START: &str = "PodReadyToStartContainers";
 
 /// Runs one pod on one node until it is deleted.
 struct PodWorker {
-    /// The pods of the partition that holds the pod.
-    pods: centaurus_client::Api<Pod>,
+    /// The pods of each tenant partition.
+    partitions: Arc<[centaurus_client::Api<Pod>]>,
+    /// The one that holds the pod.
+    home: Arc<AtomicUsize>,
     agent: Arc<NodeAgent>,
     key: String,
     uid: String,
@@ -801,13 +885,23 @@ impl PodWorker {
         let mut last: Option<PodStatus> = None;
         let poll = rt.poll_interval();
         let mut current = pod;
+        let mut home = self.home.load(Ordering::Relaxed);
         loop {
             let status = self.observe(&rt, &current, start_time, &mut tracked).await;
-            if last.as_ref() != Some(&status) {
-                self.report(&status).await;
-                last = Some(status.clone());
+            // A pod that moved partitions is reported to its new one in full.
+            let now_home = self.home.load(Ordering::Relaxed);
+            if now_home != home {
+                (home, last) = (now_home, None);
             }
-            let changed = match poll {
+            let mut retry = None;
+            if last.as_ref() != Some(&status) {
+                if self.report(&status).await {
+                    last = Some(status.clone());
+                } else {
+                    retry = Some(Duration::from_secs(1));
+                }
+            }
+            let changed = match retry.or(poll) {
                 Some(every) => tokio::time::timeout(every, rx.changed()).await.ok(),
                 None => Some(rx.changed().await),
             };
@@ -857,7 +951,7 @@ impl PodWorker {
     }
 
     async fn set_ip(&self, ip: &str) {
-        let pods = &self.pods;
+        let pods = self.pods();
         let host_ip = self.agent.config.address.clone();
         let uid = self.uid.clone();
         let _ = pods
@@ -936,10 +1030,16 @@ impl PodWorker {
         compose_status(pod, policy, start_time, &statuses)
     }
 
-    async fn report(&self, status: &PodStatus) {
+    /// The pods of the partition that holds the pod now.
+    fn pods(&self) -> &centaurus_client::Api<Pod> {
+        &self.partitions[self.home.load(Ordering::Relaxed)]
+    }
+
+    /// Writes the pod's status; false when it could not.
+    async fn report(&self, status: &PodStatus) -> bool {
         let uid = self.uid.clone();
         let result = self
-            .pods
+            .pods()
             .modify_status(&self.key, |p| {
                 if p.metadata.uid != uid {
                     return false;
@@ -970,9 +1070,10 @@ impl PodWorker {
                 true
             })
             .await;
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(pod = self.key, error = %e, "cannot report the pod's status");
         }
+        result.is_ok()
     }
 
     /// Reports a pod that waits to start: Pending, with `PodReadyToStartContainers` False

@@ -175,10 +175,7 @@ impl LedgerBinder {
     }
 }
 
-/// What the bookings of tenant partition `partition` start with.
-pub fn booking_tag(partition: &str) -> String {
-    format!("{partition}/")
-}
+pub use centaurus_core::model::booking_tag;
 
 /// The sum of a ledger's bookings.
 pub fn booked(ledger: &NodeLedger) -> Resources {

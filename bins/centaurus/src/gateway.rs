@@ -28,7 +28,7 @@ use bytes::Bytes;
 use centaurus_client::Client;
 use centaurus_client::kubeconfig::{Kubeconfig, User};
 use centaurus_core::controller::{Cache, Informer};
-use centaurus_core::model::{SYSTEM_TENANT, Tenant};
+use centaurus_core::model::{self, SYSTEM_TENANT, Tenant};
 use centaurus_tenancy::authn::{REMOTE_GROUP, REMOTE_TENANT, REMOTE_TENANT_UID, REMOTE_USER};
 use centaurus_tenancy::{Authenticator, ClientCertAuthenticator, Credentials, Identity};
 use http::{HeaderValue, Method, StatusCode, header};
@@ -43,6 +43,27 @@ const TOKEN_TTL: Duration = Duration::from_secs(10);
 
 /// Token identities kept at most (expired ones are dropped when the cache is full).
 const MAX_TOKENS: usize = 100_000;
+
+/// How often a watch checks whether its tenant moved.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// How long a watch waits for its moved tenant to arrive in its new partition.
+const FOLLOW_WAIT: Duration = Duration::from_secs(30);
+
+/// A watch's query, carrying on from `revision` of another partition (nothing sent again).
+fn resumed_query(query: &str, revision: &str) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if !matches!(
+            &*k,
+            "resourceVersion" | "resourceVersionMatch" | "sendInitialEvents"
+        ) {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.append_pair("resourceVersion", revision);
+    out.finish()
+}
 
 /// The kinds resource partitions hold.
 const HOST_PLURALS: [&str; 3] = ["nodes", "nodeledgers", "droplets"];
@@ -166,18 +187,121 @@ impl Gateway {
     }
 
     /// The tenant partition that holds `tenant`: from the watched Tenants, or, for one
-    /// created a moment ago, by asking each partition.
+    /// created a moment ago, by asking each partition. A partition holds a tenant that is
+    /// moving away from it until the copy is complete, and one that arrives after.
     async fn home(&self, tenant: &str) -> Option<usize> {
         let key = format!("/registry/tenants/{tenant}");
-        if let Some(i) = self.held.iter().position(|c| c.get(&key).is_some()) {
+        let served = |t: Option<Tenant>| t.is_some_and(|t| model::tenant_served(&t));
+        if let Some(i) = self.held.iter().position(|c| served(c.get(&key))) {
             return Some(i);
         }
         for (i, p) in self.tenants.iter().enumerate() {
-            if let Ok(Some(_)) = p.client.api::<Tenant>().get(&key).await {
+            if let Ok(t) = p.client.api::<Tenant>().get(&key).await
+                && served(t)
+            {
                 return Some(i);
             }
         }
         None
+    }
+
+    /// Resolves once partition `at` no longer serves `tenant` (it moved away).
+    async fn moved_away(&self, at: usize, tenant: &str) {
+        let key = format!("/registry/tenants/{tenant}");
+        while self.held[at]
+            .get(&key)
+            .is_some_and(|t| model::tenant_served(&t))
+        {
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+
+    /// Where `tenant` arrived after a move, and the revision there its watches carry on
+    /// from; None if it does not show within [`FOLLOW_WAIT`].
+    async fn arrival(&self, tenant: &str) -> Option<(usize, String)> {
+        let key = format!("/registry/tenants/{tenant}");
+        let deadline = Instant::now() + FOLLOW_WAIT;
+        while Instant::now() < deadline {
+            for (i, c) in self.held.iter().enumerate() {
+                let Some(t) = c.get(&key).filter(model::tenant_served) else {
+                    continue;
+                };
+                if let Some(rev) = t.metadata.annotations.get(model::ANNOTATION_ARRIVED_AT) {
+                    return Some((i, rev.clone()));
+                }
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+        None
+    }
+
+    /// Streams the answer `first` of `tenant`'s watch `head` from partition `at`, and when
+    /// the tenant moves, carries on with the same watch in its new partition from the
+    /// revision its copy was complete at: the client's stream never sees the move.
+    fn follow(
+        self: Arc<Self>,
+        tenant: String,
+        mut at: usize,
+        caller: Identity,
+        head: http::request::Parts,
+        first: http::Response<centaurus_client::transport::Body>,
+    ) -> Response {
+        let (parts, mut body) = first.into_parts();
+        if !parts.status.is_success() {
+            return Response::from_parts(parts, Body::new(body));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        tokio::spawn(async move {
+            loop {
+                let away = self.moved_away(at, &tenant);
+                tokio::pin!(away);
+                loop {
+                    tokio::select! {
+                        frame = body.frame() => match frame {
+                            Some(Ok(f)) => {
+                                if let Ok(data) = f.into_data()
+                                    && tx.send(Ok(data)).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            // The watch ended: the client watches again.
+                            _ => return,
+                        },
+                        () = &mut away => break,
+                        () = tx.closed() => return,
+                    }
+                }
+                let Some((next, revision)) = self.arrival(&tenant).await else {
+                    return;
+                };
+                let mut again = head.clone();
+                let query = resumed_query(head.uri.query().unwrap_or(""), &revision);
+                let Ok(uri) = format!("{}?{query}", head.uri.path()).parse() else {
+                    return;
+                };
+                again.uri = uri;
+                match self
+                    .forward(&self.tenants[next], Some(&caller), &again, Bytes::new())
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        tracing::info!(
+                            tenant,
+                            from = self.tenants[at].name,
+                            to = self.tenants[next].name,
+                            "a watch followed its tenant"
+                        );
+                        (at, body) = (next, r.into_body());
+                    }
+                    _ => return,
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Response::from_parts(parts, Body::from_stream(stream))
     }
 
     /// The caller, authenticated here.
@@ -470,9 +594,23 @@ impl Gateway {
             Err(e) => return e.into_response(),
         };
         let read = head.method == Method::GET;
+        let watch = read
+            && head
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
         let target = match route {
             Route::Tenant(i) => &self.tenants[i],
             Route::Home(t) => match self.home(&t).await {
+                Some(i) if watch => {
+                    return match self
+                        .forward(&self.tenants[i], Some(&caller), &head, body)
+                        .await
+                    {
+                        Ok(res) => self.clone().follow(t, i, caller, head, res),
+                        Err(e) => e.into_response(),
+                    };
+                }
                 Some(i) => &self.tenants[i],
                 None => {
                     return status(
@@ -484,6 +622,20 @@ impl Gateway {
                 }
             },
             Route::NewTenant => {
+                // One name, one tenant, in the whole region.
+                let name = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["metadata"]["name"].as_str().map(str::to_owned));
+                if let Some(name) = name
+                    && self.home(&name).await.is_some()
+                {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        format!("tenants \"{name}\" already exists"),
+                    )
+                    .into_response();
+                }
                 let fewest = (0..self.tenants.len())
                     .min_by_key(|&i| self.held[i].list().len())
                     .unwrap_or(0);

@@ -263,6 +263,10 @@ enum Command {
     /// tenant and resource partitions, each with its own etcd and API server, schedulers
     /// and controllers, and hollow nodes. Writes `DIR/region.json`; Ctrl-C stops it all.
     Region(region::RegionPlan),
+    /// Moves a tenant of a running partitioned region to another tenant partition: its
+    /// objects, tokens and pods' bookings are copied, writes wait (503 with Retry-After)
+    /// meanwhile, watches through the front door and the pods on their nodes carry on.
+    MoveTenant(region::MovePlan),
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
     Density(density::Density),
@@ -565,6 +569,7 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         } => components::bootstrap_kubeconfig(&kubeconfig, &out, ttl).await,
         Command::Region(plan) => region::run(plan).await,
+        Command::MoveTenant(plan) => region::move_tenant(plan).await,
         Command::Gateway {
             data_dir,
             ca,

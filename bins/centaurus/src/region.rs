@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -469,4 +469,113 @@ async fn start(
         etcd: Vec::new(),
     };
     Ok((gateway, partitions))
+}
+
+/// What `centaurus move-tenant` moves, and where.
+#[derive(clap::Args, Debug)]
+pub struct MovePlan {
+    /// The tenant.
+    pub tenant: String,
+    /// The tenant partition it goes to.
+    #[arg(long)]
+    pub to: String,
+    /// The region's directory: its `region.json` names the partitions and their stores.
+    #[arg(long, default_value = "./centaurus-region")]
+    pub data_dir: PathBuf,
+    /// Seconds the move gives writes admitted before its freeze, and watches and node agents
+    /// after its switch, to catch up.
+    #[arg(long, default_value_t = 2.0)]
+    pub settle: f64,
+}
+
+/// A partition as `centaurus move-tenant` reads it from `region.json`.
+#[derive(Deserialize)]
+struct Listed {
+    name: String,
+    role: String,
+    etcd: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ListedRegion {
+    partitions: Vec<Listed>,
+}
+
+/// `centaurus move-tenant`: moves a tenant of the region in `DIR` to another tenant
+/// partition ([`centaurus_api::relocation`]) while the region runs, and prints what it did.
+pub async fn move_tenant(plan: MovePlan) -> anyhow::Result<()> {
+    use centaurus_api::relocation::{PartitionStore, TenantMove};
+    use centaurus_core::model::{self, Tenant};
+    let file = plan.data_dir.join("region.json");
+    let region: ListedRegion = serde_json::from_slice(
+        &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+    )
+    .with_context(|| format!("{} is not a region's file", file.display()))?;
+    let open = |p: &Listed| crate::components::StoreArg::Etcd(p.etcd.clone());
+    let mut tenants = Vec::new();
+    let mut resources = Vec::new();
+    for p in &region.partitions {
+        let store = open(p)
+            .open()
+            .await
+            .with_context(|| format!("the store of {}", p.name))?;
+        match p.role.as_str() {
+            "tenant" => tenants.push(PartitionStore {
+                name: p.name.clone(),
+                store,
+            }),
+            _ => resources.push(store),
+        }
+    }
+    let to = tenants
+        .iter()
+        .find(|p| p.name == plan.to)
+        .cloned()
+        .with_context(|| format!("{} is not a tenant partition of this region", plan.to))?;
+    // Where the tenant is: the partition a move takes it from (an interrupted move is
+    // resumed), else the one whose copy is not being written by a move.
+    let key = model::object_key("tenants", model::Scope::Cluster, "", "", &plan.tenant);
+    let mut from = None;
+    for p in &tenants {
+        let Some(kv) = p.store.get(&key).await? else {
+            continue;
+        };
+        let t: Tenant = serde_json::from_slice(&kv.value)
+            .with_context(|| format!("tenant {} in {} is corrupt", plan.tenant, p.name))?;
+        if t.metadata
+            .annotations
+            .contains_key(model::ANNOTATION_MOVING_TO)
+        {
+            from = Some(p.clone());
+            break;
+        }
+        if t.status.as_ref().map(|s| s.phase.as_str()) != Some(model::TENANT_ARRIVING) {
+            from = Some(p.clone());
+        }
+    }
+    let from = from.with_context(|| format!("no tenant partition holds tenant {}", plan.tenant))?;
+    let started = std::time::Instant::now();
+    let moved = TenantMove {
+        tenant: plan.tenant.clone(),
+        from: from.clone(),
+        to,
+        resources,
+        registry: std::sync::Arc::new(centaurus_api::region::registry()),
+        settle: Duration::from_secs_f64(plan.settle.max(0.0)),
+    }
+    .run(|step| println!("centaurus move-tenant: {step}"))
+    .await?;
+    println!(
+        "centaurus move-tenant: moved tenant {} from {} to {} in {:.1} s: {} objects, {} tokens, {} bookings; writes waited {:.1} s; {} keys drained",
+        plan.tenant,
+        from.name,
+        plan.to,
+        started.elapsed().as_secs_f64(),
+        moved.objects,
+        moved.tokens,
+        moved.bookings,
+        moved.frozen_for.as_secs_f64(),
+        moved.drained
+    );
+    Ok(())
 }

@@ -7,14 +7,17 @@
 //! Tenants created through the front door land on different TPs and, through it with a
 //! stock kubectl, create the same Deployment; their pods land on nodes of both RPs and
 //! never collide, and a system user lists both tenants' pods and every RP's nodes there.
-//! Then the fault domains: every process of one TP dies and the other TP's tenant goes on;
+//! One tenant then moves to the other TP while its user watches and scales its pods
+//! through the front door (`centaurus move-tenant`): its pods run on, its watch carries on.
+//! Then the fault domains: every process of one TP dies and the other TP's tenants go on;
 //! one RP's API server dies and the other RP's nodes keep taking pods, and its nodes
 //! rejoin when it returns; a whole AZ (an RP's agent and so its nodes) is lost and its pods
 //! are replaced on the other RP's nodes.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Instant;
 
@@ -60,6 +63,172 @@ fn ready_nodes(k: &Kubectl) -> usize {
             })
             .count()
     })
+}
+
+/// The pods of `k`'s tenant: name → (uid, startTime).
+fn pods_of(k: &Kubectl) -> BTreeMap<String, (String, String)> {
+    let pods = k.json(&["get", "pods"]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                s(&p["metadata"]["name"]),
+                (s(&p["metadata"]["uid"]), s(&p["status"]["startTime"])),
+            )
+        })
+        .collect()
+}
+
+/// Moves acme (6 running pods of `web`) from tp1 to tp2 while its user watches its pods
+/// through the front door and scales `web` in the middle of the move. The scale waits out
+/// the move (503 with Retry-After, retried by kubectl) and lands on tp2; the watch carries
+/// on from tp2 and sees the new pod, and never a deletion; the six pods keep their UIDs
+/// and were never restarted; their bookings pass to tp2; tp1 holds nothing of acme after.
+fn move_a_tenant(
+    bin: &Path,
+    region_dir: &Path,
+    door: &Kubectl,
+    acme: &Kubectl,
+    admin: &dyn Fn(&str) -> Kubectl,
+) {
+    let before = pods_of(acme);
+    assert_eq!(before.len(), 6);
+    let watch_log = region_dir.join("acme-watch.log");
+    let mut watch = acme
+        .cmd(&[
+            "get",
+            "pods",
+            "--watch-only",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ])
+        .stdout(std::fs::File::create(&watch_log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let t = Instant::now();
+    let mut mover = std::process::Command::new(bin)
+        .args([
+            "move-tenant",
+            "acme",
+            "--to",
+            "tp2",
+            "--settle",
+            "1",
+            "--data-dir",
+        ])
+        .arg(region_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(mover.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    // Once the space is frozen, a write waits for the move rather than fail: refused with
+    // 503 and Retry-After: 1 until the switch, retried by kubectl.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push(line.clone());
+        if line.contains("freezing") {
+            break;
+        }
+    }
+    let scaling = Instant::now();
+    acme.run(&["scale", "deployment", "web", "--replicas=7"]);
+    let scaled = scaling.elapsed();
+    assert!(
+        scaled.as_secs_f64() >= 0.9,
+        "the scale did not wait: {scaled:?}"
+    );
+    said.extend(lines.map(Result::unwrap));
+    assert!(mover.wait().unwrap().success(), "{said:?}");
+    eprintln!(
+        "move: {:?} ({:.1} s); the scale in the middle waited {:.1} s",
+        said.last(),
+        t.elapsed().as_secs_f64(),
+        scaled.as_secs_f64()
+    );
+    let tenant_of = |tp: &str| {
+        admin(tp).json(&["get", "tenants"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["metadata"]["name"] == "acme")
+    };
+    assert!(tenant_of("tp2") && !tenant_of("tp1"));
+    let left: serde_json::Value =
+        serde_json::from_str(&admin("tp1").run(&["get", "--raw", "/api/v1/tenants/all/pods"]))
+            .unwrap();
+    assert!(
+        left["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["metadata"]["tenant"] != "acme"),
+        "{left}"
+    );
+    // Same pods, same UIDs, never restarted; the seventh scheduled by tp2.
+    eventually(60, "7 running pods of acme on tp2", || {
+        (running(acme, "web").len() == 7).then_some(())
+    });
+    let after = pods_of(acme);
+    for (name, was) in &before {
+        assert_eq!(after.get(name), Some(was), "pod {name} across the move");
+    }
+    let new: Vec<&String> = after.keys().filter(|n| !before.contains_key(*n)).collect();
+    assert_eq!(new.len(), 1, "{after:?}");
+    // The watch opened before the move saw the new pod, and no deletion.
+    // `kubectl get -w --output-watch-events -o json`: one JSON event after another.
+    let events = || -> Vec<(String, String)> {
+        let log = std::fs::read_to_string(&watch_log).unwrap();
+        serde_json::Deserializer::from_str(&log)
+            .into_iter::<serde_json::Value>()
+            .map_while(Result::ok)
+            .map(|e| {
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                (s(&e["type"]), s(&e["object"]["metadata"]["name"]))
+            })
+            .collect()
+    };
+    let seen = eventually(
+        30,
+        "the watch through the front door sees the new pod",
+        || {
+            let seen = events();
+            seen.contains(&("ADDED".into(), new[0].clone()))
+                .then_some(seen)
+        },
+    );
+    assert!(seen.iter().all(|(t, _)| t != "DELETED"), "{seen:?}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // Bookings: every acme pod is booked by tp2 in its node's ledger, none by tp1.
+    let mut booked = BTreeSet::new();
+    for rp in ["rp1", "rp2"] {
+        for l in admin(rp).json(&["get", "nodeledgers"])["items"]
+            .as_array()
+            .unwrap()
+        {
+            booked.extend(l["spec"]["pods"].as_object().unwrap().keys().cloned());
+        }
+    }
+    for (uid, _) in after.values() {
+        assert!(booked.contains(&format!("tp2/{uid}")), "{uid}: {booked:?}");
+        assert!(!booked.contains(&format!("tp1/{uid}")), "{uid}");
+    }
+    // The front door routes acme to tp2 and lists it once.
+    let tenants = door.json(&["get", "tenants"]);
+    let acmes = tenants["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["metadata"]["name"] == "acme")
+        .count();
+    assert_eq!(acmes, 1);
 }
 
 #[test]
@@ -183,6 +352,9 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         k.run(&["apply", "-f", manifest.to_str().unwrap()]);
         tenants.push(k);
     }
+    // One name, one tenant in the region: not a second one on the other TP.
+    let err = door.fails(&["create", "-f", d.join("acme.yaml").to_str().unwrap()]);
+    assert!(err.contains("AlreadyExists"), "{err}");
     // Front-door headers from anyone but the front door are ignored: a tenant naming
     // system:admin stays itself, sent to its TP directly or through the front door.
     let token = centaurus_client::kubeconfig::Kubeconfig::load(&tenants[0].kubeconfig)
@@ -267,6 +439,12 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         started.elapsed().as_secs_f64()
     );
 
+    move_a_tenant(bin, &region_dir, &door, &tenants[0], &admin);
+    eprintln!(
+        "acme moved from tp1 to tp2 after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
     // Kill every process of tp1: tp2's tenant goes on creating and running pods.
     let t = Instant::now();
     for p in [
@@ -280,6 +458,11 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
     tenants[1].run(&["scale", "deployment", "web", "--replicas=8"]);
     eventually(30, "tp2 scales up with tp1 gone", || {
         (running(&tenants[1], "web").len() == 8).then_some(())
+    });
+    // acme, moved to tp2, goes on too.
+    tenants[0].run(&["scale", "deployment", "web", "--replicas=8"]);
+    eventually(30, "acme scales up on tp2 with tp1 gone", || {
+        (running(&tenants[0], "web").len() == 8).then_some(())
     });
     // A list across partitions says which one is missing rather than leave it out.
     let err = door.fails(&["get", "--raw", "/api/v1/tenants/all/pods"]);

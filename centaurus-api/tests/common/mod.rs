@@ -29,6 +29,7 @@ pub struct Harness {
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    pub headers: http::HeaderMap,
 }
 
 impl Harness {
@@ -124,10 +125,15 @@ impl Harness {
             .await
             .unwrap();
         let status = res.status();
+        let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn call(
@@ -188,6 +194,7 @@ impl Harness {
             .unwrap();
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
+        let headers = res.headers().clone();
         let mut body = res.into_body();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_millis(100), async {
@@ -208,7 +215,11 @@ impl Harness {
         } else {
             serde_json::from_str(&text).unwrap()
         };
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 }
 

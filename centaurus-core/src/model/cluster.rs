@@ -69,9 +69,43 @@ pub struct TenantSpec {
 /// Observed state of a tenant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TenantStatus {
-    /// `Active` or `Terminating`.
+    /// `Active` or `Terminating`; during a move between tenant partitions
+    /// [`TENANT_MOVING`] and then [`TENANT_MOVED`] where it was, [`TENANT_ARRIVING`] where
+    /// it goes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
+}
+
+/// The phase of a tenant being copied to another tenant partition: its space is read-only.
+pub const TENANT_MOVING: &str = "Moving";
+/// The phase of a tenant's copy while it is written: not served yet, read-only.
+pub const TENANT_ARRIVING: &str = "Arriving";
+/// The phase of a tenant that another tenant partition now holds: its space here is being
+/// drained, read-only.
+pub const TENANT_MOVED: &str = "Moved";
+/// On a moving or moved tenant: the tenant partition it goes to.
+pub const ANNOTATION_MOVING_TO: &str = "tenancy.centaurus.io/moving-to";
+/// On a moved tenant's copy: the tenant partition it came from.
+pub const ANNOTATION_MOVED_FROM: &str = "tenancy.centaurus.io/moved-from";
+/// On a moved tenant's copy: the store revision of its partition once the copy was
+/// complete, where watches of the tenant's objects carry on.
+pub const ANNOTATION_ARRIVED_AT: &str = "tenancy.centaurus.io/arrived-at-revision";
+
+/// Whether `tenant`'s space takes no writes now: it is being moved between partitions.
+pub fn tenant_frozen(tenant: &Tenant) -> bool {
+    matches!(
+        tenant.status.as_ref().map(|s| s.phase.as_str()),
+        Some(TENANT_MOVING | TENANT_ARRIVING | TENANT_MOVED)
+    )
+}
+
+/// Whether the partition whose copy of `tenant` this is serves it: not a copy still being
+/// written, nor one another partition now holds.
+pub fn tenant_served(tenant: &Tenant) -> bool {
+    !matches!(
+        tenant.status.as_ref().map(|s| s.phase.as_str()),
+        Some(TENANT_ARRIVING | TENANT_MOVED)
+    )
 }
 
 fn validate_tenant(t: &Tenant) -> Result<(), Vec<FieldError>> {
@@ -352,6 +386,12 @@ pub struct NodeLedgerSpec {
     /// Pod UID → `[cpu millicores, memory bytes, vm slots]`.
     #[serde(default)]
     pub pods: BTreeMap<String, [i64; 3]>,
+}
+
+/// What the bookings of tenant partition `partition` start with (a booking is
+/// `PARTITION/POD-UID`; in a region of one partition, the pod UID alone).
+pub fn booking_tag(partition: &str) -> String {
+    format!("{partition}/")
 }
 
 /// An action on a VM pod (Arktos): reboot, snapshot or restore.
