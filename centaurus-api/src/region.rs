@@ -81,6 +81,7 @@ pub async fn app(
             .context("loading the region's tokens")?,
     );
     let partition = config.partition.clone();
+    let config_vnis = config.vnis;
     let api = ApiServer::new(
         store.clone(),
         Arc::new(partition.registry(&registry())),
@@ -93,7 +94,10 @@ pub async fn app(
         config,
     );
     api.watch_tenants().await;
-    api.add_admission(Arc::new(NetworkAdmission::new()));
+    api.add_admission(Arc::new(match config_vnis {
+        Some((first, last)) => NetworkAdmission::with_vnis(first, last),
+        None => NetworkAdmission::new(),
+    }));
     if let Some(a) = partition.admission() {
         api.add_admission(a);
     }

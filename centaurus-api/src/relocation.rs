@@ -7,9 +7,9 @@
 //! 1. **Freeze**: the tenant becomes [`TENANT_MOVING`] where it is; its API servers refuse
 //!    writes into its space with 503 and `Retry-After` (stock clients wait and retry), and
 //!    the move waits `settle` for writes admitted just before to commit.
-//! 2. **Copy** at one revision of the source: the Tenant (same UID, so its credentials stay
-//!    valid) as [`TENANT_ARRIVING`] first, then every object of its space byte for byte
-//!    (UIDs, owners, status), and the digests of its tokens.
+//! 2. **Copy**: the Tenant (same UID, so its credentials stay valid) as [`TENANT_ARRIVING`]
+//!    first, then every object of its space byte for byte (UIDs, owners, status), the
+//!    bouncers and dividers of its VPCs, and the digests of its tokens.
 //! 3. **Rebook**: each bound pod's booking in its node's ledger (in whichever resource
 //!    partition holds the node) passes from the source partition's tag to the target's, in
 //!    one write per ledger, so no scheduler ever sees the node's capacity free.
@@ -17,8 +17,11 @@
 //!    revision after the copy, where the front door resumes the tenant's watches), then the
 //!    source [`TENANT_MOVED`]; the front door now routes the tenant to the target.
 //! 5. **Drain**, after `settle` again (for watches and node agents to follow): each source
-//!    pod is marked with [`ANNOTATION_MOVING_TO`] (so its node agent keeps it running and
-//!    follows it to the target), then the space, the tokens and the Tenant are deleted there.
+//!    object is marked with [`ANNOTATION_MOVING_TO`] (so node agents keep its pods running
+//!    and follow them to the target, and its VPC operator forgets its VPCs without
+//!    unprogramming hosts), its VPCs' VNIs are retired there
+//!    ([`centaurus_vpc::admission::RETIRED_VNIS`]), then its objects, its tokens and the
+//!    Tenant are deleted there.
 //!
 //! Every step can be run again: a move interrupted anywhere is resumed by moving again.
 
@@ -26,11 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use centaurus_core::model::Resource;
 use centaurus_core::model::{
     self, ANNOTATION_ARRIVED_AT, ANNOTATION_MOVED_FROM, ANNOTATION_MOVING_TO, Registry, Scope,
     TENANT_ARRIVING, TENANT_MOVED, TENANT_MOVING,
 };
 use centaurus_core::store::{KeyValue, Revision, Store, StoreError, range_all};
+use centaurus_vpc::kinds::{Bouncer, Divider};
 use serde_json::{Value, json};
 
 /// One tenant partition as a move sees it.
@@ -223,6 +228,36 @@ impl TenantMove {
             .collect()
     }
 
+    /// The region-scoped objects that belong to the tenant: the bouncers and dividers of
+    /// its VPCs (`spec.tenant`).
+    async fn owned(&self, store: &dyn Store) -> Result<Vec<KeyValue>, MoveError> {
+        let mut owned = Vec::new();
+        for plural in [Bouncer::PLURAL, Divider::PLURAL] {
+            let prefix = format!("/registry/{plural}/{}", self.tenant);
+            let page = range_all(store, &prefix)
+                .await
+                .map_err(store_err(format!("reading {prefix}")))?;
+            owned.extend(page.kvs.into_iter().filter(|kv| {
+                serde_json::from_slice::<Value>(&kv.value)
+                    .is_ok_and(|v| v["spec"]["tenant"].as_str() == Some(self.tenant.as_str()))
+            }));
+        }
+        Ok(owned)
+    }
+
+    /// Every object of the tenant in `store`: its space and what it owns beyond it.
+    async fn objects(&self, store: &dyn Store) -> Result<Vec<KeyValue>, MoveError> {
+        let mut kvs = Vec::new();
+        for prefix in self.space() {
+            let page = range_all(store, &prefix)
+                .await
+                .map_err(store_err(format!("reading {prefix}")))?;
+            kvs.extend(page.kvs);
+        }
+        kvs.extend(self.owned(store).await?);
+        Ok(kvs)
+    }
+
     /// The tenant's token digests in `store`.
     async fn tokens(&self, store: &dyn Store) -> Result<Vec<KeyValue>, MoveError> {
         let all = range_all(store, centaurus_tenancy::tokens::PREFIX)
@@ -346,16 +381,8 @@ impl TenantMove {
             .await
             .map_err(store_err("writing the tenant's copy"))?;
         moved.objects += 1;
-        // One revision of the source for the whole space (nothing writes there now).
-        let mut at = None;
-        let mut kvs = Vec::new();
-        for prefix in self.space() {
-            let page = range_all(&*from, &prefix)
-                .await
-                .map_err(store_err(format!("reading {prefix}")))?;
-            at.get_or_insert(page.revision);
-            kvs.extend(page.kvs);
-        }
+        // Nothing writes into the space now: what is read is one state of it.
+        let kvs = self.objects(&*from).await?;
         let tokens = self.tokens(&*from).await?;
         progress(&format!(
             "copying {} objects and {} tokens",
@@ -437,16 +464,31 @@ impl TenantMove {
         Ok(passed)
     }
 
-    /// Deletes the tenant's space, tokens and Tenant from the source, its pods marked first
-    /// so that their node agents follow them instead of stopping them.
+    /// Deletes the tenant's objects, tokens and Tenant from the source, each object marked
+    /// first, so that what acts on their deletion can tell it is a move (node agents keep
+    /// the pods running, VPC operators leave the hosts programmed), and the VNIs of its VPCs
+    /// retired there, so the source never hands them out again.
     async fn drain(&self) -> Result<usize, MoveError> {
         let from = self.from.store.clone();
         let to_name = self.to.name.clone();
-        let pods = range_all(&*from, &format!("/registry/pods/{}/", self.tenant))
-            .await
-            .map_err(store_err("listing the old partition's pods"))?;
-        let keys: Vec<String> = pods.kvs.into_iter().map(|kv| kv.key).collect();
-        batched(keys, |key| {
+        let objects = self.objects(&*from).await?;
+        for kv in objects
+            .iter()
+            .filter(|kv| kv.key.starts_with("/registry/vpcs/"))
+        {
+            let vni = serde_json::from_slice::<Value>(&kv.value)
+                .ok()
+                .and_then(|v| v["spec"]["vni"].as_u64());
+            if let Some(vni) = vni.filter(|v| *v > 0) {
+                let key = format!("{}{vni}", centaurus_vpc::admission::RETIRED_VNIS);
+                let why = json!({"tenant": self.tenant, "vpc": kv.key, "movedTo": to_name});
+                put(&*from, &key, encode(&why))
+                    .await
+                    .map_err(store_err(format!("retiring VNI {vni}")))?;
+            }
+        }
+        let keys: Vec<String> = objects.into_iter().map(|kv| kv.key).collect();
+        batched(keys.clone(), |key| {
             let (from, to_name) = (from.clone(), to_name.clone());
             Box::pin(async move {
                 modify(&*from, &key, |p| {
@@ -459,13 +501,7 @@ impl TenantMove {
             })
         })
         .await?;
-        let mut keys = Vec::new();
-        for prefix in self.space() {
-            let page = range_all(&*from, &prefix)
-                .await
-                .map_err(store_err(format!("reading {prefix}")))?;
-            keys.extend(page.kvs.into_iter().map(|kv| kv.key));
-        }
+        let mut keys = keys;
         keys.extend(self.tokens(&*from).await?.into_iter().map(|kv| kv.key));
         let drained = keys.len() + 1;
         keys.push(tenant_key(&self.tenant));

@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub cpu_jobs: usize,
     /// The part of the region this server serves (its kinds).
     pub partition: crate::partition::Partition,
+    /// The VNIs this server hands to new VPCs (a tenant partition's range; None: all).
+    pub vnis: Option<(u32, u32)>,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +45,7 @@ impl Default for ApiConfig {
             bookmark_interval: Duration::from_secs(30),
             cpu_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             partition: Default::default(),
+            vnis: None,
         }
     }
 }

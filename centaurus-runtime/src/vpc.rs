@@ -23,7 +23,8 @@ use crate::{NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {
-    client: Client,
+    /// Where pods' networks and endpoints are: the region, or each tenant partition.
+    clients: Vec<Client>,
     flat: Arc<dyn NetworkPlugin>,
     wiring: Option<Wiring>,
     timeout: Duration,
@@ -63,8 +64,19 @@ impl VpcNetwork {
         wiring: Option<Wiring>,
         timeout: Duration,
     ) -> Self {
+        Self::across(vec![client], flat, wiring, timeout)
+    }
+
+    /// As [`VpcNetwork::new`] in a partitioned region: a pod's network and endpoint are
+    /// read from whichever of the tenant partitions `clients` holds its tenant.
+    pub fn across(
+        clients: Vec<Client>,
+        flat: Arc<dyn NetworkPlugin>,
+        wiring: Option<Wiring>,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            client,
+            clients,
             flat,
             wiring,
             timeout,
@@ -105,16 +117,34 @@ impl VpcNetwork {
         what: &str,
         ready: impl Fn(&R) -> Result<Option<T>>,
     ) -> Result<T> {
-        let objects = self.client.api::<R>();
         let deadline = Instant::now() + self.timeout;
         let mut delay = Duration::from_millis(5);
         loop {
-            let found = match objects.get(key).await {
-                Ok(o) => o,
-                // An API server restarting or busy: look again.
-                Err(e) if e.is_transient() => None,
-                Err(e) => return Err(RuntimeError::Unsupported(e.to_string())),
-            };
+            // A partition that does not hold the pod's tenant refuses its node (403): the
+            // refusal counts only when every partition refuses.
+            let (mut found, mut refused) = (None, None);
+            let mut refusals = 0;
+            for client in &self.clients {
+                match client.api::<R>().get(key).await {
+                    Ok(Some(o)) => {
+                        found = Some(o);
+                        break;
+                    }
+                    Ok(None) => {}
+                    // An API server restarting or busy: look again.
+                    Err(e) if e.is_transient() => {}
+                    Err(e) => {
+                        refusals += 1;
+                        refused.get_or_insert(e);
+                    }
+                }
+            }
+            if found.is_none()
+                && refusals == self.clients.len()
+                && let Some(e) = refused
+            {
+                return Err(RuntimeError::Unsupported(e.to_string()));
+            }
             if let Some(o) = found
                 && let Some(t) = ready(&o)?
             {

@@ -29,10 +29,16 @@ use crate::kinds::{Endpoint, Subnet, Vpc};
 /// The first VNI handed to VPCs created without one.
 pub const FIRST_VNI: u32 = 1000;
 
+/// Where a tenant partition keeps the VNIs of VPCs that moved to another partition with
+/// their tenant (`{prefix}{vni}`), so that it never hands them out again.
+pub const RETIRED_VNIS: &str = "/centaurus/retired-vnis/";
+
 /// The Mizar kinds' admission.
 #[derive(Clone, Default)]
 pub struct NetworkAdmission {
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// The VNIs this partition hands out (None: the whole region's, from [`FIRST_VNI`]).
+    vnis: Option<(u32, u32)>,
 }
 
 fn err(field: &str, message: impl Into<String>) -> Vec<FieldError> {
@@ -83,6 +89,16 @@ impl NetworkAdmission {
         Self::default()
     }
 
+    /// An admitter of one tenant partition, which hands out and accepts only the VNIs
+    /// `first..=last` (tenant partitions have disjoint ranges, so two VPCs of tenants in
+    /// different partitions never share a VNI on a host).
+    pub fn with_vnis(first: u32, last: u32) -> Self {
+        Self {
+            vnis: Some((first.max(1), last.min(MAX_VNI))),
+            ..Self::default()
+        }
+    }
+
     async fn vpc(
         &self,
         store: &dyn Store,
@@ -105,17 +121,32 @@ impl NetworkAdmission {
             return Ok(());
         }
         let me = (vpc.metadata.tenant.as_str(), vpc.metadata.name.as_str());
-        let used: BTreeSet<u32> = list::<Vpc>(store, "/registry/vpcs/")
+        let mut used: BTreeSet<u32> = list::<Vpc>(store, "/registry/vpcs/")
             .await?
             .iter()
             .filter(|v| (v.metadata.tenant.as_str(), v.metadata.name.as_str()) != me)
             .map(|v| v.spec.vni)
             .collect();
+        let retired = range_all(store, RETIRED_VNIS)
+            .await
+            .map_err(|e| err("", format!("cannot read {RETIRED_VNIS}: {e}")))?;
+        used.extend(
+            retired
+                .kvs
+                .iter()
+                .filter_map(|kv| kv.key.strip_prefix(RETIRED_VNIS)?.parse::<u32>().ok()),
+        );
+        let (first, last) = self.vnis.unwrap_or((FIRST_VNI, MAX_VNI));
         if vpc.spec.vni == 0 {
-            vpc.spec.vni = (FIRST_VNI..=MAX_VNI)
+            vpc.spec.vni = (first..=last)
                 .find(|v| !used.contains(v))
                 .ok_or_else(|| err("spec.vni", "every VNI is in use"))?;
             obj["spec"]["vni"] = json!(vpc.spec.vni);
+        } else if self.vnis.is_some() && !(first..=last).contains(&vpc.spec.vni) {
+            return Err(err(
+                "spec.vni",
+                format!("this tenant partition hands out VNIs {first}-{last} only"),
+            ));
         } else if used.contains(&vpc.spec.vni) {
             return Err(err(
                 "spec.vni",

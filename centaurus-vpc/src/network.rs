@@ -36,6 +36,22 @@ fn created<R>(r: Result<R, ClientError>) -> Result<(), String> {
 /// objects (replicas split them by `hashKey`). What it creates passes the API server's
 /// Mizar admission like any other request.
 pub async fn run(client: Client, share: Share) {
+    tokio::join!(
+        run_tenants(client.clone(), share.clone()),
+        run_hosts(client, share)
+    );
+}
+
+/// The hosts' half of the network controller: a `Droplet` for every node (a resource
+/// partition's).
+pub async fn run_hosts(client: Client, share: Share) {
+    let nodes = Controller::<Node>::new(client.api().source("/registry/nodes/")).with_share(&share);
+    nodes.run(NetworkController { client }).await;
+}
+
+/// The tenants' half of the network controller: default networks, and an `Endpoint` for
+/// every scheduled pod (a tenant partition's).
+pub async fn run_tenants(client: Client, share: Share) {
     let tenants =
         Controller::<Tenant>::new(client.api().source("/registry/tenants/")).with_share(&share);
     // A VPC turning Provisioned marks its tenant's network Ready.
@@ -46,17 +62,11 @@ pub async fn run(client: Client, share: Share) {
             queue.add(&format!("/registry/tenants/{}", c.object().metadata.tenant));
         });
     }
-    let nodes = Controller::<Node>::new(client.api().source("/registry/nodes/")).with_share(&share);
     let pods = Controller::<Pod>::new(client.api().source("/registry/pods/"))
         .with_share(&share)
         .with_workers(4);
     let n = NetworkController { client };
-    tokio::join!(
-        tenants.run(n.clone()),
-        vpcs.run(Ignore),
-        nodes.run(n.clone()),
-        pods.run(n),
-    );
+    tokio::join!(tenants.run(n.clone()), vpcs.run(Ignore), pods.run(n));
 }
 
 struct Ignore;

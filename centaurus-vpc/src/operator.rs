@@ -70,7 +70,12 @@ pub struct Operator {
     vpc_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pending: Mutex<HashMap<String, Programming>>,
     queue: WorkQueue,
-    droplets: Arc<Informer<Droplet>>,
+    /// Where the droplets are: the region, or each resource partition.
+    hosts: Vec<Client>,
+    /// The droplets of each of `hosts`.
+    droplets: Vec<Arc<Informer<Droplet>>>,
+    /// Droplet name → the index of the host partition that has it.
+    droplet_homes: Mutex<HashMap<String, usize>>,
     vpcs: Arc<Informer<Vpc>>,
     subnets: Arc<Informer<Subnet>>,
     endpoints: Arc<Informer<Endpoint>>,
@@ -96,9 +101,25 @@ impl Operator {
         dataplane: Arc<dyn Dataplane>,
         cfg: OperatorConfig,
     ) -> Result<Arc<Self>, crate::local::LocalError> {
+        Self::across(client.clone(), vec![client], dataplane, cfg)
+    }
+
+    /// A replica of a partitioned region: VPCs, subnets and endpoints through `client`
+    /// (its tenant partition), the droplets of every resource partition through `hosts`.
+    pub fn across(
+        client: Client,
+        hosts: Vec<Client>,
+        dataplane: Arc<dyn Dataplane>,
+        cfg: OperatorConfig,
+    ) -> Result<Arc<Self>, crate::local::LocalError> {
         let local = LocalStore::open(&cfg.state_file)?;
         Ok(Arc::new(Self {
-            droplets: Arc::new(Informer::new(client.api().source("/registry/droplets/"))),
+            droplets: hosts
+                .iter()
+                .map(|h| Arc::new(Informer::new(h.api().source("/registry/droplets/"))))
+                .collect(),
+            hosts,
+            droplet_homes: Mutex::default(),
             vpcs: Arc::new(Informer::new(client.api().source("/registry/vpcs/"))),
             subnets: Arc::new(Informer::new(client.api().source("/registry/subnets/"))),
             endpoints: Arc::new(Informer::new(client.api().source("/registry/endpoints/"))),
@@ -176,6 +197,18 @@ impl Operator {
         informer.on_change(move |change| {
             let Some(op) = me.upgrade() else { return };
             let key = change.object().key();
+            if let Change::Deleted(o) = change
+                && o.meta()
+                    .annotations
+                    .contains_key(model::ANNOTATION_MOVING_TO)
+            {
+                // Its tenant moved to another partition, whose replica adopts it as it is
+                // programmed: this one forgets it without touching hosts.
+                if R::PLURAL == Vpc::PLURAL {
+                    op.plane().forget_vpc(split(&key).1);
+                }
+                return;
+            }
             if matches!(change, Change::Deleted(_)) || op.owns_key(&key) {
                 op.queue.add(&key);
             }
@@ -184,19 +217,23 @@ impl Operator {
 
     /// Runs the replica until the future is dropped.
     pub async fn run(self: Arc<Self>) {
-        {
+        for (home, droplets) in self.droplets.iter().enumerate() {
             let me = Arc::downgrade(&self);
-            self.droplets.on_change(move |change| {
+            droplets.on_change(move |change| {
                 let Some(op) = me.upgrade() else { return };
-                op.droplet_changed(change);
+                op.droplet_changed(home, change);
             });
         }
         self.enqueue_changes(&self.vpcs);
         self.enqueue_changes(&self.subnets);
         self.enqueue_changes(&self.endpoints);
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.droplets.clone().run());
-        self.droplets.wait_synced().await;
+        for droplets in &self.droplets {
+            tasks.spawn(droplets.clone().run());
+        }
+        for droplets in &self.droplets {
+            droplets.wait_synced().await;
+        }
         tasks.spawn(self.vpcs.clone().run());
         tasks.spawn(self.subnets.clone().run());
         tasks.spawn(self.endpoints.clone().run());
@@ -272,9 +309,22 @@ impl Operator {
         }
     }
 
-    fn droplet_changed(&self, change: &Change<Droplet>) {
+    fn droplet_changed(&self, home: usize, change: &Change<Droplet>) {
         let d = change.object();
         let name = d.metadata.name.clone();
+        {
+            let mut homes = self.droplet_homes.lock().unwrap_or_else(|e| e.into_inner());
+            match change {
+                // Another partition's droplet of that name is not this one.
+                Change::Deleted(_) if homes.get(&name) != Some(&home) => return,
+                Change::Deleted(_) => {
+                    homes.remove(&name);
+                }
+                _ => {
+                    homes.insert(name.clone(), home);
+                }
+            }
+        }
         if let Change::Deleted(_) = change {
             let (vpcs, subnets) = self.plane().remove_droplet(&name);
             for v in vpcs {
@@ -387,7 +437,17 @@ impl Operator {
     }
 
     async fn reconcile_droplet(&self, key: &str) -> Result<Option<Duration>, String> {
-        self.client
+        let (_, name) = split(key);
+        let home = self
+            .droplet_homes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied();
+        let Some(home) = home else {
+            return Ok(None);
+        };
+        self.hosts[home]
             .api::<Droplet>()
             .modify_status(key, |d| {
                 let s = d.status.get_or_insert_with(Default::default);

@@ -225,6 +225,7 @@ pub async fn apiserver(
     peers: &[String],
     partition: centaurus_api::partition::Partition,
     resource_partitions: &[PathBuf],
+    vnis: Option<(u32, u32)>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating the data directory")?;
     let data_dir = &std::fs::canonicalize(data_dir)?;
@@ -236,6 +237,7 @@ pub async fn apiserver(
             listen,
             config: ApiConfig {
                 partition: partition.clone(),
+                vnis,
                 ..ApiConfig::default()
             },
             compact_every: Duration::from_secs(300),

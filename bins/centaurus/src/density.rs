@@ -227,6 +227,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     if d.vpc {
         tasks.extend(crate::up::start_network(
             &|c: identity::Component| client(c.identity()),
+            None,
             dir,
             (Arc::new(centaurus_vpc::SimDataplane::new()), "simulated"),
             ("vpc-operator-0", centaurus_core::controller::Share::all()),
@@ -253,7 +254,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
             }
         }
         (Workload::Hollow, false) => {
-            let vpc = d.vpc.then(|| agents.clone());
+            let vpc = if d.vpc { vec![agents.clone()] } else { vec![] };
             for agent in crate::up::hollow_agents(
                 "hollow",
                 d.nodes,
@@ -266,7 +267,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
         }
         (_, true) => anyhow::bail!("--no-agents applies to hollow pods only"),
         (_, false) => {
-            let (agent, what) = crate::up::local_agent(&dir.join("node"), None).context(
+            let (agent, what) = crate::up::local_agent(&dir.join("node"), vec![]).context(
                 "real pods need root and runc (and QEMU and the VM kernel for VM pods): run scripts/setup.sh as root",
             )?;
             println!("density: node {} runs {what}", agent.name());

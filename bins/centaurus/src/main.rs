@@ -97,6 +97,10 @@ enum Command {
         /// pods' nodes (`kubectl logs`).
         #[arg(long, value_delimiter = ',')]
         resource_partitions: Vec<PathBuf>,
+        /// In a tenant partition: the VNIs it hands to new VPCs, `FIRST-LAST`, disjoint
+        /// from every other tenant partition's (their VPCs share the hosts' datapaths).
+        #[arg(long, value_parser = vni_range)]
+        vni_range: Option<(u32, u32)>,
     },
     /// Runs the scheduler as a client of the API.
     Scheduler {
@@ -138,6 +142,11 @@ enum Command {
         /// tenant partitions evict their own pods).
         #[arg(long)]
         nodes_only: bool,
+        /// In a resource partition: the network controller's kubeconfig
+        /// (`DIR/components/network-controller.kubeconfig`), to make a Droplet for each
+        /// node, where the tenant partitions' VPC operators place and program.
+        #[arg(long, requires = "nodes_only")]
+        network_kubeconfig: Option<PathBuf>,
     },
     /// Runs a VPC operator replica (on the simulated dataplane) and the network controller
     /// as clients of the API.
@@ -158,6 +167,11 @@ enum Command {
         /// Where to serve /healthz, /readyz and /metrics (plain HTTP; keep it on loopback).
         #[arg(long, default_value = "127.0.0.1:10263")]
         probes: SocketAddr,
+        /// In a tenant partition: the operator's kubeconfigs of every resource partition
+        /// (their `DIR/components/vpc-operator.kubeconfig`), whose droplets it places
+        /// bouncers and dividers on and programs; their network controllers make them.
+        #[arg(long, value_delimiter = ',')]
+        resource_partitions: Vec<PathBuf>,
     },
     /// Writes the kubeconfig of a node's agent (`system:node:NAME`, confined by the node
     /// authorizer to that node's objects), signed by the region's CA.
@@ -298,6 +312,26 @@ enum Command {
     },
 }
 
+/// `--vni-range FIRST-LAST`.
+fn vni_range(s: &str) -> Result<(u32, u32), String> {
+    let max = centaurus_vpc::ipam::MAX_VNI;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected FIRST-LAST, not {s:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=max).contains(v))
+            .ok_or_else(|| format!("a VNI is 1 to {max}, not {v:?}"))
+    };
+    let (first, last) = (parse(a)?, parse(b)?);
+    if first > last {
+        return Err(format!("{first} is above {last}"));
+    }
+    Ok((first, last))
+}
+
 /// `--partition`: empty for the whole region.
 #[derive(Clone, Debug)]
 struct PartitionArg(centaurus_api::partition::Partition);
@@ -363,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
             partition,
             ca,
             resource_partitions,
+            vni_range,
         } => {
             if let Some(ca) = ca {
                 components::adopt_ca(&ca, &data_dir)?;
@@ -374,6 +409,7 @@ async fn main() -> anyhow::Result<()> {
                 &peers,
                 partition.0,
                 &resource_partitions,
+                vni_range,
             )
             .await
         }
@@ -409,6 +445,7 @@ async fn main() -> anyhow::Result<()> {
             probes,
             resource_partitions,
             nodes_only,
+            network_kubeconfig,
         } => {
             use centaurus_controllers::{LifecycleScope, Membership, MembershipConfig};
             let client = components::client(&kubeconfig)?;
@@ -433,10 +470,19 @@ async fn main() -> anyhow::Result<()> {
             let membership = Membership::new(&client, MembershipConfig::new("controllers", &name));
             let share = membership.share();
             println!("centaurus controllers: instance {name}");
+            let droplets = network_kubeconfig
+                .map(|k| components::client(&k))
+                .transpose()?;
             components::serve("controllers", async move {
+                let hosts = async {
+                    if let Some(c) = droplets {
+                        centaurus_vpc::network::run_hosts(c, share.clone()).await;
+                    }
+                };
                 tokio::join!(
                     membership.run(),
-                    centaurus_controllers::run_in(client, scope, lifecycle, share)
+                    hosts,
+                    centaurus_controllers::run_in(client, scope, lifecycle, share.clone())
                 );
             })
             .await
@@ -447,8 +493,19 @@ async fn main() -> anyhow::Result<()> {
             state_dir,
             name,
             probes,
+            resource_partitions,
         } => {
             use centaurus_controllers::{Membership, MembershipConfig};
+            let hosts = if resource_partitions.is_empty() {
+                None
+            } else {
+                Some(
+                    resource_partitions
+                        .iter()
+                        .map(|k| components::client(k))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            };
             let (op, net) = (
                 components::client(&kubeconfig)?,
                 components::client(&network_kubeconfig)?,
@@ -467,6 +524,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let tasks = up::start_network(
                 &clients,
+                hosts,
                 &state_dir,
                 (
                     std::sync::Arc::new(centaurus_vpc::SimDataplane::new()),

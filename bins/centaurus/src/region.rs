@@ -316,6 +316,9 @@ async fn start(
                 .map(|rp| s(&dir.join(rp).join("components").join("apiserver.kubeconfig")))
                 .collect();
             args.extend(["--resource-partitions".into(), kubeconfigs.join(",")]);
+            let (first, last) =
+                vni_range(tps.iter().position(|t| t == name).unwrap_or(0), tps.len());
+            args.extend(["--vni-range".into(), format!("{first}-{last}")]);
         }
         procs
             .start(
@@ -372,6 +375,27 @@ async fn start(
                 .await?;
         }
     }
+    // Each TP's VPC plane: an operator over the droplets of every RP.
+    for tp in &tps {
+        let args = vec![
+            "operator".to_owned(),
+            "--kubeconfig".into(),
+            kc(tp, "vpc-operator"),
+            "--network-kubeconfig".into(),
+            kc(tp, "network-controller"),
+            "--resource-partitions".into(),
+            every(&rps, "vpc-operator"),
+            "--state-dir".into(),
+            s(&dir.join(tp).join("operator")),
+            "--name".into(),
+            format!("operator-{tp}"),
+            "--probes".into(),
+            free_addr()?,
+        ];
+        procs
+            .start(logs, &format!("operator-{tp}"), me, &args, Some("running"))
+            .await?;
+    }
     let per_rp = plan.hollow_nodes.div_ceil(rps.len());
     let mut left = plan.hollow_nodes;
     for rp in &rps {
@@ -380,6 +404,8 @@ async fn start(
             "--kubeconfig".into(),
             kc(rp, "controllers"),
             "--nodes-only".into(),
+            "--network-kubeconfig".into(),
+            kc(rp, "network-controller"),
             "--probes".into(),
             free_addr()?,
         ];
@@ -469,6 +495,22 @@ async fn start(
         etcd: Vec::new(),
     };
     Ok((gateway, partitions))
+}
+
+/// The VNIs of tenant partition `index` of `count`: an equal share of the region's.
+fn vni_range(index: usize, count: usize) -> (u32, u32) {
+    let (first, max) = (
+        centaurus_vpc::admission::FIRST_VNI,
+        centaurus_vpc::ipam::MAX_VNI,
+    );
+    let span = (max - first + 1) / count.max(1) as u32;
+    let start = first + span * index as u32;
+    let end = if index + 1 >= count {
+        max
+    } else {
+        start + span - 1
+    };
+    (start, end)
 }
 
 /// What `centaurus move-tenant` moves, and where.

@@ -127,6 +127,7 @@ pub async fn run(
             let clients = |c: identity::Component| region.client(c.identity());
             tasks.extend(start_network(
                 &clients,
+                None,
                 data_dir,
                 dataplane,
                 ("vpc-operator-0", Share::all()),
@@ -188,15 +189,21 @@ fn start_droplets(data_dir: &Path, count: usize) -> anyhow::Result<Testbed> {
 
 /// Starts the VPC plane: an operator replica `name` programming `dataplane` (the
 /// droplets' BPF datapath, or the simulated one, as its name says) and the network
-/// controller, each on its `share` of the objects.
+/// controller, each on its `share` of the objects. In a tenant partition, `hosts` are the
+/// resource partitions (their droplets; their network controllers make them).
 pub(crate) fn start_network(
     clients: &dyn Fn(identity::Component) -> Client,
+    hosts: Option<Vec<Client>>,
     data_dir: &Path,
     (dataplane, kind): (Arc<dyn Dataplane>, &str),
     (name, share): (&str, Share),
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let operator = centaurus_vpc::operator::Operator::new(
-        clients(identity::VPC_OPERATOR),
+    let client = clients(identity::VPC_OPERATOR);
+    let network = clients(identity::NETWORK_CONTROLLER);
+    let partitioned = hosts.is_some();
+    let operator = centaurus_vpc::operator::Operator::across(
+        client.clone(),
+        hosts.unwrap_or_else(|| vec![client]),
         dataplane,
         centaurus_vpc::operator::OperatorConfig {
             name: name.into(),
@@ -208,13 +215,12 @@ pub(crate) fn start_network(
     )
     .context("starting the vpc operator")?;
     println!("centaurus: vpc plane: operator {name} on the {kind} dataplane, network controller");
-    Ok(vec![
-        tokio::spawn(operator.run()),
-        tokio::spawn(centaurus_vpc::network::run(
-            clients(identity::NETWORK_CONTROLLER),
-            share,
-        )),
-    ])
+    let network = if partitioned {
+        tokio::spawn(centaurus_vpc::network::run_tenants(network, share))
+    } else {
+        tokio::spawn(centaurus_vpc::network::run(network, share))
+    };
+    Ok(vec![tokio::spawn(operator.run()), network])
 }
 
 /// Pod logs from the node agents of this process' fleets: `up`'s in-process shortcut
@@ -293,7 +299,7 @@ async fn start_compute(
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
     if compute.local_agent {
-        match local_agent(&data_dir.join("node"), Some(agents.clone())) {
+        match local_agent(&data_dir.join("node"), vec![agents.clone()]) {
             Some((agent, what)) => {
                 let name = agent.name().to_owned();
                 fleet.add(agent).await?;
@@ -317,7 +323,7 @@ async fn start_compute(
             compute.hollow_nodes,
             Zones::named(compute.zones),
             Duration::from_secs(10),
-            Some(agents.clone()),
+            vec![agents.clone()],
         ) {
             fleet.add(agent).await?;
         }
@@ -348,7 +354,7 @@ pub(crate) enum RuntimeKind {
 
 /// The node agent of this host with the real runtimes (runc, and QEMU when present) and
 /// what it runs; None without root or runc.
-pub(crate) fn local_agent(root: &Path, vpc: Option<Client>) -> Option<(NodeAgent, String)> {
+pub(crate) fn local_agent(root: &Path, vpc: Vec<Client>) -> Option<(NodeAgent, String)> {
     if !QemuRuntime::available(None) {
         let (agent, what) = local_agent_with(root, vpc, &[RuntimeKind::Runc]).ok()?;
         return Some((
@@ -363,7 +369,7 @@ pub(crate) fn local_agent(root: &Path, vpc: Option<Client>) -> Option<(NodeAgent
 /// this host cannot run.
 pub(crate) fn local_agent_with(
     root: &Path,
-    vpc: Option<Client>,
+    vpc: Vec<Client>,
     runtimes: &[RuntimeKind],
 ) -> anyhow::Result<(NodeAgent, String)> {
     let runc = runtimes.contains(&RuntimeKind::Runc);
@@ -452,7 +458,7 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
                 real_node(name, "droplets", d.host.ip.to_string(), 0),
                 Some(Arc::new(RuncRuntime::new(root))),
                 None,
-                gated(flat.clone(), Some(client.clone()), Some((wiring, ledger))),
+                gated(flat.clone(), vec![client.clone()], Some((wiring, ledger))),
             )
         })
         .collect()
@@ -479,17 +485,17 @@ fn opened(dir: &Path) -> Option<AttachmentLedger> {
 /// the wiring given (real nodes), which records what it makes in the ledger beside it.
 fn gated(
     flat: Arc<dyn NetworkPlugin>,
-    vpc: Option<Client>,
+    vpc: Vec<Client>,
     wiring: Option<(Wiring, std::path::PathBuf)>,
 ) -> Arc<dyn NetworkPlugin> {
-    let Some(client) = vpc else {
+    if vpc.is_empty() {
         return flat;
-    };
+    }
     let (wiring, ledger) = match wiring {
         Some((w, dir)) => (Some(w), opened(&dir)),
         None => (None, None),
     };
-    let net = centaurus_runtime::VpcNetwork::new(client, flat, wiring, Duration::from_secs(60));
+    let net = centaurus_runtime::VpcNetwork::across(vpc, flat, wiring, Duration::from_secs(60));
     Arc::new(match ledger {
         Some(l) => net.with_ledger(l),
         None => net,
@@ -504,7 +510,7 @@ pub(crate) fn hollow_agents(
     count: usize,
     zones: Zones<'_>,
     heartbeat: Duration,
-    vpc: Option<Client>,
+    vpc: Vec<Client>,
 ) -> Vec<NodeAgent> {
     let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
     let network = gated(
@@ -677,7 +683,12 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
                     (client, user)
                 }
             };
-            let vpc = a.tenants.is_empty().then(|| client.clone());
+            // Pods' endpoints are where their tenants are.
+            let vpc = if a.tenants.is_empty() {
+                vec![client.clone()]
+            } else {
+                tenant_clients(&a.tenants, &user)?
+            };
             let (agent, what) = if runtimes.is_empty() {
                 local_agent(&root, vpc)
                     .context("this host's agent needs root and runc (scripts/setup.sh)")?
@@ -721,10 +732,12 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
         "an identity each"
     };
     match (&shared, &a.credentials) {
-        (Some(fleet), AgentCredentials::Shared(client, _)) => {
-            // The VPC plane does not span partitions yet: their pods start on the flat
-            // network.
-            let vpc = a.tenants.is_empty().then(|| client.clone());
+        (Some(fleet), AgentCredentials::Shared(client, user)) => {
+            let vpc = if a.tenants.is_empty() {
+                vec![client.clone()]
+            } else {
+                tenant_clients(&a.tenants, user)?
+            };
             for agent in hollow_agents(a.prefix, a.hollow, a.zones, heartbeat, vpc) {
                 fleet.add(agent).await?;
             }
@@ -735,9 +748,14 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
                 let name = hollow_name(a.prefix, i);
                 let config = crate::components::join_kubeconfig(bootstrap, &name).await?;
                 let client = Client::new(config.connection()?)?;
+                let vpc = if a.tenants.is_empty() {
+                    vec![client.clone()]
+                } else {
+                    tenant_clients(&a.tenants, &config.users[0].user)?
+                };
                 let network = gated(
                     Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
-                    a.tenants.is_empty().then(|| client.clone()),
+                    vpc,
                     None,
                 );
                 let fleet = start(client, &config.users[0].user, Some(&name))?;

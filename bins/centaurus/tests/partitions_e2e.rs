@@ -65,6 +65,24 @@ fn ready_nodes(k: &Kubectl) -> usize {
     })
 }
 
+/// The droplets of the provisioned endpoints of `k`'s tenant.
+fn provisioned_endpoints(k: &Kubectl) -> Vec<String> {
+    let eps = k.json(&["get", "endpoints.mizar.centaurus.io"]);
+    eps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"]["phase"] == "Provisioned")
+        .map(|e| e["spec"]["droplet"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The VNI of the default VPC of `k`'s tenant.
+fn vni_of(k: &Kubectl) -> u64 {
+    let vpcs = k.json(&["get", "vpcs"]);
+    vpcs["items"][0]["spec"]["vni"].as_u64().unwrap()
+}
+
 /// The pods of `k`'s tenant: name → (uid, startTime).
 fn pods_of(k: &Kubectl) -> BTreeMap<String, (String, String)> {
     let pods = k.json(&["get", "pods"]);
@@ -96,6 +114,7 @@ fn move_a_tenant(
 ) {
     let before = pods_of(acme);
     assert_eq!(before.len(), 6);
+    let vni = vni_of(acme);
     let watch_log = region_dir.join("acme-watch.log");
     let mut watch = acme
         .cmd(&[
@@ -181,6 +200,12 @@ fn move_a_tenant(
     }
     let new: Vec<&String> = after.keys().filter(|n| !before.contains_key(*n)).collect();
     assert_eq!(new.len(), 1, "{after:?}");
+    // Its VPC came along with its VNI; tp2's operator took its endpoints over and
+    // provisions the new pod's.
+    assert_eq!(vni_of(acme), vni);
+    eventually(30, "7 provisioned endpoints of acme on tp2", || {
+        (provisioned_endpoints(acme).len() == 7).then_some(())
+    });
     // The watch opened before the move saw the new pod, and no deletion.
     // `kubectl get -w --output-watch-events -o json`: one JSON event after another.
     let events = || -> Vec<(String, String)> {
@@ -407,6 +432,21 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
             "{nodes:?}"
         );
     }
+    // The VPC plane across partitions: each TP's operator provisions its tenants' endpoints
+    // on the droplets of both RPs, from VNIs of its own range.
+    let mut vnis = BTreeSet::new();
+    for k in &tenants {
+        let droplets = eventually(60, "6 provisioned endpoints in each tenant", || {
+            let d = provisioned_endpoints(k);
+            (d.len() == 6).then_some(d)
+        });
+        assert_eq!(
+            partitions_of(&droplets),
+            BTreeSet::from(["rp1".into(), "rp2".into()])
+        );
+        vnis.insert(vni_of(k));
+    }
+    assert_eq!(vnis.len(), 2, "one VNI for two tenants' VPCs: {vnis:?}");
     // Same names, separate partitions: each tenant sees its own six.
     for k in &tenants {
         let pods = k.json(&["get", "pods"]);
