@@ -135,11 +135,17 @@ async fn resource_or_404(state: State<Arc<ApiServer>>, req: Request) -> Response
     }
 }
 
+async fn version() -> Json<serde_json::Value> {
+    Json(discovery::version())
+}
+
 /// The application: discovery, OpenAPI, health, and every resource path, behind
 /// authentication.
 pub fn router(api: Arc<ApiServer>, authn: centaurus_tenancy::AuthnLayer) -> axum::Router {
     axum::Router::new()
-        .route("/version", get(|| async { Json(discovery::version()) }))
+        // The official Python client asks for `/version/`; Kubernetes answers both.
+        .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/livez", get(|| async { "ok" }))

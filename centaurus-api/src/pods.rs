@@ -111,6 +111,17 @@ impl From<LogError> for ApiError {
     }
 }
 
+/// A followed log: where it has been sent to, and how many bytes `limitBytes` leaves.
+struct Follow {
+    api: Arc<ApiServer>,
+    target: Target,
+    provider: Arc<dyn PodLogs>,
+    container: Option<String>,
+    sent_to: usize,
+    first: Option<Bytes>,
+    left: Option<usize>,
+}
+
 fn text(body: Body) -> Response {
     Response::builder()
         .status(StatusCode::OK)
@@ -163,29 +174,44 @@ impl ApiServer {
         if !params.follow {
             return Ok(text(Body::from(first)));
         }
-        // Follow: send what is new every period until the pod ends or is gone.
-        let api = self.clone();
-        let target = target.clone();
-        let state = (api, target, provider, container, log.len(), Some(first));
-        let stream = futures::stream::unfold(state, |mut s| async move {
-            if let Some(first) = s.5.take() {
-                return Some((Ok::<_, std::io::Error>(first), s));
+        // Follow: send what is new every period until the pod ends or is gone, or until
+        // `limitBytes` have been sent.
+        let left = params.limit_bytes.map(|l| l - first.len());
+        let follow = Follow {
+            api: self.clone(),
+            target: target.clone(),
+            provider,
+            container,
+            sent_to: log.len(),
+            first: Some(first),
+            left,
+        };
+        let stream = futures::stream::unfold(follow, |mut f| async move {
+            if let Some(first) = f.first.take() {
+                return Some((Ok::<_, std::io::Error>(first), f));
             }
             loop {
+                if f.left == Some(0) {
+                    return None;
+                }
                 tokio::time::sleep(FOLLOW_PERIOD).await;
-                let pod = s.0.pod(&s.1).await.ok()?;
-                let log = s.2.logs(&pod, s.3.as_deref()).await.ok()?;
+                let pod = f.api.pod(&f.target).await.ok()?;
+                let log = f.provider.logs(&pod, f.container.as_deref()).await.ok()?;
                 let ended = pod
                     .status
                     .as_ref()
                     .is_some_and(|st| matches!(st.phase.as_str(), "Succeeded" | "Failed"));
-                if log.len() > s.4 {
-                    let new = Bytes::copy_from_slice(&log[s.4..]);
-                    s.4 = log.len();
-                    return Some((Ok(new), s));
+                if log.len() > f.sent_to {
+                    let mut new = &log[f.sent_to..];
+                    if let Some(left) = &mut f.left {
+                        new = &new[..new.len().min(*left)];
+                        *left -= new.len();
+                    }
+                    f.sent_to += new.len();
+                    return Some((Ok(Bytes::copy_from_slice(new)), f));
                 }
                 // A restarted workload starts a new log.
-                s.4 = s.4.min(log.len());
+                f.sent_to = f.sent_to.min(log.len());
                 if ended {
                     return None;
                 }

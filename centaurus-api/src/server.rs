@@ -638,9 +638,19 @@ impl ApiServer {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let decoded = info
-            .decode(&obj)
-            .map_err(|errs| ApiError::invalid(info.kind, &name, &errs))?;
+        let decoded = info.decode(&obj).map_err(|e| match e {
+            model::DecodeError::Invalid(errs) => ApiError::invalid(info.kind, &name, &errs),
+            model::DecodeError::Malformed(e) => ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: {what}",
+                kind = info.kind,
+                version = info.version,
+                what = if e.field.is_empty() {
+                    e.message
+                } else {
+                    e.to_string()
+                },
+            )),
+        })?;
         if strict && !decoded.unknown_fields.is_empty() {
             let list: Vec<String> = decoded
                 .unknown_fields
@@ -1071,16 +1081,38 @@ impl ApiServer {
         ))
     }
 
+    /// Deletes (or marks for deletion) the target. Without a `resourceVersion` precondition
+    /// a write that lands between the read and the delete (a controller's, the
+    /// scheduler's) is not the caller's conflict: the delete reads again, as Kubernetes'.
     async fn delete(&self, target: &Target, body: &[u8]) -> ApiResult<Value> {
+        for _ in 0..16 {
+            if let Some(done) = self.delete_once(target, body).await? {
+                return Ok(done);
+            }
+        }
+        Err(ApiError::conflict(
+            target.info.plural,
+            target.name(),
+            "too many concurrent writes; try again",
+        ))
+    }
+
+    /// One attempt of [`Self::delete`]: `None` when another write won the race and the
+    /// caller set no `resourceVersion` precondition.
+    async fn delete_once(&self, target: &Target, body: &[u8]) -> ApiResult<Option<Value>> {
         let name = target.name().to_owned();
         let kv = self.get_kv(target, &name).await?;
+        let mut pinned = false;
         let mut obj = object_of(&kv)?;
-        if !body.is_empty()
-            && let Ok(opts) = serde_json::from_slice::<Value>(body)
-        {
-            if let Some(rv) = opts
+        if !body.is_empty() {
+            let opts: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("unable to decode DeleteOptions: {e}"))
+            })?;
+            let rv = opts
                 .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
+                .and_then(Value::as_str);
+            pinned = rv.is_some();
+            if let Some(rv) = rv
                 && rv != kv.mod_revision.to_string()
             {
                 return Err(ApiError::conflict(
@@ -1119,11 +1151,12 @@ impl ApiServer {
                 let bytes = Bytes::from(
                     serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?,
                 );
-                let kv = self
-                    .store
-                    .update(&kv.key, bytes, kv.mod_revision)
-                    .await
-                    .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+                let kv = match self.store.update(&kv.key, bytes, kv.mod_revision).await {
+                    Err(StoreError::Conflict { .. }) if !pinned => return Ok(None),
+                    other => {
+                        other.map_err(|e| ApiError::from_store(e, target.info.plural, &name))?
+                    }
+                };
                 obj = object_of(&kv)?;
             }
             if is_space {
@@ -1140,15 +1173,14 @@ impl ApiServer {
                 self.lifecycle
                     .delete_space(target.info.plural, &kv.key, &obj);
             }
-            return Ok(obj);
+            return Ok(Some(obj));
         }
-        let gone = self
-            .store
-            .delete(&kv.key, Some(kv.mod_revision))
-            .await
-            .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+        let gone = match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
+            Err(StoreError::Conflict { .. }) if !pinned => return Ok(None),
+            other => other.map_err(|e| ApiError::from_store(e, target.info.plural, &name))?,
+        };
         obj["metadata"]["resourceVersion"] = json!(gone.mod_revision.to_string());
-        Ok(obj)
+        Ok(Some(obj))
     }
 
     /// `POST /api/v1/tenants/{name}/token` with `{"user": "U"}`: issues a bearer token for

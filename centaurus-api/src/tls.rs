@@ -302,9 +302,12 @@ pub async fn serve(
                     if let Some(c) = &cert {
                         req.extensions_mut().insert(c.clone());
                     }
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    answer_then_drain(app.clone(), req)
                 });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // HTTP/2 takes the header lists HTTP/1 takes (a URI up to 64 KiB: long label
+            // selectors), where its default refuses them with a bare 431.
+            builder.http2().max_header_list_size(MAX_HEADER_LIST);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
@@ -312,4 +315,89 @@ pub async fn serve(
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+/// The largest header block an HTTP/2 request may send (hyper's HTTP/1 buffer is 400 KiB,
+/// its URIs at most 64 KiB).
+const MAX_HEADER_LIST: u32 = 256 << 10;
+
+/// Bytes of an unread HTTP/1 request body read and dropped after its answer.
+const DRAIN_LIMIT: u64 = 16 << 20;
+/// How long the server waits for the rest of an unread body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers `req`, then reads the part of its body the answer did not need (a request
+/// refused before its body was read: 401, 403, 404, 413...). An HTTP/1 client sends its whole
+/// body before it reads the answer; a server that closes the connection on unread bytes
+/// makes the kernel reset it, and the client sees the reset, not the answer. HTTP/2
+/// resets just the stream, so its bodies are left alone, as are bodies over
+/// [`DRAIN_LIMIT`] and bodies the client waits to send (`Expect: 100-continue`).
+async fn answer_then_drain(
+    app: Router,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    use http_body::Body as _;
+    let drain = req.version() <= http::Version::HTTP_11
+        && !req.body().is_end_stream()
+        && !req.headers().contains_key(http::header::EXPECT)
+        && req.body().size_hint().lower() <= DRAIN_LIMIT;
+    if !drain {
+        return app.oneshot(req.map(axum::body::Body::new)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = SharedBody(Arc::new(std::sync::Mutex::new(body)));
+    let answer = app
+        .oneshot(http::Request::from_parts(
+            parts,
+            axum::body::Body::new(body.clone()),
+        ))
+        .await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        use http_body_util::BodyExt as _;
+        let mut rest = body;
+        let mut read = 0u64;
+        while read <= DRAIN_LIMIT {
+            match rest.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => return true,
+            }
+        }
+        false
+    })
+    .await;
+    if drained != Ok(true) {
+        tracing::debug!("an unread request body was too long or too slow to drain");
+    }
+    answer
+}
+
+/// A request body the handler and [`answer_then_drain`] both hold: the handler reads what
+/// it needs, the server the rest.
+#[derive(Clone)]
+struct SharedBody(Arc<std::sync::Mutex<hyper::body::Incoming>>);
+
+impl http_body::Body for SharedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        std::pin::Pin::new(&mut *body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).size_hint()
+    }
 }

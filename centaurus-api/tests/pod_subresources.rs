@@ -150,9 +150,22 @@ async fn pod_logs_come_from_the_provider() {
     let res = h.app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), 200);
     let reader = tokio::spawn(async move { res.into_body().collect().await.unwrap().to_bytes() });
+    // With limitBytes the followed log ends once that many bytes are sent.
+    let req = Request::get(format!("{log}?follow=true&limitBytes=12"))
+        .header("authorization", format!("Bearer {acme}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let limited = tokio::spawn(async move { res.into_body().collect().await.unwrap().to_bytes() });
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     buffer.lock().unwrap().extend_from_slice(b"three\n");
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let limited = tokio::time::timeout(std::time::Duration::from_secs(2), limited)
+        .await
+        .expect("a followed log ends at limitBytes while the pod runs")
+        .unwrap();
+    assert_eq!(&limited[..], b"one\ntwo\nthre");
     let mut p = h
         .call(Method::GET, &format!("{base}/pods/web"), Some(&acme), None)
         .await

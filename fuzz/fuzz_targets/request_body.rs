@@ -15,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
         _ => "application/vnd.kubernetes.protobuf",
     };
     if let Err(e) = centaurus_api::codec::decode_body(Some(content_type), body) {
-        assert!((400..500).contains(&e.code), "{content_type}: {} {}", e.code, e.message);
+        assert!(
+            (400..500).contains(&e.code),
+            "{content_type}: {} {}",
+            e.code,
+            e.message
+        );
     }
 });

@@ -17,7 +17,7 @@ pub use cluster::*;
 pub use meta::*;
 pub use pod::*;
 pub use quantity::{Quantity, QuantityError};
-pub use registry::{Decoded, Registry, RegistryError, ResourceInfo};
+pub use registry::{DecodeError, Decoded, Registry, RegistryError, ResourceInfo};
 pub use validation::FieldError;
 pub use workload::*;
 

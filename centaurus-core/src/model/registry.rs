@@ -25,7 +25,17 @@ pub struct ResourceInfo {
     pub schema: Arc<schemars::Schema>,
     /// True when the kind has a `status` written through the `status` subresource.
     pub has_status: bool,
-    decode: fn(&serde_json::Value) -> Result<Decoded, Vec<FieldError>>,
+    decode: fn(&serde_json::Value) -> Result<Decoded, DecodeError>,
+}
+
+/// Why a manifest is not an object of its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodeError {
+    /// It does not decode as the kind (a field of the wrong type, a malformed quantity):
+    /// Kubernetes answers 400.
+    Malformed(FieldError),
+    /// It decodes but breaks the kind's rules: 422, every bad field listed.
+    Invalid(Vec<FieldError>),
 }
 
 /// A manifest decoded as its kind: the normalized object and what the kind did not know.
@@ -48,16 +58,21 @@ impl std::fmt::Debug for ResourceInfo {
     }
 }
 
-fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, Vec<FieldError>> {
+fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, DecodeError> {
     let mut unknown_fields = Vec::new();
     let mut note_unknown = |path: serde_ignored::Path<'_>| unknown_fields.push(path.to_string());
     let de = serde_ignored::Deserializer::new(value, &mut note_unknown);
     let mut obj: R = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        vec![FieldError::new(
-            if path == "." { String::new() } else { path },
-            e.into_inner().to_string(),
-        )]
+        let message = e.into_inner().to_string();
+        let field = FieldError::new(if path == "." { String::new() } else { path }, message);
+        // A missing required field is a rule the object breaks (Kubernetes: "Required
+        // value", 422); anything else did not decode.
+        if field.message.starts_with("missing field") {
+            DecodeError::Invalid(vec![field])
+        } else {
+            DecodeError::Malformed(field)
+        }
     })?;
     obj.set_defaults();
     let mut errors = Errors::default();
@@ -65,9 +80,9 @@ fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, Vec<Fiel
     if let Err(kind_errors) = obj.validate() {
         errors.0.extend(kind_errors);
     }
-    errors.into_result()?;
+    errors.into_result().map_err(DecodeError::Invalid)?;
     let value = serde_json::to_value(&obj)
-        .map_err(|e| vec![FieldError::new(String::new(), e.to_string())])?;
+        .map_err(|e| DecodeError::Invalid(vec![FieldError::new(String::new(), e.to_string())]))?;
     Ok(Decoded {
         value,
         unknown_fields,
@@ -165,12 +180,15 @@ impl ResourceInfo {
 
     /// Decodes `value` as this kind and runs every validation; the errors name fields.
     pub fn validate(&self, value: &serde_json::Value) -> Result<(), Vec<FieldError>> {
-        self.decode(value).map(|_| ())
+        self.decode(value).map(|_| ()).map_err(|e| match e {
+            DecodeError::Malformed(field) => vec![field],
+            DecodeError::Invalid(errors) => errors,
+        })
     }
 
     /// Decodes and validates `value` as this kind, returning the normalized object and the
     /// fields the kind does not know.
-    pub fn decode(&self, value: &serde_json::Value) -> Result<Decoded, Vec<FieldError>> {
+    pub fn decode(&self, value: &serde_json::Value) -> Result<Decoded, DecodeError> {
         (self.decode)(value)
     }
 
