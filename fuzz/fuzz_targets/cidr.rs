@@ -18,10 +18,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = parsed {
         assert!(cidr(first).is_ok_and(|(a, _)| a.is_ipv4()));
         assert!(c.contains_addr(c.network()) && c.contains_addr(c.last()));
-        assert_eq!(
-            c.to_string().parse::<centaurus_vpc::ipam::Ipv4Cidr>(),
-            Ok(c)
-        );
+        assert_eq!(c.to_string().parse::<centaurus_vpc::ipam::Ipv4Cidr>(), Ok(c));
         if let Ok(d) = second.parse::<centaurus_vpc::ipam::Ipv4Cidr>() {
             assert_eq!(c.overlaps(&d), d.overlaps(&c));
             assert_eq!(c.contains(&d) && d.contains(&c), c == d);

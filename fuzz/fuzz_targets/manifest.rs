@@ -11,11 +11,7 @@ fuzz_target!(|data: &[u8]| {
     {
         assert!(objects.iter().all(|o| o["apiVersion"].is_string()));
     }
-    for ct in [
-        "application/json",
-        "application/yaml",
-        "application/vnd.kubernetes.protobuf",
-    ] {
+    for ct in ["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"] {
         if let Err(e) = centaurus_api::codec::decode_body(Some(ct), data) {
             assert!(e.code == 400 || e.code == 415, "{e}");
         }

@@ -15,11 +15,6 @@ fuzz_target!(|data: &[u8]| {
         _ => "application/vnd.kubernetes.protobuf",
     };
     if let Err(e) = centaurus_api::codec::decode_body(Some(content_type), body) {
-        assert!(
-            (400..500).contains(&e.code),
-            "{content_type}: {} {}",
-            e.code,
-            e.message
-        );
+        assert!((400..500).contains(&e.code), "{content_type}: {} {}", e.code, e.message);
     }
 });

@@ -13,11 +13,7 @@ fuzz_target!(|data: &[u8]| {
     match centaurus_api::route::parse(path) {
         Ok(r) => {
             assert!(!r.plural.is_empty() && !r.version.is_empty());
-            assert!(
-                r.name
-                    .as_deref()
-                    .is_none_or(|n| !n.is_empty() && !n.contains('/'))
-            );
+            assert!(r.name.as_deref().is_none_or(|n| !n.is_empty() && !n.contains('/')));
         }
         Err(e) => assert_eq!(e.code, 404),
     }

@@ -12,10 +12,7 @@ use centaurus_xdp::geneve::decapsulate;
 use centaurus_xdp::model::{Host, HostInfo, Verdict};
 use libfuzzer_sys::fuzz_target;
 
-const ME: HostInfo = HostInfo {
-    ip: Ipv4Addr::new(192, 168, 0, 1),
-    mac: [2, 0, 0, 0, 0, 1],
-};
+const ME: HostInfo = HostInfo { ip: Ipv4Addr::new(192, 168, 0, 1), mac: [2, 0, 0, 0, 0, 1] };
 
 fn host() -> &'static Host {
     static T: OnceLock<Host> = OnceLock::new();
@@ -24,34 +21,14 @@ fn host() -> &'static Host {
         let peer = Ipv4Addr::new(192, 168, 0, 2);
         let local = EndpointKey::new(1000, Ipv4Addr::new(10, 0, 1, 2));
         for u in [
-            TableUpdate::PutEndpoint {
-                key: local,
-                location: Location::Local {
-                    veth: "ve0".into(),
-                    mac: [2, 1, 1, 1, 1, 1],
-                },
-            },
+            TableUpdate::PutEndpoint { key: local, location: Location::Local { veth: "ve0".into(), mac: [2, 1, 1, 1, 1, 1] } },
             TableUpdate::PutEndpoint {
                 key: EndpointKey::new(1000, Ipv4Addr::new(10, 0, 1, 3)),
-                location: Location::Remote {
-                    host: peer,
-                    mac: [2, 1, 1, 1, 1, 2],
-                },
+                location: Location::Remote { host: peer, mac: [2, 1, 1, 1, 1, 2] },
             },
-            TableUpdate::PutAgent {
-                key: local,
-                bouncers: vec![ME.ip, peer],
-            },
-            TableUpdate::PutBouncedSubnet {
-                vni: 1000,
-                cidr: "10.0.1.0/24".parse().unwrap(),
-                dividers: vec![peer],
-            },
-            TableUpdate::PutDividedSubnet {
-                vni: 1000,
-                cidr: "10.0.2.0/24".parse().unwrap(),
-                bouncers: vec![peer],
-            },
+            TableUpdate::PutAgent { key: local, bouncers: vec![ME.ip, peer] },
+            TableUpdate::PutBouncedSubnet { vni: 1000, cidr: "10.0.1.0/24".parse().unwrap(), dividers: vec![peer] },
+            TableUpdate::PutDividedSubnet { vni: 1000, cidr: "10.0.2.0/24".parse().unwrap(), bouncers: vec![peer] },
         ] {
             t.apply(&u);
         }
