@@ -52,21 +52,49 @@ impl std::str::FromStr for StoreArg {
     }
 }
 
+/// Recent events an API server's watch cache keeps, so a watch that resumes slightly in the
+/// past is served without asking etcd.
+const WATCH_WINDOW: usize = 16 * 1024;
+/// Events a watcher may fall behind the watch cache before it is ended (and re-lists).
+const WATCH_LAG: usize = 64 * 1024;
+
 impl StoreArg {
+    /// Opens the store for an API server: etcd behind one [`WatchCache`] watch, so the
+    /// server's watches (one per node agent and kind, at scale tens of thousands) are not
+    /// each an etcd watcher. redb's store fans out its watches itself.
+    ///
+    /// [`WatchCache`]: centaurus_core::store::WatchCache
+    pub async fn open_served(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self {
+            Self::Redb(_) => self.open().await?,
+            Self::Etcd(urls) => Arc::new(
+                centaurus_core::store::WatchCache::new(
+                    Self::etcd(urls).await?,
+                    WATCH_WINDOW,
+                    WATCH_LAG,
+                )
+                .await
+                .context("watching etcd")?,
+            ),
+        })
+    }
+
+    async fn etcd(urls: &[String]) -> anyhow::Result<centaurus_core::store::EtcdStore> {
+        centaurus_core::store::EtcdStore::connect(centaurus_core::store::EtcdConfig {
+            endpoints: urls.to_vec(),
+            root: String::new(),
+        })
+        .await
+        .with_context(|| format!("connecting to etcd at {}", urls.join(",")))
+    }
+
     /// Opens the store.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         Ok(match self {
             Self::Redb(path) => Arc::new(
                 RedbStore::open(path).with_context(|| format!("opening {}", path.display()))?,
             ),
-            Self::Etcd(urls) => Arc::new(
-                centaurus_core::store::EtcdStore::connect(centaurus_core::store::EtcdConfig {
-                    endpoints: urls.clone(),
-                    root: String::new(),
-                })
-                .await
-                .with_context(|| format!("connecting to etcd at {}", urls.join(",")))?,
-            ),
+            Self::Etcd(urls) => Arc::new(Self::etcd(urls).await?),
         })
     }
 }
@@ -310,7 +338,7 @@ async fn open_and_bootstrap(store: &StoreArg) -> anyhow::Result<(Arc<dyn Store>,
     let mut delay = Duration::from_millis(100);
     loop {
         let attempt = async {
-            let db = store.open().await?;
+            let db = store.open_served().await?;
             let created = region::bootstrap(&*db).await?;
             anyhow::Ok((db, created))
         };

@@ -68,6 +68,9 @@ struct RegionFile {
     processes: Vec<ProcessEntry>,
 }
 
+/// How long a process of the region may take to say it is ready.
+const MINUTE: Duration = Duration::from_secs(60);
+
 /// The processes started so far; killed when dropped.
 #[derive(Default)]
 struct Processes {
@@ -77,14 +80,14 @@ struct Processes {
 
 impl Processes {
     /// Starts `program args` as `name`, its output in `logs/NAME.log`; with `ready`, waits
-    /// (at most a minute) for a line of its standard output that contains it.
+    /// (at most the given time) for a line of its standard output that contains it.
     async fn start(
         &mut self,
         logs: &Path,
         name: &str,
         program: &Path,
         args: &[String],
-        ready: Option<&str>,
+        ready: Option<(&str, Duration)>,
     ) -> anyhow::Result<()> {
         let log = logs.join(format!("{name}.log"));
         let err =
@@ -100,7 +103,7 @@ impl Processes {
         let pid = child.id().unwrap_or_default();
         let stdout = child.stdout.take().context("the child's output")?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let marker = ready.map(str::to_owned);
+        let marker = ready.map(|(m, _)| m.to_owned());
         let out_log = logs.join(format!("{name}.out"));
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -117,11 +120,12 @@ impl Processes {
                 }
             }
         });
-        if let Some(marker) = ready {
-            match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        if let Some((marker, patience)) = ready {
+            match tokio::time::timeout(patience, rx).await {
                 Ok(Ok(())) => {}
                 _ => anyhow::bail!(
-                    "{name} did not print {marker:?} within 60 s; see {}",
+                    "{name} did not print {marker:?} within {} s; see {}",
+                    patience.as_secs(),
                     log.display()
                 ),
             }
@@ -326,7 +330,7 @@ async fn start(
                 &format!("apiserver-{name}"),
                 me,
                 &args,
-                Some("centaurus apiserver:"),
+                Some(("centaurus apiserver:", MINUTE)),
             )
             .await?;
         partitions.push(PartitionEntry {
@@ -370,7 +374,7 @@ async fn start(
                     &format!("{component}-{tp}"),
                     me,
                     &args,
-                    Some("running"),
+                    Some(("running", MINUTE)),
                 )
                 .await?;
         }
@@ -393,7 +397,13 @@ async fn start(
             free_addr()?,
         ];
         procs
-            .start(logs, &format!("operator-{tp}"), me, &args, Some("running"))
+            .start(
+                logs,
+                &format!("operator-{tp}"),
+                me,
+                &args,
+                Some(("running", MINUTE)),
+            )
             .await?;
     }
     let per_rp = plan.hollow_nodes.div_ceil(rps.len());
@@ -415,7 +425,7 @@ async fn start(
                 &format!("controllers-{rp}"),
                 me,
                 &args,
-                Some("running"),
+                Some(("running", MINUTE)),
             )
             .await?;
         let nodes = per_rp.min(left);
@@ -457,7 +467,11 @@ async fn start(
                 &format!("agent-{rp}"),
                 me,
                 &args,
-                Some("hollow nodes"),
+                // Joining a node is a round trip and a store write: give each its share.
+                Some((
+                    "hollow nodes",
+                    MINUTE + Duration::from_millis(20) * per_rp as u32,
+                )),
             )
             .await?;
     }
@@ -485,7 +499,13 @@ async fn start(
         named(&rps),
     ];
     procs
-        .start(logs, "gateway", me, &args, Some("centaurus gateway:"))
+        .start(
+            logs,
+            "gateway",
+            me,
+            &args,
+            Some(("centaurus gateway:", MINUTE)),
+        )
         .await?;
     let gateway = PartitionEntry {
         name: "gateway".into(),

@@ -68,7 +68,7 @@ pub async fn run(
     let store_arg = store_arg
         .cloned()
         .unwrap_or_else(|| StoreArg::Redb(data_dir.join("store.redb")));
-    let store: Arc<dyn Store> = store_arg.open().await?;
+    let store: Arc<dyn Store> = store_arg.open_served().await?;
     let db = match &store_arg {
         StoreArg::Redb(path) => path.display().to_string(),
         StoreArg::Etcd(urls) => format!("etcd:{}", urls.join(",")),
@@ -652,6 +652,9 @@ pub(crate) enum AgentCredentials {
 /// names its root, with the endpoint their logs are read from. Runs until Ctrl-C or
 /// SIGTERM, then stops the workloads of this host (its pods stay bound and start again
 /// with the next agent).
+/// Hollow nodes of one agent process that join at once.
+const CONCURRENT_JOINS: usize = 32;
+
 pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Result<()> {
     let endpoint = AgentEndpoint::bind(a.serve, a.advertise, region_ca).await?;
     let published = endpoint.published();
@@ -743,29 +746,43 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
             }
         }
         (_, AgentCredentials::Join { bootstrap, .. }) => {
+            use futures::StreamExt as _;
             let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
-            for i in 0..a.hollow {
-                let name = hollow_name(a.prefix, i);
-                let config = crate::components::join_kubeconfig(bootstrap, &name).await?;
-                let client = Client::new(config.connection()?)?;
-                let vpc = if a.tenants.is_empty() {
-                    vec![client.clone()]
-                } else {
-                    tenant_clients(&a.tenants, &config.users[0].user)?
-                };
-                let network = gated(
-                    Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
-                    vpc,
-                    None,
-                );
-                let fleet = start(client, &config.users[0].user, Some(&name))?;
-                tasks.push(tokio::spawn(fleet.clone().run()));
-                fleet.wait_synced().await;
-                fleet
-                    .add(hollow_agent(
-                        a.prefix, i, a.zones, heartbeat, &runtime, network,
-                    ))
-                    .await?;
+            let process = &a;
+            let join = |i: usize| {
+                let (runtime, start, a) = (runtime.clone(), &start, process);
+                async move {
+                    let name = hollow_name(a.prefix, i);
+                    let config = crate::components::join_kubeconfig(bootstrap, &name).await?;
+                    let client = Client::new(config.connection()?)?;
+                    let vpc = if a.tenants.is_empty() {
+                        vec![client.clone()]
+                    } else {
+                        tenant_clients(&a.tenants, &config.users[0].user)?
+                    };
+                    let network = gated(
+                        Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
+                        vpc,
+                        None,
+                    );
+                    let fleet = start(client, &config.users[0].user, Some(&name))?;
+                    let task = tokio::spawn(fleet.clone().run());
+                    fleet.wait_synced().await;
+                    fleet
+                        .add(hollow_agent(
+                            a.prefix, i, a.zones, heartbeat, &runtime, network,
+                        ))
+                        .await?;
+                    anyhow::Ok((fleet, task))
+                }
+            };
+            // Nodes join a few at a time: each join is a round trip and a store write.
+            let mut joining = futures::stream::iter(0..a.hollow)
+                .map(join)
+                .buffer_unordered(CONCURRENT_JOINS);
+            while let Some(joined) = joining.next().await {
+                let (fleet, task) = joined?;
+                tasks.push(task);
                 fleets.push(fleet);
             }
         }
