@@ -470,7 +470,7 @@ async fn start(
                 // Joining a node is a round trip and a store write: give each its share.
                 Some((
                     "hollow nodes",
-                    MINUTE + Duration::from_millis(20) * per_rp as u32,
+                    MINUTE + Duration::from_millis(100) * per_rp as u32,
                 )),
             )
             .await?;
