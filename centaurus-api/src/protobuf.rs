@@ -11,7 +11,8 @@ use crate::error::{ApiError, ApiResult};
 /// The content type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
-const MAGIC: &[u8] = b"k8s\0";
+/// What every Kubernetes protobuf body starts with.
+pub const MAGIC: &[u8] = b"k8s\0";
 
 struct Reader<'a> {
     buf: &'a [u8],

@@ -1104,7 +1104,8 @@ impl ApiServer {
         let kv = self.get_kv(target, &name).await?;
         let mut pinned = false;
         let mut obj = object_of(&kv)?;
-        if !body.is_empty() {
+        // Protobuf DeleteOptions (typed Go clients) carry no preconditions we read.
+        if !body.is_empty() && !body.starts_with(crate::protobuf::MAGIC) {
             let opts: Value = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("unable to decode DeleteOptions: {e}"))
             })?;

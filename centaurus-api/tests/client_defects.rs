@@ -293,4 +293,24 @@ async fn version_with_a_trailing_slash_and_wrongly_typed_fields() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // Protobuf DeleteOptions, as typed Go clients send them, delete.
+    let r = h
+        .raw(
+            Method::DELETE,
+            "/api/v1/namespaces/default/pods/keep",
+            Some(&acme),
+            "application/vnd.kubernetes.protobuf",
+            &b"k8s\0\x0a\x10\x0a\x02v1\x12\x0aDeleteOptions"[..],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/pods/keep",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
 }
