@@ -287,8 +287,25 @@ fn columns(plural: &str) -> Vec<Column> {
                 or_none(str_at(v, "/metadata/labels/topology.kubernetes.io~1zone"))
             }),
         ],
+        "configmaps" => vec![
+            ("Data", 0, |v, _| {
+                json!(map_len(v, "/data") + map_len(v, "/binaryData"))
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "secrets" => vec![
+            ("Type", 0, |v, _| json!(str_at(v, "/type"))),
+            ("Data", 0, |v, _| json!(map_len(v, "/data"))),
+            ("Age", 0, age_cell),
+        ],
         _ => vec![("Age", 0, age_cell)],
     }
+}
+
+fn map_len(v: &Value, pointer: &str) -> usize {
+    v.pointer(pointer)
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len())
 }
 
 /// The column definitions of a `Table` of `info`'s kind.
@@ -415,6 +432,8 @@ mod tests {
             shown("nodes", true)[5..9],
             ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION"]
         );
+        assert_eq!(shown("configmaps", false), ["NAME", "DATA", "AGE"]);
+        assert_eq!(shown("secrets", false), ["NAME", "TYPE", "DATA", "AGE"]);
         assert_eq!(
             shown("deployments", false),
             ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]

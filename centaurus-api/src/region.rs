@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Resource as _, Scope};
-use centaurus_core::store::{Store, StoreError};
+use centaurus_core::store::{SEALED_PREFIXES, Sealed, SealingKey, Store, StoreError};
 use centaurus_tenancy::confine::Confined;
 use centaurus_tenancy::{
     AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, FrontDoor, Identity,
@@ -65,8 +65,8 @@ pub async fn bootstrap(store: &dyn Store) -> Result<bool, StoreError> {
     Ok(created)
 }
 
-/// The API server of a region over `store`, wired as `centaurus up` wires it: the region's
-/// kinds, the cached tenant gate, caller-tenant space resolution, and authentication by
+/// The API server of a region over `store`, wired as `centaurus up` wires it: Secrets
+/// sealed at rest with `config.sealing`, the region's kinds, the cached tenant gate, caller-tenant space resolution, and authentication by
 /// client certificate, then by the bearer tokens the region's API servers issued (kept in
 /// the store, [`StoredTokens`]), then by the static `tokens` file. Returns the server and
 /// its application (plain HTTP; [`crate::tls::serve`] adds TLS).
@@ -75,6 +75,11 @@ pub async fn app(
     tokens: Arc<TokenFile>,
     config: ApiConfig,
 ) -> anyhow::Result<(Arc<ApiServer>, axum::Router)> {
+    let key = config.sealing.clone().unwrap_or_else(|| {
+        tracing::info!("Secrets are sealed with a key of this process only");
+        Arc::new(SealingKey::generate())
+    });
+    let store: Arc<dyn Store> = Arc::new(Sealed::new(store, key, SEALED_PREFIXES));
     let issued = Arc::new(
         StoredTokens::start(store.clone())
             .await
@@ -133,6 +138,7 @@ impl LocalRegion {
     ) -> anyhow::Result<Self> {
         bootstrap(&*store).await?;
         let tokens = Arc::new(TokenFile::load(dir.join("tokens.csv")).await?);
+        let config = with_sealing_key(config, dir)?;
         let (api, router) = app(store, tokens, config).await?;
         Ok(Self { api, router })
     }
@@ -194,6 +200,26 @@ async fn bind_unbound_tokens(store: &dyn Store, tokens: &TokenFile) -> anyhow::R
     Ok(())
 }
 
+/// The file of the region's key for Secrets at rest, in a data directory. Every API server
+/// of a region holds the same one.
+pub fn sealing_key_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("pki").join("secrets.key")
+}
+
+/// `config` with the sealing key of `data_dir` ([`sealing_key_path`], made when absent)
+/// unless it has one.
+fn with_sealing_key(
+    mut config: ApiConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<ApiConfig> {
+    if config.sealing.is_none() {
+        config.sealing = Some(Arc::new(SealingKey::load_or_create(&sealing_key_path(
+            data_dir,
+        ))?));
+    }
+    Ok(config)
+}
+
 /// How to run the regional API endpoint.
 #[derive(Clone, Debug)]
 pub struct RegionOptions {
@@ -237,7 +263,8 @@ impl Region {
         let pki = Pki::load_or_create(&opts.data_dir, &names)?;
         let tokens = Arc::new(TokenFile::load(opts.data_dir.join("tokens.csv")).await?);
         bind_unbound_tokens(&*store, &tokens).await?;
-        let (api, app) = app(store.clone(), tokens, opts.config.clone()).await?;
+        let config = with_sealing_key(opts.config.clone(), &opts.data_dir)?;
+        let (api, app) = app(store.clone(), tokens, config).await?;
         api.set_pki(pki.clone());
         let resumed = api.resume().await?;
         if resumed > 0 {

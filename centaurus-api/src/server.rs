@@ -36,6 +36,9 @@ pub struct ApiConfig {
     pub partition: crate::partition::Partition,
     /// The VNIs this server hands to new VPCs (a tenant partition's range; None: all).
     pub vnis: Option<(u32, u32)>,
+    /// The region's key for Secrets at rest ([`centaurus_core::store::Sealed`]). None: a
+    /// key of this process only, for servers whose store dies with them (tests, tools).
+    pub sealing: Option<Arc<centaurus_core::store::SealingKey>>,
 }
 
 impl Default for ApiConfig {
@@ -46,6 +49,7 @@ impl Default for ApiConfig {
             cpu_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             partition: Default::default(),
             vnis: None,
+            sealing: None,
         }
     }
 }
@@ -990,6 +994,12 @@ impl ApiServer {
             next["metadata"]["generation"] = json!(g + 1);
         }
         let mut next = self.admit_shape(target, next, params.strict)?;
+        if !status_only {
+            target
+                .info
+                .validate_update(&next, &current)
+                .map_err(|errors| ApiError::invalid(target.info.kind, &name, &errors))?;
+        }
         let _admitted = if status_only {
             Vec::new()
         } else {

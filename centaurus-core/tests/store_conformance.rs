@@ -1,7 +1,9 @@
 //! The store conformance suite against every implementation: RedbStore, EtcdStore on a real
-//! etcd, and the WatchCache over each.
+//! etcd, the WatchCache over each, and the Sealed wrapper (sealing every key).
 
-use centaurus_core::store::{RedbStore, WatchCache, conformance};
+use std::sync::Arc;
+
+use centaurus_core::store::{RedbStore, Sealed, SealingKey, WatchCache, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_store_conforms() {
@@ -27,6 +29,20 @@ async fn watch_cache_over_redb_conforms() {
                 .await
                 .unwrap()
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_redb_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SealingKey::generate());
+    let mut n = 0;
+    conformance::run(|| {
+        n += 1;
+        let path = dir.path().join(format!("store-{n}.redb"));
+        let key = key.clone();
+        async move { Sealed::new(RedbStore::open(path).unwrap(), key, &[""]) }
     })
     .await;
 }

@@ -304,16 +304,33 @@ pub async fn apiserver(
 /// Copies the region's CA (`ca.crt`, `ca.key` in `from`) into `data_dir/pki` unless the
 /// same CA is there; refuses a different one (its certificates would not be trusted).
 pub fn adopt_ca(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    adopt(from, data_dir, &["ca.crt", "ca.key"], &[])
+}
+
+/// As [`adopt_ca`], and the region's key for Secrets at rest (`secrets.key`) when `from`
+/// has one: every API server of a region opens the Secrets any of them sealed (a tenant
+/// moved between partitions keeps its Secrets).
+pub fn adopt_region_keys(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    adopt(from, data_dir, &["ca.crt", "ca.key"], &["secrets.key"])
+}
+
+fn adopt(from: &Path, data_dir: &Path, required: &[&str], optional: &[&str]) -> anyhow::Result<()> {
     let pki = data_dir.join("pki");
     std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
-    for name in ["ca.crt", "ca.key"] {
+    for name in required.iter().chain(optional) {
         let src = from.join(name);
-        let text = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        let text = match std::fs::read(&src) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional.contains(name) => {
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", src.display())),
+        };
         let dst = pki.join(name);
         match std::fs::read(&dst) {
             Ok(have) if have == text => {}
             Ok(_) => anyhow::bail!(
-                "{} holds another CA than {}: a partition trusts one region CA",
+                "{} holds another {name} than {}: a region's partitions share one",
                 dst.display(),
                 src.display()
             ),

@@ -88,8 +88,9 @@ enum Command {
         /// on its own store. Default: the whole region.
         #[arg(long, default_value = "")]
         partition: PartitionArg,
-        /// The region's CA (a directory with `ca.crt` and `ca.key`), copied into
-        /// `DIR/pki` when that has none: every partition of a region trusts one CA.
+        /// The region's CA (a directory with `ca.crt` and `ca.key`, and `secrets.key`,
+        /// the key of Secrets at rest), copied into `DIR/pki` when that has none: every
+        /// partition of a region trusts one CA and seals with one key.
         #[arg(long)]
         ca: Option<PathBuf>,
         /// In a tenant partition: the API server kubeconfigs of the resource partitions
@@ -400,7 +401,7 @@ async fn main() -> anyhow::Result<()> {
             vni_range,
         } => {
             if let Some(ca) = ca {
-                components::adopt_ca(&ca, &data_dir)?;
+                components::adopt_region_keys(&ca, &data_dir)?;
             }
             components::apiserver(
                 &store,

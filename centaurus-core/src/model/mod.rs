@@ -2,6 +2,7 @@
 //! [`Resource`] trait every kind implements, and the [`Registry`] the API serves from.
 
 mod cluster;
+mod config;
 mod meta;
 mod pod;
 mod quantity;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use cluster::*;
+pub use config::*;
 pub use meta::*;
 pub use pod::*;
 pub use quantity::{Quantity, QuantityError};
@@ -93,6 +95,16 @@ pub trait Resource:
     /// Fills in the fields Kubernetes defaults (a pod's `restartPolicy`, …), so stored
     /// objects carry them as clients expect. [`Registry`] runs it before validation.
     fn set_defaults(&mut self) {}
+
+    /// True when the kind has rules an update must keep ([`Resource::validate_update`]);
+    /// the API decodes the stored object for them only then.
+    const UPDATE_RULES: bool = false;
+
+    /// Rules an update from `old` must keep beyond those of any object (fields fixed at
+    /// creation, immutable data). Runs after [`Resource::validate`] on both.
+    fn validate_update(&self, _old: &Self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
 
     /// `group/version`, or `version` for the core group.
     fn api_version() -> String {
@@ -196,7 +208,7 @@ macro_rules! impl_resource {
     ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal,
      plural = $plural:literal, scope = $scope:ident
      $(, short = [$($short:literal),*])? $(, validate = $validate:path)?
-     $(, defaults = $defaults:path)?) => {
+     $(, defaults = $defaults:path)? $(, update = $update:path)?) => {
         impl $crate::model::Resource for $ty {
             const KIND: &'static str = $kind;
             const GROUP: &'static str = $group;
@@ -220,6 +232,10 @@ macro_rules! impl_resource {
             })?
             $(fn set_defaults(&mut self) {
                 $defaults(self)
+            })?
+            $(const UPDATE_RULES: bool = true;
+            fn validate_update(&self, old: &Self) -> Result<(), Vec<$crate::model::FieldError>> {
+                $update(self, old)
             })?
         }
     };

@@ -26,7 +26,10 @@ pub struct ResourceInfo {
     /// True when the kind has a `status` written through the `status` subresource.
     pub has_status: bool,
     decode: fn(&serde_json::Value) -> Result<Decoded, DecodeError>,
+    update_rules: Option<UpdateRules>,
 }
+
+type UpdateRules = fn(&serde_json::Value, &serde_json::Value) -> Result<(), Vec<FieldError>>;
 
 /// Why a manifest is not an object of its kind.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +90,19 @@ fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, DecodeEr
         value,
         unknown_fields,
     })
+}
+
+fn update_rules_of<R: Resource>(
+    new: &serde_json::Value,
+    old: &serde_json::Value,
+) -> Result<(), Vec<FieldError>> {
+    let decode = |v: &serde_json::Value| {
+        R::deserialize(v).map_err(|e| vec![FieldError::new(String::new(), e.to_string())])
+    };
+    let (mut new, mut old) = (decode(new)?, decode(old)?);
+    new.set_defaults();
+    old.set_defaults();
+    new.validate_update(&old)
 }
 
 /// True when the schema's `status` property refers to a definition with properties.
@@ -161,6 +177,7 @@ impl ResourceInfo {
             schema: Arc::new(schema.clone()),
             has_status: schema_has_status(&schema),
             decode: decode_as::<R>,
+            update_rules: R::UPDATE_RULES.then_some(update_rules_of::<R> as UpdateRules),
         }
     }
 
@@ -190,6 +207,16 @@ impl ResourceInfo {
     /// fields the kind does not know.
     pub fn decode(&self, value: &serde_json::Value) -> Result<Decoded, DecodeError> {
         (self.decode)(value)
+    }
+
+    /// Checks the rules an update from `old` to `new` must keep (immutable fields); both
+    /// are objects of this kind. Kinds without such rules pass without decoding.
+    pub fn validate_update(
+        &self,
+        new: &serde_json::Value,
+        old: &serde_json::Value,
+    ) -> Result<(), Vec<FieldError>> {
+        self.update_rules.map_or(Ok(()), |rules| rules(new, old))
     }
 
     /// The store key of one object. `tenant` is ignored for cluster-scoped kinds and
@@ -277,6 +304,10 @@ impl Registry {
         r.register::<Action>()
             .expect("built-in plurals are distinct");
         r.register::<Network>()
+            .expect("built-in plurals are distinct");
+        r.register::<ConfigMap>()
+            .expect("built-in plurals are distinct");
+        r.register::<Secret>()
             .expect("built-in plurals are distinct");
         r
     }

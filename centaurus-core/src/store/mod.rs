@@ -7,7 +7,8 @@
 //! has been compacted away.
 //!
 //! Implementations: [`RedbStore`] (embedded, durable, the default), `EtcdStore` (feature
-//! `etcd`), and [`WatchCache`], a wrapper that serves many watchers from one upstream watch.
+//! `etcd`), [`WatchCache`], a wrapper that serves many watchers from one upstream watch,
+//! and [`Sealed`], a wrapper that encrypts the values of confidential kinds at rest.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -15,6 +16,7 @@ pub mod conformance;
 mod etcd;
 mod hub;
 mod redb;
+mod sealed;
 mod watch_cache;
 
 use std::pin::Pin;
@@ -28,6 +30,7 @@ use futures::Stream;
 #[cfg(feature = "etcd")]
 pub use self::etcd::{EtcdConfig, EtcdStore};
 pub use self::redb::{RedbOptions, RedbStore};
+pub use self::sealed::{SEALED_PREFIXES, Sealed, SealingKey, SealingKeyError};
 pub use self::watch_cache::WatchCache;
 
 /// A store revision. Starts above zero and only grows.
@@ -291,8 +294,17 @@ pub(crate) fn check_write(key: &str, value: Option<&Bytes>) -> Result<()> {
     if key.is_empty() {
         return Err(StoreError::InvalidArgument("empty key".into()));
     }
+    // The limit is on the value before sealing: an envelope may carry its overhead.
+    let limit = |v: &Bytes| {
+        MAX_VALUE_SIZE
+            + if v.starts_with(sealed::ENVELOPE) {
+                sealed::OVERHEAD
+            } else {
+                0
+            }
+    };
     if let Some(v) = value
-        && v.len() > MAX_VALUE_SIZE
+        && v.len() > limit(v)
     {
         return Err(StoreError::InvalidArgument(format!(
             "value of {} bytes exceeds the limit of {MAX_VALUE_SIZE}",
