@@ -7,6 +7,7 @@ mod meta;
 mod pod;
 mod quantity;
 mod registry;
+mod volume;
 pub mod validation;
 mod workload;
 
@@ -21,6 +22,7 @@ pub use pod::*;
 pub use quantity::{Quantity, QuantityError};
 pub use registry::{DecodeError, Decoded, Registry, RegistryError, ResourceInfo};
 pub use validation::FieldError;
+pub use volume::*;
 pub use workload::*;
 
 /// Where objects of a kind live.

@@ -70,6 +70,9 @@ pub struct PodSpec {
     /// Whether Service environment variables are injected (true by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_service_links: Option<bool>,
+    /// Volumes the containers may mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<super::Volume>,
 }
 
 /// The scheduler that places pods that name none.
@@ -78,7 +81,8 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 impl PodSpec {
     /// Kubernetes' pod defaults: `restartPolicy: Always`, `dnsPolicy: ClusterFirst`,
     /// `schedulerName: default-scheduler`, `terminationGracePeriodSeconds: 30`, an empty
-    /// `securityContext`, `enableServiceLinks: true`, and per container `imagePullPolicy`
+    /// `securityContext`, `enableServiceLinks: true`, `defaultMode: 0644` of ConfigMap and
+    /// Secret volumes, and per container `imagePullPolicy`
     /// (`Always` for `:latest` or no tag, else `IfNotPresent`) and the termination message
     /// path and policy.
     pub fn set_defaults(&mut self) {
@@ -92,6 +96,14 @@ impl PodSpec {
         self.termination_grace_period_seconds.get_or_insert(30);
         self.security_context.get_or_insert_with(Default::default);
         self.enable_service_links.get_or_insert(true);
+        for v in &mut self.volumes {
+            if let Some(c) = &mut v.config_map {
+                c.default_mode.get_or_insert(0o644);
+            }
+            if let Some(s) = &mut v.secret {
+                s.default_mode.get_or_insert(0o644);
+            }
+        }
         for c in &mut self.containers {
             c.image_pull_policy.get_or_insert_with(|| {
                 let tag = c
@@ -131,6 +143,12 @@ pub struct Container {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Every key of ConfigMaps and Secrets as environment variables (`env` wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<super::EnvFromSource>,
+    /// Volumes of the pod mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<super::VolumeMount>,
     /// Working directory inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
@@ -162,12 +180,16 @@ pub struct Container {
 
 /// An environment variable.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Variable name.
     pub name: String,
     /// Variable value.
     #[serde(default)]
     pub value: String,
+    /// Where the value comes from instead (a ConfigMap, a Secret, a field of the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<super::EnvVarSource>,
 }
 
 /// A port a container exposes.
@@ -477,6 +499,7 @@ fn validate_resources(errors: &mut Errors, field: &str, r: &ResourceRequirements
 
 /// Checks a pod spec; `field` is its path (`spec` or `spec.template.spec`).
 pub fn validate_pod_spec(errors: &mut Errors, field: &str, spec: &PodSpec) {
+    super::volume::validate_pod_config(errors, field, spec);
     match (spec.containers.is_empty(), &spec.virtual_machine) {
         (true, None) => errors.push(
             field,
