@@ -21,6 +21,7 @@ use centaurus_core::model::{
 use tokio::sync::watch;
 
 use crate::network::NetworkPlugin;
+use crate::podconfig::{self, VolumeContent};
 use crate::{Runtime, RuntimeError, WorkloadState, WorkloadStatus, workload_names};
 
 /// How one node presents itself.
@@ -824,6 +825,10 @@ enum StartError {
     Failed(String),
 }
 
+/// How often a running pod's ConfigMap and Secret volumes are read again (the kubelet's
+/// sync period is a minute; this is what an update takes at most to reach the files).
+const VOLUME_REFRESH: Duration = Duration::from_secs(10);
+
 /// The condition that says whether a pod's sandbox and network are ready for its
 /// containers (Kubernetes' name).
 const READY_TO_START: &str = "PodReadyToStartContainers";
@@ -886,7 +891,14 @@ impl PodWorker {
         let poll = rt.poll_interval();
         let mut current = pod;
         let mut home = self.home.load(Ordering::Relaxed);
+        let mut next_refresh = tokio::time::Instant::now() + VOLUME_REFRESH;
         loop {
+            if podconfig::has_projected_volumes(&current)
+                && tokio::time::Instant::now() >= next_refresh
+            {
+                self.refresh_volumes(&rt, &current).await;
+                next_refresh = tokio::time::Instant::now() + VOLUME_REFRESH;
+            }
             let status = self.observe(&rt, &current, start_time, &mut tracked).await;
             // A pod that moved partitions is reported to its new one in full.
             let now_home = self.home.load(Ordering::Relaxed);
@@ -934,11 +946,15 @@ impl PodWorker {
             e => StartError::Failed(format!("network: {e}")),
         })?;
         let failed = StartError::Failed;
+        let (resolved, volumes) = self.config(pod, &net.ip).await?;
         rt.create_sandbox(pod, &net)
             .await
             .map_err(|e| failed(format!("sandbox: {e}")))?;
+        rt.write_volumes(&self.uid, &volumes)
+            .await
+            .map_err(|e| failed(format!("volumes: {e}")))?;
         for name in workload_names(pod) {
-            rt.create_workload(pod, &name)
+            rt.create_workload(&resolved, &name)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             rt.start_workload(&self.uid, &name)
@@ -948,6 +964,34 @@ impl PodWorker {
         // The pod's address is reported with the first status.
         self.set_ip(&net.ip).await;
         Ok(rt)
+    }
+
+    /// The pod with its environment resolved, and its volumes' contents, from the
+    /// ConfigMaps and Secrets of its partition; NotReady while one it needs is missing.
+    async fn config(
+        &self,
+        pod: &Pod,
+        ip: &str,
+    ) -> Result<(Pod, BTreeMap<String, VolumeContent>), StartError> {
+        podconfig::resolve(self.pods().client(), pod, ip, &self.agent.config.address)
+            .await
+            .map_err(StartError::NotReady)
+    }
+
+    /// Rewrites the pod's ConfigMap and Secret volumes from what they project now, so a
+    /// change reaches the running containers' files.
+    async fn refresh_volumes(&self, rt: &Arc<dyn Runtime>, pod: &Pod) {
+        let ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
+        match self.config(pod, ip).await {
+            Ok((_, volumes)) => {
+                if let Err(e) = rt.write_volumes(&self.uid, &volumes).await {
+                    tracing::warn!(pod = self.key, error = %e, "cannot refresh volumes");
+                }
+            }
+            Err(StartError::NotReady(why) | StartError::Failed(why)) => {
+                tracing::debug!(pod = self.key, %why, "volumes keep their last contents");
+            }
+        }
     }
 
     async fn set_ip(&self, ip: &str) {

@@ -14,6 +14,7 @@ pub mod hollow;
 pub mod images;
 pub mod ledger;
 pub mod network;
+pub mod podconfig;
 pub mod qemu;
 pub mod runc;
 pub mod vpc;
@@ -120,6 +121,17 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop_sandbox(&self, pod_uid: &str) -> Result<()>;
     /// Removes the sandbox and everything in it; removing what is gone succeeds.
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<()>;
+
+    /// Makes the sandbox's volumes hold `volumes` (by volume name): before the workloads
+    /// are created, and again whenever a ConfigMap or Secret they project changes.
+    /// Runtimes whose pods have no volumes (VMs, hollow nodes) ignore it.
+    async fn write_volumes(
+        &self,
+        _pod_uid: &str,
+        _volumes: &std::collections::BTreeMap<String, podconfig::VolumeContent>,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Creates the workload `name` of `pod` (a container of a container pod, or the VM).
     async fn create_workload(&self, pod: &Pod, name: &str) -> Result<()>;

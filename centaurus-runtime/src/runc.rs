@@ -14,6 +14,7 @@ use centaurus_core::model::{self, Container, Pod, Time};
 use serde_json::{Value, json};
 
 use crate::images::ImageStore;
+use crate::podconfig::VolumeContent;
 use crate::{
     Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir, run_tool,
 };
@@ -106,6 +107,32 @@ pub(crate) fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A pod's volumes: `DIR/volumes/NAME` in its state directory.
+fn volume_dir(root: &Path, pod_uid: &str, name: &str) -> PathBuf {
+    pod_dir(root, pod_uid).join("volumes").join(name)
+}
+
+/// The bind mounts of a container's `volumeMounts`: ConfigMap and Secret volumes are
+/// always read-only, `emptyDir` as the mount asks.
+fn volume_mounts(root: &Path, pod: &Pod, c: &Container) -> Vec<Value> {
+    c.volume_mounts
+        .iter()
+        .filter_map(|m| {
+            let v = pod.spec.volumes.iter().find(|v| v.name == m.name)?;
+            let mut source = volume_dir(root, &pod.metadata.uid, &m.name);
+            if !m.sub_path.is_empty() {
+                source = source.join(&m.sub_path);
+            }
+            let ro = m.read_only || v.empty_dir.is_none();
+            let mut options = vec!["rbind", "nosuid", "nodev"];
+            if ro {
+                options.push("ro");
+            }
+            Some(json!({"destination": m.mount_path, "type": "bind", "source": source, "options": options}))
+        })
+        .collect()
+}
+
 /// The OCI runtime spec of one container.
 fn oci_spec(
     c: &Container,
@@ -113,6 +140,7 @@ fn oci_spec(
     netns: Option<&Path>,
     hostname: &str,
     cgroup: &str,
+    volumes: Vec<Value>,
 ) -> Value {
     let mut args: Vec<String> = c.command.clone();
     args.extend(c.args.iter().cloned());
@@ -151,6 +179,18 @@ fn oci_spec(
     if let Some(bytes) = limit("memory").filter(|b| *b > 0) {
         resources["memory"] = json!({"limit": bytes});
     }
+    let mut mounts = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
+        {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}
+    ]);
+    if let Some(m) = mounts.as_array_mut() {
+        m.extend(volumes);
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -167,15 +207,7 @@ fn oci_spec(
         },
         "root": {"path": rootfs, "readonly": true},
         "hostname": hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
-            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": namespaces,
             "resources": resources,
@@ -203,8 +235,40 @@ const CAPS: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
+/// Writes `data` to `path`, readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
 #[async_trait]
 impl Runtime for RuncRuntime {
+    async fn write_volumes(
+        &self,
+        pod_uid: &str,
+        volumes: &std::collections::BTreeMap<String, VolumeContent>,
+    ) -> Result<()> {
+        for (name, content) in volumes {
+            let dir = volume_dir(&self.root, pod_uid, name);
+            match content {
+                VolumeContent::Projected(files) => {
+                    if crate::podconfig::write_projected(&dir, files)? {
+                        tracing::debug!(pod = pod_uid, volume = name, "volume files written");
+                    }
+                }
+                VolumeContent::Empty => std::fs::create_dir_all(&dir)?,
+            }
+        }
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "runc"
     }
@@ -277,6 +341,17 @@ impl Runtime for RuncRuntime {
             .find(|c| c.name == name)
             .ok_or_else(|| RuntimeError::NotFound(format!("container {name} in the pod spec")))?;
         let rootfs = self.images.rootfs(&c.image)?;
+        // A subPath of an emptyDir is made on first use, as the kubelet makes it.
+        for m in c.volume_mounts.iter().filter(|m| !m.sub_path.is_empty()) {
+            if pod
+                .spec
+                .volumes
+                .iter()
+                .any(|v| v.name == m.name && v.empty_dir.is_some())
+            {
+                std::fs::create_dir_all(volume_dir(&self.root, uid, &m.name).join(&m.sub_path))?;
+            }
+        }
         let net = self
             .sandboxes
             .lock()
@@ -298,10 +373,12 @@ impl Runtime for RuncRuntime {
             net.netns.as_deref(),
             &pod.metadata.name,
             &format!("/centaurus/{id}"),
+            volume_mounts(&self.root, pod, c),
         );
-        std::fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec_pretty(&spec).expect("json"),
+        // The spec carries the container's environment, Secrets' values included.
+        write_private(
+            &bundle.join("config.json"),
+            &serde_json::to_vec_pretty(&spec).expect("json"),
         )?;
         let log = bundle.join("output.log");
         std::fs::File::create(&log)?;
@@ -454,6 +531,7 @@ mod tests {
             Some(Path::new("/var/run/netns/cent-1")),
             "web",
             "/centaurus/x",
+            Vec::new(),
         );
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 25_000);
@@ -466,5 +544,32 @@ mod tests {
             "/var/run/netns/cent-1"
         );
         assert_eq!(spec["root"]["readonly"], true);
+    }
+
+    #[test]
+    fn config_volumes_mount_read_only_and_empty_dirs_as_asked() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "uid": "u1"},
+            "spec": {
+                "volumes": [
+                    {"name": "conf", "configMap": {"name": "app"}},
+                    {"name": "scratch", "emptyDir": {}},
+                ],
+                "containers": [{"name": "c", "image": "busybox", "volumeMounts": [
+                    {"name": "conf", "mountPath": "/etc/app"},
+                    {"name": "scratch", "mountPath": "/data"},
+                    {"name": "scratch", "mountPath": "/logs", "subPath": "logs", "readOnly": true},
+                ]}],
+            },
+        }))
+        .unwrap();
+        let mounts = volume_mounts(Path::new("/r"), &pod, &pod.spec.containers[0]);
+        let ro = |m: &Value| m["options"].as_array().unwrap().contains(&json!("ro"));
+        assert_eq!(mounts[0]["source"], "/r/pods/u1/volumes/conf");
+        assert!(ro(&mounts[0]));
+        assert_eq!(mounts[1]["destination"], "/data");
+        assert!(!ro(&mounts[1]));
+        assert_eq!(mounts[2]["source"], "/r/pods/u1/volumes/scratch/logs");
+        assert!(ro(&mounts[2]));
     }
 }

@@ -5,8 +5,8 @@
 //! - a node agent (`system:node:NAME`, the node authorizer) reads every Node and writes only
 //!   its own Node and Lease; it lists and watches pods and actions only with the field
 //!   selector `spec.nodeName=NAME`, reads and writes the status of the pods bound to it
-//!   only, reads those pods' endpoints and the actions of its node, and the tenant networks
-//!   its pods join; nothing else of any tenant (the API server checks at create that the
+//!   only, reads those pods' endpoints, ConfigMaps and Secrets, the actions of its node,
+//!   and the tenant networks its pods join; nothing else of any tenant (the API server checks at create that the
 //!   Node or Lease it makes is its own);
 //! - each service identity ([`identity::SCHEDULER`], ...) has the verbs its work needs;
 //!   Leases it may write only in the `system` tenant's `kube-system` (controller
@@ -68,6 +68,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
         identity::GATEWAY => vec![rule(READ, "tenants")],
         identity::NODE_FLEET => vec![
             rule(READ, "pods,nodes,actions,networks,endpoints"),
+            // What the pods of its nodes take their environment and volumes from.
+            rule("get", "configmaps,secrets"),
             rule(STATUS, "pods/status,nodes/status,actions/status"),
             rule("get,create,update,patch", "nodes,leases"),
             rule("update,patch", "actions"),
@@ -122,6 +124,28 @@ impl Confined {
         }))
     }
 
+    /// True when a pod bound to `node` in the request's namespace names the ConfigMap or
+    /// Secret the request addresses (Kubernetes' node authorizer: a node reads only the
+    /// configuration of its own pods).
+    async fn named_by_pod_on(&self, node: &str, req: &Attributes<'_>) -> Result<bool, Denied> {
+        let (Some(tenant), Some(ns), Some(name)) = (req.tenant, req.namespace, req.name) else {
+            return Ok(false);
+        };
+        let kind = match req.resource {
+            "configmaps" => model::ConfigKind::ConfigMap,
+            _ => model::ConfigKind::Secret,
+        };
+        let prefix = model::object_key("pods", Scope::Namespaced, tenant, ns, "");
+        let pods = centaurus_core::store::range_all(self.store.as_ref(), &prefix)
+            .await
+            .map_err(|e| Denied(format!("authorization unavailable: {e}")))?;
+        Ok(pods.kvs.iter().any(|kv| {
+            serde_json::from_slice::<model::Pod>(&kv.value).is_ok_and(|p| {
+                p.spec.node_name == node && p.spec.config_refs().any(|r| r == (kind, name))
+            })
+        }))
+    }
+
     async fn node(&self, node: &str, req: &Attributes<'_>) -> Result<(), Denied> {
         let own = req.name == Some(node);
         let lease = req.tenant == Some(model::SYSTEM_TENANT)
@@ -146,6 +170,7 @@ impl Confined {
                 self.node_of("actions", req).await?.as_deref() == Some(node)
             }
             ("networks", Verb::Get) => true,
+            ("configmaps" | "secrets", Verb::Get) => self.named_by_pod_on(node, req).await?,
             _ => false,
         };
         if allowed {

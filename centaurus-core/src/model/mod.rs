@@ -7,8 +7,8 @@ mod meta;
 mod pod;
 mod quantity;
 mod registry;
-mod volume;
 pub mod validation;
+mod volume;
 mod workload;
 
 use schemars::JsonSchema;

@@ -1,0 +1,363 @@
+//! A pod's configuration resolved on its node: the ConfigMaps and Secrets it names, read
+//! from its tenant partition with the node's identity (the node authorizer lets a node
+//! read only what its own pods name), turned into environment values and volume files.
+//!
+//! A missing object that is not `optional` keeps the pod waiting (Kubernetes'
+//! `CreateContainerConfigError`), with the reason in its status; it starts once the
+//! object exists.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use centaurus_client::Client;
+use centaurus_core::model::{self, ConfigKind, ConfigMap, EnvVar, Pod, Secret};
+
+/// One file of a projected volume.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VolumeFile {
+    /// Path inside the volume.
+    pub path: String,
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Mode bits.
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for VolumeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeFile")
+            .field("path", &self.path)
+            .field("bytes", &self.data.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// What a volume holds: files projected from a ConfigMap or Secret (read-only in the
+/// container), or an empty directory the containers write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeContent {
+    /// Files from a ConfigMap or Secret.
+    Projected(Vec<VolumeFile>),
+    /// An `emptyDir`.
+    Empty,
+}
+
+/// The ConfigMaps and Secrets a pod names, as read now.
+#[derive(Default)]
+struct Objects {
+    config_maps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl Objects {
+    fn value(&self, kind: ConfigKind, name: &str, key: &str) -> Option<Vec<u8>> {
+        match kind {
+            ConfigKind::ConfigMap => self
+                .config_maps
+                .get(name)?
+                .as_ref()?
+                .value(key)
+                .map(<[u8]>::to_vec),
+            ConfigKind::Secret => self.secrets.get(name)?.as_ref()?.data.get(key).cloned(),
+        }
+    }
+
+    fn entries(&self, kind: ConfigKind, name: &str) -> Option<Vec<(String, Vec<u8>)>> {
+        Some(match kind {
+            ConfigKind::ConfigMap => {
+                let cm = self.config_maps.get(name)?.as_ref()?;
+                let mut all: Vec<_> = cm
+                    .data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect();
+                all.extend(cm.binary_data.iter().map(|(k, v)| (k.clone(), v.clone())));
+                all
+            }
+            ConfigKind::Secret => {
+                let s = self.secrets.get(name)?.as_ref()?;
+                s.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+        })
+    }
+}
+
+/// Reads the ConfigMaps and Secrets `pod` names, once each.
+async fn read(client: &Client, pod: &Pod) -> Result<Objects, String> {
+    let meta = &pod.metadata;
+    let mut objects = Objects::default();
+    for (kind, name) in pod.spec.config_refs() {
+        let key = model::object_key(
+            kind.plural(),
+            model::Scope::Namespaced,
+            meta.tenant_or_system(),
+            &meta.namespace,
+            name,
+        );
+        let failed =
+            |e: centaurus_client::ClientError| format!("reading {} {name}: {e}", kind.plural());
+        match kind {
+            ConfigKind::ConfigMap if !objects.config_maps.contains_key(name) => {
+                let cm = client.api::<ConfigMap>().get(&key).await.map_err(failed)?;
+                objects.config_maps.insert(name.to_owned(), cm);
+            }
+            ConfigKind::Secret if !objects.secrets.contains_key(name) => {
+                let s = client.api::<Secret>().get(&key).await.map_err(failed)?;
+                objects.secrets.insert(name.to_owned(), s);
+            }
+            _ => {}
+        }
+    }
+    Ok(objects)
+}
+
+fn missing(kind: ConfigKind, name: &str, key: Option<&str>) -> String {
+    let what = match kind {
+        ConfigKind::ConfigMap => "configmap",
+        ConfigKind::Secret => "secret",
+    };
+    match key {
+        Some(k) => format!("CreateContainerConfigError: couldn't find key {k} in {what} {name:?}"),
+        None => format!("CreateContainerConfigError: {what} {name:?} not found"),
+    }
+}
+
+fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> String {
+    let meta = &pod.metadata;
+    let quoted = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("']"))
+    };
+    if let Some(k) = quoted("metadata.labels['") {
+        return meta.labels.get(k).cloned().unwrap_or_default();
+    }
+    if let Some(k) = quoted("metadata.annotations['") {
+        return meta.annotations.get(k).cloned().unwrap_or_default();
+    }
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "spec.nodeName" => pod.spec.node_name.clone(),
+        "spec.serviceAccountName" => "default".into(),
+        "status.podIP" => pod_ip.into(),
+        "status.hostIP" => host_ip.into(),
+        _ => String::new(),
+    }
+}
+
+/// `pod` with every container's environment resolved to plain values (`envFrom` first,
+/// then `env`, later names winning, as the kubelet orders them), and the contents of its
+/// volumes. Err is why the pod cannot start yet.
+pub async fn resolve(
+    client: &Client,
+    pod: &Pod,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<(Pod, BTreeMap<String, VolumeContent>), String> {
+    if pod.spec.config_refs().next().is_none()
+        && pod.spec.volumes.is_empty()
+        && !pod
+            .spec
+            .containers
+            .iter()
+            .any(|c| c.env.iter().any(|e| e.value_from.is_some()))
+    {
+        return Ok((pod.clone(), BTreeMap::new()));
+    }
+    let objects = read(client, pod).await?;
+    let mut resolved = pod.clone();
+    for c in &mut resolved.spec.containers {
+        let mut env: Vec<EnvVar> = Vec::new();
+        let set = |env: &mut Vec<EnvVar>, name: String, value: String| {
+            env.retain(|e| e.name != name);
+            env.push(EnvVar {
+                name,
+                value,
+                value_from: None,
+            });
+        };
+        for from in std::mem::take(&mut c.env_from) {
+            let (kind, r) = match (&from.config_map_ref, &from.secret_ref) {
+                (Some(r), _) => (ConfigKind::ConfigMap, r),
+                (None, Some(r)) => (ConfigKind::Secret, r),
+                _ => continue,
+            };
+            match objects.entries(kind, &r.name) {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        let name = format!("{}{k}", from.prefix);
+                        // Keys that cannot be variable names are skipped, as the kubelet does.
+                        if name.contains('=') || name.is_empty() {
+                            continue;
+                        }
+                        set(&mut env, name, String::from_utf8_lossy(&v).into_owned());
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => return Err(missing(kind, &r.name, None)),
+            }
+        }
+        for e in std::mem::take(&mut c.env) {
+            let Some(from) = &e.value_from else {
+                set(&mut env, e.name, e.value);
+                continue;
+            };
+            if let Some(f) = &from.field_ref {
+                let v = field_value(pod, &f.field_path, pod_ip, host_ip);
+                set(&mut env, e.name, v);
+                continue;
+            }
+            let (kind, sel) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                (Some(k), _) => (ConfigKind::ConfigMap, k),
+                (None, Some(k)) => (ConfigKind::Secret, k),
+                _ => continue,
+            };
+            match objects.value(kind, &sel.name, &sel.key) {
+                Some(v) => set(&mut env, e.name, String::from_utf8_lossy(&v).into_owned()),
+                None if sel.optional == Some(true) => {}
+                None => return Err(missing(kind, &sel.name, Some(&sel.key))),
+            }
+        }
+        c.env = env;
+    }
+    let mut volumes = BTreeMap::new();
+    for v in &pod.spec.volumes {
+        let (kind, name, items, default_mode, optional) = match (&v.config_map, &v.secret) {
+            (Some(c), _) => (
+                ConfigKind::ConfigMap,
+                &c.name,
+                &c.items,
+                c.default_mode,
+                c.optional,
+            ),
+            (None, Some(s)) => (
+                ConfigKind::Secret,
+                &s.secret_name,
+                &s.items,
+                s.default_mode,
+                s.optional,
+            ),
+            _ => {
+                volumes.insert(v.name.clone(), VolumeContent::Empty);
+                continue;
+            }
+        };
+        let mode_of = |m: Option<i32>| m.or(default_mode).unwrap_or(0o644) as u32 & 0o777;
+        let files = match objects.entries(kind, name) {
+            None if optional == Some(true) => Vec::new(),
+            None => return Err(missing(kind, name, None)),
+            Some(entries) if items.is_empty() => entries
+                .into_iter()
+                .map(|(k, data)| VolumeFile {
+                    path: k,
+                    data,
+                    mode: mode_of(None),
+                })
+                .collect(),
+            Some(entries) => {
+                let mut files = Vec::new();
+                for item in items {
+                    match entries.iter().find(|(k, _)| *k == item.key) {
+                        Some((_, data)) => files.push(VolumeFile {
+                            path: item.path.clone(),
+                            data: data.clone(),
+                            mode: mode_of(item.mode),
+                        }),
+                        None if optional == Some(true) => {}
+                        None => return Err(missing(kind, name, Some(&item.key))),
+                    }
+                }
+                files
+            }
+        };
+        volumes.insert(v.name.clone(), VolumeContent::Projected(files));
+    }
+    Ok((resolved, volumes))
+}
+
+/// Makes `dir` hold exactly `files`: each written beside its place and renamed over it
+/// (a reader in the container sees the old or the new file, never a torn one), files no
+/// longer projected removed. Returns whether anything changed.
+pub fn write_projected(dir: &Path, files: &[VolumeFile]) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let mut changed = false;
+    let mut keep = std::collections::HashSet::new();
+    for f in files {
+        let path = dir.join(&f.path);
+        keep.insert(path.clone());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let same = std::fs::read(&path).is_ok_and(|have| have == f.data)
+            && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o777 == f.mode);
+        if same {
+            continue;
+        }
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ));
+        std::fs::write(&tmp, &f.data)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(f.mode))?;
+        std::fs::rename(&tmp, &path)?;
+        changed = true;
+    }
+    for entry in walk(dir)? {
+        if !keep.contains(&entry) {
+            std::fs::remove_file(&entry)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// True when a pod's volumes may change while it runs (ConfigMap and Secret volumes).
+pub fn has_projected_volumes(pod: &Pod) -> bool {
+    pod.spec
+        .volumes
+        .iter()
+        .any(|v| v.config_map.is_some() || v.secret.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projected_files_are_replaced_whole_and_stale_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("vol");
+        let file = |path: &str, data: &[u8], mode| VolumeFile {
+            path: path.into(),
+            data: data.to_vec(),
+            mode,
+        };
+        assert!(write_projected(&v, &[file("a", b"1", 0o644), file("d/b", b"2", 0o400)]).unwrap());
+        assert!(!write_projected(&v, &[file("a", b"1", 0o644), file("d/b", b"2", 0o400)]).unwrap());
+        assert!(write_projected(&v, &[file("a", b"one", 0o644)]).unwrap());
+        assert_eq!(std::fs::read(v.join("a")).unwrap(), b"one");
+        assert!(!v.join("d/b").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert!(write_projected(&v, &[file("a", b"one", 0o600)]).unwrap());
+        let mode = std::fs::metadata(v.join("a")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
