@@ -222,25 +222,24 @@ fn validate_secret(s: &Secret) -> Result<(), Vec<FieldError>> {
                 errors.push("data[.dockerconfigjson]", "must be valid JSON");
             }
         }
-        "kubernetes.io/basic-auth" => {
-            if !s.data.contains_key("username") && !s.data.contains_key("password") {
-                errors.push(
-                    "data",
-                    "a kubernetes.io/basic-auth Secret needs username or password",
-                );
-            }
+        "kubernetes.io/basic-auth"
+            if !s.data.contains_key("username") && !s.data.contains_key("password") =>
+        {
+            errors.push(
+                "data",
+                "a kubernetes.io/basic-auth Secret needs username or password",
+            );
         }
-        "kubernetes.io/service-account-token" => {
+        "kubernetes.io/service-account-token"
             if !s
                 .metadata
                 .annotations
-                .contains_key("kubernetes.io/service-account.name")
-            {
-                errors.push(
-                    "metadata.annotations[kubernetes.io/service-account.name]",
-                    "required for a Secret of type kubernetes.io/service-account-token",
-                );
-            }
+                .contains_key("kubernetes.io/service-account.name") =>
+        {
+            errors.push(
+                "metadata.annotations[kubernetes.io/service-account.name]",
+                "required for a Secret of type kubernetes.io/service-account-token",
+            );
         }
         _ => {}
     }

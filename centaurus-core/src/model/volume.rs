@@ -363,7 +363,7 @@ pub(crate) fn validate_pod_config(errors: &mut Errors, field: &str, spec: &PodSp
             let g = format!("{f}.envFrom[{j}]");
             match (&e.config_map_ref, &e.secret_ref) {
                 (Some(r), None) | (None, Some(r)) => {
-                    errors.check(format!("{g}"), validation::dns_subdomain(&r.name))
+                    errors.check(g.clone(), validation::dns_subdomain(&r.name))
                 }
                 _ => errors.push(g, "must have exactly one of configMapRef and secretRef"),
             }
