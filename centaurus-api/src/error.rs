@@ -172,6 +172,7 @@ impl ApiError {
             }
             StoreError::InvalidArgument(m) => Self::bad_request(m),
             StoreError::Backend(m) => Self::unavailable(format!("storage: {m}")),
+            StoreError::Corrupt(m) => Self::internal(format!("storage: {m}")),
             StoreError::Closed => Self::unavailable("storage is shutting down"),
         }
     }

@@ -318,3 +318,80 @@ async fn services_have_only_their_components_verbs() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reads_only_the_configuration_its_pods_name() {
+    use centaurus_core::model::{ConfigMap, Secret};
+    let (_dir, store, local) = region().await;
+    // acme/dev/mine on n1 names the Secret `db` and the ConfigMap `site`.
+    let named: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "configured", "namespace": "dev", "tenant": "acme"},
+        "spec": {
+            "nodeName": "n1",
+            "containers": [{
+                "name": "c", "image": "busybox",
+                "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
+            }],
+            "volumes": [{"name": "site", "configMap": {"name": "site"}}],
+        },
+    }))
+    .unwrap();
+    Objects::<Pod>::new(store.clone())
+        .create(named)
+        .await
+        .unwrap();
+    let admin = local.admin();
+    for (t, name) in [("acme", "db"), ("acme", "other"), ("beta", "db")] {
+        let data = [("pw".to_owned(), b"x".to_vec())].into();
+        admin
+            .api::<Secret>()
+            .create(Secret::with_data(
+                ObjectMeta::namespaced(t, "dev", name),
+                data,
+            ))
+            .await
+            .unwrap();
+    }
+    for name in ["site", "elsewhere"] {
+        admin
+            .api::<ConfigMap>()
+            .create(ConfigMap::typed(ObjectMeta::namespaced(
+                "acme", "dev", name,
+            )))
+            .await
+            .unwrap();
+    }
+    let n1 = local.client(identity::node("n1"));
+    let n2 = local.client(identity::node("n2"));
+    let secrets: Api<Secret> = n1.api();
+    let got = secrets.get("/registry/secrets/acme/dev/db").await.unwrap();
+    assert_eq!(got.unwrap().data["pw"], b"x");
+    assert!(
+        n1.api::<ConfigMap>()
+            .get("/registry/configmaps/acme/dev/site")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    forbidden(
+        "get a Secret no pod of the node names",
+        secrets.get("/registry/secrets/acme/dev/other").await,
+    );
+    forbidden(
+        "get another tenant's Secret of the same name",
+        secrets.get("/registry/secrets/beta/dev/db").await,
+    );
+    forbidden(
+        "get a ConfigMap no pod of the node names",
+        n1.api::<ConfigMap>()
+            .get("/registry/configmaps/acme/dev/elsewhere")
+            .await,
+    );
+    forbidden("list Secrets", secrets.list("/registry/secrets/").await);
+    forbidden(
+        "get a Secret named by another node's pod",
+        n2.api::<Secret>()
+            .get("/registry/secrets/acme/dev/db")
+            .await,
+    );
+}

@@ -1,6 +1,7 @@
-//! Property: whatever users of several tenants do, through short paths or tenant paths,
-//! no answer to a user outside `system` ever contains another tenant's object, and every
-//! request for another tenant's space is refused.
+//! Property: whatever users of several tenants do to pods, ConfigMaps and Secrets, through
+//! short paths or tenant paths, no answer to a user outside `system` ever contains another
+//! tenant's object or Secret value, every request for another tenant's space is refused,
+//! and every Secret is sealed in the store.
 
 mod common;
 
@@ -10,6 +11,37 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
+/// The kinds the operations act on.
+const KINDS: [&str; 3] = ["pods", "configmaps", "secrets"];
+
+/// An object of `KINDS[kind]` named `name`, created by `tenant`: its ConfigMap and
+/// Secret values name the tenant, so a leak shows in any answer.
+fn object_body(kind: usize, name: &str, tenant: &str) -> Value {
+    match KINDS[kind] {
+        "pods" => pod(name),
+        "configmaps" => {
+            json!({"metadata": {"name": name}, "data": {"owner": format!("cm-of-{tenant}")}})
+        }
+        _ => {
+            json!({"metadata": {"name": name}, "stringData": {"password": format!("pw-of-{tenant}")}})
+        }
+    }
+}
+
+/// Secret values of tenants other than `caller`, as an answer would carry them (base64).
+fn foreign_values(caller: &str) -> Vec<String> {
+    use base64::Engine as _;
+    TENANTS
+        .iter()
+        .filter(|t| **t != caller)
+        .flat_map(|t| {
+            [
+                format!("cm-of-{t}"),
+                base64::engine::general_purpose::STANDARD.encode(format!("pw-of-{t}")),
+            ]
+        })
+        .collect()
+}
 
 #[derive(Clone, Debug)]
 enum Path {
@@ -31,7 +63,12 @@ enum Op {
     Watch,
 }
 
-fn op() -> impl Strategy<Value = (usize, Path, Op)> {
+fn op() -> impl Strategy<Value = (usize, Path, usize, Op)> {
+    (0..3usize, path_op(), 0..KINDS.len())
+        .prop_map(|(user, (path, op), kind)| (user, path, kind, op))
+}
+
+fn path_op() -> impl Strategy<Value = (Path, Op)> {
     let path = prop_oneof![
         Just(Path::Short),
         (0..3usize).prop_map(Path::Tenant),
@@ -45,7 +82,7 @@ fn op() -> impl Strategy<Value = (usize, Path, Op)> {
         (0..2usize, 0..3usize).prop_map(|(ns, name)| Op::Delete { ns, name }),
         Just(Op::Watch),
     ];
-    (0..3usize, path, op)
+    (path, op)
 }
 
 /// Every `metadata.tenant` in a JSON answer.
@@ -66,7 +103,7 @@ fn tenants_in(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
+async fn run(ops: Vec<(usize, Path, usize, Op)>) -> Result<(), TestCaseError> {
     let h = Harness::new().await;
     let mut tokens = Vec::new();
     for t in TENANTS {
@@ -84,7 +121,8 @@ async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
         }
         tokens.push(token);
     }
-    for (user, path, op) in ops {
+    for (user, path, kind, op) in ops {
+        let plural = KINDS[kind];
         let caller = TENANTS[user];
         let token = &tokens[user];
         let (prefix, foreign) = match &path {
@@ -95,14 +133,15 @@ async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
             ),
             Path::All => ("/api/v1/tenants/all".to_owned(), true),
         };
-        let object = |ns: usize, name: usize| format!("{prefix}/namespaces/ns{ns}/pods/p{name}");
+        let object =
+            |ns: usize, name: usize| format!("{prefix}/namespaces/ns{ns}/{plural}/p{name}");
         let reply = match op {
             Op::Create { ns, name } => {
                 h.call(
                     Method::POST,
-                    &format!("{prefix}/namespaces/ns{ns}/pods"),
+                    &format!("{prefix}/namespaces/ns{ns}/{plural}"),
                     Some(token),
-                    Some(pod(&format!("p{name}"))),
+                    Some(object_body(kind, &format!("p{name}"), caller)),
                 )
                 .await
             }
@@ -112,9 +151,9 @@ async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
             }
             Op::List { all_namespaces } => {
                 let p = if all_namespaces {
-                    format!("{prefix}/pods")
+                    format!("{prefix}/{plural}")
                 } else {
-                    format!("{prefix}/namespaces/ns0/pods")
+                    format!("{prefix}/namespaces/ns0/{plural}")
                 };
                 h.call(Method::GET, &p, Some(token), None).await
             }
@@ -133,7 +172,7 @@ async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
                     .await
             }
             Op::Watch => {
-                h.watch_briefly(&format!("{prefix}/pods?watch=true"), token)
+                h.watch_briefly(&format!("{prefix}/{plural}?watch=true"), token)
                     .await
             }
         };
@@ -152,18 +191,38 @@ async fn run(ops: Vec<(usize, Path, Op)>) -> Result<(), TestCaseError> {
             "{caller} saw objects of {seen:?}: {}",
             reply.body
         );
+        let text = reply.body.to_string();
+        for value in foreign_values(caller) {
+            prop_assert!(!text.contains(&value), "{caller} saw {value}: {text}");
+        }
     }
-    // The store agrees: each pod sits under its own tenant's key.
-    let all = h
+    // The store agrees: each object sits under its own tenant's key, and Secrets are sealed.
+    let mut kvs = Vec::new();
+    for plural in ["pods", "configmaps"] {
+        let all = h
+            .store
+            .range(&format!("/registry/{plural}/"), Default::default())
+            .await
+            .unwrap();
+        kvs.extend(all.kvs);
+    }
+    let secrets = h
         .store
-        .range("/registry/pods/", Default::default())
+        .range("/registry/secrets/", Default::default())
         .await
         .unwrap();
-    for kv in all.kvs {
+    for kv in &secrets.kvs {
+        prop_assert!(
+            kv.value.starts_with(b"k8s:enc:aesgcm:v1:"),
+            "{} is not sealed",
+            kv.key
+        );
+    }
+    for kv in kvs {
         let v: Value = serde_json::from_slice(&kv.value).unwrap();
         let t = v["metadata"]["tenant"].as_str().unwrap();
         prop_assert!(
-            kv.key.starts_with(&format!("/registry/pods/{t}/")),
+            kv.key.starts_with("/registry/") && kv.key.split('/').nth(3) == Some(t),
             "{} holds tenant {t}",
             kv.key
         );

@@ -162,6 +162,58 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     let err = k.fails(&["logs", "hello", "-c", "nope"]);
     assert!(err.contains("not valid"), "{err}");
 
+    // Configuration: a ConfigMap value in the environment and as a file, a Secret as env;
+    // an update to the ConfigMap reaches the mounted file.
+    k.run(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=greeting=bonjour",
+    ]);
+    k.run(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=token=s3cr3t",
+    ]);
+    let configured = dir.path().join("configured.yaml");
+    std::fs::write(
+        &configured,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: configured\nspec:\n  restartPolicy: Never\n  \
+         containers:\n  - name: c\n    image: busybox\n    \
+         command: [sh, -c, 'echo env=$GREETING/$TOKEN; while true; do echo file=$(cat /etc/settings/greeting); sleep 2; done']\n    \
+         env:\n    - name: GREETING\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    \
+         - name: TOKEN\n      valueFrom: {secretKeyRef: {name: creds, key: token}}\n    \
+         volumeMounts:\n    - {name: settings, mountPath: /etc/settings}\n  \
+         volumes:\n  - name: settings\n    configMap: {name: settings}\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", configured.to_str().unwrap()]);
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/configured",
+        "--timeout=60s",
+    ]);
+    eventually(30, "the pod prints its env and the mounted file", || {
+        let log = k.run(&["logs", "configured"]);
+        (log.contains("env=bonjour/s3cr3t") && log.contains("file=bonjour")).then_some(())
+    });
+    k.run(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"greeting":"hola"}}"#,
+    ]);
+    eventually(60, "the update reaches the mounted file", || {
+        k.run(&["logs", "configured"])
+            .contains("file=hola")
+            .then_some(())
+    });
+    k.run(&["delete", "pod", "configured", "--wait=false"]);
+
     // A Deployment: 3 replicas, scaled to 5, rolled to a new image.
     let manifest = dir.path().join("web.yaml");
     std::fs::write(

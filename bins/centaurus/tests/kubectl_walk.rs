@@ -168,13 +168,124 @@ fn kubectl_walk_in_two_tenants() {
         "beta's pod is untouched"
     );
 
+    // ConfigMaps and Secrets under identical names: each tenant reads back its own value.
+    let secret_of = |k: &Kubectl| {
+        k.run(&[
+            "get",
+            "secret",
+            "db",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.data.password}",
+        ])
+    };
+    for (k, t) in [(acme, "acme"), (beta, "beta")] {
+        k.run(&[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "-n",
+            "dev",
+            &format!("--from-literal=password=pw-of-{t}-0x5eed"),
+        ]);
+        k.run(&[
+            "create",
+            "configmap",
+            "site",
+            "-n",
+            "dev",
+            &format!("--from-literal=owner={t}"),
+        ]);
+        assert_eq!(secret_of(k), b64(&format!("pw-of-{t}-0x5eed")));
+        let table = k.run(&["get", "secrets", "-n", "dev"]);
+        assert!(
+            table.contains("TYPE") && table.contains("Opaque"),
+            "{table}"
+        );
+    }
+    // An immutable ConfigMap refuses a change to its data, naming the field.
+    acme.run(&[
+        "patch",
+        "configmap",
+        "site",
+        "-n",
+        "dev",
+        "-p",
+        r#"{"immutable":true}"#,
+    ]);
+    let err = acme.fails(&[
+        "patch",
+        "configmap",
+        "site",
+        "-n",
+        "dev",
+        "-p",
+        r#"{"data":{"owner":"x"}}"#,
+    ]);
+    assert!(err.contains("data") && err.contains("immutable"), "{err}");
+    assert_eq!(
+        beta.run(&[
+            "get",
+            "configmap",
+            "site",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.data.owner}"
+        ]),
+        "beta"
+    );
+
     // Restart with the same directory: every object is still there.
     drop(region);
     region = up(&data, &listen, &["--api-only"]);
     assert_eq!(names(&beta.json(&["get", "pods", "-n", "dev"])), ["web"]);
+    for (k, t) in [(acme, "acme"), (beta, "beta")] {
+        assert_eq!(
+            secret_of(k),
+            b64(&format!("pw-of-{t}-0x5eed")),
+            "{t}'s Secret survives"
+        );
+    }
     assert_eq!(
         names(&admin.json(&["get", "tenants"])),
         ["acme", "beta", "system"]
     );
     drop(region);
+    // Secrets are sealed at rest: no file of the region holds a value in the clear.
+    for file in walk(&data) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for t in ["acme", "beta"] {
+            let value = format!("pw-of-{t}-0x5eed");
+            for needle in [value.clone(), b64(&value)] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{} holds {t}'s Secret in the clear",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Standard base64 of `s`, as kubectl shows Secret data.
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }

@@ -82,8 +82,8 @@ impl Event {
     }
 }
 
-/// Store failures. Variants other than [`StoreError::Backend`] and [`StoreError::Closed`] are
-/// answers about the data, not faults.
+/// Store failures. Variants other than [`StoreError::Backend`], [`StoreError::Corrupt`] and
+/// [`StoreError::Closed`] are answers about the data, not faults.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The key does not exist.
@@ -131,6 +131,10 @@ pub enum StoreError {
         /// Events it missed.
         missed: u64,
     },
+    /// A stored value cannot be read back as written (a sealed value that does not open
+    /// under the region's key, or was moved under another key). Retrying does not help.
+    #[error("corrupt value: {0}")]
+    Corrupt(String),
     /// A request that can never succeed (empty key, oversized value).
     #[error("invalid request: {0}")]
     InvalidArgument(String),

@@ -6,7 +6,7 @@
 //! not open). Reads, lists, deletes and watches open them again, so everything above the
 //! wrapper sees plain objects and everything below (redb files, etcd, its backups) sees
 //! only ciphertext. Values written before sealing was on are read as they are and sealed
-//! by their next write. A value sealed with another key is a [`StoreError::Backend`] that
+//! by their next write. A value sealed with another key is a [`StoreError::Corrupt`] that
 //! names both key ids; nothing is overwritten.
 //!
 //! Random nonces bound one key to about 2^32 writes before rotation is due (NIST SP
@@ -166,7 +166,7 @@ impl SealingKey {
         let Some(rest) = value.strip_prefix(ENVELOPE) else {
             return Ok(value);
         };
-        let cannot = |why: String| StoreError::Backend(format!("sealed value of {key:?}: {why}"));
+        let cannot = |why: String| StoreError::Corrupt(format!("sealed value of {key:?}: {why}"));
         let colon = rest
             .iter()
             .position(|b| *b == b':')
