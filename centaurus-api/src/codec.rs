@@ -298,8 +298,49 @@ fn columns(plural: &str) -> Vec<Column> {
             ("Data", 0, |v, _| json!(map_len(v, "/data"))),
             ("Age", 0, age_cell),
         ],
+        "events" => vec![
+            ("Last Seen", 0, |v, now| {
+                let at = ["/lastTimestamp", "/eventTime", "/firstTimestamp"]
+                    .into_iter()
+                    .map(|p| str_at(v, p))
+                    .find(|t| !t.is_empty())
+                    .unwrap_or_else(|| str_at(v, "/metadata/creationTimestamp"));
+                json!(age(at, now))
+            }),
+            ("Type", 0, |v, _| json!(str_at(v, "/type"))),
+            ("Reason", 0, |v, _| json!(str_at(v, "/reason"))),
+            ("Object", 0, |v, _| {
+                json!(format!(
+                    "{}/{}",
+                    str_at(v, "/involvedObject/kind").to_lowercase(),
+                    str_at(v, "/involvedObject/name")
+                ))
+            }),
+            ("Subobject", 1, |v, _| {
+                json!(str_at(v, "/involvedObject/fieldPath"))
+            }),
+            ("Source", 1, |v, _| {
+                let (c, h) = (str_at(v, "/source/component"), str_at(v, "/source/host"));
+                json!(if h.is_empty() {
+                    c.to_owned()
+                } else {
+                    format!("{c}, {h}")
+                })
+            }),
+            ("Message", 0, |v, _| json!(str_at(v, "/message"))),
+            ("First Seen", 1, |v, now| {
+                json!(age(str_at(v, "/firstTimestamp"), now))
+            }),
+            ("Count", 1, |v, _| json!(int_at(v, "/count").max(1))),
+        ],
         _ => vec![("Age", 0, age_cell)],
     }
+}
+
+/// Where a kind's table shows the name: first, or (events, as Kubernetes prints them)
+/// last and only with `-o wide`.
+fn name_last(plural: &str) -> bool {
+    plural == "events"
 }
 
 fn map_len(v: &Value, pointer: &str) -> usize {
@@ -310,11 +351,16 @@ fn map_len(v: &Value, pointer: &str) -> usize {
 
 /// The column definitions of a `Table` of `info`'s kind.
 pub fn table_columns(info: &ResourceInfo) -> Value {
-    let mut defs = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
-    ];
-    for (name, priority, _) in &columns(info.plural) {
-        defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}));
+    let last = name_last(info.plural);
+    let name = json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": u8::from(last)});
+    let mut defs: Vec<Value> = columns(info.plural)
+        .iter()
+        .map(|(name, priority, _)| json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}))
+        .collect();
+    if last {
+        defs.push(name);
+    } else {
+        defs.insert(0, name);
     }
     Value::Array(defs)
 }
@@ -322,6 +368,7 @@ pub fn table_columns(info: &ResourceInfo) -> Value {
 /// Makes the rows of a `Table` of one kind.
 pub struct TableRows {
     columns: Vec<Column>,
+    name_last: bool,
     now: chrono::DateTime<chrono::Utc>,
 }
 
@@ -330,14 +377,24 @@ impl TableRows {
     pub fn new(info: &ResourceInfo) -> Self {
         Self {
             columns: columns(info.plural),
+            name_last: name_last(info.plural),
             now: chrono::Utc::now(),
         }
     }
 
     /// The row of `o`: its cells and its metadata.
     pub fn row(&self, o: &Value) -> Value {
-        let mut cells = vec![json!(str_at(o, "/metadata/name"))];
-        cells.extend(self.columns.iter().map(|(_, _, f)| f(o, self.now)));
+        let mut cells: Vec<Value> = self
+            .columns
+            .iter()
+            .map(|(_, _, f)| f(o, self.now))
+            .collect();
+        let name = json!(str_at(o, "/metadata/name"));
+        if self.name_last {
+            cells.push(name);
+        } else {
+            cells.insert(0, name);
+        }
         let mut partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"});
         partial["metadata"] = o.get("metadata").cloned().unwrap_or(json!({}));
         json!({"cells": cells, "object": partial})
@@ -434,6 +491,10 @@ mod tests {
         );
         assert_eq!(shown("configmaps", false), ["NAME", "DATA", "AGE"]);
         assert_eq!(shown("secrets", false), ["NAME", "TYPE", "DATA", "AGE"]);
+        assert_eq!(
+            shown("events", false),
+            ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+        );
         assert_eq!(
             shown("deployments", false),
             ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]

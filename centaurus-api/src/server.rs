@@ -534,6 +534,51 @@ impl ApiServer {
         })
     }
 
+    /// A node agent may create only events about a pod bound to it, named as
+    /// [`model::Event::dedup_name`] names them (so that its later updates can be checked by
+    /// name alone).
+    async fn check_node_event(
+        &self,
+        node: &str,
+        target: &Target,
+        obj: &Value,
+        name: &str,
+    ) -> ApiResult<()> {
+        let about = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let (kind, pod) = (about("/involvedObject/kind"), about("/involvedObject/name"));
+        let refuse = |why: &str| {
+            Err(ApiError::forbidden(format!(
+                "node {node} may record events only about the pods bound to it: {why}"
+            )))
+        };
+        if kind != "Pod" || model::Event::regarding_name(name) != Some(pod) {
+            return refuse(&format!(
+                "event {name:?} is about {kind} {pod:?}, or not named after it"
+            ));
+        }
+        let key = model::object_key(
+            "pods",
+            Scope::Namespaced,
+            target.tenant.as_deref().unwrap_or(model::SYSTEM_TENANT),
+            target.namespace.as_deref().unwrap_or(""),
+            pod,
+        );
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_store(e, "pods", pod))?;
+        let bound = kv.is_some_and(|kv| {
+            serde_json::from_slice::<Value>(&kv.value)
+                .is_ok_and(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+        });
+        if bound {
+            Ok(())
+        } else {
+            refuse(&format!("pod {pod:?} is not bound to it"))
+        }
+    }
+
     pub(crate) async fn get_kv(&self, target: &Target, name: &str) -> ApiResult<KeyValue> {
         self.store
             .get(&target.key(name))
@@ -795,6 +840,11 @@ impl ApiServer {
                 "node {node} may create only its own {}, not {name:?}",
                 target.info.plural
             )));
+        }
+        if let Some(node) = &target.node
+            && target.info.plural == "events"
+        {
+            self.check_node_event(node, target, &obj, &name).await?;
         }
         let tenant = self.writable_space(target, &obj).await?;
         if target.info.plural == "actions" {

@@ -395,3 +395,67 @@ async fn a_node_reads_only_the_configuration_its_pods_name() {
             .await,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_records_events_only_about_its_own_pods() {
+    use centaurus_core::model::{Event, ObjectReference};
+    let (_dir, store, local) = region().await;
+    let pods = Objects::<Pod>::new(store.clone());
+    let mut refs = Vec::new();
+    for name in ["mine", "theirs"] {
+        let key = format!("/registry/pods/acme/dev/{name}");
+        refs.push(ObjectReference::to(&pods.get(&key).await.unwrap().unwrap()));
+    }
+    let [mine, theirs] = <[ObjectReference; 2]>::try_from(refs).unwrap();
+    let event = |about: ObjectReference, name: String| Event {
+        metadata: ObjectMeta::namespaced("acme", "dev", &name),
+        involved_object: about,
+        reason: "Started".into(),
+        message: "Started container c".into(),
+        ..Default::default()
+    };
+    let n1 = local.client(identity::node("n1"));
+    let events: Api<Event> = n1.api();
+    let name = Event::dedup_name(&mine, "Normal", "Started", "m", "kubelet");
+    let created = events
+        .create(event(mine.clone(), name.clone()))
+        .await
+        .unwrap();
+    events
+        .modify(&created.key(), |e| {
+            e.count = 2;
+            true
+        })
+        .await
+        .unwrap();
+
+    forbidden(
+        "record an event about another node's pod",
+        events
+            .create(event(
+                theirs.clone(),
+                Event::dedup_name(&theirs, "Normal", "Started", "m", "kubelet"),
+            ))
+            .await,
+    );
+    forbidden(
+        "record an event not named after its pod",
+        events.create(event(mine.clone(), "theirs.1".into())).await,
+    );
+    // Made by the admin about theirs: n1 can neither read nor touch it.
+    let admin_made = local
+        .admin()
+        .api::<Event>()
+        .create(event(theirs.clone(), "theirs.2".into()))
+        .await
+        .unwrap();
+    forbidden(
+        "read an event about another node's pod",
+        events.get(&admin_made.key()).await,
+    );
+    forbidden(
+        "update an event about another node's pod",
+        events.update(&admin_made).await,
+    );
+    forbidden("list events", events.list("/registry/events/").await);
+}

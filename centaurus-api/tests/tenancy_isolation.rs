@@ -1,4 +1,4 @@
-//! Property: whatever users of several tenants do to pods, ConfigMaps and Secrets, through
+//! Property: whatever users of several tenants do to pods, ConfigMaps, Secrets and Events, through
 //! short paths or tenant paths, no answer to a user outside `system` ever contains another
 //! tenant's object or Secret value, every request for another tenant's space is refused,
 //! and every Secret is sealed in the store.
@@ -12,23 +12,30 @@ use serde_json::{Value, json};
 
 const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
 /// The kinds the operations act on.
-const KINDS: [&str; 3] = ["pods", "configmaps", "secrets"];
+const KINDS: [&str; 4] = ["pods", "configmaps", "secrets", "events"];
 
-/// An object of `KINDS[kind]` named `name`, created by `tenant`: its ConfigMap and
-/// Secret values name the tenant, so a leak shows in any answer.
+/// An object of `KINDS[kind]` named `name`, created by `tenant`: its ConfigMap, Secret
+/// and Event values name the tenant, so a leak shows in any answer.
 fn object_body(kind: usize, name: &str, tenant: &str) -> Value {
     match KINDS[kind] {
         "pods" => pod(name),
         "configmaps" => {
             json!({"metadata": {"name": name}, "data": {"owner": format!("cm-of-{tenant}")}})
         }
+        "events" => json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": name},
+            "reason": "Tested",
+            "message": format!("ev-of-{tenant}"),
+        }),
         _ => {
             json!({"metadata": {"name": name}, "stringData": {"password": format!("pw-of-{tenant}")}})
         }
     }
 }
 
-/// Secret values of tenants other than `caller`, as an answer would carry them (base64).
+/// Values of other tenants' objects than `caller`'s, as an answer would carry them
+/// (Secrets' in base64).
 fn foreign_values(caller: &str) -> Vec<String> {
     use base64::Engine as _;
     TENANTS
@@ -37,6 +44,7 @@ fn foreign_values(caller: &str) -> Vec<String> {
         .flat_map(|t| {
             [
                 format!("cm-of-{t}"),
+                format!("ev-of-{t}"),
                 base64::engine::general_purpose::STANDARD.encode(format!("pw-of-{t}")),
             ]
         })
@@ -198,7 +206,7 @@ async fn run(ops: Vec<(usize, Path, usize, Op)>) -> Result<(), TestCaseError> {
     }
     // The store agrees: each object sits under its own tenant's key, and Secrets are sealed.
     let mut kvs = Vec::new();
-    for plural in ["pods", "configmaps"] {
+    for plural in ["pods", "configmaps", "events"] {
         let all = h
             .store
             .range(&format!("/registry/{plural}/"), Default::default())

@@ -10,6 +10,8 @@
 //!   [`centaurus_core::model::Resource`]; [`DynamicApi`]: the same verbs with JSON objects
 //!   for any kind a registry describes ([`KindRef::from_info`]); [`Api::source`] feeds an informer, which
 //!   resumes from the last `resourceVersion`, follows bookmarks and lists again on 410.
+//! - [`Recorder`]: events about objects, queued and written in the background, repeats
+//!   counted.
 //! - Kubernetes `Status` answers become [`ClientError::Api`]; [`metrics`] counts requests.
 //! - [`ctl`], [`manifest`] and [`load`]: what `centaurusctl` does, as a library.
 
@@ -17,6 +19,7 @@ pub mod api;
 pub mod client;
 pub mod ctl;
 pub mod error;
+pub mod events;
 pub mod kubeconfig;
 pub mod load;
 pub mod manifest;
@@ -26,4 +29,5 @@ pub mod transport;
 pub use api::{Api, DynamicApi, KindRef, Patch};
 pub use client::{Client, Reply};
 pub use error::{ClientError, Status};
+pub use events::Recorder;
 pub use transport::{Body, HttpsTransport, Transport};

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use centaurus_client::{Api, Client};
+use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, OwnerReference,
-    ReplicaSet, ReplicaSetSpec, Resource,
+    self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, ObjectReference,
+    OwnerReference, ReplicaSet, ReplicaSetSpec, Resource,
 };
 
 use crate::split_key;
@@ -34,6 +34,7 @@ pub fn revision(meta: &ObjectMeta) -> u64 {
 
 /// Reconciles deployments.
 pub struct DeploymentController {
+    events: Recorder,
     sets: Api<ReplicaSet>,
     deployments: Api<Deployment>,
     set_cache: Cache<ReplicaSet>,
@@ -85,6 +86,7 @@ impl DeploymentController {
             }
         });
         let reconciler = Self {
+            events: Recorder::new(client.clone(), "deployment-controller"),
             sets: client.api(),
             deployments: client.api(),
             set_cache: sets.cache(),
@@ -124,8 +126,9 @@ impl DeploymentController {
         Ok(written.unwrap_or_else(|| rs.clone()))
     }
 
-    async fn scale(&self, rs: &ReplicaSet, replicas: i32) -> Result<(), String> {
-        if rs.spec.replicas == Some(replicas) {
+    async fn scale(&self, d: &Deployment, rs: &ReplicaSet, replicas: i32) -> Result<(), String> {
+        let from = rs.spec.replicas.unwrap_or(1);
+        if from == replicas {
             return Ok(());
         }
         let uid = rs.metadata.uid.clone();
@@ -140,6 +143,15 @@ impl DeploymentController {
             })
             .await
             .map_err(|e| e.to_string())?;
+        let way = if replicas > from { "up" } else { "down" };
+        self.events.normal(
+            ObjectReference::to(d),
+            "ScalingReplicaSet",
+            format!(
+                "Scaled {way} replica set {} from {from} to {replicas}",
+                rs.metadata.name
+            ),
+        );
         Ok(())
     }
 }
@@ -251,7 +263,19 @@ impl Reconciler<Deployment> for DeploymentController {
                     min_ready_seconds: d.spec.min_ready_seconds,
                 };
                 match self.sets.create(rs).await {
-                    Ok(rs) => rs,
+                    Ok(rs) => {
+                        if start > 0 {
+                            self.events.normal(
+                                ObjectReference::to(&d),
+                                "ScalingReplicaSet",
+                                format!(
+                                    "Scaled up replica set {} from 0 to {start}",
+                                    rs.metadata.name
+                                ),
+                            );
+                        }
+                        rs
+                    }
                     Err(e) if e.is_already_exists() => {
                         // Made by an earlier pass whose write we have not seen yet.
                         return Ok(Requeue::After(std::time::Duration::from_millis(200)));
@@ -281,14 +305,14 @@ impl Reconciler<Deployment> for DeploymentController {
             let recreate = d.spec.strategy.type_.as_deref() == Some("Recreate");
             if recreate {
                 for rs in &old {
-                    self.scale(rs, 0).await?;
+                    self.scale(&d, rs, 0).await?;
                 }
                 let old_pods: i32 = old
                     .iter()
                     .map(|rs| rs.status.as_ref().map_or(0, |s| s.replicas))
                     .sum();
                 if old_pods == 0 {
-                    self.scale(&new_rs, want).await?;
+                    self.scale(&d, &new_rs, want).await?;
                 }
             } else {
                 let ru = d.spec.strategy.rolling_update.clone().unwrap_or_default();
@@ -312,7 +336,7 @@ impl Reconciler<Deployment> for DeploymentController {
                 } else {
                     (replicas(&new_rs) + room.max(0)).min(want)
                 };
-                self.scale(&new_rs, target.max(0)).await?;
+                self.scale(&d, &new_rs, target.max(0)).await?;
                 // Shrink the old sets as far as availability allows.
                 let available_now: i32 =
                     available(&new_rs) + old.iter().map(available).sum::<i32>();
@@ -324,7 +348,7 @@ impl Reconciler<Deployment> for DeploymentController {
                     let keep = replicas(rs) - cut;
                     let extra = can_remove.clamp(0, keep);
                     can_remove -= extra;
-                    self.scale(rs, keep - extra).await?;
+                    self.scale(&d, rs, keep - extra).await?;
                 }
             }
         }

@@ -3,11 +3,13 @@
 //! - [`ReplicaSetController`]: keeps `replicas` pods of a template (containers or a VM).
 //! - [`DeploymentController`]: rolling updates through replica sets.
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
+//! - [`EventExpiry`]: deletes events after their time to live.
 //!
 //! [`run_all`] starts them together, as `centaurus up` does; with a [`Membership`], several
 //! instances share the objects over the hash ring of their live Leases.
 
 pub mod deployment;
+pub mod events;
 pub mod membership;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -18,6 +20,7 @@ use centaurus_client::Client;
 use centaurus_core::model::Pod;
 
 pub use deployment::DeploymentController;
+pub use events::{DEFAULT_EVENT_TTL, EventExpiry};
 pub use membership::{Membership, MembershipConfig};
 pub use nodelifecycle::{LifecycleScope, NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
@@ -58,6 +61,7 @@ pub async fn run_in(
             tokio::join!(
                 ReplicaSetController::run(client.clone(), 4, share.clone()),
                 DeploymentController::run(client.clone(), 2, share.clone()),
+                EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
             );
         }
     };

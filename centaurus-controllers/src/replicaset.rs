@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use centaurus_client::{Api, Client};
+use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
+    self, ObjectMeta, ObjectReference, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
 };
 
 use crate::{is_ready, split_key};
@@ -26,6 +26,7 @@ const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
 /// Reconciles replica sets.
 pub struct ReplicaSetController {
+    events: Recorder,
     pods: Api<Pod>,
     sets: Api<ReplicaSet>,
     pod_cache: Cache<Pod>,
@@ -68,6 +69,7 @@ impl ReplicaSetController {
             }
         });
         let reconciler = Self {
+            events: Recorder::new(client.clone(), "replicaset-controller"),
             pods: client.api(),
             sets: client.api(),
             pod_cache: pod_informer.cache(),
@@ -181,7 +183,22 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
                     ..Default::default()
                 });
                 pod.spec = rs.spec.template.spec.clone();
-                let created = self.pods.create(pod).await.map_err(|e| e.to_string())?;
+                let created = match self.pods.create(pod).await {
+                    Ok(created) => created,
+                    Err(e) => {
+                        self.events.warning(
+                            ObjectReference::to(&rs),
+                            "FailedCreate",
+                            format!("Error creating: {e}"),
+                        );
+                        return Err(e.to_string());
+                    }
+                };
+                self.events.normal(
+                    ObjectReference::to(&rs),
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", created.metadata.name),
+                );
                 self.expect(key, Some(created.key()), None);
             }
         } else if live.len() > want && pending == 0 {
@@ -192,6 +209,11 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
                     .delete(&p.key(), None)
                     .await
                     .map_err(|e| e.to_string())?;
+                self.events.normal(
+                    ObjectReference::to(&rs),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", p.metadata.name),
+                );
                 self.expect(key, None, Some(p.key()));
             }
         }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use centaurus_api::region::LocalRegion;
 use centaurus_client::{Api, Client};
 use centaurus_controllers::deployment::REVISION_ANNOTATION;
-use centaurus_controllers::{NodeLifecycleConfig, run_all};
+use centaurus_controllers::{EventExpiry, NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
-    Container, Deployment, DeploymentSpec, LabelSelector, ObjectMeta, Pod, PodSpec,
-    PodTemplateSpec, Quantity, Resource, ResourceList, ResourceRequirements,
+    Container, Deployment, DeploymentSpec, Event, LabelSelector, ObjectMeta, ObjectReference, Pod,
+    PodSpec, PodTemplateSpec, Quantity, Resource, ResourceList, ResourceRequirements,
 };
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
@@ -370,6 +370,128 @@ async fn a_deleted_node_comes_back_or_its_pods_move() {
     })
     .await;
     assert!(all.iter().any(|p| p.spec.node_name == first));
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// The events of `acme/prod`.
+async fn events_of_prod(admin: &Client) -> Vec<Event> {
+    admin
+        .api::<Event>()
+        .list("/registry/events/acme/prod/")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_controllers_and_agents_record_events_that_expire() {
+    let (_dir, admin, _fleet, tasks) = region(2).await;
+    let pods = admin.api::<Pod>();
+    admin
+        .api::<Deployment>()
+        .create(deployment(2, "busybox:1"))
+        .await
+        .unwrap();
+    let all = wait_for(&pods, "2 running pods", 20, |all| {
+        running(all, "busybox:1").len() == 2
+    })
+    .await;
+    let pod = &all[0];
+    let want = [
+        ("Deployment", "ScalingReplicaSet", "deployment-controller"),
+        ("ReplicaSet", "SuccessfulCreate", "replicaset-controller"),
+        ("Pod", "Scheduled", "default-scheduler"),
+        ("Pod", "Created", "kubelet"),
+        ("Pod", "Started", "kubelet"),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = events_of_prod(&admin).await;
+        let found = |(kind, reason, component): &(&str, &str, &str)| {
+            events.iter().any(|e| {
+                e.involved_object.kind == *kind
+                    && e.reason == *reason
+                    && e.source.component == *component
+                    && (*kind != "Pod" || e.involved_object.name == pod.metadata.name)
+            })
+        };
+        if want.iter().all(found) {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {:?} among {:?}",
+            want.iter().filter(|w| !found(w)).collect::<Vec<_>>(),
+            events
+                .iter()
+                .map(|e| (&e.involved_object.kind, &e.reason))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let scheduled = events
+        .iter()
+        .find(|e| e.reason == "Scheduled" && e.involved_object.name == pod.metadata.name)
+        .unwrap();
+    assert_eq!(
+        scheduled.message,
+        format!(
+            "Successfully assigned prod/{} to {}",
+            pod.metadata.name, pod.spec.node_name
+        )
+    );
+    assert_eq!(scheduled.involved_object.uid, pod.metadata.uid);
+    let started = events
+        .iter()
+        .find(|e| e.reason == "Started" && e.involved_object.name == pod.metadata.name)
+        .unwrap();
+    assert_eq!(started.source.host, pod.spec.node_name);
+    assert_eq!(started.involved_object.field_path, "spec.containers{web}");
+
+    // The same event again counts up on one object.
+    let recorder = centaurus_client::Recorder::new(admin.clone(), "tester");
+    for _ in 0..3 {
+        recorder.warning(ObjectReference::to(pod), "Probed", "the probe failed");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let probed: Vec<Event> = events_of_prod(&admin)
+            .await
+            .into_iter()
+            .filter(|e| e.reason == "Probed")
+            .collect();
+        if probed.len() == 1 && probed[0].count == 3 {
+            assert_eq!(probed[0].type_, "Warning");
+            assert!(probed[0].last_timestamp >= probed[0].first_timestamp);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "repeats are not one event counted 3 times: {probed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Expiry: events last seen before the TTL go, the others stay.
+    let stale = Event {
+        metadata: ObjectMeta::namespaced("acme", "prod", "stale.1"),
+        involved_object: ObjectReference::to(pod),
+        reason: "Old".into(),
+        last_timestamp: Some(centaurus_core::model::now() - chrono::Duration::hours(2)),
+        ..Default::default()
+    };
+    admin.api::<Event>().create(stale).await.unwrap();
+    let before = events_of_prod(&admin).await.len();
+    let expiry = EventExpiry::new(&admin, Duration::from_secs(3600));
+    let expired = expiry
+        .sweep(&centaurus_controllers::Share::all())
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    let after = events_of_prod(&admin).await;
+    assert_eq!(after.len(), before - 1);
+    assert!(after.iter().all(|e| e.reason != "Old"));
     for t in tasks {
         t.abort();
     }

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use centaurus_client::{Client, ClientError};
+use centaurus_client::{Client, ClientError, Recorder};
 use centaurus_core::controller::{Change, Informer, WatchEvent};
 use centaurus_core::model::{
     self, Action, ActionStatus, Condition, ContainerState, ContainerStatus, LABEL_HOSTNAME,
-    LABEL_ZONE, Lease, LeaseSpec, Node, NodeAddress, NodeInfo, NodeStatus, ObjectMeta, Pod,
-    PodStatus, Resource, ResourceList, StateReason, StateRunning, StateTerminated, Time,
-    VirtualMachineStatus,
+    LABEL_ZONE, Lease, LeaseSpec, Node, NodeAddress, NodeInfo, NodeStatus, ObjectMeta,
+    ObjectReference, Pod, PodStatus, Resource, ResourceList, StateReason, StateRunning,
+    StateTerminated, Time, VirtualMachineStatus,
 };
 use tokio::sync::watch;
 
@@ -238,6 +238,8 @@ pub struct Fleet {
     node: Option<String>,
     /// The endpoint the fleet serves pod logs on, published in each of its Nodes.
     endpoint: RwLock<Option<model::AgentEndpoint>>,
+    /// Each tenant partition's event recorder (the kubelet's events about its pods).
+    events: RwLock<Arc<[Recorder]>>,
 }
 
 impl Fleet {
@@ -287,8 +289,14 @@ impl Fleet {
             .map(|w| w.client.api())
             .collect::<Vec<_>>()
             .into();
+        let events = workloads
+            .iter()
+            .map(|w| Recorder::new(w.client.clone(), KUBELET))
+            .collect::<Vec<_>>()
+            .into();
         let fleet = Arc::new(Self {
             pod_apis,
+            events: RwLock::new(events),
             workloads,
             client,
             agents: RwLock::default(),
@@ -315,6 +323,12 @@ impl Fleet {
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
             .cloned()
+    }
+
+    /// Stops recording events about pods (for measuring what they cost).
+    pub fn disable_events(&self) {
+        let off = vec![Recorder::disabled(); self.workloads.len()].into();
+        *self.events.write().unwrap_or_else(|e| e.into_inner()) = off;
     }
 
     /// Publishes `endpoint` in the Nodes the fleet registers from now on.
@@ -705,7 +719,16 @@ impl Fleet {
                 left: None,
             },
         );
+        let node = &pod.spec.node_name;
+        let events = self
+            .events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|r| r.on_host(node))
+            .collect();
         let worker = PodWorker {
+            events,
             partitions: self.pod_apis.clone(),
             home,
             agent: agent.clone(),
@@ -737,6 +760,8 @@ impl Fleet {
             return;
         };
         let actions = workloads.client.api::<Action>();
+        let events = self.events.read().unwrap_or_else(|e| e.into_inner())[partition]
+            .on_host(&pod.spec.node_name);
         tokio::spawn(async move {
             let result = match (agent.runtime_for(&pod), &pod.spec.virtual_machine) {
                 (Ok(rt), Some(vm)) => rt
@@ -746,6 +771,16 @@ impl Fleet {
                 (Err(e), _) => Err(e),
                 (_, None) => Err(format!("pod {} is not a VM pod", pa.pod_name)),
             };
+            let regarding = ObjectReference::to(&pod).with_field_path("spec.virtualMachine");
+            let what = match (&pa.reboot_action, &pa.snapshot_action) {
+                (Some(_), _) => "reboot",
+                (_, Some(_)) => "snapshot",
+                _ => "restore",
+            };
+            match &result {
+                Ok(m) => events.normal(regarding, "ActionSucceeded", format!("{what}: {m}")),
+                Err(m) => events.warning(regarding, "ActionFailed", format!("{what}: {m}")),
+            }
             let status = match result {
                 Ok(message) => ActionStatus {
                     complete: true,
@@ -833,8 +868,13 @@ const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 /// containers (Kubernetes' name).
 const READY_TO_START: &str = "PodReadyToStartContainers";
 
+/// The component name node agents report events as (Kubernetes' `source.component`).
+pub const KUBELET: &str = "kubelet";
+
 /// Runs one pod on one node until it is deleted.
 struct PodWorker {
+    /// Each tenant partition's event recorder, reporting from the pod's node.
+    events: Arc<[Recorder]>,
     /// The pods of each tenant partition.
     partitions: Arc<[centaurus_client::Api<Pod>]>,
     /// The one that holds the pod.
@@ -853,10 +893,15 @@ struct Tracked {
 
 impl PodWorker {
     async fn run(self, pod: Pod, mut rx: watch::Receiver<Option<Pod>>) {
+        let mut waiting_for = String::new();
         let rt = loop {
             match self.start(&pod).await {
                 Ok(rt) => break rt,
                 Err(StartError::NotReady(reason)) => {
+                    if reason != waiting_for {
+                        self.event(&pod, "", true, "FailedStart", &reason);
+                        waiting_for.clone_from(&reason);
+                    }
                     // The pod waits, Pending with the reason in a condition, and tries
                     // again (the network plugin waits between tries, so this pause only
                     // looks for a deletion): a slow network plane never fails it.
@@ -873,6 +918,7 @@ impl PodWorker {
                 }
                 Err(StartError::Failed(reason)) => {
                     tracing::warn!(pod = self.key, error = %reason, "pod failed to start");
+                    self.event(&pod, "", true, "Failed", &format!("Error: {reason}"));
                     self.report_failed(&reason).await;
                     // Wait for the deletion, then clean up what may exist.
                     while rx.changed().await.is_ok() {
@@ -953,13 +999,28 @@ impl PodWorker {
         rt.write_volumes(&self.uid, &volumes)
             .await
             .map_err(|e| failed(format!("volumes: {e}")))?;
+        let what = what_runs(pod);
         for name in workload_names(pod) {
             rt.create_workload(&resolved, &name)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
+            self.event(
+                pod,
+                &name,
+                false,
+                "Created",
+                &format!("Created {what} {name}"),
+            );
             rt.start_workload(&self.uid, &name)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
+            self.event(
+                pod,
+                &name,
+                false,
+                "Started",
+                &format!("Started {what} {name}"),
+            );
         }
         // The pod's address is reported with the first status.
         self.set_ip(&net.ip).await;
@@ -1051,6 +1112,17 @@ impl PodWorker {
                     let now = tokio::time::Instant::now();
                     match t.next_restart {
                         None => {
+                            self.event(
+                                pod,
+                                &name,
+                                true,
+                                "BackOff",
+                                &format!(
+                                    "Back-off restarting failed {} {name} in pod {}",
+                                    what_runs(pod),
+                                    pod.metadata.name
+                                ),
+                            );
                             // Back off 1 s, doubling to 30 s, as the kubelet's CrashLoopBackOff.
                             let delay = Duration::from_secs(1 << t.restarts.clamp(0, 5) as u32)
                                 .min(Duration::from_secs(30));
@@ -1072,6 +1144,24 @@ impl PodWorker {
             statuses.push((st, t.restarts));
         }
         compose_status(pod, policy, start_time, &statuses)
+    }
+
+    /// Records an event about the pod (about its workload `workload`, when named) in the
+    /// partition that holds it.
+    fn event(&self, pod: &Pod, workload: &str, warning: bool, reason: &str, message: &str) {
+        let mut regarding = ObjectReference::to(pod);
+        if !workload.is_empty() {
+            regarding = regarding.with_field_path(match pod.spec.virtual_machine {
+                Some(_) => "spec.virtualMachine".to_owned(),
+                None => format!("spec.containers{{{workload}}}"),
+            });
+        }
+        let recorder = &self.events[self.home.load(Ordering::Relaxed)];
+        if warning {
+            recorder.warning(regarding, reason, message);
+        } else {
+            recorder.normal(regarding, reason, message);
+        }
     }
 
     /// The pods of the partition that holds the pod now.
@@ -1155,7 +1245,15 @@ impl PodWorker {
                     .unwrap_or(5)
                     .clamp(0, 30) as u64,
             );
+            let what = what_runs(pod);
             for name in workload_names(pod) {
+                self.event(
+                    pod,
+                    &name,
+                    false,
+                    "Killing",
+                    &format!("Stopping {what} {name}"),
+                );
                 let _ = rt.stop_workload(&self.uid, &name, grace).await;
                 let _ = rt.remove_workload(&self.uid, &name).await;
             }
@@ -1166,6 +1264,15 @@ impl PodWorker {
         if let Err(e) = self.agent.network.detach(pod).await {
             tracing::warn!(pod = self.key, error = %e, "detaching the network failed");
         }
+    }
+}
+
+/// What a pod's workloads are, in events: containers, or a virtual machine.
+fn what_runs(pod: &Pod) -> &'static str {
+    if pod.spec.virtual_machine.is_some() {
+        "virtual machine"
+    } else {
+        "container"
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use centaurus_client::Client;
+use centaurus_client::{Client, Recorder};
 use centaurus_core::controller::{Change, Informer, OwnAll, Ownership};
-use centaurus_core::model::{Node, NodeLedger, Pod, Resource};
+use centaurus_core::model::{Node, NodeLedger, ObjectReference, Pod, Resource};
 use tokio::sync::Semaphore;
 
 use crate::binder::{BindError, Binder, PartitionBinder, PodBinder, booked};
@@ -35,6 +35,8 @@ pub struct SchedulerConfig {
     pub filters: Vec<Arc<dyn FilterPlugin>>,
     /// The scores and their weights.
     pub scores: Vec<(Arc<dyn ScorePlugin>, u32)>,
+    /// Record `Scheduled` and `FailedScheduling` events about pods.
+    pub events: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -46,6 +48,7 @@ impl Default for SchedulerConfig {
             ownership: Arc::new(OwnAll),
             filters: default_filters(),
             scores: default_scores(),
+            events: true,
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct Scheduler {
     /// What this tenant partition's bookings start with (others' are foreign).
     tag: String,
     stats: Arc<SchedulerStats>,
+    events: Recorder,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -134,7 +138,13 @@ impl Scheduler {
         config: SchedulerConfig,
         binder: Arc<dyn Binder>,
     ) -> Self {
+        let events = if config.events {
+            Recorder::new(client.clone(), config.name.clone())
+        } else {
+            Recorder::disabled()
+        };
         Self {
+            events,
             pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
             nodes,
             ledgers,
@@ -376,6 +386,11 @@ impl Scheduler {
                 Err(why) => {
                     self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
                     self.queue.unschedulable(&key);
+                    self.events.warning(
+                        ObjectReference::to(&*info.pod),
+                        "FailedScheduling",
+                        why.to_string(),
+                    );
                     let this = self.clone();
                     tokio::spawn(
                         async move { this.report_unschedulable(&info, why.to_string()).await },
@@ -403,6 +418,12 @@ impl Scheduler {
             Ok(()) => {
                 self.stats.bound.fetch_add(1, Ordering::Relaxed);
                 self.queue.done(&info.key);
+                let m = &info.pod.metadata;
+                self.events.normal(
+                    ObjectReference::to(&*info.pod),
+                    "Scheduled",
+                    format!("Successfully assigned {}/{} to {node}", m.namespace, m.name),
+                );
             }
             Err(e) => {
                 {

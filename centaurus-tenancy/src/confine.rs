@@ -6,8 +6,9 @@
 //!   its own Node and Lease; it lists and watches pods and actions only with the field
 //!   selector `spec.nodeName=NAME`, reads and writes the status of the pods bound to it
 //!   only, reads those pods' endpoints, ConfigMaps and Secrets, the actions of its node,
-//!   and the tenant networks its pods join; nothing else of any tenant (the API server checks at create that the
-//!   Node or Lease it makes is its own);
+//!   and the tenant networks its pods join, and records events about those pods; nothing
+//!   else of any tenant (the API server checks at create that the Node or Lease it makes
+//!   is its own, and that an event is about one of its pods);
 //! - each service identity ([`identity::SCHEDULER`], ...) has the verbs its work needs;
 //!   Leases it may write only in the `system` tenant's `kube-system` (controller
 //!   membership), never a node's (only the node fleet writes node Leases).
@@ -37,6 +38,7 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule("create", "pods/binding"),
             rule(STATUS, "pods/status"),
             rule(WRITE, "nodeledgers"),
+            rule("get,create,update,patch", "events"),
         ],
         identity::CONTROLLERS => vec![
             rule(WRITE, "pods,replicasets,deployments"),
@@ -44,6 +46,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule("get,list,watch,update,patch", "nodes"),
             // Reading node Leases; writing its own membership Leases (in kube-system only).
             rule("get,list,watch,create,update,patch", "leases"),
+            // Recording events, and expiring them.
+            rule(WRITE, "events"),
         ],
         identity::VPC_OPERATOR => vec![
             rule(READ, "droplets,vpcs,subnets,endpoints"),
@@ -73,6 +77,7 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule(STATUS, "pods/status,nodes/status,actions/status"),
             rule("get,create,update,patch", "nodes,leases"),
             rule("update,patch", "actions"),
+            rule("get,create,update,patch", "events"),
         ],
         _ => Vec::new(),
     }
@@ -106,7 +111,17 @@ impl Confined {
 
     /// The `spec.nodeName` of the namespaced object `plural/name` the request addresses.
     async fn node_of(&self, plural: &str, req: &Attributes<'_>) -> Result<Option<String>, Denied> {
-        let (Some(tenant), Some(ns), Some(name)) = (req.tenant, req.namespace, req.name) else {
+        self.node_of_named(plural, req, req.name).await
+    }
+
+    /// The `spec.nodeName` of the namespaced object `plural/name` in the request's space.
+    async fn node_of_named(
+        &self,
+        plural: &str,
+        req: &Attributes<'_>,
+        name: Option<&str>,
+    ) -> Result<Option<String>, Denied> {
+        let (Some(tenant), Some(ns), Some(name)) = (req.tenant, req.namespace, name) else {
             return Ok(None);
         };
         let key = model::object_key(plural, Scope::Namespaced, tenant, ns, name);
@@ -171,6 +186,13 @@ impl Confined {
             }
             ("networks", Verb::Get) => true,
             ("configmaps" | "secrets", Verb::Get) => self.named_by_pod_on(node, req).await?,
+            // The server checks that a new event is about a pod bound to the node; an
+            // event's name starts with its pod's ([`model::Event::dedup_name`]).
+            ("events", Verb::Create) => true,
+            ("events", Verb::Get | Verb::Update | Verb::Patch) => {
+                let pod = req.name.and_then(model::Event::regarding_name);
+                self.node_of_named("pods", req, pod).await?.as_deref() == Some(node)
+            }
             _ => false,
         };
         if allowed {

@@ -161,6 +161,31 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     });
     let err = k.fails(&["logs", "hello", "-c", "nope"]);
     assert!(err.contains("not valid"), "{err}");
+    // The scheduler's and the agent's events: in `describe`, in `get events` and its watch.
+    eventually(30, "describe shows the pod's events", || {
+        let d = k.run(&["describe", "pod", "hello"]);
+        (d.contains("Events:")
+            && d.contains("Scheduled")
+            && d.contains("default-scheduler")
+            && d.contains("Started container hello"))
+        .then_some(())
+    });
+    let events = k.run(&["get", "events"]);
+    assert!(
+        events.contains("LAST SEEN") && events.contains("pod/hello") && events.contains("Started"),
+        "{events}"
+    );
+    // The watch ends at the request timeout, whatever kubectl's exit status says of that.
+    let watched = k
+        .cmd(&["get", "events", "--watch", "--request-timeout=3s"])
+        .output()
+        .unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.contains("Scheduled"), "{watched}");
+    assert!(
+        !admin.run(&["get", "events"]).contains("pod/hello"),
+        "the system tenant's default namespace does not hold acme's events"
+    );
 
     // Configuration: a ConfigMap value in the environment and as a file, a Secret as env;
     // an update to the ConfigMap reaches the mounted file.

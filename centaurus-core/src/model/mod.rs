@@ -3,6 +3,7 @@
 
 mod cluster;
 mod config;
+mod event;
 mod meta;
 mod pod;
 mod quantity;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cluster::*;
 pub use config::*;
+pub use event::*;
 pub use meta::*;
 pub use pod::*;
 pub use quantity::{Quantity, QuantityError};

@@ -309,6 +309,8 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<Secret>()
             .expect("built-in plurals are distinct");
+        r.register::<Event>()
+            .expect("built-in plurals are distinct");
         r
     }
 
