@@ -6,6 +6,7 @@
 //! [`tls::serve`] runs it over HTTPS with the region's [`tls::Pki`]; [`local::InProcess`]
 //! is the transport of `centaurus-client` for components in the server's process.
 
+mod accounts;
 pub mod agent_link;
 pub mod codec;
 mod cpu;

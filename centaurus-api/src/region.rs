@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use centaurus_core::model::{self, Registry, Resource as _, Scope};
 use centaurus_core::store::{SEALED_PREFIXES, Sealed, SealingKey, Store, StoreError};
+use centaurus_tenancy::accounts::AccountKey;
 use centaurus_tenancy::confine::Confined;
 use centaurus_tenancy::{
     AuthenticatorChain, AuthnLayer, CallerSpace, ClientCertAuthenticator, FrontDoor, Identity,
@@ -106,7 +107,12 @@ pub async fn app(
     if let Some(a) = partition.admission() {
         api.add_admission(a);
     }
-    let chain = AuthenticatorChain(vec![Arc::new(ClientCertAuthenticator), issued, tokens]);
+    let chain = AuthenticatorChain(vec![
+        Arc::new(ClientCertAuthenticator),
+        api.account_tokens(),
+        issued,
+        tokens,
+    ]);
     let door = FrontDoor::new(Arc::new(chain));
     let authn = AuthnLayer::new(Arc::new(TenantBound::new(Arc::new(door), store).await));
     let router = crate::router(api.clone(), authn);
@@ -206,14 +212,25 @@ pub fn sealing_key_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("pki").join("secrets.key")
 }
 
-/// `config` with the sealing key of `data_dir` ([`sealing_key_path`], made when absent)
-/// unless it has one.
+/// The file of the region's key for signing ServiceAccount tokens, in a data directory.
+/// Every API server of a region holds the same one.
+pub fn account_key_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("pki").join("sa.key")
+}
+
+/// `config` with the sealing key and the account key of `data_dir` ([`sealing_key_path`],
+/// [`account_key_path`], made when absent) unless it has them.
 fn with_sealing_key(
     mut config: ApiConfig,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<ApiConfig> {
     if config.sealing.is_none() {
         config.sealing = Some(Arc::new(SealingKey::load_or_create(&sealing_key_path(
+            data_dir,
+        ))?));
+    }
+    if config.account_key.is_none() {
+        config.account_key = Some(Arc::new(AccountKey::load_or_create(&account_key_path(
             data_dir,
         ))?));
     }

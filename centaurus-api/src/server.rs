@@ -39,6 +39,9 @@ pub struct ApiConfig {
     /// The region's key for Secrets at rest ([`centaurus_core::store::Sealed`]). None: a
     /// key of this process only, for servers whose store dies with them (tests, tools).
     pub sealing: Option<Arc<centaurus_core::store::SealingKey>>,
+    /// The region's key for signing ServiceAccount tokens
+    /// ([`centaurus_tenancy::accounts`]). None: a key of this process only.
+    pub account_key: Option<Arc<centaurus_tenancy::accounts::AccountKey>>,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +53,7 @@ impl Default for ApiConfig {
             partition: Default::default(),
             vnis: None,
             sealing: None,
+            account_key: None,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct ApiServer {
     pub(crate) authorizer: Arc<dyn Authorizer>,
     pub(crate) resolver: Arc<dyn SpaceResolver>,
     tokens: Option<Arc<StoredTokens>>,
+    /// Issues and checks ServiceAccount tokens.
+    pub(crate) accounts: Arc<centaurus_tenancy::accounts::AccountTokens>,
     pub(crate) config: ApiConfig,
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) lifecycle: Lifecycle,
@@ -130,7 +136,15 @@ impl ApiServer {
         tokens: Option<Arc<StoredTokens>>,
         config: ApiConfig,
     ) -> Arc<Self> {
+        let key = config.account_key.clone().unwrap_or_else(|| {
+            tracing::info!("ServiceAccount tokens are signed with a key of this process only");
+            Arc::new(centaurus_tenancy::accounts::AccountKey::generate())
+        });
         Arc::new(Self {
+            accounts: Arc::new(centaurus_tenancy::accounts::AccountTokens::new(
+                &key,
+                store.clone(),
+            )),
             lifecycle: Lifecycle::new(store.clone(), registry.clone()),
             store,
             registry,
@@ -146,6 +160,11 @@ impl ApiServer {
             config,
             tenants: Default::default(),
         })
+    }
+
+    /// The authenticator of the ServiceAccount tokens this server issues.
+    pub fn account_tokens(&self) -> Arc<centaurus_tenancy::accounts::AccountTokens> {
+        self.accounts.clone()
     }
 
     /// Watches the store's tenants (returns once they are loaded), so that writes into the
@@ -375,7 +394,10 @@ impl ApiServer {
         if let Some(sub) = &target.subresource {
             let ok = match sub.as_str() {
                 "status" => target.info.has_status && verb != Verb::Delete,
-                "token" => target.info.plural == "tenants" && verb == Verb::Create,
+                "token" => {
+                    matches!(target.info.plural, "tenants" | "serviceaccounts")
+                        && verb == Verb::Create
+                }
                 "join" => target.info.plural == "nodes" && verb == Verb::Create,
                 "scale" => {
                     crate::scale::has_scale(target.info.plural)
@@ -431,7 +453,12 @@ impl ApiServer {
                 crate::watch::watch(self.clone(), target, params, accept.as_deref()).await
             }
             Verb::Create if target.subresource.as_deref() == Some("token") => {
-                self.issue_token(&target, &body).await
+                if target.info.plural == "serviceaccounts" {
+                    self.account_token(&target, content_type.as_deref(), &body)
+                        .await
+                } else {
+                    self.issue_token(&target, &body).await
+                }
             }
             Verb::Create if target.subresource.as_deref() == Some("join") => {
                 self.join_node(&target, &caller, &body).await

@@ -4,10 +4,12 @@
 //! - [`DeploymentController`]: rolling updates through replica sets.
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
 //! - [`EventExpiry`]: deletes events after their time to live.
+//! - [`ServiceAccountController`]: a `default` ServiceAccount in every namespace.
 //!
 //! [`run_all`] starts them together, as `centaurus up` does; with a [`Membership`], several
 //! instances share the objects over the hash ring of their live Leases.
 
+pub mod accounts;
 pub mod deployment;
 pub mod events;
 pub mod membership;
@@ -19,6 +21,7 @@ pub use centaurus_core::controller::Share;
 use centaurus_client::Client;
 use centaurus_core::model::Pod;
 
+pub use accounts::ServiceAccountController;
 pub use deployment::DeploymentController;
 pub use events::{DEFAULT_EVENT_TTL, EventExpiry};
 pub use membership::{Membership, MembershipConfig};
@@ -62,6 +65,7 @@ pub async fn run_in(
                 ReplicaSetController::run(client.clone(), 4, share.clone()),
                 DeploymentController::run(client.clone(), 2, share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
+                ServiceAccountController::run(client.clone(), share.clone()),
             );
         }
     };

@@ -48,6 +48,9 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule("get,list,watch,create,update,patch", "leases"),
             // Recording events, and expiring them.
             rule(WRITE, "events"),
+            // A default ServiceAccount in every namespace.
+            rule(READ, "namespaces"),
+            rule("get,list,watch,create", "serviceaccounts"),
         ],
         identity::VPC_OPERATOR => vec![
             rule(READ, "droplets,vpcs,subnets,endpoints"),
@@ -78,6 +81,9 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule("get,create,update,patch", "nodes,leases"),
             rule("update,patch", "actions"),
             rule("get,create,update,patch", "events"),
+            // Tokens of the pods' accounts, bound to the pods.
+            rule("get", "serviceaccounts"),
+            rule("create", "serviceaccounts/token"),
         ],
         _ => Vec::new(),
     }
@@ -189,6 +195,8 @@ impl Confined {
             // The server checks that a new event is about a pod bound to the node; an
             // event's name starts with its pod's ([`model::Event::dedup_name`]).
             ("events", Verb::Create) => true,
+            // The server checks that the token is bound to a pod bound to the node.
+            ("serviceaccounts/token", Verb::Create) => true,
             ("events", Verb::Get | Verb::Update | Verb::Patch) => {
                 let pod = req.name.and_then(model::Event::regarding_name);
                 self.node_of_named("pods", req, pod).await?.as_deref() == Some(node)

@@ -3,6 +3,8 @@
 //!
 //! - [`authn`]: bearer tokens from a token file (the Kubernetes CSV format with a tenant
 //!   column) and client certificates (`O=tenant:NAME`), composed into an [`AuthnLayer`].
+//! - [`accounts`]: ServiceAccount tokens, signed JWTs accepted as users of their
+//!   account's tenant.
 //! - [`tokens`]: the tokens the API servers issue, kept (as digests) in the region's store
 //!   so that every API server of the region accepts them.
 //! - [`SpaceResolver`]: the short Kubernetes paths resolve to the caller's own tenant.
@@ -10,6 +12,7 @@
 //!   space, as its [`Role`]s allow, or another tenant's space through an explicit [`Grant`].
 //! - [`quota`]: per-tenant limits on pods, cpu, memory and VM pods.
 
+pub mod accounts;
 pub mod authn;
 pub mod confine;
 pub mod gate;

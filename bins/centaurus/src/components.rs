@@ -307,11 +307,17 @@ pub fn adopt_ca(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
     adopt(from, data_dir, &["ca.crt", "ca.key"], &[])
 }
 
-/// As [`adopt_ca`], and the region's key for Secrets at rest (`secrets.key`) when `from`
-/// has one: every API server of a region opens the Secrets any of them sealed (a tenant
-/// moved between partitions keeps its Secrets).
+/// As [`adopt_ca`], and the region's keys for Secrets at rest (`secrets.key`) and for
+/// ServiceAccount tokens (`sa.key`) when `from` has them: every API server of a region
+/// opens the Secrets any of them sealed and accepts the tokens any of them signed (a
+/// tenant moved between partitions keeps both).
 pub fn adopt_region_keys(from: &Path, data_dir: &Path) -> anyhow::Result<()> {
-    adopt(from, data_dir, &["ca.crt", "ca.key"], &["secrets.key"])
+    adopt(
+        from,
+        data_dir,
+        &["ca.crt", "ca.key"],
+        &["secrets.key", "sa.key"],
+    )
 }
 
 fn adopt(from: &Path, data_dir: &Path, required: &[&str], optional: &[&str]) -> anyhow::Result<()> {

@@ -70,6 +70,9 @@ pub struct Density {
     /// Before the pods, measure the heartbeat cost for this many seconds.
     #[arg(long)]
     pub soak: Option<u64>,
+    /// Record no events (the scheduler's and the agents'), to measure what they cost.
+    #[arg(long)]
+    pub no_events: bool,
     /// Run the VPC plane as `up` does (the operator on the simulated dataplane and the
     /// network controller): each hollow pod starts once its Endpoint is provisioned.
     #[arg(long)]
@@ -215,12 +218,18 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
     let admin = local.admin();
     let scheduler = Arc::new(Scheduler::new(
         client(identity::SCHEDULER.identity()),
-        SchedulerConfig::default(),
+        SchedulerConfig {
+            events: !d.no_events,
+            ..SchedulerConfig::default()
+        },
     ));
     let (stats, cluster) = (scheduler.stats(), scheduler.cluster());
     let mut tasks = vec![tokio::spawn(scheduler.run())];
     let agents = client(identity::NODE_FLEET.identity());
     let fleet = Fleet::new(agents.clone());
+    if d.no_events {
+        fleet.disable_events();
+    }
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
 
@@ -345,6 +354,7 @@ pub async fn run(dir: &Path, d: Density) -> anyhow::Result<()> {
         stats.unschedulable.load(Ordering::Relaxed),
         mean_decision(&stats).as_secs_f64() * 1e6
     );
+    report_store(&*store, d.pods + d.latency_pods).await?;
     // Real workloads stop with the run.
     if d.workload != Workload::Hollow {
         let pods = admin.api::<Pod>();
@@ -444,6 +454,28 @@ async fn phase(
     let mut t = std::mem::take(&mut *tracker.lock().unwrap_or_else(|e| e.into_inner()));
     t.begin = Some(begin);
     Ok(t)
+}
+
+/// What the pods and their events take in the store: objects and bytes, per pod.
+async fn report_store(store: &dyn Store, pods: usize) -> anyhow::Result<()> {
+    // Events are written in the background: let the last ones land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_pod = |n: usize| n as f64 / pods.max(1) as f64;
+    let mut line = String::from("store:");
+    for plural in ["pods", "events"] {
+        let kvs = centaurus_core::store::range_all(store, &format!("/registry/{plural}/"))
+            .await?
+            .kvs;
+        let bytes: usize = kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+        line.push_str(&format!(
+            " {} {plural} ({:.2} per pod, {:.0} B per pod);",
+            kvs.len(),
+            per_pod(kvs.len()),
+            per_pod(bytes)
+        ));
+    }
+    println!("{}", line.trim_end_matches(';'));
+    Ok(())
 }
 
 fn report(t: &Tracker, phase: &str, count: usize) {

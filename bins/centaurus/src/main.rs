@@ -88,9 +88,10 @@ enum Command {
         /// on its own store. Default: the whole region.
         #[arg(long, default_value = "")]
         partition: PartitionArg,
-        /// The region's CA (a directory with `ca.crt` and `ca.key`, and `secrets.key`,
-        /// the key of Secrets at rest), copied into `DIR/pki` when that has none: every
-        /// partition of a region trusts one CA and seals with one key.
+        /// The region's CA (a directory with `ca.crt` and `ca.key`, and `secrets.key` and
+        /// `sa.key`, the keys of Secrets at rest and of ServiceAccount tokens), copied into
+        /// `DIR/pki` when that has none: every partition of a region trusts one CA, seals
+        /// with one key and signs tokens with one key.
         #[arg(long)]
         ca: Option<PathBuf>,
         /// In a tenant partition: the API server kubeconfigs of the resource partitions

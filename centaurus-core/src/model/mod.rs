@@ -1,6 +1,7 @@
 //! The object model: Kubernetes-shaped kinds plus the Arktos multi-tenancy fields, the
 //! [`Resource`] trait every kind implements, and the [`Registry`] the API serves from.
 
+mod account;
 mod cluster;
 mod config;
 mod event;
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use account::*;
 pub use cluster::*;
 pub use config::*;
 pub use event::*;

@@ -73,6 +73,16 @@ pub struct PodSpec {
     /// Volumes the containers may mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<super::Volume>,
+    /// The ServiceAccount the pod runs as (`default` when unset).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account_name: String,
+    /// The same, under its deprecated name; kept equal to `serviceAccountName`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account: String,
+    /// Whether the account's token is projected into the pod (the account decides when
+    /// unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
 }
 
 /// The scheduler that places pods that name none.
@@ -81,7 +91,8 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 impl PodSpec {
     /// Kubernetes' pod defaults: `restartPolicy: Always`, `dnsPolicy: ClusterFirst`,
     /// `schedulerName: default-scheduler`, `terminationGracePeriodSeconds: 30`, an empty
-    /// `securityContext`, `enableServiceLinks: true`, `defaultMode: 0644` of ConfigMap and
+    /// `securityContext`, `enableServiceLinks: true`, `serviceAccountName: default`,
+    /// `defaultMode: 0644` of ConfigMap and
     /// Secret volumes, and per container `imagePullPolicy`
     /// (`Always` for `:latest` or no tag, else `IfNotPresent`) and the termination message
     /// path and policy.
@@ -96,6 +107,13 @@ impl PodSpec {
         self.termination_grace_period_seconds.get_or_insert(30);
         self.security_context.get_or_insert_with(Default::default);
         self.enable_service_links.get_or_insert(true);
+        if self.service_account_name.is_empty() {
+            self.service_account_name = match self.service_account.as_str() {
+                "" => super::DEFAULT_SERVICE_ACCOUNT.into(),
+                old => old.into(),
+            };
+        }
+        self.service_account.clone_from(&self.service_account_name);
         for v in &mut self.volumes {
             if let Some(c) = &mut v.config_map {
                 c.default_mode.get_or_insert(0o644);

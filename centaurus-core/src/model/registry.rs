@@ -311,6 +311,8 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<Event>()
             .expect("built-in plurals are distinct");
+        r.register::<ServiceAccount>()
+            .expect("built-in plurals are distinct");
         r
     }
 
