@@ -729,6 +729,7 @@ impl Fleet {
             .collect();
         let worker = PodWorker {
             events,
+            account_token: tokio::sync::Mutex::default(),
             partitions: self.pod_apis.clone(),
             home,
             agent: agent.clone(),
@@ -875,6 +876,8 @@ pub const KUBELET: &str = "kubelet";
 struct PodWorker {
     /// Each tenant partition's event recorder, reporting from the pod's node.
     events: Arc<[Recorder]>,
+    /// The pod's ServiceAccount token and when to ask for a new one.
+    account_token: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
     /// The pods of each tenant partition.
     partitions: Arc<[centaurus_client::Api<Pod>]>,
     /// The one that holds the pod.
@@ -939,9 +942,9 @@ impl PodWorker {
         let mut home = self.home.load(Ordering::Relaxed);
         let mut next_refresh = tokio::time::Instant::now() + VOLUME_REFRESH;
         loop {
-            if podconfig::has_projected_volumes(&current)
-                && tokio::time::Instant::now() >= next_refresh
-            {
+            let projected = podconfig::has_projected_volumes(&current)
+                || (rt.projects_files() && podconfig::wants_account_token(&current));
+            if projected && tokio::time::Instant::now() >= next_refresh {
                 self.refresh_volumes(&rt, &current).await;
                 next_refresh = tokio::time::Instant::now() + VOLUME_REFRESH;
             }
@@ -992,7 +995,7 @@ impl PodWorker {
             e => StartError::Failed(format!("network: {e}")),
         })?;
         let failed = StartError::Failed;
-        let (resolved, volumes) = self.config(pod, &net.ip).await?;
+        let (resolved, volumes) = self.config(&rt, pod, &net.ip).await?;
         rt.create_sandbox(pod, &net)
             .await
             .map_err(|e| failed(format!("sandbox: {e}")))?;
@@ -1031,19 +1034,87 @@ impl PodWorker {
     /// ConfigMaps and Secrets of its partition; NotReady while one it needs is missing.
     async fn config(
         &self,
+        rt: &Arc<dyn Runtime>,
         pod: &Pod,
         ip: &str,
     ) -> Result<(Pod, BTreeMap<String, VolumeContent>), StartError> {
-        podconfig::resolve(self.pods().client(), pod, ip, &self.agent.config.address)
+        let (mut resolved, mut volumes) =
+            podconfig::resolve(self.pods().client(), pod, ip, &self.agent.config.address)
+                .await
+                .map_err(StartError::NotReady)?;
+        if rt.projects_files()
+            && podconfig::wants_account_token(pod)
+            && let Some(token) = self.account_token(pod).await
+        {
+            podconfig::project_account_token(&mut resolved, &mut volumes, &token);
+        }
+        Ok((resolved, volumes))
+    }
+
+    /// A token of the pod's ServiceAccount bound to the pod, asked for again once 80% of
+    /// its life is over. None (the pod starts without one, with a warning event) when it
+    /// cannot be had: the account does not exist, say.
+    async fn account_token(&self, pod: &Pod) -> Option<String> {
+        const LIFE: u64 = 3600;
+        let mut cached = self.account_token.lock().await;
+        if let Some((token, renew)) = cached.as_ref()
+            && tokio::time::Instant::now() < *renew
+        {
+            return Some(token.clone());
+        }
+        let m = &pod.metadata;
+        let account = match pod.spec.service_account_name.as_str() {
+            "" => model::DEFAULT_SERVICE_ACCOUNT,
+            a => a,
+        };
+        let path = format!(
+            "/api/v1/tenants/{}/namespaces/{}/serviceaccounts/{account}/token",
+            m.tenant_or_system(),
+            m.namespace
+        );
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": LIFE,
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": m.name, "uid": m.uid},
+            },
+        });
+        let answer = self
+            .pods()
+            .client()
+            .send_json(http::Method::POST, &path, &body)
             .await
-            .map_err(StartError::NotReady)
+            .and_then(|r| r.ok());
+        match answer.as_ref().map(|a| {
+            a.pointer("/status/token")
+                .and_then(serde_json::Value::as_str)
+        }) {
+            Ok(Some(token)) => {
+                let renew = tokio::time::Instant::now() + Duration::from_secs(LIFE * 4 / 5);
+                *cached = Some((token.to_owned(), renew));
+                Some(token.to_owned())
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(pod = self.key, error = %e, "no ServiceAccount token");
+                self.event(
+                    pod,
+                    "",
+                    true,
+                    "FailedMount",
+                    &format!("no token of ServiceAccount {account:?}: {e}"),
+                );
+                None
+            }
+        }
     }
 
     /// Rewrites the pod's ConfigMap and Secret volumes from what they project now, so a
     /// change reaches the running containers' files.
     async fn refresh_volumes(&self, rt: &Arc<dyn Runtime>, pod: &Pod) {
         let ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
-        match self.config(pod, ip).await {
+        match self.config(rt, pod, ip).await {
             Ok((_, volumes)) => {
                 if let Err(e) = rt.write_volumes(&self.uid, &volumes).await {
                     tracing::warn!(pod = self.key, error = %e, "cannot refresh volumes");

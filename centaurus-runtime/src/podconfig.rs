@@ -361,3 +361,54 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+/// The volume a pod's ServiceAccount token is projected into.
+pub const ACCOUNT_VOLUME: &str = "kube-api-access";
+
+/// True when the pod gets its ServiceAccount's token (containers only; unless the pod
+/// says `automountServiceAccountToken: false`).
+pub fn wants_account_token(pod: &Pod) -> bool {
+    pod.spec.virtual_machine.is_none() && pod.spec.automount_service_account_token != Some(false)
+}
+
+/// Adds the ServiceAccount volume (`token` and `namespace`, read-only at
+/// [`model::SERVICE_ACCOUNT_MOUNT`] in every container that does not mount something
+/// there itself) to a resolved pod and its volumes.
+pub fn project_account_token(
+    pod: &mut Pod,
+    volumes: &mut BTreeMap<String, VolumeContent>,
+    token: &str,
+) {
+    let file = |path: &str, data: &[u8]| VolumeFile {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: 0o644,
+    };
+    volumes.insert(
+        ACCOUNT_VOLUME.into(),
+        VolumeContent::Projected(vec![
+            file("token", token.as_bytes()),
+            file("namespace", pod.metadata.namespace.as_bytes()),
+        ]),
+    );
+    if !pod.spec.volumes.iter().any(|v| v.name == ACCOUNT_VOLUME) {
+        pod.spec.volumes.push(model::Volume {
+            name: ACCOUNT_VOLUME.into(),
+            ..Default::default()
+        });
+    }
+    for c in &mut pod.spec.containers {
+        if !c
+            .volume_mounts
+            .iter()
+            .any(|m| m.mount_path.trim_end_matches('/') == model::SERVICE_ACCOUNT_MOUNT)
+        {
+            c.volume_mounts.push(model::VolumeMount {
+                name: ACCOUNT_VOLUME.into(),
+                mount_path: model::SERVICE_ACCOUNT_MOUNT.into(),
+                read_only: true,
+                ..Default::default()
+            });
+        }
+    }
+}

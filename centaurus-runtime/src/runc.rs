@@ -250,6 +250,10 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 #[async_trait]
 impl Runtime for RuncRuntime {
+    fn projects_files(&self) -> bool {
+        true
+    }
+
     async fn write_volumes(
         &self,
         pod_uid: &str,

@@ -382,25 +382,45 @@ async fn phase(
     let bound_only = d.no_agents;
     let pods: Api<Pod> = client.api();
     let now = pods.list_page("/registry/pods/", 1, None).await?.revision;
-    let mut events = pods.watch("/registry/pods/", now).await?;
     let watcher = {
-        let tracker = tracker.clone();
+        let (tracker, pods) = (tracker.clone(), pods.clone());
         tokio::spawn(async move {
-            while let Some(Ok(ev)) = events.next().await {
-                let WatchEvent::Put(p) = ev else {
-                    continue;
-                };
-                if !started(&p, bound_only) {
-                    continue;
+            let seen = |p: &Pod| {
+                if !started(p, bound_only) {
+                    return;
                 }
                 let now = Instant::now();
                 let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
                 if t.started.contains_key(&p.metadata.name) {
-                    continue;
+                    return;
                 }
                 if let Some(c) = t.created.get(&p.metadata.name).copied() {
                     t.started.insert(p.metadata.name.clone(), now - c);
                     t.last = Some(now);
+                }
+            };
+            let mut from = now;
+            loop {
+                if let Ok(mut events) = pods.watch("/registry/pods/", from).await {
+                    while let Some(Ok(ev)) = events.next().await {
+                        if let WatchEvent::Put(p) = ev {
+                            seen(&p);
+                        }
+                    }
+                }
+                // The watch ended (it fell behind, say): list what started meanwhile, as
+                // an informer would, and watch on from there.
+                let mut next = None;
+                loop {
+                    let Ok(page) = pods.list_page("/registry/pods/", 1000, next).await else {
+                        break;
+                    };
+                    page.items.iter().for_each(&seen);
+                    from = page.revision;
+                    match page.next {
+                        Some(n) => next = Some(n),
+                        None => break,
+                    }
                 }
             }
         })

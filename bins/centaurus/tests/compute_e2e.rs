@@ -61,12 +61,8 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("region");
     // A relative data directory, as the README writes it: runc must still find its bundles.
-    let _region = up_from(
-        Some(dir.path()),
-        Path::new("region"),
-        &common::free_addr(),
-        &[],
-    );
+    let listen = common::free_addr();
+    let _region = up_from(Some(dir.path()), Path::new("region"), &listen, &[]);
     let admin = Kubectl {
         bin: bin.clone(),
         kubeconfig: data.join("admin.kubeconfig"),
@@ -207,7 +203,7 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         &configured,
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: configured\nspec:\n  restartPolicy: Never\n  \
          containers:\n  - name: c\n    image: busybox\n    \
-         command: [sh, -c, 'echo env=$GREETING/$TOKEN; while true; do echo file=$(cat /etc/settings/greeting); sleep 2; done']\n    \
+         command: [sh, -c, 'echo env=$GREETING/$TOKEN; echo sa=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace) token=$(cat /var/run/secrets/kubernetes.io/serviceaccount/token); while true; do echo file=$(cat /etc/settings/greeting); sleep 2; done']\n    \
          env:\n    - name: GREETING\n      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}\n    \
          - name: TOKEN\n      valueFrom: {secretKeyRef: {name: creds, key: token}}\n    \
          volumeMounts:\n    - {name: settings, mountPath: /etc/settings}\n  \
@@ -225,6 +221,40 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         let log = k.run(&["logs", "configured"]);
         (log.contains("env=bonjour/s3cr3t") && log.contains("file=bonjour")).then_some(())
     });
+    // The pod's ServiceAccount token, projected at the Kubernetes path, is a user of acme
+    // with nothing granted: it is known (403, not 401) and reaches no other tenant.
+    let log = k.run(&["logs", "configured"]);
+    assert!(log.contains("sa=default token=ey"), "{log}");
+    let token = log
+        .split("token=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let as_account = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .args([
+                "--kubeconfig=/dev/null",
+                &format!("--server=https://{listen}"),
+                "--insecure-skip-tls-verify",
+                &format!("--token={token}"),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = as_account(&["get", "pods"]);
+    assert!(
+        err.contains("Forbidden") && err.contains("system:serviceaccount:default:default"),
+        "{err}"
+    );
+    let err = as_account(&["get", "--raw", "/api/v1/tenants/system/namespaces/default/pods"]);
+    assert!(err.contains("Forbidden"), "{err}");
+    // kubectl makes accounts and their tokens.
+    k.run(&["create", "serviceaccount", "builder"]);
+    let made = k.run(&["create", "token", "builder"]);
+    assert!(made.trim().starts_with("ey"), "{made}");
     k.run(&[
         "patch",
         "configmap",

@@ -3,8 +3,13 @@
 //! Publishing an event costs one broadcast slot, whatever the number of watchers; each
 //! watcher reads the shared ring at its own pace and filters by its prefix. A recent-event
 //! window lets new watchers start slightly in the past without touching the store.
+//!
+//! Watchers of one resource (a prefix with two whole segments, `/registry/pods/…`) read a
+//! ring of that resource's events only, so how far they may fall behind counts their own
+//! kind's writes, not every kind's: a burst of events or leases cannot stop a pod watcher.
+//! Watchers of broader prefixes read the ring of every event.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures::stream;
@@ -24,7 +29,10 @@ pub(crate) enum Replay {
 }
 
 struct State {
+    /// Every event.
     sender: broadcast::Sender<Arc<Event>>,
+    /// The events of each resource someone watches ([`resource_of`]).
+    resources: HashMap<String, broadcast::Sender<Arc<Event>>>,
     /// Revision of the last event published (or the revision the hub started at).
     last: Revision,
     /// Recent events, oldest first.
@@ -48,6 +56,7 @@ impl Hub {
         Self {
             state: Mutex::new(State {
                 sender,
+                resources: HashMap::new(),
                 last: current,
                 window: VecDeque::with_capacity(window),
                 window_start: current + 1,
@@ -77,6 +86,9 @@ impl Hub {
                 s.window_start = s.last + 1;
             }
             // No receivers is not an error: nobody is watching.
+            if let Some(r) = resource_of(&event.kv.key).and_then(|r| s.resources.get(r)) {
+                let _ = r.send(event.clone());
+            }
             let _ = s.sender.send(event);
         }
     }
@@ -92,8 +104,20 @@ impl Hub {
         prefix: &str,
         start: Revision,
     ) -> (broadcast::Receiver<Arc<Event>>, Replay, Revision) {
-        let s = self.lock();
-        let rx = s.sender.subscribe();
+        let mut s = self.lock();
+        let rx = match resource_of(prefix) {
+            Some(r) => {
+                if s.resources.len() >= MAX_RESOURCE_RINGS {
+                    s.resources.retain(|_, tx| tx.receiver_count() > 0);
+                }
+                let capacity = s.lag_capacity;
+                s.resources
+                    .entry(r.to_owned())
+                    .or_insert_with(|| broadcast::channel(capacity).0)
+                    .subscribe()
+            }
+            None => s.sender.subscribe(),
+        };
         let replay = if start == 0 || start > s.last {
             Replay::Covered(Vec::new())
         } else if start >= s.window_start {
@@ -116,10 +140,25 @@ impl Hub {
         let mut s = self.lock();
         let (sender, _) = broadcast::channel(s.lag_capacity);
         s.sender = sender;
+        // Dropping the senders ends their watchers too.
+        s.resources.clear();
         s.last = current;
         s.window.clear();
         s.window_start = current + 1;
     }
+}
+
+/// Rings of resources kept at most before those nobody watches are dropped.
+const MAX_RESOURCE_RINGS: usize = 256;
+
+/// The resource a key or prefix belongs to: its first two whole segments
+/// (`/registry/pods/` of `/registry/pods/acme/dev/web`), or None for a prefix shorter
+/// than that.
+fn resource_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix('/')?;
+    let first = rest.find('/')?;
+    let second = rest[first + 1..].find('/')?;
+    Some(&key[..first + second + 3])
 }
 
 /// A watch stream: `history` first, then live events after `after`, filtered by `prefix` and
@@ -156,4 +195,64 @@ pub(crate) fn watch_stream(
         stream::iter(history.into_iter().map(Ok)),
         live,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventKind, KeyValue};
+    use futures::StreamExt;
+
+    fn put(key: &str, revision: Revision) -> Arc<Event> {
+        Arc::new(Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.into(),
+                value: bytes::Bytes::from_static(b"{}"),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+            },
+            prev_value: None,
+        })
+    }
+
+    #[test]
+    fn resources_are_the_first_two_segments() {
+        assert_eq!(
+            resource_of("/registry/pods/acme/dev/web"),
+            Some("/registry/pods/")
+        );
+        assert_eq!(resource_of("/registry/pods/"), Some("/registry/pods/"));
+        assert_eq!(resource_of("/registry/pods"), None);
+        assert_eq!(resource_of("/registry/"), None);
+        assert_eq!(resource_of(""), None);
+        assert_eq!(resource_of("relative/a/b"), None);
+    }
+
+    #[tokio::test]
+    async fn other_resources_writes_do_not_make_a_watcher_lag() {
+        let hub = Hub::new(0, 8, 0);
+        let subscribe = |prefix: &str| {
+            let (rx, _, last) = hub.subscribe(prefix, 0);
+            watch_stream(prefix.into(), 0, Vec::new(), last, rx)
+        };
+        let mut pods = subscribe("/registry/pods/");
+        let mut everything = subscribe("/registry");
+        // Far more events of another kind than a watcher may fall behind by.
+        hub.publish((1..=100).map(|r| put(&format!("/registry/events/acme/dev/e{r}"), r)));
+        hub.publish([put("/registry/pods/acme/dev/web", 101)]);
+        let e = pods.next().await.unwrap().unwrap();
+        assert_eq!(
+            (e.kv.key.as_str(), e.revision()),
+            ("/registry/pods/acme/dev/web", 101)
+        );
+        assert!(matches!(
+            everything.next().await.unwrap(),
+            Err(StoreError::WatchLagged { .. })
+        ));
+        // Resetting ends the resource's watchers too.
+        hub.reset(200);
+        assert!(matches!(pods.next().await, Some(Err(StoreError::Closed))));
+    }
 }
