@@ -429,6 +429,31 @@ mod tests {
     }
 
     #[test]
+    fn token_requests_and_service_accounts_decode_as_kubectl_sends_them() {
+        // The fuzz corpus' seeds, which are what `kubectl create token|serviceaccount` send.
+        let seed = |name: &str| {
+            let path = format!(
+                "{}/../fuzz/corpus/request_body/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read(path).unwrap()[1..].to_vec()
+        };
+        let tr = decode(&seed("token_request.pb")).unwrap();
+        assert_eq!(tr["kind"], "TokenRequest");
+        assert_eq!(tr["spec"]["expirationSeconds"], 3600);
+        assert_eq!(tr["spec"]["boundObjectRef"]["name"], "web");
+        assert_eq!(tr["spec"]["boundObjectRef"]["uid"], "uid-1");
+        assert_eq!(
+            tr["spec"]["audiences"][0],
+            "https://kubernetes.default.svc.cluster.local"
+        );
+        let sa = decode(&seed("service_account.pb")).unwrap();
+        assert_eq!(sa["kind"], "ServiceAccount");
+        assert_eq!(sa["metadata"]["name"], "builder");
+        assert_eq!(sa["automountServiceAccountToken"], true);
+    }
+
+    #[test]
     fn an_access_review_decodes_from_the_generated_types() {
         use k8s_pb::api::authorization::v1 as authz;
         use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};

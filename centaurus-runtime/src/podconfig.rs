@@ -337,31 +337,6 @@ pub fn has_projected_volumes(pod: &Pod) -> bool {
         .any(|v| v.config_map.is_some() || v.secret.is_some())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn projected_files_are_replaced_whole_and_stale_ones_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let v = dir.path().join("vol");
-        let file = |path: &str, data: &[u8], mode| VolumeFile {
-            path: path.into(),
-            data: data.to_vec(),
-            mode,
-        };
-        assert!(write_projected(&v, &[file("a", b"1", 0o644), file("d/b", b"2", 0o400)]).unwrap());
-        assert!(!write_projected(&v, &[file("a", b"1", 0o644), file("d/b", b"2", 0o400)]).unwrap());
-        assert!(write_projected(&v, &[file("a", b"one", 0o644)]).unwrap());
-        assert_eq!(std::fs::read(v.join("a")).unwrap(), b"one");
-        assert!(!v.join("d/b").exists());
-        use std::os::unix::fs::PermissionsExt;
-        assert!(write_projected(&v, &[file("a", b"one", 0o600)]).unwrap());
-        let mode = std::fs::metadata(v.join("a")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-}
-
 /// The volume a pod's ServiceAccount token is projected into.
 pub const ACCOUNT_VOLUME: &str = "kube-api-access";
 
@@ -410,5 +385,62 @@ pub fn project_account_token(
                 ..Default::default()
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_token_is_mounted_read_only_where_nothing_else_is() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "dev"},
+            "spec": {"containers": [
+                {"name": "a", "image": "busybox"},
+                {"name": "b", "image": "busybox", "volumeMounts": [
+                    {"name": "own", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount/"}]},
+            ], "volumes": [{"name": "own", "emptyDir": {}}]},
+        }))
+        .unwrap();
+        assert!(wants_account_token(&pod));
+        let mut volumes = BTreeMap::new();
+        project_account_token(&mut pod, &mut volumes, "ey.token");
+        let VolumeContent::Projected(files) = &volumes[ACCOUNT_VOLUME] else {
+            panic!("{volumes:?}");
+        };
+        let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["token", "namespace"]);
+        assert_eq!(files[1].data, b"dev");
+        let a = &pod.spec.containers[0].volume_mounts;
+        assert_eq!(a.len(), 1);
+        assert!(a[0].read_only && a[0].mount_path == model::SERVICE_ACCOUNT_MOUNT);
+        assert_eq!(
+            pod.spec.containers[1].volume_mounts.len(),
+            1,
+            "b keeps its own"
+        );
+        pod.spec.automount_service_account_token = Some(false);
+        assert!(!wants_account_token(&pod));
+    }
+
+    #[test]
+    fn projected_files_are_replaced_whole_and_stale_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("vol");
+        let file = |path: &str, data: &[u8], mode| VolumeFile {
+            path: path.into(),
+            data: data.to_vec(),
+            mode,
+        };
+        assert!(write_projected(&v, &[file("a", b"1", 0o644), file("d/b", b"2", 0o400)]).unwrap());
+        assert!(!write_projected(&v, &[file("a", b"1", 0o644), file("d/b", b"2", 0o400)]).unwrap());
+        assert!(write_projected(&v, &[file("a", b"one", 0o644)]).unwrap());
+        assert_eq!(std::fs::read(v.join("a")).unwrap(), b"one");
+        assert!(!v.join("d/b").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert!(write_projected(&v, &[file("a", b"one", 0o600)]).unwrap());
+        let mode = std::fs::metadata(v.join("a")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

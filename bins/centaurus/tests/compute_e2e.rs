@@ -249,7 +249,11 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         err.contains("Forbidden") && err.contains("system:serviceaccount:default:default"),
         "{err}"
     );
-    let err = as_account(&["get", "--raw", "/api/v1/tenants/system/namespaces/default/pods"]);
+    let err = as_account(&[
+        "get",
+        "--raw",
+        "/api/v1/tenants/system/namespaces/default/pods",
+    ]);
     assert!(err.contains("Forbidden"), "{err}");
     // kubectl makes accounts and their tokens.
     k.run(&["create", "serviceaccount", "builder"]);
