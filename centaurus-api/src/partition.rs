@@ -14,8 +14,8 @@ const HOST_KINDS: [&str; 3] = ["nodes", "nodeledgers", "droplets"];
 
 /// The kinds a resource partition serves beside [`HOST_KINDS`]: node heartbeats (Leases)
 /// live in the `system` tenant's `kube-node-lease` namespace, and controllers' membership
-/// Leases in its `kube-system`.
-const RESOURCE_SUPPORT: [&str; 3] = ["tenants", "namespaces", "leases"];
+/// Leases in its `kube-system`; events about its nodes in its `default`.
+const RESOURCE_SUPPORT: [&str; 4] = ["tenants", "namespaces", "leases", "events"];
 
 /// What part of the region an API server serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

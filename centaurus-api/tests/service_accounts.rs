@@ -23,6 +23,17 @@ async fn token(h: &Harness, admin: &str, account: &str, spec: Value) -> (u16, Va
     (r.status.as_u16(), r.body)
 }
 
+/// The caller's pods of its default namespace.
+async fn pods_as(h: &Harness, token: &str) -> common::Reply {
+    h.call(
+        Method::GET,
+        "/api/v1/namespaces/default/pods",
+        Some(token),
+        None,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn account_tokens_reach_only_their_tenant() {
     let h = Harness::new().await;
@@ -58,14 +69,7 @@ async fn account_tokens_reach_only_their_tenant() {
     let sa = answer["status"]["token"].as_str().unwrap().to_owned();
 
     // Authenticated as the account of acme, with nothing granted yet.
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&sa),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &sa).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(
         r.body["message"]
@@ -88,14 +92,7 @@ async fn account_tokens_reach_only_their_tenant() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&sa),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &sa).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["items"][0]["metadata"]["tenant"], "acme");
     for path in [
@@ -121,25 +118,11 @@ async fn account_tokens_reach_only_their_tenant() {
     let i = tampered.len() - 5;
     tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&tampered),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &tampered).await;
     assert_eq!(r.status, 401, "{}", r.body);
     let (_, b) = token(&h, &beta, "builder", json!({})).await;
     let beta_sa = b["status"]["token"].as_str().unwrap().to_owned();
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&beta_sa),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &beta_sa).await;
     assert_eq!(
         r.status, 403,
         "beta's account has no role in beta: {}",
@@ -156,14 +139,7 @@ async fn account_tokens_reach_only_their_tenant() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&sa),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &sa).await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
 
@@ -190,14 +166,7 @@ async fn bound_tokens_die_with_their_pod_and_requests_are_checked() {
     assert_eq!(status, 201, "{answer}");
     let sa = answer["status"]["token"].as_str().unwrap().to_owned();
     // Authenticated (403 from the gate, not 401).
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&sa),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &sa).await;
     assert_eq!(r.status, 403, "{}", r.body);
     let r = h
         .call(
@@ -208,14 +177,7 @@ async fn bound_tokens_die_with_their_pod_and_requests_are_checked() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = h
-        .call(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some(&sa),
-            None,
-        )
-        .await;
+    let r = pods_as(&h, &sa).await;
     assert_eq!(r.status, 401, "{}", r.body);
 
     for (spec, status) in [

@@ -13,9 +13,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use centaurus_client::{Api, Client};
+use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Change, Informer, Ownership};
-use centaurus_core::model::{self, Condition, Lease, Node, Pod, Resource, Taint, Time};
+use centaurus_core::model::{
+    self, Condition, Lease, Node, ObjectReference, Pod, Resource, Taint, Time,
+};
 
 /// The taint key of a node that stopped renewing its lease.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -70,6 +72,8 @@ pub struct NodeLifecycleController {
     missing_since: Mutex<HashMap<String, Time>>,
     /// The nodes this instance looks after.
     ownership: Arc<dyn Ownership>,
+    /// `NodeNotReady`, `NodeReady` and eviction events.
+    events: Recorder,
 }
 
 /// Keeps `bound` equal to the pods' bindings.
@@ -169,6 +173,7 @@ impl NodeLifecycleController {
             bound,
             missing_since: Mutex::default(),
             ownership,
+            events: Recorder::new(client.clone(), "node-controller"),
         };
         let node_caches: Vec<_> = nodes.iter().map(|n| n.cache()).collect();
         let lease_cache = leases.map(|l| l.cache());
@@ -222,9 +227,19 @@ impl NodeLifecycleController {
             };
             if alive && !is_ready {
                 self.set_ready(name, true).await;
+                self.events.normal(
+                    ObjectReference::to(&node),
+                    "NodeReady",
+                    format!("Node {name} status is now: NodeReady"),
+                );
             } else if !alive && is_ready {
                 tracing::warn!(node = name, "node lease expired; marking the node NotReady");
                 self.set_ready(name, false).await;
+                self.events.warning(
+                    ObjectReference::to(&node),
+                    "NodeNotReady",
+                    format!("Node {name} status is now: NodeNotReady (its lease expired)"),
+                );
             } else if !alive {
                 let since = ready(&node).and_then(|c| c.last_transition_time);
                 if since.is_some_and(|t| expired(t, now, self.config.eviction_timeout)) {
@@ -255,8 +270,15 @@ impl NodeLifecycleController {
                     node = pod.spec.node_name,
                     "evicting a pod from a lost node"
                 );
-                if let Err(e) = evict.delete(&pod.key(), None).await {
-                    tracing::warn!(pod = pod.metadata.name, error = %e, "eviction failed");
+                match evict.delete(&pod.key(), None).await {
+                    Ok(()) => self.events.normal(
+                        ObjectReference::to(&pod),
+                        "TaintManagerEviction",
+                        format!("Deleting pod: node {} is lost", pod.spec.node_name),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(pod = pod.metadata.name, error = %e, "eviction failed")
+                    }
                 }
             }
         }

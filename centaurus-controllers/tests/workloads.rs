@@ -1,7 +1,8 @@
 //! The compute plane end to end on hollow nodes: a Deployment's pods are scheduled over
 //! zones and run, it scales and rolls to a new image, and when every node of one zone
 //! stops heartbeating its pods are replaced in the other zones; a deleted node comes back
-//! while its agent runs, and its pods are replaced when no agent brings it back.
+//! while its agent runs, and its pods are replaced when no agent brings it back; the
+//! scheduler, controllers and agents record events, which expire.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -264,6 +265,32 @@ async fn deployments_scale_roll_and_survive_a_zone_failure() {
         .unwrap();
     assert_eq!(ready.status, "Unknown");
     assert!(lost.spec.taints.iter().any(|t| t.effect == "NoExecute"));
+    // The node controller said so, about the node and about the pods it evicted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let node_events = admin
+            .api::<Event>()
+            .list("/registry/events/system/default/")
+            .await
+            .unwrap();
+        let evicted = events_of_prod(&admin)
+            .await
+            .into_iter()
+            .any(|e| e.reason == "TaintManagerEviction" && e.source.component == "node-controller");
+        let not_ready = node_events.iter().any(|e| {
+            e.reason == "NodeNotReady"
+                && e.involved_object.kind == "Node"
+                && e.involved_object.name == "hollow-0"
+        });
+        if evicted && not_ready {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "evicted {evicted}, NodeNotReady {not_ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Each template is a revision, numbered as `kubectl rollout history` reads them; going
     // back to an earlier template makes it the newest revision.
