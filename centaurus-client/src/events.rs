@@ -129,7 +129,7 @@ struct Writer {
 
 impl Writer {
     async fn run(self, rx: mpsc::Receiver<Pending>) {
-        tokio_stream_of(rx)
+        tokio_stream::wrappers::ReceiverStream::new(rx)
             .for_each_concurrent(CONCURRENT_WRITES, |p| async {
                 if let Err(e) = self.write(p).await {
                     tracing::debug!(error = %e, "event not recorded");
@@ -205,8 +205,4 @@ impl Writer {
         }
         known.insert(key);
     }
-}
-
-fn tokio_stream_of<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
