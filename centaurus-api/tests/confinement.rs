@@ -388,6 +388,31 @@ async fn a_node_reads_only_the_configuration_its_pods_name() {
             .await,
     );
     forbidden("list Secrets", secrets.list("/registry/secrets/").await);
+    // The accounts its pods run as, and no other.
+    use centaurus_core::model::ServiceAccount;
+    for name in ["default", "builder"] {
+        admin
+            .api::<ServiceAccount>()
+            .create(ServiceAccount::typed(ObjectMeta::namespaced(
+                "acme", "dev", name,
+            )))
+            .await
+            .unwrap();
+    }
+    let accounts: Api<ServiceAccount> = n1.api();
+    assert!(
+        accounts
+            .get("/registry/serviceaccounts/acme/dev/default")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    forbidden(
+        "get an account no pod of the node runs as",
+        accounts
+            .get("/registry/serviceaccounts/acme/dev/builder")
+            .await,
+    );
     forbidden(
         "get a Secret named by another node's pod",
         n2.api::<Secret>()

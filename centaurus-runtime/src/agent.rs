@@ -1067,6 +1067,27 @@ impl PodWorker {
             "" => model::DEFAULT_SERVICE_ACCOUNT,
             a => a,
         };
+        // The account may say its pods get no token, unless a pod asks for one.
+        if pod.spec.automount_service_account_token.is_none() {
+            let key = model::object_key(
+                "serviceaccounts",
+                model::Scope::Namespaced,
+                m.tenant_or_system(),
+                &m.namespace,
+                account,
+            );
+            let sa = self
+                .pods()
+                .client()
+                .api::<model::ServiceAccount>()
+                .get(&key)
+                .await;
+            if let Ok(Some(sa)) = sa
+                && sa.automount_service_account_token == Some(false)
+            {
+                return None;
+            }
+        }
         let path = format!(
             "/api/v1/tenants/{}/namespaces/{}/serviceaccounts/{account}/token",
             m.tenant_or_system(),

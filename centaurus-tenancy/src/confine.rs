@@ -5,7 +5,8 @@
 //! - a node agent (`system:node:NAME`, the node authorizer) reads every Node and writes only
 //!   its own Node and Lease; it lists and watches pods and actions only with the field
 //!   selector `spec.nodeName=NAME`, reads and writes the status of the pods bound to it
-//!   only, reads those pods' endpoints, ConfigMaps and Secrets, the actions of its node,
+//!   only, reads those pods' endpoints, ConfigMaps, Secrets and ServiceAccounts, the
+//!   actions of its node,
 //!   and the tenant networks its pods join, and records events about those pods; nothing
 //!   else of any tenant (the API server checks at create that the Node or Lease it makes
 //!   is its own, and that an event is about one of its pods);
@@ -145,25 +146,37 @@ impl Confined {
         }))
     }
 
-    /// True when a pod bound to `node` in the request's namespace names the ConfigMap or
-    /// Secret the request addresses (Kubernetes' node authorizer: a node reads only the
-    /// configuration of its own pods).
+    /// True when a pod bound to `node` in the request's namespace names the ConfigMap,
+    /// Secret or ServiceAccount the request addresses (Kubernetes' node authorizer: a node
+    /// reads only the configuration and accounts of its own pods).
     async fn named_by_pod_on(&self, node: &str, req: &Attributes<'_>) -> Result<bool, Denied> {
         let (Some(tenant), Some(ns), Some(name)) = (req.tenant, req.namespace, req.name) else {
             return Ok(false);
         };
-        let kind = match req.resource {
-            "configmaps" => model::ConfigKind::ConfigMap,
-            _ => model::ConfigKind::Secret,
+        let names = |p: &model::Pod| match req.resource {
+            "configmaps" => p
+                .spec
+                .config_refs()
+                .any(|r| r == (model::ConfigKind::ConfigMap, name)),
+            "secrets" => p
+                .spec
+                .config_refs()
+                .any(|r| r == (model::ConfigKind::Secret, name)),
+            _ => {
+                let account = match p.spec.service_account_name.as_str() {
+                    "" => model::DEFAULT_SERVICE_ACCOUNT,
+                    account => account,
+                };
+                account == name
+            }
         };
         let prefix = model::object_key("pods", Scope::Namespaced, tenant, ns, "");
         let pods = centaurus_core::store::range_all(self.store.as_ref(), &prefix)
             .await
             .map_err(|e| Denied(format!("authorization unavailable: {e}")))?;
         Ok(pods.kvs.iter().any(|kv| {
-            serde_json::from_slice::<model::Pod>(&kv.value).is_ok_and(|p| {
-                p.spec.node_name == node && p.spec.config_refs().any(|r| r == (kind, name))
-            })
+            serde_json::from_slice::<model::Pod>(&kv.value)
+                .is_ok_and(|p| p.spec.node_name == node && names(&p))
         }))
     }
 
@@ -191,7 +204,9 @@ impl Confined {
                 self.node_of("actions", req).await?.as_deref() == Some(node)
             }
             ("networks", Verb::Get) => true,
-            ("configmaps" | "secrets", Verb::Get) => self.named_by_pod_on(node, req).await?,
+            ("configmaps" | "secrets" | "serviceaccounts", Verb::Get) => {
+                self.named_by_pod_on(node, req).await?
+            }
             // The server checks that a new event is about a pod bound to the node; an
             // event's name starts with its pod's ([`model::Event::dedup_name`]).
             ("events", Verb::Create) => true,

@@ -255,10 +255,27 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         "/api/v1/tenants/system/namespaces/default/pods",
     ]);
     assert!(err.contains("Forbidden"), "{err}");
-    // kubectl makes accounts and their tokens.
+    // kubectl makes accounts and their tokens; an account may keep its pods tokenless.
     k.run(&["create", "serviceaccount", "builder"]);
     let made = k.run(&["create", "token", "builder"]);
     assert!(made.trim().starts_with("ey"), "{made}");
+    let quiet = dir.path().join("quiet.yaml");
+    std::fs::write(
+        &quiet,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: quiet}\nautomountServiceAccountToken: false\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: quiet}\nspec:\n  serviceAccountName: quiet\n  \
+         restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    \
+         command: [sh, -c, 'test -f /var/run/secrets/kubernetes.io/serviceaccount/token && echo has-token || echo no-token; sleep 3600']\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", quiet.to_str().unwrap()]);
+    eventually(60, "the quiet pod runs without a token", || {
+        let out = k.cmd(&["logs", "quiet"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .contains("no-token")
+            .then_some(())
+    });
+    k.run(&["delete", "pod", "quiet", "--wait=false"]);
     k.run(&[
         "patch",
         "configmap",
