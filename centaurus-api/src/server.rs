@@ -121,6 +121,22 @@ pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     res
 }
 
+/// An object in the form the client prefers: Kubernetes protobuf when its `Accept` puts
+/// that first and the kind has a protobuf type, JSON otherwise.
+pub(crate) fn object_response(accept: Option<&str>, code: StatusCode, v: &Value) -> Response {
+    if crate::protobuf::preferred(accept)
+        && let Some(body) = crate::protobuf::encode(v)
+    {
+        let mut res = (code, body).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static(crate::protobuf::CONTENT_TYPE),
+        );
+        return res;
+    }
+    json_response(code, v)
+}
+
 fn header_str(req: &http::request::Parts, name: header::HeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -429,7 +445,8 @@ impl ApiServer {
             Verb::Get if target.subresource.as_deref() == Some("log") => {
                 self.pod_log(&target, parts.uri.query()).await
             }
-            Verb::Get if target.subresource.as_deref() == Some("scale") => Ok(json_response(
+            Verb::Get if target.subresource.as_deref() == Some("scale") => Ok(object_response(
+                accept.as_deref(),
                 StatusCode::OK,
                 &self.get_scale(&target).await?,
             )),
@@ -446,7 +463,7 @@ impl ApiServer {
                         &codec::table(&target.info, &[obj], &rv, None),
                     ));
                 }
-                Ok(json_response(StatusCode::OK, &obj))
+                Ok(object_response(accept.as_deref(), StatusCode::OK, &obj))
             }
             Verb::List => self.list(&target, &params, accept.as_deref()).await,
             Verb::Watch => {
@@ -478,31 +495,35 @@ impl ApiServer {
             Verb::Create => {
                 let obj = self.decode(&target, content_type.as_deref(), &body).await?;
                 let created = self.create(&target, obj, &params).await?;
-                Ok(json_response(StatusCode::CREATED, &created))
+                Ok(object_response(
+                    accept.as_deref(),
+                    StatusCode::CREATED,
+                    &created,
+                ))
             }
             Verb::Update if target.subresource.as_deref() == Some("scale") => {
                 let scale = self.decode(&target, content_type.as_deref(), &body).await?;
                 let updated = self.put_scale(&target, &scale, &params).await?;
-                Ok(json_response(StatusCode::OK, &updated))
+                Ok(object_response(accept.as_deref(), StatusCode::OK, &updated))
             }
             Verb::Update => {
                 let obj = self.decode(&target, content_type.as_deref(), &body).await?;
                 let updated = self.update(&target, obj, &params).await?;
-                Ok(json_response(StatusCode::OK, &updated))
+                Ok(object_response(accept.as_deref(), StatusCode::OK, &updated))
             }
             Verb::Patch if target.subresource.as_deref() == Some("scale") => {
                 let kind = PatchKind::from_content_type(content_type.as_deref())?;
                 let patched = self.patch_scale(&target, kind, &body, &params).await?;
-                Ok(json_response(StatusCode::OK, &patched))
+                Ok(object_response(accept.as_deref(), StatusCode::OK, &patched))
             }
             Verb::Patch => {
                 let kind = PatchKind::from_content_type(content_type.as_deref())?;
                 let patched = self.patch(&target, kind, &body, &params).await?;
-                Ok(json_response(StatusCode::OK, &patched))
+                Ok(object_response(accept.as_deref(), StatusCode::OK, &patched))
             }
             Verb::Delete => {
                 let deleted = self.delete(&target, &body).await?;
-                Ok(json_response(StatusCode::OK, &deleted))
+                Ok(object_response(accept.as_deref(), StatusCode::OK, &deleted))
             }
         }
     }
@@ -1191,11 +1212,15 @@ impl ApiServer {
         let kv = self.get_kv(target, &name).await?;
         let mut pinned = false;
         let mut obj = object_of(&kv)?;
-        // Protobuf DeleteOptions (typed Go clients) carry no preconditions we read.
-        if !body.is_empty() && !body.starts_with(crate::protobuf::MAGIC) {
-            let opts: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("unable to decode DeleteOptions: {e}"))
-            })?;
+        if !body.is_empty() {
+            // JSON, or protobuf from typed Go clients.
+            let opts: Value = if body.starts_with(crate::protobuf::MAGIC) {
+                crate::protobuf::decode(body)?
+            } else {
+                serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("unable to decode DeleteOptions: {e}"))
+                })?
+            };
             let rv = opts
                 .pointer("/preconditions/resourceVersion")
                 .and_then(Value::as_str);
