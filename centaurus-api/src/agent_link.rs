@@ -2,18 +2,23 @@
 //! HTTPS endpoint ([`AgentEndpoint::serve`]) for what only it can answer (pod logs) and
 //! publishes its address and the SHA-256 digest of its self-signed serving certificate in
 //! its Node's `status.agentEndpoint`, which only that node (or the fleet that hosts it) may
-//! write. The API server ([`AgentLogs`]) connects with its own client certificate
+//! write. The API server ([`AgentLink`]) connects with its own client certificate
 //! (`system:centaurus:apiserver`, signed by the region's CA) and accepts only the
 //! certificate the Node names; the agent answers only that identity.
 //!
-//! The endpoint serves `GET /containerLogs/{tenant}/{namespace}/{pod}[/{container}]`.
+//! The endpoint serves `GET /containerLogs/{tenant}/{namespace}/{pod}[/{container}]`, and
+//! WebSockets at `/exec/{tenant}/{namespace}/{pod}?QUERY` (a remote command session in
+//! `v5.channel.k8s.io` frames, the query as `pods/exec` takes it) and
+//! `/portForward/{tenant}/{namespace}/{pod}/{port}` (the connection's bytes). Both are
+//! set up before the upgrade, so a failure is an HTTP answer with its reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::{Path, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -30,7 +35,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpListener;
 
-use crate::pods::{LogError, PodLogs};
+use crate::pods::{PodStreams, StreamError};
+use crate::streams::{Conn, Session, StreamRequest};
 use crate::tls::Pki;
 
 /// Largest log an agent's answer may carry.
@@ -50,7 +56,35 @@ pub trait NodePods: Send + Sync + 'static {
         namespace: &str,
         name: &str,
         container: Option<&str>,
-    ) -> Result<Vec<u8>, LogError>;
+    ) -> Result<Vec<u8>, StreamError>;
+
+    /// A session with a workload of the pod `tenant/namespace/name`.
+    async fn exec(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        name: &str,
+        request: &StreamRequest,
+    ) -> Result<Session, StreamError> {
+        let _ = (tenant, namespace, request);
+        Err(StreamError::BadRequest(format!(
+            "this agent offers no sessions with pod {name}"
+        )))
+    }
+
+    /// A connection to `port` in the network namespace of the pod `tenant/namespace/name`.
+    async fn port_forward(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        name: &str,
+        port: u16,
+    ) -> Result<Conn, StreamError> {
+        let _ = (tenant, namespace, port);
+        Err(StreamError::BadRequest(format!(
+            "this agent forwards no ports of pod {name}"
+        )))
+    }
 }
 
 /// An agent's HTTPS endpoint: its listener and self-signed serving certificate.
@@ -141,6 +175,52 @@ impl AgentEndpoint {
                     },
                 ),
             )
+            .route(
+                "/exec/{tenant}/{namespace}/{pod}",
+                get(
+                    |s: State<Arc<dyn NodePods>>,
+                     Path((t, ns, p)): Path<(String, String, String)>,
+                     RawQuery(q): RawQuery,
+                     cert: Option<axum::Extension<ClientCert>>,
+                     ws: WebSocketUpgrade| async move {
+                        if let Err(refused) = api_servers_only(cert) {
+                            return refused;
+                        }
+                        let attach = !q.as_deref().is_some_and(|q| q.contains("command="));
+                        let request = match crate::streams::parse_request(q.as_deref(), attach) {
+                            Ok(r) => r,
+                            Err(e) => return (StatusCode::BAD_REQUEST, e.message).into_response(),
+                        };
+                        match s.0.exec(&t, &ns, &p, &request).await {
+                            Ok(session) => {
+                                ws.protocols([crate::streams::V5]).on_upgrade(|socket| {
+                                    crate::streams::serve_session(socket, session, true)
+                                })
+                            }
+                            Err(e) => refusal(e),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/portForward/{tenant}/{namespace}/{pod}/{port}",
+                get(
+                    |s: State<Arc<dyn NodePods>>,
+                     Path((t, ns, p, port)): Path<(String, String, String, u16)>,
+                     cert: Option<axum::Extension<ClientCert>>,
+                     ws: WebSocketUpgrade| async move {
+                        if let Err(refused) = api_servers_only(cert) {
+                            return refused;
+                        }
+                        match s.0.port_forward(&t, &ns, &p, port).await {
+                            Ok(conn) => {
+                                ws.on_upgrade(|socket| crate::streams::serve_bytes(socket, conn))
+                            }
+                            Err(e) => refusal(e),
+                        }
+                    },
+                ),
+            )
             .with_state(pods);
         crate::tls::serve(self.listener, self.tls, app, shutdown).await;
     }
@@ -155,6 +235,26 @@ fn is_api_server(cert: &ClientCert) -> bool {
             .any(|o| o.strip_prefix(TENANT_ORG_PREFIX) == Some(model::SYSTEM_TENANT))
 }
 
+/// Refuses every caller but the region's API servers.
+fn api_servers_only(cert: Option<axum::Extension<ClientCert>>) -> Result<(), Response> {
+    if cert.is_some_and(|c| is_api_server(&c.0)) {
+        return Ok(());
+    }
+    Err((
+        StatusCode::FORBIDDEN,
+        "only the region's API servers may ask this agent",
+    )
+        .into_response())
+}
+
+/// An agent's failure as an HTTP answer.
+fn refusal(e: StreamError) -> Response {
+    match e {
+        StreamError::BadRequest(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+        StreamError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m).into_response(),
+    }
+}
+
 async fn answer_logs(
     pods: &dyn NodePods,
     cert: Option<axum::Extension<ClientCert>>,
@@ -163,17 +263,12 @@ async fn answer_logs(
     pod: &str,
     container: Option<&str>,
 ) -> Response {
-    if !cert.is_some_and(|c| is_api_server(&c.0)) {
-        return (
-            StatusCode::FORBIDDEN,
-            "only the region's API servers may ask this agent",
-        )
-            .into_response();
+    if let Err(refused) = api_servers_only(cert) {
+        return refused;
     }
     match pods.logs(tenant, namespace, pod, container).await {
         Ok(log) => (StatusCode::OK, log).into_response(),
-        Err(LogError::BadRequest(m)) => (StatusCode::BAD_REQUEST, m).into_response(),
-        Err(LogError::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m).into_response(),
+        Err(e) => refusal(e),
     }
 }
 
@@ -186,13 +281,13 @@ enum NodeDirectory {
 }
 
 /// Pod logs fetched from the agent of each pod's node over HTTPS.
-pub struct AgentLogs {
+pub struct AgentLink {
     nodes: NodeDirectory,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
 
-impl AgentLogs {
+impl AgentLink {
     /// Reads Nodes from `store`; authenticates to agents with a client certificate for
     /// `system:centaurus:apiserver` issued now by `pki`.
     pub fn new(store: Arc<dyn Store>, pki: &Pki) -> anyhow::Result<Self> {
@@ -212,10 +307,11 @@ impl AgentLogs {
         Ok(Self { nodes, chain, key })
     }
 
-    async fn node(&self, node: &str) -> Result<Option<Node>, LogError> {
+    async fn node(&self, node: &str) -> Result<Option<Node>, StreamError> {
         let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", node);
-        let unavailable =
-            |e: &dyn std::fmt::Display| LogError::Unavailable(format!("reading node {node}: {e}"));
+        let unavailable = |e: &dyn std::fmt::Display| {
+            StreamError::Unavailable(format!("reading node {node}: {e}"))
+        };
         match &self.nodes {
             NodeDirectory::Store(store) => {
                 let Some(kv) = store.get(&key).await.map_err(|e| unavailable(&e))? else {
@@ -243,20 +339,31 @@ impl AgentLogs {
         }
     }
 
-    async fn endpoint_of(&self, node: &str) -> Result<Published, LogError> {
+    async fn endpoint_of(&self, node: &str) -> Result<Published, StreamError> {
         let node_obj = self
             .node(node)
             .await?
-            .ok_or_else(|| LogError::Unavailable(format!("node {node} does not exist")))?;
+            .ok_or_else(|| StreamError::Unavailable(format!("node {node} does not exist")))?;
         node_obj
             .status
             .and_then(|s| s.agent_endpoint)
             .ok_or_else(|| {
-                LogError::Unavailable(format!("the agent of node {node} serves no endpoint"))
+                StreamError::Unavailable(format!("the agent of node {node} serves no endpoint"))
             })
     }
 
-    async fn fetch(&self, ep: &Published, path: &str) -> Result<(StatusCode, Bytes), String> {
+    /// A TLS connection to the agent at `ep` (its certificate pinned, ours the API
+    /// server's) and the authority to address it by.
+    async fn connect(
+        &self,
+        ep: &Published,
+    ) -> Result<
+        (
+            tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+            String,
+        ),
+        String,
+    > {
         let authority = ep
             .url
             .strip_prefix("https://")
@@ -284,6 +391,11 @@ impl AgentLogs {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {}: {e}", ep.url))?;
+        Ok((tls, authority))
+    }
+
+    async fn fetch(&self, ep: &Published, path: &str) -> Result<(StatusCode, Bytes), String> {
+        let (tls, authority) = self.connect(ep).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
@@ -304,8 +416,8 @@ impl AgentLogs {
 }
 
 #[async_trait]
-impl PodLogs for AgentLogs {
-    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError> {
+impl PodStreams for AgentLink {
+    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, StreamError> {
         let ep = self.endpoint_of(&pod.spec.node_name).await?;
         let m = &pod.metadata;
         let mut path = format!("/containerLogs/{}/{}/{}", m.tenant, m.namespace, m.name);
@@ -315,18 +427,95 @@ impl PodLogs for AgentLogs {
         }
         let (status, body) = tokio::time::timeout(AGENT_TIMEOUT, self.fetch(&ep, &path))
             .await
-            .map_err(|_| LogError::Unavailable(format!("{} did not answer in time", ep.url)))?
-            .map_err(LogError::Unavailable)?;
+            .map_err(|_| StreamError::Unavailable(format!("{} did not answer in time", ep.url)))?
+            .map_err(StreamError::Unavailable)?;
         let text = || String::from_utf8_lossy(&body).into_owned();
         match status {
             StatusCode::OK => Ok(body.to_vec()),
-            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => Err(LogError::BadRequest(text())),
-            other => Err(LogError::Unavailable(format!(
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => Err(StreamError::BadRequest(text())),
+            other => Err(StreamError::Unavailable(format!(
                 "the agent of node {} answered {other}: {}",
                 pod.spec.node_name,
                 text()
             ))),
         }
+    }
+
+    async fn exec(&self, pod: &Pod, request: &StreamRequest) -> Result<Session, StreamError> {
+        let m = &pod.metadata;
+        let path = format!(
+            "/exec/{}/{}/{}?{}",
+            m.tenant,
+            m.namespace,
+            m.name,
+            crate::streams::request_query(request)
+        );
+        let ws = self.websocket(pod, &path, Some(crate::streams::V5)).await?;
+        Ok(crate::streams::session_over(ws))
+    }
+
+    async fn port_forward(&self, pod: &Pod, port: u16) -> Result<Conn, StreamError> {
+        let m = &pod.metadata;
+        let path = format!(
+            "/portForward/{}/{}/{}/{port}",
+            m.tenant, m.namespace, m.name
+        );
+        let ws = self.websocket(pod, &path, None).await?;
+        Ok(crate::streams::bytes_of(ws))
+    }
+}
+
+impl AgentLink {
+    /// A WebSocket to `path` on the agent of `pod`'s node, offering `protocol`. An agent's
+    /// refusal is its HTTP answer, with the reason it gave.
+    async fn websocket(
+        &self,
+        pod: &Pod,
+        path: &str,
+        protocol: Option<&str>,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        StreamError,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let ep = self.endpoint_of(&pod.spec.node_name).await?;
+        let node = &pod.spec.node_name;
+        let open = async {
+            let (tls, authority) = self.connect(&ep).await.map_err(StreamError::Unavailable)?;
+            let mut req = format!("wss://{authority}{path}")
+                .into_client_request()
+                .map_err(|e| StreamError::Unavailable(e.to_string()))?;
+            if let Some(p) = protocol {
+                req.headers_mut().insert(
+                    http::header::SEC_WEBSOCKET_PROTOCOL,
+                    http::HeaderValue::from_str(p).expect("a protocol name"),
+                );
+            }
+            match tokio_tungstenite::client_async(req, tls).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                    let why = res
+                        .body()
+                        .as_deref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    Err(match res.status() {
+                        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => {
+                            StreamError::BadRequest(why)
+                        }
+                        s => StreamError::Unavailable(format!(
+                            "the agent of node {node} answered {s}: {why}"
+                        )),
+                    })
+                }
+                Err(e) => Err(StreamError::Unavailable(format!(
+                    "the agent of node {node}: {e}"
+                ))),
+            }
+        };
+        tokio::time::timeout(AGENT_TIMEOUT, open)
+            .await
+            .map_err(|_| StreamError::Unavailable(format!("{} did not answer in time", ep.url)))?
     }
 }
 

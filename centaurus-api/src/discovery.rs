@@ -111,6 +111,14 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
                 json!({"name": "pods/action", "singularName": "", "namespaced": true,
                 "kind": "Action", "verbs": ["create"]}),
             );
+            for sub in ["exec", "attach"] {
+                list.push(json!({"name": format!("pods/{sub}"), "singularName": "",
+                    "namespaced": true, "kind": "PodExecOptions", "verbs": ["create", "get"]}));
+            }
+            list.push(
+                json!({"name": "pods/portforward", "singularName": "", "namespaced": true,
+                "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}),
+            );
         }
         if k.plural == "tenants" {
             list.push(

@@ -29,6 +29,8 @@ pub mod route;
 mod scale;
 pub mod selector;
 mod server;
+mod spdy;
+pub mod streams;
 pub mod tls;
 mod watch;
 
@@ -40,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use error::{ApiError, ApiResult};
-pub use pods::{LogError, PodLogs};
+pub use pods::{PodStreams, StreamError};
 pub use server::{ApiConfig, ApiServer};
 
 async fn api_versions() -> Response {

@@ -208,10 +208,11 @@ fn encode_page(
         if left == Some(out.items) {
             break;
         }
-        let obj = object_of(kv)?;
+        let mut obj = object_of(kv)?;
         if !ApiServer::selected(&obj, params) {
             continue;
         }
+        target.info.served(&mut obj);
         let item: &Value = &match &rows {
             Some(rows) => rows.row(&obj),
             None => obj,

@@ -1,7 +1,7 @@
 //! Pod subresources served beside the object verbs:
 //!
 //! - `GET …/pods/{name}/log`: what a container wrote, or a VM's serial console, read from the
-//!   node agent through a [`PodLogs`] provider (`container`, `tailLines`, `limitBytes` and
+//!   node agent through a [`PodStreams`] provider (`container`, `tailLines`, `limitBytes` and
 //!   `follow` as in Kubernetes).
 //! - `POST …/pods/{name}/action`: an Arktos VM action (reboot, snapshot, restore). The body is
 //!   Arktos' `CustomAction` (`actionName` with `rebootParams`, `snapshotParams` or
@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::response::Response;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use centaurus_core::model::{Pod, Resource};
 use http::{StatusCode, header};
@@ -22,10 +23,11 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::server::{ApiServer, Target};
+use crate::streams::{Conn, Session, StreamRequest};
 
 /// Why a provider could not return a pod's log.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub enum StreamError {
     /// The request cannot be served as asked: no such container, none named in a pod with
     /// several, or not started yet.
     #[error("{0}")]
@@ -35,12 +37,31 @@ pub enum LogError {
     Unavailable(String),
 }
 
-/// Where pod output comes from: the node agents that run the pods.
+/// Where pod output and interactive sessions come from: the node agents that run the pods.
 #[async_trait]
-pub trait PodLogs: Send + Sync + 'static {
+pub trait PodStreams: Send + Sync + 'static {
     /// Everything `container` (a container or the VM; may be omitted for a pod with one) of
     /// `pod` has written so far.
-    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError>;
+    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, StreamError>;
+
+    /// Runs a command in a container of `pod`, or attaches to a workload (an empty
+    /// command): its console for a VM.
+    async fn exec(&self, pod: &Pod, request: &StreamRequest) -> Result<Session, StreamError> {
+        let _ = request;
+        Err(StreamError::BadRequest(format!(
+            "the node agent of pod {} offers no interactive sessions",
+            pod.metadata.name
+        )))
+    }
+
+    /// A connection to `port` in `pod`'s network namespace.
+    async fn port_forward(&self, pod: &Pod, port: u16) -> Result<Conn, StreamError> {
+        let _ = port;
+        Err(StreamError::BadRequest(format!(
+            "the node agent of pod {} offers no port forwarding",
+            pod.metadata.name
+        )))
+    }
 }
 
 /// How often a followed log is read again.
@@ -102,11 +123,11 @@ impl LogParams {
     }
 }
 
-impl From<LogError> for ApiError {
-    fn from(e: LogError) -> Self {
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> Self {
         match e {
-            LogError::BadRequest(m) => ApiError::bad_request(m),
-            LogError::Unavailable(m) => ApiError::unavailable(m),
+            StreamError::BadRequest(m) => ApiError::bad_request(m),
+            StreamError::Unavailable(m) => ApiError::unavailable(m),
         }
     }
 }
@@ -115,11 +136,45 @@ impl From<LogError> for ApiError {
 struct Follow {
     api: Arc<ApiServer>,
     target: Target,
-    provider: Arc<dyn PodLogs>,
+    provider: Arc<dyn PodStreams>,
     container: Option<String>,
     sent_to: usize,
     first: Option<Bytes>,
     left: Option<usize>,
+}
+
+/// A stream subresource asked for without the upgrade it needs.
+fn upgrade_needed(sub: &str, protocols: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "pods/{sub} is served over an upgraded connection: a WebSocket with the subprotocol {protocols}"
+    ))
+}
+
+/// Answers `Upgrade: SPDY/3.1` (kubectl's fallback for port forwarding) and serves the
+/// session on the upgraded connection.
+fn spdy_upgrade<F, Fut>(parts: &mut http::request::Parts, connect: F) -> Response
+where
+    F: Fn(u16) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Conn, StreamError>> + Send + 'static,
+{
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::bad_request("this connection cannot be upgraded").into_response();
+    };
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            crate::spdy::serve_port_forward(hyper_util::rt::TokioIo::new(upgraded), connect).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header(
+            "X-Stream-Protocol-Version",
+            crate::spdy::PORT_FORWARD_PROTOCOL,
+        )
+        .body(Body::empty())
+        .expect("static headers")
 }
 
 fn text(body: Body) -> Response {
@@ -162,7 +217,7 @@ impl ApiServer {
                 }
             )));
         }
-        let provider = self.pod_logs.get().cloned().ok_or_else(|| {
+        let provider = self.pod_streams.get().cloned().ok_or_else(|| {
             ApiError::unavailable(format!(
                 "no node agent serves logs for node {}",
                 pod.spec.node_name
@@ -218,6 +273,93 @@ impl ApiServer {
             }
         });
         Ok(text(Body::from_stream(stream)))
+    }
+
+    /// `pods/{name}/exec`, `attach` and `portforward`: upgrades the connection (a
+    /// WebSocket, or SPDY/3.1 for port forwarding) and relays it to the pod's node agent.
+    pub(crate) async fn pod_stream(
+        self: &Arc<Self>,
+        target: &Target,
+        mut parts: http::request::Parts,
+    ) -> ApiResult<Response> {
+        use axum::extract::FromRequestParts as _;
+        let sub = target.subresource.clone().unwrap_or_default();
+        let query = parts.uri.query().map(str::to_owned);
+        let request = match sub.as_str() {
+            "portforward" => None,
+            s => Some(crate::streams::parse_request(
+                query.as_deref(),
+                s == "attach",
+            )?),
+        };
+        let pod = self.pod(target).await?;
+        let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
+        if pod.spec.node_name.is_empty() || phase != "Running" {
+            return Err(ApiError::bad_request(format!(
+                "pod {} is not running (phase {}): {sub} needs a running pod",
+                pod.metadata.name,
+                if phase.is_empty() { "Pending" } else { phase }
+            )));
+        }
+        let provider = self.pod_streams.get().cloned().ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "no node agent serves streams for node {}",
+                pod.spec.node_name
+            ))
+        })?;
+        let offered = offered(&parts);
+        let spdy = parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|u| u.to_str().ok())
+            .is_some_and(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
+        let Some(request) = request else {
+            let connect = move |port: u16| {
+                let (provider, pod) = (provider.clone(), pod.clone());
+                async move { provider.port_forward(&pod, port).await }
+            };
+            if spdy {
+                return Ok(spdy_upgrade(&mut parts, connect));
+            }
+            let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|_| upgrade_needed("portforward", crate::streams::PORT_FORWARD_TUNNEL))?;
+            if !offered
+                .iter()
+                .any(|p| p == crate::streams::PORT_FORWARD_TUNNEL)
+            {
+                return Err(upgrade_needed(
+                    "portforward",
+                    crate::streams::PORT_FORWARD_TUNNEL,
+                ));
+            }
+            return Ok(ws
+                .protocols([crate::streams::PORT_FORWARD_TUNNEL])
+                .on_upgrade(move |socket| {
+                    crate::spdy::serve_port_forward(crate::streams::bytes_of(socket), connect)
+                }));
+        };
+        let protocol = [crate::streams::V5, crate::streams::V4]
+            .into_iter()
+            .find(|p| offered.iter().any(|o| o == p));
+        let (Some(protocol), Ok(ws)) = (
+            protocol,
+            WebSocketUpgrade::from_request_parts(&mut parts, &()).await,
+        ) else {
+            return Err(upgrade_needed(
+                &sub,
+                &format!("{}, {}", crate::streams::V5, crate::streams::V4),
+            ));
+        };
+        Ok(ws
+            .protocols([protocol])
+            .on_upgrade(move |socket| async move {
+                let session = match provider.exec(&pod, &request).await {
+                    Ok(s) => s,
+                    Err(e) => Session::failed(&e.to_string()),
+                };
+                crate::streams::serve_session(socket, session, protocol == crate::streams::V5).await
+            }))
     }
 
     /// `POST pods/{name}/action`: records an `Action` for the pod's node agent.
@@ -365,6 +507,23 @@ fn pod_action_of(pod: &str, request: &Value) -> ApiResult<(&'static str, Value)>
 /// Whether `plural` has the subresource `sub` for requests with a name.
 pub(crate) fn has_subresource(plural: &str, sub: &str) -> bool {
     plural == Pod::PLURAL && matches!(sub, "log" | "action" | "binding")
+}
+
+/// True for the subresources served as streams over an upgraded connection.
+pub(crate) fn is_stream(plural: &str, sub: Option<&str>) -> bool {
+    plural == Pod::PLURAL && matches!(sub, Some("exec" | "attach" | "portforward"))
+}
+
+/// The subprotocols a WebSocket upgrade offers.
+fn offered(parts: &http::request::Parts) -> Vec<String> {
+    parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect()
 }
 
 #[cfg(test)]

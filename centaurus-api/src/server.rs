@@ -71,7 +71,7 @@ pub struct ApiServer {
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
-    pub(crate) pod_logs: std::sync::OnceLock<Arc<dyn crate::pods::PodLogs>>,
+    pub(crate) pod_streams: std::sync::OnceLock<Arc<dyn crate::pods::PodStreams>>,
     /// The region's CA, for node credentials ([`ApiServer::set_pki`]).
     pub(crate) pki: std::sync::OnceLock<Arc<crate::tls::Pki>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
@@ -121,9 +121,17 @@ pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     res
 }
 
-/// An object in the form the client prefers: Kubernetes protobuf when its `Accept` puts
-/// that first and the kind has a protobuf type, JSON otherwise.
-pub(crate) fn object_response(accept: Option<&str>, code: StatusCode, v: &Value) -> Response {
+/// An object of `info`'s kind as clients are shown it ([`ResourceInfo::served`]), in the
+/// form the client prefers: Kubernetes protobuf when its `Accept` puts that first and the
+/// kind has a protobuf type, JSON otherwise.
+pub(crate) fn object_response(
+    info: &ResourceInfo,
+    accept: Option<&str>,
+    code: StatusCode,
+    mut v: Value,
+) -> Response {
+    info.served(&mut v);
+    let v = &v;
     if crate::protobuf::preferred(accept)
         && let Some(body) = crate::protobuf::encode(v)
     {
@@ -169,7 +177,7 @@ impl ApiServer {
             tokens,
             quota_locks: Mutex::new(HashMap::new()),
             metrics: Default::default(),
-            pod_logs: Default::default(),
+            pod_streams: Default::default(),
             pki: Default::default(),
             admission: Default::default(),
             cpu: crate::cpu::CpuPool::new(config.cpu_jobs),
@@ -221,8 +229,8 @@ impl ApiServer {
 
     /// Serves `pods/{name}/log` from `provider` (the node agents). Without one, log requests
     /// get 503. Returns false if a provider was already set.
-    pub fn set_pod_logs(&self, provider: Arc<dyn crate::pods::PodLogs>) -> bool {
-        self.pod_logs.set(provider).is_ok()
+    pub fn set_pod_streams(&self, provider: Arc<dyn crate::pods::PodStreams>) -> bool {
+        self.pod_streams.set(provider).is_ok()
     }
 
     /// Runs `admitter` on every create and update of the kinds it handles.
@@ -354,7 +362,10 @@ impl ApiServer {
         let rp = route::parse(parts.uri.path())?;
         let params = Params::parse(parts.uri.query())?;
         let target = self.target(&caller, &rp)?;
+        let stream = crate::pods::is_stream(target.info.plural, target.subresource.as_deref());
         let verb = match (&parts.method, target.name.is_some()) {
+            // Sessions with a workload are authorized as creates, as Kubernetes does.
+            (&Method::GET | &Method::POST, true) if stream => Verb::Create,
             (&Method::GET, true) => Verb::Get,
             (&Method::GET, false) if params.watch => Verb::Watch,
             (&Method::GET, false) => Verb::List,
@@ -407,6 +418,9 @@ impl ApiServer {
         ) {
             self.writable(&target)?;
         }
+        if stream && verb == Verb::Create {
+            return self.pod_stream(&target, parts).await;
+        }
         if let Some(sub) = &target.subresource {
             let ok = match sub.as_str() {
                 "status" => target.info.has_status && verb != Verb::Delete,
@@ -446,9 +460,10 @@ impl ApiServer {
                 self.pod_log(&target, parts.uri.query()).await
             }
             Verb::Get if target.subresource.as_deref() == Some("scale") => Ok(object_response(
+                &target.info,
                 accept.as_deref(),
                 StatusCode::OK,
-                &self.get_scale(&target).await?,
+                self.get_scale(&target).await?,
             )),
             Verb::Get => {
                 let obj = self.get(&target, target.name()).await?;
@@ -463,7 +478,12 @@ impl ApiServer {
                         &codec::table(&target.info, &[obj], &rv, None),
                     ));
                 }
-                Ok(object_response(accept.as_deref(), StatusCode::OK, &obj))
+                Ok(object_response(
+                    &target.info,
+                    accept.as_deref(),
+                    StatusCode::OK,
+                    obj,
+                ))
             }
             Verb::List => self.list(&target, &params, accept.as_deref()).await,
             Verb::Watch => {
@@ -496,34 +516,60 @@ impl ApiServer {
                 let obj = self.decode(&target, content_type.as_deref(), &body).await?;
                 let created = self.create(&target, obj, &params).await?;
                 Ok(object_response(
+                    &target.info,
                     accept.as_deref(),
                     StatusCode::CREATED,
-                    &created,
+                    created,
                 ))
             }
             Verb::Update if target.subresource.as_deref() == Some("scale") => {
                 let scale = self.decode(&target, content_type.as_deref(), &body).await?;
                 let updated = self.put_scale(&target, &scale, &params).await?;
-                Ok(object_response(accept.as_deref(), StatusCode::OK, &updated))
+                Ok(object_response(
+                    &target.info,
+                    accept.as_deref(),
+                    StatusCode::OK,
+                    updated,
+                ))
             }
             Verb::Update => {
                 let obj = self.decode(&target, content_type.as_deref(), &body).await?;
                 let updated = self.update(&target, obj, &params).await?;
-                Ok(object_response(accept.as_deref(), StatusCode::OK, &updated))
+                Ok(object_response(
+                    &target.info,
+                    accept.as_deref(),
+                    StatusCode::OK,
+                    updated,
+                ))
             }
             Verb::Patch if target.subresource.as_deref() == Some("scale") => {
                 let kind = PatchKind::from_content_type(content_type.as_deref())?;
                 let patched = self.patch_scale(&target, kind, &body, &params).await?;
-                Ok(object_response(accept.as_deref(), StatusCode::OK, &patched))
+                Ok(object_response(
+                    &target.info,
+                    accept.as_deref(),
+                    StatusCode::OK,
+                    patched,
+                ))
             }
             Verb::Patch => {
                 let kind = PatchKind::from_content_type(content_type.as_deref())?;
                 let patched = self.patch(&target, kind, &body, &params).await?;
-                Ok(object_response(accept.as_deref(), StatusCode::OK, &patched))
+                Ok(object_response(
+                    &target.info,
+                    accept.as_deref(),
+                    StatusCode::OK,
+                    patched,
+                ))
             }
             Verb::Delete => {
                 let deleted = self.delete(&target, &body).await?;
-                Ok(object_response(accept.as_deref(), StatusCode::OK, &deleted))
+                Ok(object_response(
+                    &target.info,
+                    accept.as_deref(),
+                    StatusCode::OK,
+                    deleted,
+                ))
             }
         }
     }
@@ -1010,6 +1056,7 @@ impl ApiServer {
         params: &Params,
     ) -> ApiResult<Value> {
         require_object(&obj)?;
+        let obj = target.info.unserved(obj);
         let name = target.name().to_owned();
         let current_kv = self.get_kv(target, &name).await?;
         let current = object_of(&current_kv)?;

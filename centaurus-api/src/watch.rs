@@ -51,8 +51,9 @@ pub(crate) async fn watch(
                 .map_err(|e| ApiError::from_store(e, target.info.plural, ""))?;
             let mut items = Vec::new();
             for kv in &all.kvs {
-                let obj = object_of(kv)?;
+                let mut obj = object_of(kv)?;
                 if ApiServer::selected(&obj, &params) {
+                    target.info.served(&mut obj);
                     items.push(obj);
                 }
             }
@@ -142,10 +143,11 @@ pub(crate) async fn watch(
                             Some(Ok(ev)) => ev,
                         };
                         last = ev.revision();
-                        let Ok(obj) = object_of(&ev.kv) else { continue };
+                        let Ok(mut obj) = object_of(&ev.kv) else { continue };
                         if !ApiServer::selected(&obj, &params) {
                             continue;
                         }
+                        info.served(&mut obj);
                         let kind = match ev.kind {
                             EventKind::Delete => "DELETED",
                             EventKind::Put if ev.kv.create_revision == ev.kv.mod_revision => "ADDED",

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use centaurus_api::LogError;
-use centaurus_api::PodLogs;
-use centaurus_api::agent_link::{AgentEndpoint, AgentLogs, NodePods};
+use centaurus_api::PodStreams;
+use centaurus_api::StreamError;
+use centaurus_api::agent_link::{AgentEndpoint, AgentLink, NodePods};
 use centaurus_api::tls::Pki;
 use centaurus_core::model::{self, Node, NodeStatus, ObjectMeta, Pod, Resource};
 use centaurus_core::store::{RedbStore, Store};
@@ -22,9 +22,9 @@ impl NodePods for Canned {
         namespace: &str,
         name: &str,
         container: Option<&str>,
-    ) -> Result<Vec<u8>, LogError> {
+    ) -> Result<Vec<u8>, StreamError> {
         match container {
-            Some("missing") => Err(LogError::BadRequest("container missing in pod".into())),
+            Some("missing") => Err(StreamError::BadRequest("container missing in pod".into())),
             _ => Ok(format!("{tenant}/{namespace}/{name}/{container:?}\n").into_bytes()),
         }
     }
@@ -70,7 +70,7 @@ async fn logs_come_over_https_from_the_endpoint_the_node_publishes() {
     publish(&*store, "n2", Some(forged)).await;
     publish(&*store, "n3", None).await;
 
-    let logs = AgentLogs::new(store, &pki).unwrap();
+    let logs = AgentLink::new(store, &pki).unwrap();
     assert_eq!(
         logs.logs(&pod_on("n1"), None).await.unwrap(),
         b"acme/default/web/None\n"
@@ -80,17 +80,17 @@ async fn logs_come_over_https_from_the_endpoint_the_node_publishes() {
         b"acme/default/web/Some(\"side\")\n"
     );
     match logs.logs(&pod_on("n1"), Some("missing")).await {
-        Err(LogError::BadRequest(m)) => assert!(m.contains("container missing"), "{m}"),
+        Err(StreamError::BadRequest(m)) => assert!(m.contains("container missing"), "{m}"),
         other => panic!("{other:?}"),
     }
     match logs.logs(&pod_on("n2"), None).await {
-        Err(LogError::Unavailable(m)) => assert!(m.contains("TLS"), "{m}"),
+        Err(StreamError::Unavailable(m)) => assert!(m.contains("TLS"), "{m}"),
         other => panic!("{other:?}"),
     }
     for node in ["n3", "gone"] {
         assert!(matches!(
             logs.logs(&pod_on(node), None).await,
-            Err(LogError::Unavailable(_))
+            Err(StreamError::Unavailable(_))
         ));
     }
 }
@@ -111,9 +111,9 @@ async fn the_endpoint_refuses_certificates_of_another_ca() {
     publish(&*store, "n1", Some(endpoint.published())).await;
     tokio::spawn(endpoint.serve(Arc::new(Canned), std::future::pending()));
     // An API server of another region (another CA) is refused in the handshake.
-    let logs = AgentLogs::new(store, &other).unwrap();
+    let logs = AgentLink::new(store, &other).unwrap();
     assert!(matches!(
         logs.logs(&pod_on("n1"), None).await,
-        Err(LogError::Unavailable(_))
+        Err(StreamError::Unavailable(_))
     ));
 }

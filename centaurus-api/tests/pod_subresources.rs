@@ -1,4 +1,4 @@
-//! The subresources beside the object verbs: `pods/{name}/log` (through a [`PodLogs`]
+//! The subresources beside the object verbs: `pods/{name}/log` (through a [`PodStreams`]
 //! provider, here one over an in-memory log), `pods/{name}/action`, the `scale` of
 //! Deployments, and watches with `sendInitialEvents` as kubectl's streaming lists use them.
 
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use centaurus_api::{LogError, PodLogs};
+use centaurus_api::{PodStreams, StreamError};
 use centaurus_core::model::Pod;
 use common::{Harness, next_event, pod};
 use http::{Method, Request};
@@ -20,11 +20,11 @@ use tower::ServiceExt;
 struct MemoryLogs(Arc<Mutex<Vec<u8>>>);
 
 #[async_trait]
-impl PodLogs for MemoryLogs {
-    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError> {
+impl PodStreams for MemoryLogs {
+    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, StreamError> {
         match container.unwrap_or("c") {
             "c" => Ok(self.0.lock().unwrap().clone()),
-            other => Err(LogError::BadRequest(format!(
+            other => Err(StreamError::BadRequest(format!(
                 "container {other} is not valid for pod {}",
                 pod.metadata.name
             ))),
@@ -67,7 +67,7 @@ async fn pod_logs_come_from_the_provider() {
     assert_eq!(r.status, 503, "{}", r.body);
 
     let buffer = Arc::new(Mutex::new(b"one\ntwo\n".to_vec()));
-    assert!(h.api.set_pod_logs(Arc::new(MemoryLogs(buffer.clone()))));
+    assert!(h.api.set_pod_streams(Arc::new(MemoryLogs(buffer.clone()))));
     let r = h.call(Method::GET, &log, Some(&acme), None).await;
     assert_eq!((r.status.as_u16(), r.body), (200, json!("one\ntwo\n")));
     let r = h

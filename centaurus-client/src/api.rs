@@ -443,6 +443,7 @@ impl<R> Clone for Api<R> {
 }
 
 fn decode<R: Resource>(v: Value) -> Result<R, ClientError> {
+    let v = R::unserved(&v).unwrap_or(v);
     serde_json::from_value(v).map_err(|e| ClientError::Decode(format!("{}: {e}", R::KIND)))
 }
 

@@ -18,6 +18,7 @@ pub mod admission;
 pub mod controller;
 pub mod model;
 pub mod objects;
+pub mod remote;
 pub mod ring;
 pub mod store;
 

@@ -18,6 +18,8 @@ use centaurus_core::model::{
     ObjectReference, Pod, PodStatus, Resource, ResourceList, StateReason, StateRunning,
     StateTerminated, Time, VirtualMachineStatus,
 };
+use centaurus_core::remote::{Session, StreamRequest};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::network::NetworkPlugin;
@@ -821,9 +823,13 @@ impl Fleet {
         });
     }
 
-    /// What a workload of a pod bound to one of the fleet's nodes wrote: a container's
-    /// output or a VM's serial console. `workload` may be omitted for a pod with one.
-    pub async fn logs(&self, pod: &Pod, workload: Option<&str>) -> Result<Vec<u8>, RuntimeError> {
+    /// The runtime of a pod bound to one of the fleet's nodes and the name of its
+    /// workload `workload` (may be omitted for a pod with one).
+    fn workload_of(
+        &self,
+        pod: &Pod,
+        workload: Option<&str>,
+    ) -> Result<(Arc<dyn Runtime>, String), RuntimeError> {
         let agent = self.agent(&pod.spec.node_name).ok_or_else(|| {
             RuntimeError::NotFound(format!(
                 "pod {} is not running on a node of this agent",
@@ -849,7 +855,42 @@ impl Fleet {
             }
         };
         let rt = agent.runtime_for(pod).map_err(RuntimeError::Unsupported)?;
+        Ok((rt.clone(), name))
+    }
+
+    /// What a workload of a pod bound to one of the fleet's nodes wrote: a container's
+    /// output or a VM's serial console. `workload` may be omitted for a pod with one.
+    pub async fn logs(&self, pod: &Pod, workload: Option<&str>) -> Result<Vec<u8>, RuntimeError> {
+        let (rt, name) = self.workload_of(pod, workload)?;
         rt.logs(&pod.metadata.uid, &name).await
+    }
+
+    /// A session with a workload of a pod bound to one of the fleet's nodes: a command
+    /// run in a container, or (an empty command) an attach to its output or a VM's
+    /// console.
+    pub async fn exec(&self, pod: &Pod, request: &StreamRequest) -> Result<Session, RuntimeError> {
+        let (rt, name) = self.workload_of(pod, request.container.as_deref())?;
+        let uid = &pod.metadata.uid;
+        let process = if request.command.is_empty() {
+            rt.attach(uid, &name, request.stdin).await?
+        } else {
+            rt.exec(uid, &name, &request.command, request.tty, request.stdin)
+                .await?
+        };
+        Ok(crate::session::session_of(process, request))
+    }
+
+    /// A connection to `port` in the network namespace of a pod bound to one of the
+    /// fleet's nodes.
+    pub async fn port_forward(&self, pod: &Pod, port: u16) -> Result<TcpStream, RuntimeError> {
+        let agent = self.agent(&pod.spec.node_name).ok_or_else(|| {
+            RuntimeError::NotFound(format!(
+                "pod {} is not running on a node of this agent",
+                pod.metadata.name
+            ))
+        })?;
+        let rt = agent.runtime_for(pod).map_err(RuntimeError::Unsupported)?;
+        rt.port_forward(&pod.metadata.uid, port).await
     }
 }
 

@@ -55,7 +55,14 @@ impl ImageStore {
     pub fn vm_image(&self, reference: &str, kernel: &Path) -> Result<(PathBuf, PathBuf)> {
         let name = image_name(reference);
         let dir = self.root.join(name);
-        let (vmlinuz, initrd) = (dir.join("vmlinuz"), dir.join("initrd.cpio"));
+        // The initramfs is named by its init, so a changed init makes a new one.
+        let (vmlinuz, initrd) = (
+            dir.join("vmlinuz"),
+            dir.join(format!(
+                "initrd-{:016x}.cpio",
+                xxhash_rust::xxh3::xxh3_64(TINY_INIT.as_bytes())
+            )),
+        );
         if vmlinuz.exists() && initrd.exists() {
             return Ok((vmlinuz, initrd));
         }
@@ -87,7 +94,8 @@ impl ImageStore {
 }
 
 /// The tiny guest's init: mounts, prints the ready line, hands `userData` to the guest
-/// (`/run/userdata`, run when it is a script), then idles.
+/// (`/run/userdata`, run when it is a script), then keeps a shell on the serial console
+/// (what `kubectl attach -it` reaches).
 const TINY_INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -102,7 +110,7 @@ if [ -f /userdata ]; then
     '#!') chmod +x /run/userdata; /run/userdata ;;
   esac
 fi
-while true; do sleep 3600; done
+while true; do setsid cttyhack sh; sleep 1; done
 "#;
 
 fn build_busybox_rootfs(rootfs: &Path) -> Result<()> {

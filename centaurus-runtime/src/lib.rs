@@ -17,6 +17,7 @@ pub mod network;
 pub mod podconfig;
 pub mod qemu;
 pub mod runc;
+pub mod session;
 pub mod vpc;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use ledger::AttachmentLedger;
 pub use network::{HostLocalNetwork, NetworkPlugin, NoNetwork, SandboxNetwork};
 pub use qemu::QemuRuntime;
 pub use runc::RuncRuntime;
+pub use session::Process;
 pub use vpc::{VpcNetwork, Wiring};
 
 /// Why a runtime operation failed.
@@ -163,6 +165,42 @@ pub trait Runtime: Send + Sync + 'static {
     /// a clean stop of the agent calls.
     async fn reset(&self) -> Result<usize> {
         Ok(0)
+    }
+
+    /// Runs `command` in the workload (a container), with a terminal when `tty`; its
+    /// standard input is kept open when `stdin`.
+    async fn exec(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<Process> {
+        let _ = (pod_uid, name, command, tty, stdin);
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime runs no commands in its workloads",
+            self.name()
+        )))
+    }
+
+    /// Attaches to the workload: a VM's serial console, or what a container writes from
+    /// now on.
+    async fn attach(&self, pod_uid: &str, name: &str, stdin: bool) -> Result<Process> {
+        let _ = (pod_uid, name, stdin);
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime cannot attach to its workloads",
+            self.name()
+        )))
+    }
+
+    /// A connection to `port` on the loopback of the pod's network namespace.
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<tokio::net::TcpStream> {
+        let _ = (pod_uid, port);
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime forwards no ports",
+            self.name()
+        )))
     }
 
     /// Carries out a VM action; returns a message for the action's status.

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::images::{DEFAULT_KERNEL, ImageStore, VM_READY_LINE, initrd_with};
+use crate::session::Process;
 use crate::{
     Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir,
 };
@@ -70,6 +71,10 @@ impl Vm {
     }
     fn qmp(&self) -> PathBuf {
         self.dir.join("qmp.sock")
+    }
+    /// The serial console, for `attach` (what it shows is also kept in [`Vm::console`]).
+    fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
     }
 }
 
@@ -189,6 +194,7 @@ impl QemuRuntime {
             let mut v = vm.lock().unwrap_or_else(|e| e.into_inner());
             v.generation += 1;
             let _ = std::fs::remove_file(v.qmp());
+            let _ = std::fs::remove_file(v.console_socket());
             (qemu_args(&v, accel, incoming), v.generation)
         };
         let child = tokio::process::Command::new(&self.qemu)
@@ -332,7 +338,11 @@ fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
         "-append".into(),
         kernel_command_line(accel),
         "-chardev".into(),
-        format!("file,id=console,path={},append=on", vm.console().display()),
+        format!(
+            "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
+            vm.console_socket().display(),
+            vm.console().display()
+        ),
         "-serial".into(),
         "chardev:console".into(),
         "-qmp".into(),
@@ -613,6 +623,30 @@ impl Runtime for QemuRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn attach(&self, pod_uid: &str, _: &str, _stdin: bool) -> Result<Process> {
+        let (socket, running) = {
+            let vm = self.vm(pod_uid)?;
+            let v = vm.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                v.console_socket(),
+                matches!(v.state, WorkloadState::Running { .. }),
+            )
+        };
+        if !running {
+            return Err(RuntimeError::NotReady("the VM is not running".into()));
+        }
+        // QEMU serves one console client at a time; a second waits for the first to leave.
+        let conn = tokio::net::UnixStream::connect(&socket).await?;
+        let (rd, wr) = conn.into_split();
+        Ok(Process {
+            stdin: Some(Box::pin(wr)),
+            stdout: Box::pin(rd),
+            stderr: None,
+            resize: None,
+            exit: None,
+        })
     }
 
     async fn vm_action(&self, pod_uid: &str, _: &str, action: &PodAction) -> Result<String> {

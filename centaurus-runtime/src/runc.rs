@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::images::ImageStore;
 use crate::podconfig::VolumeContent;
+use crate::session::{self, Process};
 use crate::{
     Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir, run_tool,
 };
@@ -87,12 +88,29 @@ impl RuncRuntime {
             .collect()
     }
 
+    /// The runc ID of a running container.
+    fn running(&self, pod_uid: &str, name: &str) -> Result<String> {
+        let w = self.workload(pod_uid, name)?;
+        let c = w.lock().unwrap_or_else(|e| e.into_inner());
+        match c.state {
+            WorkloadState::Running { .. } => Ok(c.id.clone()),
+            _ => Err(RuntimeError::NotReady(format!(
+                "container {name} is not running"
+            ))),
+        }
+    }
+
     async fn runc(&self, args: &[&str]) -> Result<String> {
         let root = self.state_root();
         let mut all = vec!["--root", root.as_str()];
         all.extend_from_slice(args);
         run_tool(&self.runc, &all).await
     }
+}
+
+/// The exit code of `child` (-1 when it cannot be told).
+async fn exit_code(mut child: tokio::process::Child) -> i32 {
+    child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1)
 }
 
 /// True when the process runs as root.
@@ -493,6 +511,145 @@ impl Runtime for RuncRuntime {
             ready: matches!(c.state, WorkloadState::Running { .. }),
             reboots: 0,
         })
+    }
+
+    async fn exec(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<Process> {
+        let id = self.running(pod_uid, name)?;
+        let mut cmd = tokio::process::Command::new(&self.runc);
+        cmd.args(["--root", &self.state_root(), "exec"])
+            .kill_on_drop(true);
+        if !tty {
+            let mut child = cmd
+                .arg(&id)
+                .args(command)
+                .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| RuntimeError::Tool {
+                    tool: "runc exec".into(),
+                    message: e.to_string(),
+                })?;
+            let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+                return Err(RuntimeError::Tool {
+                    tool: "runc exec".into(),
+                    message: "no output pipes".into(),
+                });
+            };
+            return Ok(Process {
+                stdin: child
+                    .stdin
+                    .take()
+                    .map(|i| Box::pin(i) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>),
+                stdout: Box::pin(out),
+                stderr: Some(Box::pin(err)),
+                resize: None,
+                exit: Some(Box::pin(exit_code(child))),
+            });
+        }
+        // With a terminal: runc on a terminal of ours makes one in the container and
+        // proxies the two, following our size when told with SIGWINCH.
+        let (terminal, [i, o, e]) = session::Terminal::open(80, 24)?;
+        let child = cmd
+            .arg("--tty")
+            .arg(&id)
+            .args(command)
+            .stdin(i)
+            .stdout(o)
+            .stderr(e)
+            .spawn()
+            .map_err(|e| RuntimeError::Tool {
+                tool: "runc exec".into(),
+                message: e.to_string(),
+            })?;
+        // The command holds our copies of the terminal's other side: let them go, so the
+        // output ends when runc does.
+        drop(cmd);
+        Ok(Process {
+            resize: Some(terminal.resizer(child.id())),
+            stdin: Some(Box::pin(terminal.input)),
+            stdout: Box::pin(terminal.output),
+            stderr: None,
+            exit: Some(Box::pin(exit_code(child))),
+        })
+    }
+
+    async fn attach(&self, pod_uid: &str, name: &str, stdin: bool) -> Result<Process> {
+        if stdin {
+            return Err(RuntimeError::Unsupported(format!(
+                "container {name} keeps no standard input to attach to; attach without -i to follow its output, or exec a shell"
+            )));
+        }
+        self.running(pod_uid, name)?;
+        let w = self.workload(pod_uid, name)?;
+        let log = w.lock().unwrap_or_else(|e| e.into_inner()).log.clone();
+        // What the container writes from now on, until it stops.
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut file = tokio::fs::File::open(&log).await?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::End(0)).await?;
+        let running = {
+            let w = w.clone();
+            move || {
+                matches!(
+                    w.lock().unwrap_or_else(|e| e.into_inner()).state,
+                    WorkloadState::Running { .. }
+                )
+            }
+        };
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = file.read(&mut buf).await.unwrap_or(0);
+                if n > 0 {
+                    if theirs.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if !running() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let exit = async move {
+            loop {
+                if let WorkloadState::Exited { code, .. } =
+                    w.lock().unwrap_or_else(|e| e.into_inner()).state
+                {
+                    return code;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        Ok(Process {
+            stdin: None,
+            stdout: Box::pin(ours),
+            stderr: None,
+            resize: None,
+            exit: Some(Box::pin(exit)),
+        })
+    }
+
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<tokio::net::TcpStream> {
+        let netns = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pod_uid)
+            .and_then(|n| n.netns.clone())
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("the network namespace of pod {pod_uid}"))
+            })?;
+        session::connect_in(&netns, port).await
     }
 
     async fn logs(&self, pod_uid: &str, name: &str) -> Result<Vec<u8>> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use centaurus_api::ApiConfig;
-use centaurus_api::agent_link::AgentLogs;
+use centaurus_api::agent_link::AgentLink;
 use centaurus_api::region::{self, Region, RegionOptions};
 use centaurus_api::tls::Pki;
 use centaurus_client::Client;
@@ -281,15 +281,15 @@ pub async fn apiserver(
     // nodes in the resource partitions.
     let pki = Pki::load_or_create(data_dir, &[])?;
     let logs = if resource_partitions.is_empty() {
-        AgentLogs::new(db, &pki)?
+        AgentLink::new(db, &pki)?
     } else {
         let clients = resource_partitions
             .iter()
             .map(|p| client(p))
             .collect::<anyhow::Result<_>>()?;
-        AgentLogs::across(clients, &pki)?
+        AgentLink::across(clients, &pki)?
     };
-    region.api.set_pod_logs(Arc::new(logs));
+    region.api.set_pod_streams(Arc::new(logs));
     println!(
         "centaurus apiserver: {me}, {partition}, on {store:?} ({}); admin kubeconfig {}; component kubeconfigs in {}",
         if created { "initialized" } else { "reopened" },

@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use centaurus_api::agent_link::{AgentEndpoint, NodePods};
 use centaurus_api::region::{self, Region, RegionOptions};
-use centaurus_api::{ApiConfig, LogError, PodLogs};
+use centaurus_api::streams::{Conn, Session, StreamRequest};
+use centaurus_api::{ApiConfig, PodStreams, StreamError};
 use centaurus_client::Client;
 use centaurus_client::kubeconfig::{Kubeconfig, User as KubeUser};
 use centaurus_controllers::NodeLifecycleConfig;
@@ -134,7 +135,7 @@ pub async fn run(
             )?);
             region
                 .api
-                .set_pod_logs(Arc::new(FleetLogs(vec![fleet.clone()])));
+                .set_pod_streams(Arc::new(FleetStreams(vec![fleet.clone()])));
             (Some(fleet), tasks)
         }
         None => {
@@ -223,51 +224,106 @@ pub(crate) fn start_network(
     Ok(vec![tokio::spawn(operator.run()), network])
 }
 
-/// Pod logs from the node agents of this process' fleets: `up`'s in-process shortcut
-/// ([`PodLogs`]), and what an agent process serves on its endpoint ([`NodePods`]).
-struct FleetLogs(Vec<Arc<Fleet>>);
+/// Pod logs and sessions from the node agents of this process' fleets: `up`'s in-process
+/// shortcut ([`PodStreams`]), and what an agent process serves on its endpoint
+/// ([`NodePods`]).
+struct FleetStreams(Vec<Arc<Fleet>>);
 
-#[async_trait::async_trait]
-impl PodLogs for FleetLogs {
-    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, LogError> {
-        let fleet = self
-            .0
+/// A runtime's failure as the API reports it: what the client asked wrongly, or what is
+/// unavailable.
+fn stream_error(e: RuntimeError) -> StreamError {
+    match e {
+        RuntimeError::NotFound(_) | RuntimeError::Unsupported(_) | RuntimeError::NotReady(_) => {
+            StreamError::BadRequest(e.to_string())
+        }
+        other => StreamError::Unavailable(other.to_string()),
+    }
+}
+
+impl FleetStreams {
+    fn fleet(&self, pod: &Pod) -> Result<&Arc<Fleet>, StreamError> {
+        self.0
             .iter()
             .find(|f| f.nodes().contains(&pod.spec.node_name))
             .ok_or_else(|| {
-                LogError::BadRequest(format!(
+                StreamError::BadRequest(format!(
                     "pod {} is not running on a node of this agent",
                     pod.metadata.name
                 ))
-            })?;
-        fleet.logs(pod, container).await.map_err(|e| match e {
-            RuntimeError::NotFound(_) | RuntimeError::Unsupported(_) => {
-                LogError::BadRequest(e.to_string())
-            }
-            other => LogError::Unavailable(other.to_string()),
-        })
+            })
+    }
+
+    fn pod(&self, tenant: &str, namespace: &str, name: &str) -> Result<Pod, StreamError> {
+        self.0
+            .iter()
+            .find_map(|f| f.pod(tenant, namespace, name))
+            .ok_or_else(|| {
+                StreamError::BadRequest(format!(
+                    "pod {tenant}/{namespace}/{name} is not bound to a node of this agent"
+                ))
+            })
     }
 }
 
 #[async_trait::async_trait]
-impl NodePods for FleetLogs {
+impl PodStreams for FleetStreams {
+    async fn logs(&self, pod: &Pod, container: Option<&str>) -> Result<Vec<u8>, StreamError> {
+        self.fleet(pod)?
+            .logs(pod, container)
+            .await
+            .map_err(stream_error)
+    }
+
+    async fn exec(&self, pod: &Pod, request: &StreamRequest) -> Result<Session, StreamError> {
+        self.fleet(pod)?
+            .exec(pod, request)
+            .await
+            .map_err(stream_error)
+    }
+
+    async fn port_forward(&self, pod: &Pod, port: u16) -> Result<Conn, StreamError> {
+        let conn = self
+            .fleet(pod)?
+            .port_forward(pod, port)
+            .await
+            .map_err(stream_error)?;
+        Ok(Box::pin(conn))
+    }
+}
+
+#[async_trait::async_trait]
+impl NodePods for FleetStreams {
     async fn logs(
         &self,
         tenant: &str,
         namespace: &str,
         name: &str,
         container: Option<&str>,
-    ) -> Result<Vec<u8>, LogError> {
-        let pod = self
-            .0
-            .iter()
-            .find_map(|f| f.pod(tenant, namespace, name))
-            .ok_or_else(|| {
-                LogError::BadRequest(format!(
-                    "pod {tenant}/{namespace}/{name} is not bound to a node of this agent"
-                ))
-            })?;
-        PodLogs::logs(self, &pod, container).await
+    ) -> Result<Vec<u8>, StreamError> {
+        let pod = self.pod(tenant, namespace, name)?;
+        PodStreams::logs(self, &pod, container).await
+    }
+
+    async fn exec(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        name: &str,
+        request: &StreamRequest,
+    ) -> Result<Session, StreamError> {
+        let pod = self.pod(tenant, namespace, name)?;
+        PodStreams::exec(self, &pod, request).await
+    }
+
+    async fn port_forward(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        name: &str,
+        port: u16,
+    ) -> Result<Conn, StreamError> {
+        let pod = self.pod(tenant, namespace, name)?;
+        PodStreams::port_forward(self, &pod, port).await
     }
 }
 
@@ -796,8 +852,10 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
             a.zones.count.max(1)
         );
     }
-    let served =
-        tokio::spawn(endpoint.serve(Arc::new(FleetLogs(fleets.clone())), std::future::pending()));
+    let served = tokio::spawn(endpoint.serve(
+        Arc::new(FleetStreams(fleets.clone())),
+        std::future::pending(),
+    ));
     println!("centaurus agent: serving pod logs at {}", published.url);
     let stopped = crate::components::until_stopped().await;
     for f in &fleets {

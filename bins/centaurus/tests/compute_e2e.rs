@@ -104,6 +104,7 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         "--timeout=60s",
     ]);
     eprintln!("container pod Running after {:?}", started.elapsed());
+    sessions(&k, dir.path());
     let pod = k.json(&["get", "pod", "hello"]);
     assert!(
         pod["status"]["podIP"]
@@ -358,6 +359,17 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
             .then_some(())
     });
     eprintln!("VM guest ready after {:?}", started.elapsed());
+    // `kubectl logs` and `attach` take a pod's first container: a VM pod shows its VM as
+    // one, and attaching reaches the guest's serial console, where a shell answers.
+    assert!(k.run(&["logs", "vm1"]).contains("centaurus-vm: ready vm1"));
+    let (out, _) = piped(
+        &k,
+        &["attach", "-i", "vm1"],
+        b"echo guest-says-$((6*7))\n",
+        true,
+        std::time::Duration::from_secs(6),
+    );
+    assert!(out.contains("guest-says-42"), "the console answered: {out}");
 
     // Reboot through the action subresource: the Action succeeds and the guest boots again.
     let action = dir.path().join("reboot.json");
@@ -405,6 +417,203 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     eventually(120, "every pod is gone", || {
         items(&k.json(&["get", "pods"])).is_empty().then_some(())
     });
+}
+
+/// Runs kubectl with `input` on its standard input (written after a second, once the
+/// session is up; then closed, or `kept_open` as an attach needs it) and kills it after
+/// `within` if it has not ended: its output and error, and its exit code (None when
+/// killed).
+fn piped(
+    k: &Kubectl,
+    args: &[&str],
+    input: &[u8],
+    kept_open: bool,
+    within: std::time::Duration,
+) -> (String, Option<i32>) {
+    use std::io::{Read as _, Write as _};
+    let mut child = k
+        .cmd(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let _ = stdin.write_all(&input);
+        if kept_open {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
+    });
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(writer);
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (format!("{out}{err}").replace('\r', ""), code)
+}
+
+/// Sessions with the running container pod `hello` through a stock kubectl: exec with its
+/// exit code, standard input and a terminal; cp both ways; attach; port-forward to a server
+/// in a pod with a real TCP exchange.
+fn sessions(k: &Kubectl, dir: &Path) {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    // The exit code, standard output and error of a command.
+    let out = k
+        .cmd(&[
+            "exec",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to-err"));
+    // Standard input, closed at its end (the command sees EOF and exits).
+    let (out, code) = piped(
+        k,
+        &["exec", "-i", "hello", "--", "tr", "a-z", "A-Z"],
+        b"shout\n",
+        false,
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("SHOUT"), "{out}");
+    // A terminal of the client's size (`script` gives kubectl one).
+    let kubeconfig = k.kubeconfig.display().to_string();
+    let tty = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "stty cols 123 rows 45; {} --kubeconfig {kubeconfig} exec -it hello -- sh -c 'tty; stty size'",
+                k.bin.display()
+            ),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        shown.contains("/dev/pts/") && shown.contains("45 123"),
+        "a terminal of 123x45: {shown}"
+    );
+    // cp both ways: tar through exec.
+    let local = dir.join("to-pod.txt");
+    std::fs::write(&local, "carried by tar\n").unwrap();
+    k.run(&["cp", local.to_str().unwrap(), "hello:/tmp/in-pod.txt"]);
+    assert_eq!(
+        k.run(&["exec", "hello", "--", "cat", "/tmp/in-pod.txt"]),
+        "carried by tar\n"
+    );
+    let back = dir.join("from-pod.txt");
+    k.run(&["cp", "hello:/tmp/in-pod.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "carried by tar\n");
+    // attach: what the container writes from now on (here, through its own stdout).
+    let mut attach = k
+        .cmd(&["attach", "hello"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    k.run(&[
+        "exec",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "echo written-later > /proc/1/fd/1",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = attach.kill();
+    let _ = attach.wait();
+    let mut attached = String::new();
+    attach
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut attached)
+        .unwrap();
+    assert!(
+        attached.contains("written-later"),
+        "attach showed: {attached:?}"
+    );
+    // port-forward: an HTTP server in a pod, reached from here over a real connection.
+    k.run(&[
+        "run",
+        "served",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "mkdir /tmp/www && echo served-from-the-pod > /tmp/www/index.html && httpd -f -p 8080 -h /tmp/www",
+    ]);
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/served",
+        "--timeout=60s",
+    ]);
+    let mut forward = k
+        .cmd(&["port-forward", "pod/served", ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(forward.stdout.take().unwrap()));
+    let port: u16 = lines
+        .find_map(|l| {
+            let l = l.ok()?;
+            l.strip_prefix("Forwarding from 127.0.0.1:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("kubectl port-forward says where it listens");
+    std::thread::spawn(move || for _ in lines {});
+    let answer = eventually(30, "an answer through the forwarded port", || {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).ok()?;
+        answer.contains("served-from-the-pod").then_some(answer)
+    });
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    let _ = forward.kill();
+    let _ = forward.wait();
+    k.run(&["delete", "pod", "served", "--wait=false"]);
 }
 
 /// The web pods Running, by node.

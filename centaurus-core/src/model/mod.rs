@@ -102,6 +102,18 @@ pub trait Resource:
     /// objects carry them as clients expect. [`Registry`] runs it before validation.
     fn set_defaults(&mut self) {}
 
+    /// The object as Kubernetes clients are shown it, where that differs from how it is
+    /// kept (a VM pod's VM shown as its one container, as tools index `containers`). The
+    /// API server applies it to every object it serves.
+    fn served(_value: &mut serde_json::Value) {}
+
+    /// Undoes [`Resource::served`]: an object a client sends back, or a component reads,
+    /// in the form it is kept in; `None` when it already is. Decoding by the API server
+    /// and by clients applies it.
+    fn unserved(_value: &serde_json::Value) -> Option<serde_json::Value> {
+        None
+    }
+
     /// True when the kind has rules an update must keep ([`Resource::validate_update`]);
     /// the API decodes the stored object for them only then.
     const UPDATE_RULES: bool = false;
@@ -214,7 +226,8 @@ macro_rules! impl_resource {
     ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal,
      plural = $plural:literal, scope = $scope:ident
      $(, short = [$($short:literal),*])? $(, validate = $validate:path)?
-     $(, defaults = $defaults:path)? $(, update = $update:path)?) => {
+     $(, defaults = $defaults:path)? $(, update = $update:path)?
+     $(, view = ($served:path, $unserved:path))?) => {
         impl $crate::model::Resource for $ty {
             const KIND: &'static str = $kind;
             const GROUP: &'static str = $group;
@@ -242,6 +255,12 @@ macro_rules! impl_resource {
             $(const UPDATE_RULES: bool = true;
             fn validate_update(&self, old: &Self) -> Result<(), Vec<$crate::model::FieldError>> {
                 $update(self, old)
+            })?
+            $(fn served(value: &mut serde_json::Value) {
+                $served(value)
+            }
+            fn unserved(value: &serde_json::Value) -> Option<serde_json::Value> {
+                $unserved(value)
             })?
         }
     };

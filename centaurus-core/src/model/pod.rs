@@ -20,8 +20,76 @@ crate::impl_resource!(
     scope = Namespaced,
     short = ["po"],
     validate = validate_pod,
-    defaults = default_pod
+    defaults = default_pod,
+    view = (show_vm_as_container, vm_as_kept)
 );
+
+/// Kubernetes tools index a pod's `spec.containers` (`kubectl logs` and `attach` take the
+/// first one and fail on a pod without any), so the API shows a VM pod's VM as its one
+/// container (same name and image, with a terminal: its serial console) and the VM's
+/// status as that container's status. Objects read back drop both ([`vm_as_kept`]).
+pub fn show_vm_as_container(pod: &mut serde_json::Value) {
+    let Some(vm) = pod.pointer("/spec/virtualMachine").cloned() else {
+        return;
+    };
+    let (name, image) = (
+        vm.get("name").cloned().unwrap_or_default(),
+        vm.get("image").cloned().unwrap_or_default(),
+    );
+    let mut container =
+        serde_json::json!({"name": name, "image": image, "stdin": true, "tty": true});
+    if let Some(r) = vm.get("resources") {
+        container["resources"] = r.clone();
+    }
+    pod["spec"]["containers"] = serde_json::json!([container]);
+    let Some(vs) = pod.pointer("/status/virtualMachineStatus").cloned() else {
+        return;
+    };
+    let running = vs.get("state").and_then(|s| s.as_str()) == Some("Running");
+    let state = if running {
+        let started = pod
+            .pointer("/status/startTime")
+            .cloned()
+            .unwrap_or_default();
+        serde_json::json!({"running": {"startedAt": started}})
+    } else {
+        serde_json::json!({"waiting": {"reason": vs.get("state").cloned().unwrap_or_default()}})
+    };
+    pod["status"]["containerStatuses"] = serde_json::json!([{
+        "name": name, "image": image, "imageID": "",
+        "containerID": vs.get("vmID").cloned().unwrap_or_default(),
+        "ready": vs.get("ready").cloned().unwrap_or(serde_json::json!(false)),
+        "started": running,
+        "restartCount": vs.get("restartCount").cloned().unwrap_or(serde_json::json!(0)),
+        "state": state,
+    }]);
+}
+
+/// A VM pod as it is kept: without the container and container status that show its VM
+/// to Kubernetes tools ([`show_vm_as_container`]); `None` when there are none.
+pub fn vm_as_kept(pod: &serde_json::Value) -> Option<serde_json::Value> {
+    let vm = pod.pointer("/spec/virtualMachine")?;
+    let name = vm.get("name");
+    let is_mirror = |list: Option<&serde_json::Value>| {
+        list.and_then(|l| l.as_array())
+            .is_some_and(|l| l.len() == 1 && l[0].get("name") == name)
+    };
+    let (spec, status) = (
+        is_mirror(pod.pointer("/spec/containers")),
+        is_mirror(pod.pointer("/status/containerStatuses")),
+    );
+    if !spec && !status {
+        return None;
+    }
+    let mut kept = pod.clone();
+    if spec && let Some(s) = kept.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        s.remove("containers");
+    }
+    if status && let Some(s) = kept.get_mut("status").and_then(|s| s.as_object_mut()) {
+        s.remove("containerStatuses");
+    }
+    Some(kept)
+}
 
 fn default_pod(pod: &mut Pod) {
     pod.spec.set_defaults();

@@ -27,6 +27,8 @@ pub struct ResourceInfo {
     pub has_status: bool,
     decode: fn(&serde_json::Value) -> Result<Decoded, DecodeError>,
     update_rules: Option<UpdateRules>,
+    served: fn(&mut serde_json::Value),
+    unserved: fn(&serde_json::Value) -> Option<serde_json::Value>,
 }
 
 type UpdateRules = fn(&serde_json::Value, &serde_json::Value) -> Result<(), Vec<FieldError>>;
@@ -62,6 +64,8 @@ impl std::fmt::Debug for ResourceInfo {
 }
 
 fn decode_as<R: Resource>(value: &serde_json::Value) -> Result<Decoded, DecodeError> {
+    let kept = R::unserved(value);
+    let value = kept.as_ref().unwrap_or(value);
     let mut unknown_fields = Vec::new();
     let mut note_unknown = |path: serde_ignored::Path<'_>| unknown_fields.push(path.to_string());
     let de = serde_ignored::Deserializer::new(value, &mut note_unknown);
@@ -178,7 +182,19 @@ impl ResourceInfo {
             has_status: schema_has_status(&schema),
             decode: decode_as::<R>,
             update_rules: R::UPDATE_RULES.then_some(update_rules_of::<R> as UpdateRules),
+            served: R::served,
+            unserved: R::unserved,
         }
+    }
+
+    /// The object as clients are shown it ([`Resource::served`]).
+    pub fn served(&self, value: &mut serde_json::Value) {
+        (self.served)(value)
+    }
+
+    /// The object as it is kept ([`Resource::unserved`]).
+    pub fn unserved(&self, value: serde_json::Value) -> serde_json::Value {
+        (self.unserved)(&value).unwrap_or(value)
     }
 
     /// `group/version`, or `version` for the core group.

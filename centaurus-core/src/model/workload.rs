@@ -22,6 +22,7 @@ crate::impl_resource!(
 );
 
 fn default_replica_set(rs: &mut ReplicaSet) {
+    rs.spec.replicas.get_or_insert(1);
     rs.spec.template.spec.set_defaults();
 }
 
@@ -76,7 +77,19 @@ crate::impl_resource!(
     defaults = default_deployment
 );
 
+/// Kubernetes' defaults: one replica, a rolling update of 25% surge and 25% unavailable
+/// (unless `Recreate`), ten old replica sets kept.
 fn default_deployment(d: &mut Deployment) {
+    d.spec.replicas.get_or_insert(1);
+    d.spec.revision_history_limit.get_or_insert(10);
+    let strategy = &mut d.spec.strategy;
+    let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".into());
+    if kind == "RollingUpdate" {
+        let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
+        let quarter = || IntOrString::String("25%".into());
+        rolling.max_surge.get_or_insert_with(quarter);
+        rolling.max_unavailable.get_or_insert_with(quarter);
+    }
     d.spec.template.spec.set_defaults();
 }
 
