@@ -183,7 +183,7 @@ impl AgentEndpoint {
                      RawQuery(q): RawQuery,
                      cert: Option<axum::Extension<ClientCert>>,
                      ws: WebSocketUpgrade| async move {
-                        if let Err(refused) = api_servers_only(cert) {
+                        if let Some(refused) = unless_api_server(cert) {
                             return refused;
                         }
                         let attach = !q.as_deref().is_some_and(|q| q.contains("command="));
@@ -209,7 +209,7 @@ impl AgentEndpoint {
                      Path((t, ns, p, port)): Path<(String, String, String, u16)>,
                      cert: Option<axum::Extension<ClientCert>>,
                      ws: WebSocketUpgrade| async move {
-                        if let Err(refused) = api_servers_only(cert) {
+                        if let Some(refused) = unless_api_server(cert) {
                             return refused;
                         }
                         match s.0.port_forward(&t, &ns, &p, port).await {
@@ -235,16 +235,18 @@ fn is_api_server(cert: &ClientCert) -> bool {
             .any(|o| o.strip_prefix(TENANT_ORG_PREFIX) == Some(model::SYSTEM_TENANT))
 }
 
-/// Refuses every caller but the region's API servers.
-fn api_servers_only(cert: Option<axum::Extension<ClientCert>>) -> Result<(), Response> {
+/// The refusal of every caller but the region's API servers.
+fn unless_api_server(cert: Option<axum::Extension<ClientCert>>) -> Option<Response> {
     if cert.is_some_and(|c| is_api_server(&c.0)) {
-        return Ok(());
+        return None;
     }
-    Err((
-        StatusCode::FORBIDDEN,
-        "only the region's API servers may ask this agent",
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            "only the region's API servers may ask this agent",
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 /// An agent's failure as an HTTP answer.
@@ -263,7 +265,7 @@ async fn answer_logs(
     pod: &str,
     container: Option<&str>,
 ) -> Response {
-    if let Err(refused) = api_servers_only(cert) {
+    if let Some(refused) = unless_api_server(cert) {
         return refused;
     }
     match pods.logs(tenant, namespace, pod, container).await {

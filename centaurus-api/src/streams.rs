@@ -93,8 +93,18 @@ pub trait WsMessage: Sized + Send + 'static {
     fn binary(data: Bytes) -> Self;
     /// A close message.
     fn close() -> Self;
-    /// The data of a binary message; `Err` for a close, `Ok(None)` for anything else.
-    fn data(self) -> Result<Option<Bytes>, ()>;
+    /// What the message carries.
+    fn data(self) -> Incoming;
+}
+
+/// What a WebSocket message carries for a relay.
+pub enum Incoming {
+    /// A binary message's data.
+    Data(Bytes),
+    /// The peer closes.
+    Close,
+    /// Anything else (text, ping, pong).
+    Other,
 }
 
 impl WsMessage for Message {
@@ -109,11 +119,11 @@ impl WsMessage for Message {
             reason: "".into(),
         }))
     }
-    fn data(self) -> Result<Option<Bytes>, ()> {
+    fn data(self) -> Incoming {
         match self {
-            Message::Binary(b) => Ok(Some(b)),
-            Message::Close(_) => Err(()),
-            _ => Ok(None),
+            Message::Binary(b) => Incoming::Data(b),
+            Message::Close(_) => Incoming::Close,
+            _ => Incoming::Other,
         }
     }
 }
@@ -129,11 +139,11 @@ impl WsMessage for tokio_tungstenite::tungstenite::Message {
             reason: "".into(),
         }))
     }
-    fn data(self) -> Result<Option<Bytes>, ()> {
+    fn data(self) -> Incoming {
         match self {
-            Self::Binary(b) => Ok(Some(b)),
-            Self::Close(_) => Err(()),
-            _ => Ok(None),
+            Self::Binary(b) => Incoming::Data(b),
+            Self::Close(_) => Incoming::Close,
+            _ => Incoming::Other,
         }
     }
 }
@@ -155,14 +165,13 @@ async fn relay<W, M, E>(
     let (mut sink, mut stream) = ws.split();
     let incoming = async move {
         while let Some(Ok(msg)) = stream.next().await {
-            match msg.data() {
-                Ok(Some(b)) if !b.is_empty() && keep(&b) => {
-                    if from_ws.send(b).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(()) => break,
+            let more = match msg.data() {
+                Incoming::Data(b) if !b.is_empty() && keep(&b) => from_ws.send(b).await.is_ok(),
+                Incoming::Close => false,
+                _ => true,
+            };
+            if !more {
+                break;
             }
         }
         drop(from_ws);
@@ -193,14 +202,13 @@ where
     let (mut rd, mut wr) = tokio::io::split(conn);
     let incoming = async move {
         while let Some(Ok(msg)) = stream.next().await {
-            match msg.data() {
-                Ok(Some(b)) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => {}
-                Err(()) => break,
+            let more = match msg.data() {
+                Incoming::Data(b) => wr.write_all(&b).await.is_ok(),
+                Incoming::Close => false,
+                Incoming::Other => true,
+            };
+            if !more {
+                break;
             }
         }
         let _ = wr.shutdown().await;

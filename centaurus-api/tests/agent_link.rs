@@ -1,5 +1,6 @@
 //! The API server's link to node agents: logs fetched over HTTPS from the endpoint a Node
-//! publishes, accepted only with the certificate it publishes.
+//! publishes, accepted only with the certificate it publishes; exec sessions and port
+//! forwards carried over WebSockets to it, refusals with the agent's reason.
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use bytes::Bytes;
 use centaurus_api::PodStreams;
 use centaurus_api::StreamError;
 use centaurus_api::agent_link::{AgentEndpoint, AgentLink, NodePods};
+use centaurus_api::streams::{Conn, Session, StreamRequest, channel, frame, outcome};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use centaurus_api::tls::Pki;
 use centaurus_core::model::{self, Node, NodeStatus, ObjectMeta, Pod, Resource};
 use centaurus_core::store::{RedbStore, Store};
@@ -27,6 +30,49 @@ impl NodePods for Canned {
             Some("missing") => Err(StreamError::BadRequest("container missing in pod".into())),
             _ => Ok(format!("{tenant}/{namespace}/{name}/{container:?}\n").into_bytes()),
         }
+    }
+
+    /// Echoes standard input upper-cased until it closes, then exits with the number
+    /// of lines of the command.
+    async fn exec(
+        &self,
+        _: &str,
+        _: &str,
+        name: &str,
+        request: &StreamRequest,
+    ) -> Result<Session, StreamError> {
+        if request.container.as_deref() == Some("missing") {
+            return Err(StreamError::BadRequest(format!("no container missing in {name}")));
+        }
+        let (session, mut input, output) = Session::pair();
+        let code = request.command.len() as i32;
+        tokio::spawn(async move {
+            while let Some(f) = input.recv().await {
+                match f[0] {
+                    channel::STDIN => {
+                        let up = f[1..].to_ascii_uppercase();
+                        let _ = output.send(frame(channel::STDOUT, &up)).await;
+                    }
+                    channel::CLOSE => break,
+                    _ => {}
+                }
+            }
+            let _ = output.send(outcome(Ok(code))).await;
+        });
+        Ok(session)
+    }
+
+    /// A connection that echoes, on port 7 only.
+    async fn port_forward(&self, _: &str, _: &str, _: &str, port: u16) -> Result<Conn, StreamError> {
+        if port != 7 {
+            return Err(StreamError::BadRequest(format!("nothing listens on port {port}")));
+        }
+        let (ours, theirs) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(theirs);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+        Ok(Box::pin(ours))
     }
 }
 
@@ -92,6 +138,62 @@ async fn logs_come_over_https_from_the_endpoint_the_node_publishes() {
             logs.logs(&pod_on(node), None).await,
             Err(StreamError::Unavailable(_))
         ));
+    }
+}
+
+#[tokio::test]
+async fn sessions_and_port_forwards_go_over_websockets_to_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
+    let endpoint = AgentEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1",
+        pki.ca_cert.as_bytes(),
+    )
+    .await
+    .unwrap();
+    publish(&*store, "n1", Some(endpoint.published())).await;
+    tokio::spawn(endpoint.serve(Arc::new(Canned), std::future::pending()));
+    let link = AgentLink::new(store, &pki).unwrap();
+    let request = StreamRequest {
+        command: vec!["tr".into(), "a-z".into(), "A-Z".into()],
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut s = link.exec(&pod_on("n1"), &request).await.unwrap();
+    s.input.send(frame(channel::STDIN, b"shout")).await.unwrap();
+    s.input.send(frame(channel::CLOSE, &[channel::STDIN])).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = s.output.recv().await {
+        frames.push(f);
+    }
+    assert_eq!(frames[0], frame(channel::STDOUT, b"SHOUT"));
+    let end: serde_json::Value = serde_json::from_slice(&frames[1][1..]).unwrap();
+    assert_eq!(end["details"]["causes"][0]["message"], "3", "{end}");
+    assert_eq!(frames.len(), 2);
+    // The agent's refusal arrives with its reason.
+    let missing = StreamRequest {
+        container: Some("missing".into()),
+        ..request
+    };
+    match link.exec(&pod_on("n1"), &missing).await {
+        Err(StreamError::BadRequest(m)) => assert!(m.contains("no container missing"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a session with a missing container"),
+    }
+    // A port forward's bytes, both ways.
+    let mut conn = link.port_forward(&pod_on("n1"), 7).await.unwrap();
+    conn.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    conn.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    match link.port_forward(&pod_on("n1"), 8).await {
+        Err(StreamError::BadRequest(m)) => assert!(m.contains("port 8"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a connection to a closed port"),
     }
 }
 

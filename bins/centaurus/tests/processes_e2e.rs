@@ -10,7 +10,8 @@
 //! the tenant's VPC, an API server and an etcd member are killed (SIGKILL) in turn and the
 //! region goes on: the others take over the dead one's share, the components fail over to
 //! the other API server, and scale-ups still converge. As root, this host's runc agent
-//! joins as its own node identity, runs a pod pinned to it (its output read through the
+//! joins as its own node identity, runs a pod pinned to it (its output read, and a command
+//! run in it, through the
 //! agent's endpoint), and runs it again after the agent is killed and restarted; with
 //! QEMU, a VM pod boots on it.
 
@@ -414,6 +415,13 @@ fn a_region_of_processes_on_etcd_survives_kills() {
     eventually(10, "the runc pod's output through its agent", || {
         (k.run(&["logs", "solo"]) == "started\n").then_some(())
     });
+    // A session through the API server, which relays it to the agent's endpoint.
+    let exec = k
+        .cmd(&["exec", "solo", "--", "sh", "-c", "hostname; exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(exec.status.code(), Some(7), "{exec:?}");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "solo\n");
     runc_agent.kill();
     let _runc_agent = Proc::start(
         "runc agent again",
