@@ -10,10 +10,10 @@ use centaurus_api::PodStreams;
 use centaurus_api::StreamError;
 use centaurus_api::agent_link::{AgentEndpoint, AgentLink, NodePods};
 use centaurus_api::streams::{Conn, Session, StreamRequest, channel, frame, outcome};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use centaurus_api::tls::Pki;
 use centaurus_core::model::{self, Node, NodeStatus, ObjectMeta, Pod, Resource};
 use centaurus_core::store::{RedbStore, Store};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 struct Canned;
 
@@ -42,7 +42,9 @@ impl NodePods for Canned {
         request: &StreamRequest,
     ) -> Result<Session, StreamError> {
         if request.container.as_deref() == Some("missing") {
-            return Err(StreamError::BadRequest(format!("no container missing in {name}")));
+            return Err(StreamError::BadRequest(format!(
+                "no container missing in {name}"
+            )));
         }
         let (session, mut input, output) = Session::pair();
         let code = request.command.len() as i32;
@@ -63,9 +65,17 @@ impl NodePods for Canned {
     }
 
     /// A connection that echoes, on port 7 only.
-    async fn port_forward(&self, _: &str, _: &str, _: &str, port: u16) -> Result<Conn, StreamError> {
+    async fn port_forward(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        port: u16,
+    ) -> Result<Conn, StreamError> {
         if port != 7 {
-            return Err(StreamError::BadRequest(format!("nothing listens on port {port}")));
+            return Err(StreamError::BadRequest(format!(
+                "nothing listens on port {port}"
+            )));
         }
         let (ours, theirs) = tokio::io::duplex(1024);
         tokio::spawn(async move {
@@ -165,7 +175,10 @@ async fn sessions_and_port_forwards_go_over_websockets_to_the_agent() {
     };
     let mut s = link.exec(&pod_on("n1"), &request).await.unwrap();
     s.input.send(frame(channel::STDIN, b"shout")).await.unwrap();
-    s.input.send(frame(channel::CLOSE, &[channel::STDIN])).await.unwrap();
+    s.input
+        .send(frame(channel::CLOSE, &[channel::STDIN]))
+        .await
+        .unwrap();
     let mut frames = Vec::new();
     while let Some(f) = s.output.recv().await {
         frames.push(f);

@@ -51,6 +51,9 @@ struct Server {
 pub struct HttpsTransport {
     servers: Vec<Server>,
     tls: tokio_rustls::TlsConnector,
+    /// The same TLS, offering HTTP/1.1: upgraded connections (WebSockets, SPDY) exist in
+    /// HTTP/1.1 only.
+    tls_http1: tokio_rustls::TlsConnector,
     token: Option<String>,
     /// The index of the current server and the live connection to it.
     conn: tokio::sync::Mutex<(usize, Option<SendRequest<Full<Bytes>>>)>,
@@ -104,10 +107,13 @@ impl HttpsTransport {
             }
             None => builder.with_no_client_auth(),
         };
+        let mut http1 = cfg.clone();
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             servers,
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            tls_http1: tokio_rustls::TlsConnector::from(Arc::new(http1)),
             token: conn.token.clone(),
             conn: tokio::sync::Mutex::new((0, None)),
             connect_timeout: Duration::from_secs(5),
@@ -162,6 +168,67 @@ impl HttpsTransport {
             }
         }
         slot.1 = None;
+        Err(ClientError::Transport(errors.join("; ")))
+    }
+
+    /// Sends `req`, which asks to upgrade the connection (`Connection: Upgrade`), on a
+    /// connection of its own (HTTP/1.1, to the first server that answers): the answer, and
+    /// when it is `101 Switching Protocols`, the upgraded connection.
+    pub async fn upgrade(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<(Response<Body>, Option<hyper::upgrade::Upgraded>), ClientError> {
+        let (mut parts, body) = req.into_parts();
+        if let Some(t) = &self.token {
+            let v = http::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|e| ClientError::Request(format!("token: {e}")))?;
+            parts.headers.insert(header::AUTHORIZATION, v);
+        }
+        let mut errors = Vec::new();
+        for s in &self.servers {
+            let connected = async {
+                let tcp = tokio::time::timeout(
+                    self.connect_timeout,
+                    tokio::net::TcpStream::connect(&s.authority),
+                )
+                .await
+                .map_err(|_| format!("connecting to {} timed out", s.url))?
+                .map_err(|e| format!("cannot connect to {}: {e}", s.url))?;
+                let tls = self
+                    .tls_http1
+                    .connect(s.name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {}: {e}", s.url))?;
+                hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| format!("HTTP/1.1 with {}: {e}", s.url))
+            };
+            let (mut sender, conn) = match connected.await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            tokio::spawn(conn.with_upgrades());
+            parts.headers.insert(
+                header::HOST,
+                http::HeaderValue::from_str(&s.authority)
+                    .map_err(|e| ClientError::Request(e.to_string()))?,
+            );
+            let req = Request::from_parts(parts, Full::new(body));
+            let mut res = sender
+                .send_request(req)
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                return Ok((res.map(boxed), None));
+            }
+            let upgraded = hyper::upgrade::on(&mut res)
+                .await
+                .map_err(|e| ClientError::Transport(format!("upgrading: {e}")))?;
+            return Ok((res.map(boxed), Some(upgraded)));
+        }
         Err(ClientError::Transport(errors.join("; ")))
     }
 

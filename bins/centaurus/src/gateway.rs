@@ -33,6 +33,7 @@ use centaurus_tenancy::authn::{REMOTE_GROUP, REMOTE_TENANT, REMOTE_TENANT_UID, R
 use centaurus_tenancy::{Authenticator, ClientCertAuthenticator, Credentials, Identity};
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 /// Largest request body forwarded (the API servers' own limit is 3 MiB).
@@ -75,6 +76,8 @@ struct Partition {
     client: Client,
     /// The partition's servers and CA, for asking it about a bearer token.
     kubeconfig: Kubeconfig,
+    /// As the front door, for upgraded connections (exec, attach, port-forward).
+    upgrades: centaurus_client::transport::HttpsTransport,
 }
 
 /// The front door's state.
@@ -95,6 +98,9 @@ fn partitions(list: &[(String, PathBuf)]) -> anyhow::Result<Vec<Partition>> {
             Ok(Partition {
                 name: name.clone(),
                 client: Client::new(kubeconfig.connection()?)?,
+                upgrades: centaurus_client::transport::HttpsTransport::new(
+                    &kubeconfig.connection()?,
+                )?,
                 kubeconfig,
             })
         })
@@ -114,6 +120,15 @@ struct Refused {
     code: StatusCode,
     reason: &'static str,
     message: String,
+}
+
+/// A partition the front door cannot reach.
+fn unreachable_partition(to: &Partition, e: &dyn std::fmt::Display) -> Refused {
+    status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        format!("{} cannot be reached: {e}", to.name),
+    )
 }
 
 fn status(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Refused {
@@ -427,6 +442,20 @@ impl Gateway {
         head: &http::request::Parts,
         body: Bytes,
     ) -> Result<http::Response<centaurus_client::transport::Body>, Refused> {
+        let req = Self::forwarded(caller, head, body)?;
+        to.client
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable_partition(to, &e))
+    }
+
+    /// `head` and `body` as the front door forwards them for `caller`: the caller's own
+    /// credentials and forgeable headers dropped, who it is in `X-Remote-*`.
+    fn forwarded(
+        caller: Option<&Identity>,
+        head: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<http::Request<Bytes>, Refused> {
         let mut req = http::Request::builder()
             .method(head.method.clone())
             .uri(head.uri.path_and_query().map_or("/", |p| p.as_str()));
@@ -460,16 +489,60 @@ impl Gateway {
                 req = req.header(REMOTE_GROUP, value(g)?);
             }
         }
-        let req = req
-            .body(body)
-            .map_err(|e| status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()))?;
-        to.client.send_request(req).await.map_err(|e| {
-            status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("{} cannot be reached: {e}", to.name),
-            )
-        })
+        req.body(body)
+            .map_err(|e| status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()))
+    }
+
+    /// Relays a request that upgrades its connection (exec, attach, port-forward) to the
+    /// tenant partition of the tenant it addresses, and then the connection itself.
+    async fn upgraded(&self, caller: &Identity, mut req: http::Request<Body>) -> Response {
+        let client_side = hyper::upgrade::on(&mut req);
+        let (head, _) = req.into_parts();
+        let to = match self.route(&head.method, head.uri.path(), caller) {
+            Ok(Route::Tenant(i)) => &self.tenants[i],
+            Ok(Route::Home(t)) => match self.home(&t).await {
+                Some(i) => &self.tenants[i],
+                None => {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("tenants \"{t}\" not found"),
+                    )
+                    .into_response();
+                }
+            },
+            Ok(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "only a tenant's pods are reached through upgraded connections",
+                )
+                .into_response();
+            }
+            Err(e) => return e.into_response(),
+        };
+        let fwd = match Self::forwarded(Some(caller), &head, Bytes::new()) {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
+        let (res, partition_side) = match to.upgrades.upgrade(fwd).await {
+            Ok(r) => r,
+            Err(e) => return unreachable_partition(to, &e).into_response(),
+        };
+        let (parts, body) = res.into_parts();
+        let Some(partition_side) = partition_side else {
+            return Response::from_parts(parts, Body::new(body));
+        };
+        tokio::spawn(async move {
+            if let Ok(client_side) = client_side.await {
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client_side),
+                    &mut TokioIo::new(partition_side),
+                )
+                .await;
+            }
+        });
+        Response::from_parts(parts, Body::empty())
     }
 
     /// Forwards to each of `to` and merges the JSON answers: lists' `items` (or tables'
@@ -577,6 +650,9 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => return e.into_response(),
         };
+        if req.headers().contains_key(header::UPGRADE) {
+            return self.upgraded(&caller, req).await;
+        }
         let (head, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),

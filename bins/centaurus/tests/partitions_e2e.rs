@@ -461,6 +461,11 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
             k.run(&["logs", pod]),
             format!("hollow workload web of pod {uid}\n")
         );
+        // A session goes through the front door's upgraded connection to the tenant
+        // partition and on to the node's agent, whose answer comes back: hollow pods run
+        // no commands.
+        let refused = k.fails(&["exec", pod, "--", "true"]);
+        assert!(refused.contains("runs no commands"), "{refused}");
     }
     // A system user lists every tenant's pods through the front door: both partitions.
     let all: serde_json::Value =
