@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use crate::pods::{PodStreams, StreamError};
 use crate::streams::{Conn, Session, StreamRequest};
 use crate::tls::Pki;
+use centaurus_core::remote::NodeUsage;
 
 /// Largest log an agent's answer may carry.
 pub const MAX_LOG_BYTES: usize = 32 * 1024 * 1024;
@@ -69,6 +70,13 @@ pub trait NodePods: Send + Sync + 'static {
         let _ = (tenant, namespace, request);
         Err(StreamError::BadRequest(format!(
             "this agent offers no sessions with pod {name}"
+        )))
+    }
+
+    /// What the agent's node `node` and its pods use now.
+    async fn usage(&self, node: &str) -> Result<NodeUsage, StreamError> {
+        Err(StreamError::BadRequest(format!(
+            "this agent does not measure node {node}"
         )))
     }
 
@@ -172,6 +180,22 @@ impl AgentEndpoint {
                      Path((t, ns, p, c)): Path<(String, String, String, String)>,
                      cert: Option<axum::Extension<ClientCert>>| async move {
                         answer_logs(&*s.0, cert, &t, &ns, &p, Some(&c)).await
+                    },
+                ),
+            )
+            .route(
+                "/stats/{node}",
+                get(
+                    |s: State<Arc<dyn NodePods>>,
+                     Path(node): Path<String>,
+                     cert: Option<axum::Extension<ClientCert>>| async move {
+                        if let Some(refused) = unless_api_server(cert) {
+                            return refused;
+                        }
+                        match s.0.usage(&node).await {
+                            Ok(u) => axum::Json(u).into_response(),
+                            Err(e) => refusal(e),
+                        }
                     },
                 ),
             )
@@ -454,6 +478,25 @@ impl PodStreams for AgentLink {
         );
         let ws = self.websocket(pod, &path, Some(crate::streams::V5)).await?;
         Ok(crate::streams::session_over(ws))
+    }
+
+    async fn usage(&self, node: &str) -> Result<NodeUsage, StreamError> {
+        let ep = self.endpoint_of(node).await?;
+        let (status, body) =
+            tokio::time::timeout(AGENT_TIMEOUT, self.fetch(&ep, &format!("/stats/{node}")))
+                .await
+                .map_err(|_| {
+                    StreamError::Unavailable(format!("{} did not answer in time", ep.url))
+                })?
+                .map_err(StreamError::Unavailable)?;
+        if status != StatusCode::OK {
+            return Err(StreamError::Unavailable(format!(
+                "the agent of node {node} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| StreamError::Unavailable(format!("the figures of node {node}: {e}")))
     }
 
     async fn port_forward(&self, pod: &Pod, port: u16) -> Result<Conn, StreamError> {

@@ -24,6 +24,7 @@ pub mod protobuf;
 pub mod query;
 pub mod region;
 pub mod relocation;
+pub mod resource_metrics;
 mod review;
 pub mod route;
 mod scale;
@@ -71,6 +72,9 @@ async fn group_resources(
     State(api): State<Arc<ApiServer>>,
     Path((g, v)): Path<(String, String)>,
 ) -> Response {
+    if (g.as_str(), v.as_str()) == (resource_metrics::GROUP, resource_metrics::VERSION) {
+        return Json(resource_metrics::discovery()).into_response();
+    }
     match discovery::resources(api.registry(), &g, &v) {
         Some(doc) => Json(doc).into_response(),
         None => ApiError::no_route(&format!("/apis/{g}/{v}")).into_response(),

@@ -24,6 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::server::{ApiServer, Target};
 use crate::streams::{Conn, Session, StreamRequest};
+use centaurus_core::remote::NodeUsage;
 
 /// Why a provider could not return a pod's log.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,13 @@ pub trait PodStreams: Send + Sync + 'static {
         Err(StreamError::BadRequest(format!(
             "the node agent of pod {} offers no interactive sessions",
             pod.metadata.name
+        )))
+    }
+
+    /// What `node` and its running pods use now (the metrics API's source).
+    async fn usage(&self, node: &str) -> Result<NodeUsage, StreamError> {
+        Err(StreamError::Unavailable(format!(
+            "no node agent measures node {node}"
         )))
     }
 

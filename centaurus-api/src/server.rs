@@ -72,6 +72,8 @@ pub struct ApiServer {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_streams: std::sync::OnceLock<Arc<dyn crate::pods::PodStreams>>,
+    /// Node figures recently fetched for the metrics API.
+    pub(crate) usage_cache: crate::resource_metrics::UsageCache,
     /// The region's CA, for node credentials ([`ApiServer::set_pki`]).
     pub(crate) pki: std::sync::OnceLock<Arc<crate::tls::Pki>>,
     admission: std::sync::RwLock<Vec<Arc<dyn Admission>>>,
@@ -178,6 +180,7 @@ impl ApiServer {
             quota_locks: Mutex::new(HashMap::new()),
             metrics: Default::default(),
             pod_streams: Default::default(),
+            usage_cache: Default::default(),
             pki: Default::default(),
             admission: Default::default(),
             cpu: crate::cpu::CpuPool::new(config.cpu_jobs),
@@ -360,6 +363,14 @@ impl ApiServer {
             return self.review(review, &caller, content_type, body).await;
         }
         let rp = route::parse(parts.uri.path())?;
+        if rp.group == crate::resource_metrics::GROUP {
+            if parts.method != Method::GET {
+                return Err(ApiError::method_not_allowed(
+                    "metrics are read with get and list",
+                ));
+            }
+            return self.resource_metrics(&caller, &rp, parts.uri.query()).await;
+        }
         let params = Params::parse(parts.uri.query())?;
         let target = self.target(&caller, &rp)?;
         let stream = crate::pods::is_stream(target.info.plural, target.subresource.as_deref());
@@ -681,7 +692,7 @@ impl ApiServer {
             .ok_or_else(|| ApiError::not_found(target.info.plural, name))
     }
 
-    async fn get(&self, target: &Target, name: &str) -> ApiResult<Value> {
+    pub(crate) async fn get(&self, target: &Target, name: &str) -> ApiResult<Value> {
         object_of(&self.get_kv(target, name).await?)
     }
 

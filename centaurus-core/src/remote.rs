@@ -122,3 +122,44 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 /// A boxed [`Duplex`].
 pub type Conn = Pin<Box<dyn Duplex>>;
+
+/// What a workload, pod or node uses now: CPU as a rate, memory as its working set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// CPU in use, in billionths of a core.
+    pub cpu_nanocores: u64,
+    /// Memory in use (the working set), in bytes.
+    pub memory_bytes: u64,
+}
+
+/// A pod's usage, by workload (its containers, or its VM).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodUsage {
+    /// The pod's tenant.
+    pub tenant: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Each workload's name and usage.
+    pub workloads: Vec<(String, Usage)>,
+}
+
+/// A node's usage and its pods', as its agent measures them: the source of the metrics API
+/// (`kubectl top`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeUsage {
+    /// The node.
+    pub node: String,
+    /// When it was measured (RFC 3339).
+    pub timestamp: String,
+    /// Over how many seconds the CPU rates were taken.
+    pub window_seconds: u64,
+    /// The whole node.
+    pub usage: Usage,
+    /// Its running pods.
+    pub pods: Vec<PodUsage>,
+}

@@ -18,7 +18,7 @@ use centaurus_core::model::{
     ObjectReference, Pod, PodStatus, Resource, ResourceList, StateReason, StateRunning,
     StateTerminated, Time, VirtualMachineStatus,
 };
-use centaurus_core::remote::{Session, StreamRequest};
+use centaurus_core::remote::{NodeUsage, PodUsage, Session, StreamRequest, Usage};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -43,6 +43,14 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// How long a renewal is valid.
     pub lease_seconds: i32,
+}
+
+/// How long the host has been up.
+fn host_uptime() -> Duration {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64)
 }
 
 /// What this host tells of itself in a Node's `status.nodeInfo`.
@@ -111,6 +119,8 @@ pub struct NodeAgent {
     stopped: AtomicBool,
     /// A hollow node powered off for a drill ([`model::LABEL_POWER`]).
     powered_off: AtomicBool,
+    /// The host's CPU rate, for the node's usage.
+    host_rate: crate::usage::Rates,
 }
 
 impl NodeAgent {
@@ -129,7 +139,63 @@ impl NodeAgent {
             workers: Mutex::default(),
             stopped: AtomicBool::new(false),
             powered_off: AtomicBool::new(false),
+            host_rate: Default::default(),
         }
+    }
+
+    /// What the node and its running pods use now. A hollow node's figures are its
+    /// simulated pods' and a simulated base; a real node's are the host's.
+    pub async fn usage(&self) -> NodeUsage {
+        let pods: Vec<Pod> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(|w| w.tx.borrow().clone())
+            .collect();
+        let mut out = NodeUsage {
+            node: self.name().to_owned(),
+            timestamp: model::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            window_seconds: 10,
+            ..Default::default()
+        };
+        for pod in pods {
+            let Ok(rt) = self.runtime_for(&pod) else {
+                continue;
+            };
+            let mut workloads = Vec::new();
+            for name in workload_names(&pod) {
+                if let Ok(Some(u)) = rt.usage(&pod.metadata.uid, &name).await {
+                    workloads.push((name, u));
+                }
+            }
+            if workloads.is_empty() {
+                continue;
+            }
+            let m = &pod.metadata;
+            out.pods.push(PodUsage {
+                tenant: m.tenant.clone(),
+                namespace: m.namespace.clone(),
+                name: m.name.clone(),
+                workloads,
+            });
+        }
+        out.usage = if self.is_hollow() {
+            let base = crate::usage::simulated(self.name());
+            out.pods
+                .iter()
+                .flat_map(|p| &p.workloads)
+                .fold(base, |acc, (_, u)| Usage {
+                    cpu_nanocores: acc.cpu_nanocores + u.cpu_nanocores,
+                    memory_bytes: acc.memory_bytes + u.memory_bytes,
+                })
+        } else {
+            crate::usage::host().map_or_else(Usage::default, |(cpu, memory)| Usage {
+                cpu_nanocores: self.host_rate.rate("host", cpu, host_uptime()),
+                memory_bytes: memory,
+            })
+        };
+        out
     }
 
     fn is_hollow(&self) -> bool {
@@ -878,6 +944,14 @@ impl Fleet {
                 .await?
         };
         Ok(crate::session::session_of(process, request))
+    }
+
+    /// What the fleet's node `node` and its pods use now.
+    pub async fn usage(&self, node: &str) -> Result<NodeUsage, RuntimeError> {
+        let agent = self
+            .agent(node)
+            .ok_or_else(|| RuntimeError::NotFound(format!("node {node} in this agent")))?;
+        Ok(agent.usage().await)
     }
 
     /// A connection to `port` in the network namespace of a pod bound to one of the

@@ -120,6 +120,20 @@ impl Runtime for HollowRuntime {
         Ok(format!("hollow workload {name} of pod {pod_uid}\n").into_bytes())
     }
 
+    async fn usage(
+        &self,
+        pod_uid: &str,
+        name: &str,
+    ) -> Result<Option<centaurus_core::remote::Usage>> {
+        let running = matches!(
+            self.lock()
+                .get(&(pod_uid.to_owned(), name.to_owned()))
+                .map(|w| &w.state),
+            Some(WorkloadState::Running { .. })
+        );
+        Ok(running.then(|| crate::usage::simulated(&format!("{pod_uid}/{name}"))))
+    }
+
     async fn vm_action(&self, pod_uid: &str, name: &str, action: &PodAction) -> Result<String> {
         let mut w = self.lock();
         let s = w

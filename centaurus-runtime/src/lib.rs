@@ -18,6 +18,7 @@ pub mod podconfig;
 pub mod qemu;
 pub mod runc;
 pub mod session;
+pub mod usage;
 pub mod vpc;
 
 use std::path::PathBuf;
@@ -201,6 +202,17 @@ pub trait Runtime: Send + Sync + 'static {
             "the {} runtime forwards no ports",
             self.name()
         )))
+    }
+
+    /// What the workload uses now; `None` when it is not running or the runtime cannot
+    /// tell.
+    async fn usage(
+        &self,
+        pod_uid: &str,
+        name: &str,
+    ) -> Result<Option<centaurus_core::remote::Usage>> {
+        let _ = (pod_uid, name);
+        Ok(None)
     }
 
     /// Carries out a VM action; returns a message for the action's status.

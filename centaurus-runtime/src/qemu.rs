@@ -49,6 +49,7 @@ pub struct QemuRuntime {
     qemu: String,
     accel: tokio::sync::OnceCell<Accel>,
     vms: Mutex<HashMap<String, Arc<Mutex<Vm>>>>,
+    rates: crate::usage::Rates,
 }
 
 struct Vm {
@@ -90,6 +91,7 @@ impl QemuRuntime {
             qemu: "qemu-system-x86_64".into(),
             accel: tokio::sync::OnceCell::new(),
             vms: Mutex::default(),
+            rates: Default::default(),
             root,
         }
     }
@@ -623,6 +625,26 @@ impl Runtime for QemuRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn usage(&self, pod_uid: &str, _: &str) -> Result<Option<centaurus_core::remote::Usage>> {
+        let (pid, started_at) = {
+            let vm = self.vm(pod_uid)?;
+            let v = vm.lock().unwrap_or_else(|e| e.into_inner());
+            match (&v.state, v.pid) {
+                (WorkloadState::Running { started_at }, Some(pid)) => (pid, started_at.clone()),
+                _ => return Ok(None),
+            }
+        };
+        let Some((cpu, memory)) = crate::usage::process(pid) else {
+            return Ok(None);
+        };
+        Ok(Some(centaurus_core::remote::Usage {
+            cpu_nanocores: self
+                .rates
+                .rate(pod_uid, cpu, crate::runc::running_for(&started_at)),
+            memory_bytes: memory,
+        }))
     }
 
     async fn attach(&self, pod_uid: &str, _: &str, _stdin: bool) -> Result<Process> {

@@ -27,6 +27,7 @@ pub struct RuncRuntime {
     runc: String,
     sandboxes: Mutex<HashMap<String, SandboxNetwork>>,
     workloads: Mutex<HashMap<(String, String), Record>>,
+    rates: crate::usage::Rates,
 }
 
 /// A container's shared bookkeeping, by pod UID and container name.
@@ -51,6 +52,7 @@ impl RuncRuntime {
             root,
             sandboxes: Mutex::default(),
             workloads: Mutex::default(),
+            rates: Default::default(),
         }
     }
 
@@ -106,6 +108,11 @@ impl RuncRuntime {
         all.extend_from_slice(args);
         run_tool(&self.runc, &all).await
     }
+}
+
+/// How long ago `started_at` was.
+pub(crate) fn running_for(started_at: &Time) -> Duration {
+    (model::now() - *started_at).to_std().unwrap_or_default()
 }
 
 /// The exit code of `child` (-1 when it cannot be told).
@@ -650,6 +657,28 @@ impl Runtime for RuncRuntime {
                 RuntimeError::NotFound(format!("the network namespace of pod {pod_uid}"))
             })?;
         session::connect_in(&netns, port).await
+    }
+
+    async fn usage(
+        &self,
+        pod_uid: &str,
+        name: &str,
+    ) -> Result<Option<centaurus_core::remote::Usage>> {
+        let w = self.workload(pod_uid, name)?;
+        let (id, started_at) = {
+            let c = w.lock().unwrap_or_else(|e| e.into_inner());
+            match &c.state {
+                WorkloadState::Running { started_at } => (c.id.clone(), started_at.clone()),
+                _ => return Ok(None),
+            }
+        };
+        let Some((cpu, memory)) = crate::usage::cgroup(&format!("/centaurus/{id}")) else {
+            return Ok(None);
+        };
+        Ok(Some(centaurus_core::remote::Usage {
+            cpu_nanocores: self.rates.rate(&id, cpu, running_for(&started_at)),
+            memory_bytes: memory,
+        }))
     }
 
     async fn logs(&self, pod_uid: &str, name: &str) -> Result<Vec<u8>> {

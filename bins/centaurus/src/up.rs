@@ -22,6 +22,7 @@ use centaurus_client::kubeconfig::{Kubeconfig, User as KubeUser};
 use centaurus_controllers::NodeLifecycleConfig;
 use centaurus_core::controller::Share;
 use centaurus_core::model::{self, Pod, Quantity, ResourceList};
+use centaurus_core::remote::NodeUsage;
 use centaurus_core::store::Store;
 use centaurus_tenancy::identity;
 
@@ -281,6 +282,17 @@ impl PodStreams for FleetStreams {
             .map_err(stream_error)
     }
 
+    async fn usage(&self, node: &str) -> Result<NodeUsage, StreamError> {
+        let fleet = self
+            .0
+            .iter()
+            .find(|f| f.nodes().iter().any(|n| n == node))
+            .ok_or_else(|| {
+                StreamError::Unavailable(format!("node {node} is not one of this agent's"))
+            })?;
+        fleet.usage(node).await.map_err(stream_error)
+    }
+
     async fn port_forward(&self, pod: &Pod, port: u16) -> Result<Conn, StreamError> {
         let conn = self
             .fleet(pod)?
@@ -324,6 +336,10 @@ impl NodePods for FleetStreams {
     ) -> Result<Conn, StreamError> {
         let pod = self.pod(tenant, namespace, name)?;
         PodStreams::port_forward(self, &pod, port).await
+    }
+
+    async fn usage(&self, node: &str) -> Result<NodeUsage, StreamError> {
+        PodStreams::usage(self, node).await
     }
 }
 

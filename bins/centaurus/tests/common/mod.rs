@@ -230,9 +230,21 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Stops the process as an operator would (SIGTERM: an agent stops its workloads, so
+    /// no container or guest outlives the test), killing it after 15 s.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             eprintln!("stopping {}", self.name);
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         self.kill();
     }
