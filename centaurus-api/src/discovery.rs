@@ -142,122 +142,75 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
     )
 }
 
-/// The URL path (without the leading `/`) of a group version in OpenAPI v3.
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
+/// The content type of aggregated discovery answers.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// One group version's resources as aggregated discovery lists them: subresources under
+/// their resource.
+fn aggregated_version(list: &Value, group: &str, version: &str) -> Value {
+    let mut resources: Vec<Value> = Vec::new();
+    let entries = list["resources"].as_array().cloned().unwrap_or_default();
+    for r in entries
+        .iter()
+        .filter(|r| !r["name"].as_str().unwrap_or("").contains('/'))
+    {
+        let name = r["name"].as_str().unwrap_or("");
+        let subresources: Vec<Value> = entries
+            .iter()
+            .filter_map(|s| {
+                let sub = s["name"].as_str()?.strip_prefix(name)?.strip_prefix('/')?;
+                Some(json!({"subresource": sub, "verbs": s["verbs"],
+                    "responseKind": {"group": s.get("group").and_then(Value::as_str).unwrap_or(group),
+                        "version": s.get("version").and_then(Value::as_str).unwrap_or(version),
+                        "kind": s["kind"]}}))
+            })
+            .collect();
+        let mut entry = json!({
+            "resource": name,
+            "responseKind": {"group": group, "version": version, "kind": r["kind"]},
+            "scope": if r["namespaced"] == true { "Namespaced" } else { "Cluster" },
+            "singularResource": r["singularName"],
+            "verbs": r["verbs"],
+        });
+        for key in ["shortNames", "categories"] {
+            if r[key].as_array().is_some_and(|a| !a.is_empty()) {
+                entry[key] = r[key].clone();
+            }
+        }
+        if !subresources.is_empty() {
+            entry["subresources"] = json!(subresources);
+        }
+        resources.push(entry);
+    }
+    json!({"version": version, "resources": resources, "freshness": "Current"})
+}
+
+/// `/api` (`core`) or `/apis` as aggregated discovery (`apidiscovery.k8s.io/v2`).
+pub fn aggregated(registry: &Registry, core: bool) -> Value {
+    let mut items = Vec::new();
+    if core {
+        if let Some(list) = resources(registry, "", "v1") {
+            items.push(json!({"metadata": {"name": ""}, "versions": [aggregated_version(&list, "", "v1")]}));
+        }
     } else {
-        format!("apis/{group}/{version}")
-    }
-}
-
-/// `/openapi/v3`: the index of group-version documents.
-pub fn openapi_index(registry: &Registry) -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut gvs: Vec<(String, String)> = registry
-        .kinds()
-        .map(|k| (k.group.to_owned(), k.version.to_owned()))
-        .collect();
-    gvs.sort();
-    gvs.dedup();
-    for (g, v) in gvs {
-        let path = gv_path(&g, &v);
-        let doc = openapi_document(registry, &path).expect("listed group versions have documents");
-        let hash = format!(
-            "{:016X}",
-            centaurus_core::ring::stable_hash(doc.to_string().as_bytes())
-        );
-        paths.insert(
-            path.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
-        );
-    }
-    json!({"paths": paths})
-}
-
-/// Rewrites JSON Schema references to `#/$defs/X` into OpenAPI's `#/components/schemas/{prefix}X`.
-fn rewrite_refs(v: &mut Value, prefix: &str) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get_mut("$ref")
-                && let Some(name) = r.strip_prefix("#/$defs/")
-            {
-                *r = format!("#/components/schemas/{prefix}{name}");
-            }
-            m.remove("$schema");
-            for x in m.values_mut() {
-                rewrite_refs(x, prefix);
-            }
+        for (g, versions) in group_versions(registry) {
+            let versions: Vec<Value> = versions
+                .iter()
+                .filter_map(|v| {
+                    let list = if g == crate::resource_metrics::GROUP {
+                        Some(crate::resource_metrics::discovery())
+                    } else {
+                        resources(registry, &g, v)
+                    }?;
+                    Some(aggregated_version(&list, &g, v))
+                })
+                .collect();
+            items.push(json!({"metadata": {"name": g}, "versions": versions}));
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_refs(x, prefix)),
-        _ => {}
     }
-}
-
-/// `/openapi/v3/{path}`: the paths and schemas of one group version. Every write path
-/// declares the `fieldValidation` parameter and its kind, so kubectl leaves validation to
-/// the server.
-pub fn openapi_document(registry: &Registry, gv: &str) -> Option<Value> {
-    let kinds: Vec<_> = registry
-        .kinds()
-        .filter(|k| gv_path(k.group, k.version) == gv)
-        .collect();
-    if kinds.is_empty() {
-        return None;
-    }
-    let mut schemas = serde_json::Map::new();
-    let mut paths = serde_json::Map::new();
-    let field_validation = json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string"},
-        "description": "Strict: unknown fields are an error; Warn and Ignore drop them."});
-    for k in kinds {
-        let prefix = format!(
-            "{}.{}.",
-            if k.group.is_empty() { "core" } else { k.group },
-            k.version
-        );
-        let mut schema = serde_json::to_value(&*k.schema).unwrap_or(json!({}));
-        if let Some(defs) = schema.as_object_mut().and_then(|m| m.remove("$defs"))
-            && let Value::Object(defs) = defs
-        {
-            for (name, mut def) in defs {
-                rewrite_refs(&mut def, &prefix);
-                schemas.insert(format!("{prefix}{name}"), def);
-            }
-        }
-        rewrite_refs(&mut schema, &prefix);
-        let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
-        schema["x-kubernetes-group-version-kind"] = json!([gvk.clone()]);
-        let schema_name = format!("{prefix}{}", k.kind);
-        schemas.insert(schema_name.clone(), schema);
-        let body = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}});
-        let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}}});
-        let base = match k.scope {
-            Scope::Namespaced => format!("/{gv}/namespaces/{{namespace}}/{}", k.plural),
-            _ => format!("/{gv}/{}", k.plural),
-        };
-        let op = |action: &str, with_body: bool| {
-            let mut o = json!({"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action,
-                "parameters": [field_validation], "responses": ok});
-            if with_body {
-                o["requestBody"] = body.clone();
-            }
-            o
-        };
-        paths.insert(
-            base.clone(),
-            json!({"get": op("list", false), "post": op("post", true)}),
-        );
-        paths.insert(
-            format!("{base}/{{name}}"),
-            json!({"get": op("get", false), "put": op("put", true), "patch": op("patch", true), "delete": op("delete", false)}),
-        );
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Centaurus", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }))
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {}, "items": items})
 }
 
 #[cfg(test)]
@@ -294,29 +247,24 @@ mod tests {
                 .any(|g| g["name"] == "apps")
         );
         assert!(resources(&r, "nope", "v1").is_none());
-    }
-
-    #[test]
-    fn openapi_documents_resolve_their_references() {
-        let r = Registry::builtin();
-        let index = openapi_index(&r);
+        // Aggregated: subresources under their resource, every group in one document.
+        let core = aggregated(&r, true);
+        let pods = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["resource"] == "pods")
+            .unwrap()
+            .clone();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert!(pods["subresources"].to_string().contains("\"exec\""));
+        let groups = aggregated(&r, false);
         assert!(
-            index["paths"]["apis/apps/v1"]["serverRelativeURL"]
-                .as_str()
+            groups["items"]
+                .as_array()
                 .unwrap()
-                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+                .iter()
+                .any(|g| g["metadata"]["name"] == "metrics.k8s.io")
         );
-        let doc = openapi_document(&r, "api/v1").unwrap();
-        let text = doc.to_string();
-        assert!(!text.contains("#/$defs/"));
-        for cap in text.split("#/components/schemas/").skip(1) {
-            let name: String = cap.chars().take_while(|c| *c != '"').collect();
-            assert!(
-                doc["components"]["schemas"].get(&name).is_some(),
-                "dangling reference {name}"
-            );
-        }
-        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Pod");
     }
 }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod list;
 pub mod local;
 pub mod metrics;
+pub mod openapi;
 pub mod partition;
 pub mod patch;
 pub mod pods;
@@ -46,12 +47,37 @@ pub use error::{ApiError, ApiResult};
 pub use pods::{PodStreams, StreamError};
 pub use server::{ApiConfig, ApiServer};
 
-async fn api_versions() -> Response {
-    Json(discovery::core_versions()).into_response()
+/// The aggregated discovery document (`apidiscovery.k8s.io/v2`) when the client's
+/// `Accept` asks for it, as kubectl does: every resource in one answer.
+fn aggregated(api: &ApiServer, headers: &http::HeaderMap, core: bool) -> Option<Response> {
+    let accept = headers.get(http::header::ACCEPT)?.to_str().ok()?;
+    let wants = accept.split(',').any(|t| {
+        let t: Vec<&str> = t.split(';').map(str::trim).collect();
+        t.contains(&"g=apidiscovery.k8s.io")
+            && t.contains(&"v=v2")
+            && t.contains(&"as=APIGroupDiscoveryList")
+    });
+    if !wants {
+        return None;
+    }
+    let mut res = Json(discovery::aggregated(api.registry(), core)).into_response();
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    res.headers_mut()
+        .insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+    Some(res)
 }
 
-async fn api_groups(State(api): State<Arc<ApiServer>>) -> Response {
-    Json(discovery::groups(api.registry())).into_response()
+async fn api_versions(State(api): State<Arc<ApiServer>>, headers: http::HeaderMap) -> Response {
+    aggregated(&api, &headers, true)
+        .unwrap_or_else(|| Json(discovery::core_versions()).into_response())
+}
+
+async fn api_groups(State(api): State<Arc<ApiServer>>, headers: http::HeaderMap) -> Response {
+    aggregated(&api, &headers, false)
+        .unwrap_or_else(|| Json(discovery::groups(api.registry())).into_response())
 }
 
 async fn core_resources(State(api): State<Arc<ApiServer>>) -> Response {
@@ -82,11 +108,11 @@ async fn group_resources(
 }
 
 async fn openapi_index(State(api): State<Arc<ApiServer>>) -> Response {
-    Json(discovery::openapi_index(api.registry())).into_response()
+    Json(api.openapi().index()).into_response()
 }
 
 async fn openapi_document(State(api): State<Arc<ApiServer>>, Path(gv): Path<String>) -> Response {
-    match discovery::openapi_document(api.registry(), &gv) {
+    match api.openapi().document(&gv) {
         Some(doc) => Json(doc).into_response(),
         None => ApiError::no_route(&format!("/openapi/v3/{gv}")).into_response(),
     }

@@ -72,6 +72,8 @@ pub struct ApiServer {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_streams: std::sync::OnceLock<Arc<dyn crate::pods::PodStreams>>,
+    /// The OpenAPI documents of the registry, built on first use.
+    openapi: std::sync::OnceLock<crate::openapi::Documents>,
     /// Node figures recently fetched for the metrics API.
     pub(crate) usage_cache: crate::resource_metrics::UsageCache,
     /// The region's CA, for node credentials ([`ApiServer::set_pki`]).
@@ -181,6 +183,7 @@ impl ApiServer {
             metrics: Default::default(),
             pod_streams: Default::default(),
             usage_cache: Default::default(),
+            openapi: Default::default(),
             pki: Default::default(),
             admission: Default::default(),
             cpu: crate::cpu::CpuPool::new(config.cpu_jobs),
@@ -309,6 +312,12 @@ impl ApiServer {
     /// The registry served.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The OpenAPI documents of the kinds served.
+    pub fn openapi(&self) -> &crate::openapi::Documents {
+        self.openapi
+            .get_or_init(|| crate::openapi::Documents::of(&self.registry))
     }
 
     /// Handles one resource request (everything under `/api` and `/apis` that is not

@@ -632,7 +632,7 @@ impl Runtime for QemuRuntime {
             let vm = self.vm(pod_uid)?;
             let v = vm.lock().unwrap_or_else(|e| e.into_inner());
             match (&v.state, v.pid) {
-                (WorkloadState::Running { started_at }, Some(pid)) => (pid, started_at.clone()),
+                (WorkloadState::Running { started_at }, Some(pid)) => (pid, *started_at),
                 _ => return Ok(None),
             }
         };

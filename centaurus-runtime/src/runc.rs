@@ -668,7 +668,7 @@ impl Runtime for RuncRuntime {
         let (id, started_at) = {
             let c = w.lock().unwrap_or_else(|e| e.into_inner());
             match &c.state {
-                WorkloadState::Running { started_at } => (c.id.clone(), started_at.clone()),
+                WorkloadState::Running { started_at } => (c.id.clone(), *started_at),
                 _ => return Ok(None),
             }
         };
