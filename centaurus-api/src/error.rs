@@ -71,6 +71,10 @@ impl ApiError {
         e.details = Some(json!({"name": name, "kind": plural}));
         e
     }
+    /// 409 with its own message (server-side apply conflicts).
+    pub fn conflict_message(message: impl Into<String>) -> Self {
+        Self::new(409, "Conflict", message)
+    }
     /// 409 for a stale resourceVersion.
     pub fn conflict(plural: &str, name: &str, why: &str) -> Self {
         let mut e = Self::new(

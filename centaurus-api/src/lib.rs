@@ -8,6 +8,7 @@
 
 mod accounts;
 pub mod agent_link;
+pub mod apply;
 pub mod codec;
 mod cpu;
 pub mod discovery;

@@ -14,6 +14,8 @@ pub enum PatchKind {
     Json,
     /// `application/strategic-merge-patch+json`.
     Strategic,
+    /// `application/apply-patch+yaml`: server-side apply ([`crate::apply`]).
+    Apply,
 }
 
 impl PatchKind {
@@ -24,11 +26,9 @@ impl PatchKind {
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/json-patch+json" => Ok(Self::Json),
             "application/strategic-merge-patch+json" => Ok(Self::Strategic),
-            "application/apply-patch+yaml" => Err(ApiError::unsupported_media_type(
-                "server-side apply is not supported; use client-side apply (kubectl apply without --server-side)",
-            )),
+            "application/apply-patch+yaml" => Ok(Self::Apply),
             other => Err(ApiError::unsupported_media_type(format!(
-                "patch content type {other:?} is not one of application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json"
+                "patch content type {other:?} is not one of application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
             ))),
         }
     }
@@ -49,6 +49,11 @@ pub fn apply(kind: PatchKind, doc: &mut Value, body: &[u8]) -> ApiResult<()> {
             let ops: json_patch::Patch = serde_json::from_value(patch)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             json_patch::patch(doc, &ops).map_err(|e| ApiError::invalid_patch(e.to_string()))?;
+        }
+        PatchKind::Apply => {
+            return Err(ApiError::bad_request(
+                "an apply is not a patch of the object: it is served by server-side apply",
+            ));
         }
         PatchKind::Strategic => {
             let Value::Object(p) = patch else {
@@ -73,7 +78,7 @@ impl ApiError {
 }
 
 /// The merge key of lists of objects in the built-in kinds, by field name.
-fn merge_key(field: &str) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
         "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => "name",
         "ports" => "containerPort",
@@ -86,7 +91,7 @@ fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Lists of scalars merged as sets rather than replaced.
-fn merges_primitives(field: &str) -> bool {
+pub(crate) fn merges_primitives(field: &str) -> bool {
     field == "finalizers"
 }
 
@@ -229,7 +234,11 @@ mod tests {
             400
         );
         assert_eq!(
-            PatchKind::from_content_type(Some("application/apply-patch+yaml"))
+            PatchKind::from_content_type(Some("application/apply-patch+yaml")).unwrap(),
+            PatchKind::Apply
+        );
+        assert_eq!(
+            PatchKind::from_content_type(Some("text/plain"))
                 .unwrap_err()
                 .code,
             415

@@ -31,6 +31,13 @@ pub struct Params {
     pub strict: bool,
     /// `dryRun=All`: validate and admit, do not persist.
     pub dry_run: bool,
+    /// `fieldManager`: who writes; its fields are recorded in `managedFields`.
+    pub field_manager: Option<String>,
+    /// `force=true`: a server-side apply takes the fields other managers own.
+    pub force: bool,
+    /// Set by server-side apply (never from a query): the object carries the managed
+    /// fields the apply computed.
+    pub(crate) applying: bool,
 }
 
 fn flag(v: &str) -> bool {
@@ -74,6 +81,15 @@ impl Params {
                     }
                 }
                 "dryRun" => p.dry_run = v == "All",
+                "fieldManager" if !v.is_empty() => {
+                    if v.len() > 128 {
+                        return Err(ApiError::bad_request(
+                            "fieldManager is limited to 128 characters",
+                        ));
+                    }
+                    p.field_manager = Some(v.into_owned());
+                }
+                "force" => p.force = flag(&v),
                 _ => {}
             }
         }

@@ -380,7 +380,15 @@ impl ApiServer {
             }
             return self.resource_metrics(&caller, &rp, parts.uri.query()).await;
         }
-        let params = Params::parse(parts.uri.query())?;
+        let mut params = Params::parse(parts.uri.query())?;
+        // Writers that do not name themselves are named by their client, as Kubernetes
+        // names them (`kubectl/v1.37.1 (linux/amd64) …` manages as `kubectl`).
+        if params.field_manager.is_none() {
+            params.field_manager = header_str(&parts, header::USER_AGENT)
+                .and_then(|ua| ua.split('/').next())
+                .map(|m| m.chars().take(128).collect::<String>())
+                .filter(|m| !m.is_empty());
+        }
         let target = self.target(&caller, &rp)?;
         let stream = crate::pods::is_stream(target.info.plural, target.subresource.as_deref());
         let verb = match (&parts.method, target.name.is_some()) {
@@ -931,6 +939,14 @@ impl ApiServer {
         if matches!(target.info.plural, "tenants" | "namespaces") {
             obj["status"] = json!({"phase": "Active"});
         }
+        if !params.applying {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+            if let Some(manager) = &params.field_manager {
+                crate::apply::record_update(None, &mut obj, manager, &target.info.api_version());
+            }
+        }
         let name = obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -1159,6 +1175,26 @@ impl ApiServer {
             next["metadata"]["generation"] = json!(g + 1);
         }
         let mut next = self.admit_shape(target, next, params.strict)?;
+        if !params.applying {
+            // Who manages which field: kept, and moved to this writer where it changed
+            // them (when it names itself).
+            match current.pointer("/metadata/managedFields") {
+                Some(m) => next["metadata"]["managedFields"] = m.clone(),
+                None => drop(
+                    next["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.remove("managedFields")),
+                ),
+            }
+            if let (Some(manager), false) = (&params.field_manager, status_only) {
+                crate::apply::record_update(
+                    Some(&current),
+                    &mut next,
+                    manager,
+                    &target.info.api_version(),
+                );
+            }
+        }
         if !status_only {
             target
                 .info
@@ -1208,6 +1244,9 @@ impl ApiServer {
         body: &Bytes,
         params: &Params,
     ) -> ApiResult<Value> {
+        if kind == PatchKind::Apply {
+            return self.server_side_apply(target, body, params).await;
+        }
         self.patch_with(
             target,
             kind,
@@ -1221,6 +1260,86 @@ impl ApiServer {
     /// Reads a document, applies the patch and writes it; retries on a concurrent write
     /// when the patch sets no `resourceVersion` precondition, as Kubernetes does. `write`
     /// learns whether the patch set one.
+    /// `PATCH` with `application/apply-patch+yaml`: merges the manager's configuration
+    /// into the object (or creates it), refusing conflicts unless forced.
+    async fn server_side_apply(
+        &self,
+        target: &Target,
+        body: &Bytes,
+        params: &Params,
+    ) -> ApiResult<Value> {
+        let manager = params.field_manager.clone().ok_or_else(|| {
+            ApiError::bad_request(
+                "PATCH with application/apply-patch+yaml needs a fieldManager query parameter",
+            )
+        })?;
+        if target.subresource.is_some() {
+            return Err(ApiError::method_not_allowed(
+                "server-side apply is served on objects, not their subresources",
+            ));
+        }
+        let applied = self.decode(target, Some("application/yaml"), body).await?;
+        let applied = target.info.unserved(applied);
+        let name = target.name().to_owned();
+        match applied.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(n) if n == name => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "an applied configuration names its object: metadata.name must be {name:?}"
+                )));
+            }
+        }
+        for field in ["apiVersion", "kind"] {
+            if applied
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "an applied configuration must set {field}"
+                )));
+            }
+        }
+        let applying = Params {
+            applying: true,
+            ..params.clone()
+        };
+        for _ in 0..5 {
+            let live = match self.get_kv(target, &name).await {
+                Ok(kv) => Some(object_of(&kv)?),
+                Err(e) if e.code == 404 => None,
+                Err(e) => return Err(e),
+            };
+            let mut merged = crate::apply::apply(
+                live.as_ref(),
+                &applied,
+                &manager,
+                params.force,
+                &target.info.api_version(),
+            )?;
+            let written = match &live {
+                Some(l) => {
+                    merged["metadata"]["resourceVersion"] =
+                        l["metadata"]["resourceVersion"].clone();
+                    self.update(target, merged, &applying).await
+                }
+                None => self.create(target, merged, &applying).await,
+            };
+            match written {
+                // Another write won the race (or the object came or went): apply again.
+                Err(e)
+                    if e.code == 409 && e.reason != "Invalid" && e.message.contains("modified")
+                        || e.reason == "AlreadyExists" => {}
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(
+            target.info.plural,
+            &name,
+            "too many concurrent writes; try again",
+        ))
+    }
+
     pub(crate) async fn patch_with<R, W>(
         &self,
         target: &Target,

@@ -221,6 +221,7 @@ async fn update_conflicts_patches_and_status() {
         ),
         (Some("Running"), Some("10.0.0.9"))
     );
+    // Server-side apply needs a manager and a whole configuration of the object.
     let r = h
         .raw(
             Method::PATCH,
@@ -230,7 +231,24 @@ async fn update_conflicts_patches_and_status() {
             "{}",
         )
         .await;
-    assert_eq!(r.status, 415);
+    assert_eq!(r.status, 400);
+    assert!(r.body["message"].as_str().unwrap().contains("fieldManager"));
+    let r = h
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web?fieldManager=ops",
+            Some(&t),
+            "application/apply-patch+yaml",
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("metadata.name")
+    );
 }
 
 #[tokio::test]

@@ -300,7 +300,7 @@ async fn version_with_a_trailing_slash_and_wrongly_typed_fields() {
             "/api/v1/namespaces/default/pods/keep",
             Some(&acme),
             "application/vnd.kubernetes.protobuf",
-            &b"k8s\0\x0a\x10\x0a\x02v1\x12\x0aDeleteOptions"[..],
+            &b"k8s\0\x0a\x13\x0a\x02v1\x12\x0dDeleteOptions"[..],
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -72,6 +72,36 @@ pub struct ObjectMeta {
     /// Keys that must be removed before the object is deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
+    /// Who manages which fields (server-side apply), kept by the API server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_fields: Vec<ManagedFieldsEntry>,
+}
+
+/// The fields one manager owns, as Kubernetes' `managedFields` lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedFieldsEntry {
+    /// The manager (`kubectl`, a controller's name, …).
+    #[serde(default)]
+    pub manager: String,
+    /// `Apply` (server-side apply) or `Update` (any other write).
+    #[serde(default)]
+    pub operation: String,
+    /// The version the field set is written in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    /// When the manager last changed its fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// `FieldsV1`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fields_type: String,
+    /// The fields, as a FieldsV1 tree (`{"f:spec": {"f:replicas": {}}}`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub fields_v1: serde_json::Value,
+    /// The subresource written (`status`), when not the object itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
 }
 
 fn is_zero(n: &i64) -> bool {
