@@ -49,13 +49,17 @@ impl ApiError {
         e.details = Some(json!({"name": name, "kind": plural}));
         e
     }
-    /// 404 for a path that serves nothing.
+    /// 404 for a path that serves nothing. Its details are empty, not absent, as
+    /// Kubernetes sends them: clients tell a missing route from a missing object by that
+    /// (kubectl debug dereferences them).
     pub fn no_route(path: &str) -> Self {
-        Self::new(
+        let mut e = Self::new(
             404,
             "NotFound",
             format!("the server could not find the requested resource ({path})"),
-        )
+        );
+        e.details = Some(json!({}));
+        e
     }
     /// 405.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {

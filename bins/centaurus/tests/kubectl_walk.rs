@@ -73,6 +73,7 @@ fn kubectl_walk_in_two_tenants() {
         assert_eq!(names(&k.json(&["get", "namespaces"])), ["default", "dev"]);
     }
     assert!(acme.fails(&["get", "tenants"]).contains("Forbidden"));
+    parity(acme, dir.path());
     // `kubectl auth` tells each caller the truth, from the tenant gate itself.
     let can_i = |k: &Kubectl, args: &[&str]| {
         let mut all = vec!["auth", "can-i"];
@@ -268,6 +269,74 @@ fn kubectl_walk_in_two_tenants() {
             }
         }
     }
+}
+
+/// What kubectl users do first, with a tenant's kubeconfig: generators that send
+/// protobuf, server-side apply with a conflict and its resolution, `explain` from the
+/// OpenAPI documents, discovery in one aggregated answer.
+fn parity(k: &Kubectl, dir: &Path) {
+    // `create deployment` sends protobuf.
+    k.run(&[
+        "create",
+        "deployment",
+        "gen",
+        "--image=busybox",
+        "--replicas=2",
+        "--port=8080",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let d = k.json(&["get", "deployment", "gen"]);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%",
+        "defaulted as Kubernetes does"
+    );
+    // Server-side apply: a field another manager changed is a conflict until forced.
+    let manifest = dir.join("ssa.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: ssa}\n  template:\n    metadata:\n      labels: {app: ssa}\n    spec:\n      containers:\n      - {name: c, image: busybox}\n",
+    )
+    .unwrap();
+    let path = manifest.to_str().unwrap();
+    assert!(
+        k.run(&["apply", "--server-side", "-f", path])
+            .contains("serverside-applied")
+    );
+    k.run(&["scale", "deployment", "ssa", "--replicas=4"]);
+    let refused = k.fails(&["apply", "--server-side", "-f", path]);
+    assert!(
+        refused.contains("conflict with \"kubectl\"") && refused.contains(".spec.replicas"),
+        "{refused}"
+    );
+    k.run(&["apply", "--server-side", "--force-conflicts", "-f", path]);
+    let d = k.json(&["get", "deployment", "ssa", "--show-managed-fields"]);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["metadata"]["managedFields"][0]["manager"], "kubectl");
+    assert_eq!(d["metadata"]["managedFields"][0]["operation"], "Apply");
+    // explain reads the OpenAPI v3 documents.
+    let explained = k.run(&["explain", "deployment.spec.strategy"]);
+    assert!(explained.contains("rollingUpdate"), "{explained}");
+    assert!(
+        k.run(&["explain", "pods.spec.virtualMachine"])
+            .contains("userData")
+    );
+    // api-resources from aggregated discovery, the metrics API among them.
+    let resources = k.run(&["api-resources"]);
+    assert!(
+        resources.contains("deployments") && resources.contains("metrics.k8s.io/v1beta1"),
+        "{resources}"
+    );
+    // Ephemeral containers are not served: kubectl debug says so.
+    let debug = k.fails(&["debug", "web", "-n", "dev", "--image=busybox"]);
+    assert!(debug.contains("ephemeral containers"), "{debug}");
+    k.run(&["delete", "deployment", "gen", "ssa"]);
 }
 
 /// Every file under `dir`.
