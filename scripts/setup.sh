@@ -52,6 +52,20 @@ if ! "$root/.venv/bin/kubectl" version --client 2>/dev/null | grep -q "v$KUBECTL
 fi
 echo "setup: $("$root/.venv/bin/kubectl" version --client | head -1) in .venv/bin"
 
+# The official Kubernetes Python client and schemathesis, for the client and OpenAPI tests.
+PY_PACKAGES=(kubernetes==37.0.3 schemathesis==4.32.5)
+if ! "$root/.venv/bin/pip" show -q "${PY_PACKAGES[@]%%==*}" >/dev/null 2>&1 \
+  || ! "$root/.venv/bin/python" - "${PY_PACKAGES[@]}" <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(any(version(p.split("==")[0]) != p.split("==")[1] for p in sys.argv[1:]))
+PY
+then
+  echo "setup: installing ${PY_PACKAGES[*]} into .venv"
+  "$root/.venv/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+echo "setup: ${PY_PACKAGES[*]} in .venv"
+
 # The kernel of the tiny VM image, taken from Debian's linux-image-amd64 without installing it.
 kernel=/var/lib/centaurus/vm/vmlinuz
 if [ ! -s "$kernel" ]; then

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use centaurus_core::model::{Registry, ResourceInfo, Scope};
 use serde_json::{Value, json};
 
-/// The Kubernetes minor version whose API subset this server speaks to clients.
-pub const KUBERNETES_MINOR: &str = "37";
+pub use centaurus_core::model::KUBERNETES_MINOR;
 
 /// `/version`.
 pub fn version() -> Value {

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Details: the kind and name concerned and field causes.
     pub details: Option<serde_json::Value>,
+    /// For a 405: the methods the path serves (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            allow: None,
         }
     }
 
@@ -198,6 +201,10 @@ impl IntoResponse for ApiError {
             .details
             .as_ref()
             .and_then(|d| d["retryAfterSeconds"].as_u64());
+        if let Some(methods) = self.allow {
+            res.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(methods));
+        }
         if let Some(seconds) = retry {
             res.headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));

@@ -157,7 +157,12 @@ fn schema_ref(name: &str) -> Value {
 }
 
 fn query(name: &str, kind: &str, description: &str) -> Value {
-    json!({"name": name, "in": "query", "schema": {"type": kind}, "description": description})
+    let schema = if kind == "integer" {
+        json!({"type": kind, "minimum": 0})
+    } else {
+        json!({"type": kind})
+    };
+    json!({"name": name, "in": "query", "schema": schema, "description": description})
 }
 
 fn path_param(name: &str) -> Value {
@@ -531,6 +536,12 @@ fn add_paths(
                         vec![answer("200", "OK", scale.clone())], READ_ERRORS),
                     "put": operation(id("replace", "Scale", &item), "put", &scale_gvk, write_params(), Some(json_body(scale.clone())),
                         vec![answer("200", "OK", scale.clone())], WRITE_ERRORS),
+                    "patch": operation(id("patch", "Scale", &item), "patch", &scale_gvk, write_params(), Some(json!({"required": true, "content": {
+                            "application/merge-patch+json": {"schema": {"type": "object"}},
+                            "application/strategic-merge-patch+json": {"schema": {"type": "object"}},
+                            "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                        }})),
+                        vec![answer("200", "OK", scale.clone())], WRITE_ERRORS),
                 }),
             );
         }
@@ -583,11 +594,17 @@ fn add_pod_subresources(
             "101".into(),
             json!({"description": "Switching protocols: the session"}),
         );
+        let mut command = query(
+            "command",
+            "string",
+            "The command and its arguments, one parameter each.",
+        );
+        command["required"] = json!(sub == "exec");
         let op = |verb: &str| {
             json!({"operationId": id(verb, sub, item), "description": what,
                 "x-kubernetes-action": "connect", "x-kubernetes-group-version-kind": gvk,
                 "parameters": [
-                    query("command", "string", "The command and its arguments, one parameter each (exec)."),
+                    command,
                     query("container", "string", "The container."),
                     query("stdin", "boolean", "Send standard input."),
                     query("stdout", "boolean", "Receive standard output."),

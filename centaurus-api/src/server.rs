@@ -397,6 +397,17 @@ impl ApiServer {
             (&Method::GET, true) => Verb::Get,
             (&Method::GET, false) if params.watch => Verb::Watch,
             (&Method::GET, false) => Verb::List,
+            // Every namespace's objects are read there, never created.
+            (&Method::POST, false)
+                if target.info.scope == Scope::Namespaced && target.namespace.is_none() =>
+            {
+                let mut e = ApiError::method_not_allowed(format!(
+                    "{} are created in a namespace: POST to .../namespaces/NAMESPACE/{}",
+                    target.info.plural, target.info.plural
+                ));
+                e.allow = Some("GET");
+                return Err(e);
+            }
             (&Method::POST, false) => Verb::Create,
             (&Method::POST, true)
                 if matches!(
@@ -410,7 +421,7 @@ impl ApiServer {
             (&Method::PATCH, true) => Verb::Patch,
             (&Method::DELETE, true) => Verb::Delete,
             (m, named) => {
-                return Err(ApiError::method_not_allowed(format!(
+                let mut e = ApiError::method_not_allowed(format!(
                     "{m} is not supported on {} {}",
                     if named {
                         "an object of"
@@ -418,7 +429,13 @@ impl ApiServer {
                         "the collection"
                     },
                     target.info.plural
-                )));
+                ));
+                e.allow = Some(if named {
+                    "GET, PUT, PATCH, DELETE"
+                } else {
+                    "GET, POST"
+                });
+                return Err(e);
             }
         };
         let resource = match &target.subresource {

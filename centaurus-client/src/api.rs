@@ -297,8 +297,13 @@ impl DynamicApi {
             "" => centaurus_core::model::SYSTEM_TENANT,
             t => t,
         };
-        let ns =
-            (self.kind.scope == Scope::Namespaced).then(|| str_at(&obj, "/metadata/namespace"));
+        // Namespaced objects are created in a namespace: theirs, or `default`.
+        let ns = (self.kind.scope == Scope::Namespaced).then(|| {
+            match str_at(&obj, "/metadata/namespace") {
+                "" => "default",
+                ns => ns,
+            }
+        });
         let path = self.kind.collection(Some(tenant), ns);
         let body = self.with_type(obj).to_string();
         self.client

@@ -68,8 +68,18 @@ fn host_info() -> NodeInfo {
     NodeInfo {
         kernel_version: read("/proc/sys/kernel/osrelease"),
         operating_system: "linux".into(),
-        architecture: std::env::consts::ARCH.into(),
-        kubelet_version: concat!("centaurus-agent/", env!("CARGO_PKG_VERSION")).into(),
+        // Kubernetes names architectures as Go does.
+        architecture: match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+        .into(),
+        kubelet_version: format!(
+            "v1.{}.0-centaurus.{}",
+            model::KUBERNETES_MINOR,
+            env!("CARGO_PKG_VERSION")
+        ),
         os_image,
         machine_id: read("/etc/machine-id"),
         system_uuid: read("/sys/class/dmi/id/product_uuid"),
@@ -267,7 +277,11 @@ impl NodeAgent {
                     os_image: "hollow".into(),
                     kernel_version: "hollow".into(),
                     machine_id: format!("{:016x}", model::hash_key_of(&self.config.node_name)),
-                    system_uuid: String::new(),
+                    system_uuid: uuid::Uuid::from_u64_pair(
+                        model::hash_key_of(&self.config.node_name) as u64,
+                        0,
+                    )
+                    .to_string(),
                     ..host_info()
                 }
             } else {

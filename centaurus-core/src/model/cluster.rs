@@ -268,42 +268,37 @@ pub struct NodeAddress {
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     /// Kernel version.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub kernel_version: String,
     /// Operating system.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub operating_system: String,
     /// CPU architecture.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub architecture: String,
     /// Container runtime name and version (`runc://1.1`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub container_runtime_version: String,
-    /// Node agent version.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Node agent version, as the Kubernetes version it serves (`v1.37.0-centaurus.0.1.0`).
+    #[serde(default)]
     pub kubelet_version: String,
+    /// Deprecated in Kubernetes and always empty; clients still expect the field.
+    #[serde(default)]
+    pub kube_proxy_version: String,
     /// Workload types the node runs: `container`, `vm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workload_types: Vec<String>,
     /// The operating system's name (`/etc/os-release` `PRETTY_NAME`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub os_image: String,
     /// The host's machine ID (`/etc/machine-id`).
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        rename = "machineID"
-    )]
+    #[serde(default, rename = "machineID")]
     pub machine_id: String,
     /// The host's system UUID (DMI product UUID, when readable).
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        rename = "systemUUID"
-    )]
+    #[serde(default, rename = "systemUUID")]
     pub system_uuid: String,
     /// The ID of the host's current boot; it changes when the host reboots.
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "bootID")]
+    #[serde(default, rename = "bootID")]
     pub boot_id: String,
 }
 

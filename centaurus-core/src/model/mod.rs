@@ -22,6 +22,9 @@ pub use cluster::*;
 pub use config::*;
 pub use event::*;
 pub use meta::*;
+
+/// The Kubernetes minor version whose API the region speaks (`1.37`).
+pub const KUBERNETES_MINOR: &str = "37";
 pub use pod::*;
 pub use quantity::{Quantity, QuantityError};
 pub use registry::{DecodeError, Decoded, Registry, RegistryError, ResourceInfo};
