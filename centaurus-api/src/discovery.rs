@@ -32,10 +32,12 @@ pub fn core_versions() -> Value {
 fn group_versions(registry: &Registry) -> BTreeMap<String, Vec<String>> {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // Served beside the registry's kinds: the resource metrics of pods and nodes.
-    groups.insert(
-        crate::resource_metrics::GROUP.to_owned(),
-        vec![crate::resource_metrics::VERSION.to_owned()],
-    );
+    if crate::resource_metrics::discovery(registry).is_some() {
+        groups.insert(
+            crate::resource_metrics::GROUP.to_owned(),
+            vec![crate::resource_metrics::VERSION.to_owned()],
+        );
+    }
     for k in registry.kinds().filter(|k| !k.group.is_empty()) {
         let versions = groups.entry(k.group.to_owned()).or_default();
         if !versions.iter().any(|v| v == k.version) {
@@ -198,7 +200,7 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
                 .iter()
                 .filter_map(|v| {
                     let list = if g == crate::resource_metrics::GROUP {
-                        Some(crate::resource_metrics::discovery())
+                        crate::resource_metrics::discovery(registry)
                     } else {
                         resources(registry, &g, v)
                     }?;

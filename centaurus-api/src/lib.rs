@@ -32,7 +32,7 @@ pub mod route;
 mod scale;
 pub mod selector;
 mod server;
-mod spdy;
+pub mod spdy;
 pub mod streams;
 pub mod tls;
 mod watch;
@@ -99,8 +99,10 @@ async fn group_resources(
     State(api): State<Arc<ApiServer>>,
     Path((g, v)): Path<(String, String)>,
 ) -> Response {
-    if (g.as_str(), v.as_str()) == (resource_metrics::GROUP, resource_metrics::VERSION) {
-        return Json(resource_metrics::discovery()).into_response();
+    if (g.as_str(), v.as_str()) == (resource_metrics::GROUP, resource_metrics::VERSION)
+        && let Some(doc) = resource_metrics::discovery(api.registry())
+    {
+        return Json(doc).into_response();
     }
     match discovery::resources(api.registry(), &g, &v) {
         Some(doc) => Json(doc).into_response(),

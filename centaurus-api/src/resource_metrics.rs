@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use centaurus_core::model::{Node, Pod, Resource as _};
+use centaurus_core::model::{Node, Pod, Registry, Resource as _};
 use centaurus_core::remote::{NodeUsage, Usage};
 use centaurus_tenancy::{Attributes, Identity, Verb};
 use futures::StreamExt as _;
@@ -51,13 +51,28 @@ impl UsageCache {
     }
 }
 
-/// The discovery document of `metrics.k8s.io/v1beta1`.
-pub fn discovery() -> Value {
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{VERSION}"),
-    "resources": [
-        {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]},
-        {"name": "nodes", "singularName": "", "namespaced": false, "kind": "NodeMetrics", "verbs": ["get", "list"]},
-    ]})
+/// The discovery document of `metrics.k8s.io/v1beta1` for a server of `registry`'s
+/// kinds: the metrics of pods where pods are served, of nodes where nodes are (a tenant
+/// partition has no nodes, a resource partition no pods); None where neither is.
+pub fn discovery(registry: &Registry) -> Option<Value> {
+    let served = |plural: &str| registry.by_plural("", "v1", plural).is_some();
+    let mut resources = Vec::new();
+    if served(Pod::PLURAL) {
+        resources.push(
+            json!({"name": "pods", "singularName": "", "namespaced": true,
+            "kind": "PodMetrics", "verbs": ["get", "list"]}),
+        );
+    }
+    if served(Node::PLURAL) {
+        resources.push(
+            json!({"name": "nodes", "singularName": "", "namespaced": false,
+            "kind": "NodeMetrics", "verbs": ["get", "list"]}),
+        );
+    }
+    (!resources.is_empty()).then(|| {
+        json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": format!("{GROUP}/{VERSION}"), "resources": resources})
+    })
 }
 
 /// CPU as the metrics API writes it (nanocores).

@@ -1,6 +1,7 @@
 //! The request router: any path and query string gives a route or a clean 4xx, never a
 //! panic; a parsed route names non-empty segments only. The query also goes through the
-//! pod log parameters, which cut the path (taken as a log) to a slice of itself.
+//! pod log parameters, which cut the path (taken as a log) to a slice of itself, and the
+//! exec parameters, whose requests survive their way to a node agent and back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -30,5 +31,18 @@ fuzz_target!(|data: &[u8]| {
             assert!(cut.is_empty() || (start <= at && at + cut.len() <= end));
         }
         Err(e) => assert_eq!(e.code, 400),
+    }
+    for attach in [false, true] {
+        match centaurus_api::streams::parse_request(Some(query), attach) {
+            Ok(r) => {
+                let again = centaurus_api::streams::parse_request(
+                    Some(&centaurus_api::streams::request_query(&r)),
+                    attach,
+                )
+                .unwrap();
+                assert_eq!(again, r);
+            }
+            Err(e) => assert_eq!(e.code, 400),
+        }
     }
 });

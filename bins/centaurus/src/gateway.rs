@@ -722,8 +722,15 @@ impl Gateway {
                 return self.merged(&all, Some(&caller), &head).await;
             }
             Route::Discovery if read => {
+                // Merged from the partitions' documents in their plain form: the front
+                // door answers discovery as groups and resource lists, which clients that
+                // ask for the aggregated form also take.
+                let mut plain = head.clone();
+                plain
+                    .headers
+                    .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
                 return self
-                    .merged(&[&self.tenants[0], &self.resources[0]], None, &head)
+                    .merged(&[&self.tenants[0], &self.resources[0]], None, &plain)
                     .await;
             }
             Route::Discovery => &self.tenants[0],
