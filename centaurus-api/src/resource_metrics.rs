@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use centaurus_core::model::{Node, Pod, Registry, Resource as _};
 use centaurus_core::remote::{NodeUsage, Usage};
-use centaurus_tenancy::{Attributes, Identity, Verb};
+use centaurus_tenancy::{Identity, Verb};
 use futures::StreamExt as _;
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -131,21 +131,8 @@ impl ApiServer {
         } else {
             Verb::List
         };
-        self.authorizer
-            .authorize(
-                caller,
-                &Attributes {
-                    verb,
-                    resource: plural,
-                    scope: target.info.scope,
-                    tenant: target.tenant.as_deref(),
-                    namespace: target.namespace.as_deref(),
-                    name: target.name.as_deref(),
-                    fields: &params.field_selector.equalities(),
-                },
-            )
-            .await
-            .map_err(|d| ApiError::forbidden(d.0))?;
+        self.authorize(caller, verb, plural, &target, &params)
+            .await?;
         let objects: Vec<Value> = match &target.name {
             Some(name) => vec![self.get(&target, name).await?],
             None => {

@@ -442,21 +442,8 @@ impl ApiServer {
             Some(sub) => format!("{}/{sub}", target.info.plural),
             None => target.info.plural.to_owned(),
         };
-        self.authorizer
-            .authorize(
-                &caller,
-                &Attributes {
-                    verb,
-                    resource: &resource,
-                    scope: target.info.scope,
-                    tenant: target.tenant.as_deref(),
-                    namespace: target.namespace.as_deref(),
-                    name: target.name.as_deref(),
-                    fields: &params.field_selector.equalities(),
-                },
-            )
-            .await
-            .map_err(|d| ApiError::forbidden(d.0))?;
+        self.authorize(&caller, verb, &resource, &target, &params)
+            .await?;
         if matches!(
             verb,
             Verb::Create | Verb::Update | Verb::Patch | Verb::Delete
@@ -617,6 +604,32 @@ impl ApiServer {
                 ))
             }
         }
+    }
+
+    /// Asks the authorizer whether `caller` may `verb` `resource` where `target` is.
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Identity,
+        verb: Verb,
+        resource: &str,
+        target: &Target,
+        params: &Params,
+    ) -> ApiResult<()> {
+        self.authorizer
+            .authorize(
+                caller,
+                &Attributes {
+                    verb,
+                    resource,
+                    scope: target.info.scope,
+                    tenant: target.tenant.as_deref(),
+                    namespace: target.namespace.as_deref(),
+                    name: target.name.as_deref(),
+                    fields: &params.field_selector.equalities(),
+                },
+            )
+            .await
+            .map_err(|d| ApiError::forbidden(d.0))
     }
 
     /// Resolves the kind and the space of a path for `caller`.

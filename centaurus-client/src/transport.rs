@@ -120,7 +120,12 @@ impl HttpsTransport {
         })
     }
 
-    async fn connect_to(&self, s: &Server) -> Result<SendRequest<Full<Bytes>>, String> {
+    /// A TLS connection to `s` through `tls` (HTTP/2 or HTTP/1.1, by its ALPN).
+    async fn tls_to(
+        &self,
+        s: &Server,
+        tls: &tokio_rustls::TlsConnector,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(&s.authority),
@@ -129,10 +134,14 @@ impl HttpsTransport {
         .map_err(|_| format!("connecting to {} timed out", s.url))?
         .map_err(|e| format!("cannot connect to {}: {e}", s.url))?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(s.name.clone(), tcp))
+        tokio::time::timeout(self.connect_timeout, tls.connect(s.name.clone(), tcp))
             .await
             .map_err(|_| format!("TLS handshake with {} timed out", s.url))?
-            .map_err(|e| format!("TLS handshake with {}: {e}", s.url))?;
+            .map_err(|e| format!("TLS handshake with {}: {e}", s.url))
+    }
+
+    async fn connect_to(&self, s: &Server) -> Result<SendRequest<Full<Bytes>>, String> {
+        let tls = self.tls_to(s, &self.tls).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
@@ -187,18 +196,7 @@ impl HttpsTransport {
         let mut errors = Vec::new();
         for s in &self.servers {
             let connected = async {
-                let tcp = tokio::time::timeout(
-                    self.connect_timeout,
-                    tokio::net::TcpStream::connect(&s.authority),
-                )
-                .await
-                .map_err(|_| format!("connecting to {} timed out", s.url))?
-                .map_err(|e| format!("cannot connect to {}: {e}", s.url))?;
-                let tls = self
-                    .tls_http1
-                    .connect(s.name.clone(), tcp)
-                    .await
-                    .map_err(|e| format!("TLS handshake with {}: {e}", s.url))?;
+                let tls = self.tls_to(s, &self.tls_http1).await?;
                 hyper::client::conn::http1::handshake(TokioIo::new(tls))
                     .await
                     .map_err(|e| format!("HTTP/1.1 with {}: {e}", s.url))

@@ -122,6 +122,16 @@ struct Refused {
     message: String,
 }
 
+/// The answer for a tenant no partition holds.
+fn no_tenant(tenant: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("tenants \"{tenant}\" not found"),
+    )
+    .into_response()
+}
+
 /// A partition the front door cannot reach.
 fn unreachable_partition(to: &Partition, e: &dyn std::fmt::Display) -> Refused {
     status(
@@ -502,14 +512,7 @@ impl Gateway {
             Ok(Route::Tenant(i)) => &self.tenants[i],
             Ok(Route::Home(t)) => match self.home(&t).await {
                 Some(i) => &self.tenants[i],
-                None => {
-                    return status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        format!("tenants \"{t}\" not found"),
-                    )
-                    .into_response();
-                }
+                None => return no_tenant(&t),
             },
             Ok(_) => {
                 return status(
@@ -688,14 +691,7 @@ impl Gateway {
                     };
                 }
                 Some(i) => &self.tenants[i],
-                None => {
-                    return status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        format!("tenants \"{t}\" not found"),
-                    )
-                    .into_response();
-                }
+                None => return no_tenant(&t),
             },
             Route::NewTenant => {
                 // One name, one tenant, in the whole region.
