@@ -188,13 +188,7 @@ async fn update_conflicts_patches_and_status() {
             Some(with_status.clone()),
         )
         .await;
-    assert!(
-        r.body
-            .get("status")
-            .is_none_or(|s| s.get("phase").is_none()),
-        "{}",
-        r.body
-    );
+    assert_eq!(r.body["status"]["phase"], "Pending", "{}", r.body);
     with_status["metadata"]["resourceVersion"] = r.body["metadata"]["resourceVersion"].clone();
     let r = h
         .call(

@@ -91,8 +91,14 @@ pub fn vm_as_kept(pod: &serde_json::Value) -> Option<serde_json::Value> {
     Some(kept)
 }
 
+/// Kubernetes' defaults, and the phase a pod has from its creation on (`Pending`; clients
+/// read `status.phase` of a pod they have just created).
 fn default_pod(pod: &mut Pod) {
     pod.spec.set_defaults();
+    let status = pod.status.get_or_insert_with(PodStatus::default);
+    if status.phase.is_empty() {
+        status.phase = "Pending".into();
+    }
 }
 
 /// Resource amounts by name (`cpu`, `memory`, `pods`, `vm`).

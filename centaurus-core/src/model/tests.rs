@@ -364,6 +364,10 @@ fn pods_and_templates_get_kubernetes_defaults() {
         "/dev/termination-log"
     );
     assert_eq!(spec["containers"][0]["terminationMessagePolicy"], "File");
+    assert_eq!(
+        out["status"]["phase"], "Pending",
+        "a new pod reads as Pending"
+    );
     // What the client set stays; defaulting twice changes nothing.
     let mut set = pod.clone();
     set["spec"]["restartPolicy"] = "Never".into();
