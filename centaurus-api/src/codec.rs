@@ -114,7 +114,8 @@ fn pod_status(v: &Value) -> Value {
         return json!("Terminating");
     }
     // As kubectl prints pods: a container's waiting or terminated reason
-    // (CrashLoopBackOff, Error) says more than the phase.
+    // (CrashLoopBackOff, Error, Completed) says more than the phase, unless others of its
+    // containers still run.
     let reason = v
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
@@ -125,10 +126,11 @@ fn pod_status(v: &Value) -> Value {
                 .iter()
                 .find_map(|p| c.pointer(p).and_then(Value::as_str))
         })
-        .find(|r| !r.is_empty() && *r != "Completed");
+        .find(|r| !r.is_empty());
     let phase = str_at(v, "/status/phase");
     match reason {
-        Some(r) if phase != "Succeeded" => json!(r),
+        Some("Completed") if phase == "Running" => json!(phase),
+        Some(r) => json!(r),
         _ => json!(if phase.is_empty() { "Pending" } else { phase }),
     }
 }
@@ -203,6 +205,38 @@ fn node_address(v: &Value, kind: &str) -> Value {
         .find(|a| str_at(a, "/type") == kind)
         .map_or("", |a| str_at(a, "/address"));
     or_none(a)
+}
+
+/// A job's state as kubectl names it.
+fn job_status(v: &Value) -> Value {
+    let conditions = v.pointer("/status/conditions").and_then(Value::as_array);
+    let holds = |t: &str| {
+        conditions.is_some_and(|c| c.iter().any(|c| c["type"] == t && c["status"] == "True"))
+    };
+    json!(if holds("Complete") {
+        "Complete"
+    } else if holds("Failed") {
+        "Failed"
+    } else if holds("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    })
+}
+
+/// A field of each container (or the VM) of a pod template, comma-separated.
+fn template_containers(v: &Value, template: &str, field: &str) -> Value {
+    let spec = v.pointer(&format!("{template}/spec"));
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(spec.and_then(|s| s.get("virtualMachine")));
+    let all: Vec<&str> = containers
+        .filter_map(|c| c.pointer(field).and_then(Value::as_str))
+        .collect();
+    or_none(&all.join(","))
 }
 
 /// The columns of a kind's table after its name, as kubectl prints them (with our extra
@@ -285,6 +319,67 @@ fn columns(plural: &str) -> Vec<Column> {
             }),
             ("Zone", 1, |v, _| {
                 or_none(str_at(v, "/metadata/labels/topology.kubernetes.io~1zone"))
+            }),
+        ],
+        "jobs" => vec![
+            ("Status", 0, |v, _| job_status(v)),
+            ("Completions", 0, |v, _| {
+                let done = int_at(v, "/status/succeeded");
+                json!(
+                    match v.pointer("/spec/completions").and_then(Value::as_i64) {
+                        Some(c) => format!("{done}/{c}"),
+                        None => format!("{done}/1 of {}", int_at(v, "/spec/parallelism").max(1)),
+                    }
+                )
+            }),
+            ("Duration", 0, |v, now| {
+                let start = str_at(v, "/status/startTime");
+                if start.is_empty() {
+                    return json!("");
+                }
+                let end = chrono::DateTime::parse_from_rfc3339(str_at(v, "/status/completionTime"))
+                    .map_or(now, |t| t.with_timezone(&chrono::Utc));
+                json!(age(start, end))
+            }),
+            ("Age", 0, age_cell),
+            ("Containers", 1, |v, _| {
+                template_containers(v, "/spec/template", "/name")
+            }),
+            ("Images", 1, |v, _| {
+                template_containers(v, "/spec/template", "/image")
+            }),
+        ],
+        "cronjobs" => vec![
+            ("Schedule", 0, |v, _| json!(str_at(v, "/spec/schedule"))),
+            ("Timezone", 0, |v, _| or_none(str_at(v, "/spec/timeZone"))),
+            ("Suspend", 0, |v, _| {
+                json!(if v.pointer("/spec/suspend") == Some(&json!(true)) {
+                    "True"
+                } else {
+                    "False"
+                })
+            }),
+            ("Active", 0, |v, _| {
+                json!(
+                    v.pointer("/status/active")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len)
+                )
+            }),
+            ("Last Schedule", 0, |v, now| {
+                let t = str_at(v, "/status/lastScheduleTime");
+                or_none(&if t.is_empty() {
+                    String::new()
+                } else {
+                    age(t, now)
+                })
+            }),
+            ("Age", 0, age_cell),
+            ("Containers", 1, |v, _| {
+                template_containers(v, "/spec/jobTemplate/spec/template", "/name")
+            }),
+            ("Images", 1, |v, _| {
+                template_containers(v, "/spec/jobTemplate/spec/template", "/image")
             }),
         ],
         "configmaps" => vec![
@@ -490,6 +585,32 @@ mod tests {
             ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION"]
         );
         assert_eq!(shown("configmaps", false), ["NAME", "DATA", "AGE"]);
+        assert_eq!(
+            shown("jobs", false),
+            ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+        );
+        assert_eq!(
+            shown("cronjobs", false),
+            [
+                "NAME",
+                "SCHEDULE",
+                "TIMEZONE",
+                "SUSPEND",
+                "ACTIVE",
+                "LAST SCHEDULE",
+                "AGE"
+            ]
+        );
+        let job = json!({"spec": {"completions": 3, "template": {"spec": {"containers": [
+                {"name": "a", "image": "busybox"}, {"name": "b", "image": "alpine"}]}}},
+            "status": {"succeeded": 3, "conditions": [{"type": "Complete", "status": "True"}],
+                "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:42Z"}});
+        let cells: Vec<Value> = columns("jobs")
+            .iter()
+            .map(|(_, _, cell)| cell(&job, chrono::Utc::now()))
+            .collect();
+        assert_eq!(cells[..3], [json!("Complete"), json!("3/3"), json!("42s")]);
+        assert_eq!(cells[4..], [json!("a,b"), json!("busybox,alpine")]);
         assert_eq!(shown("secrets", false), ["NAME", "TYPE", "DATA", "AGE"]);
         assert_eq!(
             shown("events", false),
@@ -540,7 +661,16 @@ mod tests {
                 "Succeeded",
                 json!({"terminated": {"reason": "Completed"}})
             )),
-            "Succeeded"
+            "Completed",
+            "as kubectl shows a pod that ran to completion"
+        );
+        assert_eq!(
+            status(pod(
+                "Running",
+                json!({"terminated": {"reason": "Completed"}})
+            )),
+            "Running",
+            "one container done, others running"
         );
     }
 

@@ -338,6 +338,8 @@ fn kind_description(k: &ResourceInfo) -> String {
             "Declarative updates of replica sets: rolling updates of container and VM pods."
         }
         "ReplicaSet" => "Keeps a number of identical pods running.",
+        "Job" => "Pods (containers or VMs) run until a number of them have succeeded.",
+        "CronJob" => "Jobs made on a schedule.",
         "Namespace" => "A namespace of a tenant's space.",
         "Tenant" => {
             "A tenant: an organization with a space of its own, which no other tenant sees."

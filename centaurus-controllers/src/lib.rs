@@ -2,6 +2,8 @@
 //!
 //! - [`ReplicaSetController`]: keeps `replicas` pods of a template (containers or a VM).
 //! - [`DeploymentController`]: rolling updates through replica sets.
+//! - [`JobController`]: pods run to completion, in parallel, indexed, with back-off.
+//! - [`CronJobController`]: jobs on a cron schedule, with concurrency policy and history.
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
 //! - [`EventExpiry`]: deletes events after their time to live.
 //! - [`ServiceAccountController`]: a `default` ServiceAccount in every namespace.
@@ -10,20 +12,26 @@
 //! instances share the objects over the hash ring of their live Leases.
 
 pub mod accounts;
+pub mod cronjob;
 pub mod deployment;
 pub mod events;
+mod expectations;
+pub mod job;
 pub mod membership;
 pub mod nodelifecycle;
 pub mod replicaset;
 
 pub use centaurus_core::controller::Share;
 
-use centaurus_client::Client;
-use centaurus_core::model::Pod;
+use centaurus_client::{Api, Client};
+use centaurus_core::controller::Cache;
+use centaurus_core::model::{Pod, Resource as _};
 
 pub use accounts::ServiceAccountController;
+pub use cronjob::CronJobController;
 pub use deployment::DeploymentController;
 pub use events::{DEFAULT_EVENT_TTL, EventExpiry};
+pub use job::JobController;
 pub use membership::{Membership, MembershipConfig};
 pub use nodelifecycle::{LifecycleScope, NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
@@ -45,6 +53,29 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
+/// Deletes the pods in `tenant`/`ns` whose controller is the `kind` named `name`: what
+/// garbage collection by owner does once the owner is gone.
+pub(crate) async fn delete_owned(
+    pods: &Api<Pod>,
+    cache: &Cache<Pod>,
+    tenant: &str,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<(), String> {
+    for p in cache.list_prefix(&format!("/registry/pods/{tenant}/{ns}/")) {
+        if p.metadata
+            .controller_ref()
+            .is_some_and(|r| r.kind == kind && r.name == name)
+        {
+            pods.delete(&p.key(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs every controller through `client` until dropped, on its `share` of the objects.
 pub async fn run_all(client: Client, lifecycle: NodeLifecycleConfig, share: Share) {
     run_in(client, LifecycleScope::Region, lifecycle, share).await
@@ -64,6 +95,8 @@ pub async fn run_in(
             tokio::join!(
                 ReplicaSetController::run(client.clone(), 4, share.clone()),
                 DeploymentController::run(client.clone(), 2, share.clone()),
+                JobController::run(client.clone(), 2, share.clone()),
+                CronJobController::run(client.clone(), share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
                 ServiceAccountController::run(client.clone(), share.clone()),
             );

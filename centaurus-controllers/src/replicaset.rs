@@ -1,9 +1,8 @@
 //! The ReplicaSet controller: keeps `replicas` pods of the template, container or VM pods
 //! alike, and reports how many are ready.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use centaurus_client::{Api, Client, Recorder};
@@ -12,17 +11,8 @@ use centaurus_core::model::{
     self, ObjectMeta, ObjectReference, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
 };
 
-use crate::{is_ready, split_key};
-
-/// Creations and deletions made but not yet seen in the pod cache, per replica set, so a
-/// reconcile running before the watch catches up neither creates nor deletes twice.
-#[derive(Default)]
-struct Expectations {
-    created: HashMap<String, Instant>,
-    deleted: HashMap<String, Instant>,
-}
-
-const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+use crate::expectations::Expectations;
+use crate::{delete_owned, is_ready, split_key};
 
 /// Reconciles replica sets.
 pub struct ReplicaSetController {
@@ -30,7 +20,7 @@ pub struct ReplicaSetController {
     pods: Api<Pod>,
     sets: Api<ReplicaSet>,
     pod_cache: Cache<Pod>,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    expectations: Expectations,
 }
 
 /// The pods a replica set controls, from the cache: live ones first.
@@ -73,7 +63,7 @@ impl ReplicaSetController {
             pods: client.api(),
             sets: client.api(),
             pod_cache: pod_informer.cache(),
-            expectations: Mutex::default(),
+            expectations: Expectations::default(),
         };
         let pods_task = tokio::spawn(pod_informer.clone().run());
         pod_informer.wait_synced().await;
@@ -81,55 +71,20 @@ impl ReplicaSetController {
         pods_task.abort();
     }
 
-    fn expect(&self, rs_key: &str, created: Option<String>, deleted: Option<String>) {
-        let mut all = self.expectations.lock().unwrap_or_else(|e| e.into_inner());
-        let e = all.entry(rs_key.to_owned()).or_default();
-        if let Some(k) = created {
-            e.created.insert(k, Instant::now());
-        }
-        if let Some(k) = deleted {
-            e.deleted.insert(k, Instant::now());
-        }
-    }
-
-    /// Live pods counting creations not yet seen and leaving out deletions not yet seen.
+    /// Live pods leaving out deletions not yet seen, and creations not yet seen.
     fn live(&self, rs_key: &str, cached: &[Pod]) -> (Vec<Pod>, usize) {
-        let mut all = self.expectations.lock().unwrap_or_else(|e| e.into_inner());
-        let e = all.entry(rs_key.to_owned()).or_default();
-        let present: std::collections::HashSet<String> = cached.iter().map(Resource::key).collect();
-        e.created
-            .retain(|k, t| !present.contains(k) && t.elapsed() < EXPECTATION_TTL);
-        e.deleted
-            .retain(|k, t| present.contains(k) && t.elapsed() < EXPECTATION_TTL);
+        let present: HashSet<String> = cached.iter().map(Resource::key).collect();
+        let unseen = self.expectations.unseen(rs_key, &present);
         let live: Vec<Pod> = cached
             .iter()
             .filter(|p| {
                 p.metadata.deletion_timestamp.is_none()
                     && !matches!(p.phase(), "Succeeded" | "Failed")
-                    && !e.deleted.contains_key(&p.key())
+                    && !unseen.deleted.contains(&p.key())
             })
             .cloned()
             .collect();
-        let pending = e.created.len();
-        (live, pending)
-    }
-
-    async fn delete_orphans(&self, tenant: &str, ns: &str, name: &str) -> Result<(), String> {
-        for p in self
-            .pod_cache
-            .list_prefix(&format!("/registry/pods/{tenant}/{ns}/"))
-        {
-            if p.metadata
-                .controller_ref()
-                .is_some_and(|r| r.kind == ReplicaSet::KIND && r.name == name)
-            {
-                self.pods
-                    .delete(&p.key(), None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
+        (live, unseen.created)
     }
 }
 
@@ -150,12 +105,17 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
         let Some(rs) = rs.filter(|r| r.metadata.deletion_timestamp.is_none()) else {
             // Gone: its pods go too (garbage collection by owner).
             if let Some((tenant, ns, name)) = split_key(key) {
-                self.delete_orphans(tenant, ns, name).await?;
+                delete_owned(
+                    &self.pods,
+                    &self.pod_cache,
+                    tenant,
+                    ns,
+                    ReplicaSet::KIND,
+                    name,
+                )
+                .await?;
             }
-            self.expectations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
+            self.expectations.forget(key);
             return Ok(Requeue::Done);
         };
         let m = &rs.metadata;
@@ -199,7 +159,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
                     "SuccessfulCreate",
                     format!("Created pod: {}", created.metadata.name),
                 );
-                self.expect(key, Some(created.key()), None);
+                self.expectations.created(key, created.key());
             }
         } else if live.len() > want && pending == 0 {
             let mut victims = live.clone();
@@ -214,7 +174,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
                     "SuccessfulDelete",
                     format!("Deleted pod: {}", p.metadata.name),
                 );
-                self.expect(key, None, Some(p.key()));
+                self.expectations.deleted(key, p.key());
             }
         }
         let ready = live.iter().filter(|p| is_ready(p)).count() as i32;

@@ -42,8 +42,11 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule("get,create,update,patch", "events"),
         ],
         identity::CONTROLLERS => vec![
-            rule(WRITE, "pods,replicasets,deployments"),
-            rule(STATUS, "replicasets/status,deployments/status,nodes/status"),
+            rule(WRITE, "pods,replicasets,deployments,jobs,cronjobs"),
+            rule(
+                STATUS,
+                "replicasets/status,deployments/status,jobs/status,cronjobs/status,nodes/status",
+            ),
             rule("get,list,watch,update,patch", "nodes"),
             // Reading node Leases; writing its own membership Leases (in kube-system only).
             rule("get,list,watch,create,update,patch", "leases"),

@@ -3,8 +3,10 @@
 //! three container pods scales to five (`kubectl scale`) and rolls to a new image
 //! (`kubectl set image`, `kubectl rollout status`); a VM pod under QEMU reaches Running, its
 //! console log shows the guest's ready line and its userData's output, and a reboot action
-//! (`POST pods/{name}/action`) resets the guest, which prints its ready line again. All of it
-//! runs in a tenant's space, through the tenant admin's kubeconfig.
+//! (`POST pods/{name}/action`) resets the guest, which prints its ready line again. Meanwhile
+//! batch work runs: `kubectl create job`, an Indexed job two at a time, a job failing past its
+//! backoff limit and a cron job firing every minute. All of it runs in a tenant's space,
+//! through the tenant admin's kubeconfig.
 //!
 //! Needs root, runc, QEMU and the VM kernel (`scripts/setup.sh`; CI runs as root) and kubectl;
 //! without them it says why and skips.
@@ -33,11 +35,15 @@ fn running_web_pods(k: &Kubectl, image: &str) -> usize {
 }
 
 fn raw_log(k: &Kubectl, pod: &str) -> String {
+    raw_log_in(k, "default", pod)
+}
+
+fn raw_log_in(k: &Kubectl, ns: &str, pod: &str) -> String {
     let out = k
         .cmd(&[
             "get",
             "--raw",
-            &format!("/api/v1/namespaces/default/pods/{pod}/log"),
+            &format!("/api/v1/namespaces/{ns}/pods/{pod}/log"),
         ])
         .output()
         .unwrap();
@@ -84,6 +90,9 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/tenant-acme.yaml");
     admin.run(&["create", "-f", tenant.to_str().unwrap()]);
     let k = Kubectl::tenant_admin(&bin, &data, dir.path(), "acme");
+    // Batch work runs beside the rest and is checked at the end (the cron job meanwhile
+    // fires every minute).
+    start_batch(&k, dir.path());
 
     // A container pod: Running, and its log is its output.
     let started = Instant::now();
@@ -428,11 +437,126 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     ]);
     assert!(err.contains("not a VM pod"), "{err}");
 
+    check_batch(&k);
+
     // Deleting the Deployment removes its pods; deleted pods leave the node.
     k.run(&["delete", "deployment", "web"]);
     k.run(&["delete", "pod", "vm1", "hello", "--wait=false"]);
     eventually(120, "every pod is gone", || {
         items(&k.json(&["get", "pods"])).is_empty().then_some(())
+    });
+}
+
+/// Starts batch work in namespace `batch`: a job from `kubectl create job`, an Indexed job
+/// of four completions two at a time, a job that fails past its backoff limit, and a cron
+/// job firing every minute.
+fn start_batch(k: &Kubectl, dir: &Path) {
+    k.run(&["create", "namespace", "batch"]);
+    let b = |args: &[&str]| k.run(&[&["-n", "batch"], args].concat());
+    b(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo job done",
+    ]);
+    let manifest = dir.join("jobs.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: par}\nspec:\n  completions: 4\n  \
+         parallelism: 2\n  completionMode: Indexed\n  template:\n    spec:\n      \
+         restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n        \
+         command: [sh, -c, 'echo index $JOB_COMPLETION_INDEX; sleep 2']\n---\n\
+         apiVersion: batch/v1\nkind: Job\nmetadata: {name: doomed}\nspec:\n  backoffLimit: 1\n  \
+         template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        \
+         image: busybox\n        command: [sh, -c, 'exit 3']\n",
+    )
+    .unwrap();
+    b(&["apply", "-f", manifest.to_str().unwrap()]);
+    b(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/1 * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo tick",
+    ]);
+}
+
+/// Checks the work [`start_batch`] started.
+fn check_batch(k: &Kubectl) {
+    let b = |args: &[&str]| k.run(&[&["-n", "batch"], args].concat());
+    let bj = |args: &[&str]| k.json(&[&["-n", "batch"], args].concat());
+    b(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=120s",
+    ]);
+    assert!(b(&["logs", "job/once"]).contains("job done"));
+    b(&[
+        "wait",
+        "--for=condition=complete",
+        "job/par",
+        "--timeout=120s",
+    ]);
+    let par = bj(&["get", "job", "par"]);
+    assert_eq!(par["status"]["succeeded"], 4, "{par}");
+    assert_eq!(par["status"]["completedIndexes"], "0-3", "{par}");
+    let mut printed: Vec<String> = items(&bj(&["get", "pods", "-l", "job-name=par"]))
+        .iter()
+        .map(|p| raw_log_in(k, "batch", p["metadata"]["name"].as_str().unwrap()))
+        .map(|log| log.trim().to_owned())
+        .collect();
+    printed.sort();
+    assert_eq!(printed, ["index 0", "index 1", "index 2", "index 3"]);
+    let table = b(&["get", "job", "par"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("STATUS") && table.contains("4/4"),
+        "{table}"
+    );
+    // Two failures (the first and its one retry, after a back-off) fail the job.
+    b(&[
+        "wait",
+        "--for=condition=failed",
+        "job/doomed",
+        "--timeout=120s",
+    ]);
+    let doomed = bj(&["get", "job", "doomed"]);
+    assert_eq!(doomed["status"]["failed"], 2, "{doomed}");
+    assert_eq!(
+        doomed["status"]["conditions"][0]["reason"], "BackoffLimitExceeded",
+        "{doomed}"
+    );
+    // The cron job fired at two minutes at least, and each of its jobs completed.
+    eventually(150, "two completed jobs of the cron job", || {
+        let done = items(&bj(&["get", "jobs"]))
+            .iter()
+            .filter(|j| {
+                j["metadata"]["ownerReferences"][0]["name"] == "tick"
+                    && j["status"]["succeeded"] == 1
+            })
+            .count();
+        (done >= 2).then_some(())
+    });
+    let tick = bj(&["get", "cronjob", "tick"]);
+    assert!(tick["status"]["lastScheduleTime"].is_string(), "{tick}");
+    let events = b(&["get", "events"]);
+    for reason in ["SuccessfulCreate", "Completed", "BackoffLimitExceeded"] {
+        assert!(events.contains(reason), "{reason} missing from:\n{events}");
+    }
+    // Deleting the cron job takes its jobs and their pods with it.
+    b(&["delete", "cronjob", "tick"]);
+    b(&["delete", "job", "once", "par", "doomed"]);
+    eventually(60, "the batch namespace is empty", || {
+        (items(&bj(&["get", "jobs"])).is_empty() && items(&bj(&["get", "pods"])).is_empty())
+            .then_some(())
     });
 }
 

@@ -2,6 +2,7 @@
 //! [`Resource`] trait every kind implements, and the [`Registry`] the API serves from.
 
 mod account;
+mod batch;
 mod cluster;
 mod config;
 mod event;
@@ -18,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use account::*;
+pub use batch::*;
 pub use cluster::*;
 pub use config::*;
 pub use event::*;

@@ -385,3 +385,104 @@ fn pods_and_templates_get_kubernetes_defaults() {
     let out = info("replicasets").decode(&rs).unwrap().value;
     assert_eq!(out["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
 }
+
+#[test]
+fn jobs_and_cron_jobs_are_defaulted_and_checked_as_kubernetes_does() {
+    let registry = Registry::builtin();
+    let info = |plural: &str| {
+        registry
+            .kinds()
+            .find(|k| k.plural == plural)
+            .unwrap()
+            .clone()
+    };
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "pi", "namespace": "default", "uid": "u-1"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}},
+    });
+    let out = info("jobs").decode(&job).unwrap().value;
+    assert_eq!(out["spec"]["completions"], 1);
+    assert_eq!(out["spec"]["parallelism"], 1);
+    assert_eq!(out["spec"]["backoffLimit"], 6);
+    assert_eq!(out["spec"]["completionMode"], "NonIndexed");
+    assert_eq!(
+        out["spec"]["selector"]["matchLabels"][JOB_UID_LABEL], "u-1",
+        "the selector names the job's UID"
+    );
+    assert_eq!(
+        out["spec"]["template"]["metadata"]["labels"][JOB_NAME_LABEL],
+        "pi"
+    );
+    // Only parallelism: a work queue, no completions.
+    let mut queue = job.clone();
+    queue["spec"]["parallelism"] = 3.into();
+    assert!(
+        info("jobs").decode(&queue).unwrap().value["spec"]
+            .get("completions")
+            .is_none()
+    );
+
+    let refused = |info: &ResourceInfo, v: &serde_json::Value| match info.decode(v) {
+        Err(DecodeError::Invalid(errors)) => errors,
+        other => panic!("expected invalid, got {other:?}"),
+    };
+    // A job's pods must not restart forever.
+    let mut always = job.clone();
+    always["spec"]["template"]["spec"]["restartPolicy"] = "Always".into();
+    let errors = refused(&info("jobs"), &always);
+    assert_eq!(errors[0].field, "spec.template.spec.restartPolicy");
+    let mut indexed = job.clone();
+    indexed["spec"]["completionMode"] = "Indexed".into();
+    indexed["spec"]["completions"] = serde_json::Value::Null;
+    indexed["spec"]["parallelism"] = 2.into();
+    assert_eq!(
+        refused(&info("jobs"), &indexed)[0].field,
+        "spec.completions"
+    );
+
+    // The template is fixed once the job exists; parallelism is not.
+    let old = info("jobs").decode(&job).unwrap().value;
+    let mut wider = old.clone();
+    wider["spec"]["parallelism"] = 4.into();
+    assert!(info("jobs").validate_update(&wider, &old).is_ok());
+    let mut other = old.clone();
+    other["spec"]["template"]["spec"]["containers"][0]["image"] = "alpine".into();
+    assert_eq!(
+        info("jobs").validate_update(&other, &old).unwrap_err()[0].field,
+        "spec.template"
+    );
+
+    let cron = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "tick", "namespace": "default"},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}},
+    });
+    let out = info("cronjobs").decode(&cron).unwrap().value;
+    assert_eq!(out["spec"]["concurrencyPolicy"], "Allow");
+    assert_eq!(out["spec"]["successfulJobsHistoryLimit"], 3);
+    assert_eq!(out["spec"]["failedJobsHistoryLimit"], 1);
+    assert_eq!(out["spec"]["jobTemplate"]["spec"]["backoffLimit"], 6);
+    for (schedule, why) in [
+        ("* * * *", "exactly 5 fields"),
+        ("0 0 * * * *", "exactly 5 fields"),
+        ("61 * * * *", ""),
+        ("TZ=Europe/Paris 0 * * * *", "spec.timeZone"),
+    ] {
+        let mut bad = cron.clone();
+        bad["spec"]["schedule"] = schedule.into();
+        let errors = refused(&info("cronjobs"), &bad);
+        assert_eq!(errors[0].field, "spec.schedule", "{schedule}");
+        assert!(
+            errors[0].message.contains(why),
+            "{schedule}: {}",
+            errors[0].message
+        );
+    }
+    let mut zoned = cron.clone();
+    zoned["spec"]["timeZone"] = "Europe/Paris".into();
+    assert_eq!(refused(&info("cronjobs"), &zoned)[0].field, "spec.timeZone");
+    assert!(Schedule::parse("@daily").is_ok());
+}
