@@ -648,8 +648,9 @@ fn sessions(k: &Kubectl, dir: &Path) {
     );
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("SHOUT"), "{out}");
-    // A terminal of the client's size (`script` gives kubectl one). Tried a few times: once,
-    // under load, busybox's `stty` found the container's terminal not yet set up by runc.
+    // A terminal of the client's size (`script` gives kubectl one). Under load busybox's
+    // `stty` can run before runc has finished setting up the container's console (it
+    // fails with ECHILD), so the command asks again briefly, and the whole is tried thrice.
     let kubeconfig = k.kubeconfig.display().to_string();
     let mut shown = String::new();
     for _ in 0..3 {
@@ -657,7 +658,7 @@ fn sessions(k: &Kubectl, dir: &Path) {
             .args([
                 "-qec",
                 &format!(
-                    "stty cols 123 rows 45; {} --kubeconfig {kubeconfig} exec -it hello -- sh -c 'tty; stty size'",
+                    "stty cols 123 rows 45; {} --kubeconfig {kubeconfig} exec -it hello -- sh -c 'tty; for i in 1 2 3 4 5; do stty size 2>/dev/null && break; sleep 0.5; done'",
                     k.bin.display()
                 ),
                 "/dev/null",
