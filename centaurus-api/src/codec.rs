@@ -287,6 +287,38 @@ fn columns(plural: &str) -> Vec<Column> {
             }),
             ("Age", 0, age_cell),
         ],
+        "daemonsets" => vec![
+            ("Desired", 0, |v, _| {
+                json!(int_at(v, "/status/desiredNumberScheduled"))
+            }),
+            ("Current", 0, |v, _| {
+                json!(int_at(v, "/status/currentNumberScheduled"))
+            }),
+            ("Ready", 0, |v, _| json!(int_at(v, "/status/numberReady"))),
+            ("Up-to-date", 0, |v, _| {
+                json!(int_at(v, "/status/updatedNumberScheduled"))
+            }),
+            ("Available", 0, |v, _| {
+                json!(int_at(v, "/status/numberAvailable"))
+            }),
+            ("Node Selector", 0, |v, _| {
+                let selector: Vec<String> = v
+                    .pointer("/spec/template/spec/nodeSelector")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                or_none(&selector.join(","))
+            }),
+            ("Age", 0, age_cell),
+            ("Containers", 1, |v, _| {
+                template_containers(v, "/spec/template", "/name")
+            }),
+            ("Images", 1, |v, _| {
+                template_containers(v, "/spec/template", "/image")
+            }),
+        ],
         "replicasets" => vec![
             ("Desired", 0, |v, _| {
                 json!(
@@ -585,6 +617,19 @@ mod tests {
             ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION"]
         );
         assert_eq!(shown("configmaps", false), ["NAME", "DATA", "AGE"]);
+        assert_eq!(
+            shown("daemonsets", false),
+            [
+                "NAME",
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "NODE SELECTOR",
+                "AGE"
+            ]
+        );
         assert_eq!(
             shown("jobs", false),
             ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]

@@ -2,6 +2,7 @@
 //!
 //! - [`ReplicaSetController`]: keeps `replicas` pods of a template (containers or a VM).
 //! - [`DeploymentController`]: rolling updates through replica sets.
+//! - [`DaemonSetController`]: a pod on each fitting node, rolled node by node.
 //! - [`JobController`]: pods run to completion, in parallel, indexed, with back-off.
 //! - [`CronJobController`]: jobs on a cron schedule, with concurrency policy and history.
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
@@ -13,6 +14,7 @@
 
 pub mod accounts;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 mod expectations;
@@ -29,6 +31,7 @@ use centaurus_core::model::{Pod, Resource as _};
 
 pub use accounts::ServiceAccountController;
 pub use cronjob::CronJobController;
+pub use daemonset::DaemonSetController;
 pub use deployment::DeploymentController;
 pub use events::{DEFAULT_EVENT_TTL, EventExpiry};
 pub use job::JobController;
@@ -97,6 +100,7 @@ pub async fn run_in(
                 DeploymentController::run(client.clone(), 2, share.clone()),
                 JobController::run(client.clone(), 2, share.clone()),
                 CronJobController::run(client.clone(), share.clone()),
+                DaemonSetController::run(client.clone(), share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
                 ServiceAccountController::run(client.clone(), share.clone()),
             );

@@ -251,10 +251,15 @@ impl NodeLifecycleController {
             return;
         };
         // A node that does not exist has no hashKey: its name places it on the ring.
-        lost.extend(self.missing_nodes(nodes, now).into_iter().filter(|n| {
-            self.ownership
-                .owns(centaurus_core::ring::stable_hash(n.as_bytes()))
-        }));
+        let missing: Vec<String> = self
+            .missing_nodes(nodes, now)
+            .into_iter()
+            .filter(|n| {
+                self.ownership
+                    .owns(centaurus_core::ring::stable_hash(n.as_bytes()))
+            })
+            .collect();
+        lost.extend(missing.iter().cloned());
         let keys: Vec<String> = {
             let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
             lost.iter()
@@ -264,7 +269,14 @@ impl NodeLifecycleController {
                 .collect()
         };
         for pod in keys.iter().filter_map(|k| pods.get(k)) {
-            if pod.metadata.deletion_timestamp.is_none() {
+            // Pods that tolerate a lost node for good (daemon pods) stay on a node that
+            // still exists.
+            let stays = !missing.contains(&pod.spec.node_name)
+                && pod.spec.tolerations.iter().any(|t| {
+                    t.toleration_seconds.is_none()
+                        && t.tolerates(UNREACHABLE_TAINT, "", "NoExecute")
+                });
+            if pod.metadata.deletion_timestamp.is_none() && !stays {
                 tracing::info!(
                     pod = pod.metadata.name,
                     node = pod.spec.node_name,

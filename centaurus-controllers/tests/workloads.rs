@@ -14,8 +14,9 @@ use centaurus_client::{Api, Client};
 use centaurus_controllers::deployment::REVISION_ANNOTATION;
 use centaurus_controllers::{EventExpiry, NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
-    Container, Deployment, DeploymentSpec, Event, LabelSelector, ObjectMeta, ObjectReference, Pod,
-    PodSpec, PodTemplateSpec, Quantity, Resource, ResourceList, ResourceRequirements,
+    Container, DaemonSet, Deployment, DeploymentSpec, Event, LabelSelector, ObjectMeta,
+    ObjectReference, Pod, PodSpec, PodTemplateSpec, Quantity, Resource, ResourceList,
+    ResourceRequirements,
 };
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
@@ -138,28 +139,113 @@ async fn region(
     let fleet = Fleet::new(local.client(identity::NODE_FLEET.identity()));
     tasks.push(tokio::spawn(fleet.clone().run()));
     fleet.wait_synced().await;
-    let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)));
-    let runtime = Arc::new(HollowRuntime::default());
     for i in 0..nodes {
-        let zone = ["zone-a", "zone-b", "zone-c"][i % 3];
-        let agent = NodeAgent::new(
-            AgentConfig {
-                node_name: format!("hollow-{i}"),
-                zone: zone.into(),
-                labels: BTreeMap::new(),
-                capacity: capacity(),
-                address: format!("192.0.2.{}", i + 1),
-                heartbeat: Duration::from_millis(200),
-                lease_seconds: 1,
-            },
-            Some(runtime.clone()),
-            Some(runtime.clone()),
-            network.clone(),
-        );
-        fleet.add(agent).await.unwrap();
+        fleet.add(hollow_agent(i)).await.unwrap();
     }
 
     (dir, local.admin(), fleet, tasks)
+}
+
+/// Hollow node `hollow-{i}`, in zone a, b or c by `i`, heartbeating every 200 ms.
+fn hollow_agent(i: usize) -> NodeAgent {
+    let network = Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, i as u8, 0)));
+    let runtime = Arc::new(HollowRuntime::default());
+    NodeAgent::new(
+        AgentConfig {
+            node_name: format!("hollow-{i}"),
+            zone: ["zone-a", "zone-b", "zone-c"][i % 3].into(),
+            labels: BTreeMap::new(),
+            capacity: capacity(),
+            address: format!("192.0.2.{}", i + 1),
+            heartbeat: Duration::from_millis(200),
+            lease_seconds: 1,
+        },
+        Some(runtime.clone()),
+        Some(runtime),
+        network,
+    )
+}
+
+/// A daemon set puts one pod on each node and follows a new one; a new template rolls
+/// over the nodes; its pod stays on a node that stops heartbeating (daemon pods tolerate
+/// it); a node selector narrows its nodes; deleting it takes its pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_sets_follow_the_nodes() {
+    let (_dir, admin, fleet, tasks) = region(3).await;
+    let pods = admin.api::<Pod>();
+    let sets = admin.api::<DaemonSet>();
+    let template = deployment(1, "agent:1").spec;
+    let mut ds = DaemonSet::typed(ObjectMeta::namespaced("acme", "prod", "agent"));
+    ds.spec.selector = template.selector;
+    ds.spec.template = template.template;
+    ds.spec.template.spec.restart_policy = Some("Always".into());
+    let ds = sets.create(ds).await.unwrap();
+    let on_nodes = |all: &[Pod], image: &str| -> Vec<String> {
+        let mut nodes: Vec<String> = running(all, image)
+            .iter()
+            .map(|p| p.spec.node_name.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    wait_for(&pods, "a pod on each of 3 nodes", 20, |all| {
+        on_nodes(all, "agent:1") == ["hollow-0", "hollow-1", "hollow-2"] && all.len() == 3
+    })
+    .await;
+    // A new node gets its pod.
+    fleet.add(hollow_agent(3)).await.unwrap();
+    wait_for(&pods, "a pod on the new node", 20, |all| {
+        on_nodes(all, "agent:1").len() == 4 && all.len() == 4
+    })
+    .await;
+    // A new template rolls over every node.
+    sets.modify(&ds.key(), |d| {
+        d.spec.template.spec.containers[0].image = "agent:2".into();
+        true
+    })
+    .await
+    .unwrap();
+    wait_for(&pods, "the new template on every node", 30, |all| {
+        on_nodes(all, "agent:2").len() == 4 && all.len() == 4
+    })
+    .await;
+    let status = sets.get(&ds.key()).await.unwrap().unwrap().status.unwrap();
+    assert_eq!(
+        (
+            status.desired_number_scheduled,
+            status.updated_number_scheduled
+        ),
+        (4, 4),
+        "{status:?}"
+    );
+    // A lost node keeps its daemon pod (the eviction timeout here is 1 s).
+    fleet.stop_node("hollow-3");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = pods.list("/registry/pods/").await.unwrap();
+    assert!(
+        all.iter().any(|p| p.spec.node_name == "hollow-3"),
+        "the daemon pod of the lost node was evicted"
+    );
+    // A node selector narrows the set to the nodes of zone a.
+    sets.modify(&ds.key(), |d| {
+        d.spec
+            .template
+            .spec
+            .node_selector
+            .insert("topology.kubernetes.io/zone".into(), "zone-a".into());
+        true
+    })
+    .await
+    .unwrap();
+    wait_for(&pods, "pods on the zone-a nodes only", 30, |all| {
+        on_nodes(all, "agent:2") == ["hollow-0"] && all.len() <= 2
+    })
+    .await;
+    sets.delete(&ds.key(), None).await.unwrap();
+    wait_for(&pods, "no pods", 20, |all| all.is_empty()).await;
+    for t in tasks {
+        t.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use centaurus_core::model::Toleration;
-
 use crate::cluster::{ClusterView, NodeState, PodInfo};
 
 /// Rules a node out for a pod.
@@ -36,7 +34,7 @@ impl FilterPlugin for NodeUnschedulable {
             .spec
             .tolerations
             .iter()
-            .any(|t| tolerates(t, "node.kubernetes.io/unschedulable", "", "NoSchedule"));
+            .any(|t| t.tolerates("node.kubernetes.io/unschedulable", "", "NoSchedule"));
         if node.node.spec.unschedulable && !tolerated {
             Err("node(s) were unschedulable".into())
         } else {
@@ -117,19 +115,6 @@ impl FilterPlugin for NodeSelector {
     }
 }
 
-/// Kubernetes' toleration matching: an empty effect tolerates every effect, an empty key
-/// with `Exists` every taint, `Exists` any value of its key, `Equal` just its value.
-fn tolerates(t: &Toleration, key: &str, value: &str, effect: &str) -> bool {
-    if !t.effect.is_empty() && t.effect != effect {
-        return false;
-    }
-    let exists = t.operator.as_deref() == Some("Exists");
-    if t.key.is_empty() {
-        return exists;
-    }
-    t.key == key && (exists || t.value == value)
-}
-
 /// Every `NoSchedule` and `NoExecute` taint of the node is tolerated by the pod.
 pub struct TaintToleration;
 
@@ -147,7 +132,7 @@ impl FilterPlugin for TaintToleration {
                 .spec
                 .tolerations
                 .iter()
-                .any(|t| tolerates(t, &taint.key, &taint.value, &taint.effect));
+                .any(|t| t.tolerates(&taint.key, &taint.value, &taint.effect));
             if !ok {
                 return Err(format!(
                     "node(s) had untolerated taint {{{}: {}}}",

@@ -42,10 +42,14 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule("get,create,update,patch", "events"),
         ],
         identity::CONTROLLERS => vec![
-            rule(WRITE, "pods,replicasets,deployments,jobs,cronjobs"),
+            rule(
+                WRITE,
+                "pods,replicasets,deployments,daemonsets,jobs,cronjobs",
+            ),
             rule(
                 STATUS,
-                "replicasets/status,deployments/status,jobs/status,cronjobs/status,nodes/status",
+                "replicasets/status,deployments/status,daemonsets/status,jobs/status,\
+                 cronjobs/status,nodes/status",
             ),
             rule("get,list,watch,update,patch", "nodes"),
             // Reading node Leases; writing its own membership Leases (in kube-system only).

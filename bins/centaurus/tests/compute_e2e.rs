@@ -777,7 +777,8 @@ fn web_pods_by_node(k: &Kubectl) -> Vec<String> {
         .collect()
 }
 
-/// Zone failure: a Deployment spread over three zones of hollow nodes loses a zone
+/// Zone failure: a Deployment spread over three zones of hollow nodes (and a DaemonSet on
+/// each of them) loses a zone
 /// (`centaurusctl node stop --zone`, here the same library call) and is whole again in the
 /// other two; the nodes come back when powered on.
 #[test]
@@ -840,6 +841,43 @@ fn a_deployment_survives_the_loss_of_a_zone() {
     let nodes_top = admin.run(&["top", "node", "--no-headers"]);
     assert_eq!(nodes_top.lines().count(), 6, "{nodes_top}");
 
+    // A DaemonSet: a pod on each of the six nodes; a deleted one comes back on its node.
+    let daemons = dir.path().join("agent.yaml");
+    std::fs::write(
+        &daemons,
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  \
+         selector:\n    matchLabels: {app: agent}\n  template:\n    metadata:\n      \
+         labels: {app: agent}\n    spec:\n      containers:\n      - name: c\n        \
+         image: busybox\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", daemons.to_str().unwrap()]);
+    let daemon_nodes = || {
+        let mut on: Vec<String> = items(&k.json(&["get", "pods", "-l", "app=agent"]))
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_owned())
+            .collect();
+        on.sort();
+        on
+    };
+    let all_six: Vec<String> = (0..6).map(|i| format!("hollow-{i}")).collect();
+    eventually(60, "a daemon pod on each node", || {
+        (daemon_nodes() == all_six).then_some(())
+    });
+    let first = items(&k.json(&["get", "pods", "-l", "app=agent"]))[0].clone();
+    k.run(&["delete", "pod", first["metadata"]["name"].as_str().unwrap()]);
+    eventually(60, "the deleted daemon pod replaced on its node", || {
+        (daemon_nodes() == all_six).then_some(())
+    });
+    let table = k.run(&["get", "daemonset", "agent"]);
+    assert!(
+        table.contains("NODE SELECTOR")
+            && table.split_whitespace().filter(|c| *c == "6").count() >= 4,
+        "{table}"
+    );
+
     let ctl = |on: bool| {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -879,5 +917,9 @@ fn a_deployment_survives_the_loss_of_a_zone() {
                 })
             })
             .then_some(())
+    });
+    // The daemon pods of zone-a stayed on their nodes through the loss.
+    eventually(60, "the daemon set whole", || {
+        (daemon_nodes() == all_six).then_some(())
     });
 }

@@ -373,6 +373,21 @@ pub struct Toleration {
     pub toleration_seconds: Option<i64>,
 }
 
+impl Toleration {
+    /// Kubernetes' matching: an empty effect tolerates every effect, an empty key with
+    /// `Exists` every taint, `Exists` any value of its key, `Equal` just its value.
+    pub fn tolerates(&self, key: &str, value: &str, effect: &str) -> bool {
+        if !self.effect.is_empty() && self.effect != effect {
+            return false;
+        }
+        let exists = self.operator.as_deref() == Some("Exists");
+        if self.key.is_empty() {
+            return exists;
+        }
+        self.key == key && (exists || self.value == value)
+    }
+}
+
 /// Observed state of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -329,6 +329,8 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<ServiceAccount>()
             .expect("built-in plurals are distinct");
+        r.register::<DaemonSet>()
+            .expect("built-in plurals are distinct");
         r.register::<Job>().expect("built-in plurals are distinct");
         r.register::<CronJob>()
             .expect("built-in plurals are distinct");

@@ -1,4 +1,5 @@
-//! Workload controllers: `ReplicaSet` and `Deployment`, for container and VM pods alike.
+//! Workload controllers: `ReplicaSet`, `Deployment` and `DaemonSet`, for container and VM
+//! pods alike.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -239,6 +240,141 @@ fn validate_deployment(d: &Deployment) -> Result<(), Vec<FieldError>> {
                 "spec.strategy.rollingUpdate",
                 "maxSurge and maxUnavailable may not both be 0",
             );
+        }
+    }
+    e.into_result()
+}
+
+/// One pod on each node that matches its template (container or VM pods).
+pub type DaemonSet = Object<DaemonSetSpec, DaemonSetStatus>;
+crate::impl_resource!(
+    DaemonSet,
+    kind = "DaemonSet",
+    group = "apps",
+    version = "v1",
+    plural = "daemonsets",
+    scope = Namespaced,
+    short = ["ds"],
+    validate = validate_daemon_set,
+    defaults = default_daemon_set
+);
+
+/// Kubernetes' defaults: a rolling update of one node at a time, ten revisions kept.
+fn default_daemon_set(ds: &mut DaemonSet) {
+    let strategy = &mut ds.spec.update_strategy;
+    let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".into());
+    if kind == "RollingUpdate" {
+        let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
+        rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
+        rolling.max_surge.get_or_insert(IntOrString::Int(0));
+    }
+    ds.spec.revision_history_limit.get_or_insert(10);
+    ds.spec.template.spec.set_defaults();
+}
+
+/// Desired state of a daemon set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetSpec {
+    /// Selects the pods; must match the template's labels.
+    pub selector: LabelSelector,
+    /// The pod to run on each node; its `nodeSelector` and tolerations choose the nodes.
+    pub template: PodTemplateSpec,
+    /// How pods of an old template are replaced.
+    #[serde(default)]
+    pub update_strategy: DaemonSetUpdateStrategy,
+    /// Seconds a ready pod must stay ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    /// Old revisions kept (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+}
+
+/// `RollingUpdate` (default) or `OnDelete` (a pod takes the new template when deleted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetUpdateStrategy {
+    /// The strategy's type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Bounds of a rolling update (`maxUnavailable` default 1; `maxSurge` 0, the only
+    /// value supported: a node runs one pod of the set at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+/// Observed state of a daemon set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetStatus {
+    /// Nodes that run a pod of the set and should.
+    #[serde(default)]
+    pub current_number_scheduled: i32,
+    /// Nodes that run a pod of the set and should not.
+    #[serde(default)]
+    pub number_misscheduled: i32,
+    /// Nodes that should run a pod of the set.
+    #[serde(default)]
+    pub desired_number_scheduled: i32,
+    /// Nodes whose pod of the set is ready.
+    #[serde(default)]
+    pub number_ready: i32,
+    /// Nodes whose pod has the current template.
+    #[serde(default)]
+    pub updated_number_scheduled: i32,
+    /// Nodes whose pod is available.
+    #[serde(default)]
+    pub number_available: i32,
+    /// Nodes that should run an available pod and do not.
+    #[serde(default)]
+    pub number_unavailable: i32,
+    /// The generation the status describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+}
+
+fn validate_daemon_set(ds: &DaemonSet) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::default();
+    validate_selected_template(&mut e, None, &ds.spec.selector, &ds.spec.template);
+    if ds.spec.template.spec.restart_policy.as_deref() != Some("Always") {
+        e.push(
+            "spec.template.spec.restartPolicy",
+            "Unsupported value: a daemon set's pods restart \"Always\"",
+        );
+    }
+    if !ds.spec.template.spec.node_name.is_empty() {
+        e.push(
+            "spec.template.spec.nodeName",
+            "must be empty: the daemon set places a pod on each matching node",
+        );
+    }
+    let strategy = &ds.spec.update_strategy;
+    match strategy.type_.as_deref() {
+        None | Some("RollingUpdate") | Some("OnDelete") => {}
+        Some(t) => e.push(
+            "spec.updateStrategy.type",
+            format!("Unsupported value: {t:?}: supported values: \"RollingUpdate\", \"OnDelete\""),
+        ),
+    }
+    if let Some(ru) = &strategy.rolling_update {
+        if ru
+            .max_surge
+            .as_ref()
+            .is_some_and(|s| *s != IntOrString::Int(0) && *s != IntOrString::String("0%".into()))
+        {
+            e.push(
+                "spec.updateStrategy.rollingUpdate.maxSurge",
+                "only 0 is supported: a node runs one pod of the set at a time",
+            );
+        }
+        match ru.max_unavailable.as_ref().map(|v| v.resolve(100, false)) {
+            Some(Err(msg)) => e.push("spec.updateStrategy.rollingUpdate.maxUnavailable", msg),
+            Some(Ok(n)) if n < 1 => e.push(
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                "must be at least 1 (or a percentage of at least 1%)",
+            ),
+            _ => {}
         }
     }
     e.into_result()
