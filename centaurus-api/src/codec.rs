@@ -287,6 +287,24 @@ fn columns(plural: &str) -> Vec<Column> {
             }),
             ("Age", 0, age_cell),
         ],
+        "statefulsets" => vec![
+            ("Ready", 0, |v, _| {
+                json!(format!(
+                    "{}/{}",
+                    int_at(v, "/status/readyReplicas"),
+                    v.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ))
+            }),
+            ("Age", 0, age_cell),
+            ("Containers", 1, |v, _| {
+                template_containers(v, "/spec/template", "/name")
+            }),
+            ("Images", 1, |v, _| {
+                template_containers(v, "/spec/template", "/image")
+            }),
+        ],
         "daemonsets" => vec![
             ("Desired", 0, |v, _| {
                 json!(int_at(v, "/status/desiredNumberScheduled"))

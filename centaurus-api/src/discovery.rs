@@ -95,7 +95,7 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
         list.push(json!({
             "name": k.plural, "singularName": k.singular(), "namespaced": k.scope == Scope::Namespaced,
             "kind": k.kind, "verbs": VERBS, "shortNames": k.short_names,
-            "categories": if matches!(k.plural, "pods" | "deployments" | "replicasets" | "daemonsets" | "jobs" | "cronjobs") { vec!["all"] } else { vec![] },
+            "categories": if matches!(k.plural, "pods" | "deployments" | "replicasets" | "daemonsets" | "statefulsets" | "jobs" | "cronjobs") { vec!["all"] } else { vec![] },
         }));
         if k.has_status {
             list.push(json!({"name": format!("{}/status", k.plural), "singularName": "",

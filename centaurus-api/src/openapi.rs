@@ -338,6 +338,7 @@ fn kind_description(k: &ResourceInfo) -> String {
             "Declarative updates of replica sets: rolling updates of container and VM pods."
         }
         "ReplicaSet" => "Keeps a number of identical pods running.",
+        "StatefulSet" => "Pods with stable ordinal names, made and replaced in order.",
         "DaemonSet" => "One pod (containers or a VM) on each node that fits its template.",
         "Job" => "Pods (containers or VMs) run until a number of them have succeeded.",
         "CronJob" => "Jobs made on a schedule.",

@@ -3,6 +3,7 @@
 //! - [`ReplicaSetController`]: keeps `replicas` pods of a template (containers or a VM).
 //! - [`DeploymentController`]: rolling updates through replica sets.
 //! - [`DaemonSetController`]: a pod on each fitting node, rolled node by node.
+//! - [`StatefulSetController`]: pods with stable ordinal names, in order.
 //! - [`JobController`]: pods run to completion, in parallel, indexed, with back-off.
 //! - [`CronJobController`]: jobs on a cron schedule, with concurrency policy and history.
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
@@ -22,6 +23,7 @@ pub mod job;
 pub mod membership;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod statefulset;
 
 pub use centaurus_core::controller::Share;
 
@@ -38,6 +40,7 @@ pub use job::JobController;
 pub use membership::{Membership, MembershipConfig};
 pub use nodelifecycle::{LifecycleScope, NodeLifecycleConfig, NodeLifecycleController};
 pub use replicaset::ReplicaSetController;
+pub use statefulset::StatefulSetController;
 
 /// True when the pod's `Ready` condition is `True`.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -101,6 +104,7 @@ pub async fn run_in(
                 JobController::run(client.clone(), 2, share.clone()),
                 CronJobController::run(client.clone(), share.clone()),
                 DaemonSetController::run(client.clone(), share.clone()),
+                StatefulSetController::run(client.clone(), share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
                 ServiceAccountController::run(client.clone(), share.clone()),
             );

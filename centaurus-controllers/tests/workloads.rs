@@ -16,7 +16,7 @@ use centaurus_controllers::{EventExpiry, NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
     Container, DaemonSet, Deployment, DeploymentSpec, Event, LabelSelector, ObjectMeta,
     ObjectReference, Pod, PodSpec, PodTemplateSpec, Quantity, Resource, ResourceList,
-    ResourceRequirements,
+    ResourceRequirements, StatefulSet, StatefulSetRollingUpdate,
 };
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
@@ -144,6 +144,101 @@ async fn region(
     }
 
     (dir, local.admin(), fleet, tasks)
+}
+
+/// A stateful set makes `db-0..2` one after another, each once its predecessor is ready;
+/// a deleted pod comes back under its name; a new template rolls down to the partition;
+/// scaling down removes the highest ordinal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_sets_keep_ordinal_names() {
+    let (_dir, admin, _fleet, tasks) = region(3).await;
+    let pods = admin.api::<Pod>();
+    let sets = admin.api::<StatefulSet>();
+    let template = deployment(3, "db:1").spec;
+    let mut sts = StatefulSet::typed(ObjectMeta::namespaced("acme", "prod", "db"));
+    sts.spec.replicas = Some(3);
+    sts.spec.selector = template.selector;
+    sts.spec.template = template.template;
+    sts.spec.template.spec.restart_policy = Some("Always".into());
+    let sts = sets.create(sts).await.unwrap();
+    let names = |all: &[Pod], image: &str| -> Vec<String> {
+        let mut n: Vec<String> = running(all, image)
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.metadata.name.clone())
+            .collect();
+        n.sort();
+        n
+    };
+    let all = wait_for(&pods, "db-0, db-1 and db-2 running", 30, |all| {
+        names(all, "db:1") == ["db-0", "db-1", "db-2"]
+    })
+    .await;
+    // In order: each was made after its predecessor had started.
+    let started = |name: &str| {
+        let p = all.iter().find(|p| p.metadata.name == name).unwrap();
+        (
+            p.metadata.creation_timestamp.unwrap(),
+            p.status.as_ref().unwrap().start_time.unwrap(),
+        )
+    };
+    for (before, after) in [("db-0", "db-1"), ("db-1", "db-2")] {
+        assert!(
+            started(after).0 >= started(before).1,
+            "{after} was made before {before} started"
+        );
+    }
+    // A deleted pod comes back under its own name.
+    let uid = all
+        .iter()
+        .find(|p| p.metadata.name == "db-1")
+        .unwrap()
+        .metadata
+        .uid
+        .clone();
+    pods.delete("/registry/pods/acme/prod/db-1", None)
+        .await
+        .unwrap();
+    wait_for(&pods, "db-1 back", 30, |all| {
+        names(all, "db:1") == ["db-0", "db-1", "db-2"]
+            && all
+                .iter()
+                .any(|p| p.metadata.name == "db-1" && p.metadata.uid != uid)
+    })
+    .await;
+    // A new template with partition 1: db-2 and db-1 roll, db-0 keeps the old one.
+    sets.modify(&sts.key(), |s| {
+        s.spec.template.spec.containers[0].image = "db:2".into();
+        s.spec.update_strategy.rolling_update =
+            Some(StatefulSetRollingUpdate { partition: Some(1) });
+        true
+    })
+    .await
+    .unwrap();
+    wait_for(&pods, "db-1 and db-2 on the new template", 30, |all| {
+        names(all, "db:2") == ["db-1", "db-2"] && names(all, "db:1") == ["db-0"]
+    })
+    .await;
+    // Scaled to one: the highest ordinals go.
+    sets.modify(&sts.key(), |s| {
+        s.spec.replicas = Some(1);
+        true
+    })
+    .await
+    .unwrap();
+    wait_for(&pods, "db-0 alone", 30, |all| {
+        all.iter().all(|p| p.metadata.name == "db-0")
+    })
+    .await;
+    let status = sets.get(&sts.key()).await.unwrap().unwrap().status.unwrap();
+    assert_eq!(
+        (status.replicas, status.ready_replicas),
+        (1, 1),
+        "{status:?}"
+    );
+    for t in tasks {
+        t.abort();
+    }
 }
 
 /// Hollow node `hollow-{i}`, in zone a, b or c by `i`, heartbeating every 200 ms.

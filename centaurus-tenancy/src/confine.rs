@@ -44,12 +44,12 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
         identity::CONTROLLERS => vec![
             rule(
                 WRITE,
-                "pods,replicasets,deployments,daemonsets,jobs,cronjobs",
+                "pods,replicasets,deployments,daemonsets,statefulsets,jobs,cronjobs",
             ),
             rule(
                 STATUS,
-                "replicasets/status,deployments/status,daemonsets/status,jobs/status,\
-                 cronjobs/status,nodes/status",
+                "replicasets/status,deployments/status,daemonsets/status,statefulsets/status,\
+                 jobs/status,cronjobs/status,nodes/status",
             ),
             rule("get,list,watch,update,patch", "nodes"),
             // Reading node Leases; writing its own membership Leases (in kube-system only).

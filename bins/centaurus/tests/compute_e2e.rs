@@ -778,7 +778,7 @@ fn web_pods_by_node(k: &Kubectl) -> Vec<String> {
 }
 
 /// Zone failure: a Deployment spread over three zones of hollow nodes (and a DaemonSet on
-/// each of them) loses a zone
+/// each of them, and a StatefulSet's three ordinals) loses a zone
 /// (`centaurusctl node stop --zone`, here the same library call) and is whole again in the
 /// other two; the nodes come back when powered on.
 #[test]
@@ -871,6 +871,46 @@ fn a_deployment_survives_the_loss_of_a_zone() {
     eventually(60, "the deleted daemon pod replaced on its node", || {
         (daemon_nodes() == all_six).then_some(())
     });
+    // A StatefulSet: db-0, db-1, db-2 in order; a deleted pod returns under its name.
+    let stateful = dir.path().join("db.yaml");
+    std::fs::write(
+        &stateful,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  replicas: 3\n  \
+         selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      \
+         labels: {app: db}\n    spec:\n      containers:\n      - name: c\n        \
+         image: busybox\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", stateful.to_str().unwrap()]);
+    let db_pods = || {
+        let mut names: Vec<(String, String)> = items(&k.json(&["get", "pods", "-l", "app=db"]))
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let m = &p["metadata"];
+                (
+                    m["name"].as_str().unwrap().to_owned(),
+                    m["uid"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let ordinals = |pods: &[(String, String)]| -> Vec<String> {
+        pods.iter().map(|(n, _)| n.clone()).collect()
+    };
+    let before = eventually(60, "db-0..2 Running", || {
+        Some(db_pods()).filter(|p| ordinals(p) == ["db-0", "db-1", "db-2"])
+    });
+    k.run(&["delete", "pod", "db-1"]);
+    eventually(60, "db-1 back under its name", || {
+        let now = db_pods();
+        (ordinals(&now) == ["db-0", "db-1", "db-2"] && now[1].1 != before[1].1).then_some(())
+    });
+    let sts = k.run(&["get", "statefulset", "db"]);
+    assert!(sts.contains("3/3"), "{sts}");
     let table = k.run(&["get", "daemonset", "agent"]);
     assert!(
         table.contains("NODE SELECTOR")

@@ -331,6 +331,8 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<DaemonSet>()
             .expect("built-in plurals are distinct");
+        r.register::<StatefulSet>()
+            .expect("built-in plurals are distinct");
         r.register::<Job>().expect("built-in plurals are distinct");
         r.register::<CronJob>()
             .expect("built-in plurals are distinct");

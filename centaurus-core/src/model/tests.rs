@@ -486,3 +486,75 @@ fn jobs_and_cron_jobs_are_defaulted_and_checked_as_kubernetes_does() {
     assert_eq!(refused(&info("cronjobs"), &zoned)[0].field, "spec.timeZone");
     assert!(Schedule::parse("@daily").is_ok());
 }
+
+#[test]
+fn daemon_and_stateful_sets_are_defaulted_and_checked() {
+    let registry = Registry::builtin();
+    let info = |plural: &str| {
+        registry
+            .kinds()
+            .find(|k| k.plural == plural)
+            .unwrap()
+            .clone()
+    };
+    let set = |kind: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": "s", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "s"}}, "template": {
+                "metadata": {"labels": {"app": "s"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        })
+    };
+    let ds = info("daemonsets").decode(&set("DaemonSet")).unwrap().value;
+    assert_eq!(ds["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+        1
+    );
+    let sts = info("statefulsets")
+        .decode(&set("StatefulSet"))
+        .unwrap()
+        .value;
+    assert_eq!(sts["spec"]["replicas"], 1);
+    assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(
+        sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+        0
+    );
+    let refused = |plural: &str, v: &serde_json::Value| match info(plural).decode(v) {
+        Err(DecodeError::Invalid(errors)) => errors[0].field.clone(),
+        other => panic!("expected invalid, got {other:?}"),
+    };
+    let mut never = set("DaemonSet");
+    never["spec"]["template"]["spec"]["restartPolicy"] = "Never".into();
+    assert_eq!(
+        refused("daemonsets", &never),
+        "spec.template.spec.restartPolicy"
+    );
+    let mut surge = set("DaemonSet");
+    surge["spec"]["updateStrategy"] =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
+    assert_eq!(
+        refused("daemonsets", &surge),
+        "spec.updateStrategy.rollingUpdate.maxSurge"
+    );
+    let mut claims = set("StatefulSet");
+    claims["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"}}]);
+    assert_eq!(
+        refused("statefulsets", &claims),
+        "spec.volumeClaimTemplates"
+    );
+    let mut moved = sts.clone();
+    moved["spec"]["podManagementPolicy"] = "Parallel".into();
+    assert_eq!(
+        info("statefulsets")
+            .validate_update(&moved, &sts)
+            .unwrap_err()[0]
+            .field,
+        "spec.podManagementPolicy"
+    );
+    let mut scaled = sts.clone();
+    scaled["spec"]["replicas"] = 5.into();
+    assert!(info("statefulsets").validate_update(&scaled, &sts).is_ok());
+}

@@ -1,5 +1,5 @@
-//! Workload controllers: `ReplicaSet`, `Deployment` and `DaemonSet`, for container and VM
-//! pods alike.
+//! Workload controllers: `ReplicaSet`, `Deployment`, `DaemonSet` and `StatefulSet`, for
+//! container and VM pods alike.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -376,6 +376,193 @@ fn validate_daemon_set(ds: &DaemonSet) -> Result<(), Vec<FieldError>> {
             ),
             _ => {}
         }
+    }
+    e.into_result()
+}
+
+/// Pods with stable ordinal names (`NAME-0`, `NAME-1`, ...), made and replaced in order.
+pub type StatefulSet = Object<StatefulSetSpec, StatefulSetStatus>;
+crate::impl_resource!(
+    StatefulSet,
+    kind = "StatefulSet",
+    group = "apps",
+    version = "v1",
+    plural = "statefulsets",
+    scope = Namespaced,
+    short = ["sts"],
+    validate = validate_stateful_set,
+    defaults = default_stateful_set,
+    update = stateful_set_update
+);
+
+/// Kubernetes' defaults: one replica, `OrderedReady`, a rolling update from partition 0,
+/// ten revisions kept.
+fn default_stateful_set(sts: &mut StatefulSet) {
+    let spec = &mut sts.spec;
+    spec.replicas.get_or_insert(1);
+    spec.pod_management_policy
+        .get_or_insert_with(|| "OrderedReady".into());
+    spec.revision_history_limit.get_or_insert(10);
+    let strategy = &mut spec.update_strategy;
+    let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".into());
+    if kind == "RollingUpdate" {
+        strategy
+            .rolling_update
+            .get_or_insert_with(Default::default)
+            .partition
+            .get_or_insert(0);
+    }
+    spec.template.spec.set_defaults();
+}
+
+/// Desired state of a stateful set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulSetSpec {
+    /// Desired number of pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Selects the pods; must match the template's labels.
+    pub selector: LabelSelector,
+    /// The pods to run, named `NAME-ORDINAL`.
+    pub template: PodTemplateSpec,
+    /// The headless Service that names the pods in DNS (kept for the Services work).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_name: String,
+    /// `OrderedReady` (default: one at a time, each after its predecessors are ready) or
+    /// `Parallel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_management_policy: Option<String>,
+    /// How pods of an old template are replaced.
+    #[serde(default)]
+    pub update_strategy: StatefulSetUpdateStrategy,
+    /// Old revisions kept (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    /// Seconds a ready pod must stay ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    /// Volume claims per pod: refused until persistent volumes exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_claim_templates: Vec<serde_json::Value>,
+}
+
+/// `RollingUpdate` (default) or `OnDelete`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulSetUpdateStrategy {
+    /// The strategy's type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Where a rolling update stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<StatefulSetRollingUpdate>,
+}
+
+/// Bounds of a stateful set's rolling update.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulSetRollingUpdate {
+    /// Pods with an ordinal below it keep their template (default 0: all are updated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+}
+
+/// Observed state of a stateful set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulSetStatus {
+    /// Pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods that are available.
+    #[serde(default)]
+    pub available_replicas: i32,
+    /// Pods of the current revision.
+    #[serde(default)]
+    pub current_replicas: i32,
+    /// Pods of the update revision.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// The revision of the pods before the update (`NAME-HASH`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub current_revision: String,
+    /// The revision of the template (`NAME-HASH`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub update_revision: String,
+    /// The generation the status describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+}
+
+fn validate_stateful_set(sts: &StatefulSet) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::default();
+    let spec = &sts.spec;
+    validate_selected_template(&mut e, spec.replicas, &spec.selector, &spec.template);
+    if spec.template.spec.restart_policy.as_deref() != Some("Always") {
+        e.push(
+            "spec.template.spec.restartPolicy",
+            "Unsupported value: a stateful set's pods restart \"Always\"",
+        );
+    }
+    match spec.pod_management_policy.as_deref() {
+        None | Some("OrderedReady" | "Parallel") => {}
+        Some(p) => e.push(
+            "spec.podManagementPolicy",
+            format!("Unsupported value: {p:?}: supported values: \"OrderedReady\", \"Parallel\""),
+        ),
+    }
+    match spec.update_strategy.type_.as_deref() {
+        None | Some("RollingUpdate" | "OnDelete") => {}
+        Some(t) => e.push(
+            "spec.updateStrategy.type",
+            format!("Unsupported value: {t:?}: supported values: \"RollingUpdate\", \"OnDelete\""),
+        ),
+    }
+    if spec
+        .update_strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.partition)
+        .is_some_and(|p| p < 0)
+    {
+        e.push(
+            "spec.updateStrategy.rollingUpdate.partition",
+            "must not be negative",
+        );
+    }
+    if !spec.volume_claim_templates.is_empty() {
+        e.push(
+            "spec.volumeClaimTemplates",
+            "not supported: the region has no persistent volumes yet",
+        );
+    }
+    // Pod names are NAME-ORDINAL and carry the name as a label value.
+    if sts.metadata.name.len() > 52 {
+        e.push(
+            "metadata.name",
+            "must be no more than 52 characters (its pods add an ordinal)",
+        );
+    }
+    e.into_result()
+}
+
+/// Only replicas, the template, the update strategy, minReadySeconds and the history limit
+/// may change, as Kubernetes allows.
+fn stateful_set_update(new: &StatefulSet, old: &StatefulSet) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors::default();
+    let (n, o) = (&new.spec, &old.spec);
+    if n.selector != o.selector {
+        e.push("spec.selector", "field is immutable");
+    }
+    if n.service_name != o.service_name {
+        e.push("spec.serviceName", "field is immutable");
+    }
+    if n.pod_management_policy != o.pod_management_policy {
+        e.push("spec.podManagementPolicy", "field is immutable");
     }
     e.into_result()
 }
