@@ -444,6 +444,7 @@ pub struct StatefulSetSpec {
     pub min_ready_seconds: Option<i32>,
     /// Volume claims per pod: refused until persistent volumes exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<serde_json::Map<String, serde_json::Value>>")]
     pub volume_claim_templates: Vec<serde_json::Value>,
 }
 
