@@ -427,3 +427,39 @@ fn validate_cron_job(cj: &CronJob) -> Result<(), Vec<FieldError>> {
     validate_job_spec(&mut e, "spec.jobTemplate.spec", &spec.job_template.spec);
     e.into_result()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// Any schedule text a tenant sends is parsed or refused, never a panic, and a parsed
+        /// one's next time is always later.
+        #[test]
+        fn any_schedule_parses_or_is_refused(
+            fields in proptest::collection::vec("[0-9*/,\\-A-Z?#LW]{1,6}", 1..7),
+            free in "[0-9*/,\\-A-Za-z@ #?]{0,32}",
+        ) {
+            for text in [fields.join(" "), free] {
+                if let Ok(s) = Schedule::parse(&text) {
+                    let now = crate::model::now();
+                    if let Some(next) = s.next_after(&now) {
+                        prop_assert!(next > now);
+                    }
+                    let _ = s.at_or_before(&now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_has_no_times() {
+        let s = Schedule::parse("0 0 31 2 *").unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(s.next_after(&crate::model::now()), None);
+        assert_eq!(s.at_or_before(&crate::model::now()), None);
+        eprintln!("never-firing schedule searched in {:?}", t.elapsed());
+    }
+}
