@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, CronJob, CronJobStatus, Job, ObjectMeta, ObjectReference, OwnerReference, Resource,
-    SCHEDULED_TIMESTAMP, Schedule, Time,
+    self, CronJob, CronJobStatus, Job, ObjectMeta, ObjectReference, Resource, SCHEDULED_TIMESTAMP,
+    Schedule, Time,
 };
 
-use crate::split_key;
+use crate::{controller_ref, enqueue_controller, split_key};
 
 /// More missed times than this since the last one and the cron job is only told so, as
 /// Kubernetes does (a clock jump or a long outage must not start a flood of jobs).
@@ -33,20 +33,7 @@ impl CronJobController {
             .with_share(&share);
         let job_informer = Arc::new(Informer::<Job>::new(client.api().source("/registry/jobs/")));
         let queue = controller.queue().clone();
-        job_informer.on_change(move |change| {
-            let job = change.object();
-            if let Some(owner) = job.metadata.controller_ref()
-                && owner.kind == CronJob::KIND
-            {
-                queue.add(&model::object_key(
-                    CronJob::PLURAL,
-                    CronJob::SCOPE,
-                    job.metadata.tenant_or_system(),
-                    &job.metadata.namespace,
-                    &owner.name,
-                ));
-            }
-        });
+        job_informer.on_change(enqueue_controller::<CronJob, Job>(queue));
         let reconciler = Self {
             events: Recorder::new(client.clone(), "cronjob-controller"),
             jobs: client.api(),
@@ -84,14 +71,7 @@ impl CronJobController {
             namespace: m.namespace.clone(),
             labels: template.metadata.labels.clone(),
             annotations,
-            owner_references: vec![OwnerReference {
-                api_version: CronJob::api_version(),
-                kind: CronJob::KIND.into(),
-                name: m.name.clone(),
-                uid: m.uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }],
+            owner_references: vec![controller_ref(cj)],
             ..Default::default()
         });
         job.spec = template.spec.clone();

@@ -14,13 +14,13 @@ use async_trait::async_trait;
 use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, DaemonSet, DaemonSetStatus, IntOrString, LABEL_HOSTNAME, Node, ObjectMeta,
-    ObjectReference, OwnerReference, Pod, Resource, Toleration,
+    DaemonSet, DaemonSetStatus, IntOrString, LABEL_HOSTNAME, Node, ObjectMeta, ObjectReference,
+    Pod, Resource, Toleration,
 };
 
 use crate::expectations::Expectations;
 use crate::replicaset::owned_pods;
-use crate::{delete_owned, is_ready, split_key};
+use crate::{controller_ref, delete_owned, enqueue_controller, is_ready, split_key};
 
 /// The label holding the hash of the template a daemon pod was made from.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -143,20 +143,7 @@ impl DaemonSetController {
             client.api().source("/registry/nodes/"),
         ));
         let queue = controller.queue().clone();
-        pod_informer.on_change(move |change| {
-            let pod = change.object();
-            if let Some(owner) = pod.metadata.controller_ref()
-                && owner.kind == DaemonSet::KIND
-            {
-                queue.add(&model::object_key(
-                    DaemonSet::PLURAL,
-                    DaemonSet::SCOPE,
-                    pod.metadata.tenant_or_system(),
-                    &pod.metadata.namespace,
-                    &owner.name,
-                ));
-            }
-        });
+        pod_informer.on_change(enqueue_controller::<DaemonSet, Pod>(queue));
         // A node's arrival, change or departure concerns every set.
         let (queue, sets) = (controller.queue().clone(), controller.informer().cache());
         node_informer.on_change(move |_| {
@@ -198,14 +185,7 @@ impl DaemonSetController {
             namespace: m.namespace.clone(),
             labels,
             annotations: template.metadata.annotations.clone(),
-            owner_references: vec![OwnerReference {
-                api_version: DaemonSet::api_version(),
-                kind: DaemonSet::KIND.into(),
-                name: m.name.clone(),
-                uid: m.uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }],
+            owner_references: vec![controller_ref(ds)],
             ..Default::default()
         });
         pod.spec = template.spec.clone();

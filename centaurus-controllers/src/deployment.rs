@@ -9,10 +9,10 @@ use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
     self, Condition, Deployment, DeploymentStatus, IntOrString, ObjectMeta, ObjectReference,
-    OwnerReference, ReplicaSet, ReplicaSetSpec, Resource,
+    ReplicaSet, ReplicaSetSpec, Resource,
 };
 
-use crate::split_key;
+use crate::{controller_ref, split_key};
 
 /// The label holding the hash of the template a replica set was made from.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
@@ -244,14 +244,7 @@ impl Reconciler<Deployment> for DeploymentController {
                     namespace: m.namespace.clone(),
                     labels,
                     annotations,
-                    owner_references: vec![OwnerReference {
-                        api_version: Deployment::api_version(),
-                        kind: Deployment::KIND.into(),
-                        name: m.name.clone(),
-                        uid: m.uid.clone(),
-                        controller: Some(true),
-                        block_owner_deletion: Some(true),
-                    }],
+                    owner_references: vec![controller_ref(&d)],
                     ..Default::default()
                 });
                 // The first replica set starts at full size; later ones grow as old shrink.

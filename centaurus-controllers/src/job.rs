@@ -12,12 +12,12 @@ use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
     self, COMPLETION_INDEX, COMPLETION_INDEX_ENV, Condition, EnvVar, JOB_NAME_LABEL, JOB_UID_LABEL,
-    Job, JobStatus, ObjectMeta, ObjectReference, OwnerReference, Pod, Resource, Time,
+    Job, JobStatus, ObjectMeta, ObjectReference, Pod, Resource, Time,
 };
 
 use crate::expectations::Expectations;
 use crate::replicaset::owned_pods;
-use crate::{delete_owned, is_ready, split_key};
+use crate::{controller_ref, delete_owned, enqueue_controller, is_ready, split_key};
 
 /// The first wait before a failed pod is replaced; it doubles with each failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
@@ -42,20 +42,7 @@ impl JobController {
             .with_share(&share);
         let pod_informer = Arc::new(Informer::<Pod>::new(client.api().source("/registry/pods/")));
         let queue = controller.queue().clone();
-        pod_informer.on_change(move |change| {
-            let pod = change.object();
-            if let Some(owner) = pod.metadata.controller_ref()
-                && owner.kind == Job::KIND
-            {
-                queue.add(&model::object_key(
-                    Job::PLURAL,
-                    Job::SCOPE,
-                    pod.metadata.tenant_or_system(),
-                    &pod.metadata.namespace,
-                    &owner.name,
-                ));
-            }
-        });
+        pod_informer.on_change(enqueue_controller::<Job, Pod>(queue));
         let reconciler = Self {
             events: Recorder::new(client.clone(), "job-controller"),
             pods: client.api(),
@@ -104,14 +91,7 @@ impl JobController {
             namespace: m.namespace.clone(),
             labels,
             annotations,
-            owner_references: vec![OwnerReference {
-                api_version: Job::api_version(),
-                kind: Job::KIND.into(),
-                name: m.name.clone(),
-                uid: m.uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }],
+            owner_references: vec![controller_ref(job)],
             ..Default::default()
         });
         pod.spec = spec;

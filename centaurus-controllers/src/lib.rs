@@ -28,8 +28,8 @@ pub mod statefulset;
 pub use centaurus_core::controller::Share;
 
 use centaurus_client::{Api, Client};
-use centaurus_core::controller::Cache;
-use centaurus_core::model::{Pod, Resource as _};
+use centaurus_core::controller::{Cache, Change, WorkQueue};
+use centaurus_core::model::{self, OwnerReference, Pod, Resource};
 
 pub use accounts::ServiceAccountController;
 pub use cronjob::CronJobController;
@@ -57,6 +57,39 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str, &str)> {
     let mut parts = rest.split('/');
     let _plural = parts.next()?;
     Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// The reference that makes `owner` the controller of an object it creates.
+pub(crate) fn controller_ref<R: Resource>(owner: &R) -> OwnerReference {
+    let m = owner.meta();
+    OwnerReference {
+        api_version: R::api_version(),
+        kind: R::KIND.into(),
+        name: m.name.clone(),
+        uid: m.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A change handler that queues, for each changed object a `K` controls, that `K`.
+pub(crate) fn enqueue_controller<K: Resource, O: Resource>(
+    queue: WorkQueue,
+) -> impl Fn(&Change<O>) + Send + Sync + 'static {
+    move |change| {
+        let m = change.object().meta();
+        if let Some(owner) = m.controller_ref()
+            && owner.kind == K::KIND
+        {
+            queue.add(&model::object_key(
+                K::PLURAL,
+                K::SCOPE,
+                m.tenant_or_system(),
+                &m.namespace,
+                &owner.name,
+            ));
+        }
+    }
 }
 
 /// Deletes the pods in `tenant`/`ns` whose controller is the `kind` named `name`: what

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, ObjectMeta, ObjectReference, OwnerReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
+    self, ObjectMeta, ObjectReference, Pod, ReplicaSet, ReplicaSetStatus, Resource,
 };
 
 use crate::expectations::Expectations;
-use crate::{delete_owned, is_ready, split_key};
+use crate::{controller_ref, delete_owned, enqueue_controller, is_ready, split_key};
 
 /// Reconciles replica sets.
 pub struct ReplicaSetController {
@@ -44,20 +44,7 @@ impl ReplicaSetController {
             client.api().source("/registry/pods/"),
         ));
         let queue = controller.queue().clone();
-        pod_informer.on_change(move |change| {
-            let pod = change.object();
-            if let Some(owner) = pod.metadata.controller_ref()
-                && owner.kind == ReplicaSet::KIND
-            {
-                queue.add(&model::object_key(
-                    ReplicaSet::PLURAL,
-                    ReplicaSet::SCOPE,
-                    pod.metadata.tenant_or_system(),
-                    &pod.metadata.namespace,
-                    &owner.name,
-                ));
-            }
-        });
+        pod_informer.on_change(enqueue_controller::<ReplicaSet, Pod>(queue));
         let reconciler = Self {
             events: Recorder::new(client.clone(), "replicaset-controller"),
             pods: client.api(),
@@ -132,14 +119,7 @@ impl Reconciler<ReplicaSet> for ReplicaSetController {
                     namespace: m.namespace.clone(),
                     labels: rs.spec.template.metadata.labels.clone(),
                     annotations: rs.spec.template.metadata.annotations.clone(),
-                    owner_references: vec![OwnerReference {
-                        api_version: ReplicaSet::api_version(),
-                        kind: ReplicaSet::KIND.into(),
-                        name: m.name.clone(),
-                        uid: m.uid.clone(),
-                        controller: Some(true),
-                        block_owner_deletion: Some(true),
-                    }],
+                    owner_references: vec![controller_ref(&rs)],
                     ..Default::default()
                 });
                 pod.spec = rs.spec.template.spec.clone();

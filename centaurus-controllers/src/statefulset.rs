@@ -12,13 +12,12 @@ use async_trait::async_trait;
 use centaurus_client::{Api, Client, Recorder};
 use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, ObjectMeta, ObjectReference, OwnerReference, Pod, Resource, StatefulSet,
-    StatefulSetStatus,
+    ObjectMeta, ObjectReference, Pod, Resource, StatefulSet, StatefulSetStatus,
 };
 
 use crate::daemonset::REVISION_HASH_LABEL;
 use crate::replicaset::owned_pods;
-use crate::{delete_owned, is_ready, split_key};
+use crate::{controller_ref, delete_owned, enqueue_controller, is_ready, split_key};
 
 /// Label of a stateful set's pod: its own name.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -62,20 +61,7 @@ impl StatefulSetController {
                 .with_share(&share);
         let pod_informer = Arc::new(Informer::<Pod>::new(client.api().source("/registry/pods/")));
         let queue = controller.queue().clone();
-        pod_informer.on_change(move |change| {
-            let pod = change.object();
-            if let Some(owner) = pod.metadata.controller_ref()
-                && owner.kind == StatefulSet::KIND
-            {
-                queue.add(&model::object_key(
-                    StatefulSet::PLURAL,
-                    StatefulSet::SCOPE,
-                    pod.metadata.tenant_or_system(),
-                    &pod.metadata.namespace,
-                    &owner.name,
-                ));
-            }
-        });
+        pod_informer.on_change(enqueue_controller::<StatefulSet, Pod>(queue));
         let reconciler = Self {
             events: Recorder::new(client.clone(), "statefulset-controller"),
             pods: client.api(),
@@ -103,14 +89,7 @@ impl StatefulSetController {
             namespace: m.namespace.clone(),
             labels,
             annotations: template.metadata.annotations.clone(),
-            owner_references: vec![OwnerReference {
-                api_version: StatefulSet::api_version(),
-                kind: StatefulSet::KIND.into(),
-                name: m.name.clone(),
-                uid: m.uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }],
+            owner_references: vec![controller_ref(sts)],
             ..Default::default()
         });
         pod.spec = template.spec.clone();
