@@ -1,11 +1,11 @@
-//! Tenant and namespace lifecycle: a new tenant gets its `default` namespace and `admin`
-//! role; deleting a tenant (or namespace) marks it `Terminating` and then removes its whole
+//! Tenant and namespace lifecycle: a new tenant gets its `default` namespace and its
+//! default RBAC objects; deleting a tenant (or namespace) marks it `Terminating` and then removes its whole
 //! space before the object itself.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use centaurus_core::model::{self, Registry, Scope};
+use centaurus_core::model::{self, Registry, Resource, Scope};
 use centaurus_core::store::{RangeOptions, Store, StoreError, range_all};
 use serde_json::{Value, json};
 
@@ -44,7 +44,7 @@ impl Lifecycle {
         }
     }
 
-    /// Creates a new tenant's `default` namespace and `admin` role.
+    /// Creates a new tenant's `default` namespace and default RBAC objects.
     pub(crate) async fn tenant_created(&self, tenant: &str) {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "default", "tenant": tenant}, "spec": {}, "status": {"phase": "Active"}});
@@ -53,19 +53,156 @@ impl Lifecycle {
             ns,
         )
         .await;
+        self.tenant_rbac(tenant).await;
+    }
+
+    /// Creates the tenant's default ClusterRoles and its administrators' binding
+    /// ([`centaurus_tenancy::rbac::tenant_defaults`]) where they are missing.
+    async fn tenant_rbac(&self, tenant: &str) {
+        use centaurus_tenancy::rbac::{self, ClusterRole, ClusterRoleBinding};
         if self
             .registry
-            .by_plural(centaurus_tenancy::kinds::GROUP, "v1", "roles")
-            .is_some()
+            .by_plural(rbac::GROUP, "v1", ClusterRole::PLURAL)
+            .is_none()
         {
-            let role = serde_json::to_value(centaurus_tenancy::kinds::admin_role(tenant))
-                .expect("roles encode");
+            return;
+        }
+        let (roles, bindings) = rbac::tenant_defaults(tenant, &self.registry);
+        for r in roles {
+            let key = model::object_key(
+                ClusterRole::PLURAL,
+                Scope::Tenant,
+                tenant,
+                "",
+                &r.metadata.name,
+            );
+            self.ensure(key, serde_json::to_value(r).expect("roles encode"))
+                .await;
+        }
+        for b in bindings {
+            let key = model::object_key(
+                ClusterRoleBinding::PLURAL,
+                Scope::Tenant,
+                tenant,
+                "",
+                &b.metadata.name,
+            );
+            self.ensure(key, serde_json::to_value(b).expect("bindings encode"))
+                .await;
+        }
+    }
+
+    /// Moves the tenant-scoped `tenancy.centaurus.io/v1` Roles of earlier releases (kept
+    /// under `/registry/roles/TENANT/NAME`, where RBAC's namespaced Roles now live) to a
+    /// ClusterRole and a ClusterRoleBinding of the same name each, and gives their tenants
+    /// the default RBAC objects. Returns how many it moved.
+    async fn migrate_tenancy_roles(&self) -> Result<usize, StoreError> {
+        use centaurus_tenancy::rbac::{
+            self, ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+        };
+        let mut moved = 0;
+        for kv in range_all(&*self.store, "/registry/roles/").await?.kvs {
+            let Ok(old) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            if old.get("apiVersion").and_then(Value::as_str) != Some("tenancy.centaurus.io/v1") {
+                continue;
+            }
+            let text = |p: &str| {
+                old.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (tenant, name) = (text("/metadata/tenant"), text("/metadata/name"));
+            let names = |p: &str| -> Vec<String> {
+                old.pointer(p)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let rules = old
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .map(|rules| {
+                    rules
+                        .iter()
+                        .map(|r| PolicyRule {
+                            verbs: serde_json::from_value(r["verbs"].clone()).unwrap_or_default(),
+                            api_groups: vec!["*".into()],
+                            resources: serde_json::from_value(r["resources"].clone())
+                                .unwrap_or_default(),
+                            ..Default::default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let meta = model::ObjectMeta {
+                name: name.clone(),
+                tenant: tenant.clone(),
+                ..Default::default()
+            };
+            let role = ClusterRole {
+                api_version: ClusterRole::api_version(),
+                kind: ClusterRole::KIND.into(),
+                metadata: meta.clone(),
+                rules,
+                aggregation_rule: None,
+            };
+            let subject = |kind: &str, name: String| Subject {
+                kind: kind.into(),
+                api_group: rbac::GROUP.into(),
+                name,
+                namespace: String::new(),
+            };
+            let binding = ClusterRoleBinding {
+                api_version: ClusterRoleBinding::api_version(),
+                kind: ClusterRoleBinding::KIND.into(),
+                metadata: meta,
+                subjects: names("/spec/users")
+                    .into_iter()
+                    .map(|u| subject("User", u))
+                    .chain(
+                        names("/spec/groups")
+                            .into_iter()
+                            .map(|g| subject("Group", g)),
+                    )
+                    .collect(),
+                role_ref: RoleRef {
+                    api_group: rbac::GROUP.into(),
+                    kind: "ClusterRole".into(),
+                    name: name.clone(),
+                },
+            };
+            let key = |plural| model::object_key(plural, Scope::Tenant, &tenant, "", &name);
             self.ensure(
-                model::object_key("roles", Scope::Tenant, tenant, "", "admin"),
-                role,
+                key(ClusterRole::PLURAL),
+                serde_json::to_value(role).expect("roles encode"),
             )
             .await;
+            self.ensure(
+                key(ClusterRoleBinding::PLURAL),
+                serde_json::to_value(binding).expect("bindings encode"),
+            )
+            .await;
+            self.tenant_rbac(&tenant).await;
+            match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => moved += 1,
+                Err(e) => return Err(e),
+            }
         }
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "tenancy roles moved to RBAC ClusterRoles and bindings"
+            );
+        }
+        Ok(moved)
     }
 
     /// Deletes everything in a terminating tenant's or namespace's space, then the object at
@@ -138,8 +275,16 @@ impl Lifecycle {
         }
     }
 
-    /// Resumes the deletion of every tenant and namespace left `Terminating` by a stop.
+    /// Resumes the deletion of every tenant and namespace left `Terminating` by a stop (and
+    /// moves roles of earlier releases to RBAC).
     pub async fn resume(&self) -> Result<usize, StoreError> {
+        if self
+            .registry
+            .by_plural(centaurus_tenancy::rbac::GROUP, "v1", "roles")
+            .is_some()
+        {
+            self.migrate_tenancy_roles().await?;
+        }
         let mut resumed = 0;
         for plural in ["tenants", "namespaces"] {
             for kv in range_all(&*self.store, &format!("/registry/{plural}/"))

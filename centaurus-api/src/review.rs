@@ -188,6 +188,7 @@ impl ApiServer {
                 caller,
                 &Attributes {
                     verb,
+                    group: info.group,
                     resource: &resource,
                     scope: info.scope,
                     tenant: tenant.as_deref(),

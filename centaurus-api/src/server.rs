@@ -93,8 +93,8 @@ pub(crate) struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
-    /// The tenant of the caller, whose share of the server's CPU work the request uses.
-    pub caller: String,
+    /// The caller (its tenant's share of the server's CPU work is what the request uses).
+    pub caller: Identity,
     /// The node a node agent's identity speaks for (`system:node:NAME`).
     pub node: Option<String>,
 }
@@ -227,8 +227,9 @@ impl ApiServer {
         }
     }
 
-    /// Resumes work a stop interrupted: the deletion of terminating tenants and namespaces.
-    /// Returns how many were resumed.
+    /// Resumes work a stop interrupted: the deletion of terminating tenants and namespaces
+    /// (and moves the tenancy roles of earlier releases to RBAC). Returns how many deletions
+    /// were resumed.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         self.lifecycle.resume().await
     }
@@ -245,6 +246,19 @@ impl ApiServer {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(admitter);
+    }
+
+    /// A role or binding a user outside the `system` tenant writes may allow, or grant, only
+    /// what that user may do itself ([`Authorizer::confirm_rbac`]).
+    async fn confirm_rbac(&self, target: &Target, obj: &Value) -> ApiResult<()> {
+        if target.info.group != centaurus_tenancy::rbac::GROUP || target.caller.is_system() {
+            return Ok(());
+        }
+        let tenant = target.tenant.as_deref().unwrap_or(model::SYSTEM_TENANT);
+        self.authorizer
+            .confirm_rbac(&target.caller, tenant, target.info.plural, obj)
+            .await
+            .map_err(|d| ApiError::forbidden(d.0))
     }
 
     /// Runs the kind's admitters over `obj`; the guards are held until the write is done.
@@ -287,7 +301,7 @@ impl ApiServer {
         size: usize,
         work: impl FnOnce() -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<T> {
-        self.cpu.run(&target.caller, size, work).await
+        self.cpu.run(&target.caller.tenant, size, work).await
     }
 
     /// [`codec::decode_body`] off the serving threads.
@@ -620,6 +634,7 @@ impl ApiServer {
                 caller,
                 &Attributes {
                     verb,
+                    group: target.info.group,
                     resource,
                     scope: target.info.scope,
                     tenant: target.tenant.as_deref(),
@@ -681,7 +696,7 @@ impl ApiServer {
             namespace: rp.namespace.clone(),
             name: rp.name.clone(),
             subresource: rp.subresource.clone(),
-            caller: caller.tenant.clone(),
+            caller: caller.clone(),
             node: centaurus_tenancy::identity::node_name(caller).map(str::to_owned),
         })
     }
@@ -1010,6 +1025,7 @@ impl ApiServer {
         if target.info.plural == "actions" {
             self.default_action_node(&mut obj).await?;
         }
+        self.confirm_rbac(target, &obj).await?;
         let _admitted = self.admit_against_store(target, &mut obj, None).await?;
         // The object's own coordinates, which admit_shape checked against the path.
         let str_at = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
@@ -1234,6 +1250,7 @@ impl ApiServer {
         let _admitted = if status_only {
             Vec::new()
         } else {
+            self.confirm_rbac(target, &next).await?;
             self.admit_against_store(target, &mut next, Some(&current))
                 .await?
         };

@@ -9,7 +9,7 @@ use common::{Harness, pod};
 use http::Method;
 use serde_json::{Value, json};
 
-const ROLES: &str = "/apis/tenancy.centaurus.io/v1/roles";
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default";
 
 async fn token(h: &Harness, admin: &str, account: &str, spec: Value) -> (u16, Value) {
     let r = h
@@ -79,19 +79,30 @@ async fn account_tokens_reach_only_their_tenant() {
         "{}",
         r.body
     );
-    // A Role of acme gives it pods to read.
-    let r = h
-        .call(
-            Method::POST,
-            ROLES,
-            Some(&acme),
-            Some(json!({"metadata": {"name": "pod-reader"}, "spec": {
-                "rules": [{"verbs": ["get", "list"], "resources": ["pods"]}],
-                "users": ["system:serviceaccount:default:builder"],
-            }})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    // A Role of acme, bound to the account, gives it pods to read.
+    for (plural, body) in [
+        (
+            "roles",
+            json!({"metadata": {"name": "pod-reader"},
+                "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]}),
+        ),
+        (
+            "rolebindings",
+            json!({"metadata": {"name": "builder-reads-pods"},
+                "subjects": [{"kind": "ServiceAccount", "name": "builder"}],
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"}}),
+        ),
+    ] {
+        let r = h
+            .call(
+                Method::POST,
+                &format!("{RBAC}/{plural}"),
+                Some(&acme),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
     let r = pods_as(&h, &sa).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["items"][0]["metadata"]["tenant"], "acme");

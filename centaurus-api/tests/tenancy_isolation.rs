@@ -1,4 +1,5 @@
-//! Property: whatever users of several tenants do to pods, ConfigMaps, Secrets and Events, through
+//! Property: whatever users of several tenants do to pods, ConfigMaps, Secrets, Events, Jobs,
+//! Roles and RoleBindings, through
 //! short paths or tenant paths, no answer to a user outside `system` ever contains another
 //! tenant's object or Secret value, every request for another tenant's space is refused,
 //! and every Secret is sealed in the store.
@@ -11,13 +12,21 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
-/// The kinds the operations act on.
-const KINDS: [&str; 4] = ["pods", "configmaps", "secrets", "events"];
+/// The kinds the operations act on: the root of their group's paths, and their plural.
+const KINDS: [(&str, &str); 7] = [
+    ("/api/v1", "pods"),
+    ("/api/v1", "configmaps"),
+    ("/api/v1", "secrets"),
+    ("/api/v1", "events"),
+    ("/apis/batch/v1", "jobs"),
+    ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+];
 
-/// An object of `KINDS[kind]` named `name`, created by `tenant`: its ConfigMap, Secret
-/// and Event values name the tenant, so a leak shows in any answer.
+/// An object of `KINDS[kind]` named `name`, created by `tenant`: its values (but a pod's)
+/// name the tenant, so a leak shows in any answer.
 fn object_body(kind: usize, name: &str, tenant: &str) -> Value {
-    match KINDS[kind] {
+    match KINDS[kind].1 {
         "pods" => pod(name),
         "configmaps" => {
             json!({"metadata": {"name": name}, "data": {"owner": format!("cm-of-{tenant}")}})
@@ -28,6 +37,15 @@ fn object_body(kind: usize, name: &str, tenant: &str) -> Value {
             "reason": "Tested",
             "message": format!("ev-of-{tenant}"),
         }),
+        "jobs" => json!({"metadata": {"name": name}, "spec": {"template": {
+            "metadata": {"annotations": {"owner": format!("job-of-{tenant}")}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]},
+        }}}),
+        "roles" => json!({"metadata": {"name": name}, "rules": [{"verbs": ["get"],
+            "apiGroups": [""], "resources": ["pods"], "resourceNames": [format!("rn-of-{tenant}")]}]}),
+        "rolebindings" => json!({"metadata": {"name": name},
+            "subjects": [{"kind": "User", "name": format!("sub-of-{tenant}")}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "p0"}}),
         _ => {
             json!({"metadata": {"name": name}, "stringData": {"password": format!("pw-of-{tenant}")}})
         }
@@ -45,6 +63,9 @@ fn foreign_values(caller: &str) -> Vec<String> {
             [
                 format!("cm-of-{t}"),
                 format!("ev-of-{t}"),
+                format!("job-of-{t}"),
+                format!("rn-of-{t}"),
+                format!("sub-of-{t}"),
                 base64::engine::general_purpose::STANDARD.encode(format!("pw-of-{t}")),
             ]
         })
@@ -130,19 +151,20 @@ async fn run(ops: Vec<(usize, Path, usize, Op)>) -> Result<(), TestCaseError> {
         tokens.push(token);
     }
     for (user, path, kind, op) in ops {
-        let plural = KINDS[kind];
+        let (root, plural) = KINDS[kind];
         let caller = TENANTS[user];
         let token = &tokens[user];
         let (prefix, foreign) = match &path {
-            Path::Short => ("/api/v1".to_owned(), false),
+            Path::Short => (root.to_owned(), false),
             Path::Tenant(t) => (
-                format!("/api/v1/tenants/{}", TENANTS[*t]),
+                format!("{root}/tenants/{}", TENANTS[*t]),
                 TENANTS[*t] != caller,
             ),
-            Path::All => ("/api/v1/tenants/all".to_owned(), true),
+            Path::All => (format!("{root}/tenants/all"), true),
         };
         let object =
             |ns: usize, name: usize| format!("{prefix}/namespaces/ns{ns}/{plural}/p{name}");
+        let creates = matches!(op, Op::Create { .. });
         let reply = match op {
             Op::Create { ns, name } => {
                 h.call(
@@ -184,6 +206,14 @@ async fn run(ops: Vec<(usize, Path, usize, Op)>) -> Result<(), TestCaseError> {
                     .await
             }
         };
+        if creates && !foreign {
+            prop_assert!(
+                reply.status == 201 || reply.status == 409,
+                "{caller} could not create {plural} in its own space: {} {}",
+                reply.status,
+                reply.body
+            );
+        }
         if foreign {
             prop_assert!(
                 reply.status == 403 || reply.status == 400,
@@ -206,7 +236,14 @@ async fn run(ops: Vec<(usize, Path, usize, Op)>) -> Result<(), TestCaseError> {
     }
     // The store agrees: each object sits under its own tenant's key, and Secrets are sealed.
     let mut kvs = Vec::new();
-    for plural in ["pods", "configmaps", "events"] {
+    for plural in [
+        "pods",
+        "configmaps",
+        "events",
+        "jobs",
+        "roles",
+        "rolebindings",
+    ] {
         let all = h
             .store
             .range(&format!("/registry/{plural}/"), Default::default())

@@ -228,12 +228,13 @@ async fn tenant_lifecycle_creates_and_deletes_the_whole_space() {
     let r = h
         .call(
             Method::GET,
-            "/apis/tenancy.centaurus.io/v1/roles/admin",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-admin",
             Some(&acme),
             None,
         )
         .await;
-    assert_eq!(r.status, 200, "and its admin role");
+    assert_eq!(r.status, 200, "and its administrators' binding: {}", r.body);
+    assert_eq!(r.body["roleRef"]["name"], "cluster-admin");
     h.call(
         Method::POST,
         "/api/v1/namespaces/default/pods",

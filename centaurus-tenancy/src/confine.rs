@@ -299,4 +299,14 @@ impl Authorizer for Confined {
         }
         self.inner.authorize(caller, req).await
     }
+
+    async fn confirm_rbac(
+        &self,
+        caller: &Identity,
+        tenant: &str,
+        plural: &str,
+        obj: &serde_json::Value,
+    ) -> Result<(), Denied> {
+        self.inner.confirm_rbac(caller, tenant, plural, obj).await
+    }
 }

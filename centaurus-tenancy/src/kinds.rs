@@ -1,11 +1,12 @@
-//! The kinds tenancy adds to the registry: roles inside a tenant and grants across tenants.
+//! The kinds tenancy adds to the registry: grants across tenants (and, from
+//! [`crate::rbac`], Kubernetes' RBAC inside a tenant).
 
 use centaurus_core::model::validation::{self, Errors};
-use centaurus_core::model::{FieldError, ObjectMeta, Registry, RegistryError};
+use centaurus_core::model::{FieldError, Registry, RegistryError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The API group of [`Role`] and [`Grant`].
+/// The API group of [`Grant`].
 pub const GROUP: &str = "tenancy.centaurus.io";
 
 /// Verbs a rule may name; `*` means all of them.
@@ -56,45 +57,6 @@ fn validate_rules(e: &mut Errors, field: &str, rules: &[PolicyRule]) {
     }
 }
 
-/// Who holds a role inside its tenant: users and groups of that tenant.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RoleSpec {
-    /// What the role allows.
-    #[serde(default)]
-    pub rules: Vec<PolicyRule>,
-    /// User names that hold the role.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub users: Vec<String>,
-    /// Groups whose members hold the role.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-}
-
-centaurus_core::define_object!(
-    /// A set of rules held by users of the tenant whose space holds it. Every new tenant
-    /// gets an `admin` role for [`crate::TENANT_ADMINS_GROUP`].
-    pub struct Role {
-        spec: RoleSpec,
-    }
-);
-
-centaurus_core::impl_resource!(
-    Role,
-    kind = "Role",
-    group = "tenancy.centaurus.io",
-    version = "v1",
-    plural = "roles",
-    scope = Tenant,
-    short = ["ro"],
-    validate = validate_role
-);
-
-fn validate_role(r: &Role) -> Result<(), Vec<FieldError>> {
-    let mut e = Errors::default();
-    validate_rules(&mut e, "spec.rules", &r.spec.rules);
-    e.into_result()
-}
-
 /// An explicit cross-tenant grant: the tenant whose space holds it lets `grantee`'s users
 /// use `rules` on its objects (optionally only in `namespaces`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -139,32 +101,10 @@ fn validate_grant(g: &Grant) -> Result<(), Vec<FieldError>> {
     e.into_result()
 }
 
-/// Adds [`Role`] and [`Grant`] to a registry.
+/// Adds [`Grant`] and the RBAC kinds ([`crate::rbac`]) to a registry.
 pub fn register_kinds(registry: &mut Registry) -> Result<(), RegistryError> {
-    registry.register::<Role>()?;
     registry.register::<Grant>()?;
-    Ok(())
-}
-
-/// The `admin` role a new tenant gets: everything in its own space, for its administrators.
-pub fn admin_role(tenant: &str) -> Role {
-    Role {
-        api_version: format!("{GROUP}/v1"),
-        kind: "Role".into(),
-        metadata: ObjectMeta {
-            name: "admin".into(),
-            tenant: tenant.into(),
-            ..Default::default()
-        },
-        spec: RoleSpec {
-            rules: vec![PolicyRule {
-                verbs: vec!["*".into()],
-                resources: vec!["*".into()],
-            }],
-            users: vec![],
-            groups: vec![crate::TENANT_ADMINS_GROUP.into()],
-        },
-    }
+    crate::rbac::register_kinds(registry)
 }
 
 #[cfg(test)]
@@ -181,8 +121,6 @@ mod tests {
         assert!(!r.allows("delete", "pods"));
         assert!(!r.allows("get", "pods/status"));
         assert!(!r.allows("get", "deployments"));
-        let all = &admin_role("acme").spec.rules[0];
-        assert!(all.allows("delete", "pods/status"));
     }
 
     #[test]

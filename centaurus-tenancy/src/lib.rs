@@ -9,7 +9,8 @@
 //!   so that every API server of the region accepts them.
 //! - [`SpaceResolver`]: the short Kubernetes paths resolve to the caller's own tenant.
 //! - [`gate`]: the tenant gate. A user outside the `system` tenant reaches only its own
-//!   space, as its [`Role`]s allow, or another tenant's space through an explicit [`Grant`].
+//!   space, as the [`rbac`] bindings of that space allow, or another tenant's space through
+//!   an explicit [`Grant`].
 //! - [`quota`]: per-tenant limits on pods, cpu, memory and VM pods.
 
 pub mod accounts;
@@ -19,6 +20,7 @@ pub mod gate;
 pub mod identity;
 pub mod kinds;
 pub mod quota;
+pub mod rbac;
 pub mod tokens;
 
 pub use authn::{
@@ -27,11 +29,11 @@ pub use authn::{
 };
 pub use centaurus_core::model::SYSTEM_TENANT;
 pub use gate::{Attributes, Authorizer, Denied, TenantGate, Verb};
-pub use kinds::{Grant, GrantSpec, PolicyRule, Role, RoleSpec, register_kinds};
+pub use kinds::{Grant, GrantSpec, PolicyRule, register_kinds};
 pub use tokens::StoredTokens;
 
-/// The group every token issued for a tenant administrator carries; the tenant's `admin`
-/// role names it.
+/// The group every token issued for a tenant administrator carries; the tenant's
+/// `cluster-admin` ClusterRoleBinding names it.
 pub const TENANT_ADMINS_GROUP: &str = "system:tenant-admins";
 
 /// An authenticated caller.

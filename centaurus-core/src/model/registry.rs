@@ -136,6 +136,11 @@ pub fn validate_meta(errors: &mut Errors, scope: Scope, plural: &str, meta: &Obj
     if !meta.name.is_empty() || meta.generate_name.is_empty() {
         let check = if matches!(plural, "tenants" | "namespaces") {
             validation::dns_label(&meta.name)
+        } else if matches!(
+            plural,
+            "roles" | "rolebindings" | "clusterroles" | "clusterrolebindings"
+        ) {
+            validation::path_segment(&meta.name)
         } else {
             validation::dns_subdomain(&meta.name)
         };

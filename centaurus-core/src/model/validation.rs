@@ -78,6 +78,33 @@ pub fn dns_label(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a path-segment name (RBAC roles and bindings, as Kubernetes allows them:
+/// `system:controller:x`): 1 to 253 printable ASCII characters without spaces, `/` or `%`,
+/// and not `.` or `..`.
+pub fn path_segment(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "must be no more than 253 characters (is {})",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} may not be a name"));
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_graphic() && c != b'/' && c != b'%')
+    {
+        return Err(format!(
+            "{name:?} must consist of printable ASCII characters other than spaces, '/' and '%'"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a DNS-1123 subdomain: at most 253 characters of dot-separated labels.
 /// Most object names are subdomains.
 pub fn dns_subdomain(name: &str) -> Result<(), String> {
