@@ -239,6 +239,22 @@ fn template_containers(v: &Value, template: &str, field: &str) -> Value {
     or_none(&all.join(","))
 }
 
+/// A binding's subjects of `kind`, comma-separated (service accounts as `NAMESPACE/NAME`).
+fn subjects(v: &Value, kind: &str) -> Value {
+    let names: Vec<String> = v
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| str_at(s, "/kind") == kind)
+        .map(|s| match str_at(s, "/namespace") {
+            "" => str_at(s, "/name").to_owned(),
+            ns => format!("{ns}/{}", str_at(s, "/name")),
+        })
+        .collect();
+    json!(names.join(","))
+}
+
 /// The columns of a kind's table after its name, as kubectl prints them (with our extra
 /// columns where they help); every kind has at least its age.
 fn columns(plural: &str) -> Vec<Column> {
@@ -437,6 +453,22 @@ fn columns(plural: &str) -> Vec<Column> {
                 json!(map_len(v, "/data") + map_len(v, "/binaryData"))
             }),
             ("Age", 0, age_cell),
+        ],
+        "roles" | "clusterroles" => vec![("Created At", 0, |v, _| {
+            json!(str_at(v, "/metadata/creationTimestamp"))
+        })],
+        "rolebindings" | "clusterrolebindings" => vec![
+            ("Role", 0, |v, _| {
+                json!(format!(
+                    "{}/{}",
+                    str_at(v, "/roleRef/kind"),
+                    str_at(v, "/roleRef/name")
+                ))
+            }),
+            ("Age", 0, age_cell),
+            ("Users", 1, |v, _| subjects(v, "User")),
+            ("Groups", 1, |v, _| subjects(v, "Group")),
+            ("ServiceAccounts", 1, |v, _| subjects(v, "ServiceAccount")),
         ],
         "secrets" => vec![
             ("Type", 0, |v, _| json!(str_at(v, "/type"))),

@@ -74,6 +74,7 @@ fn kubectl_walk_in_two_tenants() {
     }
     assert!(acme.fails(&["get", "tenants"]).contains("Forbidden"));
     parity(acme, dir.path());
+    rbac(acme, beta, &manifests);
     // `kubectl auth` tells each caller the truth, from the tenant gate itself.
     let can_i = |k: &Kubectl, args: &[&str]| {
         let mut all = vec!["auth", "can-i"];
@@ -337,6 +338,99 @@ fn parity(k: &Kubectl, dir: &Path) {
     let debug = k.fails(&["debug", "web", "-n", "dev", "--image=busybox"]);
     assert!(debug.contains("ephemeral containers"), "{debug}");
     k.run(&["delete", "deployment", "gen", "ssa"]);
+}
+
+/// A chart's ServiceAccount, Role, RoleBinding, ClusterRole and ClusterRoleBinding applied
+/// in both tenants: the account's token reads what they grant, in its own tenant only.
+fn rbac(acme: &Kubectl, beta: &Kubectl, manifests: &Path) {
+    let chart = manifests.join("chart-rbac.yaml");
+    for k in [acme, beta] {
+        let applied = k.run(&["apply", "-f", chart.to_str().unwrap()]);
+        assert!(
+            applied.contains("rolebinding.rbac.authorization.k8s.io/reporter created")
+                && applied
+                    .contains("clusterrole.rbac.authorization.k8s.io/reporter:namespaces created"),
+            "{applied}"
+        );
+    }
+    let token = acme.run(&["create", "token", "reporter", "-n", "dev"]);
+    let flag = format!("--token={}", token.trim());
+    let as_reporter = |args: &[&str]| {
+        let mut all = vec![flag.as_str()];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: &[&str]| {
+        let a = as_reporter(args);
+        acme.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let fails = |args: &[&str]| {
+        let a = as_reporter(args);
+        acme.fails(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let pods: serde_json::Value =
+        serde_json::from_str(&run(&["get", "pods", "-n", "dev", "-o", "json"])).unwrap();
+    assert_eq!(names(&pods), ["web"]);
+    assert_eq!(pods["items"][0]["metadata"]["tenant"], "acme");
+    let namespaces: serde_json::Value =
+        serde_json::from_str(&run(&["get", "namespaces", "-o", "json"])).unwrap();
+    assert_eq!(names(&namespaces), ["default", "dev"]);
+    for args in [
+        &["get", "pods", "-n", "default"][..],
+        &["get", "secrets", "-n", "dev"],
+        &["delete", "pod", "web", "-n", "dev"],
+        &["get", "configmap", "other", "-n", "dev"],
+        &["get", "--raw", "/api/v1/tenants/beta/namespaces/dev/pods"],
+        &["get", "tenants"],
+    ] {
+        let err = fails(args);
+        assert!(
+            err.contains("Forbidden") || err.contains("forbidden"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        run(&["auth", "can-i", "watch", "pods", "-n", "dev"]).trim(),
+        "yes"
+    );
+    // kubectl's own generators; the account may not make bindings itself.
+    acme.run(&[
+        "create",
+        "role",
+        "viewer",
+        "--verb=get,list",
+        "--resource=pods,deployments.apps",
+        "-n",
+        "dev",
+    ]);
+    acme.run(&[
+        "create",
+        "rolebinding",
+        "viewer",
+        "--role=viewer",
+        "--serviceaccount=dev:reporter",
+        "-n",
+        "dev",
+    ]);
+    assert_eq!(
+        run(&["auth", "can-i", "list", "deployments.apps", "-n", "dev"]).trim(),
+        "yes"
+    );
+    let bindings = acme.run(&["get", "rolebindings", "-n", "dev", "-o", "wide"]);
+    assert!(
+        bindings.contains("Role/viewer") && bindings.contains("dev/reporter"),
+        "{bindings}"
+    );
+    let err = fails(&[
+        "create",
+        "rolebinding",
+        "more",
+        "--clusterrole=view",
+        "--serviceaccount=dev:reporter",
+        "-n",
+        "dev",
+    ]);
+    assert!(err.contains("cannot create rolebindings"), "{err}");
 }
 
 /// Every file under `dir`.
