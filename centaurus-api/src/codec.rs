@@ -239,6 +239,31 @@ fn template_containers(v: &Value, template: &str, field: &str) -> Value {
     or_none(&all.join(","))
 }
 
+/// A quota's `used/hard` pairs, as kubectl shows them: the `limits.*` names in the LIMIT
+/// column, the others in REQUEST.
+fn quota_cells(v: &Value, limits: bool) -> Value {
+    let hard = v
+        .pointer("/status/hard")
+        .or_else(|| v.pointer("/spec/hard"));
+    let cells: Vec<String> = hard
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("limits.") == limits)
+        .map(|(k, h)| {
+            let used = v
+                .pointer(&format!(
+                    "/status/used/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .unwrap_or("0");
+            format!("{k}: {used}/{}", h.as_str().unwrap_or(""))
+        })
+        .collect();
+    json!(cells.join(", "))
+}
+
 /// A binding's subjects of `kind`, comma-separated (service accounts as `NAMESPACE/NAME`).
 fn subjects(v: &Value, kind: &str) -> Value {
     let names: Vec<String> = v
@@ -454,7 +479,12 @@ fn columns(plural: &str) -> Vec<Column> {
             }),
             ("Age", 0, age_cell),
         ],
-        "roles" | "clusterroles" => vec![("Created At", 0, |v, _| {
+        "resourcequotas" => vec![
+            ("Age", 0, age_cell),
+            ("Request", 0, |v, _| quota_cells(v, false)),
+            ("Limit", 0, |v, _| quota_cells(v, true)),
+        ],
+        "roles" | "clusterroles" | "limitranges" => vec![("Created At", 0, |v, _| {
             json!(str_at(v, "/metadata/creationTimestamp"))
         })],
         "rolebindings" | "clusterrolebindings" => vec![

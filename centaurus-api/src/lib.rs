@@ -24,6 +24,7 @@ pub mod patch;
 pub mod pods;
 pub mod protobuf;
 pub mod query;
+mod quota;
 pub mod region;
 pub mod relocation;
 pub mod resource_metrics;

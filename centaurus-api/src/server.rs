@@ -1026,6 +1026,7 @@ impl ApiServer {
             self.default_action_node(&mut obj).await?;
         }
         self.confirm_rbac(target, &obj).await?;
+        self.limit_pod(target, &mut obj).await?;
         let _admitted = self.admit_against_store(target, &mut obj, None).await?;
         // The object's own coordinates, which admit_shape checked against the path.
         let str_at = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
@@ -1056,9 +1057,13 @@ impl ApiServer {
                     .clone();
                 let _guard = lock.lock().await;
                 self.check_quota(t, &obj).await?;
+                self.charge_quotas(target, &obj).await?;
                 self.store.create(&key, bytes).await
             }
-            None => self.store.create(&key, bytes).await,
+            None => {
+                self.charge_quotas(target, &obj).await?;
+                self.store.create(&key, bytes).await
+            }
         }
         .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
         if target.info.plural == "tenants" {
@@ -1270,6 +1275,7 @@ impl ApiServer {
                 .delete(&key, Some(expected))
                 .await
                 .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;
+            self.refund_quotas(target, &next).await;
             let mut gone = next;
             gone["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
             return Ok(gone);
@@ -1525,6 +1531,7 @@ impl ApiServer {
             Err(StoreError::Conflict { .. }) if !pinned => return Ok(None),
             other => other.map_err(|e| ApiError::from_store(e, target.info.plural, &name))?,
         };
+        self.refund_quotas(target, &obj).await;
         obj["metadata"]["resourceVersion"] = json!(gone.mod_revision.to_string());
         Ok(Some(obj))
     }

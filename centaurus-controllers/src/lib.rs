@@ -9,6 +9,7 @@
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
 //! - [`EventExpiry`]: deletes events after their time to live.
 //! - [`ServiceAccountController`]: a `default` ServiceAccount in every namespace.
+//! - [`ResourceQuotaController`]: what pods use of each namespace's quotas.
 //!
 //! [`run_all`] starts them together, as `centaurus up` does; with a [`Membership`], several
 //! instances share the objects over the hash ring of their live Leases.
@@ -22,6 +23,7 @@ mod expectations;
 pub mod job;
 pub mod membership;
 pub mod nodelifecycle;
+pub mod quota;
 pub mod replicaset;
 pub mod statefulset;
 
@@ -39,6 +41,7 @@ pub use events::{DEFAULT_EVENT_TTL, EventExpiry};
 pub use job::JobController;
 pub use membership::{Membership, MembershipConfig};
 pub use nodelifecycle::{LifecycleScope, NodeLifecycleConfig, NodeLifecycleController};
+pub use quota::ResourceQuotaController;
 pub use replicaset::ReplicaSetController;
 pub use statefulset::StatefulSetController;
 
@@ -140,6 +143,7 @@ pub async fn run_in(
                 StatefulSetController::run(client.clone(), share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
                 ServiceAccountController::run(client.clone(), share.clone()),
+                ResourceQuotaController::run(client.clone(), share.clone()),
             );
         }
     };

@@ -341,6 +341,10 @@ impl Registry {
         r.register::<Job>().expect("built-in plurals are distinct");
         r.register::<CronJob>()
             .expect("built-in plurals are distinct");
+        r.register::<ResourceQuota>()
+            .expect("built-in plurals are distinct");
+        r.register::<LimitRange>()
+            .expect("built-in plurals are distinct");
         r
     }
 

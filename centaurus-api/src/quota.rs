@@ -1,0 +1,281 @@
+//! Admission of namespaces' LimitRanges and ResourceQuotas: a new pod gets the defaults of
+//! its namespace's LimitRanges and must keep their bounds; every new namespaced object is
+//! charged to the quotas of its namespace, by a compare-and-swap on each quota's
+//! `status.used` ([`centaurus_core::model::quota`]).
+
+use centaurus_core::model::quota::{self, Amounts};
+use centaurus_core::model::{self, LimitRange, PodSpec, Resource, ResourceQuota};
+use centaurus_core::store::{KeyValue, StoreError, range_all};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::server::{ApiServer, Target};
+
+/// Attempts at charging one quota before a busy quota is the caller's conflict.
+const CHARGE_ATTEMPTS: usize = 16;
+
+/// Tenant, namespace and name of a new object.
+fn coordinates(obj: &Value) -> (String, String, String) {
+    let at = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let tenant = match at("/metadata/tenant") {
+        t if t.is_empty() => model::SYSTEM_TENANT.to_owned(),
+        t => t,
+    };
+    (tenant, at("/metadata/namespace"), at("/metadata/name"))
+}
+
+impl ApiServer {
+    /// The objects of kind `plural` in one namespace, straight from the store.
+    async fn in_namespace(
+        &self,
+        plural: &str,
+        tenant: &str,
+        namespace: &str,
+    ) -> ApiResult<Vec<KeyValue>> {
+        let prefix = format!("/registry/{plural}/{tenant}/{namespace}/");
+        Ok(range_all(&*self.store, &prefix)
+            .await
+            .map_err(|e| ApiError::from_store(e, plural, ""))?
+            .kvs)
+    }
+
+    /// Gives a new pod its namespace's LimitRange defaults and refuses one that breaks their
+    /// bounds.
+    pub(crate) async fn limit_pod(&self, target: &Target, pod: &mut Value) -> ApiResult<()> {
+        if target.info.plural != "pods" {
+            return Ok(());
+        }
+        let (tenant, namespace, name) = coordinates(pod);
+        let ranges: Vec<LimitRange> = self
+            .in_namespace("limitranges", &tenant, &namespace)
+            .await?
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        for range in &ranges {
+            range.default_pod(pod);
+        }
+        let spec: PodSpec = serde_json::from_value(pod["spec"].clone())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let broken: Vec<String> = ranges.iter().flat_map(|r| r.violations(&spec)).collect();
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "pods \"{name}\" is forbidden: [{}]",
+                broken.join(", ")
+            )))
+        }
+    }
+
+    /// Charges what a new object uses to every quota of its namespace, or refuses it
+    /// (403, naming the quota) when that would exceed one.
+    pub(crate) async fn charge_quotas(&self, target: &Target, obj: &Value) -> ApiResult<()> {
+        if target.info.scope != model::Scope::Namespaced {
+            return Ok(());
+        }
+        let (tenant, namespace, _) = coordinates(obj);
+        let quotas = self
+            .in_namespace(ResourceQuota::PLURAL, &tenant, &namespace)
+            .await?;
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let delta = quota::usage_of(target.info.group, target.info.plural, obj);
+        for kv in quotas {
+            self.charge(kv, target, obj, &delta).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives back to the quotas of its namespace the counts of a removed object other than
+    /// a pod (the quota controller recounts pods, which also end without being removed).
+    /// A failure is logged: the count stays too high, never too low.
+    pub(crate) async fn refund_quotas(&self, target: &Target, obj: &Value) {
+        if target.info.scope != model::Scope::Namespaced || target.info.plural == "pods" {
+            return;
+        }
+        let (tenant, namespace, name) = coordinates(obj);
+        let quotas = match self
+            .in_namespace(ResourceQuota::PLURAL, &tenant, &namespace)
+            .await
+        {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(%tenant, %namespace, error = %e.message, "quota refund skipped");
+                return;
+            }
+        };
+        let delta = quota::usage_of(target.info.group, target.info.plural, obj);
+        for mut kv in quotas {
+            for _ in 0..CHARGE_ATTEMPTS {
+                let Ok(mut q) = serde_json::from_slice::<ResourceQuota>(&kv.value) else {
+                    break;
+                };
+                let Some(status) = q.status.as_mut() else {
+                    break;
+                };
+                let mut used = quota::amounts(&status.used);
+                let mut changed = false;
+                for (k, v) in &delta {
+                    if let Some(u) = used.get_mut(k) {
+                        *u = (*u - v).max(0);
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+                status.used = quota::resource_list(&used);
+                let Ok(bytes) = serde_json::to_vec(&q) else {
+                    break;
+                };
+                match self
+                    .store
+                    .update(&kv.key, bytes.into(), kv.mod_revision)
+                    .await
+                {
+                    Err(StoreError::Conflict { .. }) => match self.store.get(&kv.key).await {
+                        Ok(Some(now)) => kv = now,
+                        _ => break,
+                    },
+                    Ok(_) | Err(StoreError::NotFound { .. }) => break,
+                    Err(e) => {
+                        tracing::warn!(key = %kv.key, object = %name, error = %e, "quota refund failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn charge(
+        &self,
+        mut kv: KeyValue,
+        target: &Target,
+        obj: &Value,
+        delta: &Amounts,
+    ) -> ApiResult<()> {
+        let (tenant, namespace, name) = coordinates(obj);
+        let plural = target.info.plural;
+        for _ in 0..CHARGE_ATTEMPTS {
+            let mut q: ResourceQuota = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::internal(format!("quota {} is corrupt: {e}", kv.key)))?;
+            let wanted: Amounts = delta
+                .iter()
+                .filter(|(k, _)| q.spec.hard.contains_key(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            let refused = |why: String| {
+                ApiError::forbidden(format!("{plural} \"{name}\" is forbidden: {why}"))
+            };
+            if plural == "pods" {
+                let spec: PodSpec = serde_json::from_value(obj["spec"].clone())
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let missing = quota::unstated(&q.spec.hard, &spec);
+                if !missing.is_empty() {
+                    return Err(refused(format!(
+                        "failed quota: {}: must specify {}",
+                        q.metadata.name,
+                        missing.join(",")
+                    )));
+                }
+            }
+            let status = q.status.get_or_insert_default();
+            let mut used = quota::amounts(&status.used);
+            // What no controller has counted yet (a new quota) is counted here, once.
+            let uncounted: Vec<&str> = q
+                .spec
+                .hard
+                .keys()
+                .filter(|k| !status.used.contains_key(*k))
+                .map(String::as_str)
+                .collect();
+            if !uncounted.is_empty() {
+                used.extend(self.count(&tenant, &namespace, &uncounted).await?);
+            }
+            quota::check(&q.spec.hard, &used, &wanted)
+                .map_err(|m| refused(format!("exceeded quota: {}, {m}", q.metadata.name)))?;
+            for (k, v) in wanted {
+                *used.entry(k).or_default() += v;
+            }
+            status.hard = q.spec.hard.clone();
+            status.used = quota::resource_list(&used);
+            q.metadata.annotations.insert(
+                quota::ANNOTATION_CHARGED_AT.into(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+            let bytes = serde_json::to_vec(&q).map_err(|e| ApiError::internal(e.to_string()))?;
+            match self
+                .store
+                .update(&kv.key, bytes.into(), kv.mod_revision)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => {
+                    match self
+                        .store
+                        .get(&kv.key)
+                        .await
+                        .map_err(|e| ApiError::from_store(e, ResourceQuota::PLURAL, ""))?
+                    {
+                        Some(now) => kv = now,
+                        // The quota went away meanwhile: nothing to charge.
+                        None => return Ok(()),
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(ApiError::from_store(e, ResourceQuota::PLURAL, "")),
+            }
+        }
+        Err(ApiError::conflict(
+            ResourceQuota::PLURAL,
+            &name,
+            "the namespace's quota is too busy; try again",
+        ))
+    }
+
+    /// What a namespace's objects use of `names`, counted from the store.
+    pub(crate) async fn count(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        names: &[&str],
+    ) -> ApiResult<Amounts> {
+        let mut kinds: Vec<(String, String)> =
+            names.iter().filter_map(|n| quota::counted_by(n)).collect();
+        kinds.sort();
+        kinds.dedup();
+        let mut used: Amounts = names.iter().map(|n| ((*n).to_owned(), 0)).collect();
+        for (group, plural) in kinds {
+            for kv in self.in_namespace(&plural, tenant, namespace).await? {
+                // Only a pod's usage depends on the object (a Secret's bytes are sealed).
+                let obj = if plural == "pods" {
+                    match serde_json::from_slice::<Value>(&kv.value) {
+                        Ok(obj) => obj,
+                        Err(_) => continue,
+                    }
+                } else {
+                    Value::Null
+                };
+                for (k, v) in quota::usage_of(&group, &plural, &obj) {
+                    if let Some(total) = used.get_mut(&k) {
+                        *total += v;
+                    }
+                }
+            }
+        }
+        Ok(used)
+    }
+}
