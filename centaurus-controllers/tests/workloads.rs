@@ -704,3 +704,81 @@ async fn the_scheduler_controllers_and_agents_record_events_that_expire() {
         t.abort();
     }
 }
+
+/// A namespace quota holds the pods a Deployment's ReplicaSet creates (it records why), and
+/// the quota controller frees what pods used once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_controllers_pods_and_free_what_goes() {
+    use centaurus_core::model::{ResourceQuota, quota::ResourceQuotaSpec};
+    let (_dir, admin, _fleet, tasks) = region(2).await;
+    let pods = admin.api::<Pod>();
+    let quotas = admin.api::<ResourceQuota>();
+    let mut q = ResourceQuota::typed(ObjectMeta::namespaced("acme", "prod", "compute"));
+    q.spec = ResourceQuotaSpec {
+        hard: [("pods", "3"), ("requests.cpu", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Quantity::new(v)))
+            .collect(),
+        ..Default::default()
+    };
+    quotas.create(q).await.unwrap();
+    admin
+        .api::<Deployment>()
+        .create(deployment(3, "busybox:1"))
+        .await
+        .unwrap();
+    // Two pods of 500m fit in 1 cpu; the third is refused, and the refusal recorded.
+    wait_for(&pods, "2 running pods", 20, |all| {
+        running(all, "busybox:1").len() == 2
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = events_of_prod(&admin)
+            .await
+            .into_iter()
+            .any(|e| e.reason == "FailedCreate" && e.message.contains("exceeded quota: compute"));
+        if refused {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no FailedCreate event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        pods.list("/registry/pods/acme/prod/").await.unwrap().len(),
+        2
+    );
+    let key = "/registry/resourcequotas/acme/prod/compute";
+    let used = |q: &ResourceQuota| q.status.clone().unwrap_or_default().used;
+    assert_eq!(
+        used(&quotas.get(key).await.unwrap().unwrap())["requests.cpu"].0,
+        "1"
+    );
+    // Scaled to one, the freed share is recounted (once the last charge has settled).
+    admin
+        .api::<Deployment>()
+        .modify("/registry/deployments/acme/prod/web", |d| {
+            d.spec.replicas = Some(1);
+            true
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = quotas.get(key).await.unwrap().unwrap();
+        let u = used(&q);
+        if u.get("requests.cpu").map(|q| q.0.as_str()) == Some("500m")
+            && u.get("pods").map(|q| q.0.as_str()) == Some("1")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still used: {u:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+}

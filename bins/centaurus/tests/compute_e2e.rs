@@ -918,6 +918,56 @@ fn a_deployment_survives_the_loss_of_a_zone() {
         "{table}"
     );
 
+    // A ResourceQuota holds a Deployment's third pod, and a pod over it is refused.
+    k.run(&["create", "namespace", "limited"]);
+    k.run(&[
+        "create",
+        "quota",
+        "small",
+        "--hard=pods=2,count/deployments.apps=1",
+        "-n",
+        "limited",
+    ]);
+    k.run(&[
+        "create",
+        "deployment",
+        "capped",
+        "--image=busybox",
+        "--replicas=3",
+        "-n",
+        "limited",
+    ]);
+    eventually(60, "2 capped pods and the refusal of the third", || {
+        let pods = items(&k.json(&["get", "pods", "-n", "limited"]));
+        let refused = items(&k.json(&["get", "events", "-n", "limited"]))
+            .iter()
+            .any(|e| {
+                e["reason"] == "FailedCreate"
+                    && e["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("exceeded quota: small")
+            });
+        (pods.len() == 2 && refused).then_some(())
+    });
+    let err = k.fails(&["run", "extra", "--image=busybox", "-n", "limited"]);
+    assert!(
+        err.contains("exceeded quota: small, requested: pods=1, used: pods=2, limited: pods=2"),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "create",
+        "deployment",
+        "second",
+        "--image=busybox",
+        "-n",
+        "limited",
+    ]);
+    assert!(err.contains("count/deployments.apps=1"), "{err}");
+    let quota = k.run(&["get", "quota", "small", "-n", "limited"]);
+    assert!(quota.contains("pods: 2/2"), "{quota}");
+    assert_eq!(items(&k.json(&["get", "pods", "-n", "limited"])).len(), 2);
+
     let ctl = |on: bool| {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
