@@ -763,7 +763,9 @@ mod tests {
             PolicyRule::new("delete", "", "pods"),
         ] {
             assert!(
-                policy.covers(&me, Some("dev"), &[wider.clone()]).is_err(),
+                policy
+                    .covers(&me, Some("dev"), std::slice::from_ref(&wider))
+                    .is_err(),
                 "{wider:?}"
             );
         }
