@@ -1,10 +1,10 @@
-//! Admission of namespaces' LimitRanges and ResourceQuotas: a new pod gets the defaults of
-//! its namespace's LimitRanges and must keep their bounds; every new namespaced object is
-//! charged to the quotas of its namespace, by a compare-and-swap on each quota's
-//! `status.used` ([`centaurus_core::model::quota`]).
+//! Admission of namespaces' LimitRanges and ResourceQuotas and of tenants' quotas: a new pod
+//! gets the defaults of its namespace's LimitRanges and must keep their bounds; every new
+//! namespaced object is charged to the quotas of its namespace, and a pod to its tenant's,
+//! by a compare-and-swap on their `status.used` ([`centaurus_core::model::quota`]).
 
-use centaurus_core::model::quota::{self, Amounts};
-use centaurus_core::model::{self, LimitRange, PodSpec, Resource, ResourceQuota};
+use centaurus_core::model::quota::{self, Amounts, Ledger};
+use centaurus_core::model::{self, LimitRange, PodSpec, Resource, ResourceQuota, Tenant};
 use centaurus_core::store::{KeyValue, StoreError, range_all};
 use serde_json::Value;
 
@@ -30,14 +30,18 @@ fn coordinates(obj: &Value) -> (String, String, String) {
 }
 
 impl ApiServer {
-    /// The objects of kind `plural` in one namespace, straight from the store.
-    async fn in_namespace(
+    /// The objects of kind `plural` in one namespace (or all of a tenant's), straight from
+    /// the store.
+    async fn in_space(
         &self,
         plural: &str,
         tenant: &str,
-        namespace: &str,
+        namespace: Option<&str>,
     ) -> ApiResult<Vec<KeyValue>> {
-        let prefix = format!("/registry/{plural}/{tenant}/{namespace}/");
+        let prefix = match namespace {
+            Some(ns) => format!("/registry/{plural}/{tenant}/{ns}/"),
+            None => format!("/registry/{plural}/{tenant}/"),
+        };
         Ok(range_all(&*self.store, &prefix)
             .await
             .map_err(|e| ApiError::from_store(e, plural, ""))?
@@ -52,7 +56,7 @@ impl ApiServer {
         }
         let (tenant, namespace, name) = coordinates(pod);
         let ranges: Vec<LimitRange> = self
-            .in_namespace("limitranges", &tenant, &namespace)
+            .in_space("limitranges", &tenant, Some(&namespace))
             .await?
             .iter()
             .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
@@ -84,16 +88,31 @@ impl ApiServer {
         }
         let (tenant, namespace, _) = coordinates(obj);
         let quotas = self
-            .in_namespace(ResourceQuota::PLURAL, &tenant, &namespace)
+            .in_space(ResourceQuota::PLURAL, &tenant, Some(&namespace))
             .await?;
         if quotas.is_empty() {
             return Ok(());
         }
         let delta = quota::usage_of(target.info.group, target.info.plural, obj);
         for kv in quotas {
-            self.charge(kv, target, obj, &delta).await?;
+            self.charge::<ResourceQuota>(kv, target, obj, &delta)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Charges a new pod to its tenant's quota (`spec.quota`, kept in `status.used`).
+    pub(crate) async fn charge_tenant(&self, target: &Target, pod: &Value) -> ApiResult<()> {
+        let (tenant, _, _) = coordinates(pod);
+        let key = model::object_key(Tenant::PLURAL, Tenant::SCOPE, "", "", &tenant);
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_store(e, Tenant::PLURAL, &tenant))?
+            .ok_or_else(|| ApiError::not_found(Tenant::PLURAL, &tenant))?;
+        let delta = quota::usage_of(target.info.group, target.info.plural, pod);
+        self.charge::<Tenant>(kv, target, pod, &delta).await
     }
 
     /// Gives back to the quotas of its namespace the counts of a removed object other than
@@ -105,7 +124,7 @@ impl ApiServer {
         }
         let (tenant, namespace, name) = coordinates(obj);
         let quotas = match self
-            .in_namespace(ResourceQuota::PLURAL, &tenant, &namespace)
+            .in_space(ResourceQuota::PLURAL, &tenant, Some(&namespace))
             .await
         {
             Ok(q) => q,
@@ -157,21 +176,24 @@ impl ApiServer {
         }
     }
 
-    async fn charge(
+    /// Charges `delta`, what `obj` uses, to the ledger at `kv` by compare-and-swap, or
+    /// refuses `obj` when that would exceed the ledger's limits.
+    async fn charge<L: Ledger>(
         &self,
         mut kv: KeyValue,
         target: &Target,
         obj: &Value,
         delta: &Amounts,
     ) -> ApiResult<()> {
-        let (tenant, namespace, name) = coordinates(obj);
+        let (tenant, _, name) = coordinates(obj);
         let plural = target.info.plural;
         for _ in 0..CHARGE_ATTEMPTS {
-            let mut q: ResourceQuota = serde_json::from_slice(&kv.value)
-                .map_err(|e| ApiError::internal(format!("quota {} is corrupt: {e}", kv.key)))?;
+            let mut ledger: L = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::internal(format!("{} is corrupt: {e}", kv.key)))?;
+            let hard = ledger.hard().clone();
             let wanted: Amounts = delta
                 .iter()
-                .filter(|(k, _)| q.spec.hard.contains_key(*k))
+                .filter(|(k, _)| hard.contains_key(*k))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             if wanted.is_empty() {
@@ -180,43 +202,45 @@ impl ApiServer {
             let refused = |why: String| {
                 ApiError::forbidden(format!("{plural} \"{name}\" is forbidden: {why}"))
             };
-            if plural == "pods" {
+            if plural == "pods" && L::PLURAL == ResourceQuota::PLURAL {
                 let spec: PodSpec = serde_json::from_value(obj["spec"].clone())
                     .map_err(|e| ApiError::internal(e.to_string()))?;
-                let missing = quota::unstated(&q.spec.hard, &spec);
+                let missing = quota::unstated(&hard, &spec);
                 if !missing.is_empty() {
                     return Err(refused(format!(
-                        "failed quota: {}: must specify {}",
-                        q.metadata.name,
+                        "failed quota{}: must specify {}",
+                        ledger.named().trim_end_matches(','),
                         missing.join(",")
                     )));
                 }
             }
-            let status = q.status.get_or_insert_default();
-            let mut used = quota::amounts(&status.used);
-            // What no controller has counted yet (a new quota) is counted here, once.
-            let uncounted: Vec<&str> = q
-                .spec
-                .hard
+            let recorded = ledger.used().cloned().unwrap_or_default();
+            let mut used = quota::amounts(&recorded);
+            // What nobody has counted yet (a new ledger) is counted here, once.
+            let uncounted: Vec<&str> = hard
                 .keys()
-                .filter(|k| !status.used.contains_key(*k))
+                .filter(|k| !recorded.contains_key(*k))
                 .map(String::as_str)
                 .collect();
             if !uncounted.is_empty() {
-                used.extend(self.count(&tenant, &namespace, &uncounted).await?);
+                let namespace = ledger.counts_namespace().map(str::to_owned);
+                used.extend(
+                    self.count(&tenant, namespace.as_deref(), &uncounted)
+                        .await?,
+                );
             }
-            quota::check(&q.spec.hard, &used, &wanted)
-                .map_err(|m| refused(format!("exceeded quota: {}, {m}", q.metadata.name)))?;
+            quota::check(&hard, &used, &wanted)
+                .map_err(|m| refused(format!("exceeded quota{} {m}", ledger.named())))?;
             for (k, v) in wanted {
                 *used.entry(k).or_default() += v;
             }
-            status.hard = q.spec.hard.clone();
-            status.used = quota::resource_list(&used);
-            q.metadata.annotations.insert(
+            ledger.set_used(quota::resource_list(&used));
+            ledger.meta_mut().annotations.insert(
                 quota::ANNOTATION_CHARGED_AT.into(),
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             );
-            let bytes = serde_json::to_vec(&q).map_err(|e| ApiError::internal(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(&ledger).map_err(|e| ApiError::internal(e.to_string()))?;
             match self
                 .store
                 .update(&kv.key, bytes.into(), kv.mod_revision)
@@ -228,29 +252,29 @@ impl ApiServer {
                         .store
                         .get(&kv.key)
                         .await
-                        .map_err(|e| ApiError::from_store(e, ResourceQuota::PLURAL, ""))?
+                        .map_err(|e| ApiError::from_store(e, L::PLURAL, ""))?
                     {
                         Some(now) => kv = now,
-                        // The quota went away meanwhile: nothing to charge.
+                        // The ledger went away meanwhile: nothing to charge.
                         None => return Ok(()),
                     }
                 }
                 Err(StoreError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(ApiError::from_store(e, ResourceQuota::PLURAL, "")),
+                Err(e) => return Err(ApiError::from_store(e, L::PLURAL, "")),
             }
         }
         Err(ApiError::conflict(
-            ResourceQuota::PLURAL,
+            L::PLURAL,
             &name,
-            "the namespace's quota is too busy; try again",
+            "the quota is too busy; try again",
         ))
     }
 
-    /// What a namespace's objects use of `names`, counted from the store.
-    pub(crate) async fn count(
+    /// What a namespace's (or a tenant's) objects use of `names`, counted from the store.
+    async fn count(
         &self,
         tenant: &str,
-        namespace: &str,
+        namespace: Option<&str>,
         names: &[&str],
     ) -> ApiResult<Amounts> {
         let mut kinds: Vec<(String, String)> =
@@ -259,7 +283,7 @@ impl ApiServer {
         kinds.dedup();
         let mut used: Amounts = names.iter().map(|n| ((*n).to_owned(), 0)).collect();
         for (group, plural) in kinds {
-            for kv in self.in_namespace(&plural, tenant, namespace).await? {
+            for kv in self.in_space(&plural, tenant, namespace).await? {
                 // Only a pod's usage depends on the object (a Secret's bytes are sealed).
                 let obj = if plural == "pods" {
                     match serde_json::from_slice::<Value>(&kv.value) {

@@ -9,7 +9,7 @@
 //! - [`NodeLifecycleController`]: NotReady on lease expiry, eviction after a timeout.
 //! - [`EventExpiry`]: deletes events after their time to live.
 //! - [`ServiceAccountController`]: a `default` ServiceAccount in every namespace.
-//! - [`ResourceQuotaController`]: what pods use of each namespace's quotas.
+//! - [`ResourceQuotaController`]: what pods use of each namespace's and tenant's quota.
 //!
 //! [`run_all`] starts them together, as `centaurus up` does; with a [`Membership`], several
 //! instances share the objects over the hash ring of their live Leases.
@@ -143,7 +143,7 @@ pub async fn run_in(
                 StatefulSetController::run(client.clone(), share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
                 ServiceAccountController::run(client.clone(), share.clone()),
-                ResourceQuotaController::run(client.clone(), share.clone()),
+                quota::run(client.clone(), share.clone()),
             );
         }
     };

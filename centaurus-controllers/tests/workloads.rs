@@ -709,10 +709,19 @@ async fn the_scheduler_controllers_and_agents_record_events_that_expire() {
 /// the quota controller frees what pods used once they are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_hold_controllers_pods_and_free_what_goes() {
-    use centaurus_core::model::{ResourceQuota, quota::ResourceQuotaSpec};
+    use centaurus_core::model::{ResourceQuota, Tenant, quota::ResourceQuotaSpec};
     let (_dir, admin, _fleet, tasks) = region(2).await;
     let pods = admin.api::<Pod>();
     let quotas = admin.api::<ResourceQuota>();
+    // The tenant's own quota counts the same pods, over all its namespaces.
+    let tenants = admin.api::<Tenant>();
+    tenants
+        .modify("/registry/tenants/acme", |t| {
+            t.spec.quota.insert("pods".into(), Quantity::new("10"));
+            true
+        })
+        .await
+        .unwrap();
     let mut q = ResourceQuota::typed(ObjectMeta::namespaced("acme", "prod", "compute"));
     q.spec = ResourceQuotaSpec {
         hard: [("pods", "3"), ("requests.cpu", "1")]
@@ -770,12 +779,22 @@ async fn quotas_hold_controllers_pods_and_free_what_goes() {
     loop {
         let q = quotas.get(key).await.unwrap().unwrap();
         let u = used(&q);
+        let t = tenants
+            .get("/registry/tenants/acme")
+            .await
+            .unwrap()
+            .unwrap();
+        let tenant_pods = t.status.unwrap_or_default().used.get("pods").cloned();
         if u.get("requests.cpu").map(|q| q.0.as_str()) == Some("500m")
             && u.get("pods").map(|q| q.0.as_str()) == Some("1")
+            && tenant_pods.as_ref().map(|q| q.0.as_str()) == Some("1")
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still used: {u:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still used: {u:?}, tenant: {tenant_pods:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for t in tasks {

@@ -59,9 +59,9 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             // A default ServiceAccount in every namespace.
             rule(READ, "namespaces"),
             rule("get,list,watch,create", "serviceaccounts"),
-            // What pods use of each namespace's quotas.
-            rule(READ, "resourcequotas"),
-            rule(STATUS, "resourcequotas/status"),
+            // What pods use of each namespace's and tenant's quotas.
+            rule(READ, "resourcequotas,tenants"),
+            rule(STATUS, "resourcequotas/status,tenants/status"),
         ],
         identity::VPC_OPERATOR => vec![
             rule(READ, "droplets,vpcs,subnets,endpoints"),

@@ -11,7 +11,6 @@
 //! - [`gate`]: the tenant gate. A user outside the `system` tenant reaches only its own
 //!   space, as the [`rbac`] bindings of that space allow, or another tenant's space through
 //!   an explicit [`Grant`].
-//! - [`quota`]: per-tenant limits on pods, cpu, memory and VM pods.
 
 pub mod accounts;
 pub mod authn;
@@ -19,7 +18,6 @@ pub mod confine;
 pub mod gate;
 pub mod identity;
 pub mod kinds;
-pub mod quota;
 pub mod rbac;
 pub mod tokens;
 

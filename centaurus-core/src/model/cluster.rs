@@ -74,6 +74,10 @@ pub struct TenantStatus {
     /// it goes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
+    /// What the tenant's pods use of `spec.quota`: charged when a pod is admitted, recounted
+    /// by the quota controller ([`super::quota`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub used: super::ResourceList,
 }
 
 /// The phase of a tenant being copied to another tenant partition: its space is read-only.

@@ -150,6 +150,60 @@ pub fn counted_by(name: &str) -> Option<(String, String)> {
     counted_kind(name.strip_prefix("count/")?)
 }
 
+/// An object whose usage is charged against hard limits: a namespace's [`ResourceQuota`],
+/// or a [`super::Tenant`]'s quota over all its namespaces.
+pub trait Ledger: super::Resource {
+    /// The limits.
+    fn hard(&self) -> &ResourceList;
+    /// The usage recorded so far, if any.
+    fn used(&self) -> Option<&ResourceList>;
+    /// Records `used` (and the limits it was counted for).
+    fn set_used(&mut self, used: ResourceList);
+    /// The namespace whose objects it counts; None for all of a tenant's.
+    fn counts_namespace(&self) -> Option<&str>;
+    /// How a refusal names it after "exceeded quota" (`: NAME` of a ResourceQuota).
+    fn named(&self) -> String;
+}
+
+impl Ledger for ResourceQuota {
+    fn hard(&self) -> &ResourceList {
+        &self.spec.hard
+    }
+    fn used(&self) -> Option<&ResourceList> {
+        self.status.as_ref().map(|s| &s.used)
+    }
+    fn set_used(&mut self, used: ResourceList) {
+        let hard = self.spec.hard.clone();
+        let status = self.status.get_or_insert_default();
+        status.used = used;
+        status.hard = hard;
+    }
+    fn counts_namespace(&self) -> Option<&str> {
+        Some(&self.metadata.namespace)
+    }
+    fn named(&self) -> String {
+        format!(": {},", self.metadata.name)
+    }
+}
+
+impl Ledger for super::Tenant {
+    fn hard(&self) -> &ResourceList {
+        &self.spec.quota
+    }
+    fn used(&self) -> Option<&ResourceList> {
+        self.status.as_ref().map(|s| &s.used)
+    }
+    fn set_used(&mut self, used: ResourceList) {
+        self.status.get_or_insert_default().used = used;
+    }
+    fn counts_namespace(&self) -> Option<&str> {
+        None
+    }
+    fn named(&self) -> String {
+        ":".into()
+    }
+}
+
 /// Amounts by resource name, in thousandths.
 pub type Amounts = BTreeMap<String, i64>;
 
