@@ -1,6 +1,8 @@
 //! API round trip through the whole in-process stack (authentication, tenant gate,
 //! admission, redb store), without TLS: create and get a pod as a system user and as a
-//! tenant admin (whose gate check reads the tenant's roles), and a list page of 100.
+//! tenant admin (whose gate check reads the tenant's RBAC bindings), and a list page of 100;
+//! creating a pod in a tenant with a quota and 2,000 pods, and in a namespace with a
+//! ResourceQuota (each charged by a compare-and-swap on the quota's usage).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,6 +114,40 @@ fn bench(c: &mut Criterion) {
                 );
             }
         }
+        // A tenant with a quota and 2,000 pods, and a namespace of acme with a quota.
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                "/api/v1/tenants",
+                &system,
+                Some(json!({"metadata": {"name": "metered"}, "spec": {"quota": {"pods": "1000000"}}}).to_string())
+            )
+            .await,
+            201
+        );
+        for i in 0..2000 {
+            assert_eq!(
+                call(
+                    &app,
+                    "POST",
+                    "/api/v1/tenants/metered/namespaces/default/pods",
+                    &system,
+                    Some(pod(&format!("seed-{i}")))
+                )
+                .await,
+                201
+            );
+        }
+        for (path, body) in [
+            ("/api/v1/namespaces", json!({"metadata": {"name": "quoted"}})),
+            (
+                "/api/v1/namespaces/quoted/resourcequotas",
+                json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1000000", "count/pods": "1000000"}}}),
+            ),
+        ] {
+            assert_eq!(call(&app, "POST", path, &tenant, Some(body.to_string())).await, 201);
+        }
         (app, system, tenant)
     });
     let mut g = c.benchmark_group("api_round_trip");
@@ -132,6 +168,33 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    for (name, path, token) in [
+        (
+            "create_pod/tenant",
+            "/api/v1/namespaces/default/pods",
+            &tenant,
+        ),
+        (
+            "create_pod/tenant_quota_2000_pods",
+            "/api/v1/tenants/metered/namespaces/default/pods",
+            &system,
+        ),
+        (
+            "create_pod/namespace_quota",
+            "/api/v1/namespaces/quoted/pods",
+            &tenant,
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                assert_eq!(
+                    call(&app, "POST", path, token, Some(pod(&format!("p-{i}")))).await,
+                    201
+                )
+            })
+        });
+    }
     for (who, token) in [("system", &system), ("tenant", &tenant)] {
         g.bench_function(format!("get_pod/{who}"), |b| {
             b.to_async(&rt).iter(|| async {

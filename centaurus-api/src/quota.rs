@@ -5,11 +5,34 @@
 
 use centaurus_core::model::quota::{self, Amounts, Ledger};
 use centaurus_core::model::{self, LimitRange, PodSpec, Resource, ResourceQuota, Tenant};
-use centaurus_core::store::{KeyValue, StoreError, range_all};
+use std::sync::Arc;
+
+use centaurus_core::controller::{Cache, Informer};
+use centaurus_core::store::{KeyValue, Store, StoreError, range_all};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::server::{ApiServer, Target};
+
+/// Informer caches of every ResourceQuota and LimitRange, so that a create in a namespace
+/// with neither (the common case) reads nothing more from the store. A namespace the caches
+/// show any in is read from the store, which decides.
+pub(crate) struct Limits {
+    quotas: Cache<ResourceQuota>,
+    ranges: Cache<LimitRange>,
+}
+
+/// Starts an informer of `R` over `store` on the current runtime; its cache, once loaded.
+async fn cached<R: Resource>(store: &Arc<dyn Store>) -> Cache<R> {
+    let informer = Arc::new(Informer::<R>::from_store(
+        store.clone(),
+        format!("/registry/{}/", R::PLURAL),
+    ));
+    let cache = informer.cache();
+    tokio::spawn(informer.clone().run());
+    informer.wait_synced().await;
+    cache
+}
 
 /// Attempts at charging one quota before a busy quota is the caller's conflict.
 const CHARGE_ATTEMPTS: usize = 16;
@@ -30,6 +53,48 @@ fn coordinates(obj: &Value) -> (String, String, String) {
 }
 
 impl ApiServer {
+    /// The caches of quotas and limit ranges, started at the first create that needs them.
+    async fn limits(&self) -> &Limits {
+        self.limits
+            .get_or_init(|| async {
+                Limits {
+                    quotas: cached(&self.store).await,
+                    ranges: cached(&self.store).await,
+                }
+            })
+            .await
+    }
+
+    /// After this server created the quota or limit range at `key`: returns once its caches
+    /// hold it (at most 2 s), so that the creator's next request here is held to it.
+    pub(crate) async fn await_cached(&self, plural: &str, key: &str) {
+        if !matches!(plural, "resourcequotas" | "limitranges") {
+            return;
+        }
+        let limits = self.limits().await;
+        for _ in 0..2000 {
+            let seen = match plural {
+                "resourcequotas" => limits.quotas.get(key).is_some(),
+                _ => limits.ranges.get(key).is_some(),
+            };
+            if seen {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tracing::warn!(%key, "the quota caches did not see a new object within 2 s");
+    }
+
+    /// True when the caches hold an object of `R` in the namespace.
+    async fn any_in<R: Resource>(&self, tenant: &str, namespace: &str) -> bool {
+        let prefix = format!("/registry/{}/{tenant}/{namespace}/", R::PLURAL);
+        let limits = self.limits().await;
+        match R::PLURAL {
+            "resourcequotas" => !limits.quotas.list_prefix(&prefix).is_empty(),
+            _ => !limits.ranges.list_prefix(&prefix).is_empty(),
+        }
+    }
+
     /// The objects of kind `plural` in one namespace (or all of a tenant's), straight from
     /// the store.
     async fn in_space(
@@ -55,6 +120,9 @@ impl ApiServer {
             return Ok(());
         }
         let (tenant, namespace, name) = coordinates(pod);
+        if !self.any_in::<LimitRange>(&tenant, &namespace).await {
+            return Ok(());
+        }
         let ranges: Vec<LimitRange> = self
             .in_space("limitranges", &tenant, Some(&namespace))
             .await?
@@ -87,12 +155,12 @@ impl ApiServer {
             return Ok(());
         }
         let (tenant, namespace, _) = coordinates(obj);
+        if !self.any_in::<ResourceQuota>(&tenant, &namespace).await {
+            return Ok(());
+        }
         let quotas = self
             .in_space(ResourceQuota::PLURAL, &tenant, Some(&namespace))
             .await?;
-        if quotas.is_empty() {
-            return Ok(());
-        }
         let delta = quota::usage_of(target.info.group, target.info.plural, obj);
         for kv in quotas {
             self.charge::<ResourceQuota>(kv, target, obj, &delta)
@@ -123,6 +191,9 @@ impl ApiServer {
             return;
         }
         let (tenant, namespace, name) = coordinates(obj);
+        if !self.any_in::<ResourceQuota>(&tenant, &namespace).await {
+            return;
+        }
         let quotas = match self
             .in_space(ResourceQuota::PLURAL, &tenant, Some(&namespace))
             .await

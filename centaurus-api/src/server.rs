@@ -69,6 +69,8 @@ pub struct ApiServer {
     pub(crate) accounts: Arc<centaurus_tenancy::accounts::AccountTokens>,
     pub(crate) config: ApiConfig,
     quota_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Caches of the namespaces' quotas and limit ranges, started at first use.
+    pub(crate) limits: tokio::sync::OnceCell<crate::quota::Limits>,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) pod_streams: std::sync::OnceLock<Arc<dyn crate::pods::PodStreams>>,
@@ -180,6 +182,7 @@ impl ApiServer {
             resolver,
             tokens,
             quota_locks: Mutex::new(HashMap::new()),
+            limits: Default::default(),
             metrics: Default::default(),
             pod_streams: Default::default(),
             usage_cache: Default::default(),
@@ -1071,6 +1074,7 @@ impl ApiServer {
         if target.info.plural == "tenants" {
             self.lifecycle.tenant_created(&name).await;
         }
+        self.await_cached(target.info.plural, &key).await;
         object_of(&kv)
     }
 
