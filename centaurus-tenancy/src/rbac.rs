@@ -24,6 +24,10 @@ use crate::Identity;
 /// The API group of the RBAC kinds.
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
+/// The most verb × group × resource × name combinations a role or binding a user writes
+/// may name, so that confirming them stays cheap.
+pub const MAX_GRANTS: usize = 10_000;
+
 /// The ClusterRole every tenant gets with every verb on everything in its space.
 pub const CLUSTER_ADMIN: &str = "cluster-admin";
 
@@ -525,14 +529,35 @@ impl Policy {
     /// `Ok` when `caller` itself holds every permission of `rules` in `namespace` (None:
     /// tenant-wide), so that writing or binding them escalates nothing. A wildcard in
     /// `rules` is covered only by the same wildcard; rules of `nonResourceURLs` are not
-    /// enforced here and need nothing.
+    /// enforced here and need nothing. Rules that name more than [`MAX_GRANTS`]
+    /// verb × group × resource × name combinations together are refused rather than
+    /// checked one by one.
     pub fn covers(
         &self,
         caller: &Identity,
         namespace: Option<&str>,
         rules: &[PolicyRule],
     ) -> Result<(), String> {
-        for rule in rules.iter().filter(|r| !r.resources.is_empty()) {
+        let rules: Vec<&PolicyRule> = rules.iter().filter(|r| !r.resources.is_empty()).collect();
+        let combinations = rules.iter().fold(0usize, |n, r| {
+            n.saturating_add(
+                [
+                    r.verbs.len(),
+                    r.api_groups.len(),
+                    r.resources.len(),
+                    r.resource_names.len().max(1),
+                ]
+                .into_iter()
+                .fold(1usize, usize::saturating_mul),
+            )
+        });
+        if combinations > MAX_GRANTS {
+            return Err(format!(
+                "{} cannot grant {combinations} verb, group, resource and name combinations at once (at most {MAX_GRANTS}); use wildcards or split the role",
+                caller.user
+            ));
+        }
+        for rule in rules {
             let names: Vec<Option<&str>> = if rule.resource_names.is_empty() {
                 vec![None]
             } else {
