@@ -1067,7 +1067,12 @@ impl ApiServer {
             }
             None => {
                 self.charge_quotas(target, &obj).await?;
-                self.store.create(&key, bytes).await
+                let created = self.store.create(&key, bytes).await;
+                if created.is_err() {
+                    // Charged for nothing (the name is taken): give the counts back.
+                    self.refund_quotas(target, &obj).await;
+                }
+                created
             }
         }
         .map_err(|e| ApiError::from_store(e, target.info.plural, &name))?;

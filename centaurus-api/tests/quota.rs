@@ -210,6 +210,28 @@ async fn concurrent_creates_never_overrun_a_quota_and_removals_are_refunded() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    let r = h
+        .call(
+            Method::DELETE,
+            &format!("{DEV}/configmaps/old-1"),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(
+        &h,
+        &acme,
+        &format!("{DEV}/configmaps"),
+        json!({"metadata": {"name": "late"}}),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(
+        used_configmaps(&h, &acme).await,
+        "6",
+        "a create that fails keeps nothing"
+    );
     let job = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
         "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
     let r = post(&h, &acme, "/apis/batch/v1/namespaces/dev/jobs", job).await;
