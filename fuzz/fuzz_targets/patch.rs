@@ -102,9 +102,27 @@ fn seeds() -> Vec<(&'static str, Value)> {
                 "grantee": "acme", "rules": [{"verbs": ["get"], "resources": ["pods"]}]}}),
         ),
         (
-            "/apis/tenancy.centaurus.io/v1/roles",
-            json!({"metadata": meta("r"), "spec": {
-                "rules": [{"verbs": ["get"], "resources": ["pods"]}], "users": ["u"]}}),
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+            json!({"metadata": meta("r"),
+                   "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+            json!({"metadata": meta("rb"), "subjects": [{"kind": "User", "name": "u"}],
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}}),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            json!({"metadata": meta("cr"), "rules": [],
+                   "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]}}),
+        ),
+        (
+            "/api/v1/namespaces/default/resourcequotas",
+            json!({"metadata": meta("q"), "spec": {"hard": {"pods": "100", "requests.cpu": "10"}}}),
+        ),
+        (
+            "/api/v1/namespaces/default/limitranges",
+            json!({"metadata": meta("l"), "spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}}]}}),
         ),
     ]
 }
