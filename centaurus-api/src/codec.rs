@@ -505,43 +505,70 @@ fn columns(plural: &str) -> Vec<Column> {
             ("Data", 0, |v, _| json!(map_len(v, "/data"))),
             ("Age", 0, age_cell),
         ],
+        // Core `v1` names first, then `events.k8s.io/v1`'s (the same objects).
         "events" => vec![
             ("Last Seen", 0, |v, now| {
-                let at = ["/lastTimestamp", "/eventTime", "/firstTimestamp"]
-                    .into_iter()
-                    .map(|p| str_at(v, p))
-                    .find(|t| !t.is_empty())
-                    .unwrap_or_else(|| str_at(v, "/metadata/creationTimestamp"));
+                let at = [
+                    "/series/lastObservedTime",
+                    "/lastTimestamp",
+                    "/deprecatedLastTimestamp",
+                    "/eventTime",
+                    "/firstTimestamp",
+                    "/deprecatedFirstTimestamp",
+                    "/metadata/creationTimestamp",
+                ]
+                .into_iter()
+                .map(|p| str_at(v, p))
+                .find(|t| !t.is_empty())
+                .unwrap_or_default();
                 json!(age(at, now))
             }),
             ("Type", 0, |v, _| json!(str_at(v, "/type"))),
             ("Reason", 0, |v, _| json!(str_at(v, "/reason"))),
             ("Object", 0, |v, _| {
+                let o = either(v, "/involvedObject", "/regarding");
                 json!(format!(
                     "{}/{}",
-                    str_at(v, "/involvedObject/kind").to_lowercase(),
-                    str_at(v, "/involvedObject/name")
+                    str_at(o, "/kind").to_lowercase(),
+                    str_at(o, "/name")
                 ))
             }),
             ("Subobject", 1, |v, _| {
-                json!(str_at(v, "/involvedObject/fieldPath"))
+                json!(str_at(
+                    either(v, "/involvedObject", "/regarding"),
+                    "/fieldPath"
+                ))
             }),
             ("Source", 1, |v, _| {
-                let (c, h) = (str_at(v, "/source/component"), str_at(v, "/source/host"));
+                let s = either(v, "/source", "/deprecatedSource");
+                let (c, h) = (str_at(s, "/component"), str_at(s, "/host"));
                 json!(if h.is_empty() {
                     c.to_owned()
                 } else {
                     format!("{c}, {h}")
                 })
             }),
-            ("Message", 0, |v, _| json!(str_at(v, "/message"))),
-            ("First Seen", 1, |v, now| {
-                json!(age(str_at(v, "/firstTimestamp"), now))
+            ("Message", 0, |v, _| {
+                json!(str_at(either(v, "/message", "/note"), ""))
             }),
-            ("Count", 1, |v, _| json!(int_at(v, "/count").max(1))),
+            ("First Seen", 1, |v, now| {
+                let s = either(v, "/firstTimestamp", "/deprecatedFirstTimestamp");
+                json!(age(str_at(s, ""), now))
+            }),
+            ("Count", 1, |v, _| {
+                let n = int_at(v, "/count").max(int_at(v, "/deprecatedCount"));
+                json!(n.max(int_at(v, "/series/count")).max(1))
+            }),
         ],
         _ => vec![("Age", 0, age_cell)],
     }
+}
+
+/// The value at `a`, or at `b` when `a` has none (`Null` when neither has).
+fn either<'v>(v: &'v Value, a: &str, b: &str) -> &'v Value {
+    v.pointer(a)
+        .or_else(|| v.pointer(b))
+        .unwrap_or(&Value::Null)
 }
 
 /// Where a kind's table shows the name: first, or (events, as Kubernetes prints them)

@@ -38,7 +38,7 @@ fn group_versions(registry: &Registry) -> BTreeMap<String, Vec<String>> {
             vec![crate::resource_metrics::VERSION.to_owned()],
         );
     }
-    for k in registry.kinds().filter(|k| !k.group.is_empty()) {
+    for k in registry.served().filter(|k| !k.group.is_empty()) {
         let versions = groups.entry(k.group.to_owned()).or_default();
         if !versions.iter().any(|v| v == k.version) {
             versions.push(k.version.to_owned());
@@ -84,7 +84,7 @@ const VERBS: &[&str] = &[
 /// are not namespaced, as kubectl must see them.
 pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let kinds: Vec<&std::sync::Arc<ResourceInfo>> = registry
-        .kinds()
+        .served()
         .filter(|k| k.group == group && k.version == version)
         .collect();
     if kinds.is_empty() {

@@ -30,7 +30,7 @@ impl Documents {
     /// The documents of `registry`'s kinds (built once: the registry does not change).
     pub fn of(registry: &Registry) -> Self {
         let mut gvs: Vec<(String, String)> = registry
-            .kinds()
+            .served()
             .map(|k| (k.group.to_owned(), k.version.to_owned()))
             .collect();
         gvs.sort();
@@ -40,7 +40,7 @@ impl Documents {
         for (g, v) in gvs {
             let path = gv_path(&g, &v);
             let kinds: Vec<&ResourceInfo> = registry
-                .kinds()
+                .served()
                 .filter(|k| k.group == g && k.version == v)
                 .map(|k| &**k)
                 .collect();

@@ -782,10 +782,12 @@ impl ApiServer {
         require_object(&obj)?;
         let info = &target.info;
         let api_version = info.api_version();
+        // An update has made the object as it is kept, under a view's kind's apiVersion.
+        let kept = info.kept_api_version();
         for (field, want) in [("apiVersion", api_version.as_str()), ("kind", info.kind)] {
             match obj.get(field).and_then(Value::as_str) {
                 None | Some("") => obj[field] = json!(want),
-                Some(got) if got == want => {}
+                Some(got) if got == want || (field == "apiVersion" && got == kept) => {}
                 Some(got) => {
                     return Err(ApiError::bad_request(format!(
                         "{field} {got:?} does not match the path, which serves {} {}",
@@ -1288,13 +1290,15 @@ impl ApiServer {
         if kind == PatchKind::Apply {
             return self.server_side_apply(target, body, params).await;
         }
-        self.patch_with(
-            target,
-            kind,
-            body,
-            || self.get(target, target.name()),
-            |doc, _| self.update(target, doc, params),
-        )
+        // A patch applies to the object as the client sees it (a view's names included).
+        let read = || async {
+            let mut doc = self.get(target, target.name()).await?;
+            target.info.served(&mut doc);
+            Ok(doc)
+        };
+        self.patch_with(target, kind, body, read, |doc, _| {
+            self.update(target, doc, params)
+        })
         .await
     }
 

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::podconfig::VolumeFile;
 use crate::{Result, RuntimeError};
 
 /// Where the static busybox comes from (Debian's `busybox-static`).
@@ -206,16 +207,39 @@ impl Cpio {
     }
 }
 
-/// Writes `base` followed by an archive of `extra` files to `out`.
-pub fn initrd_with(base: &Path, extra: &[(&str, &[u8])], out: &Path) -> Result<()> {
-    let mut f = std::fs::File::create(out)?;
-    f.write_all(&std::fs::read(base)?)?;
+/// Writes `base` followed by an archive of `dirs` and `files` (with every parent
+/// directory) to `out`, readable by its owner only: the files may be Secrets.
+pub fn initrd_with(base: &Path, dirs: &[String], files: &[VolumeFile], out: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut made = std::collections::BTreeSet::new();
     let mut cpio = Cpio::default();
-    for (name, data) in extra {
-        cpio.file(name, 0o644, data);
+    // Every directory on the way to `path` (whose last element is a file's name).
+    let mut parents = |cpio: &mut Cpio, path: &str| {
+        for (i, _) in path.match_indices('/') {
+            if i > 0 && made.insert(path[..i].to_owned()) {
+                cpio.dir(&path[..i]);
+            }
+        }
+    };
+    for d in dirs {
+        parents(&mut cpio, &format!("{}/", d.trim_matches('/')));
     }
-    f.write_all(&cpio.finish())?;
-    f.sync_all()?;
+    for f in files {
+        let path = f.path.trim_start_matches('/');
+        parents(&mut cpio, path);
+        cpio.file(path, f.mode & 0o777, &f.data);
+    }
+    let tmp = out.with_extension("tmp");
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    w.write_all(&std::fs::read(base)?)?;
+    w.write_all(&cpio.finish())?;
+    w.sync_all()?;
+    std::fs::rename(&tmp, out)?;
     Ok(())
 }
 

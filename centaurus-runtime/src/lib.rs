@@ -125,7 +125,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Removes the sandbox and everything in it; removing what is gone succeeds.
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<()>;
 
-    /// True when the runtime puts volume files into its containers ([`Runtime::write_volumes`]
+    /// True when the runtime puts volume files into its workloads ([`Runtime::write_volumes`]
     /// does something): its pods get their ServiceAccount's token projected.
     fn projects_files(&self) -> bool {
         false
@@ -133,7 +133,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Makes the sandbox's volumes hold `volumes` (by volume name): before the workloads
     /// are created, and again whenever a ConfigMap or Secret they project changes.
-    /// Runtimes whose pods have no volumes (VMs, hollow nodes) ignore it.
+    /// Runtimes whose pods have no volumes (hollow nodes) ignore it.
     async fn write_volumes(
         &self,
         _pod_uid: &str,

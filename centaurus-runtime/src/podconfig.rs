@@ -340,15 +340,15 @@ pub fn has_projected_volumes(pod: &Pod) -> bool {
 /// The volume a pod's ServiceAccount token is projected into.
 pub const ACCOUNT_VOLUME: &str = "kube-api-access";
 
-/// True when the pod gets its ServiceAccount's token (containers only; unless the pod
-/// says `automountServiceAccountToken: false`).
+/// True when the pod gets its ServiceAccount's token (unless the pod says
+/// `automountServiceAccountToken: false`).
 pub fn wants_account_token(pod: &Pod) -> bool {
-    pod.spec.virtual_machine.is_none() && pod.spec.automount_service_account_token != Some(false)
+    pod.spec.automount_service_account_token != Some(false)
 }
 
 /// Adds the ServiceAccount volume (`token` and `namespace`, read-only at
-/// [`model::SERVICE_ACCOUNT_MOUNT`] in every container that does not mount something
-/// there itself) to a resolved pod and its volumes.
+/// [`model::SERVICE_ACCOUNT_MOUNT`] in every container, and the VM guest, that does not
+/// mount something there itself) to a resolved pod and its volumes.
 pub fn project_account_token(
     pod: &mut Pod,
     volumes: &mut BTreeMap<String, VolumeContent>,
@@ -372,13 +372,23 @@ pub fn project_account_token(
             ..Default::default()
         });
     }
-    for c in &mut pod.spec.containers {
-        if !c
-            .volume_mounts
+    let mounts = pod
+        .spec
+        .containers
+        .iter_mut()
+        .map(|c| &mut c.volume_mounts)
+        .chain(
+            pod.spec
+                .virtual_machine
+                .iter_mut()
+                .map(|vm| &mut vm.volume_mounts),
+        );
+    for mounts in mounts {
+        if !mounts
             .iter()
             .any(|m| m.mount_path.trim_end_matches('/') == model::SERVICE_ACCOUNT_MOUNT)
         {
-            c.volume_mounts.push(model::VolumeMount {
+            mounts.push(model::VolumeMount {
                 name: ACCOUNT_VOLUME.into(),
                 mount_path: model::SERVICE_ACCOUNT_MOUNT.into(),
                 read_only: true,

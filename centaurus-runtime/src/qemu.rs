@@ -1,9 +1,14 @@
-//! VM pods through QEMU: a `-M microvm` guest booting its image's kernel and initramfs
-//! (with the pod's `userData` appended as `/userdata`), its serial console written to a
-//! log, controlled over QMP. KVM is used when a probe boots a guest under it; otherwise
+//! VM pods through QEMU: a `-M microvm` guest booting its image's kernel and initramfs,
+//! its serial console written to a log, controlled over QMP.
+//!
+//! The guest's configuration is a second initramfs archive appended to its image's, made
+//! at every start (a config drive in the boot image): `/etc/hostname`, the pod's
+//! `userData` as `/userdata`, and the pod's volumes at the VM's `volumeMounts` (ConfigMap
+//! and Secret files, the ServiceAccount token at the Kubernetes path, empty directories).
+//! A changed ConfigMap or Secret reaches the guest when it next starts. KVM is used when a probe boots a guest under it; otherwise
 //! TCG (on some hosts `/dev/kvm` exists but guests hang under it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::images::{DEFAULT_KERNEL, ImageStore, VM_READY_LINE, initrd_with};
+use crate::podconfig::{VolumeContent, VolumeFile};
 use crate::session::Process;
 use crate::{
     Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir,
@@ -49,6 +55,8 @@ pub struct QemuRuntime {
     qemu: String,
     accel: tokio::sync::OnceCell<Accel>,
     vms: Mutex<HashMap<String, Arc<Mutex<Vm>>>>,
+    /// Each pod's volumes as last resolved by the agent.
+    volumes: Mutex<HashMap<String, BTreeMap<String, VolumeContent>>>,
     rates: crate::usage::Rates,
 }
 
@@ -57,6 +65,8 @@ struct Vm {
     dir: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
+    /// What the guest's initramfs is made of at each start; None boots `initrd` as it is.
+    guest: Option<Guest>,
     memory_mib: i64,
     cpus: i64,
     state: WorkloadState,
@@ -64,6 +74,37 @@ struct Vm {
     generation: u64,
     reboots: i32,
     pid: Option<u32>,
+}
+
+/// A guest's own files, appended to its image's initramfs.
+struct Guest {
+    /// The image's initramfs.
+    base: PathBuf,
+    /// Hostname and userData.
+    files: Vec<VolumeFile>,
+    /// Where the pod's volumes go in the guest.
+    mounts: Vec<model::VolumeMount>,
+}
+
+impl Guest {
+    /// Writes the guest's initramfs to `out`: its image's, then its own files and the
+    /// `volumes` it mounts.
+    fn write(&self, volumes: Option<&BTreeMap<String, VolumeContent>>, out: &Path) -> Result<()> {
+        let mut files = self.files.clone();
+        let mut dirs = Vec::new();
+        for m in &self.mounts {
+            let root = m.mount_path.trim_matches('/');
+            dirs.push(root.to_owned());
+            if let Some(VolumeContent::Projected(projected)) = volumes.and_then(|v| v.get(&m.name))
+            {
+                files.extend(projected.iter().map(|f| VolumeFile {
+                    path: format!("{root}/{}", f.path),
+                    ..f.clone()
+                }));
+            }
+        }
+        initrd_with(&self.base, &dirs, &files, out)
+    }
 }
 
 impl Vm {
@@ -91,6 +132,7 @@ impl QemuRuntime {
             qemu: "qemu-system-x86_64".into(),
             accel: tokio::sync::OnceCell::new(),
             vms: Mutex::default(),
+            volumes: Mutex::default(),
             rates: Default::default(),
             root,
         }
@@ -149,6 +191,7 @@ impl QemuRuntime {
             dir: dir.clone(),
             kernel,
             initrd,
+            guest: None,
             memory_mib: 128,
             cpus: 1,
             state: WorkloadState::Created,
@@ -190,10 +233,19 @@ impl QemuRuntime {
     }
 
     /// Starts QEMU for `vm`, restoring from `incoming` when given.
-    async fn launch(&self, vm: &Arc<Mutex<Vm>>, incoming: Option<&Path>) -> Result<()> {
+    async fn launch(
+        &self,
+        pod_uid: &str,
+        vm: &Arc<Mutex<Vm>>,
+        incoming: Option<&Path>,
+    ) -> Result<()> {
         let accel = self.accel().await;
         let (args, generation) = {
             let mut v = vm.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(guest), None) = (&v.guest, incoming) {
+                let volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
+                guest.write(volumes.get(pod_uid), &v.initrd)?;
+            }
             v.generation += 1;
             let _ = std::fs::remove_file(v.qmp());
             let _ = std::fs::remove_file(v.console_socket());
@@ -481,6 +533,23 @@ impl Runtime for QemuRuntime {
         Ok(stopped)
     }
 
+    fn projects_files(&self) -> bool {
+        true
+    }
+
+    /// Kept for the guest's next start (see the module's doc).
+    async fn write_volumes(
+        &self,
+        pod_uid: &str,
+        volumes: &BTreeMap<String, VolumeContent>,
+    ) -> Result<()> {
+        self.volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pod_uid.to_owned(), volumes.clone());
+        Ok(())
+    }
+
     async fn create_sandbox(&self, pod: &Pod, _: &SandboxNetwork) -> Result<()> {
         std::fs::create_dir_all(pod_dir(&self.root, &pod.metadata.uid))?;
         Ok(())
@@ -505,6 +574,10 @@ impl Runtime for QemuRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
+        self.volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_uid);
         crate::remove_pod_dir(&self.root, pod_uid)
     }
 
@@ -520,14 +593,23 @@ impl Runtime for QemuRuntime {
         let (kernel, base) = self.images.vm_image(&spec.image, &self.kernel)?;
         let dir = pod_dir(&self.root, &pod.metadata.uid).join(name);
         std::fs::create_dir_all(&dir)?;
-        let initrd = dir.join("initrd.cpio");
-        let hostname = format!("{}\n", pod.metadata.name);
-        let data = user_data(&spec.user_data);
-        let mut extra: Vec<(&str, &[u8])> = vec![("etc/hostname", hostname.as_bytes())];
+        let file = |path: &str, data: Vec<u8>| VolumeFile {
+            path: path.into(),
+            data,
+            mode: 0o644,
+        };
+        let mut files = vec![file(
+            "etc/hostname",
+            format!("{}\n", pod.metadata.name).into_bytes(),
+        )];
         if !spec.user_data.is_empty() {
-            extra.push(("userdata", &data));
+            files.push(file("userdata", user_data(&spec.user_data)));
         }
-        initrd_with(&base, &extra, &initrd)?;
+        let guest = Guest {
+            base,
+            files,
+            mounts: spec.volume_mounts.clone(),
+        };
         let limit = |n: &str| {
             let r = &spec.resources;
             r.limits.get(n).or_else(|| r.requests.get(n)).and_then(|q| {
@@ -541,9 +623,10 @@ impl Runtime for QemuRuntime {
         };
         let vm = Vm {
             name: name.to_owned(),
+            initrd: dir.join("initrd.cpio"),
             dir,
             kernel,
-            initrd,
+            guest: Some(guest),
             memory_mib: limit("memory").map_or(128, |b| (b / (1024 * 1024)).max(64)),
             cpus: limit("cpu").map_or(1, |m| ((m + 999) / 1000).clamp(1, 8)),
             state: WorkloadState::Created,
@@ -566,7 +649,7 @@ impl Runtime for QemuRuntime {
         ) {
             return Ok(());
         }
-        self.launch(&vm, None).await
+        self.launch(pod_uid, &vm, None).await
     }
 
     async fn stop_workload(&self, pod_uid: &str, _: &str, grace: Duration) -> Result<()> {
@@ -728,7 +811,7 @@ impl Runtime for QemuRuntime {
             }
             self.stop_workload(pod_uid, "", Duration::from_secs(2))
                 .await?;
-            self.launch(&vm, Some(&file)).await?;
+            self.launch(pod_uid, &vm, Some(&file)).await?;
             vm.lock().unwrap_or_else(|e| e.into_inner()).reboots += 1;
             return Ok(format!("restored snapshot {name}"));
         }
@@ -773,6 +856,91 @@ mod tests {
     fn user_data_is_decoded_when_base64() {
         assert_eq!(user_data("aGVsbG8="), b"hello");
         assert_eq!(user_data("#!/bin/sh\necho hi"), b"#!/bin/sh\necho hi");
+    }
+
+    /// The (name, mode, data) of each entry of the `newc` archives in `bytes`.
+    fn entries(mut bytes: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let field = |h: &[u8], i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap() as usize
+        };
+        let up = |n: usize| n.div_ceil(4) * 4;
+        let mut out = Vec::new();
+        while bytes.len() >= 110 {
+            let (mode, size, name_len) = (field(bytes, 1), field(bytes, 6), field(bytes, 11));
+            let name = String::from_utf8(bytes[110..110 + name_len - 1].to_vec()).unwrap();
+            let data_at = up(110 + name_len);
+            out.push((name, mode as u32, bytes[data_at..data_at + size].to_vec()));
+            bytes = &bytes[up(data_at + size)..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_guest_gets_its_volumes_at_their_mount_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.cpio");
+        std::fs::write(&base, crate::images::Cpio::default().finish()).unwrap();
+        let mount = |name: &str, path: &str| model::VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        };
+        let guest = Guest {
+            base: base.clone(),
+            files: vec![VolumeFile {
+                path: "etc/hostname".into(),
+                data: b"vm1\n".to_vec(),
+                mode: 0o644,
+            }],
+            mounts: vec![
+                mount("db", "/etc/db/"),
+                mount("scratch", "/var/scratch"),
+                mount("gone", "/opt/gone"),
+            ],
+        };
+        let volumes = BTreeMap::from([
+            (
+                "db".to_owned(),
+                VolumeContent::Projected(vec![VolumeFile {
+                    path: "keys/password".into(),
+                    data: b"s3cret".to_vec(),
+                    mode: 0o400,
+                }]),
+            ),
+            ("scratch".to_owned(), VolumeContent::Empty),
+        ]);
+        let out = dir.path().join("initrd.cpio");
+        guest.write(Some(&volumes), &out).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "Secrets are for the host's root only");
+        let all = entries(&std::fs::read(&out).unwrap());
+        let names: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
+        // Directories come before what is in them, each once; a volume not resolved (yet)
+        // is an empty directory.
+        assert_eq!(
+            names,
+            [
+                "TRAILER!!!",
+                "etc",
+                "etc/db",
+                "var",
+                "var/scratch",
+                "opt",
+                "opt/gone",
+                "etc/hostname",
+                "etc/db/keys",
+                "etc/db/keys/password",
+                "TRAILER!!!",
+            ]
+        );
+        let password = all.iter().find(|e| e.0 == "etc/db/keys/password").unwrap();
+        assert_eq!(
+            (password.1, password.2.as_slice()),
+            (0o100_400, &b"s3cret"[..])
+        );
+        assert_eq!(all[1].1, 0o040_755);
     }
 
     #[test]

@@ -437,6 +437,7 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     ]);
     assert!(err.contains("not a VM pod"), "{err}");
 
+    vm_stateful_set(&k, dir.path());
     check_batch(&k);
 
     // Deleting the Deployment removes its pods; deleted pods leave the node.
@@ -447,9 +448,72 @@ fn kubectl_runs_container_and_vm_pods_on_real_runtimes() {
     });
 }
 
+/// A StatefulSet of VM pods: `vms-0` boots, then `vms-1` once `vms-0` is Ready (its guest
+/// up); a deleted VM pod returns under its name and its guest takes that name.
+fn vm_stateful_set(k: &Kubectl, dir: &Path) {
+    let manifest = dir.join("vms.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: vms\nspec:\n  replicas: 2\n  \
+         selector:\n    matchLabels: {app: vms}\n  template:\n    metadata:\n      \
+         labels: {app: vms}\n    spec:\n      virtualMachine:\n        name: vm\n        \
+         image: tiny\n        resources:\n          requests: {cpu: 100m, memory: 64Mi}\n          \
+         limits: {cpu: '1', memory: 128Mi}\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    // (name, uid, created, ready since) of each Running pod, by name.
+    let running = || {
+        let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        let mut pods: Vec<[String; 4]> = items(&k.json(&["get", "pods", "-l", "app=vms"]))
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let m = &p["metadata"];
+                let ready = p["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| {
+                        c.iter()
+                            .find(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                    .map_or(String::new(), |c| text(&c["lastTransitionTime"]));
+                [
+                    text(&m["name"]),
+                    text(&m["uid"]),
+                    text(&m["creationTimestamp"]),
+                    ready,
+                ]
+            })
+            .collect();
+        pods.sort();
+        pods
+    };
+    let guest_up = |name: &str| raw_log(k, name).contains(&format!("centaurus-vm: ready {name}"));
+    let first = eventually(180, "vms-0 and vms-1 Running with their guests up", || {
+        // Shown when this fails.
+        eprintln!("{}", k.run(&["get", "pods", "-l", "app=vms", "-o", "wide"]));
+        let pods = running();
+        let names: Vec<&str> = pods.iter().map(|p| p[0].as_str()).collect();
+        (names == ["vms-0", "vms-1"] && guest_up("vms-0") && guest_up("vms-1")).then_some(pods)
+    });
+    // OrderedReady: vms-1 was made only once vms-0 was Ready.
+    assert!(
+        !first[0][3].is_empty() && first[0][3] <= first[1][2],
+        "{first:?}"
+    );
+    k.run(&["delete", "pod", "vms-0", "--wait=false"]);
+    eventually(180, "vms-0 back under its name with a new guest", || {
+        let pods = running();
+        (pods.len() == 2 && pods[0][0] == "vms-0" && pods[0][1] != first[0][1] && guest_up("vms-0"))
+            .then_some(())
+    });
+    k.run(&["delete", "statefulset", "vms"]);
+}
+
 /// Starts batch work in namespace `batch`: a job from `kubectl create job`, an Indexed job
-/// of four completions two at a time, a job that fails past its backoff limit, and a cron
-/// job firing every minute.
+/// of four completions two at a time, a job that fails past its backoff limit, a cron
+/// job firing every minute, and a VM job whose guest reads a Secret and a ConfigMap.
 fn start_batch(k: &Kubectl, dir: &Path) {
     k.run(&["create", "namespace", "batch"]);
     let b = |args: &[&str]| k.run(&[&["-n", "batch"], args].concat());
@@ -476,6 +540,21 @@ fn start_batch(k: &Kubectl, dir: &Path) {
     )
     .unwrap();
     b(&["apply", "-f", manifest.to_str().unwrap()]);
+    b(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=s3cret",
+    ]);
+    b(&[
+        "create",
+        "configmap",
+        "app",
+        "--from-literal=greeting=hello-vm",
+    ]);
+    let vm_job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/vm-job.yaml");
+    b(&["apply", "-f", vm_job.to_str().unwrap()]);
     b(&[
         "create",
         "cronjob",
@@ -516,6 +595,27 @@ fn check_batch(k: &Kubectl) {
         .collect();
     printed.sort();
     assert_eq!(printed, ["index 0", "index 1", "index 2", "index 3"]);
+    // The VM job: its guest read the Secret (with its mode), the ConfigMap and its account's
+    // token from its initramfs, then powered off, which completed the job.
+    b(&[
+        "wait",
+        "--for=condition=complete",
+        "job/vm-report",
+        "--timeout=180s",
+    ]);
+    let vm_pod = items(&bj(&["get", "pods", "-l", "job-name=vm-report"]))[0].clone();
+    assert_eq!(vm_pod["status"]["phase"], "Succeeded", "{vm_pod}");
+    let report = raw_log_in(k, "batch", vm_pod["metadata"]["name"].as_str().unwrap());
+    for line in [
+        "report: password=s3cret mode=400",
+        "report: greeting=hello-vm",
+        "report: namespace=batch token=eyJ",
+    ] {
+        assert!(
+            report.contains(line),
+            "{line:?} missing from the console:\n{report}"
+        );
+    }
     let table = b(&["get", "job", "par"]);
     assert!(
         table.starts_with("NAME") && table.contains("STATUS") && table.contains("4/4"),
@@ -553,7 +653,7 @@ fn check_batch(k: &Kubectl) {
     }
     // Deleting the cron job takes its jobs and their pods with it.
     b(&["delete", "cronjob", "tick"]);
-    b(&["delete", "job", "once", "par", "doomed"]);
+    b(&["delete", "job", "once", "par", "doomed", "vm-report"]);
     eventually(60, "the batch namespace is empty", || {
         (items(&bj(&["get", "jobs"])).is_empty() && items(&bj(&["get", "pods"])).is_empty())
             .then_some(())

@@ -17,6 +17,19 @@ pub const EVENT_NORMAL: &str = "Normal";
 pub const EVENT_WARNING: &str = "Warning";
 /// The namespace of events about cluster-scoped objects (Nodes).
 pub const CLUSTER_EVENTS_NAMESPACE: &str = "default";
+/// The group serving Events in their newer shape (`events.k8s.io/v1`).
+pub const EVENTS_GROUP: &str = "events.k8s.io";
+/// The fields `events.k8s.io/v1` names otherwise than core `v1` (core name, its name):
+/// the same objects are served in both groups, kept in the core shape.
+pub const EVENTS_V1_RENAMES: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
 /// Most bytes of an event's message (Kubernetes' limit); longer ones are cut.
 pub const MAX_EVENT_MESSAGE: usize = 1024;
 

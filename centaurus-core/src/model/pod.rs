@@ -329,6 +329,10 @@ pub struct VirtualMachine {
     /// Data handed to the guest at boot (cloud-init style), base64 as in Arktos.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_data: String,
+    /// The pod's volumes placed in the guest's root filesystem at boot (ConfigMap and
+    /// Secret files, empty directories): the guest reads them at `mountPath`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<super::VolumeMount>,
     /// Desired power state: `Running` (default) or `Shutdown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_spec: Option<String>,

@@ -29,6 +29,49 @@ pub struct ResourceInfo {
     update_rules: Option<UpdateRules>,
     served: fn(&mut serde_json::Value),
     unserved: fn(&serde_json::Value) -> Option<serde_json::Value>,
+    /// Set on a view of another group's kind ([`ResourceInfo::view`]).
+    view: Option<View>,
+}
+
+/// How a view's objects differ from the kept ones: their `apiVersion`, and top-level
+/// fields under other names.
+#[derive(Clone, Debug)]
+struct View {
+    /// The `apiVersion` objects are kept under.
+    kept_api_version: String,
+    /// (kept name, name in the view) of each renamed top-level field.
+    renames: &'static [(&'static str, &'static str)],
+}
+
+impl View {
+    /// `obj` with its renamed fields moved (`to_view`: kept → view; else view → kept).
+    fn rename(&self, obj: &mut serde_json::Value, to_view: bool) {
+        let Some(o) = obj.as_object_mut() else {
+            return;
+        };
+        for (kept, shown) in self.renames {
+            let (from, to) = if to_view {
+                (kept, shown)
+            } else {
+                (shown, kept)
+            };
+            if let Some(v) = o.remove(*from) {
+                o.insert((*to).to_owned(), v);
+            }
+        }
+    }
+
+    /// A field path of the kept form named as the view names it.
+    fn field_in_view(&self, field: &str) -> String {
+        for (kept, shown) in self.renames {
+            if let Some(rest) = field.strip_prefix(kept)
+                && (rest.is_empty() || rest.starts_with(['.', '[']))
+            {
+                return format!("{shown}{rest}");
+            }
+        }
+        field.to_owned()
+    }
 }
 
 type UpdateRules = fn(&serde_json::Value, &serde_json::Value) -> Result<(), Vec<FieldError>>;
@@ -189,17 +232,73 @@ impl ResourceInfo {
             update_rules: R::UPDATE_RULES.then_some(update_rules_of::<R> as UpdateRules),
             served: R::served,
             unserved: R::unserved,
+            view: None,
         }
+    }
+
+    /// A view of `base`'s objects served in another group and version: the same objects
+    /// (one plural, one store range), some top-level fields under other names, as
+    /// `events.k8s.io/v1` serves core `v1` Events.
+    pub fn view(
+        base: &ResourceInfo,
+        group: &'static str,
+        version: &'static str,
+        renames: &'static [(&'static str, &'static str)],
+    ) -> Self {
+        let view = View {
+            kept_api_version: base.api_version(),
+            renames,
+        };
+        let mut schema = base.schema.as_value().clone();
+        if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for (kept, shown) in renames {
+                if let Some(p) = props.remove(*kept) {
+                    props.insert((*shown).to_owned(), p);
+                }
+            }
+        }
+        Self {
+            group,
+            version,
+            schema: Arc::new(
+                schemars::Schema::try_from(schema).unwrap_or_else(|_| (*base.schema).clone()),
+            ),
+            view: Some(view),
+            ..base.clone()
+        }
+    }
+
+    /// True for a view of another kind's objects ([`ResourceInfo::view`]).
+    pub fn is_view(&self) -> bool {
+        self.view.is_some()
     }
 
     /// The object as clients are shown it ([`Resource::served`]).
     pub fn served(&self, value: &mut serde_json::Value) {
-        (self.served)(value)
+        (self.served)(value);
+        if let Some(view) = &self.view {
+            view.rename(value, true);
+            if let Some(o) = value.as_object_mut() {
+                o.insert("apiVersion".into(), self.api_version().into());
+            }
+        }
     }
 
     /// The object as it is kept ([`Resource::unserved`]).
     pub fn unserved(&self, value: serde_json::Value) -> serde_json::Value {
+        let value = self.kept_names(value);
         (self.unserved)(&value).unwrap_or(value)
+    }
+
+    /// A view's object with the kept names and `apiVersion`; others as they are.
+    fn kept_names(&self, mut value: serde_json::Value) -> serde_json::Value {
+        if let Some(view) = &self.view {
+            view.rename(&mut value, false);
+            if let Some(o) = value.as_object_mut() {
+                o.insert("apiVersion".into(), view.kept_api_version.clone().into());
+            }
+        }
+        value
     }
 
     /// `group/version`, or `version` for the core group.
@@ -209,6 +308,13 @@ impl ResourceInfo {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// The `apiVersion` objects are kept under: a view's kind's, else [`Self::api_version`].
+    pub fn kept_api_version(&self) -> String {
+        self.view
+            .as_ref()
+            .map_or_else(|| self.api_version(), |v| v.kept_api_version.clone())
     }
 
     /// Lower-case kind, as kubectl names it.
@@ -227,7 +333,17 @@ impl ResourceInfo {
     /// Decodes and validates `value` as this kind, returning the normalized object and the
     /// fields the kind does not know.
     pub fn decode(&self, value: &serde_json::Value) -> Result<Decoded, DecodeError> {
-        (self.decode)(value)
+        let Some(view) = &self.view else {
+            return (self.decode)(value);
+        };
+        let rename = |mut e: FieldError| {
+            e.field = view.field_in_view(&e.field);
+            e
+        };
+        (self.decode)(&self.kept_names(value.clone())).map_err(|e| match e {
+            DecodeError::Malformed(f) => DecodeError::Malformed(rename(f)),
+            DecodeError::Invalid(fs) => DecodeError::Invalid(fs.into_iter().map(rename).collect()),
+        })
     }
 
     /// Checks the rules an update from `old` to `new` must keep (immutable fields); both
@@ -296,6 +412,8 @@ pub enum RegistryError {
 pub struct Registry {
     kinds: Vec<Arc<ResourceInfo>>,
     by_plural: HashMap<String, usize>,
+    /// Kinds served in a second group ([`ResourceInfo::view`]).
+    views: Vec<Arc<ResourceInfo>>,
 }
 
 impl Registry {
@@ -345,7 +463,25 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<LimitRange>()
             .expect("built-in plurals are distinct");
+        r.register_view(Event::PLURAL, EVENTS_GROUP, "v1", EVENTS_V1_RENAMES)
+            .expect("core events are registered");
         r
+    }
+
+    /// Serves the objects of the kind registered under `plural` in `group`/`version` too,
+    /// with the top-level fields `renames` names (kept, shown) renamed. None when no kind
+    /// has the plural.
+    pub fn register_view(
+        &mut self,
+        plural: &str,
+        group: &'static str,
+        version: &'static str,
+        renames: &'static [(&'static str, &'static str)],
+    ) -> Option<Arc<ResourceInfo>> {
+        let base = &self.kinds[*self.by_plural.get(plural)?];
+        let view = Arc::new(ResourceInfo::view(base, group, version, renames));
+        self.views.push(view.clone());
+        Some(view)
     }
 
     /// Adds a kind. Plurals are unique across groups because they name store key ranges.
@@ -380,12 +516,22 @@ impl Registry {
             r.by_plural.insert(info.plural.to_owned(), r.kinds.len());
             r.kinds.push(info.clone());
         }
+        r.views = (self.views.iter())
+            .filter(|v| r.by_plural.contains_key(v.plural) && keep(v))
+            .cloned()
+            .collect();
         r
     }
 
-    /// Every registered kind, in registration order.
+    /// Every registered kind, in registration order (views not included: they are the
+    /// same objects).
     pub fn kinds(&self) -> impl Iterator<Item = &Arc<ResourceInfo>> {
         self.kinds.iter()
+    }
+
+    /// Every kind as clients find it: the registered kinds, then the views of them.
+    pub fn served(&self) -> impl Iterator<Item = &Arc<ResourceInfo>> {
+        self.kinds.iter().chain(&self.views)
     }
 
     /// The kind served at `group`/`version` under `plural`.
@@ -396,13 +542,17 @@ impl Registry {
         plural: &str,
     ) -> Option<&Arc<ResourceInfo>> {
         let info = &self.kinds[*self.by_plural.get(plural)?];
-        (info.group == group && info.version == version).then_some(info)
+        if info.group == group && info.version == version {
+            return Some(info);
+        }
+        self.views
+            .iter()
+            .find(|v| v.plural == plural && v.group == group && v.version == version)
     }
 
     /// The kind named by a manifest's `apiVersion` and `kind`.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Arc<ResourceInfo>> {
-        self.kinds
-            .iter()
+        self.served()
             .find(|i| i.kind == kind && i.api_version() == api_version)
     }
 

@@ -209,6 +209,66 @@ fn other_kinds_round_trip_and_validate() {
 }
 
 #[test]
+fn a_view_serves_a_kinds_objects_under_other_names() {
+    let reg = Registry::builtin();
+    let core = reg.by_plural("", "v1", "events").unwrap();
+    let view = reg.by_plural(EVENTS_GROUP, "v1", "events").unwrap();
+    assert!(view.is_view() && !core.is_view());
+    assert_eq!(view.key("acme", "dev", "e"), core.key("acme", "dev", "e"));
+    assert_eq!(
+        reg.by_kind("events.k8s.io/v1", "Event").unwrap().group,
+        EVENTS_GROUP
+    );
+    assert_eq!(
+        reg.resolve_name("events").unwrap().group,
+        "",
+        "names mean the core kind"
+    );
+    assert_eq!(reg.kinds().filter(|k| k.plural == "events").count(), 1);
+    assert_eq!(reg.served().filter(|k| k.plural == "events").count(), 2);
+    let schema = view.schema.as_value();
+    assert!(schema.pointer("/properties/note").is_some());
+    assert!(schema.pointer("/properties/message").is_none());
+
+    let shown = serde_json::json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "e", "namespace": "dev"},
+        "regarding": {"kind": "Pod", "name": "p"}, "note": "hi", "deprecatedCount": 2,
+        "reportingController": "c",
+    });
+    let kept = view.decode(&shown).unwrap().value;
+    assert_eq!(kept["apiVersion"], "v1");
+    assert_eq!(kept["message"], "hi");
+    assert_eq!(kept["involvedObject"]["name"], "p");
+    assert_eq!(
+        (kept["count"].clone(), kept["reportingComponent"].clone()),
+        (2.into(), "c".into())
+    );
+    assert!(kept.get("note").is_none());
+    let mut again = kept.clone();
+    view.served(&mut again);
+    assert_eq!(again["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(
+        (again["note"].clone(), again["regarding"]["name"].clone()),
+        ("hi".into(), "p".into())
+    );
+    assert!(again.get("message").is_none() && again.get("involvedObject").is_none());
+    let mut same = kept.clone();
+    core.served(&mut same);
+    assert_eq!(same, kept, "the core kind shows what is kept");
+    assert_eq!(view.unserved(again), kept);
+
+    // Errors name the view's fields.
+    let errors = view
+        .validate(
+            &serde_json::json!({"metadata": {"name": "e", "namespace": "dev"}, "type": "Loud"}),
+        )
+        .unwrap_err();
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["type", "regarding"]);
+}
+
+#[test]
 fn registry_serves_kinds_generically() {
     let reg = Registry::builtin();
     let pods = reg.by_plural("", "v1", "pods").unwrap();

@@ -300,12 +300,6 @@ pub(crate) fn validate_pod_config(errors: &mut Errors, field: &str, spec: &PodSp
             }
         }
     }
-    if spec.virtual_machine.is_some() && !spec.volumes.is_empty() {
-        errors.push(
-            format!("{field}.volumes"),
-            "volumes are supported in container pods only",
-        );
-    }
     for (i, c) in spec.containers.iter().enumerate() {
         let f = format!("{field}.containers[{i}]");
         for (j, e) in c.env.iter().enumerate() {
@@ -368,32 +362,54 @@ pub(crate) fn validate_pod_config(errors: &mut Errors, field: &str, spec: &PodSp
                 _ => errors.push(g, "must have exactly one of configMapRef and secretRef"),
             }
         }
-        let mut paths = std::collections::BTreeSet::new();
-        for (j, m) in c.volume_mounts.iter().enumerate() {
-            let g = format!("{f}.volumeMounts[{j}]");
-            if !volumes.contains(m.name.as_str()) {
-                errors.push(
-                    format!("{g}.name"),
-                    format!("no volume {:?} in the pod", m.name),
-                );
-            }
-            if !m.mount_path.starts_with('/') {
-                errors.push(
-                    format!("{g}.mountPath"),
-                    format!("{:?} must be an absolute path", m.mount_path),
-                );
-            } else if m.mount_path.split('/').any(|p| p == "..") {
-                errors.push(format!("{g}.mountPath"), "must not contain '..'");
-            }
-            if !paths.insert(m.mount_path.trim_end_matches('/')) {
-                errors.push(
-                    format!("{g}.mountPath"),
-                    format!("{:?}: must be unique", m.mount_path),
-                );
-            }
+        validate_mounts(errors, &f, &volumes, &c.volume_mounts);
+    }
+    if let Some(vm) = &spec.virtual_machine {
+        let f = format!("{field}.virtualMachine");
+        validate_mounts(errors, &f, &volumes, &vm.volume_mounts);
+        for (j, m) in vm.volume_mounts.iter().enumerate() {
             if !m.sub_path.is_empty() {
-                errors.check(format!("{g}.subPath"), relative_path(&m.sub_path));
+                errors.push(
+                    format!("{f}.volumeMounts[{j}].subPath"),
+                    "is not supported in a VM guest",
+                );
             }
+        }
+    }
+}
+
+/// Checks the mounts of a container or a VM (`field`) against the pod's volumes.
+fn validate_mounts(
+    errors: &mut Errors,
+    field: &str,
+    volumes: &std::collections::BTreeSet<&str>,
+    mounts: &[VolumeMount],
+) {
+    let mut paths = std::collections::BTreeSet::new();
+    for (j, m) in mounts.iter().enumerate() {
+        let g = format!("{field}.volumeMounts[{j}]");
+        if !volumes.contains(m.name.as_str()) {
+            errors.push(
+                format!("{g}.name"),
+                format!("no volume {:?} in the pod", m.name),
+            );
+        }
+        if !m.mount_path.starts_with('/') {
+            errors.push(
+                format!("{g}.mountPath"),
+                format!("{:?} must be an absolute path", m.mount_path),
+            );
+        } else if m.mount_path.split('/').any(|p| p == "..") {
+            errors.push(format!("{g}.mountPath"), "must not contain '..'");
+        }
+        if !paths.insert(m.mount_path.trim_end_matches('/')) {
+            errors.push(
+                format!("{g}.mountPath"),
+                format!("{:?}: must be unique", m.mount_path),
+            );
+        }
+        if !m.sub_path.is_empty() {
+            errors.check(format!("{g}.subPath"), relative_path(&m.sub_path));
         }
     }
 }
