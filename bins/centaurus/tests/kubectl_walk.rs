@@ -334,6 +334,37 @@ fn parity(k: &Kubectl, dir: &Path) {
         resources.contains("deployments") && resources.contains("metrics.k8s.io/v1beta1"),
         "{resources}"
     );
+    // An `events.k8s.io/v1` Event, as newer controllers record them: kubectl creates it,
+    // and shows it in both groups, its note as the message.
+    assert!(resources.contains("events.k8s.io/v1"), "{resources}");
+    let event = dir.join("event.yaml");
+    std::fs::write(
+        &event,
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: gen-synced}\n\
+         eventTime: \"2026-12-07T04:00:00.000000Z\"\nreportingController: example.com/syncer\n\
+         reportingInstance: syncer-0\naction: Sync\nreason: Synced\ntype: Normal\n\
+         note: synced by the example controller\n\
+         regarding: {kind: Deployment, apiVersion: apps/v1, name: gen, namespace: default}\n",
+    )
+    .unwrap();
+    k.run(&["create", "-f", event.to_str().unwrap()]);
+    let new_group = k.json(&["get", "events.v1.events.k8s.io", "gen-synced"]);
+    assert_eq!(
+        new_group["note"], "synced by the example controller",
+        "{new_group}"
+    );
+    let core = k.json(&["get", "events", "gen-synced"]);
+    assert_eq!(
+        core["message"], "synced by the example controller",
+        "{core}"
+    );
+    assert_eq!(core["involvedObject"]["name"], "gen");
+    let table = k.run(&["get", "events.events.k8s.io"]);
+    assert!(
+        table.contains("Synced") && table.contains("deployment/gen"),
+        "{table}"
+    );
+    k.run(&["delete", "events.events.k8s.io", "gen-synced"]);
     // Ephemeral containers are not served: kubectl debug says so.
     let debug = k.fails(&["debug", "web", "-n", "dev", "--image=busybox"]);
     assert!(debug.contains("ephemeral containers"), "{debug}");
