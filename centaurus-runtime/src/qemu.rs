@@ -5,8 +5,11 @@
 //! at every start (a config drive in the boot image): `/etc/hostname`, the pod's
 //! `userData` as `/userdata`, and the pod's volumes at the VM's `volumeMounts` (ConfigMap
 //! and Secret files, the ServiceAccount token at the Kubernetes path, empty directories).
-//! A changed ConfigMap or Secret reaches the guest when it next starts. KVM is used when a probe boots a guest under it; otherwise
-//! TCG (on some hosts `/dev/kvm` exists but guests hang under it).
+//! A changed ConfigMap or Secret reaches the guest when QEMU next starts it (a restart; a
+//! reboot action resets the guest with the archive it booted with).
+//!
+//! KVM is used when a probe boots a guest under it; otherwise TCG (on some hosts
+//! `/dev/kvm` exists but guests hang under it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
