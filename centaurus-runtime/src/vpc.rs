@@ -28,9 +28,44 @@ pub struct VpcNetwork {
     flat: Arc<dyn NetworkPlugin>,
     wiring: Option<Wiring>,
     timeout: Duration,
-    /// The veths and namespaces wired so far (host-side veth → pod namespace).
-    wired: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// The veths and namespaces wired so far.
+    wired: std::sync::Mutex<Claims>,
     ledger: Option<AttachmentLedger>,
+}
+
+/// The pods' claims on the veths and namespaces their endpoints name (host-side veth →
+/// namespace and pod uid). The names come from the endpoint's, so a pod made again under
+/// a name (a StatefulSet's) has its predecessor's: a claim says whose they are, and only
+/// that pod unwires them.
+#[derive(Debug, Default)]
+struct Claims(std::collections::BTreeMap<String, (String, String)>);
+
+impl Claims {
+    /// Claims `veth` and `netns` for pod `uid`, before they are made. Refused (NotReady:
+    /// the pod tries again) while an earlier pod of the same name still holds them, until
+    /// its teardown has removed them.
+    fn claim(&mut self, veth: &str, netns: &str, uid: &str) -> Result<()> {
+        if let Some((_, owner)) = self.0.get(veth)
+            && owner != uid
+        {
+            return Err(RuntimeError::NotReady(format!(
+                "an earlier pod of this name (uid {owner}) is still being removed from this node"
+            )));
+        }
+        self.0
+            .insert(veth.to_owned(), (netns.to_owned(), uid.to_owned()));
+        Ok(())
+    }
+
+    /// The namespace pod `uid` claimed with `veth`, if it holds it.
+    fn held_by(&self, veth: &str, uid: &str) -> Option<String> {
+        let (netns, owner) = self.0.get(veth)?;
+        (owner == uid).then(|| netns.clone())
+    }
+
+    fn release(&mut self, veth: &str) {
+        self.0.remove(veth);
+    }
 }
 
 /// How a real node wires its pods to their endpoints.
@@ -92,7 +127,7 @@ impl VpcNetwork {
         self
     }
 
-    fn wired_mut(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+    fn wired_mut(&self) -> std::sync::MutexGuard<'_, Claims> {
         self.wired.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -269,10 +304,8 @@ impl NetworkPlugin for VpcNetwork {
         tracing::debug!(pod = uid, ip = status.ip, "endpoint provisioned");
         let netns = match &self.wiring {
             Some(w) => {
-                let path = self.wire(w, &status).await?;
-                self.wired_mut()
-                    .insert(status.veth.clone(), status.netns.clone());
-                Some(path)
+                self.wired_mut().claim(&status.veth, &status.netns, &uid)?;
+                Some(self.wire(w, &status).await?)
             }
             None => None,
         };
@@ -282,12 +315,15 @@ impl NetworkPlugin for VpcNetwork {
         })
     }
 
+    /// Unwires what the pod claimed; a later pod's wiring under the same names stays.
     async fn detach(&self, pod: &Pod) -> Result<()> {
         if let Some(w) = &self.wiring {
-            let id = pod.key().replacen("/registry/pods/", "", 1);
-            let veth = veth_name(&id);
-            self.unwire(w, &veth, &format!("cent-{}", &veth[2..])).await;
-            self.wired_mut().remove(&veth);
+            let veth = veth_name(&pod.key().replacen("/registry/pods/", "", 1));
+            let mine = self.wired_mut().held_by(&veth, &pod.metadata.uid);
+            if let Some(netns) = mine {
+                self.unwire(w, &veth, &netns).await;
+                self.wired_mut().release(&veth);
+            }
         }
         self.flat.detach(pod).await
     }
@@ -295,8 +331,8 @@ impl NetworkPlugin for VpcNetwork {
     async fn release_all(&self) {
         if let Some(w) = &self.wiring {
             let wired = std::mem::take(&mut *self.wired_mut());
-            for (veth, ns) in wired {
-                self.unwire(w, &veth, &ns).await;
+            for (veth, (netns, _)) in wired.0 {
+                self.unwire(w, &veth, &netns).await;
             }
         }
         self.flat.release_all().await
@@ -308,5 +344,28 @@ impl NetworkPlugin for VpcNetwork {
             None => 0,
         };
         mine + self.flat.reap().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_one_pods_until_its_teardown_releases_it() {
+        let mut c = Claims::default();
+        c.claim("ve1", "cent-1", "old").unwrap();
+        // A retry of the same pod keeps its claim.
+        c.claim("ve1", "cent-1", "old").unwrap();
+        // The pod made again under the name waits for the old one's teardown.
+        let refused = c.claim("ve1", "cent-1", "new").unwrap_err();
+        assert!(matches!(refused, RuntimeError::NotReady(_)), "{refused}");
+        assert_eq!(c.held_by("ve1", "new"), None, "not the new pod's to unwire");
+        assert_eq!(c.held_by("ve1", "old").as_deref(), Some("cent-1"));
+        c.release("ve1");
+        c.claim("ve1", "cent-1", "new").unwrap();
+        // The old pod's teardown, late, finds nothing of its own.
+        assert_eq!(c.held_by("ve1", "old"), None);
+        assert_eq!(c.held_by("ve1", "new").as_deref(), Some("cent-1"));
     }
 }
