@@ -281,9 +281,64 @@ fn subjects(v: &Value, kind: &str) -> Value {
 }
 
 /// The columns of a kind's table after its name, as kubectl prints them (with our extra
-/// columns where they help); every kind has at least its age.
-fn columns(plural: &str) -> Vec<Column> {
-    match plural {
+/// columns where they help); every kind has at least its age. Kinds are named by their
+/// store range, unique where plurals are not (core `endpoints` is `serviceendpoints`).
+fn columns(store: &str) -> Vec<Column> {
+    match store {
+        "services" => vec![
+            ("Type", 0, |v, _| json!(str_at(v, "/spec/type"))),
+            ("Cluster-IP", 0, |v, _| or_none(str_at(v, "/spec/clusterIP"))),
+            ("External-IP", 0, |_, _| json!("<none>")),
+            ("Port(s)", 0, |v, _| {
+                let ports: Vec<String> = list_at(v, "/spec/ports")
+                    .map(|p| format!("{}/{}", int_at(p, "/port"), str_at(p, "/protocol")))
+                    .collect();
+                or_none(&ports.join(","))
+            }),
+            ("Age", 0, age_cell),
+            ("Selector", 1, |v, _| {
+                let pairs: Vec<String> = (v.pointer("/spec/selector").and_then(Value::as_object))
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or("")))
+                    .collect();
+                or_none(&pairs.join(","))
+            }),
+        ],
+        "serviceendpoints" => vec![
+            ("Endpoints", 0, |v, _| {
+                let all: Vec<String> = list_at(v, "/subsets")
+                    .flat_map(|s| {
+                        let ports: Vec<i64> = list_at(s, "/ports").map(|p| int_at(p, "/port")).collect();
+                        list_at(s, "/addresses").flat_map(move |a| {
+                            let ip = str_at(a, "/ip").to_owned();
+                            let ports = if ports.is_empty() { vec![None] } else { ports.iter().copied().map(Some).collect() };
+                            ports.into_iter().map(move |p| match p {
+                                Some(p) => format!("{ip}:{p}"),
+                                None => ip.clone(),
+                            })
+                        })
+                    })
+                    .collect();
+                or_none(&first_three(&all))
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "endpointslices" => vec![
+            ("AddressType", 0, |v, _| json!(str_at(v, "/addressType"))),
+            ("Ports", 0, |v, _| {
+                let ports: Vec<String> = list_at(v, "/ports").map(|p| int_at(p, "/port").to_string()).collect();
+                json!(if ports.is_empty() { "<unset>".to_owned() } else { ports.join(",") })
+            }),
+            ("Endpoints", 0, |v, _| {
+                let all: Vec<String> = list_at(v, "/endpoints")
+                    .flat_map(|e| list_at(e, "/addresses"))
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect();
+                or_none(&first_three(&all))
+            }),
+            ("Age", 0, age_cell),
+        ],
         "pods" => vec![
             ("Ready", 0, |v, _| pod_ready(v)),
             ("Status", 0, |v, _| pod_status(v)),
@@ -577,6 +632,19 @@ fn name_last(plural: &str) -> bool {
     plural == "events"
 }
 
+/// The array at `pointer`'s items (none when absent).
+fn list_at<'v>(v: &'v Value, pointer: &str) -> impl Iterator<Item = &'v Value> {
+    v.pointer(pointer).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The first three items, and how many more there are, as kubectl lists addresses.
+fn first_three(all: &[String]) -> String {
+    match all.len() {
+        0..=3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
+    }
+}
+
 fn map_len(v: &Value, pointer: &str) -> usize {
     v.pointer(pointer)
         .and_then(Value::as_object)
@@ -587,7 +655,7 @@ fn map_len(v: &Value, pointer: &str) -> usize {
 pub fn table_columns(info: &ResourceInfo) -> Value {
     let last = name_last(info.plural);
     let name = json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": u8::from(last)});
-    let mut defs: Vec<Value> = columns(info.plural)
+    let mut defs: Vec<Value> = columns(info.store)
         .iter()
         .map(|(name, priority, _)| json!({"name": name, "type": "string", "format": "", "description": "", "priority": priority}))
         .collect();
@@ -610,7 +678,7 @@ impl TableRows {
     /// Rows of `info`'s kind, ages counted from now.
     pub fn new(info: &ResourceInfo) -> Self {
         Self {
-            columns: columns(info.plural),
+            columns: columns(info.store),
             name_last: name_last(info.plural),
             now: chrono::Utc::now(),
         }

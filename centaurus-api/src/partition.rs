@@ -88,8 +88,8 @@ struct SystemTenantOnly(String);
 
 #[async_trait]
 impl Admission for SystemTenantOnly {
-    fn handles(&self, plural: &str) -> bool {
-        plural == "tenants"
+    fn handles(&self, group: &str, plural: &str) -> bool {
+        group.is_empty() && plural == "tenants"
     }
 
     async fn admit(

@@ -18,6 +18,7 @@ use centaurus_tenancy::{
     StoredTokens, TenantBound, TenantGate, TokenFile,
 };
 use centaurus_vpc::admission::NetworkAdmission;
+use centaurus_vpc::services::ServiceAdmission;
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -104,6 +105,7 @@ pub async fn app(
         Some((first, last)) => NetworkAdmission::with_vnis(first, last),
         None => NetworkAdmission::new(),
     }));
+    api.add_admission(Arc::new(ServiceAdmission::new()));
     if let Some(a) = partition.admission() {
         api.add_admission(a);
     }

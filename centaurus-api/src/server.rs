@@ -277,7 +277,7 @@ impl ApiServer {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|a| a.handles(plural))
+            .filter(|a| a.handles(target.info.group, plural))
             .cloned()
             .collect();
         let mut guards = Vec::new();

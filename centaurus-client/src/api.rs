@@ -52,8 +52,10 @@ pub struct KindRef {
     pub group: &'static str,
     /// Version.
     pub version: &'static str,
-    /// Plural (paths and keys).
+    /// Plural (paths).
     pub plural: &'static str,
+    /// Store range name (keys).
+    pub store: &'static str,
     /// Where objects live.
     pub scope: Scope,
 }
@@ -66,6 +68,7 @@ impl KindRef {
             group: R::GROUP,
             version: R::VERSION,
             plural: R::PLURAL,
+            store: R::STORE,
             scope: R::SCOPE,
         }
     }
@@ -77,6 +80,7 @@ impl KindRef {
             group: info.group,
             version: info.version,
             plural: info.plural,
+            store: info.store,
             scope: info.scope,
         }
     }
@@ -91,7 +95,7 @@ impl KindRef {
 
     fn rest<'k>(&self, key: &'k str) -> Result<&'k str, ClientError> {
         key.strip_prefix("/registry/")
-            .and_then(|k| k.strip_prefix(self.plural))
+            .and_then(|k| k.strip_prefix(self.store))
             .and_then(|k| k.strip_prefix('/'))
             .ok_or_else(|| ClientError::Request(format!("{key:?} is not a key of {}", self.plural)))
     }
@@ -319,7 +323,7 @@ impl DynamicApi {
             t => t,
         };
         centaurus_core::model::object_key(
-            self.kind.plural,
+            self.kind.store,
             self.kind.scope,
             tenant,
             str_at(obj, "/metadata/namespace"),

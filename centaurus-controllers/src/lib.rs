@@ -10,6 +10,7 @@
 //! - [`EventExpiry`]: deletes events after their time to live.
 //! - [`ServiceAccountController`]: a `default` ServiceAccount in every namespace.
 //! - [`ResourceQuotaController`]: what pods use of each namespace's and tenant's quota.
+//! - [`EndpointsController`]: the Endpoints and EndpointSlices of Services' pods.
 //!
 //! [`run_all`] starts them together, as `centaurus up` does; with a [`Membership`], several
 //! instances share the objects over the hash ring of their live Leases.
@@ -18,6 +19,7 @@ pub mod accounts;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 mod expectations;
 pub mod job;
@@ -37,6 +39,7 @@ pub use accounts::ServiceAccountController;
 pub use cronjob::CronJobController;
 pub use daemonset::DaemonSetController;
 pub use deployment::DeploymentController;
+pub use endpoints::EndpointsController;
 pub use events::{DEFAULT_EVENT_TTL, EventExpiry};
 pub use job::JobController;
 pub use membership::{Membership, MembershipConfig};
@@ -85,7 +88,7 @@ pub(crate) fn enqueue_controller<K: Resource, O: Resource>(
             && owner.kind == K::KIND
         {
             queue.add(&model::object_key(
-                K::PLURAL,
+                K::STORE,
                 K::SCOPE,
                 m.tenant_or_system(),
                 &m.namespace,
@@ -143,6 +146,7 @@ pub async fn run_in(
                 StatefulSetController::run(client.clone(), share.clone()),
                 EventExpiry::new(&client, DEFAULT_EVENT_TTL).run(share.clone()),
                 ServiceAccountController::run(client.clone(), share.clone()),
+                EndpointsController::run(client.clone(), share.clone()),
                 quota::run(client.clone(), share.clone()),
             );
         }

@@ -2,7 +2,8 @@
 //! zones and run, it scales and rolls to a new image, and when every node of one zone
 //! stops heartbeating its pods are replaced in the other zones; a deleted node comes back
 //! while its agent runs, and its pods are replaced when no agent brings it back; the
-//! scheduler, controllers and agents record events, which expire.
+//! scheduler, controllers and agents record events, which expire; Services' Endpoints and
+//! EndpointSlices follow their pods.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -14,9 +15,11 @@ use centaurus_client::{Api, Client};
 use centaurus_controllers::deployment::REVISION_ANNOTATION;
 use centaurus_controllers::{EventExpiry, NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
-    Container, DaemonSet, Deployment, DeploymentSpec, Event, LabelSelector, ObjectMeta,
-    ObjectReference, Pod, PodSpec, PodTemplateSpec, Quantity, Resource, ResourceList,
-    ResourceRequirements, StatefulSet, StatefulSetRollingUpdate,
+    Container, ContainerPort, DaemonSet, Deployment, DeploymentSpec, EndpointAddress,
+    EndpointPort, EndpointSlice, EndpointSubset, Endpoints, Event, IntOrString, LabelSelector,
+    ObjectMeta, ObjectReference, Pod, PodSpec, PodTemplateSpec, Quantity, Resource,
+    ResourceList, ResourceRequirements, SERVICE_NAME_LABEL, Service, ServicePort, StatefulSet,
+    StatefulSetRollingUpdate,
 };
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_runtime::{AgentConfig, Fleet, HollowRuntime, NoNetwork, NodeAgent};
@@ -797,6 +800,150 @@ async fn quotas_hold_controllers_pods_and_free_what_goes() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Polls `probe` every 100 ms until it gives a value, for at most `secs` seconds.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    secs: u64,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Service leads to the ready pods its selector picks: its Endpoints and EndpointSlice
+/// follow a Deployment's pods as it scales, a named `targetPort` resolves to the
+/// container's port, a Service without a selector keeps the Endpoints made by hand, and
+/// a deleted Service's Endpoints and slices go with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_lead_to_their_ready_pods() {
+    let (_dir, admin, _fleet, tasks) = region(2).await;
+    let mut d = deployment(3, "web:1");
+    d.spec.template.spec.containers[0].ports = vec![ContainerPort {
+        name: "http".into(),
+        container_port: 8080,
+        protocol: None,
+    }];
+    let d = admin.api::<Deployment>().create(d).await.unwrap();
+    let services = admin.api::<Service>();
+    let mut svc = Service::typed(ObjectMeta::namespaced("acme", "prod", "web"));
+    svc.spec.selector = [("app".to_string(), "web".to_string())].into();
+    svc.spec.ports = vec![ServicePort {
+        name: "web".into(),
+        port: 80,
+        target_port: Some(IntOrString::String("http".into())),
+        ..Default::default()
+    }];
+    let svc = services.create(svc).await.unwrap();
+    assert!(svc.virtual_ip().is_some(), "{:?}", svc.spec);
+
+    let endpoints = admin.api::<Endpoints>();
+    let slices = admin.api::<EndpointSlice>();
+    let pods = admin.api::<Pod>();
+    let ep_key = "/registry/serviceendpoints/acme/prod/web";
+    let ready_ips = |n: usize| {
+        let (endpoints, pods) = (endpoints.clone(), pods.clone());
+        async move {
+            let ep = endpoints.get(ep_key).await.unwrap()?;
+            let s = ep.subsets.first()?;
+            let mut ips: Vec<String> = s.addresses.iter().map(|a| a.ip.clone()).collect();
+            let mut want: Vec<String> = pods
+                .list("/registry/pods/acme/prod/")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.status.as_ref().map(|s| s.pod_ip.clone()))
+                .collect();
+            ips.sort();
+            want.sort();
+            (ips.len() == n && ips == want && ep.subsets.len() == 1).then_some(s.clone())
+        }
+    };
+    let subset = eventually("3 ready addresses", 30, || ready_ips(3)).await;
+    assert_eq!(subset.ports.len(), 1);
+    assert_eq!(
+        (subset.ports[0].name.as_str(), subset.ports[0].port),
+        ("web", 8080)
+    );
+    assert!(subset.addresses.iter().all(|a| a.node_name.is_some()));
+    let slice = eventually("a slice of 3", 10, || {
+        let slices = slices.clone();
+        async move {
+            let all = slices.list("/registry/endpointslices/acme/prod/").await.unwrap();
+            all.into_iter().find(|s| {
+                s.metadata.labels.get(SERVICE_NAME_LABEL).map(String::as_str) == Some("web")
+                    && s.endpoints.len() == 3
+            })
+        }
+    })
+    .await;
+    assert_eq!(slice.address_type, "IPv4");
+    assert_eq!(slice.ports[0].port, 8080);
+    assert!(slice.endpoints.iter().all(|e| e.conditions.ready == Some(true)));
+    assert_eq!(slice.metadata.owner_references[0].uid, svc.metadata.uid);
+
+    // Scaled down: the addresses follow.
+    admin
+        .api::<Deployment>()
+        .modify(&d.key(), |d| {
+            d.spec.replicas = Some(1);
+            true
+        })
+        .await
+        .unwrap();
+    eventually("1 ready address", 30, || ready_ips(1)).await;
+
+    // A Service without a selector keeps the Endpoints made for it by hand.
+    let mut manual = Service::typed(ObjectMeta::namespaced("acme", "prod", "db"));
+    manual.spec.ports = vec![ServicePort {
+        port: 5432,
+        ..Default::default()
+    }];
+    services.create(manual).await.unwrap();
+    let mut by_hand = Endpoints::typed(ObjectMeta::namespaced("acme", "prod", "db"));
+    by_hand.subsets = vec![EndpointSubset {
+        addresses: vec![EndpointAddress {
+            ip: "192.0.2.50".into(),
+            ..Default::default()
+        }],
+        ports: vec![EndpointPort {
+            port: 5432,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    endpoints.create(by_hand).await.unwrap();
+
+    // Deleted: its Endpoints and slices go.
+    services.delete(&svc.key(), None).await.unwrap();
+    eventually("the Service's Endpoints and slices gone", 10, || {
+        let (endpoints, slices) = (endpoints.clone(), slices.clone());
+        async move {
+            let left = slices.list("/registry/endpointslices/acme/prod/").await.unwrap();
+            (endpoints.get(ep_key).await.unwrap().is_none() && left.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let kept = endpoints
+        .get("/registry/serviceendpoints/acme/prod/db")
+        .await
+        .unwrap()
+        .expect("hand-made Endpoints stay");
+    assert_eq!(kept.subsets[0].addresses[0].ip, "192.0.2.50");
     for t in tasks {
         t.abort();
     }

@@ -16,8 +16,8 @@ pub type AdmitGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
 /// Checks (and may complete) objects of some kinds before they are written.
 #[async_trait]
 pub trait Admission: Send + Sync + 'static {
-    /// True for the kinds (by plural) this admitter checks.
-    fn handles(&self, plural: &str) -> bool;
+    /// True for the kinds (by API group and plural) this admitter checks.
+    fn handles(&self, group: &str, plural: &str) -> bool;
 
     /// Checks `obj`, about to be created (`old` is `None`) or to replace `old`. May fill
     /// fields in. Errors name the offending fields.

@@ -24,6 +24,29 @@ use crate::gate::{Attributes, Authorizer, Denied, Verb};
 use crate::identity::{self, Component};
 use crate::{Identity, PolicyRule};
 
+/// Plurals that more than one group serves (core `endpoints`, and Mizar's): components'
+/// rules name the other group's as `plural.group`, see [`qualified`].
+const SHARED_PLURALS: [&str; 1] = ["endpoints"];
+
+/// The resource as components' rules name it: `plural[/sub]`, or `plural.group[/sub]` for
+/// a non-core kind whose plural core also serves.
+fn qualified<'a>(req: &Attributes<'a>) -> std::borrow::Cow<'a, str> {
+    let (base, sub) = match req.resource.split_once('/') {
+        Some((b, s)) => (b, Some(s)),
+        None => (req.resource, None),
+    };
+    if req.group.is_empty() || !SHARED_PLURALS.contains(&base) {
+        return req.resource.into();
+    }
+    match sub {
+        Some(sub) => format!("{base}.{}/{sub}", req.group).into(),
+        None => format!("{base}.{}", req.group).into(),
+    }
+}
+
+/// Mizar's endpoints, as components' rules name them ([`qualified`]).
+const MIZAR_ENDPOINTS: &str = "endpoints.mizar.centaurus.io";
+
 /// The verbs of each service identity.
 fn service_rules(c: Component) -> Vec<PolicyRule> {
     let rule = |verbs: &str, resources: &str| PolicyRule {
@@ -62,12 +85,18 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             // What pods use of each namespace's and tenant's quotas.
             rule(READ, "resourcequotas,tenants"),
             rule(STATUS, "resourcequotas/status,tenants/status"),
+            // Services' Endpoints and EndpointSlices (core endpoints: see `qualified`).
+            rule(READ, "services"),
+            rule(WRITE, "endpoints,endpointslices"),
         ],
         identity::VPC_OPERATOR => vec![
-            rule(READ, "droplets,vpcs,subnets,endpoints"),
+            rule(READ, &format!("droplets,vpcs,subnets,{MIZAR_ENDPOINTS}")),
             rule(
                 STATUS,
-                "droplets/status,vpcs/status,subnets/status,endpoints/status,bouncers/status,dividers/status",
+                &format!(
+                    "droplets/status,vpcs/status,subnets/status,{MIZAR_ENDPOINTS}/status,\
+                     bouncers/status,dividers/status"
+                ),
             ),
             rule("get,list,watch,create,delete", "bouncers,dividers"),
             // The replicas' membership Leases (in kube-system only).
@@ -77,7 +106,7 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule(READ, "tenants,nodes,pods,vpcs,networks"),
             rule("create", "networks,vpcs,subnets"),
             rule(STATUS, "networks/status"),
-            rule("get,create,delete", "droplets,endpoints"),
+            rule("get,create,delete", &format!("droplets,{MIZAR_ENDPOINTS}")),
         ],
         // A tenant partition's API server finds the agents of its pods' nodes in the
         // resource partitions.
@@ -85,7 +114,7 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
         // The front door learns which tenant partition holds each tenant.
         identity::GATEWAY => vec![rule(READ, "tenants")],
         identity::NODE_FLEET => vec![
-            rule(READ, "pods,nodes,actions,networks,endpoints"),
+            rule(READ, &format!("pods,nodes,actions,networks,{MIZAR_ENDPOINTS}")),
             // What the pods of its nodes take their environment and volumes from.
             rule("get", "configmaps,secrets"),
             rule(STATUS, "pods/status,nodes/status,actions/status"),
@@ -195,7 +224,7 @@ impl Confined {
         let lease = req.tenant == Some(model::SYSTEM_TENANT)
             && req.namespace == Some(model::NODE_LEASE_NAMESPACE);
         let selected = req.field("spec.nodeName") == Some(node);
-        let allowed = match (req.resource, req.verb) {
+        let allowed = match (qualified(req).as_ref(), req.verb) {
             ("nodes", Verb::Get | Verb::List | Verb::Watch) => true,
             // The server checks that the Node or Lease made is the node's own.
             ("nodes", Verb::Create) => true,
@@ -209,7 +238,9 @@ impl Confined {
                 self.node_of("pods", req).await?.as_deref() == Some(node)
             }
             // A pod's endpoint has the pod's name.
-            ("endpoints", Verb::Get) => self.node_of("pods", req).await?.as_deref() == Some(node),
+            (MIZAR_ENDPOINTS, Verb::Get) => {
+                self.node_of("pods", req).await?.as_deref() == Some(node)
+            }
             ("actions" | "actions/status", Verb::Get | Verb::Update | Verb::Patch) => {
                 self.node_of("actions", req).await?.as_deref() == Some(node)
             }
@@ -288,9 +319,10 @@ impl Authorizer for Confined {
                     caller.user, req.namespace
                 )));
             }
+            let resource = qualified(req);
             return if service_rules(c)
                 .iter()
-                .any(|r| r.allows(verb, req.resource))
+                .any(|r| r.allows(verb, &resource))
             {
                 Ok(())
             } else {

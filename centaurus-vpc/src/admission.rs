@@ -333,8 +333,8 @@ impl NetworkAdmission {
 
 #[async_trait]
 impl Admission for NetworkAdmission {
-    fn handles(&self, plural: &str) -> bool {
-        matches!(plural, "vpcs" | "subnets" | "endpoints")
+    fn handles(&self, group: &str, plural: &str) -> bool {
+        group == crate::kinds::GROUP && matches!(plural, "vpcs" | "subnets" | "endpoints")
     }
 
     async fn admit(

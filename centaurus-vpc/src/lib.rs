@@ -10,6 +10,7 @@
 //! - [`network`]: the network controller: default networks per tenant, droplets per node,
 //!   endpoints per pod.
 //! - [`admission`]: the checks of VPCs, subnets and endpoints against each other.
+//! - [`services`]: each tenant's service range, and Services' addresses in it.
 //! - [`dataplane`]: the [`Dataplane`] interface hosts are programmed through, and
 //!   [`SimDataplane`], which forwards packets from the tables as the XDP datapath does.
 
@@ -21,6 +22,7 @@ pub mod local;
 pub mod network;
 pub mod operator;
 pub mod plane;
+pub mod services;
 pub mod tables;
 
 pub use dataplane::{Dataplane, DataplaneError, Delivery, Outcome, SimDataplane};

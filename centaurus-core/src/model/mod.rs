@@ -11,6 +11,7 @@ mod pod;
 mod quantity;
 pub mod quota;
 mod registry;
+mod service;
 pub mod validation;
 mod volume;
 mod workload;
@@ -32,6 +33,7 @@ pub use pod::*;
 pub use quantity::{Quantity, QuantityError};
 pub use quota::{LimitRange, ResourceQuota};
 pub use registry::{DecodeError, Decoded, Registry, RegistryError, ResourceInfo};
+pub use service::*;
 pub use validation::FieldError;
 pub use volume::*;
 pub use workload::*;
@@ -87,8 +89,11 @@ pub trait Resource:
     const GROUP: &'static str;
     /// API version within the group, `v1`.
     const VERSION: &'static str;
-    /// Lower-case plural used in paths and store keys, `pods`.
+    /// Lower-case plural used in paths, `pods`.
     const PLURAL: &'static str;
+    /// The store key range's name, `/registry/{STORE}/`: the plural, unless two groups
+    /// serve the same plural (core `endpoints` and Mizar's), when one is stored apart.
+    const STORE: &'static str = Self::PLURAL;
     /// Where objects of the kind live.
     const SCOPE: Scope;
     /// Abbreviations clients accept, `po`.
@@ -158,7 +163,7 @@ pub trait Resource:
     fn key(&self) -> String {
         let m = self.meta();
         object_key(
-            Self::PLURAL,
+            Self::STORE,
             Self::SCOPE,
             m.tenant_or_system(),
             &m.namespace,
@@ -167,16 +172,17 @@ pub trait Resource:
     }
 }
 
-/// The store key of an object. Keys put the tenant first so that a tenant's data is one
-/// contiguous range: `/registry/{plural}/{name}` (cluster scope),
-/// `/registry/{plural}/{tenant}/{name}` (tenant scope) and
-/// `/registry/{plural}/{tenant}/{namespace}/{name}` (namespaced). `tenant` is ignored for
+/// The store key of an object of the kind stored under `store` (its [`Resource::STORE`],
+/// the plural for all but a few). Keys put the tenant first so that a tenant's data is one
+/// contiguous range: `/registry/{store}/{name}` (cluster scope),
+/// `/registry/{store}/{tenant}/{name}` (tenant scope) and
+/// `/registry/{store}/{tenant}/{namespace}/{name}` (namespaced). `tenant` is ignored for
 /// cluster-scoped kinds and `namespace` for all but namespaced kinds.
-pub fn object_key(plural: &str, scope: Scope, tenant: &str, namespace: &str, name: &str) -> String {
+pub fn object_key(store: &str, scope: Scope, tenant: &str, namespace: &str, name: &str) -> String {
     match scope {
-        Scope::Cluster => format!("/registry/{plural}/{name}"),
-        Scope::Tenant => format!("/registry/{plural}/{tenant}/{name}"),
-        Scope::Namespaced => format!("/registry/{plural}/{tenant}/{namespace}/{name}"),
+        Scope::Cluster => format!("/registry/{store}/{name}"),
+        Scope::Tenant => format!("/registry/{store}/{tenant}/{name}"),
+        Scope::Namespaced => format!("/registry/{store}/{tenant}/{namespace}/{name}"),
     }
 }
 
@@ -231,7 +237,7 @@ macro_rules! define_object {
 #[macro_export]
 macro_rules! impl_resource {
     ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal,
-     plural = $plural:literal, scope = $scope:ident
+     plural = $plural:literal, scope = $scope:ident $(, store = $store:literal)?
      $(, short = [$($short:literal),*])? $(, validate = $validate:path)?
      $(, defaults = $defaults:path)? $(, update = $update:path)?
      $(, view = ($served:path, $unserved:path))?) => {
@@ -241,6 +247,7 @@ macro_rules! impl_resource {
             const VERSION: &'static str = $version;
             const PLURAL: &'static str = $plural;
             const SCOPE: $crate::model::Scope = $crate::model::Scope::$scope;
+            $(const STORE: &'static str = $store;)?
             $(const SHORT_NAMES: &'static [&'static str] = &[$($short),*];)?
 
             fn meta(&self) -> &$crate::model::ObjectMeta {

@@ -15,8 +15,10 @@ pub struct ResourceInfo {
     pub group: &'static str,
     /// Version within the group.
     pub version: &'static str,
-    /// Lower-case plural (paths and store keys).
+    /// Lower-case plural (paths).
     pub plural: &'static str,
+    /// The store key range's name ([`Resource::STORE`]).
+    pub store: &'static str,
     /// Abbreviations.
     pub short_names: &'static [&'static str],
     /// Where objects live.
@@ -224,6 +226,7 @@ impl ResourceInfo {
             group: R::GROUP,
             version: R::VERSION,
             plural: R::PLURAL,
+            store: R::STORE,
             short_names: R::SHORT_NAMES,
             scope: R::SCOPE,
             schema: Arc::new(schema.clone()),
@@ -363,7 +366,7 @@ impl ResourceInfo {
     /// `/registry/{plural}/{name}`, `/registry/{plural}/{tenant}/{name}`,
     /// `/registry/{plural}/{tenant}/{namespace}/{name}`.
     pub fn key(&self, tenant: &str, namespace: &str, name: &str) -> String {
-        super::object_key(self.plural, self.scope, tenant, namespace, name)
+        super::object_key(self.store, self.scope, tenant, namespace, name)
     }
 
     /// The store key of an object, from its own metadata.
@@ -374,7 +377,7 @@ impl ResourceInfo {
     /// The key prefix of a list: every object (`tenant` None), a tenant's objects, or one
     /// namespace's objects. Always ends with `/`.
     pub fn prefix(&self, tenant: Option<&str>, namespace: Option<&str>) -> String {
-        let mut p = format!("/registry/{}/", self.plural);
+        let mut p = format!("/registry/{}/", self.store);
         if self.scope != Scope::Cluster
             && let Some(t) = tenant
         {
@@ -394,8 +397,9 @@ impl ResourceInfo {
 /// Why a kind could not be registered.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// Another kind already uses the plural (store keys would collide).
-    #[error("plural {plural:?} of {kind} is already used by {existing}")]
+    /// Another kind already uses the plural in the group (paths would collide) or the
+    /// store range (keys would).
+    #[error("plural {plural:?} of {kind} collides with {existing} (same group and plural, or same store range)")]
     DuplicatePlural {
         /// The plural.
         plural: String,
@@ -411,7 +415,10 @@ pub enum RegistryError {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     kinds: Vec<Arc<ResourceInfo>>,
-    by_plural: HashMap<String, usize>,
+    /// Index in `kinds` by store range name (unique: ranges must not collide).
+    by_store: HashMap<&'static str, usize>,
+    /// Index in `kinds` by (group, plural) (unique: paths must not collide).
+    by_path: HashMap<(&'static str, &'static str), usize>,
     /// Kinds served in a second group ([`ResourceInfo::view`]).
     views: Vec<Arc<ResourceInfo>>,
 }
@@ -463,28 +470,34 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<LimitRange>()
             .expect("built-in plurals are distinct");
+        r.register::<Service>()
+            .expect("built-in plurals are distinct");
+        r.register::<Endpoints>()
+            .expect("built-in plurals are distinct");
+        r.register::<EndpointSlice>()
+            .expect("built-in plurals are distinct");
         r.register_view(Event::PLURAL, EVENTS_GROUP, "v1", EVENTS_V1_RENAMES)
             .expect("core events are registered");
         r
     }
 
-    /// Serves the objects of the kind registered under `plural` in `group`/`version` too,
-    /// with the top-level fields `renames` names (kept, shown) renamed. None when no kind
-    /// has the plural.
+    /// Serves the objects of the kind stored under `store` in `group`/`version` too, with
+    /// the top-level fields `renames` names (kept, shown) renamed. None when no kind is
+    /// stored there.
     pub fn register_view(
         &mut self,
-        plural: &str,
+        store: &str,
         group: &'static str,
         version: &'static str,
         renames: &'static [(&'static str, &'static str)],
     ) -> Option<Arc<ResourceInfo>> {
-        let base = &self.kinds[*self.by_plural.get(plural)?];
+        let base = &self.kinds[*self.by_store.get(store)?];
         let view = Arc::new(ResourceInfo::view(base, group, version, renames));
         self.views.push(view.clone());
         Some(view)
     }
 
-    /// Adds a kind. Plurals are unique across groups because they name store key ranges.
+    /// Adds a kind. Store ranges are unique across groups, and plurals within a group.
     pub fn register<R: Resource>(&mut self) -> Result<Arc<ResourceInfo>, RegistryError> {
         self.register_info(ResourceInfo::of::<R>())
     }
@@ -494,16 +507,22 @@ impl Registry {
         &mut self,
         info: ResourceInfo,
     ) -> Result<Arc<ResourceInfo>, RegistryError> {
-        if let Some(&i) = self.by_plural.get(info.plural) {
+        let taken = (self.by_store.get(info.store))
+            .or_else(|| self.by_path.get(&(info.group, info.plural)));
+        if let Some(&i) = taken {
             return Err(RegistryError::DuplicatePlural {
                 plural: info.plural.to_owned(),
                 kind: info.kind.to_owned(),
                 existing: self.kinds[i].kind.to_owned(),
             });
         }
-        let info = Arc::new(info);
-        self.by_plural
-            .insert(info.plural.to_owned(), self.kinds.len());
+        self.push(Arc::new(info))
+    }
+
+    fn push(&mut self, info: Arc<ResourceInfo>) -> Result<Arc<ResourceInfo>, RegistryError> {
+        self.by_store.insert(info.store, self.kinds.len());
+        self.by_path
+            .insert((info.group, info.plural), self.kinds.len());
         self.kinds.push(info.clone());
         Ok(info)
     }
@@ -513,11 +532,10 @@ impl Registry {
     pub fn filtered(&self, keep: impl Fn(&ResourceInfo) -> bool) -> Self {
         let mut r = Self::new();
         for info in self.kinds.iter().filter(|i| keep(i)) {
-            r.by_plural.insert(info.plural.to_owned(), r.kinds.len());
-            r.kinds.push(info.clone());
+            let _ = r.push(info.clone());
         }
         r.views = (self.views.iter())
-            .filter(|v| r.by_plural.contains_key(v.plural) && keep(v))
+            .filter(|v| r.by_store.contains_key(v.store) && keep(v))
             .cloned()
             .collect();
         r
@@ -541,9 +559,10 @@ impl Registry {
         version: &str,
         plural: &str,
     ) -> Option<&Arc<ResourceInfo>> {
-        let info = &self.kinds[*self.by_plural.get(plural)?];
-        if info.group == group && info.version == version {
-            return Some(info);
+        if let Some(&i) = self.by_path.get(&(group, plural))
+            && self.kinds[i].version == version
+        {
+            return Some(&self.kinds[i]);
         }
         self.views
             .iter()
