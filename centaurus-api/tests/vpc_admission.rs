@@ -1,5 +1,7 @@
 //! The Mizar kinds through the API: tenants see their own VPCs, identical CIDRs in two
-//! tenants are fine, and every cross-object rule answers 422 naming the field.
+//! tenants are fine, and every cross-object rule answers 422 naming the field. Services'
+//! addresses: per tenant, allocated or requested in the tenant's service range, fixed once
+//! given; core Endpoints and Mizar's under one plural, apart.
 
 mod common;
 
@@ -170,4 +172,134 @@ async fn cross_object_rules() {
         .call(Method::GET, &format!("{G}/droplets"), Some(&h.system), None)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+const SVC: &str = "/api/v1/namespaces/default/services";
+
+fn service(name: &str, ip: Option<&str>) -> Value {
+    let mut s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]}});
+    if let Some(ip) = ip {
+        s["spec"]["clusterIP"] = json!(ip);
+    }
+    s
+}
+
+#[tokio::test]
+async fn service_addresses_are_per_tenant_and_fixed() {
+    let h = Harness::new().await;
+    let acme = h.tenant("acme").await;
+    let beta = h.tenant("beta").await;
+    let post = |token: &str, body: Value| {
+        let token = token.to_owned();
+        let h = &h;
+        async move { h.call(Method::POST, SVC, Some(&token), Some(body)).await }
+    };
+    // Allocated above the static band, with Kubernetes' defaults; the same first address
+    // in each tenant.
+    let a = post(&acme, service("web", None)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["spec"]["clusterIP"], "10.96.0.16", "{}", a.body);
+    assert_eq!(a.body["spec"]["clusterIPs"], json!(["10.96.0.16"]));
+    assert_eq!(a.body["spec"]["type"], "ClusterIP");
+    assert_eq!(a.body["spec"]["sessionAffinity"], "None");
+    assert_eq!(a.body["spec"]["ports"][0]["protocol"], "TCP");
+    assert_eq!(a.body["spec"]["ipFamilies"], json!(["IPv4"]));
+    let b = post(&beta, service("web", None)).await;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    assert_eq!(b.body["spec"]["clusterIP"], "10.96.0.16");
+    let a2 = post(&acme, service("api", None)).await;
+    assert_eq!(a2.body["spec"]["clusterIP"], "10.96.0.17", "{}", a2.body);
+    // Requested: in the static band is fine; taken in the tenant, outside the range, or
+    // the range's network address is not.
+    let dns = post(&acme, service("dns", Some("10.96.0.10"))).await;
+    assert_eq!(dns.status, StatusCode::CREATED, "{}", dns.body);
+    refused(
+        &post(&acme, service("dup", Some("10.96.0.16"))).await,
+        "spec.clusterIP",
+        "already allocated",
+    );
+    let other = post(&beta, service("dup", Some("10.96.0.17"))).await;
+    assert_eq!(other.status, StatusCode::CREATED, "another tenant's address is free here");
+    for (ip, words) in [
+        ("10.97.0.1", "not a usable address"),
+        ("10.96.0.0", "not a usable address"),
+        ("10.96.255.255", "not a usable address"),
+        ("300.1.1.1", "not an IPv4 address"),
+    ] {
+        refused(&post(&acme, service("bad", Some(ip))).await, "spec.clusterIP", words);
+    }
+    // Headless: no address.
+    let headless = post(&acme, service("peers", Some("None"))).await;
+    assert_eq!(headless.status, StatusCode::CREATED, "{}", headless.body);
+    assert_eq!(headless.body["spec"]["clusterIP"], "None");
+    // Rules of the kind itself, each naming its field.
+    let mut two = service("two", None);
+    two["spec"]["ports"] = json!([{"port": 80}, {"port": 443}]);
+    refused(&post(&acme, two).await, "spec.ports[0].name", "required");
+    let mut np = service("np", None);
+    np["spec"]["type"] = json!("NodePort");
+    refused(&post(&acme, np).await, "spec.type", "not served");
+    let mut badport = service("bp", None);
+    badport["spec"]["ports"][0]["port"] = json!(70000);
+    refused(&post(&acme, badport).await, "spec.ports[0].port", "between 1 and 65535");
+    let mut badname = service("bn", None);
+    badname["spec"]["ports"][0]["targetPort"] = json!("Not_A_Name");
+    refused(&post(&acme, badname).await, "spec.ports[0].targetPort", "IANA");
+    let mut sctp = service("sc", None);
+    sctp["spec"]["ports"][0]["protocol"] = json!("SCTP");
+    refused(&post(&acme, sctp).await, "spec.ports[0].protocol", "TCP or UDP");
+
+    // An update keeps the address when it leaves it out, and may not change it.
+    let path = format!("{SVC}/web");
+    let mut put = a.body.clone();
+    put["spec"]["clusterIP"] = json!("");
+    put["spec"]["clusterIPs"] = json!([]);
+    put["spec"]["selector"] = json!({"app": "web2"});
+    let r = h.call(Method::PUT, &path, Some(&acme), Some(put)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["spec"]["clusterIP"], "10.96.0.16");
+    assert_eq!(r.body["spec"]["selector"]["app"], "web2");
+    let mut change = r.body.clone();
+    change["spec"]["clusterIP"] = json!("10.96.0.99");
+    change["spec"]["clusterIPs"] = json!(["10.96.0.99"]);
+    refused(
+        &h.call(Method::PUT, &path, Some(&acme), Some(change)).await,
+        "spec.clusterIP",
+        "cannot change",
+    );
+    // A deleted Service's address is free again.
+    let r = h.call(Method::DELETE, &format!("{SVC}/api"), Some(&acme), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let again = post(&acme, service("api2", None)).await;
+    assert_eq!(again.body["spec"]["clusterIP"], "10.96.0.17", "{}", again.body);
+
+    // Core Endpoints and Mizar's share the plural, not the objects.
+    let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "10.0.0.5"}], "ports": [{"port": 8080}]}]});
+    let r = h
+        .call(Method::POST, "/api/v1/namespaces/default/endpoints", Some(&acme), Some(ep))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let mizar = h
+        .call(Method::GET, &format!("{G}/namespaces/default/endpoints"), Some(&acme), None)
+        .await;
+    assert_eq!(mizar.status, StatusCode::OK, "{}", mizar.body);
+    assert_eq!(mizar.body["items"], json!([]), "{}", mizar.body);
+    assert!(
+        h.store
+            .get("/registry/serviceendpoints/acme/default/web")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "x"},
+        "subsets": [{"addresses": [{"ip": "10.0.0.999"}]}]});
+    let r = h
+        .call(Method::POST, "/api/v1/namespaces/default/endpoints", Some(&acme), Some(bad))
+        .await;
+    refused(&r, "subsets[0].addresses[0].ip", "not an IPv4 address");
+    // Beta sees none of acme's.
+    let list = h.call(Method::GET, "/api/v1/endpoints", Some(&beta), None).await;
+    assert_eq!(list.body["items"], json!([]), "{}", list.body);
 }
