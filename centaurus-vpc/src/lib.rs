@@ -19,6 +19,7 @@ pub mod dataplane;
 pub mod ipam;
 pub mod kinds;
 pub mod local;
+pub mod maglev;
 pub mod network;
 pub mod operator;
 pub mod plane;
