@@ -2,13 +2,14 @@
 //! an in-memory region of hosts that forwards packets from their tables as the XDP
 //! datapath does, so the management plane is testable without root.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::tables::{DropReason, EndpointKey, HostTables, Step, TableUpdate};
+use crate::maglev::Backend;
+use crate::tables::{DropReason, EndpointKey, HostTables, ServiceKey, Step, TableUpdate, flow_hash};
 
 /// Why programming a host failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +35,9 @@ struct Hosts {
     calls: BTreeMap<Ipv4Addr, u64>,
     updates: u64,
     down: HashSet<Ipv4Addr>,
+    /// Connection tracking of each sender's host: a flow to a scaled endpoint → its
+    /// backend.
+    conntrack: HashMap<(EndpointKey, u16, ServiceKey), Backend>,
 }
 
 /// Every host's tables in memory, with counts of the programming each host received.
@@ -130,6 +134,49 @@ impl SimDataplane {
     /// Entries over every host's tables.
     pub fn total_entries(&self) -> usize {
         self.lock().tables.values().map(HostTables::len).sum()
+    }
+
+    /// Sends a packet of a flow from endpoint `src`, port `sport`, to `dst`:`dport` over
+    /// `protocol` and follows it. To a scaled endpoint of the sender's host, the agent
+    /// translates the destination to a backend: the one connection tracking holds for the
+    /// flow while it still is a backend, else the Maglev table's (which connection
+    /// tracking then holds). Returns the backend chosen, if any, and where the packet went.
+    pub fn send(
+        &self,
+        src: EndpointKey,
+        sport: u16,
+        dst: Ipv4Addr,
+        dport: u16,
+        protocol: u8,
+    ) -> (Option<Backend>, Delivery) {
+        let flow = flow_hash(src.ip, dst, protocol, (sport, dport));
+        let backend = {
+            let mut h = self.lock();
+            let key = ServiceKey {
+                vni: src.vni,
+                vip: dst,
+                port: dport,
+                protocol,
+            };
+            let here = h.tables.values().find(|t| t.agents.contains_key(&src));
+            let entry = here.and_then(|t| t.services.get(&key));
+            match entry {
+                None => None,
+                Some(s) => {
+                    let tracked = h.conntrack.get(&(src, sport, key)).copied();
+                    let chosen = tracked
+                        .filter(|b| s.table.backends().contains(b))
+                        .or_else(|| here?.service_backend(&key, src.ip, flow));
+                    match chosen {
+                        Some(b) => h.conntrack.insert((src, sport, key), b),
+                        None => h.conntrack.remove(&(src, sport, key)),
+                    };
+                    chosen
+                }
+            }
+        };
+        let to = backend.map_or(dst, |b| b.ip);
+        (backend, self.deliver(src, to, u64::from(flow)))
     }
 
     /// Sends a packet from endpoint `src` to `dst` in the same VNI, with flow hash `flow`,

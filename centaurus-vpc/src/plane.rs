@@ -17,7 +17,8 @@ use std::net::Ipv4Addr;
 use centaurus_core::ring::stable_hash;
 
 use crate::ipam::{IpamError, Ipv4Cidr, SubnetPool, endpoint_mac};
-use crate::tables::{EndpointKey, Location, TableUpdate};
+use crate::maglev::Backend;
+use crate::tables::{EndpointKey, Location, ServiceKey, TableUpdate};
 
 /// Ordered table updates per host.
 pub type Programming = BTreeMap<Ipv4Addr, Vec<TableUpdate>>;
@@ -63,6 +64,45 @@ struct VpcState {
     vni: u32,
     dividers: Vec<String>,
     subnets: BTreeSet<String>,
+    /// Droplets with endpoints of the VPC, and how many: the hosts its Services are
+    /// programmed on.
+    hosts: BTreeMap<String, usize>,
+    /// Services by id: their scaled endpoints.
+    services: BTreeMap<String, Vec<ScaledEndpoint>>,
+}
+
+/// One port of a Service in a VPC: its scaled endpoint and backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaledEndpoint {
+    /// The Service's address, port and protocol (the VNI is the VPC's).
+    pub vip: Ipv4Addr,
+    /// The port.
+    pub port: u16,
+    /// [`crate::tables::TCP`] or [`crate::tables::UDP`].
+    pub protocol: u8,
+    /// The pods' addresses and ports.
+    pub backends: Vec<Backend>,
+    /// `ClientIP` affinity.
+    pub affinity: bool,
+}
+
+impl ScaledEndpoint {
+    fn key(&self, vni: u32) -> ServiceKey {
+        ServiceKey {
+            vni,
+            vip: self.vip,
+            port: self.port,
+            protocol: self.protocol,
+        }
+    }
+
+    fn put(&self, vni: u32) -> TableUpdate {
+        TableUpdate::PutService {
+            key: self.key(vni),
+            backends: self.backends.clone(),
+            affinity: self.affinity,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -307,6 +347,8 @@ impl Plane {
             vni,
             dividers: Vec::new(),
             subnets: BTreeSet::new(),
+            hosts: BTreeMap::new(),
+            services: BTreeMap::new(),
         });
         let had = std::mem::replace(&mut state.dividers, new.clone());
         let subnets: Vec<String> = state.subnets.iter().cloned().collect();
@@ -558,12 +600,13 @@ impl Plane {
                 droplet: droplet.to_owned(),
                 veth: veth_name(id),
             };
-            self.subnets
-                .get_mut(subnet)
-                .expect("checked above")
-                .endpoints
-                .insert(ip, id.to_owned());
+            let s = self.subnets.get_mut(subnet).expect("checked above");
+            s.endpoints.insert(ip, id.to_owned());
+            let vpc = s.vpc.clone();
             self.endpoints.insert(id.to_owned(), e);
+            if let Some(v) = self.vpcs.get_mut(&vpc) {
+                *v.hosts.entry(droplet.to_owned()).or_default() += 1;
+            }
         }
         let s = &self.subnets[subnet];
         let e = &self.endpoints[id];
@@ -585,6 +628,13 @@ impl Plane {
                 bouncers: bouncers.clone(),
             },
         );
+        // The first endpoint of the VPC on its host brings the VPC's Services there.
+        let v = &self.vpcs[&s.vpc];
+        if v.hosts.get(droplet) == Some(&1) {
+            for se in v.services.values().flatten() {
+                put(&mut prog, host.ip, se.put(vni));
+            }
+        }
         tracing::debug!(
             endpoint = id,
             hosts = prog.len(),
@@ -616,6 +666,21 @@ impl Plane {
         s.endpoints.remove(&e.ip);
         s.pool.release(e.ip);
         let key = EndpointKey::new(self.vpcs[&s.vpc].vni, e.ip);
+        // The last endpoint of the VPC on its host takes the VPC's Services away.
+        let v = self.vpcs.get_mut(&s.vpc).expect("a held subnet's vpc is held");
+        let last = match v.hosts.get_mut(&e.droplet) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => v.hosts.remove(&e.droplet).is_some(),
+            None => false,
+        };
+        if last && let Some(h) = self.droplets.get(&e.droplet) {
+            for se in v.services.values().flatten() {
+                put(&mut prog, h.ip, TableUpdate::DeleteService { key: se.key(v.vni) });
+            }
+        }
         let s = &self.subnets[&e.subnet];
         for b in self.ips(&s.bouncers) {
             put(&mut prog, b, TableUpdate::DeleteEndpoint { key });
@@ -683,6 +748,72 @@ impl Plane {
                 }
             }
         }
+    }
+
+    /// Provisions Service `id` (`tenant/namespace/name`) in VPC `vpc` with one scaled
+    /// endpoint per port, or brings it to new ports and backends. Programs the hosts that
+    /// have endpoints of the VPC, and on each only the scaled endpoints that changed:
+    /// a change of backends touches those hosts, not every host of the region.
+    pub fn provision_service(
+        &mut self,
+        id: &str,
+        vpc: &str,
+        ports: Vec<ScaledEndpoint>,
+    ) -> Result<Programming, PlaneError> {
+        let v = self
+            .vpcs
+            .get_mut(vpc)
+            .ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
+        let old = v.services.insert(id.to_owned(), ports.clone()).unwrap_or_default();
+        let vni = v.vni;
+        let mut updates: Vec<TableUpdate> = old
+            .iter()
+            .filter(|o| !ports.iter().any(|p| p.key(vni) == o.key(vni)))
+            .map(|o| TableUpdate::DeleteService { key: o.key(vni) })
+            .collect();
+        updates.extend(
+            ports
+                .iter()
+                .filter(|p| !old.contains(p))
+                .map(|p| p.put(vni)),
+        );
+        let mut prog = Programming::new();
+        if updates.is_empty() {
+            return Ok(prog);
+        }
+        let hosts: Vec<String> = v.hosts.keys().cloned().collect();
+        for h in self.ips(&hosts) {
+            prog.insert(h, updates.clone());
+        }
+        tracing::debug!(service = id, hosts = prog.len(), phase = "Programmed", "service");
+        Ok(prog)
+    }
+
+    /// Removes Service `id` of VPC `vpc` from the hosts that hold it.
+    pub fn delete_service(&mut self, id: &str, vpc: &str) -> Programming {
+        let mut prog = Programming::new();
+        let Some(v) = self.vpcs.get_mut(vpc) else {
+            return prog;
+        };
+        let Some(old) = v.services.remove(id) else {
+            return prog;
+        };
+        let updates: Vec<TableUpdate> = old
+            .iter()
+            .map(|o| TableUpdate::DeleteService { key: o.key(v.vni) })
+            .collect();
+        let hosts: Vec<String> = v.hosts.keys().cloned().collect();
+        for h in self.ips(&hosts) {
+            prog.insert(h, updates.clone());
+        }
+        prog
+    }
+
+    /// Substrate addresses of the hosts a Service of VPC `vpc` is programmed on.
+    pub fn service_hosts(&self, vpc: &str) -> Vec<Ipv4Addr> {
+        self.vpcs.get(vpc).map_or_else(Vec::new, |v| {
+            self.ips(&v.hosts.keys().cloned().collect::<Vec<_>>())
+        })
     }
 
     /// The VPC each held subnet and endpoint belongs to, for ownership checks.

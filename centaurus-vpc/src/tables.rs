@@ -7,7 +7,9 @@
 //!   and where traffic leaving them goes;
 //! - **divided subnets** `vni → [(cidr, bouncers)]`: on a divider, every subnet of the VPC;
 //! - **agents** `(vni, ip) → bouncers`: the transit agent's metadata on a local endpoint's
-//!   veth, naming its subnet's bouncers.
+//!   veth, naming its subnet's bouncers;
+//! - **services** `(vni, vip, port, protocol) → backends`: the scaled endpoints of the
+//!   VPCs this host has endpoints of, each with its Maglev table.
 //!
 //! [`HostTables::transit`] and [`HostTables::egress`] decide a packet's next step from the
 //! tables alone, as the BPF programs will.
@@ -19,6 +21,51 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::Ipv4Cidr;
+use crate::maglev::{Backend, Table};
+
+/// IP protocol numbers of the transports scaled endpoints carry.
+pub const TCP: u8 = 6;
+/// UDP.
+pub const UDP: u8 = 17;
+
+/// The flow hash of an IPv4 packet (FNV-1a over addresses, protocol and ports), so one
+/// flow keeps one path and one backend; the XDP programs compute the same.
+pub fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ports: (u16, u16)) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let bytes = src
+        .octets()
+        .into_iter()
+        .chain(dst.octets())
+        .chain([proto])
+        .chain(ports.0.to_be_bytes())
+        .chain(ports.1.to_be_bytes());
+    for b in bytes {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// A scaled endpoint: a Service's address and port in a VPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// VNI of the VPC.
+    pub vni: u32,
+    /// The Service's address.
+    pub vip: Ipv4Addr,
+    /// Its port.
+    pub port: u16,
+    /// [`TCP`] or [`UDP`].
+    pub protocol: u8,
+}
+
+/// A scaled endpoint's backends, as a host holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// The Maglev table over the backends.
+    pub table: Table,
+    /// True for `ClientIP` affinity: the backend follows the client's address only.
+    pub affinity: bool,
+}
 
 /// The key of an endpoint in every table: its VPC's VNI and its address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,6 +161,20 @@ pub enum TableUpdate {
         /// The endpoint.
         key: EndpointKey,
     },
+    /// Adds or replaces a scaled endpoint; the host builds its Maglev table.
+    PutService {
+        /// The Service's address and port.
+        key: ServiceKey,
+        /// Its backends.
+        backends: Vec<Backend>,
+        /// `ClientIP` affinity.
+        affinity: bool,
+    },
+    /// Removes a scaled endpoint.
+    DeleteService {
+        /// The Service's address and port.
+        key: ServiceKey,
+    },
 }
 
 /// A fast hasher for the fixed-size keys of the tables (the BPF maps hash with jhash; any
@@ -181,6 +242,8 @@ pub struct HostTables {
     pub divided: KeyMap<u32, Vec<DividedSubnet>>,
     /// `(vni, ip) → the local endpoint's bouncers`.
     pub agents: KeyMap<EndpointKey, Vec<Ipv4Addr>>,
+    /// `(vni, vip, port, protocol) → backends`.
+    pub services: HashMap<ServiceKey, ServiceEntry>,
 }
 
 /// Why a packet was dropped.
@@ -251,6 +314,11 @@ impl HostTables {
             key: *key,
             bouncers: b.clone(),
         }));
+        out.extend(self.services.iter().map(|(key, s)| TableUpdate::PutService {
+            key: *key,
+            backends: s.table.backends().to_vec(),
+            affinity: s.affinity,
+        }));
         out
     }
 
@@ -310,7 +378,36 @@ impl HostTables {
             TableUpdate::DeleteAgent { key } => {
                 self.agents.remove(key);
             }
+            TableUpdate::PutService {
+                key,
+                backends,
+                affinity,
+            } => {
+                self.services.insert(
+                    *key,
+                    ServiceEntry {
+                        table: Table::new(backends),
+                        affinity: *affinity,
+                    },
+                );
+            }
+            TableUpdate::DeleteService { key } => {
+                self.services.remove(key);
+            }
         }
+    }
+
+    /// The backend of a new flow to scaled endpoint `key` from `client`, with flow hash
+    /// `flow`: by the flow, or by the client's address alone under `ClientIP` affinity.
+    /// None when `key` is no scaled endpoint here, or it has no backends.
+    pub fn service_backend(&self, key: &ServiceKey, client: Ipv4Addr, flow: u32) -> Option<Backend> {
+        let s = self.services.get(key)?;
+        let hash = if s.affinity {
+            crate::maglev::client_hash(client)
+        } else {
+            flow
+        };
+        s.table.pick(hash)
     }
 
     /// The transit agent's decision for a packet a local endpoint `src` sends to `dst`:
@@ -370,6 +467,7 @@ impl HostTables {
             + self.bounced.values().map(Vec::len).sum::<usize>()
             + self.divided.values().map(Vec::len).sum::<usize>()
             + self.agents.len()
+            + self.services.len()
     }
 
     /// True when every table is empty.

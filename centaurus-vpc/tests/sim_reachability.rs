@@ -1,11 +1,12 @@
 //! Packets through the plane's programming on a simulated region: reachability within and
-//! across subnets, isolation between tenants with identical addresses, deletion, and the
-//! bound on the hosts one endpoint's provisioning touches.
+//! across subnets, isolation between tenants with identical addresses, deletion, the
+//! bound on the hosts one endpoint's provisioning touches, and scaled endpoints.
 
 use std::net::Ipv4Addr;
 
-use centaurus_vpc::plane::{DropletInfo, Plane, Programming};
-use centaurus_vpc::tables::{DropReason, EndpointKey};
+use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::plane::{DropletInfo, Plane, Programming, ScaledEndpoint};
+use centaurus_vpc::tables::{DropReason, EndpointKey, TCP, TableUpdate};
 use centaurus_vpc::{Dataplane, Outcome, SimDataplane};
 
 fn host(i: usize) -> Ipv4Addr {
@@ -306,4 +307,135 @@ async fn scaling_bouncers_and_dividers_keeps_every_path() {
     // Deleting everything leaves every table empty.
     apply(&sim, plane.delete_vpc("acme/vpc")).await;
     assert_eq!(sim.total_entries(), 0);
+}
+
+fn scaled(vip: Ipv4Addr, backends: &[EndpointKey], affinity: bool) -> Vec<ScaledEndpoint> {
+    vec![ScaledEndpoint {
+        vip,
+        port: 80,
+        protocol: TCP,
+        backends: backends.iter().map(|k| Backend::new(k.ip, 8080)).collect(),
+        affinity,
+    }]
+}
+
+/// Where 300 connections from `client` (source ports from 20000) to `vip`:80 went.
+fn spread(sim: &SimDataplane, client: EndpointKey, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
+    (0..300)
+        .map(|i| {
+            let (backend, d) = sim.send(client, 20_000 + i, vip, 80, TCP);
+            let b = backend.expect("a scaled endpoint");
+            assert!(
+                matches!(d.outcome, Outcome::Delivered { .. }),
+                "{:?}",
+                d.outcome
+            );
+            b.ip
+        })
+        .collect()
+}
+
+/// A Service over three endpoints on three droplets: connections spread over the backends
+/// (each takes 20–47%), only the hosts with endpoints of the VPC are programmed, a removed
+/// backend's connections move and only those, a tenant with the same addresses and the
+/// same service address reaches only its own backends, a host's first endpoint of the VPC
+/// brings the Service and its last takes it away, and `ClientIP` affinity keeps a client on
+/// one backend.
+#[tokio::test]
+async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
+    let mut plane = region(12);
+    let sim = SimDataplane::new();
+    let acme = tenant_network(&mut plane, &sim, "acme", 1, [0, 1, 2, 3]).await;
+    let beta = tenant_network(&mut plane, &sim, "beta", 2, [4, 5, 6, 7]).await;
+    let vip = Ipv4Addr::new(10, 96, 0, 16);
+    sim.reset_counts();
+    let prog = plane
+        .provision_service("acme/default/web", "acme/vpc", scaled(vip, &acme[1..], false))
+        .unwrap();
+    let hosts: Vec<Ipv4Addr> = prog.keys().copied().collect();
+    assert_eq!(hosts, (0..4).map(host).collect::<Vec<_>>(), "only acme's hosts");
+    assert_eq!(plane.service_hosts("acme/vpc"), hosts);
+    apply(&sim, prog).await;
+    assert_eq!(sim.calls().len(), 4, "4 of 12 hosts programmed");
+
+    let before = spread(&sim, acme[0], vip);
+    for b in &acme[1..] {
+        let share = before.iter().filter(|ip| **ip == b.ip).count();
+        assert!((60..=141).contains(&share), "{} took {share} of 300", b.ip);
+    }
+    // Established connections keep their backend; a removed backend's move, only those.
+    let gone = acme[3].ip;
+    apply(
+        &sim,
+        plane
+            .provision_service("acme/default/web", "acme/vpc", scaled(vip, &acme[1..3], false))
+            .unwrap(),
+    )
+    .await;
+    let after = spread(&sim, acme[0], vip);
+    for (b, a) in before.iter().zip(&after) {
+        if *b == gone {
+            assert_ne!(*a, gone);
+        } else {
+            assert_eq!(a, b, "a connection to a remaining backend moved");
+        }
+    }
+    // Another tenant: the same endpoint addresses and service address, its own backends.
+    apply(
+        &sim,
+        plane
+            .provision_service("beta/default/web", "beta/vpc", scaled(vip, &beta[1..2], false))
+            .unwrap(),
+    )
+    .await;
+    for (i, ip) in spread(&sim, beta[0], vip).iter().enumerate() {
+        assert_eq!(*ip, beta[1].ip);
+        let (_, d) = sim.send(beta[0], 20_000 + i as u16, vip, 80, TCP);
+        assert!(
+            matches!(d.outcome, Outcome::Delivered { host: h, .. } if h == host(5)),
+            "beta's backend lives on d5: {:?}",
+            d.outcome
+        );
+    }
+    // A new host of the VPC gets its Services with its first endpoint, and loses them
+    // with its last.
+    let (placed, prog) = plane
+        .provision_endpoint("acme/default/late", "acme/a", "d8", None)
+        .unwrap();
+    assert!(
+        prog[&host(8)]
+            .iter()
+            .any(|u| matches!(u, TableUpdate::PutService { key, .. } if key.vip == vip)),
+        "{prog:?}"
+    );
+    apply(&sim, prog).await;
+    let late = EndpointKey::new(placed.vni, placed.ip);
+    assert!(sim.send(late, 30_000, vip, 80, TCP).0.is_some());
+    let prog = plane.delete_endpoint("acme/default/late");
+    assert!(
+        prog[&host(8)]
+            .iter()
+            .any(|u| matches!(u, TableUpdate::DeleteService { .. })),
+        "{prog:?}"
+    );
+    apply(&sim, prog).await;
+    sim.with_tables(host(8), |t| assert!(t.services.is_empty()));
+    // ClientIP affinity: one backend for all of a client's connections.
+    apply(
+        &sim,
+        plane
+            .provision_service("acme/default/web", "acme/vpc", scaled(vip, &acme[1..], true))
+            .unwrap(),
+    )
+    .await;
+    let sticky: std::collections::HashSet<Ipv4Addr> = (0..50)
+        .map(|i| sim.send(acme[1], 40_000 + i, vip, 80, TCP).0.unwrap().ip)
+        .collect();
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    // Deleted: gone from every host that had it.
+    apply(&sim, plane.delete_service("acme/default/web", "acme/vpc")).await;
+    for i in 0..4 {
+        sim.with_tables(host(i), |t| assert!(t.services.keys().all(|k| k.vni != acme[0].vni)));
+    }
+    assert_eq!(sim.send(acme[0], 50_000, vip, 80, TCP).0, None);
 }

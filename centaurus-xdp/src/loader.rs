@@ -766,6 +766,9 @@ impl Transit {
                 | TableUpdate::DeleteDividedSubnet { vni, .. } => {
                     divided.insert(*vni);
                 }
+                // Scaled endpoints are kept in the mirror (and so in snapshots); the
+                // programs do not translate Service addresses yet, so no map holds them.
+                TableUpdate::PutService { .. } | TableUpdate::DeleteService { .. } => {}
             }
         }
         for key in endpoints {

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+pub use centaurus_vpc::tables::flow_hash;
 use centaurus_vpc::tables::{DropReason, EndpointKey, HostTables, KeyMap, Location, Step};
 
 use crate::geneve::{
@@ -130,23 +131,6 @@ pub struct Host {
     pub neighbors: HashMap<Ipv4Addr, [u8; 6]>,
     /// Remote endpoints' hosts (the `learned` map).
     pub learned: KeyMap<EndpointKey, Learned>,
-}
-
-/// The flow hash of an inner IPv4 packet (FNV-1a over addresses, protocol and ports), so
-/// one flow keeps one path.
-pub fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ports: (u16, u16)) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let bytes = src
-        .octets()
-        .into_iter()
-        .chain(dst.octets())
-        .chain([proto])
-        .chain(ports.0.to_be_bytes())
-        .chain(ports.1.to_be_bytes());
-    for b in bytes {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    h
 }
 
 fn addr(b: &[u8]) -> Ipv4Addr {
