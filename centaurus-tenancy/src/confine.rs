@@ -91,6 +91,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
         ],
         identity::VPC_OPERATOR => vec![
             rule(READ, &format!("droplets,vpcs,subnets,{MIZAR_ENDPOINTS}")),
+            // Services' scaled endpoints: their networks' VPCs and their slices' backends.
+            rule(READ, "networks,services,endpointslices"),
             rule(
                 STATUS,
                 &format!(

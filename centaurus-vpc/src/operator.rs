@@ -10,6 +10,13 @@
 //! programmed or written again, stalled ones are finished with the decisions recorded.
 //! When the ring changes, a replica drops the VPCs it lost (without touching hosts) and
 //! adopts the ones it gained.
+//!
+//! Services are their VPC's too: the tenant's network named by the Service's
+//! [`crate::network::NETWORK_LABEL`] (`default` without one). A replica keeps each
+//! Service's scaled endpoints, one per port, with the ready addresses of its
+//! EndpointSlices as backends, programmed on the hosts with endpoints of the VPC; a
+//! headless or deleted Service has none. Nothing about them is recorded: a replaced
+//! replica programs them again (the same updates).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -20,7 +27,9 @@ use std::time::Duration;
 
 use centaurus_client::Client;
 use centaurus_core::controller::{Backoff, Change, Informer, Ownership, WorkQueue};
-use centaurus_core::model::{self, Resource};
+use centaurus_core::model::{
+    self, EndpointSlice, Network, Resource, SERVICE_NAME_LABEL, Service,
+};
 use centaurus_core::ring::stable_hash;
 
 use crate::dataplane::Dataplane;
@@ -30,7 +39,9 @@ use crate::kinds::{
     Subnet, SubnetStatus, Vpc, VpcStatus,
 };
 use crate::local::{LocalStore, Record};
-use crate::plane::{DropletInfo, Plane, PlaneError, Programming, merge};
+use crate::maglev::Backend;
+use crate::plane::{DropletInfo, Plane, PlaneError, Programming, ScaledEndpoint, merge};
+use crate::tables::{TCP, UDP};
 
 /// How a replica runs.
 #[derive(Clone)]
@@ -79,6 +90,9 @@ pub struct Operator {
     vpcs: Arc<Informer<Vpc>>,
     subnets: Arc<Informer<Subnet>>,
     endpoints: Arc<Informer<Endpoint>>,
+    networks: Arc<Informer<Network>>,
+    services: Arc<Informer<Service>>,
+    slices: Arc<Informer<EndpointSlice>>,
     stats: OperatorStats,
 }
 
@@ -123,6 +137,11 @@ impl Operator {
             vpcs: Arc::new(Informer::new(client.api().source("/registry/vpcs/"))),
             subnets: Arc::new(Informer::new(client.api().source("/registry/subnets/"))),
             endpoints: Arc::new(Informer::new(client.api().source("/registry/endpoints/"))),
+            networks: Arc::new(Informer::new(client.api().source("/registry/networks/"))),
+            services: Arc::new(Informer::new(client.api().source("/registry/services/"))),
+            slices: Arc::new(Informer::new(
+                client.api().source("/registry/endpointslices/"),
+            )),
             client,
             dataplane,
             cfg,
@@ -180,6 +199,19 @@ impl Operator {
                 };
                 Some(format!("{tenant}/{vpc}"))
             }),
+            "services" => {
+                let s = self.services.cache().get(key)?;
+                let network = s
+                    .metadata
+                    .labels
+                    .get(crate::network::NETWORK_LABEL)
+                    .map_or("default", String::as_str);
+                let net = self
+                    .networks
+                    .cache()
+                    .get(&format!("/registry/networks/{tenant}/{network}"))?;
+                (net.spec.type_ == "vpc").then(|| format!("{tenant}/{}", net.spec.vpc_id))
+            }
             _ => None,
         }
     }
@@ -227,6 +259,25 @@ impl Operator {
         self.enqueue_changes(&self.vpcs);
         self.enqueue_changes(&self.subnets);
         self.enqueue_changes(&self.endpoints);
+        self.enqueue_changes(&self.services);
+        {
+            // A slice's change is its Service's.
+            let me = Arc::downgrade(&self);
+            self.slices.on_change(move |change| {
+                let Some(op) = me.upgrade() else { return };
+                let m = change.object().meta();
+                if let Some(name) = m.labels.get(SERVICE_NAME_LABEL) {
+                    let key = format!(
+                        "/registry/services/{}/{}/{name}",
+                        m.tenant_or_system(),
+                        m.namespace
+                    );
+                    if op.owns_key(&key) || op.plane().has_service(split(&key).1) {
+                        op.queue.add(&key);
+                    }
+                }
+            });
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for droplets in &self.droplets {
             tasks.spawn(droplets.clone().run());
@@ -237,9 +288,15 @@ impl Operator {
         tasks.spawn(self.vpcs.clone().run());
         tasks.spawn(self.subnets.clone().run());
         tasks.spawn(self.endpoints.clone().run());
+        tasks.spawn(self.networks.clone().run());
+        tasks.spawn(self.services.clone().run());
+        tasks.spawn(self.slices.clone().run());
         self.vpcs.wait_synced().await;
         self.subnets.wait_synced().await;
         self.endpoints.wait_synced().await;
+        self.networks.wait_synced().await;
+        self.services.wait_synced().await;
+        self.slices.wait_synced().await;
         for _ in 0..self.cfg.workers.max(1) {
             let op = self.clone();
             tasks.spawn(async move {
@@ -304,6 +361,12 @@ impl Operator {
         for e in self.endpoints.cache().list() {
             let key = e.key();
             if self.owns_key(&key) && !self.plane().has_endpoint(split(&key).1) {
+                self.queue.add(&key);
+            }
+        }
+        for s in self.services.cache().list() {
+            let key = s.key();
+            if self.owns_key(&key) && !self.plane().has_service(split(&key).1) {
                 self.queue.add(&key);
             }
         }
@@ -421,8 +484,47 @@ impl Operator {
             "vpcs" => self.reconcile_vpc(key).await,
             "subnets" => self.reconcile_subnet(key, &vpc).await,
             "endpoints" => self.reconcile_endpoint(key).await,
+            "services" => self.reconcile_service(key, &vpc).await,
             _ => Ok(None),
         }
+    }
+
+    /// Programs a Service's scaled endpoints (or takes them away).
+    async fn reconcile_service(&self, key: &str, vpc: &str) -> Result<Option<Duration>, String> {
+        let (_, id) = split(key);
+        let live = self
+            .services
+            .cache()
+            .get(key)
+            .filter(|s| s.metadata.deletion_timestamp.is_none());
+        let ports = live.and_then(|s| Some((s.virtual_ip()?, s))).map(|(vip, s)| {
+            let m = &s.metadata;
+            let slices: Vec<EndpointSlice> = self
+                .slices
+                .cache()
+                .list_prefix(&format!(
+                    "/registry/endpointslices/{}/{}/",
+                    m.tenant_or_system(),
+                    m.namespace
+                ))
+                .into_iter()
+                .filter(|sl| sl.metadata.labels.get(SERVICE_NAME_LABEL) == Some(&m.name))
+                .collect();
+            scaled_endpoints(&s, vip, &slices)
+        });
+        let prog = {
+            let mut plane = self.plane();
+            match ports {
+                Some(ports) if plane.has_vpc(vpc) => plane
+                    .provision_service(id, vpc, ports)
+                    .map_err(|e| e.to_string())?,
+                // Its VPC is not provisioned here yet: it comes back with the VPC.
+                Some(_) => return Ok(Some(Duration::from_millis(500))),
+                None => plane.delete_service(id, vpc),
+            }
+        };
+        self.apply(key, prog).await?;
+        Ok(None)
     }
 
     /// The VPC of a deleted object the plane still holds.
@@ -432,6 +534,7 @@ impl Operator {
         match plural {
             "subnets" if plane.has_subnet(id) => plane.subnet_vpc(id),
             "endpoints" if plane.has_endpoint(id) => plane.endpoint_vpc(id),
+            "services" => plane.service_vpc(id),
             _ => None,
         }
     }
@@ -956,6 +1059,46 @@ impl Operator {
         }
         Ok(None)
     }
+}
+
+/// A Service's scaled endpoints, one per port: the ready addresses of its slices, at the
+/// slice port of the same name and protocol.
+fn scaled_endpoints(svc: &Service, vip: Ipv4Addr, slices: &[EndpointSlice]) -> Vec<ScaledEndpoint> {
+    svc.spec
+        .ports
+        .iter()
+        .filter_map(|sp| {
+            let protocol = match sp.protocol() {
+                "TCP" => TCP,
+                "UDP" => UDP,
+                _ => return None,
+            };
+            let mut backends: Vec<Backend> = slices
+                .iter()
+                .flat_map(|sl| {
+                    let port = sl
+                        .ports
+                        .iter()
+                        .find(|p| p.name == sp.name && p.protocol.as_str() == sp.protocol())
+                        .and_then(|p| u16::try_from(p.port).ok());
+                    sl.endpoints
+                        .iter()
+                        .filter(|e| e.conditions.ready != Some(false))
+                        .flat_map(|e| &e.addresses)
+                        .filter_map(move |a| Some(Backend::new(a.parse().ok()?, port?)))
+                })
+                .collect();
+            backends.sort();
+            backends.dedup();
+            Some(ScaledEndpoint {
+                vip,
+                port: u16::try_from(sp.port).ok()?,
+                protocol,
+                backends,
+                affinity: svc.spec.session_affinity == "ClientIP",
+            })
+        })
+        .collect()
 }
 
 fn vpc_progress(v: &mut Vpc) -> &mut Progress {

@@ -179,6 +179,8 @@ pub struct Plane {
     vpcs: HashMap<String, VpcState>,
     subnets: HashMap<String, SubnetState>,
     endpoints: HashMap<String, EndpointState>,
+    /// The VPC of each Service held.
+    service_vpcs: HashMap<String, String>,
 }
 
 fn put(p: &mut Programming, host: Ipv4Addr, u: TableUpdate) {
@@ -731,7 +733,12 @@ impl Plane {
         for s in subnets {
             merge(&mut prog, self.delete_subnet(&s));
         }
-        self.vpcs.remove(id);
+        // Its hosts lost its Services with their last endpoints.
+        if let Some(v) = self.vpcs.remove(id) {
+            for svc in v.services.keys() {
+                self.service_vpcs.remove(svc);
+            }
+        }
         prog
     }
 
@@ -741,6 +748,9 @@ impl Plane {
         let Some(v) = self.vpcs.remove(id) else {
             return;
         };
+        for svc in v.services.keys() {
+            self.service_vpcs.remove(svc);
+        }
         for s in v.subnets {
             if let Some(s) = self.subnets.remove(&s) {
                 for ep in s.endpoints.values() {
@@ -765,6 +775,7 @@ impl Plane {
             .get_mut(vpc)
             .ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
         let old = v.services.insert(id.to_owned(), ports.clone()).unwrap_or_default();
+        self.service_vpcs.insert(id.to_owned(), vpc.to_owned());
         let vni = v.vni;
         let mut updates: Vec<TableUpdate> = old
             .iter()
@@ -798,6 +809,7 @@ impl Plane {
         let Some(old) = v.services.remove(id) else {
             return prog;
         };
+        self.service_vpcs.remove(id);
         let updates: Vec<TableUpdate> = old
             .iter()
             .map(|o| TableUpdate::DeleteService { key: o.key(v.vni) })
@@ -807,6 +819,16 @@ impl Plane {
             prog.insert(h, updates.clone());
         }
         prog
+    }
+
+    /// True when the Service is held here.
+    pub fn has_service(&self, id: &str) -> bool {
+        self.service_vpcs.contains_key(id)
+    }
+
+    /// The VPC of a held Service.
+    pub fn service_vpc(&self, id: &str) -> Option<String> {
+        self.service_vpcs.get(id).cloned()
     }
 
     /// Substrate addresses of the hosts a Service of VPC `vpc` is programmed on.

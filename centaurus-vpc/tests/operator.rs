@@ -1,6 +1,6 @@
 //! Operator replicas against a real store: everything reaches `Provisioned` exactly once,
 //! through crashes, restarts and replicas joining and leaving; the tables they program
-//! forward packets between the addresses they hand out.
+//! forward packets between the addresses they hand out, and to Services' backends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -8,14 +8,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use centaurus_core::controller::RingOwnership;
-use centaurus_core::model::Resource;
+use centaurus_core::model::{
+    EndpointPort, EndpointSlice, Network, ObjectMeta, Resource, SERVICE_NAME_LABEL, Service,
+    ServicePort, SliceEndpoint,
+};
 use centaurus_core::objects::Objects;
 use centaurus_core::ring::{HashRing, RingConfig};
 use centaurus_core::store::{EventKind, RedbStore, Store};
 use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_vpc::kinds::{Bouncer, Divider, Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
 use centaurus_vpc::operator::{Operator, OperatorConfig};
-use centaurus_vpc::tables::EndpointKey;
+use centaurus_vpc::tables::{EndpointKey, ServiceKey, TCP};
 use centaurus_vpc::{Outcome, SimDataplane};
 use futures::StreamExt;
 
@@ -554,5 +557,108 @@ async fn an_endpoint_failed_for_want_of_addresses_recovers_when_one_is_freed() {
         assert!(Instant::now() < deadline, "{:?}", phases().await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    stop(op, task).await;
+}
+
+/// Waits until every host's tables satisfy `ok` for the scaled endpoint `key`.
+async fn wait_tables(r: &Region, what: &str, ok: impl Fn(usize, Option<usize>) -> bool, key: ServiceKey) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let backends = |i: usize| {
+            r.sim
+                .with_tables(host(i), |t| t.services.get(&key).map(|s| s.table.backends().len()))
+        };
+        if (0..12).all(|i| ok(i, backends(i))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?}",
+            (0..12).map(backends).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A Service of a tenant's network gets a scaled endpoint on the hosts with endpoints of
+/// the network's VPC (and no other), with its slices' ready addresses as backends; a slice
+/// change reprograms it, and a deleted Service leaves every host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_programmed_where_their_vpc_is() {
+    let r = Region::new(12).await;
+    let ring = ring(&["op-0"]);
+    let (op, task) = r.operator("op-0", &ring);
+    r.network("acme", 5).await; // ep0..ep4 on d0..d4
+    r.wait_all_provisioned().await;
+    let mut net = Network::default();
+    net.metadata.name = "default".into();
+    net.metadata.tenant = "acme".into();
+    net.spec.type_ = "vpc".into();
+    net.spec.vpc_id = "v".into();
+    Objects::new(r.store.clone()).create(net).await.unwrap();
+    let eps = r.list::<Endpoint>("/registry/endpoints/acme/").await;
+    let ip = |i: usize| eps[i].status.as_ref().unwrap().ip.clone();
+    let vni = eps[0].status.as_ref().unwrap().vni;
+    let mut svc = Service::default();
+    svc.metadata = ObjectMeta::namespaced("acme", "default", "web");
+    svc.spec.cluster_ip = "10.96.0.20".into();
+    svc.spec.ports = vec![ServicePort {
+        name: "http".into(),
+        protocol: "TCP".into(),
+        port: 80,
+        ..Default::default()
+    }];
+    let svc = Objects::new(r.store.clone()).create(svc).await.unwrap();
+    let slice = |ips: &[String]| {
+        let mut s = EndpointSlice::default();
+        s.metadata = ObjectMeta::namespaced("acme", "default", "web-1");
+        s.metadata.labels = [(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into();
+        s.address_type = "IPv4".into();
+        s.ports = vec![EndpointPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: "TCP".into(),
+            app_protocol: None,
+        }];
+        s.endpoints = ips
+            .iter()
+            .map(|ip| SliceEndpoint {
+                addresses: vec![ip.clone()],
+                ..Default::default()
+            })
+            .collect();
+        s
+    };
+    let slices = Objects::<EndpointSlice>::new(r.store.clone());
+    slices.create(slice(&[ip(0), ip(1), ip(2)])).await.unwrap();
+    let key = ServiceKey {
+        vni,
+        vip: Ipv4Addr::new(10, 96, 0, 20),
+        port: 80,
+        protocol: TCP,
+    };
+    wait_tables(&r, "3 backends on d0..d4 only", |i, n| n == (i < 5).then_some(3), key).await;
+    // A connection from ep4 reaches one of the backends, at its port.
+    let src = EndpointKey::new(vni, ip(4).parse().unwrap());
+    let (backend, d) = r.sim.send(src, 40_000, key.vip, 80, TCP);
+    let backend = backend.unwrap();
+    assert_eq!(backend.port, 8080);
+    assert!([ip(0), ip(1), ip(2)].contains(&backend.ip.to_string()));
+    assert!(matches!(d.outcome, Outcome::Delivered { .. }), "{d:?}");
+    // The slice changes: the backends follow.
+    slices
+        .modify("/registry/endpointslices/acme/default/web-1", |s| {
+            s.endpoints.truncate(2);
+            true
+        })
+        .await
+        .unwrap();
+    wait_tables(&r, "2 backends", |i, n| n == (i < 5).then_some(2), key).await;
+    // Deleted: gone everywhere.
+    Objects::<Service>::new(r.store.clone())
+        .delete(&svc.key(), None)
+        .await
+        .unwrap();
+    wait_tables(&r, "no service", |_, n| n.is_none(), key).await;
     stop(op, task).await;
 }

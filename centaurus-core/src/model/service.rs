@@ -220,7 +220,7 @@ pub fn port_name(name: &str) -> Result<(), String> {
 fn validate_service(s: &Service) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
     let spec = &s.spec;
-    if spec.type_ != "ClusterIP" {
+    if !matches!(spec.type_.as_str(), "" | "ClusterIP") {
         e.push(
             "spec.type",
             format!(
@@ -261,7 +261,7 @@ fn validate_service(s: &Service) -> Result<(), Vec<FieldError>> {
         );
     }
     match spec.session_affinity.as_str() {
-        "None" => {}
+        "" | "None" => {}
         "ClientIP" => {
             let t = (spec.session_affinity_config.as_ref())
                 .and_then(|c| c.client_ip.as_ref())
