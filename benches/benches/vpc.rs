@@ -5,9 +5,13 @@
 //!   p50/p99 per endpoint, and the hosts and table updates each endpoint costs, against a
 //!   full-mesh design that programs every host, at 10, 100 and 1,000 hosts;
 //! - time from creation to `Provisioned` through the operator on a redb store
-//!   (`VPC_BENCH_OPERATOR_ENDPOINTS`, default 5,000, created at 500/s).
+//!   (`VPC_BENCH_OPERATOR_ENDPOINTS`, default 5,000, created at 500/s);
+//! - Service backend churn over 1,000 droplets: the plane's decision plus every affected
+//!   host programmed in `SimDataplane` (each host builds its Maglev table), p50/p99 per
+//!   change, and the hosts touched, against kube-proxy's model of programming every host.
 //!
-//! Criterion: a bouncer's table lookup and a full transit decision at 1,000,000 endpoints.
+//! Criterion: a bouncer's table lookup and a full transit decision at 1,000,000 endpoints;
+//! building a Maglev table and picking a backend.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -19,8 +23,9 @@ use centaurus_core::store::{RedbStore, Store};
 use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_vpc::kinds::{Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
 use centaurus_vpc::operator::{Operator, OperatorConfig};
-use centaurus_vpc::plane::{DropletInfo, Plane};
-use centaurus_vpc::tables::{EndpointKey, HostTables, Location, TableUpdate};
+use centaurus_vpc::maglev::{Backend, Table};
+use centaurus_vpc::plane::{DropletInfo, Plane, ScaledEndpoint};
+use centaurus_vpc::tables::{EndpointKey, HostTables, Location, TCP, TableUpdate, flow_hash};
 use centaurus_vpc::{Dataplane, SimDataplane};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
@@ -107,6 +112,100 @@ fn pipeline(endpoints: usize) {
             hosts as f64 / updates,
         );
     }
+}
+
+/// Backend churn: 100 tenants' VPCs, 30 endpoints each scattered over 1,000 droplets, one
+/// Service each over `backends` of them; each change swaps one backend of one Service.
+fn churn(backends: usize, changes: usize) {
+    let hosts = 1000;
+    let tenants = 100;
+    let mut plane = Plane::new();
+    for i in 0..hosts {
+        let info = DropletInfo {
+            ip: droplet_ip(i),
+            mac: [2, 0, 0, 0, 0, 0],
+        };
+        plane.set_droplet(&format!("d{i}"), info);
+    }
+    let sim = SimDataplane::new();
+    let per_vpc = backends.max(30);
+    let mut ips: Vec<Vec<Ipv4Addr>> = Vec::new();
+    for t in 0..tenants {
+        let vpc = format!("t{t}/vpc");
+        let (_, p) = plane
+            .provision_vpc(&vpc, "10.0.0.0/16".parse().unwrap(), 1000 + t as u32, 1, &[])
+            .unwrap();
+        apply(&sim, p);
+        let (_, p) = plane
+            .provision_subnet(&format!("t{t}/s"), &vpc, "10.0.0.0/16".parse().unwrap(), 3, &[])
+            .unwrap();
+        apply(&sim, p);
+        let mut mine = Vec::new();
+        for e in 0..per_vpc {
+            let d = (t * 7919 + e * 104_729) % hosts;
+            let (placed, p) = plane
+                .provision_endpoint(&format!("t{t}/ns/ep{e}"), &format!("t{t}/s"), &format!("d{d}"), None)
+                .unwrap();
+            apply(&sim, p);
+            mine.push(placed.ip);
+        }
+        ips.push(mine);
+    }
+    let scaled = |ips: &[Ipv4Addr]| {
+        vec![ScaledEndpoint {
+            vip: Ipv4Addr::new(10, 96, 0, 16),
+            port: 80,
+            protocol: TCP,
+            backends: ips.iter().map(|ip| Backend::new(*ip, 8080)).collect(),
+            affinity: false,
+        }]
+    };
+    for (t, mine) in ips.iter().enumerate() {
+        let p = plane
+            .provision_service(&format!("t{t}/ns/web"), &format!("t{t}/vpc"), scaled(&mine[..backends]))
+            .unwrap();
+        apply(&sim, p);
+    }
+    let mut lat = Vec::with_capacity(changes);
+    let mut touched = 0usize;
+    let mut every_host = Vec::with_capacity(changes);
+    for c in 0..changes {
+        let t = c % tenants;
+        // Swap one backend for the next endpoint of the VPC.
+        let mine = &ips[t];
+        let mut set: Vec<Ipv4Addr> = mine[..backends].to_vec();
+        set[c % backends] = mine[(backends + c / tenants) % per_vpc];
+        let start = Instant::now();
+        let p = plane
+            .provision_service(&format!("t{t}/ns/web"), &format!("t{t}/vpc"), scaled(&set))
+            .unwrap();
+        touched += p.len();
+        let updates = p.values().next().cloned().unwrap_or_default();
+        apply(&sim, p);
+        lat.push(start.elapsed());
+        // kube-proxy's model: the same change on every host.
+        if c < 50 {
+            let start = Instant::now();
+            for h in 0..hosts {
+                futures::executor::block_on(sim.program(droplet_ip(h), &updates)).unwrap();
+            }
+            every_host.push(start.elapsed());
+        }
+    }
+    lat.sort();
+    every_host.sort();
+    let ours = pct(&lat, 0.5);
+    let theirs = pct(&every_host, 0.5);
+    println!(
+        "service churn: {changes} backend changes, {backends} backends per Service, 100 VPCs of {per_vpc} endpoints over {hosts} droplets: \
+         p50 {:.1} µs, p99 {:.1} µs to every affected host programmed; {:.1} hosts per change; \
+         every host (kube-proxy's model): {hosts} hosts, p50 {:.1} µs ({:.1}× ours)",
+        ours.as_secs_f64() * 1e6,
+        pct(&lat, 0.99).as_secs_f64() * 1e6,
+        touched as f64 / changes as f64,
+        theirs.as_secs_f64() * 1e6,
+        theirs.as_secs_f64() / ours.as_secs_f64(),
+    );
 }
 
 fn apply(sim: &SimDataplane, prog: centaurus_vpc::plane::Programming) {
@@ -207,6 +306,8 @@ fn operator(endpoints: usize, rate: f64) {
 fn lookup(c: &mut Criterion) {
     pipeline(env("VPC_BENCH_ENDPOINTS", 100_000));
     operator(env("VPC_BENCH_OPERATOR_ENDPOINTS", 5_000), 500.0);
+    churn(3, 1_000);
+    churn(100, 1_000);
     let n = 1_000_000u32;
     let me = droplet_ip(0);
     let mut t = HostTables::default();
@@ -247,5 +348,27 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup);
+fn maglev(c: &mut Criterion) {
+    let mut group = c.benchmark_group("maglev");
+    for n in [3usize, 100] {
+        let backends: Vec<Backend> = (0..n)
+            .map(|i| Backend::new(Ipv4Addr::from(0x0a00_0000 + i as u32), 8080))
+            .collect();
+        group.bench_function(format!("build_{n}_backends"), |b| {
+            b.iter(|| black_box(Table::new(black_box(&backends))))
+        });
+        let table = Table::new(&backends);
+        let mut port = 0u16;
+        group.bench_function(format!("pick_{n}_backends"), |b| {
+            b.iter(|| {
+                port = port.wrapping_add(1);
+                let flow = flow_hash(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 96, 0, 16), 6, (port, 80));
+                black_box(table.pick(flow))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookup, maglev);
 criterion_main!(benches);
