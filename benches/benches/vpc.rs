@@ -22,8 +22,8 @@ use centaurus_core::objects::Objects;
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_vpc::kinds::{Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
-use centaurus_vpc::operator::{Operator, OperatorConfig};
 use centaurus_vpc::maglev::{Backend, Table};
+use centaurus_vpc::operator::{Operator, OperatorConfig};
 use centaurus_vpc::plane::{DropletInfo, Plane, ScaledEndpoint};
 use centaurus_vpc::tables::{EndpointKey, HostTables, Location, TCP, TableUpdate, flow_hash};
 use centaurus_vpc::{Dataplane, SimDataplane};
@@ -133,18 +133,35 @@ fn churn(backends: usize, changes: usize) {
     for t in 0..tenants {
         let vpc = format!("t{t}/vpc");
         let (_, p) = plane
-            .provision_vpc(&vpc, "10.0.0.0/16".parse().unwrap(), 1000 + t as u32, 1, &[])
+            .provision_vpc(
+                &vpc,
+                "10.0.0.0/16".parse().unwrap(),
+                1000 + t as u32,
+                1,
+                &[],
+            )
             .unwrap();
         apply(&sim, p);
         let (_, p) = plane
-            .provision_subnet(&format!("t{t}/s"), &vpc, "10.0.0.0/16".parse().unwrap(), 3, &[])
+            .provision_subnet(
+                &format!("t{t}/s"),
+                &vpc,
+                "10.0.0.0/16".parse().unwrap(),
+                3,
+                &[],
+            )
             .unwrap();
         apply(&sim, p);
         let mut mine = Vec::new();
         for e in 0..per_vpc {
             let d = (t * 7919 + e * 104_729) % hosts;
             let (placed, p) = plane
-                .provision_endpoint(&format!("t{t}/ns/ep{e}"), &format!("t{t}/s"), &format!("d{d}"), None)
+                .provision_endpoint(
+                    &format!("t{t}/ns/ep{e}"),
+                    &format!("t{t}/s"),
+                    &format!("d{d}"),
+                    None,
+                )
                 .unwrap();
             apply(&sim, p);
             mine.push(placed.ip);
@@ -162,7 +179,11 @@ fn churn(backends: usize, changes: usize) {
     };
     for (t, mine) in ips.iter().enumerate() {
         let p = plane
-            .provision_service(&format!("t{t}/ns/web"), &format!("t{t}/vpc"), scaled(&mine[..backends]))
+            .provision_service(
+                &format!("t{t}/ns/web"),
+                &format!("t{t}/vpc"),
+                scaled(&mine[..backends]),
+            )
             .unwrap();
         apply(&sim, p);
     }
@@ -362,7 +383,12 @@ fn maglev(c: &mut Criterion) {
         group.bench_function(format!("pick_{n}_backends"), |b| {
             b.iter(|| {
                 port = port.wrapping_add(1);
-                let flow = flow_hash(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 96, 0, 16), 6, (port, 80));
+                let flow = flow_hash(
+                    Ipv4Addr::new(10, 0, 0, 1),
+                    Ipv4Addr::new(10, 96, 0, 16),
+                    6,
+                    (port, 80),
+                );
                 black_box(table.pick(flow))
             })
         });

@@ -287,7 +287,9 @@ fn columns(store: &str) -> Vec<Column> {
     match store {
         "services" => vec![
             ("Type", 0, |v, _| json!(str_at(v, "/spec/type"))),
-            ("Cluster-IP", 0, |v, _| or_none(str_at(v, "/spec/clusterIP"))),
+            ("Cluster-IP", 0, |v, _| {
+                or_none(str_at(v, "/spec/clusterIP"))
+            }),
             ("External-IP", 0, |_, _| json!("<none>")),
             ("Port(s)", 0, |v, _| {
                 let ports: Vec<String> = list_at(v, "/spec/ports")
@@ -309,10 +311,15 @@ fn columns(store: &str) -> Vec<Column> {
             ("Endpoints", 0, |v, _| {
                 let all: Vec<String> = list_at(v, "/subsets")
                     .flat_map(|s| {
-                        let ports: Vec<i64> = list_at(s, "/ports").map(|p| int_at(p, "/port")).collect();
+                        let ports: Vec<i64> =
+                            list_at(s, "/ports").map(|p| int_at(p, "/port")).collect();
                         list_at(s, "/addresses").flat_map(move |a| {
                             let ip = str_at(a, "/ip").to_owned();
-                            let ports = if ports.is_empty() { vec![None] } else { ports.iter().copied().map(Some).collect() };
+                            let ports = if ports.is_empty() {
+                                vec![None]
+                            } else {
+                                ports.iter().copied().map(Some).collect()
+                            };
                             ports.into_iter().map(move |p| match p {
                                 Some(p) => format!("{ip}:{p}"),
                                 None => ip.clone(),
@@ -327,8 +334,14 @@ fn columns(store: &str) -> Vec<Column> {
         "endpointslices" => vec![
             ("AddressType", 0, |v, _| json!(str_at(v, "/addressType"))),
             ("Ports", 0, |v, _| {
-                let ports: Vec<String> = list_at(v, "/ports").map(|p| int_at(p, "/port").to_string()).collect();
-                json!(if ports.is_empty() { "<unset>".to_owned() } else { ports.join(",") })
+                let ports: Vec<String> = list_at(v, "/ports")
+                    .map(|p| int_at(p, "/port").to_string())
+                    .collect();
+                json!(if ports.is_empty() {
+                    "<unset>".to_owned()
+                } else {
+                    ports.join(",")
+                })
             }),
             ("Endpoints", 0, |v, _| {
                 let all: Vec<String> = list_at(v, "/endpoints")
@@ -634,7 +647,10 @@ fn name_last(plural: &str) -> bool {
 
 /// The array at `pointer`'s items (none when absent).
 fn list_at<'v>(v: &'v Value, pointer: &str) -> impl Iterator<Item = &'v Value> {
-    v.pointer(pointer).and_then(Value::as_array).into_iter().flatten()
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// The first three items, and how many more there are, as kubectl lists addresses.

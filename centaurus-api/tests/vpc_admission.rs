@@ -220,14 +220,22 @@ async fn service_addresses_are_per_tenant_and_fixed() {
         "already allocated",
     );
     let other = post(&beta, service("dup", Some("10.96.0.17"))).await;
-    assert_eq!(other.status, StatusCode::CREATED, "another tenant's address is free here");
+    assert_eq!(
+        other.status,
+        StatusCode::CREATED,
+        "another tenant's address is free here"
+    );
     for (ip, words) in [
         ("10.97.0.1", "not a usable address"),
         ("10.96.0.0", "not a usable address"),
         ("10.96.255.255", "not a usable address"),
         ("300.1.1.1", "not an IPv4 address"),
     ] {
-        refused(&post(&acme, service("bad", Some(ip))).await, "spec.clusterIP", words);
+        refused(
+            &post(&acme, service("bad", Some(ip))).await,
+            "spec.clusterIP",
+            words,
+        );
     }
     // Headless: no address.
     let headless = post(&acme, service("peers", Some("None"))).await;
@@ -242,13 +250,25 @@ async fn service_addresses_are_per_tenant_and_fixed() {
     refused(&post(&acme, np).await, "spec.type", "not served");
     let mut badport = service("bp", None);
     badport["spec"]["ports"][0]["port"] = json!(70000);
-    refused(&post(&acme, badport).await, "spec.ports[0].port", "between 1 and 65535");
+    refused(
+        &post(&acme, badport).await,
+        "spec.ports[0].port",
+        "between 1 and 65535",
+    );
     let mut badname = service("bn", None);
     badname["spec"]["ports"][0]["targetPort"] = json!("Not_A_Name");
-    refused(&post(&acme, badname).await, "spec.ports[0].targetPort", "IANA");
+    refused(
+        &post(&acme, badname).await,
+        "spec.ports[0].targetPort",
+        "IANA",
+    );
     let mut sctp = service("sc", None);
     sctp["spec"]["ports"][0]["protocol"] = json!("SCTP");
-    refused(&post(&acme, sctp).await, "spec.ports[0].protocol", "TCP or UDP");
+    refused(
+        &post(&acme, sctp).await,
+        "spec.ports[0].protocol",
+        "TCP or UDP",
+    );
 
     // An update keeps the address when it leaves it out, and may not change it.
     let path = format!("{SVC}/web");
@@ -269,20 +289,36 @@ async fn service_addresses_are_per_tenant_and_fixed() {
         "cannot change",
     );
     // A deleted Service's address is free again.
-    let r = h.call(Method::DELETE, &format!("{SVC}/api"), Some(&acme), None).await;
+    let r = h
+        .call(Method::DELETE, &format!("{SVC}/api"), Some(&acme), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let again = post(&acme, service("api2", None)).await;
-    assert_eq!(again.body["spec"]["clusterIP"], "10.96.0.17", "{}", again.body);
+    assert_eq!(
+        again.body["spec"]["clusterIP"], "10.96.0.17",
+        "{}",
+        again.body
+    );
 
     // Core Endpoints and Mizar's share the plural, not the objects.
     let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
         "subsets": [{"addresses": [{"ip": "10.0.0.5"}], "ports": [{"port": 8080}]}]});
     let r = h
-        .call(Method::POST, "/api/v1/namespaces/default/endpoints", Some(&acme), Some(ep))
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/endpoints",
+            Some(&acme),
+            Some(ep),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let mizar = h
-        .call(Method::GET, &format!("{G}/namespaces/default/endpoints"), Some(&acme), None)
+        .call(
+            Method::GET,
+            &format!("{G}/namespaces/default/endpoints"),
+            Some(&acme),
+            None,
+        )
         .await;
     assert_eq!(mizar.status, StatusCode::OK, "{}", mizar.body);
     assert_eq!(mizar.body["items"], json!([]), "{}", mizar.body);
@@ -296,10 +332,17 @@ async fn service_addresses_are_per_tenant_and_fixed() {
     let bad = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "x"},
         "subsets": [{"addresses": [{"ip": "10.0.0.999"}]}]});
     let r = h
-        .call(Method::POST, "/api/v1/namespaces/default/endpoints", Some(&acme), Some(bad))
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/endpoints",
+            Some(&acme),
+            Some(bad),
+        )
         .await;
     refused(&r, "subsets[0].addresses[0].ip", "not an IPv4 address");
     // Beta sees none of acme's.
-    let list = h.call(Method::GET, "/api/v1/endpoints", Some(&beta), None).await;
+    let list = h
+        .call(Method::GET, "/api/v1/endpoints", Some(&beta), None)
+        .await;
     assert_eq!(list.body["items"], json!([]), "{}", list.body);
 }

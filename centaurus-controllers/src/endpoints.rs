@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use centaurus_client::{Api, Client};
-use centaurus_core::controller::{Cache, Controller, Informer, Reconciler, Requeue, Share};
+use centaurus_core::controller::{Cache, Change, Controller, Informer, Reconciler, Requeue, Share};
 use centaurus_core::model::{
-    self, EndpointAddress, EndpointPort, EndpointSlice, EndpointSubset,
-    Endpoints, IntOrString, MANAGED_BY_LABEL, ObjectMeta, ObjectReference, Pod, Resource,
-    SERVICE_NAME_LABEL, Service, SliceConditions, SliceEndpoint,
+    self, EndpointAddress, EndpointPort, EndpointSlice, EndpointSubset, Endpoints, IntOrString,
+    MANAGED_BY_LABEL, ObjectMeta, ObjectReference, Pod, Resource, SERVICE_NAME_LABEL, Service,
+    SliceConditions, SliceEndpoint,
 };
 
 use crate::{controller_ref, is_ready, split_key};
@@ -59,9 +59,7 @@ impl EndpointsController {
         )
         .with_workers(2)
         .with_share(&share);
-        let pods = Arc::new(Informer::<Pod>::new(
-            client.api().source("/registry/pods/"),
-        ));
+        let pods = Arc::new(Informer::<Pod>::new(client.api().source("/registry/pods/")));
         let endpoints = Arc::new(Informer::<Endpoints>::new(
             client
                 .api()
@@ -72,13 +70,17 @@ impl EndpointsController {
                 .api()
                 .source(format!("/registry/{}/", EndpointSlice::STORE)),
         ));
-        // A pod's change may concern any Service of its namespace (its labels may have
-        // left a selector): queue them all.
+        // A pod's change concerns the Services of its namespace that select it, before or
+        // after the change (its labels may have left a selector).
         {
             let queue = controller.queue().clone();
             let services = controller.informer().cache();
             pods.on_change(move |c| {
-                let m = c.object().meta();
+                let (before, after) = match c {
+                    Change::Modified { old, new } => (Some(old), new),
+                    Change::Added(p) | Change::Deleted(p) => (None, p),
+                };
+                let m = after.meta();
                 let prefix = format!(
                     "/registry/{}/{}/{}/",
                     Service::STORE,
@@ -86,7 +88,10 @@ impl EndpointsController {
                     m.namespace
                 );
                 for s in services.list_prefix(&prefix) {
-                    queue.add(&s.key());
+                    let picks = |p: &Pod| selects(&s, p);
+                    if picks(after) || before.is_some_and(picks) {
+                        queue.add(&s.key());
+                    }
                 }
             });
         }
@@ -118,11 +123,7 @@ impl EndpointsController {
                 p.metadata.deletion_timestamp.is_none()
                     && !matches!(p.phase(), "Succeeded" | "Failed")
                     && p.status.as_ref().is_some_and(|s| !s.pod_ip.is_empty())
-                    && svc
-                        .spec
-                        .selector
-                        .iter()
-                        .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+                    && selects(svc, p)
             })
             .map(|pod| Backend {
                 pod,
@@ -242,10 +243,7 @@ impl EndpointsController {
                             .map_err(|e| e.to_string())?;
                     }
                     None => {
-                        self.slices
-                            .create(slice)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        self.slices.create(slice).await.map_err(|e| e.to_string())?;
                     }
                 }
             }
@@ -268,7 +266,11 @@ impl EndpointsController {
             .list_prefix(&prefix)
             .into_iter()
             .filter(|s| {
-                s.metadata.labels.get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+                s.metadata
+                    .labels
+                    .get(SERVICE_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some(name)
                     && s.metadata.labels.get(MANAGED_BY_LABEL).map(String::as_str)
                         == Some(MANAGED_BY)
             })
@@ -294,10 +296,20 @@ impl EndpointsController {
     }
 }
 
+/// True when the Service's selector (not empty) picks the pod.
+fn selects(svc: &Service, pod: &Pod) -> bool {
+    !svc.spec.selector.is_empty()
+        && (svc.spec.selector.iter()).all(|(k, v)| pod.metadata.labels.get(k) == Some(v))
+}
+
 /// The pod's address entry.
 fn address(pod: &Pod) -> EndpointAddress {
     EndpointAddress {
-        ip: pod.status.as_ref().map(|s| s.pod_ip.clone()).unwrap_or_default(),
+        ip: pod
+            .status
+            .as_ref()
+            .map(|s| s.pod_ip.clone())
+            .unwrap_or_default(),
         hostname: String::new(),
         node_name: Some(pod.spec.node_name.clone()).filter(|n| !n.is_empty()),
         target_ref: Some(ObjectReference::to(pod)),
@@ -330,15 +342,17 @@ pub fn resolve_ports(svc: &Service, pod: &Pod) -> Vec<EndpointPort> {
             let port = match &sp.target_port {
                 None => sp.port,
                 Some(IntOrString::Int(n)) => *n,
-                Some(IntOrString::String(name)) => pod
-                    .spec
-                    .containers
-                    .iter()
-                    .flat_map(|c| &c.ports)
-                    .find(|cp| {
-                        cp.name == *name && cp.protocol.as_deref().unwrap_or("TCP") == sp.protocol()
-                    })?
-                    .container_port,
+                Some(IntOrString::String(name)) => {
+                    pod.spec
+                        .containers
+                        .iter()
+                        .flat_map(|c| &c.ports)
+                        .find(|cp| {
+                            cp.name == *name
+                                && cp.protocol.as_deref().unwrap_or("TCP") == sp.protocol()
+                        })?
+                        .container_port
+                }
             };
             Some(EndpointPort {
                 name: sp.name.clone(),

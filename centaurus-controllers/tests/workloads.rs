@@ -15,10 +15,10 @@ use centaurus_client::{Api, Client};
 use centaurus_controllers::deployment::REVISION_ANNOTATION;
 use centaurus_controllers::{EventExpiry, NodeLifecycleConfig, run_all};
 use centaurus_core::model::{
-    Container, ContainerPort, DaemonSet, Deployment, DeploymentSpec, EndpointAddress,
-    EndpointPort, EndpointSlice, EndpointSubset, Endpoints, Event, IntOrString, LabelSelector,
-    ObjectMeta, ObjectReference, Pod, PodSpec, PodTemplateSpec, Quantity, Resource,
-    ResourceList, ResourceRequirements, SERVICE_NAME_LABEL, Service, ServicePort, StatefulSet,
+    Container, ContainerPort, DaemonSet, Deployment, DeploymentSpec, EndpointAddress, EndpointPort,
+    EndpointSlice, EndpointSubset, Endpoints, Event, IntOrString, LabelSelector, ObjectMeta,
+    ObjectReference, Pod, PodSpec, PodTemplateSpec, Quantity, Resource, ResourceList,
+    ResourceRequirements, SERVICE_NAME_LABEL, Service, ServicePort, StatefulSet,
     StatefulSetRollingUpdate,
 };
 use centaurus_core::store::{RedbStore, Store};
@@ -883,9 +883,16 @@ async fn services_lead_to_their_ready_pods() {
     let slice = eventually("a slice of 3", 10, || {
         let slices = slices.clone();
         async move {
-            let all = slices.list("/registry/endpointslices/acme/prod/").await.unwrap();
+            let all = slices
+                .list("/registry/endpointslices/acme/prod/")
+                .await
+                .unwrap();
             all.into_iter().find(|s| {
-                s.metadata.labels.get(SERVICE_NAME_LABEL).map(String::as_str) == Some("web")
+                s.metadata
+                    .labels
+                    .get(SERVICE_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some("web")
                     && s.endpoints.len() == 3
             })
         }
@@ -893,7 +900,12 @@ async fn services_lead_to_their_ready_pods() {
     .await;
     assert_eq!(slice.address_type, "IPv4");
     assert_eq!(slice.ports[0].port, 8080);
-    assert!(slice.endpoints.iter().all(|e| e.conditions.ready == Some(true)));
+    assert!(
+        slice
+            .endpoints
+            .iter()
+            .all(|e| e.conditions.ready == Some(true))
+    );
     assert_eq!(slice.metadata.owner_references[0].uid, svc.metadata.uid);
 
     // Scaled down: the addresses follow.
@@ -933,7 +945,10 @@ async fn services_lead_to_their_ready_pods() {
     eventually("the Service's Endpoints and slices gone", 10, || {
         let (endpoints, slices) = (endpoints.clone(), slices.clone());
         async move {
-            let left = slices.list("/registry/endpointslices/acme/prod/").await.unwrap();
+            let left = slices
+                .list("/registry/endpointslices/acme/prod/")
+                .await
+                .unwrap();
             (endpoints.get(ep_key).await.unwrap().is_none() && left.is_empty()).then_some(())
         }
     })

@@ -97,7 +97,10 @@ impl Zone {
 
     /// The number of Services held, over every tenant.
     pub fn len(&self) -> usize {
-        self.services.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// True when no Service is held.
@@ -141,13 +144,16 @@ impl Zone {
                     };
                     match r.cluster_ip {
                         Some(ip) => out.answers.push(a(&me, ip)),
-                        None => out.answers.extend(r.endpoints.iter().map(|(ip, _)| a(&me, *ip))),
+                        None => out
+                            .answers
+                            .extend(r.endpoints.iter().map(|(ip, _)| a(&me, *ip))),
                     }
                 }
             }
             [port, proto] if port.starts_with('_') && proto.starts_with('_') => {
                 let (port, proto) = (&port[1..], &proto[1..]);
-                let Some((pname, _, sport)) = r.ports.iter().find(|(n, p, _)| n == port && p == proto)
+                let Some((pname, _, sport)) =
+                    r.ports.iter().find(|(n, p, _)| n == port && p == proto)
                 else {
                     return Answer::code(ResponseCode::NXDomain);
                 };
@@ -168,7 +174,8 @@ impl Zone {
                     }
                     None => {
                         for (ip, ports) in &r.endpoints {
-                            let (Some(port), Some(target)) = (ports.get(pname), own(&[&dashed(*ip)]))
+                            let (Some(port), Some(target)) =
+                                (ports.get(pname), own(&[&dashed(*ip)]))
                             else {
                                 continue;
                             };
@@ -179,7 +186,11 @@ impl Zone {
                 }
             }
             [host] if r.cluster_ip.is_none() => {
-                let Some(ip) = r.endpoints.iter().map(|(ip, _)| *ip).find(|ip| dashed(*ip) == *host)
+                let Some(ip) = r
+                    .endpoints
+                    .iter()
+                    .map(|(ip, _)| *ip)
+                    .find(|ip| dashed(*ip) == *host)
                 else {
                     return Answer::code(ResponseCode::NXDomain);
                 };
@@ -197,7 +208,9 @@ impl Zone {
     /// as the cluster DNS identity may), until the future is dropped.
     pub async fn follow(self: Arc<Self>, client: Client) {
         let services = Arc::new(Informer::<Service>::new(
-            client.api().source(format!("/registry/{}/", Service::STORE)),
+            client
+                .api()
+                .source(format!("/registry/{}/", Service::STORE)),
         ));
         let slices = Arc::new(Informer::<EndpointSlice>::new(
             client
@@ -242,7 +255,13 @@ impl Zone {
                 let mine: Vec<EndpointSlice> = slices
                     .list_prefix(&prefix)
                     .into_iter()
-                    .filter(|sl| sl.metadata.labels.get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name))
+                    .filter(|sl| {
+                        sl.metadata
+                            .labels
+                            .get(SERVICE_NAME_LABEL)
+                            .map(String::as_str)
+                            == Some(name)
+                    })
                     .collect();
                 record_of(&s, &mine)
             });
@@ -257,7 +276,13 @@ pub fn record_of(svc: &Service, slices: &[EndpointSlice]) -> ServiceRecord {
         .ports
         .iter()
         .filter(|p| !p.name.is_empty())
-        .filter_map(|p| Some((p.name.clone(), p.protocol().to_ascii_lowercase(), u16::try_from(p.port).ok()?)))
+        .filter_map(|p| {
+            Some((
+                p.name.clone(),
+                p.protocol().to_ascii_lowercase(),
+                u16::try_from(p.port).ok()?,
+            ))
+        })
         .collect();
     let mut endpoints: BTreeMap<Ipv4Addr, BTreeMap<String, u16>> = BTreeMap::new();
     for sl in slices {
@@ -266,8 +291,16 @@ pub fn record_of(svc: &Service, slices: &[EndpointSlice]) -> ServiceRecord {
             .iter()
             .filter_map(|p| Some((p.name.clone(), u16::try_from(p.port).ok()?)))
             .collect();
-        for e in sl.endpoints.iter().filter(|e| e.conditions.ready != Some(false)) {
-            for ip in e.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+        for e in sl
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.ready != Some(false))
+        {
+            for ip in e
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+            {
                 endpoints.entry(ip).or_default().extend(ports.clone());
             }
         }
@@ -307,7 +340,10 @@ mod tests {
             Some(ServiceRecord {
                 cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 16)),
                 ports: vec![("http".into(), "tcp".into(), 80)],
-                endpoints: vec![(Ipv4Addr::new(10, 0, 0, 5), [("http".to_string(), 8080)].into())],
+                endpoints: vec![(
+                    Ipv4Addr::new(10, 0, 0, 5),
+                    [("http".to_string(), 8080)].into(),
+                )],
             }),
         );
         z.set(
@@ -318,8 +354,14 @@ mod tests {
                 cluster_ip: None,
                 ports: vec![("pg".into(), "tcp".into(), 5432)],
                 endpoints: vec![
-                    (Ipv4Addr::new(10, 0, 0, 7), [("pg".to_string(), 5432)].into()),
-                    (Ipv4Addr::new(10, 0, 0, 8), [("pg".to_string(), 5433)].into()),
+                    (
+                        Ipv4Addr::new(10, 0, 0, 7),
+                        [("pg".to_string(), 5432)].into(),
+                    ),
+                    (
+                        Ipv4Addr::new(10, 0, 0, 8),
+                        [("pg".to_string(), 5433)].into(),
+                    ),
                 ],
             }),
         );
@@ -330,7 +372,10 @@ mod tests {
     fn services_answer_by_name_in_their_tenant_only() {
         let z = zone();
         let a = z.answer("acme", &name("web.prod.svc.cluster.local."), RecordType::A);
-        assert_eq!((a.code, ips(&a)), (ResponseCode::NoError, vec![Ipv4Addr::new(10, 96, 0, 16)]));
+        assert_eq!(
+            (a.code, ips(&a)),
+            (ResponseCode::NoError, vec![Ipv4Addr::new(10, 96, 0, 16)])
+        );
         // Case does not matter; a trailing dot neither.
         let a = z.answer("acme", &name("WEB.Prod.svc.cluster.local"), RecordType::A);
         assert_eq!(ips(&a), [Ipv4Addr::new(10, 96, 0, 16)]);
@@ -338,7 +383,11 @@ mod tests {
         let b = z.answer("beta", &name("web.prod.svc.cluster.local."), RecordType::A);
         assert_eq!((b.code, b.answers.len()), (ResponseCode::NXDomain, 0));
         // A known name without records of the type: no data.
-        let aaaa = z.answer("acme", &name("web.prod.svc.cluster.local."), RecordType::AAAA);
+        let aaaa = z.answer(
+            "acme",
+            &name("web.prod.svc.cluster.local."),
+            RecordType::AAAA,
+        );
         assert_eq!((aaaa.code, aaaa.answers.len()), (ResponseCode::NoError, 0));
         for (q, code) in [
             ("nope.prod.svc.cluster.local.", ResponseCode::NXDomain),
@@ -356,19 +405,46 @@ mod tests {
     #[test]
     fn srv_and_headless_records() {
         let z = zone();
-        let srv = z.answer("acme", &name("_http._tcp.web.prod.svc.cluster.local."), RecordType::SRV);
+        let srv = z.answer(
+            "acme",
+            &name("_http._tcp.web.prod.svc.cluster.local."),
+            RecordType::SRV,
+        );
         assert_eq!(srv.code, ResponseCode::NoError);
-        let RData::SRV(s) = srv.answers[0].data() else { panic!("{srv:?}") };
-        assert_eq!((s.port(), s.target().to_ascii()), (80, "web.prod.svc.cluster.local.".into()));
-        assert_eq!(ips(&Answer { answers: srv.additionals.clone(), ..srv.clone() }), [Ipv4Addr::new(10, 96, 0, 16)]);
+        let RData::SRV(s) = srv.answers[0].data() else {
+            panic!("{srv:?}")
+        };
         assert_eq!(
-            z.answer("acme", &name("_http._udp.web.prod.svc.cluster.local."), RecordType::SRV).code,
+            (s.port(), s.target().to_ascii()),
+            (80, "web.prod.svc.cluster.local.".into())
+        );
+        assert_eq!(
+            ips(&Answer {
+                answers: srv.additionals.clone(),
+                ..srv.clone()
+            }),
+            [Ipv4Addr::new(10, 96, 0, 16)]
+        );
+        assert_eq!(
+            z.answer(
+                "acme",
+                &name("_http._udp.web.prod.svc.cluster.local."),
+                RecordType::SRV
+            )
+            .code,
             ResponseCode::NXDomain
         );
         // Headless: the ready endpoints, each with its own name and port.
         let a = z.answer("acme", &name("db.prod.svc.cluster.local."), RecordType::A);
-        assert_eq!(ips(&a), [Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)]);
-        let srv = z.answer("acme", &name("_pg._tcp.db.prod.svc.cluster.local."), RecordType::SRV);
+        assert_eq!(
+            ips(&a),
+            [Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)]
+        );
+        let srv = z.answer(
+            "acme",
+            &name("_pg._tcp.db.prod.svc.cluster.local."),
+            RecordType::SRV,
+        );
         let got: Vec<(u16, String)> = srv
             .answers
             .iter()
@@ -384,12 +460,24 @@ mod tests {
                 (5433, "10-0-0-8.db.prod.svc.cluster.local.".to_string())
             ]
         );
-        let one = z.answer("acme", &name("10-0-0-8.db.prod.svc.cluster.local."), RecordType::A);
+        let one = z.answer(
+            "acme",
+            &name("10-0-0-8.db.prod.svc.cluster.local."),
+            RecordType::A,
+        );
         assert_eq!(ips(&one), [Ipv4Addr::new(10, 0, 0, 8)]);
-        let none = z.answer("acme", &name("10-0-0-9.db.prod.svc.cluster.local."), RecordType::A);
+        let none = z.answer(
+            "acme",
+            &name("10-0-0-9.db.prod.svc.cluster.local."),
+            RecordType::A,
+        );
         assert_eq!(none.code, ResponseCode::NXDomain);
         z.set("acme", "prod", "db", None);
-        assert_eq!(z.answer("acme", &name("db.prod.svc.cluster.local."), RecordType::A).code, ResponseCode::NXDomain);
+        assert_eq!(
+            z.answer("acme", &name("db.prod.svc.cluster.local."), RecordType::A)
+                .code,
+            ResponseCode::NXDomain
+        );
     }
 
     proptest! {

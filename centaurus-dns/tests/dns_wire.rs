@@ -41,7 +41,9 @@ async fn udp(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
 
 async fn tcp(server: SocketAddr, bytes: &[u8]) -> Message {
     let mut s = TcpStream::connect(server).await.unwrap();
-    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(bytes).await.unwrap();
     let mut len = [0u8; 2];
     s.read_exact(&mut len).await.unwrap();
@@ -117,7 +119,10 @@ async fn each_tenant_resolves_its_own_services() {
     tokio::spawn(zone.clone().follow(admin.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while zone.len() < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the zone did not fill");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the zone did not fill"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (acme_udp, acme_tcp) = listen(&zone, "acme").await;
@@ -140,7 +145,9 @@ async fn each_tenant_resolves_its_own_services() {
     let a = udp(acme_udp, &query(5, db, RecordType::A)).await.unwrap();
     assert_eq!(addresses(&a), [Ipv4Addr::new(10, 0, 0, 7)]);
     // Outside the cluster domain: refused, not recursed.
-    let r = udp(acme_udp, &query(6, "example.com.", RecordType::A)).await.unwrap();
+    let r = udp(acme_udp, &query(6, "example.com.", RecordType::A))
+        .await
+        .unwrap();
     assert_eq!(r.response_code(), ResponseCode::Refused);
     // A deleted Service leaves the zone.
     admin

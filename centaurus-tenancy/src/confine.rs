@@ -116,7 +116,10 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
         // The front door learns which tenant partition holds each tenant.
         identity::GATEWAY => vec![rule(READ, "tenants")],
         identity::NODE_FLEET => vec![
-            rule(READ, &format!("pods,nodes,actions,networks,{MIZAR_ENDPOINTS}")),
+            rule(
+                READ,
+                &format!("pods,nodes,actions,networks,{MIZAR_ENDPOINTS}"),
+            ),
             // What the pods of its nodes take their environment and volumes from.
             rule("get", "configmaps,secrets"),
             rule(STATUS, "pods/status,nodes/status,actions/status"),
@@ -322,10 +325,7 @@ impl Authorizer for Confined {
                 )));
             }
             let resource = qualified(req);
-            return if service_rules(c)
-                .iter()
-                .any(|r| r.allows(verb, &resource))
-            {
+            return if service_rules(c).iter().any(|r| r.allows(verb, &resource)) {
                 Ok(())
             } else {
                 Err(Denied(format!(

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::maglev::Backend;
-use crate::tables::{DropReason, EndpointKey, HostTables, ServiceKey, Step, TableUpdate, flow_hash};
+use crate::tables::{
+    DropReason, EndpointKey, HostTables, ServiceKey, Step, TableUpdate, flow_hash,
+};
 
 /// Why programming a host failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

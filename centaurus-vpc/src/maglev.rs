@@ -120,10 +120,9 @@ impl Table {
 /// The hash `ClientIP` affinity picks by: the client's address alone (FNV-1a, as the
 /// flow hash).
 pub fn client_hash(client: Ipv4Addr) -> u32 {
-    client
-        .octets()
-        .into_iter()
-        .fold(0x811c_9dc5, |h: u32, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    client.octets().into_iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]

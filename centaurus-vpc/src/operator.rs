@@ -27,9 +27,7 @@ use std::time::Duration;
 
 use centaurus_client::Client;
 use centaurus_core::controller::{Backoff, Change, Informer, Ownership, WorkQueue};
-use centaurus_core::model::{
-    self, EndpointSlice, Network, Resource, SERVICE_NAME_LABEL, Service,
-};
+use centaurus_core::model::{self, EndpointSlice, Network, Resource, SERVICE_NAME_LABEL, Service};
 use centaurus_core::ring::stable_hash;
 
 use crate::dataplane::Dataplane;
@@ -497,21 +495,23 @@ impl Operator {
             .cache()
             .get(key)
             .filter(|s| s.metadata.deletion_timestamp.is_none());
-        let ports = live.and_then(|s| Some((s.virtual_ip()?, s))).map(|(vip, s)| {
-            let m = &s.metadata;
-            let slices: Vec<EndpointSlice> = self
-                .slices
-                .cache()
-                .list_prefix(&format!(
-                    "/registry/endpointslices/{}/{}/",
-                    m.tenant_or_system(),
-                    m.namespace
-                ))
-                .into_iter()
-                .filter(|sl| sl.metadata.labels.get(SERVICE_NAME_LABEL) == Some(&m.name))
-                .collect();
-            scaled_endpoints(&s, vip, &slices)
-        });
+        let ports = live
+            .and_then(|s| Some((s.virtual_ip()?, s)))
+            .map(|(vip, s)| {
+                let m = &s.metadata;
+                let slices: Vec<EndpointSlice> = self
+                    .slices
+                    .cache()
+                    .list_prefix(&format!(
+                        "/registry/endpointslices/{}/{}/",
+                        m.tenant_or_system(),
+                        m.namespace
+                    ))
+                    .into_iter()
+                    .filter(|sl| sl.metadata.labels.get(SERVICE_NAME_LABEL) == Some(&m.name))
+                    .collect();
+                scaled_endpoints(&s, vip, &slices)
+            });
         let prog = {
             let mut plane = self.plane();
             match ports {

@@ -669,7 +669,10 @@ impl Plane {
         s.pool.release(e.ip);
         let key = EndpointKey::new(self.vpcs[&s.vpc].vni, e.ip);
         // The last endpoint of the VPC on its host takes the VPC's Services away.
-        let v = self.vpcs.get_mut(&s.vpc).expect("a held subnet's vpc is held");
+        let v = self
+            .vpcs
+            .get_mut(&s.vpc)
+            .expect("a held subnet's vpc is held");
         let last = match v.hosts.get_mut(&e.droplet) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -680,7 +683,11 @@ impl Plane {
         };
         if last && let Some(h) = self.droplets.get(&e.droplet) {
             for se in v.services.values().flatten() {
-                put(&mut prog, h.ip, TableUpdate::DeleteService { key: se.key(v.vni) });
+                put(
+                    &mut prog,
+                    h.ip,
+                    TableUpdate::DeleteService { key: se.key(v.vni) },
+                );
             }
         }
         let s = &self.subnets[&e.subnet];
@@ -774,7 +781,10 @@ impl Plane {
             .vpcs
             .get_mut(vpc)
             .ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
-        let old = v.services.insert(id.to_owned(), ports.clone()).unwrap_or_default();
+        let old = v
+            .services
+            .insert(id.to_owned(), ports.clone())
+            .unwrap_or_default();
         self.service_vpcs.insert(id.to_owned(), vpc.to_owned());
         let vni = v.vni;
         let mut updates: Vec<TableUpdate> = old
@@ -796,7 +806,12 @@ impl Plane {
         for h in self.ips(&hosts) {
             prog.insert(h, updates.clone());
         }
-        tracing::debug!(service = id, hosts = prog.len(), phase = "Programmed", "service");
+        tracing::debug!(
+            service = id,
+            hosts = prog.len(),
+            phase = "Programmed",
+            "service"
+        );
         Ok(prog)
     }
 

@@ -10,11 +10,12 @@
 //! - `clusterIP` never changes; an update that leaves it out keeps the old one (as
 //!   `kubectl apply` of a manifest without it does).
 //!
-//! Admission is ordered by one lock per process, as the VPC kinds' is.
+//! Admission is ordered by one lock per tenant and process: tenants never wait for each
+//! other, and one tenant's Services are checked one after the other.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use centaurus_core::admission::{Admission, AdmitGuard};
@@ -31,7 +32,7 @@ pub const STATIC_BAND: u32 = 16;
 /// The admitter of Services' addresses.
 #[derive(Clone, Default)]
 pub struct ServiceAdmission {
-    lock: Arc<tokio::sync::Mutex<()>>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 fn err(field: &str, message: impl Into<String>) -> Vec<FieldError> {
@@ -104,13 +105,15 @@ impl ServiceAdmission {
                     )
                 })?,
             text => {
-                let ip: Ipv4Addr = text
-                    .parse()
-                    .map_err(|_| err("spec.clusterIP", format!("{text:?} is not an IPv4 address")))?;
+                let ip: Ipv4Addr = text.parse().map_err(|_| {
+                    err("spec.clusterIP", format!("{text:?} is not an IPv4 address"))
+                })?;
                 if !range.contains_addr(ip) || ip == range.network() || ip == range.last() {
                     return Err(err(
                         "spec.clusterIP",
-                        format!("{ip} is not a usable address of the tenant's service range {range}"),
+                        format!(
+                            "{ip} is not a usable address of the tenant's service range {range}"
+                        ),
                     ));
                 }
                 if used.contains(&ip) {
@@ -141,7 +144,17 @@ impl Admission for ServiceAdmission {
         obj: &mut Value,
         old: Option<&Value>,
     ) -> Result<AdmitGuard, Vec<FieldError>> {
-        let guard = self.lock.clone().lock_owned().await;
+        let tenant = match obj.pointer("/metadata/tenant").and_then(Value::as_str) {
+            None | Some("") => centaurus_core::model::SYSTEM_TENANT,
+            Some(t) => t,
+        };
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            // Locks nobody holds or waits for go, so the map follows the tenants in use.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(tenant.to_owned()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
         self.admit_service(store, obj, old).await?;
         Ok(Some(guard))
     }

@@ -314,11 +314,15 @@ impl HostTables {
             key: *key,
             bouncers: b.clone(),
         }));
-        out.extend(self.services.iter().map(|(key, s)| TableUpdate::PutService {
-            key: *key,
-            backends: s.table.backends().to_vec(),
-            affinity: s.affinity,
-        }));
+        out.extend(
+            self.services
+                .iter()
+                .map(|(key, s)| TableUpdate::PutService {
+                    key: *key,
+                    backends: s.table.backends().to_vec(),
+                    affinity: s.affinity,
+                }),
+        );
         out
     }
 
@@ -400,7 +404,12 @@ impl HostTables {
     /// The backend of a new flow to scaled endpoint `key` from `client`, with flow hash
     /// `flow`: by the flow, or by the client's address alone under `ClientIP` affinity.
     /// None when `key` is no scaled endpoint here, or it has no backends.
-    pub fn service_backend(&self, key: &ServiceKey, client: Ipv4Addr, flow: u32) -> Option<Backend> {
+    pub fn service_backend(
+        &self,
+        key: &ServiceKey,
+        client: Ipv4Addr,
+        flow: u32,
+    ) -> Option<Backend> {
         let s = self.services.get(key)?;
         let hash = if s.affinity {
             crate::maglev::client_hash(client)

@@ -561,12 +561,18 @@ async fn an_endpoint_failed_for_want_of_addresses_recovers_when_one_is_freed() {
 }
 
 /// Waits until every host's tables satisfy `ok` for the scaled endpoint `key`.
-async fn wait_tables(r: &Region, what: &str, ok: impl Fn(usize, Option<usize>) -> bool, key: ServiceKey) {
+async fn wait_tables(
+    r: &Region,
+    what: &str,
+    ok: impl Fn(usize, Option<usize>) -> bool,
+    key: ServiceKey,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let backends = |i: usize| {
-            r.sim
-                .with_tables(host(i), |t| t.services.get(&key).map(|s| s.table.backends().len()))
+            r.sim.with_tables(host(i), |t| {
+                t.services.get(&key).map(|s| s.table.backends().len())
+            })
         };
         if (0..12).all(|i| ok(i, backends(i))) {
             return;
@@ -637,7 +643,13 @@ async fn services_are_programmed_where_their_vpc_is() {
         port: 80,
         protocol: TCP,
     };
-    wait_tables(&r, "3 backends on d0..d4 only", |i, n| n == (i < 5).then_some(3), key).await;
+    wait_tables(
+        &r,
+        "3 backends on d0..d4 only",
+        |i, n| n == (i < 5).then_some(3),
+        key,
+    )
+    .await;
     // A connection from ep4 reaches one of the backends, at its port.
     let src = EndpointKey::new(vni, ip(4).parse().unwrap());
     let (backend, d) = r.sim.send(src, 40_000, key.vip, 80, TCP);

@@ -350,10 +350,18 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     let vip = Ipv4Addr::new(10, 96, 0, 16);
     sim.reset_counts();
     let prog = plane
-        .provision_service("acme/default/web", "acme/vpc", scaled(vip, &acme[1..], false))
+        .provision_service(
+            "acme/default/web",
+            "acme/vpc",
+            scaled(vip, &acme[1..], false),
+        )
         .unwrap();
     let hosts: Vec<Ipv4Addr> = prog.keys().copied().collect();
-    assert_eq!(hosts, (0..4).map(host).collect::<Vec<_>>(), "only acme's hosts");
+    assert_eq!(
+        hosts,
+        (0..4).map(host).collect::<Vec<_>>(),
+        "only acme's hosts"
+    );
     assert_eq!(plane.service_hosts("acme/vpc"), hosts);
     apply(&sim, prog).await;
     assert_eq!(sim.calls().len(), 4, "4 of 12 hosts programmed");
@@ -368,7 +376,11 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     apply(
         &sim,
         plane
-            .provision_service("acme/default/web", "acme/vpc", scaled(vip, &acme[1..3], false))
+            .provision_service(
+                "acme/default/web",
+                "acme/vpc",
+                scaled(vip, &acme[1..3], false),
+            )
             .unwrap(),
     )
     .await;
@@ -384,7 +396,11 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     apply(
         &sim,
         plane
-            .provision_service("beta/default/web", "beta/vpc", scaled(vip, &beta[1..2], false))
+            .provision_service(
+                "beta/default/web",
+                "beta/vpc",
+                scaled(vip, &beta[1..2], false),
+            )
             .unwrap(),
     )
     .await;
@@ -424,7 +440,11 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     apply(
         &sim,
         plane
-            .provision_service("acme/default/web", "acme/vpc", scaled(vip, &acme[1..], true))
+            .provision_service(
+                "acme/default/web",
+                "acme/vpc",
+                scaled(vip, &acme[1..], true),
+            )
             .unwrap(),
     )
     .await;
@@ -435,7 +455,9 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     // Deleted: gone from every host that had it.
     apply(&sim, plane.delete_service("acme/default/web", "acme/vpc")).await;
     for i in 0..4 {
-        sim.with_tables(host(i), |t| assert!(t.services.keys().all(|k| k.vni != acme[0].vni)));
+        sim.with_tables(host(i), |t| {
+            assert!(t.services.keys().all(|k| k.vni != acme[0].vni))
+        });
     }
     assert_eq!(sim.send(acme[0], 50_000, vip, 80, TCP).0, None);
 }

@@ -301,7 +301,13 @@ fn parity(k: &Kubectl, dir: &Path) {
     // `expose` makes a ClusterIP Service from the Deployment's selector, with an address
     // from the tenant's service range; tables, describe (which reads the Endpoints and
     // EndpointSlices) and a hand-kept selectorless Service work as kubectl expects.
-    let exposed = k.run(&["expose", "deployment", "gen", "--port=80", "--target-port=8080"]);
+    let exposed = k.run(&[
+        "expose",
+        "deployment",
+        "gen",
+        "--port=80",
+        "--target-port=8080",
+    ]);
     assert!(exposed.contains("service/gen exposed"), "{exposed}");
     let svc = k.json(&["get", "service", "gen"]);
     assert_eq!(svc["spec"]["selector"]["app"], "gen", "{svc}");
@@ -309,11 +315,17 @@ fn parity(k: &Kubectl, dir: &Path) {
     assert!(ip.starts_with("10.96."), "{svc}");
     let table = k.run(&["get", "svc", "gen", "-o", "wide"]);
     assert!(
-        table.contains("ClusterIP") && table.contains(&ip) && table.contains("80/TCP") && table.contains("app=gen"),
+        table.contains("ClusterIP")
+            && table.contains(&ip)
+            && table.contains("80/TCP")
+            && table.contains("app=gen"),
         "{table}"
     );
     let described = k.run(&["describe", "service", "gen"]);
-    assert!(described.contains(&ip) && described.contains("8080/TCP"), "{described}");
+    assert!(
+        described.contains(&ip) && described.contains("8080/TCP"),
+        "{described}"
+    );
     let external = dir.join("external.yaml");
     std::fs::write(
         &external,
@@ -327,7 +339,14 @@ fn parity(k: &Kubectl, dir: &Path) {
     let eps = k.run(&["get", "endpoints", "external"]);
     assert!(eps.contains("192.0.2.7:5432"), "{eps}");
     k.run(&["get", "endpointslices"]);
-    let taken = k.fails(&["create", "service", "clusterip", "again", "--tcp=80", &format!("--clusterip={ip}")]);
+    let taken = k.fails(&[
+        "create",
+        "service",
+        "clusterip",
+        "again",
+        "--tcp=80",
+        &format!("--clusterip={ip}"),
+    ]);
     assert!(taken.contains("already allocated"), "{taken}");
     k.run(&["delete", "service", "gen", "external"]);
     k.run(&["delete", "endpoints", "external"]);

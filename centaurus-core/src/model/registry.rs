@@ -399,7 +399,9 @@ impl ResourceInfo {
 pub enum RegistryError {
     /// Another kind already uses the plural in the group (paths would collide) or the
     /// store range (keys would).
-    #[error("plural {plural:?} of {kind} collides with {existing} (same group and plural, or same store range)")]
+    #[error(
+        "plural {plural:?} of {kind} collides with {existing} (same group and plural, or same store range)"
+    )]
     DuplicatePlural {
         /// The plural.
         plural: String,

@@ -58,7 +58,11 @@ pub struct ServiceSpec {
     pub ports: Vec<ServicePort>,
     /// Its virtual address in the tenant's service range; empty: one is allocated;
     /// `None`: headless.
-    #[serde(default, rename = "clusterIP", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "clusterIP",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cluster_ip: String,
     /// `[clusterIP]` (one IPv4 family).
     #[serde(default, rename = "clusterIPs", skip_serializing_if = "Vec::is_empty")]
@@ -164,7 +168,9 @@ fn default_service(s: &mut Service) {
         spec.session_affinity = "None".into();
     }
     if spec.session_affinity == "ClientIP" {
-        let c = spec.session_affinity_config.get_or_insert_with(Default::default);
+        let c = spec
+            .session_affinity_config
+            .get_or_insert_with(Default::default);
         let ip = c.client_ip.get_or_insert_with(Default::default);
         ip.timeout_seconds.get_or_insert(DEFAULT_AFFINITY_SECONDS);
     }
@@ -183,7 +189,8 @@ fn default_service(s: &mut Service) {
         if spec.ip_families.is_empty() {
             spec.ip_families = vec!["IPv4".into()];
         }
-        spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
+        spec.ip_family_policy
+            .get_or_insert_with(|| "SingleStack".into());
     }
     spec.internal_traffic_policy
         .get_or_insert_with(|| "Cluster".into());
@@ -239,9 +246,16 @@ fn validate_service(s: &Service) -> Result<(), Vec<FieldError>> {
         }
     }
     if spec.cluster_ips.len() > 1 {
-        e.push("spec.clusterIPs", "one address only: IPv6 is not served yet");
+        e.push(
+            "spec.clusterIPs",
+            "one address only: IPv6 is not served yet",
+        );
     }
-    if spec.cluster_ips.first().is_some_and(|ip| *ip != spec.cluster_ip) {
+    if spec
+        .cluster_ips
+        .first()
+        .is_some_and(|ip| *ip != spec.cluster_ip)
+    {
         e.push("spec.clusterIPs", "must hold clusterIP, as its first entry");
     }
     for (i, f) in spec.ip_families.iter().enumerate() {
@@ -289,7 +303,10 @@ fn validate_service(s: &Service) -> Result<(), Vec<FieldError>> {
         );
     }
     if spec.ports.is_empty() && spec.cluster_ip != CLUSTER_IP_NONE {
-        e.push("spec.ports", "at least one port is required (unless headless)");
+        e.push(
+            "spec.ports",
+            "at least one port is required (unless headless)",
+        );
     }
     let mut names = BTreeSet::new();
     let mut ports = BTreeSet::new();
@@ -391,7 +408,9 @@ pub struct EndpointAddress {
 }
 
 /// One port of an address set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointPort {
     /// The Service port's name.
@@ -416,7 +435,10 @@ fn check_ip(e: &mut Errors, field: String, ip: &str) {
 fn validate_endpoints(ep: &Endpoints) -> Result<(), Vec<FieldError>> {
     let mut e = Errors::default();
     for (i, s) in ep.subsets.iter().enumerate() {
-        let lists = [("addresses", &s.addresses), ("notReadyAddresses", &s.not_ready_addresses)];
+        let lists = [
+            ("addresses", &s.addresses),
+            ("notReadyAddresses", &s.not_ready_addresses),
+        ];
         for (list, addrs) in lists {
             for (j, a) in addrs.iter().enumerate() {
                 check_ip(&mut e, format!("subsets[{i}].{list}[{j}].ip"), &a.ip);
@@ -508,7 +530,10 @@ fn validate_slice(s: &EndpointSlice) -> Result<(), Vec<FieldError>> {
     }
     for (i, ep) in s.endpoints.iter().enumerate() {
         if ep.addresses.len() != 1 {
-            e.push(format!("endpoints[{i}].addresses"), "must hold exactly one address");
+            e.push(
+                format!("endpoints[{i}].addresses"),
+                "must hold exactly one address",
+            );
         }
         for (j, a) in ep.addresses.iter().enumerate() {
             check_ip(&mut e, format!("endpoints[{i}].addresses[{j}]"), a);
@@ -518,4 +543,80 @@ fn validate_slice(s: &EndpointSlice) -> Result<(), Vec<FieldError>> {
         check_port(&mut e, format!("ports[{i}].port"), p.port);
     }
     e.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resource;
+
+    fn fields(r: Result<(), Vec<FieldError>>) -> Vec<String> {
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_rules() {
+        let mut s = Service::default();
+        s.spec.ports = vec![ServicePort {
+            port: 80,
+            ..Default::default()
+        }];
+        s.set_defaults();
+        assert_eq!(s.spec.type_, "ClusterIP");
+        assert_eq!(s.spec.session_affinity, "None");
+        assert_eq!(s.spec.ports[0].protocol, "TCP");
+        assert_eq!(s.spec.ports[0].target_port, Some(IntOrString::Int(80)));
+        assert_eq!(s.validate(), Ok(()));
+        // Headless needs no ports; others do.
+        let mut headless = Service::default();
+        headless.spec.cluster_ip = CLUSTER_IP_NONE.into();
+        assert_eq!(headless.validate(), Ok(()));
+        assert!(headless.is_headless() && headless.virtual_ip().is_none());
+        assert_eq!(fields(Service::default().validate()), ["spec.ports"]);
+        // Two ports: named, distinct, each valid.
+        s.spec.ports.push(ServicePort {
+            port: 80,
+            target_port: Some(IntOrString::String("-bad".into())),
+            ..Default::default()
+        });
+        assert_eq!(
+            fields(s.validate()),
+            [
+                "spec.ports[0].name",
+                "spec.ports[1].name",
+                "spec.ports[1].port",
+                "spec.ports[1].targetPort"
+            ]
+        );
+        s.spec.session_affinity = "ClientIP".into();
+        s.set_defaults();
+        let timeout = s.spec.session_affinity_config.as_ref().unwrap();
+        assert_eq!(
+            timeout.client_ip.as_ref().unwrap().timeout_seconds,
+            Some(10_800)
+        );
+    }
+
+    #[test]
+    fn port_names_are_iana_service_names() {
+        for ok in ["http", "web-1", "a1", "grpc-web-api12"] {
+            assert_eq!(port_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "1234",
+            "-a",
+            "a-",
+            "a--b",
+            "Http",
+            "a_b",
+            "abcdefghijklmnop",
+        ] {
+            assert!(port_name(bad).is_err(), "{bad}");
+        }
+    }
 }
