@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use ipnetwork::Ipv4Network;
+
 /// The largest VNI Geneve carries (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -45,12 +47,9 @@ pub enum IpamError {
     InUse(String),
 }
 
-/// An IPv4 CIDR with no host bits set.
+/// An IPv4 CIDR with no host bits set (an `ipnetwork` network, held to that rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Cidr {
-    base: u32,
-    len: u8,
-}
+pub struct Ipv4Cidr(Ipv4Network);
 
 impl Ipv4Cidr {
     /// The CIDR `base/len`; host bits of `base` are an error.
@@ -60,41 +59,37 @@ impl Ipv4Cidr {
 
     /// The network address.
     pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.base)
+        self.0.network()
     }
 
     /// The prefix length.
     pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    fn mask(&self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0)
+        self.0.prefix()
     }
 
     /// How many addresses it spans.
     pub fn size(&self) -> u64 {
-        1u64 << (32 - u32::from(self.len))
+        1u64 << (32 - u32::from(self.0.prefix()))
     }
 
     /// The last address (the broadcast address of a subnet).
     pub fn last(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.base | !self.mask())
+        self.0.broadcast()
     }
 
     /// Whether `addr` lies inside.
     pub fn contains_addr(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & self.mask() == self.base
+        self.0.contains(addr)
     }
 
     /// Whether `other` lies wholly inside.
     pub fn contains(&self, other: &Ipv4Cidr) -> bool {
-        other.len >= self.len && self.contains_addr(other.network())
+        other.0.is_subnet_of(self.0)
     }
 
     /// Whether the two share any address.
     pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
-        self.contains(other) || other.contains(self)
+        self.0.overlaps(other.0)
     }
 }
 
@@ -103,10 +98,9 @@ impl FromStr for Ipv4Cidr {
 
     fn from_str(text: &str) -> Result<Self, IpamError> {
         match centaurus_core::model::validation::cidr(text).map_err(IpamError::InvalidCidr)? {
-            (IpAddr::V4(a), len) => Ok(Self {
-                base: u32::from(a),
-                len,
-            }),
+            (IpAddr::V4(a), len) => Ipv4Network::new(a, len)
+                .map(Self)
+                .map_err(|e| IpamError::InvalidCidr(format!("{text:?}: {e}"))),
             (IpAddr::V6(_), _) => Err(IpamError::InvalidCidr(format!(
                 "{text:?}: IPv6 networks are not supported yet"
             ))),
@@ -129,7 +123,7 @@ impl<'de> serde::Deserialize<'de> for Ipv4Cidr {
 
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network(), self.len)
+        write!(f, "{}/{}", self.network(), self.prefix_len())
     }
 }
 

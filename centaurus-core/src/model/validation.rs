@@ -177,34 +177,27 @@ pub fn labels(errors: &mut Errors, field: &str, labels: &BTreeMap<String, String
     }
 }
 
-/// Parses an IPv4 or IPv6 CIDR (`10.0.0.0/16`) and checks that no host bits are set.
+/// Parses an IPv4 or IPv6 CIDR (`10.0.0.0/16`, with a prefix length: no netmask, no bare
+/// address) with `ipnetwork`, and checks that no host bits are set.
 pub fn cidr(text: &str) -> Result<(std::net::IpAddr, u8), String> {
     let (addr, len) = text
         .split_once('/')
         .ok_or_else(|| format!("{text:?} is not a CIDR (expected ADDRESS/PREFIX)"))?;
-    let addr: std::net::IpAddr = addr
+    let ip: std::net::IpAddr = addr
         .parse()
         .map_err(|_| format!("{text:?}: {addr:?} is not an IP address"))?;
-    let len: u8 = len
-        .parse()
-        .map_err(|_| format!("{text:?}: prefix length {len:?} is not a number"))?;
-    let (max, host_bits) = match addr {
-        std::net::IpAddr::V4(a) => (
-            32,
-            u128::from(u32::from(a) & u32::MAX.checked_shr(len.into()).unwrap_or(0)),
-        ),
-        std::net::IpAddr::V6(a) => (
-            128,
-            u128::from(a) & u128::MAX.checked_shr(len.into()).unwrap_or(0),
-        ),
-    };
-    if len > max {
-        return Err(format!("{text:?}: prefix length {len} exceeds {max}"));
-    }
-    if host_bits != 0 {
+    let prefix: u8 = Some(len)
+        .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| format!("{text:?}: prefix length {len:?} is not a number"))?;
+    let net = ipnetwork::IpNetwork::new(ip, prefix).map_err(|_| {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        format!("{text:?}: prefix length {prefix} exceeds {max}")
+    })?;
+    if net.network() != ip {
         return Err(format!("{text:?} has host bits set"));
     }
-    Ok((addr, len))
+    Ok((ip, prefix))
 }
 
 #[cfg(test)]
@@ -243,5 +236,18 @@ mod tests {
         assert!(cidr("fd00::1/64").is_err());
         assert!(cidr("10.0.0.0").is_err());
         assert!(cidr("nope/8").is_err());
+        // A netmask, a sign or an empty length is not a prefix length.
+        for bad in [
+            "10.0.0.0/255.255.0.0",
+            "10.0.0.0/+8",
+            "10.0.0.0/",
+            "fd00::/129",
+        ] {
+            assert!(cidr(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            cidr("10.0.0.0/33").unwrap_err(),
+            "\"10.0.0.0/33\": prefix length 33 exceeds 32"
+        );
     }
 }
