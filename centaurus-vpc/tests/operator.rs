@@ -605,8 +605,7 @@ async fn services_are_programmed_where_their_vpc_is() {
     let eps = r.list::<Endpoint>("/registry/endpoints/acme/").await;
     let ip = |i: usize| eps[i].status.as_ref().unwrap().ip.clone();
     let vni = eps[0].status.as_ref().unwrap().vni;
-    let mut svc = Service::default();
-    svc.metadata = ObjectMeta::namespaced("acme", "default", "web");
+    let mut svc = Service::typed(ObjectMeta::namespaced("acme", "default", "web"));
     svc.spec.cluster_ip = "10.96.0.20".into();
     svc.spec.ports = vec![ServicePort {
         name: "http".into(),
@@ -616,8 +615,7 @@ async fn services_are_programmed_where_their_vpc_is() {
     }];
     let svc = Objects::new(r.store.clone()).create(svc).await.unwrap();
     let slice = |ips: &[String]| {
-        let mut s = EndpointSlice::default();
-        s.metadata = ObjectMeta::namespaced("acme", "default", "web-1");
+        let mut s = EndpointSlice::typed(ObjectMeta::namespaced("acme", "default", "web-1"));
         s.metadata.labels = [(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into();
         s.address_type = "IPv4".into();
         s.ports = vec![EndpointPort {
