@@ -45,19 +45,23 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// A plane of `hosts` droplets.
+fn droplets(hosts: usize) -> Plane {
+    let mut plane = Plane::new();
+    for i in 0..hosts {
+        let info = DropletInfo {
+            ip: droplet_ip(i),
+            mac: [2, 0, 0, 0, 0, 0],
+        };
+        plane.set_droplet(&format!("d{i}"), info);
+    }
+    plane
+}
+
 /// The pipeline alone: plane decisions plus programming the simulated hosts.
 fn pipeline(endpoints: usize) {
     for hosts in [10, 100, 1000] {
-        let mut plane = Plane::new();
-        for i in 0..hosts {
-            plane.set_droplet(
-                &format!("d{i}"),
-                DropletInfo {
-                    ip: droplet_ip(i),
-                    mac: [2, 0, 0, 0, 0, 0],
-                },
-            );
-        }
+        let mut plane = droplets(hosts);
         let sim = SimDataplane::new();
         let tenants = 10;
         for t in 0..tenants {
@@ -119,14 +123,7 @@ fn pipeline(endpoints: usize) {
 fn churn(backends: usize, changes: usize) {
     let hosts = 1000;
     let tenants = 100;
-    let mut plane = Plane::new();
-    for i in 0..hosts {
-        let info = DropletInfo {
-            ip: droplet_ip(i),
-            mac: [2, 0, 0, 0, 0, 0],
-        };
-        plane.set_droplet(&format!("d{i}"), info);
-    }
+    let mut plane = droplets(hosts);
     let sim = SimDataplane::new();
     let per_vpc = backends.max(30);
     let mut ips: Vec<Vec<Ipv4Addr>> = Vec::new();

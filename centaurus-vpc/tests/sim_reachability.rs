@@ -319,6 +319,14 @@ fn scaled(vip: Ipv4Addr, backends: &[EndpointKey], affinity: bool) -> Vec<Scaled
     }]
 }
 
+/// Programs tenant `t`'s Service `web` with `ports`.
+async fn set_web(plane: &mut Plane, sim: &SimDataplane, t: &str, ports: Vec<ScaledEndpoint>) {
+    let prog = plane
+        .provision_service(&format!("{t}/default/web"), &format!("{t}/vpc"), ports)
+        .unwrap();
+    apply(sim, prog).await;
+}
+
 /// Where 300 connections from `client` (source ports from 20000) to `vip`:80 went.
 fn spread(sim: &SimDataplane, client: EndpointKey, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
     (0..300)
@@ -373,17 +381,7 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     }
     // Established connections keep their backend; a removed backend's move, only those.
     let gone = acme[3].ip;
-    apply(
-        &sim,
-        plane
-            .provision_service(
-                "acme/default/web",
-                "acme/vpc",
-                scaled(vip, &acme[1..3], false),
-            )
-            .unwrap(),
-    )
-    .await;
+    set_web(&mut plane, &sim, "acme", scaled(vip, &acme[1..3], false)).await;
     let after = spread(&sim, acme[0], vip);
     for (b, a) in before.iter().zip(&after) {
         if *b == gone {
@@ -393,17 +391,7 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
         }
     }
     // Another tenant: the same endpoint addresses and service address, its own backends.
-    apply(
-        &sim,
-        plane
-            .provision_service(
-                "beta/default/web",
-                "beta/vpc",
-                scaled(vip, &beta[1..2], false),
-            )
-            .unwrap(),
-    )
-    .await;
+    set_web(&mut plane, &sim, "beta", scaled(vip, &beta[1..2], false)).await;
     for (i, ip) in spread(&sim, beta[0], vip).iter().enumerate() {
         assert_eq!(*ip, beta[1].ip);
         let (_, d) = sim.send(beta[0], 20_000 + i as u16, vip, 80, TCP);
@@ -437,17 +425,7 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     apply(&sim, prog).await;
     sim.with_tables(host(8), |t| assert!(t.services.is_empty()));
     // ClientIP affinity: one backend for all of a client's connections.
-    apply(
-        &sim,
-        plane
-            .provision_service(
-                "acme/default/web",
-                "acme/vpc",
-                scaled(vip, &acme[1..], true),
-            )
-            .unwrap(),
-    )
-    .await;
+    set_web(&mut plane, &sim, "acme", scaled(vip, &acme[1..], true)).await;
     let sticky: std::collections::HashSet<Ipv4Addr> = (0..50)
         .map(|i| sim.send(acme[1], 40_000 + i, vip, 80, TCP).0.unwrap().ip)
         .collect();
