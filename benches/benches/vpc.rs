@@ -58,6 +58,20 @@ fn droplets(hosts: usize) -> Plane {
     plane
 }
 
+/// Tenant `t`'s VPC `t{t}/vpc` (VNI 1000 + t; CIDR and dividers) with one subnet `t{t}/s`
+/// of 3 bouncers.
+fn tenant_network(plane: &mut Plane, sim: &SimDataplane, t: u32, vpc: (&str, usize), subnet: &str) {
+    let id = format!("t{t}/vpc");
+    let (_, p) = plane
+        .provision_vpc(&id, vpc.0.parse().unwrap(), 1000 + t, vpc.1, &[])
+        .unwrap();
+    apply(sim, p);
+    let (_, p) = plane
+        .provision_subnet(&format!("t{t}/s"), &id, subnet.parse().unwrap(), 3, &[])
+        .unwrap();
+    apply(sim, p);
+}
+
 /// The pipeline alone: plane decisions plus programming the simulated hosts.
 fn pipeline(endpoints: usize) {
     for hosts in [10, 100, 1000] {
@@ -65,21 +79,7 @@ fn pipeline(endpoints: usize) {
         let sim = SimDataplane::new();
         let tenants = 10;
         for t in 0..tenants {
-            let vpc = format!("t{t}/vpc");
-            let (_, p) = plane
-                .provision_vpc(&vpc, "10.0.0.0/8".parse().unwrap(), 1000 + t, 2, &[])
-                .unwrap();
-            apply(&sim, p);
-            let (_, p) = plane
-                .provision_subnet(
-                    &format!("t{t}/s"),
-                    &vpc,
-                    "10.0.0.0/12".parse().unwrap(),
-                    3,
-                    &[],
-                )
-                .unwrap();
-            apply(&sim, p);
+            tenant_network(&mut plane, &sim, t, ("10.0.0.0/8", 2), "10.0.0.0/12");
         }
         sim.reset_counts();
         let n = if hosts == 1000 {
@@ -128,27 +128,13 @@ fn churn(backends: usize, changes: usize) {
     let per_vpc = backends.max(30);
     let mut ips: Vec<Vec<Ipv4Addr>> = Vec::new();
     for t in 0..tenants {
-        let vpc = format!("t{t}/vpc");
-        let (_, p) = plane
-            .provision_vpc(
-                &vpc,
-                "10.0.0.0/16".parse().unwrap(),
-                1000 + t as u32,
-                1,
-                &[],
-            )
-            .unwrap();
-        apply(&sim, p);
-        let (_, p) = plane
-            .provision_subnet(
-                &format!("t{t}/s"),
-                &vpc,
-                "10.0.0.0/16".parse().unwrap(),
-                3,
-                &[],
-            )
-            .unwrap();
-        apply(&sim, p);
+        tenant_network(
+            &mut plane,
+            &sim,
+            t as u32,
+            ("10.0.0.0/16", 1),
+            "10.0.0.0/16",
+        );
         let mut mine = Vec::new();
         for e in 0..per_vpc {
             let d = (t * 7919 + e * 104_729) % hosts;
