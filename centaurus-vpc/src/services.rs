@@ -35,6 +35,18 @@ pub struct ServiceAdmission {
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
+/// What admission reads of another Service: its address.
+#[derive(serde::Deserialize)]
+struct Addressed {
+    spec: AddressedSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct AddressedSpec {
+    #[serde(default, rename = "clusterIP")]
+    cluster_ip: String,
+}
+
 fn err(field: &str, message: impl Into<String>) -> Vec<FieldError> {
     vec![FieldError::new(field, message)]
 }
@@ -50,20 +62,24 @@ impl ServiceAdmission {
         Self::default()
     }
 
-    /// The addresses the tenant's other Services hold.
+    /// The addresses the tenant's other Services hold. The tenant's Services are read
+    /// off the serving threads: a tenant with many makes only its own creates slower.
     async fn used(store: &dyn Store, svc: &Service) -> Result<BTreeSet<Ipv4Addr>, Vec<FieldError>> {
         let m = &svc.metadata;
         let prefix = format!("/registry/{}/{}/", Service::STORE, m.tenant_or_system());
         let page = range_all(store, &prefix)
             .await
             .map_err(|e| err("", format!("cannot read {prefix}: {e}")))?;
-        Ok(page
-            .kvs
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<Service>(&kv.value).ok())
-            .filter(|o| (&o.metadata.namespace, &o.metadata.name) != (&m.namespace, &m.name))
-            .filter_map(|o| o.virtual_ip())
-            .collect())
+        let me = svc.key();
+        tokio::task::spawn_blocking(move || {
+            (page.kvs.iter())
+                .filter(|kv| kv.key != me)
+                .filter_map(|kv| serde_json::from_slice::<Addressed>(&kv.value).ok())
+                .filter_map(|o| o.spec.cluster_ip.parse().ok())
+                .collect()
+        })
+        .await
+        .map_err(|e| err("", format!("reading the tenant's Services: {e}")))
     }
 
     async fn admit_service(
