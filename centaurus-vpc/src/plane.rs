@@ -768,19 +768,24 @@ impl Plane {
     }
 
     /// Provisions Service `id` (`tenant/namespace/name`) in VPC `vpc` with one scaled
-    /// endpoint per port, or brings it to new ports and backends. Programs the hosts that
-    /// have endpoints of the VPC, and on each only the scaled endpoints that changed:
-    /// a change of backends touches those hosts, not every host of the region.
+    /// endpoint per port, or brings it to new ports and backends (or moves it from the VPC
+    /// it was in). Programs the hosts that have endpoints of the VPC, and on each only the
+    /// scaled endpoints that changed: a change of backends touches those hosts, not every
+    /// host of the region.
     pub fn provision_service(
         &mut self,
         id: &str,
         vpc: &str,
         ports: Vec<ScaledEndpoint>,
     ) -> Result<Programming, PlaneError> {
-        let v = self
-            .vpcs
-            .get_mut(vpc)
-            .ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
+        if !self.vpcs.contains_key(vpc) {
+            return Err(PlaneError::UnknownVpc(vpc.to_owned()));
+        }
+        let mut prog = match self.service_vpcs.get(id).filter(|v| *v != vpc).cloned() {
+            Some(was) => self.delete_service(id, &was),
+            None => Programming::new(),
+        };
+        let v = self.vpcs.get_mut(vpc).expect("checked above");
         let old = v
             .services
             .insert(id.to_owned(), ports.clone())
@@ -798,13 +803,12 @@ impl Plane {
                 .filter(|p| !old.contains(p))
                 .map(|p| p.put(vni)),
         );
-        let mut prog = Programming::new();
         if updates.is_empty() {
             return Ok(prog);
         }
         let hosts: Vec<String> = v.hosts.keys().cloned().collect();
         for h in self.ips(&hosts) {
-            prog.insert(h, updates.clone());
+            prog.entry(h).or_default().extend(updates.iter().cloned());
         }
         tracing::debug!(
             service = id,

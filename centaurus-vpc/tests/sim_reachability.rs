@@ -424,6 +424,23 @@ async fn scaled_endpoints_spread_fail_over_and_stay_in_their_tenant() {
     );
     apply(&sim, prog).await;
     sim.with_tables(host(8), |t| assert!(t.services.is_empty()));
+    // Moved to another VPC (its network changed): gone from the first VPC's hosts.
+    let elsewhere = Ipv4Addr::new(10, 96, 0, 99);
+    let prog = plane
+        .provision_service(
+            "acme/default/web",
+            "beta/vpc",
+            scaled(elsewhere, &beta[1..2], false),
+        )
+        .unwrap();
+    assert!(
+        prog.contains_key(&host(0)) && prog.contains_key(&host(4)),
+        "{prog:?}"
+    );
+    apply(&sim, prog).await;
+    sim.with_tables(host(0), |t| {
+        assert!(t.services.keys().all(|k| k.vni != acme[0].vni))
+    });
     // ClientIP affinity: one backend for all of a client's connections.
     set_web(&mut plane, &sim, "acme", scaled(vip, &acme[1..], true)).await;
     let sticky: std::collections::HashSet<Ipv4Addr> = (0..50)
