@@ -201,7 +201,6 @@ impl_resource!(
     version = "v1",
     plural = "endpoints",
     scope = Namespaced,
-    short = ["ep"],
     validate = validate_endpoint
 );
 
