@@ -80,6 +80,55 @@ struct host_mac {
 	__u8 pad[2];
 };
 
+/* services: a scaled endpoint (vni, vip, port, protocol) -> its backends and Maglev table.
+ * Every host builds the same table from the same backends (src/maglev.rs in
+ * centaurus-vpc), so any host picks the same backend for a flow. */
+#define MAX_BACKENDS 256
+#define MAGLEV_SIZE 4093
+#define MAGLEV_SLOTS 4096 /* MAGLEV_SIZE, padded to a power of two for the bounds mask */
+
+struct svc_key {
+	__u32 vni;
+	__u32 vip;
+	__u16 port; /* network byte order */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+/* An address and a port (both in network byte order). */
+struct ipport {
+	__u32 ip;
+	__u16 port;
+	__u16 pad;
+};
+
+#define SVC_AFFINITY 1 /* ClientIP: the backend follows the client's address alone */
+
+struct svc_value {
+	__u32 flags;
+	__u32 count;                          /* backends in use */
+	struct ipport backends[MAX_BACKENDS]; /* sorted by address, then port */
+	__u16 slots[MAGLEV_SLOTS];            /* slot -> index into backends */
+};
+
+/* conntrack: connections through scaled endpoints, kept on the client's host. A new flow
+ * gets two entries: CT_SERVICE (peer = the VIP) -> its backend, which holds the flow on
+ * it while it stays a backend; CT_REPLY (peer = the backend) -> the VIP, which turns the
+ * replies back into the Service's. */
+#define CT_SERVICE 0
+#define CT_REPLY 1
+
+struct ct_key {
+	__u32 vni;
+	__u32 client;
+	__u32 peer;
+	__u16 client_port;
+	__u16 peer_port;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
 /* per-CPU counters: drops by reason, then what was sent. */
 enum counter {
 	DROP_MALFORMED = 0,
@@ -91,10 +140,13 @@ enum counter {
 	DROP_TTL,
 	DROP_NO_NEIGHBOR,
 	DROP_NOT_IPV4,   /* from an endpoint, neither IPv4 nor ARP (IPv6, say) */
+	DROP_NO_BACKEND, /* to a scaled endpoint without backends */
 	COUNT_DELIVERED, /* redirected into a local endpoint */
 	COUNT_SENT,      /* encapsulated or forwarded onto the substrate */
 	COUNT_ARP,       /* ARP requests answered */
 	COUNT_PASSED,    /* not overlay traffic: left to the kernel */
+	COUNT_NAT,       /* sent to a scaled endpoint, translated to its backend */
+	COUNT_REPLY_NAT, /* a backend's reply, translated back to its scaled endpoint */
 	COUNTERS,
 };
 

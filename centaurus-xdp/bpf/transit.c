@@ -12,10 +12,14 @@
  * programs; hosts with different hooks interoperate, as the wire format is the same.
  *
  * transit_agent: on the host side of each endpoint's veth (the endpoint's egress). Answers
- *   ARP for any address with the gateway MAC, so no ARP crosses the overlay; delivers to
+ *   ARP for any address with the gateway MAC, so no ARP crosses the overlay; translates a
+ *   packet to a scaled endpoint (a Service's VIP and port) to one of its backends, chosen
+ *   by a Maglev table over the flow hash and then held by connection tracking; delivers to
  *   endpoints of the same host directly; encapsulates everything else in Geneve with the
  *   return-to-sender option, to the destination's learned host or else to one of its
  *   subnet's bouncers (by flow hash), and redirects it onto the substrate interface.
+ *   Replies of translated connections are translated back where they are delivered (on
+ *   the client's host, which holds the connection).
  * transit_xdp: on the substrate interface (ingress). Decapsulates overlay frames for local
  *   endpoints into their veth, learning the sender's host; as a bouncer rewrites the outer
  *   destination to the endpoint's host; as a divider forwards to one of the destination
@@ -175,6 +179,22 @@ struct {
 } hosts SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	/* 10 KB values, allocated as Services come: an update swaps a whole table in. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct svc_key);
+	__type(value, struct svc_value);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct ipport);
+} conntrack SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTERS);
 	__type(key, __u32);
@@ -193,18 +213,29 @@ static __always_inline int count(__u32 what, int action)
  * so each program holds only its own hook's code. */
 enum hook { XDP, TC };
 
+/* The packet pointers, each made opaque once loaded: where paths that loaded them merge,
+ * the compiler would otherwise merge the 32-bit fields and widen them again, arithmetic
+ * on packet pointers that the verifier refuses. */
 static __always_inline void *pkt_data(void *ctx, enum hook h)
 {
+	void *p;
 	if (h == TC)
-		return (void *)(long)((struct __sk_buff *)ctx)->data;
-	return (void *)(long)((struct xdp_md *)ctx)->data;
+		p = (void *)(long)((struct __sk_buff *)ctx)->data;
+	else
+		p = (void *)(long)((struct xdp_md *)ctx)->data;
+	opaque(p);
+	return p;
 }
 
 static __always_inline void *pkt_end(void *ctx, enum hook h)
 {
+	void *p;
 	if (h == TC)
-		return (void *)(long)((struct __sk_buff *)ctx)->data_end;
-	return (void *)(long)((struct xdp_md *)ctx)->data_end;
+		p = (void *)(long)((struct __sk_buff *)ctx)->data_end;
+	else
+		p = (void *)(long)((struct xdp_md *)ctx)->data_end;
+	opaque(p);
+	return p;
 }
 
 /* The whole frame's length, fragments included. */
@@ -223,12 +254,14 @@ static __always_inline __u32 pkt_ifindex(void *ctx, enum hook h)
 	return ((struct xdp_md *)ctx)->ingress_ifindex;
 }
 
-/* The headers the agent reads of a frame without IPv4 options: Ethernet, IPv4 and the
- * ports. */
-#define AGENT_HEADERS (14 + 20 + 4)
+/* The transport header's bytes the programs read: the ports, and a TCP header's checksum. */
+#define L4_HEADER 20
+/* The headers the agent reads of a frame without IPv4 options: Ethernet, IPv4 and
+ * transport. */
+#define AGENT_HEADERS (14 + 20 + L4_HEADER)
 /* The headers the transit program reads of an overlay frame with the return-to-sender
- * option only: the overlay's, the inner Ethernet and IPv4 headers and the ports. */
-#define TRANSIT_HEADERS (50 + 16 + 14 + 20 + 4)
+ * option only: the overlay's, the inner Ethernet, IPv4 and transport headers. */
+#define TRANSIT_HEADERS (50 + 16 + 14 + 20 + L4_HEADER)
 
 /* Makes the first `want` bytes of the frame (or all of it) directly readable where a
  * socket buffer holds fewer in its linear part. Packet pointers must be reloaded after. */
@@ -352,9 +385,230 @@ static __always_inline void write_outer(struct overlay *o, struct host_config *m
 	o->udp.check = 0;
 }
 
-/* Rewrites a frame delivered into a local endpoint: from the gateway, to the endpoint. */
-static __always_inline int deliver(void *ctx, enum hook h, struct ep_value *ep)
+/* One's complement arithmetic as the kernel's csum_add, csum_fold and csum_replace4 do it,
+ * so XDP writes the same checksums as TC's helpers. */
+static __always_inline __u32 csum_add(__u32 a, __u32 b)
 {
+	a += b;
+	return a + (a < b);
+}
+
+static __always_inline __u16 csum_fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+/* The checksum at `sum` after a covered word changes from `from` to `to` (RFC 1624). */
+static __always_inline void csum_replace(__u16 *sum, __u32 from, __u32 to)
+{
+	*sum = csum_fold(csum_add(csum_add(~(__u32)*sum, ~from), to));
+}
+
+/* The transport header's offset in a frame whose IPv4 header (at `ip`, valid) carries an
+ * unfragmented TCP or UDP packet with its ports present; 0 for anything else. */
+static __always_inline __u32 transport(struct ipv4 *ip, void *data, void *data_end)
+{
+	if ((ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) ||
+	    (ip->frag_off & bpf_htons(0x3fff)) != 0)
+		return 0;
+	__u32 l4 = sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4;
+	if (data + l4 + 4 > data_end)
+		return 0;
+	return l4;
+}
+
+/* Where a transport header's checksum is. */
+static __always_inline __u32 check_at(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? 16 : 6;
+}
+
+/* Rewrites the destination (to_dst) or the source address and port of the TCP or UDP
+ * packet whose transport header is `l4` bytes into the frame, with both checksums; a UDP
+ * packet without a checksum keeps none. Packet pointers must be reloaded after. */
+static __always_inline int nat(void *ctx, enum hook h, __u32 l4, __u8 proto, int to_dst,
+			       struct ipport to)
+{
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
+	struct ipv4 *ip = data + sizeof(struct eth);
+	l4 &= 0x7f; /* at most 14 + 60 */
+	__u8 *tp = data + l4;
+	if ((void *)(ip + 1) > data_end || (void *)(tp + check_at(proto) + 2) > data_end)
+		return -1;
+	__u32 ip_at = sizeof(struct eth) + (to_dst ? 16 : 12), port_at = l4 + (to_dst ? 2 : 0);
+	__u32 from_ip = to_dst ? ip->daddr : ip->saddr;
+	__u16 from_port = *(__u16 *)(tp + (to_dst ? 2 : 0));
+	__u16 *check = (__u16 *)(tp + check_at(proto));
+	if (h == TC) {
+		__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+		__u32 check_off = l4 + check_at(proto);
+		if (bpf_l4_csum_replace(ctx, check_off, from_ip, to.ip,
+					BPF_F_PSEUDO_HDR | mangled | 4) ||
+		    bpf_l4_csum_replace(ctx, check_off, from_port, to.port, mangled | 2) ||
+		    bpf_l3_csum_replace(ctx, sizeof(struct eth) + 10, from_ip, to.ip, 4) ||
+		    bpf_skb_store_bytes(ctx, ip_at, &to.ip, 4, 0) ||
+		    bpf_skb_store_bytes(ctx, port_at, &to.port, 2, 0))
+			return -1;
+		return 0;
+	}
+	/* As the helpers with BPF_F_MARK_MANGLED_0 do for UDP, each step. */
+	if (proto == IPPROTO_TCP || *check != 0) {
+		csum_replace(check, from_ip, to.ip);
+		if (proto == IPPROTO_UDP && *check == 0)
+			*check = 0xffff;
+		csum_replace(check, from_port, to.port);
+		if (proto == IPPROTO_UDP && *check == 0)
+			*check = 0xffff;
+	}
+	__u16 ip_check = ip->check;
+	csum_replace(&ip_check, from_ip, to.ip);
+	ip->check = ip_check;
+	if (to_dst)
+		ip->daddr = to.ip;
+	else
+		ip->saddr = to.ip;
+	*(__u16 *)(tp + (to_dst ? 2 : 0)) = to.port;
+	return 0;
+}
+
+/* Whether `b` is one of the scaled endpoint's backends (a binary search of the sorted
+ * array: at most 9 steps over 256). */
+static __always_inline int is_backend(struct svc_value *svc, struct ipport *b)
+{
+	__u32 lo = 0, hi = svc->count;
+	if (hi > MAX_BACKENDS)
+		return 0;
+	__u64 want = (__u64)bpf_ntohl(b->ip) << 16 | bpf_ntohs(b->port);
+	for (int i = 0; i < 9 && lo < hi; i++) {
+		__u32 mid = (lo + hi) / 2;
+		struct ipport *m = &svc->backends[mid & (MAX_BACKENDS - 1)];
+		__u64 at = (__u64)bpf_ntohl(m->ip) << 16 | bpf_ntohs(m->port);
+		if (at == want)
+			return 1;
+		if (at < want)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+enum nat { NAT_NONE, NAT_DONE, NAT_NO_BACKEND, NAT_MALFORMED };
+
+/* The agent's scaled-endpoint step for a packet an endpoint of `vni` sends, with flow hash
+ * `flow`: a packet to a Service's VIP and port goes to the backend connection tracking
+ * holds for its flow, while that still is a backend, or else to the Maglev table's (by
+ * the flow, or by the client's address under ClientIP affinity), which connection
+ * tracking then holds, with the entry that translates the replies back. */
+static __always_inline enum nat to_backend(void *ctx, enum hook h, __u32 vni, __u32 flow)
+{
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
+	struct ipv4 *ip = data + sizeof(struct eth);
+	if ((void *)(ip + 1) > data_end)
+		return NAT_NONE;
+	__u32 l4 = transport(ip, data, data_end);
+	__be16 *ports = data + (l4 & 0x7f);
+	if (!l4 || (void *)(ports + 2) > data_end)
+		return NAT_NONE;
+	__u8 proto = ip->protocol;
+	struct svc_key sk = {.vni = vni, .vip = ip->daddr, .port = ports[1], .proto = proto};
+	struct svc_value *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc)
+		return NAT_NONE;
+	if ((void *)ports + check_at(proto) + 2 > data_end)
+		return NAT_MALFORMED;
+	struct ct_key ck = {
+		.vni = vni,
+		.client = ip->saddr,
+		.peer = ip->daddr,
+		.client_port = ports[0],
+		.peer_port = ports[1],
+		.proto = proto,
+		.dir = CT_SERVICE,
+	};
+	struct ipport to;
+	struct ipport *held = bpf_map_lookup_elem(&conntrack, &ck);
+	if (held && is_backend(svc, held)) {
+		to = *held;
+	} else {
+		__u32 n = svc->count;
+		if (n == 0 || n > MAX_BACKENDS)
+			return NAT_NO_BACKEND;
+		__u32 hash = (svc->flags & SVC_AFFINITY) ? fnv32(0x811c9dc5, ip->saddr) : flow;
+		__u32 slot = hash % MAGLEV_SIZE;
+		opaque(slot);
+		__u32 i = svc->slots[slot & (MAGLEV_SLOTS - 1)];
+		if (i >= n)
+			return NAT_NO_BACKEND;
+		to = svc->backends[i & (MAX_BACKENDS - 1)];
+		bpf_map_update_elem(&conntrack, &ck, &to, BPF_ANY);
+		struct ct_key rk = {
+			.vni = vni,
+			.client = ip->saddr,
+			.peer = to.ip,
+			.client_port = ports[0],
+			.peer_port = to.port,
+			.proto = proto,
+			.dir = CT_REPLY,
+		};
+		struct ipport vip = {.ip = ip->daddr, .port = ports[1]};
+		bpf_map_update_elem(&conntrack, &rk, &vip, BPF_ANY);
+	}
+	if (nat(ctx, h, l4, proto, 1, to))
+		return NAT_MALFORMED;
+	return NAT_DONE;
+}
+
+/* A reply of a translated connection, about to be delivered to its client (an endpoint of
+ * `vni` on this host), comes from the Service's VIP and port again. */
+static __always_inline int to_service(void *ctx, enum hook h, __u32 vni)
+{
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
+	struct ipv4 *ip = data + sizeof(struct eth);
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	if (h == TC && (ip->ver_ihl & 0x0f) > 5) {
+		pull_headers(ctx, h, sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4 + L4_HEADER);
+		data = pkt_data(ctx, h);
+		data_end = pkt_end(ctx, h);
+		ip = data + sizeof(struct eth);
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+	}
+	__u32 l4 = transport(ip, data, data_end);
+	__be16 *ports = data + (l4 & 0x7f);
+	if (!l4 || (void *)(ports + 2) > data_end)
+		return 0;
+	__u8 proto = ip->protocol;
+	struct ct_key rk = {
+		.vni = vni,
+		.client = ip->daddr,
+		.peer = ip->saddr,
+		.client_port = ports[1],
+		.peer_port = ports[0],
+		.proto = proto,
+		.dir = CT_REPLY,
+	};
+	struct ipport *vip = bpf_map_lookup_elem(&conntrack, &rk);
+	if (!vip || (void *)ports + check_at(proto) + 2 > data_end)
+		return 0;
+	if (nat(ctx, h, l4, proto, 0, *vip))
+		return -1;
+	count(COUNT_REPLY_NAT, 0);
+	return 0;
+}
+
+/* Rewrites a frame delivered into a local endpoint of `vni`: from the gateway, to the
+ * endpoint, a reply of a translated connection from its Service. */
+static __always_inline int deliver(void *ctx, enum hook h, __u32 vni, struct ep_value *ep)
+{
+	if (to_service(ctx, h, vni))
+		return DROP(DROP_MALFORMED);
 	void *data = pkt_data(ctx, h);
 	void *data_end = pkt_end(ctx, h);
 	struct eth *eth = data;
@@ -508,7 +762,7 @@ static __always_inline int agent(void *ctx, enum hook h)
 		return DROP(DROP_UNKNOWN_SOURCE);
 	if (h == TC && (ip->ver_ihl & 0x0f) > 5) {
 		/* IPv4 options put the ports further in. */
-		pull_headers(ctx, h, sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4 + 4);
+		pull_headers(ctx, h, sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4 + L4_HEADER);
 		data = pkt_data(ctx, h);
 		data_end = pkt_end(ctx, h);
 		ip = data + sizeof(struct eth);
@@ -517,11 +771,28 @@ static __always_inline int agent(void *ctx, enum hook h)
 	}
 
 	__u32 flow = flow_hash(ip, data_end);
+	switch (to_backend(ctx, h, agent->ep.vni, flow)) {
+	case NAT_NONE:
+		break;
+	case NAT_NO_BACKEND:
+		return DROP(DROP_NO_BACKEND);
+	case NAT_MALFORMED:
+		return DROP(DROP_MALFORMED);
+	case NAT_DONE:
+		count(COUNT_NAT, 0);
+		data = pkt_data(ctx, h);
+		data_end = pkt_end(ctx, h);
+		ip = data + sizeof(struct eth);
+		if ((void *)(ip + 1) > data_end)
+			return DROP(DROP_MALFORMED);
+		flow = flow_hash(ip, data_end);
+		break;
+	}
 	__u8 ttl = ip->ttl;
 	struct ep_key dst = {.vni = agent->ep.vni, .ip = ip->daddr};
 	struct ep_value *ep = bpf_map_lookup_elem(&endpoints, &dst);
 	if (ep && (ep->flags & EP_LOCAL))
-		return deliver(ctx, h, ep);
+		return deliver(ctx, h, dst.vni, ep);
 
 	__u32 to;
 	const __u8 *to_mac = 0;
@@ -540,7 +811,7 @@ static __always_inline int agent(void *ctx, enum hook h)
 			/* This host is the bouncer: take its hop here, not through the wire. */
 			switch (transit_hop(me, dst.vni, dst.ip, flow, &ep, &to)) {
 			case HOP_LOCAL:
-				return deliver(ctx, h, ep);
+				return deliver(ctx, h, dst.vni, ep);
 			case HOP_DROP:
 				return DROP(to);
 			case HOP_FORWARD:
@@ -718,7 +989,7 @@ static __always_inline int transit(void *ctx, enum hook h)
 	}
 	if (pop_overlay(ctx, h, sizeof(struct overlay) + opt_len))
 		return DROP(DROP_MALFORMED);
-	return deliver(ctx, h, ep);
+	return deliver(ctx, h, vni, ep);
 }
 
 SEC("xdp.frags")

@@ -20,10 +20,11 @@ use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType
 use aya::programs::xdp::XdpLink;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
-use centaurus_vpc::tables::{EndpointKey, HostTables, KeyMap, Location, TableUpdate};
+use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::tables::{EndpointKey, HostTables, KeyMap, Location, ServiceKey, TableUpdate};
 
 use crate::maps::*;
-use crate::model::{HostInfo, Learned};
+use crate::model::{Conn, HostInfo, Learned};
 
 /// The compiled programs (`bpf/transit.c`, built by `build.rs`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/transit.o"));
@@ -248,7 +249,7 @@ pub struct Transit {
 }
 
 /// The maps in the object.
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 10] = [
     "config",
     "endpoints",
     "bounced",
@@ -256,6 +257,8 @@ const MAPS: [&str; 8] = [
     "agents",
     "learned",
     "hosts",
+    "services",
+    "conntrack",
     "counters",
 ];
 
@@ -644,6 +647,27 @@ impl Transit {
             .collect()
     }
 
+    /// The connections through scaled endpoints that connection tracking holds: each
+    /// flow's backend and each reply's Service.
+    pub fn conntrack(&mut self) -> Result<Vec<(Conn, Backend)>, TransitError> {
+        let map: BpfHash<&mut MapData, CtKey, IpPort> = self.map("conntrack")?;
+        map.iter()
+            .map(|r| {
+                r.map(|(k, v)| {
+                    let conn = Conn {
+                        vni: k.vni,
+                        protocol: k.proto,
+                        client: (ip(k.client), u16::from_be(k.client_port)),
+                        peer: (ip(k.peer), u16::from_be(k.peer_port)),
+                        reply: k.dir == CT_REPLY,
+                    };
+                    (conn, Backend::from(v))
+                })
+                .map_err(map_err("conntrack"))
+            })
+            .collect()
+    }
+
     /// The counters summed over CPUs, by name.
     pub fn counters(&mut self) -> Result<Vec<(&'static str, u64)>, TransitError> {
         let counters: PerCpuArray<&mut MapData, u64> = self.map("counters")?;
@@ -748,6 +772,7 @@ impl Transit {
         let mut agents = BTreeSet::new();
         let mut bounced = BTreeSet::new();
         let mut divided = BTreeSet::new();
+        let mut services = BTreeSet::new();
         for u in updates {
             self.mirror.apply(u);
             match u {
@@ -766,10 +791,13 @@ impl Transit {
                 | TableUpdate::DeleteDividedSubnet { vni, .. } => {
                     divided.insert(*vni);
                 }
-                // Scaled endpoints are kept in the mirror (and so in snapshots); the
-                // programs do not translate Service addresses yet, so no map holds them.
-                TableUpdate::PutService { .. } | TableUpdate::DeleteService { .. } => {}
+                TableUpdate::PutService { key, .. } | TableUpdate::DeleteService { key } => {
+                    services.insert(*key);
+                }
             }
+        }
+        for key in services {
+            self.write_service(key)?;
         }
         for key in endpoints {
             self.write_endpoint(key)?;
@@ -808,6 +836,14 @@ impl Transit {
         let keep: Vec<Key<NetData>> = self.divided_keys.values().flatten().cloned().collect();
         let mut trie: LpmTrie<&mut MapData, NetData, NetValue> = self.map("divided")?;
         gone += prune_trie(&mut trie, "divided", &keep)?;
+        let keep: std::collections::HashSet<SvcKey> = self
+            .mirror
+            .services
+            .keys()
+            .map(|k| SvcKey::from(*k))
+            .collect();
+        let mut services: BpfHash<&mut MapData, SvcKey, SvcValue> = self.map("services")?;
+        gone += prune_hash(&mut services, "services", |k| keep.contains(k))?;
         Ok(gone)
     }
 
@@ -909,6 +945,19 @@ impl Transit {
             self.agent_links.insert(index, (link, veth));
         }
         Ok(())
+    }
+
+    /// Writes a scaled endpoint's whole table at once (a hash map update swaps the value,
+    /// so a packet sees the old table or the new one, never a mix).
+    fn write_service(&mut self, key: ServiceKey) -> Result<(), TransitError> {
+        let value = self.mirror.services.get(&key).map(SvcValue::new);
+        let mut map: BpfHash<&mut MapData, SvcKey, SvcValue> = self.map("services")?;
+        match value {
+            Some(v) => map
+                .insert(SvcKey::from(key), v, 0)
+                .map_err(map_err("services")),
+            None => remove_if_present(map.remove(&SvcKey::from(key)), "services"),
+        }
     }
 
     fn write_bounced(&mut self, vni: u32) -> Result<(), TransitError> {

@@ -7,7 +7,8 @@
 
 use std::net::Ipv4Addr;
 
-use centaurus_vpc::tables::EndpointKey;
+use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::tables::{EndpointKey, ServiceEntry, ServiceKey};
 
 /// Most bouncers per subnet the maps hold.
 pub const MAX_BOUNCERS: usize = 16;
@@ -15,6 +16,17 @@ pub const MAX_BOUNCERS: usize = 16;
 pub const MAX_DIVIDERS: usize = 16;
 /// `ep_value.flags`: the endpoint is behind a veth of this host.
 pub const EP_LOCAL: u8 = 1;
+/// Most backends of one scaled endpoint the maps hold.
+pub const MAX_BACKENDS: usize = centaurus_vpc::maglev::MAX_BACKENDS;
+/// Slots of a `svc_value`'s Maglev table: [`centaurus_vpc::maglev::TABLE_SIZE`], padded
+/// to a power of two.
+pub const MAGLEV_SLOTS: usize = 4096;
+/// `svc_value.flags`: `ClientIP` affinity.
+pub const SVC_AFFINITY: u32 = 1;
+/// `ct_key.dir`: the entry holding a flow's backend (peer = the VIP).
+pub const CT_SERVICE: u8 = 0;
+/// `ct_key.dir`: the entry turning replies back (peer = the backend).
+pub const CT_REPLY: u8 = 1;
 /// `net_value.flags` and `bounced_value.flags`: a subnet entry, not the VNI's own.
 pub const NET_SUBNET: u32 = 1;
 
@@ -161,7 +173,120 @@ pub struct HostMac {
     pub pad: [u8; 2],
 }
 
+/// `struct svc_key`: a scaled endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SvcKey {
+    /// VNI.
+    pub vni: u32,
+    /// The Service's address.
+    pub vip: u32,
+    /// Its port, in network byte order.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding.
+    pub pad: u8,
+}
+
+impl From<ServiceKey> for SvcKey {
+    fn from(k: ServiceKey) -> Self {
+        Self {
+            vni: k.vni,
+            vip: be(k.vip),
+            port: k.port.to_be(),
+            proto: k.protocol,
+            pad: 0,
+        }
+    }
+}
+
+/// `struct ipport`: an address and a port, both in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpPort {
+    /// Address.
+    pub ip: u32,
+    /// Port.
+    pub port: u16,
+    /// Padding.
+    pub pad: u16,
+}
+
+impl From<Backend> for IpPort {
+    fn from(b: Backend) -> Self {
+        Self {
+            ip: be(b.ip),
+            port: b.port.to_be(),
+            pad: 0,
+        }
+    }
+}
+
+impl From<IpPort> for Backend {
+    fn from(p: IpPort) -> Self {
+        Backend::new(ip(p.ip), u16::from_be(p.port))
+    }
+}
+
+/// `struct svc_value`: a scaled endpoint's backends and Maglev table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvcValue {
+    /// [`SVC_AFFINITY`].
+    pub flags: u32,
+    /// Backends in use.
+    pub count: u32,
+    /// The backends, sorted by address, then port.
+    pub backends: [IpPort; MAX_BACKENDS],
+    /// Each slot's backend, as an index into `backends`.
+    pub slots: [u16; MAGLEV_SLOTS],
+}
+
+impl SvcValue {
+    /// The value of a host's entry for a scaled endpoint.
+    pub fn new(entry: &ServiceEntry) -> Self {
+        let mut v = Self {
+            flags: if entry.affinity { SVC_AFFINITY } else { 0 },
+            count: entry.table.backends().len() as u32,
+            backends: [IpPort::default(); MAX_BACKENDS],
+            slots: [0; MAGLEV_SLOTS],
+        };
+        for (slot, b) in v.backends.iter_mut().zip(entry.table.backends()) {
+            *slot = IpPort::from(*b);
+        }
+        v.slots[..entry.table.slots().len()].copy_from_slice(entry.table.slots());
+        v
+    }
+}
+
+/// `struct ct_key`: one direction of a connection through a scaled endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// VNI.
+    pub vni: u32,
+    /// The client's address.
+    pub client: u32,
+    /// The VIP ([`CT_SERVICE`]) or the backend ([`CT_REPLY`]).
+    pub peer: u32,
+    /// The client's port, in network byte order.
+    pub client_port: u16,
+    /// The peer's port, in network byte order.
+    pub peer_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`CT_SERVICE`] or [`CT_REPLY`].
+    pub dir: u8,
+    /// Padding.
+    pub pad: [u8; 2],
+}
+
 pod!(
+    SvcKey,
+    IpPort,
+    SvcValue,
+    CtKey,
     HostConfig,
     EpKey,
     EpValue,
@@ -183,7 +308,7 @@ pub fn hosts_array<const N: usize>(hosts: &[Ipv4Addr]) -> (u32, [u32; N]) {
 }
 
 /// The per-CPU counters (`enum counter`): drops by reason, then what was sent.
-pub const COUNTER_NAMES: [&str; 13] = [
+pub const COUNTER_NAMES: [&str; 16] = [
     "drop_malformed",
     "drop_unknown_source",
     "drop_unknown_endpoint",
@@ -193,10 +318,13 @@ pub const COUNTER_NAMES: [&str; 13] = [
     "drop_ttl",
     "drop_no_neighbor",
     "drop_not_ipv4",
+    "drop_no_backend",
     "delivered",
     "sent",
     "arp_answered",
     "passed",
+    "nat",
+    "reply_nat",
 ];
 
 /// Number of counters.

@@ -3,10 +3,13 @@
 //! for step in the same order (so the same frame is dropped for the same reason).
 //!
 //! - [`Host::agent_egress`]: the transit agent on the host side of an endpoint's veth. It
-//!   answers ARP for any address with the [`GATEWAY_MAC`], delivers to endpoints of the
-//!   same host, and encapsulates everything else in Geneve with the return-to-sender
-//!   option: to the destination's learned host, or else to one of its subnet's bouncers
-//!   chosen by the flow hash.
+//!   answers ARP for any address with the [`GATEWAY_MAC`], translates a packet to a
+//!   scaled endpoint to one of its backends (the one connection tracking holds for the
+//!   flow, or the Maglev table's), delivers to endpoints of the same host, and
+//!   encapsulates everything else in Geneve with the return-to-sender option: to the
+//!   destination's learned host, or else to one of its subnet's bouncers chosen by the
+//!   flow hash. Wherever a frame is delivered, a reply of a translated connection is
+//!   translated back to its Service's address and port.
 //! - [`Host::transit_ingress`]: the transit program on the substrate interface. It leaves
 //!   frames that are not overlay traffic for this host to the kernel, decapsulates frames
 //!   for local endpoints (learning the sender's host), forwards as bouncer or divider, and
@@ -20,8 +23,11 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use centaurus_vpc::maglev::{Backend, client_hash};
 pub use centaurus_vpc::tables::flow_hash;
-use centaurus_vpc::tables::{DropReason, EndpointKey, HostTables, KeyMap, Location, Step};
+use centaurus_vpc::tables::{
+    DropReason, EndpointKey, HostTables, KeyMap, Location, ServiceKey, Step, TCP, UDP,
+};
 
 use crate::geneve::{
     BASE_LEN, ETH_BRIDGING, GENEVE_PORT, MAX_OPTIONS, OPT_RETURN_TO_SENDER, OPTION_CLASS,
@@ -63,6 +69,8 @@ pub enum Drop {
     /// An endpoint sent something neither IPv4 nor ARP (IPv6, say), which VPCs do not
     /// carry.
     NotIpv4,
+    /// To a scaled endpoint without backends.
+    NoBackend,
 }
 
 impl Drop {
@@ -78,6 +86,7 @@ impl Drop {
             Drop::Tables(DropReason::TooManyHops) | Drop::TtlExpired => 6,
             Drop::NoNeighbor(_) => 7,
             Drop::NotIpv4 => 8,
+            Drop::NoBackend => 9,
         }
     }
 }
@@ -120,6 +129,22 @@ pub struct Learned {
     pub seen_ns: u64,
 }
 
+/// One direction of a connection through a scaled endpoint, as connection tracking keys
+/// it (`struct ct_key`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Conn {
+    /// The VPC's VNI.
+    pub vni: u32,
+    /// IP protocol.
+    pub protocol: u8,
+    /// The client's address and port.
+    pub client: (Ipv4Addr, u16),
+    /// The VIP and port (towards the Service), or the backend's (a reply).
+    pub peer: (Ipv4Addr, u16),
+    /// True for the entry that turns replies back.
+    pub reply: bool,
+}
+
 /// Everything one host's programs read and write.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -131,6 +156,9 @@ pub struct Host {
     pub neighbors: HashMap<Ipv4Addr, [u8; 6]>,
     /// Remote endpoints' hosts (the `learned` map).
     pub learned: KeyMap<EndpointKey, Learned>,
+    /// Connections through scaled endpoints: a flow's backend, or a reply's Service (the
+    /// `conntrack` map).
+    pub conntrack: HashMap<Conn, Backend>,
 }
 
 fn addr(b: &[u8]) -> Ipv4Addr {
@@ -178,6 +206,7 @@ impl Host {
             tables: HostTables::default(),
             neighbors: HashMap::new(),
             learned: KeyMap::default(),
+            conntrack: HashMap::new(),
         }
     }
 
@@ -187,11 +216,27 @@ impl Host {
             .filter(|l| now_ns.wrapping_sub(l.seen_ns) < LEARN_TTL_NS)
     }
 
-    /// The frame rewritten for delivery into `key`'s veth, or why not.
+    /// The frame rewritten for delivery into `key`'s veth (a reply of a translated
+    /// connection from its Service), or why not.
     fn deliver(&self, key: EndpointKey, veth: String, mut frame: Vec<u8>) -> Verdict {
         let Some(Location::Local { mac, .. }) = self.tables.endpoints.get(&key) else {
             return Verdict::Drop(Drop::Tables(DropReason::UnknownEndpoint));
         };
+        if let Some((l4, protocol)) = transport(&frame) {
+            let ports = ports_at(&frame, l4);
+            let reply = Conn {
+                vni: key.vni,
+                protocol,
+                client: (addr(&frame[30..34]), ports.1),
+                peer: (addr(&frame[26..30]), ports.0),
+                reply: true,
+            };
+            if let Some(vip) = self.conntrack.get(&reply)
+                && frame.len() >= l4 + check_at(protocol) + 2
+            {
+                nat(&mut frame, l4, protocol, false, *vip);
+            }
+        }
         if frame.len() < 14 {
             return Verdict::Drop(Drop::Malformed("short inner frame"));
         }
@@ -201,7 +246,7 @@ impl Host {
     }
 
     /// The transit agent's verdict for `frame`, sent by local endpoint `src` at `now_ns`.
-    pub fn agent_egress(&self, src: EndpointKey, frame: &[u8], now_ns: u64) -> Verdict {
+    pub fn agent_egress(&mut self, src: EndpointKey, frame: &[u8], now_ns: u64) -> Verdict {
         if !self.tables.agents.contains_key(&src) {
             return Verdict::Drop(Drop::Tables(DropReason::UnknownSource));
         }
@@ -217,10 +262,17 @@ impl Host {
         if frame.len() < 34 || !valid_ipv4(&frame[14..]) {
             return Verdict::Drop(Drop::Malformed("bad IPv4 header"));
         }
-        let ip = inner(&frame[14..]);
+        let mut ip = inner(&frame[14..]);
         if ip.src != src.ip {
             return Verdict::Drop(Drop::Tables(DropReason::UnknownSource));
         }
+        let mut frame = frame.to_vec();
+        match self.to_backend(src.vni, &mut frame, ip.flow) {
+            Ok(false) => {}
+            Ok(true) => ip = inner(&frame[14..]),
+            Err(d) => return Verdict::Drop(d),
+        }
+        let frame = &frame[..];
         let dst = EndpointKey::new(src.vni, ip.dst);
         let flow = u64::from(ip.flow);
         let (to, to_mac) = match self.tables.egress(src, ip.dst, flow) {
@@ -273,6 +325,62 @@ impl Host {
         g[16..22].copy_from_slice(&self.me.mac);
         g[22..24].copy_from_slice(&[0, 0]);
         Verdict::Send { frame: out }
+    }
+
+    /// The agent's scaled-endpoint step for `frame` from an endpoint of `vni`, with flow
+    /// hash `flow`: to a Service's VIP and port, the destination becomes the backend
+    /// connection tracking holds for the flow while it still is one, or else the Maglev
+    /// table's, which connection tracking then holds with the entry for the replies.
+    /// Returns whether it translated.
+    fn to_backend(&mut self, vni: u32, frame: &mut [u8], flow: u32) -> Result<bool, Drop> {
+        let Some((l4, protocol)) = transport(frame) else {
+            return Ok(false);
+        };
+        let (sport, dport) = ports_at(frame, l4);
+        let (client, vip) = (addr(&frame[26..30]), addr(&frame[30..34]));
+        let key = ServiceKey {
+            vni,
+            vip,
+            port: dport,
+            protocol,
+        };
+        let Some(service) = self.tables.services.get(&key) else {
+            return Ok(false);
+        };
+        if frame.len() < l4 + check_at(protocol) + 2 {
+            return Err(Drop::Malformed("truncated transport header"));
+        }
+        let conn = Conn {
+            vni,
+            protocol,
+            client: (client, sport),
+            peer: (vip, dport),
+            reply: false,
+        };
+        let held = self.conntrack.get(&conn).copied();
+        let backend = match held.filter(|b| service.table.backends().contains(b)) {
+            Some(b) => b,
+            None => {
+                let hash = if service.affinity {
+                    client_hash(client)
+                } else {
+                    flow
+                };
+                let Some(b) = service.table.pick(hash) else {
+                    return Err(Drop::NoBackend);
+                };
+                self.conntrack.insert(conn, b);
+                let reply = Conn {
+                    peer: (b.ip, b.port),
+                    reply: true,
+                    ..conn
+                };
+                self.conntrack.insert(reply, Backend::new(vip, dport));
+                b
+            }
+        };
+        nat(frame, l4, protocol, true, backend);
+        Ok(true)
     }
 
     /// The transit program's verdict for `frame` arriving on the substrate interface at
@@ -414,4 +522,77 @@ fn answer_arp(src: EndpointKey, frame: &[u8]) -> Verdict {
     r[18..24].copy_from_slice(&sha);
     r[24..28].copy_from_slice(&spa.octets());
     Verdict::Reply { frame: out }
+}
+
+/// The transport header's offset in an Ethernet frame holding a valid IPv4 header and an
+/// unfragmented TCP or UDP packet whose ports are present, with the protocol.
+fn transport(frame: &[u8]) -> Option<(usize, u8)> {
+    let ip = frame.get(14..34)?;
+    let protocol = ip[9];
+    let unfragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
+    let l4 = 14 + usize::from(ip[0] & 0x0f) * 4;
+    ((protocol == TCP || protocol == UDP) && unfragmented && frame.len() >= l4 + 4)
+        .then_some((l4, protocol))
+}
+
+/// The source and destination ports of the transport header at `l4`.
+fn ports_at(frame: &[u8], l4: usize) -> (u16, u16) {
+    let p = &frame[l4..l4 + 4];
+    (
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    )
+}
+
+/// Where a transport header's checksum is.
+fn check_at(protocol: u8) -> usize {
+    if protocol == TCP { 16 } else { 6 }
+}
+
+/// One's complement addition with end-around carry (the kernel's `csum_add`).
+fn csum_add(a: u32, b: u32) -> u32 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + u32::from(carry)
+}
+
+/// The kernel's `csum_fold`.
+fn csum_fold(s: u32) -> u16 {
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
+/// The checksum at `at` after a covered word changes from `from` to `to` (RFC 1624), as
+/// the kernel's `csum_replace4` computes it: over words as the machine reads them, so the
+/// bytes are the programs'.
+fn csum_replace(frame: &mut [u8], at: usize, from: u32, to: u32) {
+    let old = u32::from(u16::from_ne_bytes([frame[at], frame[at + 1]]));
+    let new = csum_fold(csum_add(csum_add(!old, !from), to));
+    frame[at..at + 2].copy_from_slice(&new.to_ne_bytes());
+}
+
+/// Rewrites the destination (`to_dst`) or source address and port of the TCP or UDP
+/// packet whose transport header is at `l4` (its checksum present) to `to`, with both
+/// checksums; a UDP packet without a checksum keeps none.
+fn nat(frame: &mut [u8], l4: usize, protocol: u8, to_dst: bool, to: Backend) {
+    let ip_at = if to_dst { 30 } else { 26 };
+    let port_at = l4 + if to_dst { 2 } else { 0 };
+    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    let half = |b: &[u8]| u32::from(u16::from_ne_bytes([b[0], b[1]]));
+    let (from_ip, new_ip) = (word(&frame[ip_at..]), word(&to.ip.octets()));
+    let (from_port, new_port) = (half(&frame[port_at..]), half(&to.port.to_be_bytes()));
+    let check = l4 + check_at(protocol);
+    if protocol == TCP || frame[check..check + 2] != [0, 0] {
+        // A UDP checksum that comes out 0 is written as 0xffff (0 means none), after
+        // each step, as the kernel's helpers do.
+        for (from, to) in [(from_ip, new_ip), (from_port, new_port)] {
+            csum_replace(frame, check, from, to);
+            if protocol == UDP && frame[check..check + 2] == [0, 0] {
+                frame[check..check + 2].copy_from_slice(&[0xff, 0xff]);
+            }
+        }
+    }
+    csum_replace(frame, 24, from_ip, new_ip);
+    frame[ip_at..ip_at + 4].copy_from_slice(&to.ip.octets());
+    frame[port_at..port_at + 2].copy_from_slice(&to.port.to_be_bytes());
 }

@@ -9,11 +9,17 @@ mod common;
 
 use std::time::Instant;
 
-use centaurus_vpc::tables::{EndpointKey, Location, TableUpdate};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::tables::{EndpointKey, Location, ServiceKey, TCP, TableUpdate, UDP};
 use centaurus_xdp::geneve::decapsulate;
 use centaurus_xdp::loader::{Hook, Program, RunResult, Transit, action};
 use centaurus_xdp::model::{Host, Verdict};
-use common::{Log, frame, host, in_netns, index, region, sh};
+use common::{
+    EMPTY_VIP, Log, VIP, checksums_ok, frame, host, in_netns, index, l4_frame, region, sh,
+};
 
 /// One host as the kernel runs it and as the model says it should run.
 struct Pair {
@@ -222,6 +228,172 @@ fn hop_by_hop(hook: Hook) {
     assert!(learned > 20, "{learned}");
 }
 
+/// The destination (or source) address and port of a delivered TCP or UDP frame.
+fn dst_of(frame: &[u8]) -> Backend {
+    Backend::new(
+        Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]),
+        u16::from_be_bytes([frame[36], frame[37]]),
+    )
+}
+
+fn src_of(frame: &[u8]) -> Backend {
+    Backend::new(
+        Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
+        u16::from_be_bytes([frame[34], frame[35]]),
+    )
+}
+
+#[test]
+fn scaled_endpoints_agree_with_the_model() {
+    if !in_netns("scaled_endpoints_agree_with_the_model") {
+        return;
+    }
+    for hook in [Hook::Xdp, Hook::Tc] {
+        scaled_endpoints(hook);
+    }
+}
+
+/// Every endpoint of both tenants opens connections to its tenant's Service (the same VIP
+/// in both): each lands on a backend of its own tenant, with valid checksums, and the
+/// backend's reply comes back from the VIP; the programs agree with the model at every
+/// hop and hold the same connections. Then a backend goes: only its connections move.
+fn scaled_endpoints(hook: Hook) {
+    let (_, eps, log) = region();
+    let mut hosts = load(&log, hook);
+    let start = Instant::now();
+    let home_of = |k: EndpointKey| eps.iter().find(|(e, _)| *e == k).map(|(_, h)| *h);
+    let mut chosen: BTreeMap<(EndpointKey, u16), Backend> = BTreeMap::new();
+    let mut per_backend: BTreeMap<(u32, Backend), usize> = BTreeMap::new();
+    // One round of connections: TCP to port 80 from 6 client ports, UDP to port 53 from
+    // 3 (ClientIP affinity: one backend per client).
+    type Tally = BTreeMap<(u32, Backend), usize>;
+    let round = |hosts: &mut [Pair],
+                 chosen: &mut BTreeMap<(EndpointKey, u16), Backend>,
+                 per_backend: &mut Tally| {
+        let mut moved = 0;
+        for (src, home) in &eps {
+            let mut udp_backend = None;
+            for (protocol, dport, sport) in (0..6)
+                .map(|i| (TCP, 80, 40000 + i))
+                .chain((0..3).map(|i| (UDP, 53, 50000 + i)))
+            {
+                let sent = l4_frame(protocol, src.ip, VIP, sport, dport);
+                let (v, _) = walk(hosts, *src, *home, &sent, start, |_| {});
+                let Verdict::Deliver { frame, .. } = v else {
+                    panic!("{hook}: {src:?}:{sport} to the VIP: {v:?}");
+                };
+                let b = dst_of(&frame);
+                let want =
+                    common::backends(&eps, src.vni, if protocol == TCP { 8080 } else { 5353 });
+                assert!(
+                    want.contains(&b),
+                    "{src:?} reached {b:?}, not one of {want:?}"
+                );
+                assert!(checksums_ok(&frame), "{hook}: bad checksums {frame:02x?}");
+                if protocol == UDP {
+                    assert_eq!(*udp_backend.get_or_insert(b), b, "ClientIP affinity");
+                }
+                if let Some(was) = chosen.insert((*src, sport), b) {
+                    moved += usize::from(was != b);
+                }
+                *per_backend.entry((src.vni, b)).or_default() += 1;
+                // The backend answers; the client sees the Service answer.
+                let server = EndpointKey::new(src.vni, b.ip);
+                let reply = l4_frame(protocol, b.ip, src.ip, b.port, sport);
+                let (v, _) = walk(
+                    hosts,
+                    server,
+                    home_of(server).unwrap(),
+                    &reply,
+                    start,
+                    |_| {},
+                );
+                let Verdict::Deliver { frame, .. } = v else {
+                    panic!("{hook}: reply from {b:?}: {v:?}");
+                };
+                assert_eq!(
+                    src_of(&frame),
+                    Backend::new(VIP, dport),
+                    "{hook}: reply not translated"
+                );
+                assert!(
+                    checksums_ok(&frame),
+                    "{hook}: bad reply checksums {frame:02x?}"
+                );
+            }
+        }
+        moved
+    };
+    assert_eq!(round(&mut hosts, &mut chosen, &mut per_backend), 0);
+    // Both tenants' TCP connections spread over their 3 backends.
+    let tcp = per_backend.keys().filter(|(_, b)| b.port == 8080).count();
+    assert_eq!(tcp, 6, "{per_backend:?}");
+    // The kernel holds the connections the model does.
+    for pair in &mut hosts {
+        let mut bpf = pair.bpf.conntrack().unwrap();
+        let mut model: Vec<_> = pair.model.conntrack.iter().map(|(k, v)| (*k, *v)).collect();
+        bpf.sort();
+        model.sort();
+        assert_eq!(bpf, model);
+    }
+    // A UDP packet without a checksum keeps none; a Service without backends drops.
+    let (src, home) = eps[5];
+    let mut bare = l4_frame(UDP, src.ip, VIP, 51000, 53);
+    bare[40..42].copy_from_slice(&[0, 0]);
+    let (v, _) = walk(&mut hosts, src, home, &bare, start, |_| {});
+    let Verdict::Deliver { frame, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(frame[40..42], [0, 0]);
+    assert!(checksums_ok(&frame));
+    let nothing = l4_frame(TCP, src.ip, EMPTY_VIP, 40000, 80);
+    let v = agree(
+        &mut hosts[home],
+        Program::Agent,
+        Some(src),
+        &nothing,
+        now(start),
+    );
+    assert_eq!(v, Verdict::Drop(centaurus_xdp::model::Drop::NoBackend));
+    // The first tenant's first TCP backend goes, on every host holding the Service.
+    let vni = eps[0].0.vni;
+    let gone = common::backends(&eps, vni, 8080)[0];
+    let left: Vec<Backend> = common::backends(&eps, vni, 8080)[1..].to_vec();
+    let update = TableUpdate::PutService {
+        key: ServiceKey {
+            vni,
+            vip: VIP,
+            port: 80,
+            protocol: TCP,
+        },
+        backends: left,
+        affinity: false,
+    };
+    for pair in &mut hosts {
+        if pair.model.tables.services.keys().any(|k| k.vni == vni) {
+            pair.bpf.apply(std::slice::from_ref(&update)).unwrap();
+            pair.model.tables.apply(&update);
+        }
+    }
+    let before = chosen.clone();
+    let moved = round(&mut hosts, &mut chosen, &mut Tally::new());
+    // (The other tenant's backend at the same address stays.)
+    let on_gone = before
+        .iter()
+        .filter(|((k, _), b)| k.vni == vni && **b == gone)
+        .count();
+    assert_eq!(moved, on_gone, "only the gone backend's connections move");
+    assert!(on_gone > 0);
+    println!(
+        "{hook}: scaled endpoints agreed; {} connections per backend, {on_gone} moved off a gone backend",
+        per_backend
+            .values()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+}
+
 /// Frames larger than a page reach the programs as multi-buffer frames (headers in the
 /// linear part, the rest in fragments): the outer lengths the programs write and check
 /// cover the whole frame, as the model's do, on every hop up to delivery.
@@ -340,6 +512,33 @@ fn malformed(hook: Hook) {
         let mut g = sent.clone();
         let at = rng.below(g.len());
         g[at] = rng.next() as u8;
+        tally(&agree(
+            &mut hosts[home],
+            Program::Agent,
+            Some(src),
+            &g,
+            now(start),
+        ));
+    }
+    // Frames to a scaled endpoint: every truncation (a TCP header cut before its
+    // checksum), and random byte flips over the headers.
+    let to_vip = l4_frame(TCP, src.ip, VIP, 4343, 80);
+    for cut in 0..to_vip.len() {
+        let v = agree(
+            &mut hosts[home],
+            Program::Agent,
+            Some(src),
+            &to_vip[..cut],
+            now(start),
+        );
+        tally(&v);
+    }
+    for _ in 0..2000 {
+        let mut g = to_vip.clone();
+        for _ in 0..1 + rng.below(2) {
+            let at = rng.below(g.len().min(54));
+            g[at] = rng.next() as u8;
+        }
         tally(&agree(
             &mut hosts[home],
             Program::Agent,

@@ -100,6 +100,44 @@ fn rust_layout() -> Vec<(&'static str, usize)> {
             offset_of!(LearnedValue, seen_ns),
         ),
         ("sizeof(struct host_mac)", size_of::<HostMac>()),
+        ("sizeof(struct svc_key)", size_of::<SvcKey>()),
+        ("offsetof(struct svc_key, vip)", offset_of!(SvcKey, vip)),
+        ("offsetof(struct svc_key, port)", offset_of!(SvcKey, port)),
+        ("offsetof(struct svc_key, proto)", offset_of!(SvcKey, proto)),
+        ("sizeof(struct ipport)", size_of::<IpPort>()),
+        ("offsetof(struct ipport, port)", offset_of!(IpPort, port)),
+        ("sizeof(struct svc_value)", size_of::<SvcValue>()),
+        (
+            "offsetof(struct svc_value, count)",
+            offset_of!(SvcValue, count),
+        ),
+        (
+            "offsetof(struct svc_value, backends)",
+            offset_of!(SvcValue, backends),
+        ),
+        (
+            "offsetof(struct svc_value, slots)",
+            offset_of!(SvcValue, slots),
+        ),
+        ("sizeof(struct ct_key)", size_of::<CtKey>()),
+        ("offsetof(struct ct_key, client)", offset_of!(CtKey, client)),
+        ("offsetof(struct ct_key, peer)", offset_of!(CtKey, peer)),
+        (
+            "offsetof(struct ct_key, client_port)",
+            offset_of!(CtKey, client_port),
+        ),
+        (
+            "offsetof(struct ct_key, peer_port)",
+            offset_of!(CtKey, peer_port),
+        ),
+        ("offsetof(struct ct_key, proto)", offset_of!(CtKey, proto)),
+        ("offsetof(struct ct_key, dir)", offset_of!(CtKey, dir)),
+        ("MAX_BACKENDS", MAX_BACKENDS),
+        ("MAGLEV_SLOTS", MAGLEV_SLOTS),
+        ("MAGLEV_SIZE", centaurus_vpc::maglev::TABLE_SIZE),
+        ("SVC_AFFINITY", SVC_AFFINITY as usize),
+        ("CT_SERVICE", usize::from(CT_SERVICE)),
+        ("CT_REPLY", usize::from(CT_REPLY)),
         ("MAX_BOUNCERS", MAX_BOUNCERS),
         ("MAX_DIVIDERS", MAX_DIVIDERS),
         ("EP_LOCAL", usize::from(EP_LOCAL)),
@@ -153,5 +191,6 @@ fn rust_structs_match_the_c_header() {
     // The counters' names follow the enum.
     let names: BTreeMap<usize, &str> = COUNTER_NAMES.iter().copied().enumerate().collect();
     assert_eq!(names[&0], "drop_malformed");
-    assert_eq!(names[&(COUNTERS as usize - 1)], "passed");
+    assert_eq!(names[&9], "drop_no_backend");
+    assert_eq!(names[&(COUNTERS as usize - 1)], "reply_nat");
 }

@@ -214,7 +214,7 @@ fn malformed_and_foreign_frames_are_dropped_or_passed() {
 #[test]
 fn arp_is_answered_on_the_host_with_the_gateway_mac() {
     let (sim, eps, _) = region();
-    let hs = hosts(&sim);
+    let mut hs = hosts(&sim);
     let (src, home) = eps[0];
     let request = |target: Ipv4Addr| {
         let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [0xff; 6]).arp(

@@ -1,13 +1,15 @@
-//! What the datapath tests share: a region of 8 hosts with two tenants of identical CIDRs,
-//! frames, and running a test inside a network namespace of its own.
+//! What the datapath tests share: a region of 8 hosts with two tenants of identical CIDRs
+//! and identical Services, frames, and running a test inside a network namespace of its
+//! own.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use centaurus_vpc::plane::{DropletInfo, Plane, Programming};
-use centaurus_vpc::tables::{EndpointKey, TableUpdate};
+use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::plane::{DropletInfo, Plane, Programming, ScaledEndpoint};
+use centaurus_vpc::tables::{EndpointKey, TCP, TableUpdate, UDP};
 use centaurus_vpc::{Dataplane, SimDataplane};
 use centaurus_xdp::model::HostInfo;
 use etherparse::PacketBuilder;
@@ -45,7 +47,69 @@ pub fn frame_with(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, payload: &[u8]) -> V
     out
 }
 
-/// Two tenants with the same CIDRs, two subnets each, endpoints over 8 hosts.
+/// Every tenant's Service: TCP port 80 to its first 3 endpoints' port 8080, and UDP port
+/// 53 with `ClientIP` affinity to their port 5353.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+/// Every tenant's Service without backends (TCP port 80).
+pub const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 21);
+
+/// The backends of [`VIP`] in a tenant whose endpoints are `eps` (in provisioning order),
+/// at `port`.
+pub fn backends(eps: &[(EndpointKey, usize)], vni: u32, port: u16) -> Vec<Backend> {
+    eps.iter()
+        .filter(|(k, _)| k.vni == vni)
+        .take(3)
+        .map(|(k, _)| Backend::new(k.ip, port))
+        .collect()
+}
+
+/// A TCP (`protocol` 6) or UDP frame from `src`:`sport` to `dst`:`dport`.
+pub fn l4_frame(protocol: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2]).ipv4(
+        src.octets(),
+        dst.octets(),
+        64,
+    );
+    let mut out = Vec::new();
+    match protocol {
+        TCP => b
+            .tcp(sport, dport, 0x1234_5678, 64240)
+            .syn()
+            .write(&mut out, b"hello")
+            .unwrap(),
+        _ => b.udp(sport, dport).write(&mut out, b"hello").unwrap(),
+    }
+    out
+}
+
+/// Whether an Ethernet frame's IPv4 header checksum and its TCP or UDP checksum (over the
+/// pseudo-header) hold; a UDP checksum of 0 means none.
+pub fn checksums_ok(frame: &[u8]) -> bool {
+    fn sum(words: &[u8], mut acc: u32) -> u32 {
+        for c in words.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        acc
+    }
+    fn folded(mut acc: u32) -> u16 {
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+    let ip = &frame[14..34];
+    let l4 = &frame[34..14 + usize::from(u16::from_be_bytes([ip[2], ip[3]]))];
+    if ip[9] == UDP && l4[6..8] == [0, 0] {
+        return folded(sum(ip, 0)) == 0xffff;
+    }
+    let mut pseudo = ip[12..20].to_vec();
+    pseudo.extend([0, ip[9]]);
+    pseudo.extend((l4.len() as u16).to_be_bytes());
+    folded(sum(ip, 0)) == 0xffff && folded(sum(l4, sum(&pseudo, 0))) == 0xffff
+}
+
+/// Two tenants with the same CIDRs, two subnets each, endpoints over 8 hosts, and the same
+/// Services ([`VIP`], [`EMPTY_VIP`]).
 pub fn region() -> (SimDataplane, Vec<(EndpointKey, usize)>, Log) {
     let mut plane = Plane::new();
     for i in 0..8 {
@@ -89,6 +153,43 @@ pub fn region() -> (SimDataplane, Vec<(EndpointKey, usize)>, Log) {
                 eps.push((EndpointKey::new(p.vni, p.ip), d));
             }
         }
+        let ports = vec![
+            ScaledEndpoint {
+                vip: VIP,
+                port: 80,
+                protocol: TCP,
+                backends: backends(&eps, vni, 8080),
+                affinity: false,
+            },
+            ScaledEndpoint {
+                vip: VIP,
+                port: 53,
+                protocol: UDP,
+                backends: backends(&eps, vni, 5353),
+                affinity: true,
+            },
+        ];
+        apply(
+            &sim,
+            &mut log,
+            plane
+                .provision_service(&format!("{t}/ns/web"), &vpc, ports)
+                .unwrap(),
+        );
+        let empty = vec![ScaledEndpoint {
+            vip: EMPTY_VIP,
+            port: 80,
+            protocol: TCP,
+            backends: Vec::new(),
+            affinity: false,
+        }];
+        apply(
+            &sim,
+            &mut log,
+            plane
+                .provision_service(&format!("{t}/ns/none"), &vpc, empty)
+                .unwrap(),
+        );
     }
     (sim, eps, log)
 }
