@@ -46,6 +46,14 @@ pub struct Dump {
     pub divided: BTreeMap<String, Vec<Ipv4Addr>>,
     /// Local endpoints' agents: `vni/ip` → their subnet's bouncers.
     pub agents: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Scaled endpoints: `vni/vip:port/protocol` → their backends (`ip:port`), with
+    /// `(ClientIP)` under affinity.
+    #[serde(default)]
+    pub services: BTreeMap<String, Vec<String>>,
+    /// Connections through scaled endpoints that connection tracking holds (both
+    /// directions count).
+    #[serde(default)]
+    pub connections: usize,
     /// Local endpoints whose veth has not appeared yet.
     pub pending: Vec<String>,
     /// Remote endpoints' hosts learned from return-to-sender: `vni/ip` → host.
@@ -97,8 +105,30 @@ pub fn dump(t: &mut Transit) -> Result<Dump, String> {
         .iter()
         .map(|(k, b)| (key(k), b.clone()))
         .collect();
+    let services = tables
+        .services
+        .iter()
+        .map(|(k, s)| {
+            let proto = if k.protocol == centaurus_vpc::tables::TCP {
+                "tcp"
+            } else {
+                "udp"
+            };
+            let mut backends: Vec<String> = s
+                .table
+                .backends()
+                .iter()
+                .map(|b| format!("{}:{}", b.ip, b.port))
+                .collect();
+            if s.affinity {
+                backends.push("(ClientIP)".into());
+            }
+            (format!("{}/{}:{}/{proto}", k.vni, k.vip, k.port), backends)
+        })
+        .collect();
     let pending = t.pending().map(key).collect();
     let e = |e: crate::loader::TransitError| e.to_string();
+    let connections = t.conntrack().map_err(e)?.len();
     let learned = t
         .learned()
         .map_err(e)?
@@ -123,6 +153,8 @@ pub fn dump(t: &mut Transit) -> Result<Dump, String> {
         bounced,
         divided,
         agents,
+        services,
+        connections,
         pending,
         learned,
         neighbors,

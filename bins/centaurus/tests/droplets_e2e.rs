@@ -3,8 +3,11 @@
 //! one droplet and a client pod on the other, in their default VPCs (the same CIDR, so the
 //! same addresses): the clients ping their server and send it a line over TCP by pod IP,
 //! through the overlay datapath (TC hook); each server hears only its own tenant's client; both droplets'
-//! transit daemons counted the overlay frames they sent and delivered. After the region
-//! stops and starts again on the same data, a new pod reaches a server as before.
+//! transit daemons counted the overlay frames they sent and delivered. Each tenant exposes
+//! its server as a Service (both get the same cluster IP) and a pod on the other droplet
+//! fetches a page from it by that address: the agent translates the VIP to the server and
+//! the reply back, so each tenant reaches only its own server. After the region stops and
+//! starts again on the same data, a new pod reaches a server as before.
 //!
 //! Needs root, runc, iproute2, ethtool and kubectl (`scripts/setup.sh`); CI runs it as root.
 
@@ -24,7 +27,7 @@ fn pod(name: &str, node: &str, script: &str) -> String {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"app": name}},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": node},
             "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
@@ -135,7 +138,14 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
             &k,
             dir.path(),
             "server",
-            &pod("server", "droplet-1", "nc -l -p 5000; sleep 3600"),
+            &pod(
+                "server",
+                "droplet-1",
+                &format!(
+                    "while true; do echo page of {tenant} | nc -l -p 8080; done & \
+                     nc -l -p 5000; sleep 3600"
+                ),
+            ),
         );
         let server = running(&k, "server");
         eprintln!("{tenant}: server Running after {:?}", started.elapsed());
@@ -185,6 +195,55 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
         assert!(log.contains(&format!("hello from {tenant}")), "{log}");
         assert!(!log.contains(other), "{tenant} heard {other}: {log}");
     }
+    // Services: the same cluster IP in both tenants, each leading to its own server.
+    let mut vips = Vec::new();
+    for (tenant, k, _) in &servers {
+        k.run(&[
+            "expose",
+            "pod",
+            "server",
+            "--name=web",
+            "--port=80",
+            "--target-port=8080",
+        ]);
+        let vip = k.json(&["get", "service", "web"])["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        eprintln!("{tenant}: service web at {vip}");
+        let script = format!(
+            "for i in $(seq 1 30); do echo get | nc -w 3 {vip} 80 | grep page && break; \
+             sleep 1; done; echo fetched; sleep 3600"
+        );
+        apply(k, dir.path(), "fetch", &pod("fetch", "droplet-0", &script));
+        running(k, "fetch");
+        vips.push(vip);
+    }
+    assert_eq!(
+        vips[0], vips[1],
+        "per-tenant service ranges: the same first address"
+    );
+    for (tenant, k, _) in &servers {
+        let log = eventually(60, "the page was fetched through the Service", || {
+            let log = k.run(&["logs", "fetch"]);
+            log.contains("fetched").then_some(log)
+        });
+        assert!(
+            log.contains(&format!("page of {tenant}")),
+            "{tenant}: {log}\nserver: {}\nslices: {}\ndroplet-0: {:?}",
+            k.run(&["logs", "server"]),
+            k.run(&["get", "endpointslices", "-o", "yaml"]),
+            dump(&data.join("droplets/transitd-0.sock"))
+        );
+    }
+    let d = dump(&data.join("droplets/transitd-0.sock"));
+    assert_eq!(d.services.len(), 2, "each tenant's port: {:?}", d.services);
+    assert!(d.connections >= 4, "{}", d.connections);
+    assert!(
+        d.counters["nat"] >= 2 && d.counters["reply_nat"] >= 2,
+        "droplet 0 translated the connections: {:?}",
+        d.counters
+    );
     // It crossed the overlay: each droplet's transit daemon sent and delivered frames.
     for i in 0..2 {
         let socket = data.join(format!("droplets/transitd-{i}.sock"));

@@ -290,6 +290,13 @@ async fn transit(socket: &std::path::Path, raw: bool) -> anyhow::Result<()> {
     for (k, v) in &d.divided {
         println!("{k:<24} {}", list(v));
     }
+    println!(
+        "\nSERVICE (VNI/VIP:PORT)   BACKENDS ({} connections tracked)",
+        d.connections
+    );
+    for (k, v) in &d.services {
+        println!("{k:<24} {}", v.join(","));
+    }
     println!("\nLEARNED (VNI/IP)         HOST");
     for (k, v) in &d.learned {
         println!("{k:<24} {v}");
