@@ -17,6 +17,7 @@ packages=(
   iproute2           # pod network namespaces
   ethtool            # XDP testbed: endpoint checksum offload off
   iperf3             # datapath benchmark (scripts/datapath-bench.sh), testbed bulk TCP
+  iptables           # datapath benchmark: Services as kube-proxy's iptables DNAT rules
   tcpdump            # XDP testbed: captures what crosses the substrate
   curl               # processes e2e: requests to an agent endpoint with foreign credentials
 )

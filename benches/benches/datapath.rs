@@ -15,6 +15,14 @@
 //! `BPF_PROG_TEST_RUN` with live frames costs a fixed 16-40 ms, whatever its frame count,
 //! so a generator built on it cannot pace.
 //!
+//! Then Services, on our TC datapath and on plain veth routing: new TCP connections a
+//! second (connect, one byte each way, close; one client) and the 1-byte round trip over
+//! an established connection, to the backend pod directly and through a Service VIP with 3
+//! and with 100 backends (the server pod listens on 100 ports). Ours translates the VIP in
+//! the transit agent (Maglev table, connection tracking in BPF); veth routing translates it
+//! as kube-proxy's iptables mode does: a chain of `statistic --mode random` DNAT rules in
+//! the client's namespace, one per backend. `DATAPATH_ONLY=services` measures only these.
+//!
 //! `cargo bench -p centaurus-benches --bench datapath` (or `scripts/datapath-bench.sh`)
 
 use std::io::{Read, Write};
@@ -24,9 +32,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use centaurus_vpc::Dataplane;
+use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::plane::{Plane, ScaledEndpoint};
+use centaurus_vpc::tables::TCP;
 use centaurus_xdp::loader::{Hook, Transit, ifindex};
 use centaurus_xdp::model::HostInfo;
 use centaurus_xdp::testbed::{SUBSTRATE_MTU, Testbed, is_root, run};
+use centaurus_xdp::transitd::XdpDataplane;
 use etherparse::PacketBuilder;
 
 fn exec(ns: &str, args: &[&str]) -> String {
@@ -177,7 +189,7 @@ fn kernel_pods(bed: &mut Testbed, vxlan: bool) -> Pods {
 
 /// Two droplets running this binary as their transit daemon, a VPC with one subnet, and
 /// an endpoint on each droplet.
-fn overlay_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> Pods {
+fn overlay_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> (Pods, Plane, XdpDataplane) {
     let exe = std::env::current_exe().unwrap();
     bed.start_transit_daemons(&exe, &["--transitd"]).unwrap();
     let (mut plane, dp) = bed.plane();
@@ -210,13 +222,14 @@ fn overlay_pods(bed: &mut Testbed, rt: &tokio::runtime::Runtime) -> Pods {
     }
     // Wait for the agents to attach and the hosts to resolve each other.
     std::thread::sleep(Duration::from_secs(2));
-    Pods {
+    let pods = Pods {
         a: bed.endpoints[0].netns.clone(),
         b: bed.endpoints[1].netns.clone(),
         a_ip: ips[0],
         b_ip: ips[1],
         next_mac: centaurus_xdp::model::GATEWAY_MAC,
-    }
+    };
+    (pods, plane, dp)
 }
 
 /// Runs iperf3 from pod a to pod b with `args` and returns its JSON report.
@@ -253,7 +266,8 @@ fn iperf_udp64(p: &Pods) -> (f64, f64) {
     ((packets - lost) / secs, lost / packets.max(1.0))
 }
 
-fn rr_us(p: &Pods) -> (f64, f64) {
+/// Runs this binary's `--rr-server` in pod b while `f` runs.
+fn with_server<T>(p: &Pods, f: impl FnOnce() -> T) -> T {
     let exe = std::env::current_exe().unwrap();
     let mut server = Command::new("ip")
         .args(["netns", "exec", &p.b])
@@ -263,14 +277,115 @@ fn rr_us(p: &Pods) -> (f64, f64) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let out = exec(
-        &p.a,
-        &[exe.to_str().unwrap(), "--rr-client", &p.b_ip.to_string()],
-    );
+    let out = f();
     let _ = server.kill();
     let _ = server.wait();
-    let mut f = out.split_whitespace().map(|x| x.parse::<f64>().unwrap());
-    (f.next().unwrap(), f.next().unwrap())
+    out
+}
+
+/// Runs this binary in pod a with `args` and returns the numbers it prints.
+fn client(p: &Pods, args: &[&str]) -> Vec<f64> {
+    let exe = std::env::current_exe().unwrap();
+    let out = exec(&p.a, &[&[exe.to_str().unwrap()][..], args].concat());
+    out.split_whitespace().map(|x| x.parse().unwrap()).collect()
+}
+
+/// The 1-byte TCP round trip to `to`:`port` (p50, p99 in us).
+fn rr_to(p: &Pods, to: Ipv4Addr, port: u16) -> (f64, f64) {
+    let f = client(p, &["--rr-client", &to.to_string(), &port.to_string()]);
+    (f[0], f[1])
+}
+
+fn rr_us(p: &Pods) -> (f64, f64) {
+    with_server(p, || rr_to(p, p.b_ip, RR_PORT))
+}
+
+/// New connections a second to `to`:`port` (the median of three 2-second runs), and how
+/// many failed (refused, or no answer within a second) over the three.
+fn cps_to(p: &Pods, to: Ipv4Addr, port: u16) -> (f64, f64) {
+    let runs: Vec<Vec<f64>> = (0..3)
+        .map(|_| client(p, &["--cps-client", &to.to_string(), &port.to_string()]))
+        .collect();
+    let failed = runs.iter().map(|r| r[1]).sum();
+    (median(runs.into_iter().map(|r| r[0]).collect()), failed)
+}
+
+/// The port the round-trip server listens on first; it listens on [`SERVER_PORTS`].
+const RR_PORT: u16 = 5201;
+const SERVER_PORTS: u16 = 100;
+/// The Services: 3 backends (ports 5201-5203 of pod b) and 100 (ports 5201-5300).
+const VIP3: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+const VIP100: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 21);
+
+/// A path to the server: its name, connections a second and failures, round trip p50 and
+/// p99.
+type ServiceRow = (String, (f64, f64), (f64, f64));
+
+/// Connections a second and round trips to pod b directly and through both Services.
+fn measure_services(name: &'static str, p: &Pods) -> Vec<ServiceRow> {
+    with_server(p, || {
+        [
+            ("direct", p.b_ip),
+            ("VIP, 3 backends", VIP3),
+            ("VIP, 100 backends", VIP100),
+        ]
+        .into_iter()
+        .map(|(what, to)| {
+            let cps = cps_to(p, to, RR_PORT);
+            let rr = rr_to(p, to, RR_PORT);
+            (format!("{name}: {what}"), cps, rr)
+        })
+        .collect()
+    })
+}
+
+/// Programs both Services as scaled endpoints of the overlay's VPC.
+fn overlay_services(
+    plane: &mut Plane,
+    dp: &XdpDataplane,
+    rt: &tokio::runtime::Runtime,
+    b: Ipv4Addr,
+) {
+    let ports = [(VIP3, 3), (VIP100, 100)]
+        .into_iter()
+        .map(|(vip, n)| ScaledEndpoint {
+            vip,
+            port: RR_PORT,
+            protocol: TCP,
+            backends: (0..n).map(|i| Backend::new(b, RR_PORT + i)).collect(),
+            affinity: false,
+        })
+        .collect();
+    for (h, u) in plane.provision_service("t/ns/rr", "t/v", ports).unwrap() {
+        rt.block_on(dp.program(h, &u)).unwrap();
+    }
+}
+
+/// Both Services as kube-proxy's iptables mode writes them, in pod a's namespace: each
+/// backend's rule takes its share of the new connections that reach it at random.
+fn iptables_services(p: &Pods) {
+    for (chain, vip, n) in [("SVC3", VIP3, 3u16), ("SVC100", VIP100, 100)] {
+        exec(&p.a, &["iptables", "-t", "nat", "-N", chain]);
+        for i in 0..n {
+            let to = format!("{}:{}", p.b_ip, RR_PORT + i);
+            let probability = format!("{:.5}", 1.0 / f64::from(n - i));
+            let mut rule = vec!["iptables", "-t", "nat", "-A", chain, "-p", "tcp"];
+            if i + 1 < n {
+                rule.extend(["-m", "statistic", "--mode", "random", "--probability"]);
+                rule.push(&probability);
+            }
+            rule.extend(["-j", "DNAT", "--to-destination", &to]);
+            exec(&p.a, &rule);
+        }
+        let (vip, port) = (vip.to_string(), RR_PORT.to_string());
+        exec(
+            &p.a,
+            &[
+                "iptables", "-t", "nat", "-A", "OUTPUT", "-d", &vip, "-p", "tcp", "--dport", &port,
+                "-j", chain,
+            ],
+        );
+    }
 }
 
 /// system + softirq jiffies over all CPUs.
@@ -447,7 +562,12 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("--transitd") => return transitd(&args[2..]),
         Some("--rr-server") => return rr_server(),
-        Some("--rr-client") => return rr_client(args[2].parse().unwrap()),
+        Some("--rr-client") => {
+            return rr_client(args[2].parse().unwrap(), args[3].parse().unwrap());
+        }
+        Some("--cps-client") => {
+            return cps_client(args[2].parse().unwrap(), args[3].parse().unwrap());
+        }
         Some("--blast") => {
             return blast_here(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
         }
@@ -470,24 +590,34 @@ fn main() {
             std::thread::sleep(Duration::from_secs(s.parse().unwrap()));
         }
     };
+    let services_only = only == "services";
     let mut rows = Vec::new();
+    let mut services = Vec::new();
     for (name, hook, tag) in [
         ("ours, TC hook", Hook::Tc, "cxb-t"),
         ("ours, XDP hook", Hook::Xdp, "cxb-x"),
     ] {
-        if !(only.is_empty() || only == hook.to_string()) {
+        let services_here = hook == Hook::Tc && (only.is_empty() || services_only);
+        if !(only.is_empty() || only == hook.to_string() || services_here) {
             continue;
         }
         let mut bed = Testbed::build(tag, 2, dir.path(), mtu, hook).unwrap();
-        let pods = overlay_pods(&mut bed, &rt);
+        let (pods, mut plane, dp) = overlay_pods(&mut bed, &rt);
         pause();
-        rows.push(measure(name, &pods));
+        if !services_only {
+            rows.push(measure(name, &pods));
+        }
+        if services_here {
+            overlay_services(&mut plane, &dp, &rt, pods.b_ip);
+            services.extend(measure_services(name, &pods));
+        }
     }
     for (name, vxlan, tag) in [
         ("kernel VXLAN", true, "cxb-v"),
         ("plain veth routing", false, "cxb-r"),
     ] {
-        if !(only.is_empty() || only == if vxlan { "vxlan" } else { "veth" }) {
+        let services_here = !vxlan && (only.is_empty() || services_only);
+        if !(only.is_empty() || only == if vxlan { "vxlan" } else { "veth" } || services_here) {
             continue;
         }
         // The TC hook's testbed puts no XDP on the substrate, which would turn segmentation
@@ -495,10 +625,20 @@ fn main() {
         let mut bed = Testbed::build(tag, 2, dir.path(), mtu, Hook::Tc).unwrap();
         let pods = kernel_pods(&mut bed, vxlan);
         pause();
-        rows.push(measure(name, &pods));
+        if !services_only {
+            rows.push(measure(name, &pods));
+        }
+        if services_here {
+            iptables_services(&pods);
+            services.extend(measure_services("veth + iptables DNAT", &pods));
+        }
         for pod in [&pods.a, &pods.b] {
             let _ = run(&["ip", "netns", "del", pod]);
         }
+    }
+    print_services(&services);
+    if services_only {
+        return;
     }
     let floor = sender_floor_ns();
     let vx = rows
@@ -552,6 +692,35 @@ fn main() {
     );
 }
 
+/// The Services table: each row with its ratio to the same datapath's direct row.
+fn print_services(rows: &[ServiceRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "{:<40} {:>8} {:>6} {:>7} | {:>7} {:>7} {:>7}",
+        "service path", "conn/s", "failed", "xdirect", "RR p50", "RR p99", "xdirect"
+    );
+    let mut direct = (f64::NAN, f64::NAN);
+    for (name, (cps, failed), rr) in rows {
+        if name.ends_with(": direct") {
+            direct = (*cps, rr.0);
+        }
+        println!(
+            "{name:<40} {cps:>8.0} {failed:>6} {:>7.2} | {:>7.1} {:>7.1} {:>7.2}",
+            cps / direct.0,
+            rr.0,
+            rr.1,
+            rr.0 / direct.1
+        );
+    }
+    println!(
+        "conn/s: connect, one byte each way, close, one client, the median of three 2-second \
+         runs (failed: refused or unanswered for 1 s, over the three); RR: 1-byte round trips over one connection, us. xdirect: to the same pod \
+         without a Service, on the same datapath."
+    );
+}
+
 /// `--transitd --substrate eth0 --ip IP --hook HOOK --socket PATH`, as `centaurus transitd`
 /// does.
 fn transitd(args: &[String]) {
@@ -580,22 +749,61 @@ fn mac_of_here(dev: &str) -> [u8; 6] {
     centaurus_vpc::ipam::parse_mac(text.trim()).unwrap()
 }
 
+/// Echoes every byte back, on [`SERVER_PORTS`] ports from [`RR_PORT`], a thread per
+/// connection.
 fn rr_server() {
-    let l = TcpListener::bind("0.0.0.0:5201").unwrap();
-    for s in l.incoming() {
-        let mut s = s.unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut b = [0u8; 1];
-        while s.read_exact(&mut b).is_ok() {
-            if s.write_all(&b).is_err() {
-                break;
+    let listeners: Vec<TcpListener> = (0..SERVER_PORTS)
+        .map(|i| TcpListener::bind(("0.0.0.0", RR_PORT + i)).unwrap())
+        .collect();
+    for l in listeners {
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    s.set_nodelay(true).unwrap();
+                    let mut b = [0u8; 1];
+                    while s.read_exact(&mut b).is_ok() {
+                        if s.write_all(&b).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-        }
+        });
+    }
+    loop {
+        std::thread::park();
     }
 }
 
-fn rr_client(to: Ipv4Addr) {
-    let mut s = TcpStream::connect((to, 5201)).unwrap();
+/// Opens, uses (one byte each way) and closes connections to `to`:`port` for 2 s; prints
+/// how many a second.
+fn cps_client(to: Ipv4Addr, port: u16) {
+    // Client ports come back at once after a close.
+    let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65000");
+    let start = Instant::now();
+    let (mut n, mut failed) = (0u64, 0u64);
+    let once = || -> std::io::Result<()> {
+        let second = Duration::from_secs(1);
+        let mut s = TcpStream::connect_timeout(&(to, port).into(), second)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(second))?;
+        let mut b = [7u8; 1];
+        s.write_all(&b)?;
+        s.read_exact(&mut b)
+    };
+    while start.elapsed() < Duration::from_secs(2) {
+        match once() {
+            Ok(()) => n += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    println!("{} {failed}", n as f64 / start.elapsed().as_secs_f64());
+}
+
+fn rr_client(to: Ipv4Addr, port: u16) {
+    let mut s = TcpStream::connect((to, port)).unwrap();
     s.set_nodelay(true).unwrap();
     let mut b = [7u8; 1];
     let mut lat: Vec<f64> = Vec::new();

@@ -762,7 +762,7 @@ impl Transit {
         };
         let r = prog
             .test_run(opts)
-            .map_err(|e| TransitError::Load(format!("test run: {e}")))?;
+            .map_err(|e| TransitError::Load(format!("test run: {e:?}")))?;
         Ok(r.duration.as_nanos() as u64)
     }
 
