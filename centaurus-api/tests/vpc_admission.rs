@@ -110,6 +110,27 @@ async fn cross_object_rules() {
         "spec.vpc",
         "does not exist",
     );
+    // A VPC may span the service range, but no subnet may take its addresses, which the
+    // datapath translates as Services'.
+    let r = post(format!("{G}/vpcs"), &acme, vpc("wide", "10.64.0.0/10", 0)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    refused(
+        &post(
+            format!("{G}/subnets"),
+            &acme,
+            subnet("svc", "wide", "10.96.4.0/24"),
+        )
+        .await,
+        "spec.cidr",
+        "overlaps the service range 10.96.0.0/16",
+    );
+    let r = post(
+        format!("{G}/subnets"),
+        &acme,
+        subnet("beside", "wide", "10.97.0.0/24"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 
     // Endpoints: a requested address is usable and unique in the VPC, in either tenant.
     let eps = |ns: &str| format!("{G}/namespaces/{ns}/endpoints");
@@ -162,8 +183,9 @@ async fn cross_object_rules() {
     let r = h
         .call(Method::GET, &format!("{G}/vpcs"), Some(&acme), None)
         .await;
-    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
-    assert_eq!(r.body["items"][0]["metadata"]["tenant"], "acme");
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "v and wide");
+    assert!(items.iter().all(|i| i["metadata"]["tenant"] == "acme"));
     let r = h
         .call(Method::GET, &format!("{G}/droplets"), Some(&acme), None)
         .await;

@@ -3,8 +3,9 @@
 //!
 //! - a VPC's VNI is unique in the region; a VPC created without one gets the lowest free
 //!   VNI from [`FIRST_VNI`];
-//! - a subnet's VPC exists in its tenant, the subnet lies inside it, and subnets of one VPC
-//!   never overlap;
+//! - a subnet's VPC exists in its tenant, the subnet lies inside it, subnets of one VPC
+//!   never overlap, and no subnet takes addresses of the service range (`10.96.0.0/16`),
+//!   which the datapath translates as Services';
 //! - an endpoint's subnet exists, its `vpc` is the subnet's, and a requested address is a
 //!   usable address of the subnet that no other endpoint of the VPC holds;
 //! - CIDRs, VNIs, and an endpoint's subnet, droplet and address do not change.
@@ -174,6 +175,16 @@ impl NetworkAdmission {
             .cidr
             .parse()
             .map_err(|e: crate::ipam::IpamError| err("spec.cidr", e.to_string()))?;
+        let services = crate::services::service_range();
+        if cidr.overlaps(&services) {
+            return Err(err(
+                "spec.cidr",
+                format!(
+                    "{cidr} overlaps the service range {services}: its addresses are the \
+                     tenant's Services'"
+                ),
+            ));
+        }
         let vpc: Vpc = get(store, &format!("/registry/vpcs/{tenant}/{}", s.spec.vpc))
             .await?
             .ok_or_else(|| {
