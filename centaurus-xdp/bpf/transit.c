@@ -503,7 +503,7 @@ enum nat { NAT_NONE, NAT_DONE, NAT_NO_BACKEND, NAT_MALFORMED };
  * holds for its flow, while that still is a backend, or else to the Maglev table's (by
  * the flow, or by the client's address under ClientIP affinity), which connection
  * tracking then holds, with the entry that translates the replies back. */
-static __always_inline enum nat to_backend(void *ctx, enum hook h, __u32 vni, __u32 flow)
+static __always_inline enum nat nat_to_backend(void *ctx, enum hook h, __u32 vni, __u32 flow)
 {
 	void *data = pkt_data(ctx, h);
 	void *data_end = pkt_end(ctx, h);
@@ -565,7 +565,7 @@ static __always_inline enum nat to_backend(void *ctx, enum hook h, __u32 vni, __
 
 /* A reply of a translated connection, about to be delivered to its client (an endpoint of
  * `vni` on this host), comes from the Service's VIP and port again. */
-static __always_inline int to_service(void *ctx, enum hook h, __u32 vni)
+static __always_inline int nat_to_service(void *ctx, enum hook h, __u32 vni)
 {
 	void *data = pkt_data(ctx, h);
 	void *data_end = pkt_end(ctx, h);
@@ -607,7 +607,7 @@ static __always_inline int to_service(void *ctx, enum hook h, __u32 vni)
  * endpoint, a reply of a translated connection from its Service. */
 static __always_inline int deliver(void *ctx, enum hook h, __u32 vni, struct ep_value *ep)
 {
-	if (to_service(ctx, h, vni))
+	if (nat_to_service(ctx, h, vni))
 		return DROP(DROP_MALFORMED);
 	void *data = pkt_data(ctx, h);
 	void *data_end = pkt_end(ctx, h);
@@ -771,7 +771,7 @@ static __always_inline int agent(void *ctx, enum hook h)
 	}
 
 	__u32 flow = flow_hash(ip, data_end);
-	switch (to_backend(ctx, h, agent->ep.vni, flow)) {
+	switch (nat_to_backend(ctx, h, agent->ep.vni, flow)) {
 	case NAT_NONE:
 		break;
 	case NAT_NO_BACKEND:

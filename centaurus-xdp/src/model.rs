@@ -267,7 +267,7 @@ impl Host {
             return Verdict::Drop(Drop::Tables(DropReason::UnknownSource));
         }
         let mut frame = frame.to_vec();
-        match self.to_backend(src.vni, &mut frame, ip.flow) {
+        match self.nat_to_backend(src.vni, &mut frame, ip.flow) {
             Ok(false) => {}
             Ok(true) => ip = inner(&frame[14..]),
             Err(d) => return Verdict::Drop(d),
@@ -332,7 +332,7 @@ impl Host {
     /// connection tracking holds for the flow while it still is one, or else the Maglev
     /// table's, which connection tracking then holds with the entry for the replies.
     /// Returns whether it translated.
-    fn to_backend(&mut self, vni: u32, frame: &mut [u8], flow: u32) -> Result<bool, Drop> {
+    fn nat_to_backend(&mut self, vni: u32, frame: &mut [u8], flow: u32) -> Result<bool, Drop> {
         let Some((l4, protocol)) = transport(frame) else {
             return Ok(false);
         };
