@@ -228,18 +228,13 @@ fn hop_by_hop(hook: Hook) {
     assert!(learned > 20, "{learned}");
 }
 
-/// The destination (or source) address and port of a delivered TCP or UDP frame.
-fn dst_of(frame: &[u8]) -> Backend {
+/// The destination (`dst`) or source address and port of a delivered TCP or UDP frame.
+fn addr_port(frame: &[u8], dst: bool) -> Backend {
+    let (ip, port) = if dst { (30, 36) } else { (26, 34) };
+    let a: [u8; 4] = frame[ip..ip + 4].try_into().unwrap();
     Backend::new(
-        Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]),
-        u16::from_be_bytes([frame[36], frame[37]]),
-    )
-}
-
-fn src_of(frame: &[u8]) -> Backend {
-    Backend::new(
-        Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
-        u16::from_be_bytes([frame[34], frame[35]]),
+        Ipv4Addr::from(a),
+        u16::from_be_bytes([frame[port], frame[port + 1]]),
     )
 }
 
@@ -282,7 +277,7 @@ fn scaled_endpoints(hook: Hook) {
                 let Verdict::Deliver { frame, .. } = v else {
                     panic!("{hook}: {src:?}:{sport} to the VIP: {v:?}");
                 };
-                let b = dst_of(&frame);
+                let b = addr_port(&frame, true);
                 let want =
                     common::backends(&eps, src.vni, if protocol == TCP { 8080 } else { 5353 });
                 assert!(
@@ -312,7 +307,7 @@ fn scaled_endpoints(hook: Hook) {
                     panic!("{hook}: reply from {b:?}: {v:?}");
                 };
                 assert_eq!(
-                    src_of(&frame),
+                    addr_port(&frame, false),
                     Backend::new(VIP, dport),
                     "{hook}: reply not translated"
                 );
