@@ -201,73 +201,87 @@ impl VpcNetwork {
         // Start clean: a half-made attachment from an earlier try is removed first.
         self.unwire(w, &s.veth, ns).await;
         if let Some(l) = &self.ledger {
-            l.record(&Self::attachment(w, &s.veth, ns));
+            l.record(&attachment(w, &s.veth, ns));
         }
-        ip(&["netns", "add", ns]).await?;
-        let host_ns: &[&str] = match &w.host_netns {
-            Some(h) => &["netns", h],
-            None => &[],
-        };
-        let add = [&["link", "add", &s.veth][..], host_ns, &["type", "veth"]];
-        ip(&[&add[..], &[&["peer", "name", "eth0", "netns", ns][..]]]
-            .concat()
-            .concat())
-        .await?;
-        let mtu = w.mtu.map(|m| m.to_string());
-        let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
-        let on_host = [&["link", "set", &s.veth][..], &mtu_args, &["up"]].concat();
-        ip(&Self::in_host(w, &on_host)).await?;
-        let addr = format!("{}/{}", s.ip, s.prefix_len);
-        let mut steps: Vec<Vec<&str>> = vec![
-            vec!["ip", "link", "set", "lo", "up"],
-            vec!["ip", "link", "set", "eth0", "address", &s.mac],
-        ];
-        if !mtu_args.is_empty() {
-            steps.push([&["ip", "link", "set", "eth0"][..], &mtu_args].concat());
-        }
-        let object;
-        if let Some((file, program)) = &w.pod_xdp {
-            object = file.to_string_lossy();
-            steps.push(vec![
-                "ip", "link", "set", "eth0", "xdpdrv", "obj", &object, "program", program,
-            ]);
-            // XDP carries frames without checksum-offload state or segmentation: the
-            // stack finishes checksums and segments to the MTU before the veth.
-            steps.push(vec!["ethtool", "-K", "eth0", "tx", "off", "gso", "off"]);
-        }
-        steps.extend([
-            vec!["ip", "addr", "add", &addr, "dev", "eth0"],
-            vec!["ip", "link", "set", "eth0", "up"],
-            vec!["ip", "route", "add", "default", "via", &s.gateway],
-        ]);
-        for step in steps {
-            ip(&[&["netns", "exec", ns][..], &step].concat()).await?;
-        }
-        Ok(PathBuf::from(format!("/var/run/netns/{ns}")))
-    }
-
-    /// `ip` arguments that run `args` in the namespace of the host side.
-    fn in_host<'a>(w: &'a Wiring, args: &[&'a str]) -> Vec<&'a str> {
-        match &w.host_netns {
-            Some(h) => [&["-n", h.as_str()][..], args].concat(),
-            None => args.to_vec(),
-        }
-    }
-
-    fn attachment(w: &Wiring, veth: &str, ns: &str) -> Attachment {
-        Attachment {
-            netns: ns.to_owned(),
-            veth: veth.to_owned(),
-            host_netns: w.host_netns.clone(),
-        }
+        wire(w, s).await
     }
 
     /// Removes a pod's veth pair and namespace, if present.
     async fn unwire(&self, w: &Wiring, veth: &str, ns: &str) {
-        Self::attachment(w, veth, ns).remove().await;
+        attachment(w, veth, ns).remove().await;
         if let Some(l) = &self.ledger {
             l.forget(ns);
         }
+    }
+}
+
+/// The attachment of a provisioned endpoint: its veth pair and network namespace.
+fn attachment(w: &Wiring, veth: &str, ns: &str) -> Attachment {
+    Attachment {
+        netns: ns.to_owned(),
+        veth: veth.to_owned(),
+        host_netns: w.host_netns.clone(),
+    }
+}
+
+/// Makes a provisioned endpoint's network namespace and veth pair, with its address, MAC
+/// and default route through its gateway, as the endpoint's status names them; returns the
+/// namespace's path. The host side is where the transit agent attaches.
+pub async fn wire(w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
+    let ns = s.netns.as_str();
+    ip(&["netns", "add", ns]).await?;
+    let host_ns: &[&str] = match &w.host_netns {
+        Some(h) => &["netns", h],
+        None => &[],
+    };
+    let add = [&["link", "add", &s.veth][..], host_ns, &["type", "veth"]];
+    ip(&[&add[..], &[&["peer", "name", "eth0", "netns", ns][..]]]
+        .concat()
+        .concat())
+    .await?;
+    let mtu = w.mtu.map(|m| m.to_string());
+    let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
+    let on_host = [&["link", "set", &s.veth][..], &mtu_args, &["up"]].concat();
+    ip(&in_host(w, &on_host)).await?;
+    let addr = format!("{}/{}", s.ip, s.prefix_len);
+    let mut steps: Vec<Vec<&str>> = vec![
+        vec!["ip", "link", "set", "lo", "up"],
+        vec!["ip", "link", "set", "eth0", "address", &s.mac],
+    ];
+    if !mtu_args.is_empty() {
+        steps.push([&["ip", "link", "set", "eth0"][..], &mtu_args].concat());
+    }
+    let object;
+    if let Some((file, program)) = &w.pod_xdp {
+        object = file.to_string_lossy();
+        steps.push(vec![
+            "ip", "link", "set", "eth0", "xdpdrv", "obj", &object, "program", program,
+        ]);
+        // XDP carries frames without checksum-offload state or segmentation: the
+        // stack finishes checksums and segments to the MTU before the veth.
+        steps.push(vec!["ethtool", "-K", "eth0", "tx", "off", "gso", "off"]);
+    }
+    steps.extend([
+        vec!["ip", "addr", "add", &addr, "dev", "eth0"],
+        vec!["ip", "link", "set", "eth0", "up"],
+        vec!["ip", "route", "add", "default", "via", &s.gateway],
+    ]);
+    for step in steps {
+        ip(&[&["netns", "exec", ns][..], &step].concat()).await?;
+    }
+    Ok(PathBuf::from(format!("/var/run/netns/{ns}")))
+}
+
+/// Removes an endpoint's veth pair and network namespace, if present.
+pub async fn unwire(w: &Wiring, veth: &str, ns: &str) {
+    attachment(w, veth, ns).remove().await;
+}
+
+/// `ip` arguments that run `args` in the namespace of the host side.
+fn in_host<'a>(w: &'a Wiring, args: &[&'a str]) -> Vec<&'a str> {
+    match &w.host_netns {
+        Some(h) => [&["-n", h.as_str()][..], args].concat(),
+        None => args.to_vec(),
     }
 }
 

@@ -110,6 +110,16 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule(STATUS, "networks/status"),
             rule("get,create,delete", &format!("droplets,{MIZAR_ENDPOINTS}")),
         ],
+        identity::CLUSTER_DNS => vec![
+            rule(
+                READ,
+                &format!("tenants,networks,subnets,services,endpointslices,{MIZAR_ENDPOINTS}"),
+            ),
+            rule(
+                "get,create",
+                &format!("namespaces,services,endpointslices,{MIZAR_ENDPOINTS}"),
+            ),
+        ],
         // A tenant partition's API server finds the agents of its pods' nodes in the
         // resource partitions.
         identity::API_SERVER => vec![rule("get", "nodes")],
@@ -137,7 +147,7 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
 /// The service identities; the API server's (toward agents and, in a partitioned region,
 /// other partitions) may only read Nodes, the front door's only Tenants (otherwise it
 /// speaks for its callers, [`crate::authn::FrontDoor`]).
-const SERVICES: [Component; 7] = [
+const SERVICES: [Component; 8] = [
     identity::API_SERVER,
     identity::GATEWAY,
     identity::SCHEDULER,
@@ -145,6 +155,7 @@ const SERVICES: [Component; 7] = [
     identity::VPC_OPERATOR,
     identity::NETWORK_CONTROLLER,
     identity::NODE_FLEET,
+    identity::CLUSTER_DNS,
 ];
 
 /// The tenant gate behind the node authorizer and the service identities' rules.

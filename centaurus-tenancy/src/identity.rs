@@ -87,6 +87,13 @@ pub const NETWORK_CONTROLLER: Component = Component {
     group: "system:centaurus:vpc",
 };
 
+/// The cluster DNS of a region on droplets: each tenant's `kube-system/kube-dns` Service,
+/// its endpoint and slice, and the names it answers.
+pub const CLUSTER_DNS: Component = Component {
+    user: "system:centaurus:cluster-dns",
+    group: "system:centaurus:dns",
+};
+
 /// A process that hosts many node agents at once (the all-in-one region, hollow fleets).
 pub const NODE_FLEET: Component = Component {
     user: "system:centaurus:node-fleet",

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod cluster_dns;
 mod components;
 mod density;
 mod gateway;
@@ -352,7 +353,9 @@ impl std::str::FromStr for PartitionArg {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // The DNS server logs every query at info.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

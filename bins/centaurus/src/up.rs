@@ -134,6 +134,18 @@ pub async fn run(
                 dataplane,
                 ("vpc-operator-0", Share::all()),
             )?);
+            if let Some(bed) = &testbed {
+                let client = region.client(identity::CLUSTER_DNS.identity());
+                tasks.extend(crate::cluster_dns::start(
+                    client,
+                    droplet_wiring(bed, 0),
+                    "droplet-0".into(),
+                ));
+                println!(
+                    "centaurus: cluster DNS at {} in every tenant's VPC (kube-system/kube-dns, on droplet-0)",
+                    crate::cluster_dns::DNS_IP
+                );
+            }
             region
                 .api
                 .set_pod_streams(Arc::new(FleetStreams(vec![fleet.clone()])));
@@ -518,12 +530,7 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
         .enumerate()
         .map(|(i, d)| {
             let name = format!("droplet-{i}");
-            let wiring = Wiring {
-                host_netns: Some(d.netns.clone()),
-                mtu: Some(endpoint_mtu(bed.mtu)),
-                pod_xdp: (bed.hook == Hook::Xdp)
-                    .then(|| (bed.object().to_owned(), "xdp_pass".into())),
-            };
+            let wiring = droplet_wiring(bed, i);
             let root = data_dir.join("droplets").join(&name);
             let ledger = root.join("network");
             NodeAgent::new(
@@ -534,6 +541,16 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
             )
         })
         .collect()
+}
+
+/// How endpoints on droplet `i` are wired: the host side of their veths in the droplet,
+/// at its endpoint MTU, with `xdp_pass` on the endpoint's side when the droplets run XDP.
+fn droplet_wiring(bed: &Testbed, i: usize) -> Wiring {
+    Wiring {
+        host_netns: Some(bed.droplets[i].netns.clone()),
+        mtu: Some(endpoint_mtu(bed.mtu)),
+        pod_xdp: (bed.hook == Hook::Xdp).then(|| (bed.object().to_owned(), "xdp_pass".into())),
+    }
 }
 
 /// The host bridge `cent0` (10.88.0.0/16), recording what it makes under `ledger`.

@@ -236,8 +236,50 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
             dump(&data.join("droplets/transitd-0.sock"))
         );
     }
+    // Cluster DNS: each tenant's pod on droplet-1 resolves its own Services' names at
+    // 10.96.0.10 (its tenant's DNS, through the same translation); a name only acme has
+    // is NXDOMAIN for beta.
+    servers[0].1.run(&[
+        "expose",
+        "pod",
+        "server",
+        "--name=acme-web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    for (_, k, _) in &servers {
+        let script = "for i in $(seq 1 30); do \
+             nslookup web.default.svc.cluster.local 10.96.0.10 && break; sleep 1; done; \
+             echo ---; nslookup acme-web.default.svc.cluster.local 10.96.0.10; \
+             echo looked; sleep 3600";
+        apply(k, dir.path(), "lookup", &pod("lookup", "droplet-1", script));
+    }
+    for (tenant, k, _) in &servers {
+        let log = eventually(60, "the names were looked up", || {
+            let log = k.run(&["logs", "lookup"]);
+            log.contains("looked").then_some(log)
+        });
+        let (own, other) = log.split_once("---").unwrap();
+        assert!(
+            own.contains(&format!("Address: {}", vips[0])),
+            "{tenant}: {log}"
+        );
+        if *tenant == "acme" {
+            assert!(other.contains("Address: 10.96.0."), "{tenant}: {log}");
+        } else {
+            assert!(
+                other.contains("NXDOMAIN"),
+                "{tenant} resolved acme's name: {log}"
+            );
+        }
+    }
     let d = dump(&data.join("droplets/transitd-0.sock"));
-    assert_eq!(d.services.len(), 2, "each tenant's port: {:?}", d.services);
+    assert_eq!(
+        d.services.len(),
+        7,
+        "web and kube-dns (UDP, TCP) of both, acme-web: {:?}",
+        d.services
+    );
     assert!(d.connections >= 4, "{}", d.connections);
     assert!(
         d.counters["nat"] >= 2 && d.counters["reply_nat"] >= 2,
