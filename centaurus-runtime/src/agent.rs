@@ -131,6 +131,8 @@ pub struct NodeAgent {
     powered_off: AtomicBool,
     /// The host's CPU rate, for the node's usage.
     host_rate: crate::usage::Rates,
+    /// The cluster DNS its pods ask first (kubelet's `clusterDNS`).
+    cluster_dns: Option<std::net::Ipv4Addr>,
 }
 
 impl NodeAgent {
@@ -150,7 +152,15 @@ impl NodeAgent {
             stopped: AtomicBool::new(false),
             powered_off: AtomicBool::new(false),
             host_rate: Default::default(),
+            cluster_dns: None,
         }
+    }
+
+    /// Pods of DNS policy `ClusterFirst` get `dns` as their nameserver, with the
+    /// Kubernetes search path ([`podconfig::resolve_dns`]).
+    pub fn with_cluster_dns(mut self, dns: std::net::Ipv4Addr) -> Self {
+        self.cluster_dns = Some(dns);
+        self
     }
 
     /// What the node and its running pods use now. A hollow node's figures are its
@@ -1171,6 +1181,7 @@ impl PodWorker {
             podconfig::resolve(self.pods().client(), pod, ip, &self.agent.config.address)
                 .await
                 .map_err(StartError::NotReady)?;
+        podconfig::resolve_dns(&mut resolved, self.agent.cluster_dns);
         if rt.projects_files()
             && podconfig::wants_account_token(pod)
             && let Some(token) = self.account_token(pod).await

@@ -144,6 +144,8 @@ fn build_busybox_rootfs(rootfs: &Path) -> Result<()> {
     std::fs::write(tmp.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     std::fs::write(tmp.join("etc/group"), "root:x:0:\n")?;
     std::fs::write(tmp.join("etc/hosts"), "127.0.0.1 localhost\n")?;
+    // Where a pod's resolv.conf is mounted.
+    std::fs::write(tmp.join("etc/resolv.conf"), "")?;
     let _ = std::fs::remove_dir_all(rootfs);
     std::fs::rename(&tmp, rootfs)?;
     Ok(())

@@ -402,6 +402,56 @@ pub fn project_account_token(
 mod tests {
     use super::*;
 
+    fn dns_pod(policy: &str, config: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "dev"},
+            "spec": {"containers": [{"name": "a", "image": "busybox"}],
+                     "dnsPolicy": policy, "dnsConfig": config},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn dns_policies_resolve_into_the_resolv_conf_kubernetes_writes() {
+        let dns = Some(std::net::Ipv4Addr::new(10, 96, 0, 10));
+        let conf = |p: &Pod| resolv_conf(p.spec.dns_config.as_ref().unwrap());
+        // ClusterFirst: the cluster DNS and search path first, the pod's own after; its
+        // options replace the defaults of the same name.
+        let mut p = dns_pod(
+            "ClusterFirst",
+            serde_json::json!({"nameservers": ["1.1.1.1"], "searches": ["corp.example"],
+                               "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}),
+        );
+        resolve_dns(&mut p, dns);
+        assert_eq!(p.spec.dns_policy, "None");
+        assert_eq!(
+            conf(&p),
+            "nameserver 10.96.0.10\nnameserver 1.1.1.1\n\
+             search dev.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
+             options ndots:2 edns0\n"
+        );
+        // None: the pod's alone; Default and a node without cluster DNS: the pod's if any.
+        let own = serde_json::json!({"nameservers": ["9.9.9.9"]});
+        for (policy, node) in [("None", dns), ("Default", dns), ("ClusterFirst", None)] {
+            let mut p = dns_pod(policy, own.clone());
+            resolve_dns(&mut p, node);
+            assert_eq!(conf(&p), "nameserver 9.9.9.9\n", "{policy}");
+        }
+        let mut p = dns_pod("Default", serde_json::Value::Null);
+        resolve_dns(&mut p, dns);
+        assert_eq!(
+            (p.spec.dns_policy.as_str(), &p.spec.dns_config),
+            ("Default", &None)
+        );
+        // At most three nameservers.
+        let mut p = dns_pod(
+            "ClusterFirst",
+            serde_json::json!({"nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3"]}),
+        );
+        resolve_dns(&mut p, dns);
+        assert_eq!(p.spec.dns_config.unwrap().nameservers.len(), 3);
+    }
+
     #[test]
     fn the_account_token_is_mounted_read_only_where_nothing_else_is() {
         let mut pod: Pod = serde_json::from_value(serde_json::json!({
@@ -453,4 +503,89 @@ mod tests {
         let mode = std::fs::metadata(v.join("a")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Resolves the pod's DNS policy, on a node whose cluster DNS is `cluster_dns`, into the
+/// settings its resolv.conf gets, written back as `dnsPolicy: None` with that `dnsConfig`
+/// (so the runtime renders it as it is):
+///
+/// - `ClusterFirst` (and `ClusterFirstWithHostNet`): the cluster DNS first, the Kubernetes
+///   search path (`NS.svc.cluster.local svc.cluster.local cluster.local`) and `ndots:5`,
+///   then the pod's own `dnsConfig` (its options replacing those of the same name);
+/// - `None`: the pod's `dnsConfig` alone;
+/// - `Default`, and `ClusterFirst` on a node without a cluster DNS: the pod's
+///   `dnsConfig` if it has one, else nothing (the image's resolv.conf stays).
+pub fn resolve_dns(pod: &mut Pod, cluster_dns: Option<std::net::Ipv4Addr>) {
+    let own = pod.spec.dns_config.take().unwrap_or_default();
+    let cluster_first = matches!(
+        pod.spec.dns_policy.as_str(),
+        "" | "ClusterFirst" | "ClusterFirstWithHostNet"
+    );
+    let config = match cluster_dns {
+        Some(dns) if cluster_first => {
+            let ns = match pod.metadata.namespace.as_str() {
+                "" => "default".to_owned(),
+                ns => ns.to_owned(),
+            };
+            let mut c = model::PodDnsConfig {
+                nameservers: vec![dns.to_string()],
+                searches: vec![
+                    format!("{ns}.svc.{CLUSTER_DOMAIN}"),
+                    format!("svc.{CLUSTER_DOMAIN}"),
+                    CLUSTER_DOMAIN.to_owned(),
+                ],
+                options: vec![model::PodDnsConfigOption {
+                    name: "ndots".into(),
+                    value: Some("5".into()),
+                }],
+            };
+            for n in own.nameservers {
+                if !c.nameservers.contains(&n) {
+                    c.nameservers.push(n);
+                }
+            }
+            c.nameservers.truncate(model::MAX_NAMESERVERS);
+            for d in own.searches {
+                if !c.searches.contains(&d) {
+                    c.searches.push(d);
+                }
+            }
+            for o in own.options {
+                c.options.retain(|x| x.name != o.name);
+                c.options.push(o);
+            }
+            Some(c)
+        }
+        _ => (own != model::PodDnsConfig::default()).then_some(own),
+    };
+    if let Some(c) = config {
+        pod.spec.dns_policy = "None".into();
+        pod.spec.dns_config = Some(c);
+    }
+}
+
+/// The text of a resolv.conf holding `c`.
+pub fn resolv_conf(c: &model::PodDnsConfig) -> String {
+    let mut out = String::new();
+    for n in &c.nameservers {
+        out += &format!("nameserver {n}\n");
+    }
+    if !c.searches.is_empty() {
+        out += &format!("search {}\n", c.searches.join(" "));
+    }
+    if !c.options.is_empty() {
+        let options: Vec<String> = c
+            .options
+            .iter()
+            .map(|o| match &o.value {
+                Some(v) => format!("{}:{v}", o.name),
+                None => o.name.clone(),
+            })
+            .collect();
+        out += &format!("options {}\n", options.join(" "));
+    }
+    out
 }

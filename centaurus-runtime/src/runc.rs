@@ -396,13 +396,23 @@ impl Runtime for RuncRuntime {
             .take(12)
             .collect();
         let id = format!("{short}-{name}");
+        let mut mounts = volume_mounts(&self.root, pod, c);
+        // The node resolved the pod's DNS policy into `None` with the settings it gets.
+        if pod.spec.dns_policy == "None"
+            && let Some(dns) = &pod.spec.dns_config
+        {
+            let file = pod_dir(&self.root, uid).join("resolv.conf");
+            std::fs::write(&file, crate::podconfig::resolv_conf(dns))?;
+            mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind",
+                "source": file, "options": ["rbind", "nosuid", "nodev", "ro"]}));
+        }
         let spec = oci_spec(
             c,
             &rootfs,
             net.netns.as_deref(),
             &pod.metadata.name,
             &format!("/centaurus/{id}"),
-            volume_mounts(&self.root, pod, c),
+            mounts,
         );
         // The spec carries the container's environment, Secrets' values included.
         write_private(

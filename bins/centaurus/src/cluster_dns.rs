@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 /// The address of every tenant's cluster DNS: Kubernetes' convention, the tenth address
 /// of the service range.
-pub const DNS_IP: &str = "10.96.0.10";
+pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const NAMESPACE: &str = "kube-system";
 const SERVICE: &str = "kube-dns";
 /// The Endpoint (Mizar's) the tenant's DNS listens on.
@@ -172,7 +172,7 @@ async fn ensure(
     let svc: Service = typed(json!({
         "metadata": {"name": SERVICE, "namespace": NAMESPACE, "tenant": tenant,
                      "labels": {"k8s-app": "kube-dns"}},
-        "spec": {"clusterIP": DNS_IP, "ports": ports},
+        "spec": {"clusterIP": DNS_IP.to_string(), "ports": ports},
     }))?;
     let slice: EndpointSlice = typed(json!({
         "metadata": {"name": format!("{SERVICE}-{ENDPOINT}"), "namespace": NAMESPACE,

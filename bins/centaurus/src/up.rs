@@ -539,6 +539,7 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
                 None,
                 gated(flat.clone(), vec![client.clone()], Some((wiring, ledger))),
             )
+            .with_cluster_dns(crate::cluster_dns::DNS_IP)
         })
         .collect()
 }

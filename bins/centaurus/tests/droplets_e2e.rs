@@ -248,9 +248,12 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
         "--target-port=8080",
     ]);
     for (_, k, _) in &servers {
-        let script = "for i in $(seq 1 30); do \
-             nslookup web.default.svc.cluster.local 10.96.0.10 && break; sleep 1; done; \
-             echo ---; nslookup acme-web.default.svc.cluster.local 10.96.0.10; \
+        // By the short name, through the pod's resolv.conf (cluster DNS, search path).
+        // (nslookup tries every search domain and fails if any does not know the name.)
+        let script = "cat /etc/resolv.conf; for i in $(seq 1 30); do \
+             nslookup web > /tmp/web 2>&1; grep -q 'Address: 10.96' /tmp/web && break; \
+             sleep 1; done; cat /tmp/web; \
+             echo ---; nslookup acme-web.default.svc.cluster.local; \
              echo looked; sleep 3600";
         apply(k, dir.path(), "lookup", &pod("lookup", "droplet-1", script));
     }
@@ -259,6 +262,12 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
             let log = k.run(&["logs", "lookup"]);
             log.contains("looked").then_some(log)
         });
+        assert!(
+            log.contains("nameserver 10.96.0.10")
+                && log.contains("search default.svc.cluster.local svc.cluster.local cluster.local")
+                && log.contains("options ndots:5"),
+            "{tenant}: {log}"
+        );
         let (own, other) = log.split_once("---").unwrap();
         assert!(
             own.contains(&format!("Address: {}", vips[0])),

@@ -135,9 +135,15 @@ pub struct PodSpec {
     /// Seconds given to stop gracefully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
-    /// How the pod's DNS is set up (`ClusterFirst`, the default; `Default`; `None`).
+    /// How the pod's DNS is set up: `ClusterFirst` (the default: the cluster DNS and the
+    /// Kubernetes search path), `ClusterFirstWithHostNet` (the same), `Default` (the
+    /// node's), `None` (`dnsConfig` alone).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dns_policy: String,
+    /// Nameservers, search domains and resolver options added to what the policy gives
+    /// (all there is under `dnsPolicy: None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<PodDnsConfig>,
     /// Pod-level security attributes, kept as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<serde_json::Map<String, serde_json::Value>>,
@@ -158,6 +164,38 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automount_service_account_token: Option<bool>,
 }
+
+/// A pod's own DNS settings (`spec.dnsConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDnsConfig {
+    /// Nameserver addresses (at most 3 in all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Search domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<String>,
+    /// Resolver options (`ndots`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<PodDnsConfigOption>,
+}
+
+/// One resolver option.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PodDnsConfigOption {
+    /// Its name.
+    pub name: String,
+    /// Its value, for options that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The DNS policies a pod may name.
+pub const DNS_POLICIES: [&str; 4] = ["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
+/// Most nameservers a resolv.conf holds (the resolver reads no more).
+pub const MAX_NAMESERVERS: usize = 3;
+/// Most search domains a pod may add.
+pub const MAX_SEARCHES: usize = 32;
 
 /// The scheduler that places pods that name none.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -653,6 +691,65 @@ pub fn validate_pod_spec(errors: &mut Errors, field: &str, spec: &PodSpec) {
             );
         }
     }
+    if !spec.dns_policy.is_empty() && !DNS_POLICIES.contains(&spec.dns_policy.as_str()) {
+        errors.push(
+            format!("{field}.dnsPolicy"),
+            format!(
+                "{:?}: must be one of {}",
+                spec.dns_policy,
+                DNS_POLICIES.join(", ")
+            ),
+        );
+    }
+    let servers = spec.dns_config.as_ref().map_or(0, |c| c.nameservers.len());
+    if spec.dns_policy == "None" && servers == 0 {
+        errors.push(
+            format!("{field}.dnsConfig.nameservers"),
+            "at least one nameserver is required with dnsPolicy None",
+        );
+    }
+    if let Some(c) = &spec.dns_config {
+        let f = format!("{field}.dnsConfig");
+        if c.nameservers.len() > MAX_NAMESERVERS {
+            errors.push(
+                format!("{f}.nameservers"),
+                format!("at most {MAX_NAMESERVERS} nameservers"),
+            );
+        }
+        for (i, n) in c.nameservers.iter().enumerate() {
+            if n.parse::<std::net::IpAddr>().is_err() {
+                errors.push(
+                    format!("{f}.nameservers[{i}]"),
+                    format!("{n:?}: not an IP address"),
+                );
+            }
+        }
+        if c.searches.len() > MAX_SEARCHES {
+            errors.push(
+                format!("{f}.searches"),
+                format!("at most {MAX_SEARCHES} search domains"),
+            );
+        }
+        for (i, d) in c.searches.iter().enumerate() {
+            errors.check(
+                format!("{f}.searches[{i}]"),
+                validation::dns_subdomain(d.trim_end_matches('.')),
+            );
+        }
+        for (i, o) in c.options.iter().enumerate() {
+            let bad = o.name.is_empty()
+                || o.name.chars().any(|c| c.is_whitespace())
+                || o.value
+                    .as_ref()
+                    .is_some_and(|v| v.chars().any(char::is_whitespace));
+            if bad {
+                errors.push(
+                    format!("{f}.options[{i}]"),
+                    "a name, and a value if any, without spaces",
+                );
+            }
+        }
+    }
     if let Some(p) = &spec.restart_policy
         && !matches!(p.as_str(), "Always" | "OnFailure" | "Never")
     {
@@ -710,4 +807,47 @@ pub fn set_pod_scheduled(pod: &mut Pod, status: &str, reason: &str, message: &st
         last_transition_time: Some(super::now()),
         ..Default::default()
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns_errors(spec: serde_json::Value) -> Vec<String> {
+        let mut spec: serde_json::Value = spec;
+        spec["containers"] = serde_json::json!([{"name": "c", "image": "busybox"}]);
+        let spec: PodSpec = serde_json::from_value(spec).unwrap();
+        let mut errors = Errors::default();
+        validate_pod_spec(&mut errors, "spec", &spec);
+        errors.0.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn dns_policy_and_config_are_checked() {
+        assert!(dns_errors(serde_json::json!({"dnsPolicy": "ClusterFirst"})).is_empty());
+        assert_eq!(
+            dns_errors(serde_json::json!({"dnsPolicy": "Cluster"})),
+            ["spec.dnsPolicy"]
+        );
+        assert_eq!(
+            dns_errors(serde_json::json!({"dnsPolicy": "None"})),
+            ["spec.dnsConfig.nameservers"]
+        );
+        let ok = serde_json::json!({"dnsPolicy": "None", "dnsConfig": {
+            "nameservers": ["10.96.0.10"], "searches": ["svc.cluster.local."],
+            "options": [{"name": "ndots", "value": "5"}]}});
+        assert!(dns_errors(ok).is_empty());
+        let bad = serde_json::json!({"dnsConfig": {
+            "nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "dns.example"],
+            "searches": ["not a domain"], "options": [{"name": "nd ots"}]}});
+        assert_eq!(
+            dns_errors(bad),
+            [
+                "spec.dnsConfig.nameservers",
+                "spec.dnsConfig.nameservers[3]",
+                "spec.dnsConfig.searches[0]",
+                "spec.dnsConfig.options[0]"
+            ]
+        );
+    }
 }
