@@ -398,6 +398,91 @@ pub fn project_account_token(
     }
 }
 
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Resolves the pod's DNS policy, on a node whose cluster DNS is `cluster_dns`, into the
+/// settings its resolv.conf gets, written back as `dnsPolicy: None` with that `dnsConfig`
+/// (so the runtime renders it as it is):
+///
+/// - `ClusterFirst` (and `ClusterFirstWithHostNet`): the cluster DNS first, the Kubernetes
+///   search path (`NS.svc.cluster.local svc.cluster.local cluster.local`) and `ndots:5`,
+///   then the pod's own `dnsConfig` (its options replacing those of the same name);
+/// - `None`: the pod's `dnsConfig` alone;
+/// - `Default`, and `ClusterFirst` on a node without a cluster DNS: the pod's
+///   `dnsConfig` if it has one, else nothing (the image's resolv.conf stays).
+pub fn resolve_dns(pod: &mut Pod, cluster_dns: Option<std::net::Ipv4Addr>) {
+    let own = pod.spec.dns_config.take().unwrap_or_default();
+    let cluster_first = matches!(
+        pod.spec.dns_policy.as_str(),
+        "" | "ClusterFirst" | "ClusterFirstWithHostNet"
+    );
+    let config = match cluster_dns {
+        Some(dns) if cluster_first => {
+            let ns = match pod.metadata.namespace.as_str() {
+                "" => "default".to_owned(),
+                ns => ns.to_owned(),
+            };
+            let mut c = model::PodDnsConfig {
+                nameservers: vec![dns.to_string()],
+                searches: vec![
+                    format!("{ns}.svc.{CLUSTER_DOMAIN}"),
+                    format!("svc.{CLUSTER_DOMAIN}"),
+                    CLUSTER_DOMAIN.to_owned(),
+                ],
+                options: vec![model::PodDnsConfigOption {
+                    name: "ndots".into(),
+                    value: Some("5".into()),
+                }],
+            };
+            for n in own.nameservers {
+                if !c.nameservers.contains(&n) {
+                    c.nameservers.push(n);
+                }
+            }
+            c.nameservers.truncate(model::MAX_NAMESERVERS);
+            for d in own.searches {
+                if !c.searches.contains(&d) {
+                    c.searches.push(d);
+                }
+            }
+            for o in own.options {
+                c.options.retain(|x| x.name != o.name);
+                c.options.push(o);
+            }
+            Some(c)
+        }
+        _ => (own != model::PodDnsConfig::default()).then_some(own),
+    };
+    if let Some(c) = config {
+        pod.spec.dns_policy = "None".into();
+        pod.spec.dns_config = Some(c);
+    }
+}
+
+/// The text of a resolv.conf holding `c`.
+pub fn resolv_conf(c: &model::PodDnsConfig) -> String {
+    let mut out = String::new();
+    for n in &c.nameservers {
+        out += &format!("nameserver {n}\n");
+    }
+    if !c.searches.is_empty() {
+        out += &format!("search {}\n", c.searches.join(" "));
+    }
+    if !c.options.is_empty() {
+        let options: Vec<String> = c
+            .options
+            .iter()
+            .map(|o| match &o.value {
+                Some(v) => format!("{}:{v}", o.name),
+                None => o.name.clone(),
+            })
+            .collect();
+        out += &format!("options {}\n", options.join(" "));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,89 +588,4 @@ mod tests {
         let mode = std::fs::metadata(v.join("a")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-}
-
-/// The cluster's DNS domain.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
-
-/// Resolves the pod's DNS policy, on a node whose cluster DNS is `cluster_dns`, into the
-/// settings its resolv.conf gets, written back as `dnsPolicy: None` with that `dnsConfig`
-/// (so the runtime renders it as it is):
-///
-/// - `ClusterFirst` (and `ClusterFirstWithHostNet`): the cluster DNS first, the Kubernetes
-///   search path (`NS.svc.cluster.local svc.cluster.local cluster.local`) and `ndots:5`,
-///   then the pod's own `dnsConfig` (its options replacing those of the same name);
-/// - `None`: the pod's `dnsConfig` alone;
-/// - `Default`, and `ClusterFirst` on a node without a cluster DNS: the pod's
-///   `dnsConfig` if it has one, else nothing (the image's resolv.conf stays).
-pub fn resolve_dns(pod: &mut Pod, cluster_dns: Option<std::net::Ipv4Addr>) {
-    let own = pod.spec.dns_config.take().unwrap_or_default();
-    let cluster_first = matches!(
-        pod.spec.dns_policy.as_str(),
-        "" | "ClusterFirst" | "ClusterFirstWithHostNet"
-    );
-    let config = match cluster_dns {
-        Some(dns) if cluster_first => {
-            let ns = match pod.metadata.namespace.as_str() {
-                "" => "default".to_owned(),
-                ns => ns.to_owned(),
-            };
-            let mut c = model::PodDnsConfig {
-                nameservers: vec![dns.to_string()],
-                searches: vec![
-                    format!("{ns}.svc.{CLUSTER_DOMAIN}"),
-                    format!("svc.{CLUSTER_DOMAIN}"),
-                    CLUSTER_DOMAIN.to_owned(),
-                ],
-                options: vec![model::PodDnsConfigOption {
-                    name: "ndots".into(),
-                    value: Some("5".into()),
-                }],
-            };
-            for n in own.nameservers {
-                if !c.nameservers.contains(&n) {
-                    c.nameservers.push(n);
-                }
-            }
-            c.nameservers.truncate(model::MAX_NAMESERVERS);
-            for d in own.searches {
-                if !c.searches.contains(&d) {
-                    c.searches.push(d);
-                }
-            }
-            for o in own.options {
-                c.options.retain(|x| x.name != o.name);
-                c.options.push(o);
-            }
-            Some(c)
-        }
-        _ => (own != model::PodDnsConfig::default()).then_some(own),
-    };
-    if let Some(c) = config {
-        pod.spec.dns_policy = "None".into();
-        pod.spec.dns_config = Some(c);
-    }
-}
-
-/// The text of a resolv.conf holding `c`.
-pub fn resolv_conf(c: &model::PodDnsConfig) -> String {
-    let mut out = String::new();
-    for n in &c.nameservers {
-        out += &format!("nameserver {n}\n");
-    }
-    if !c.searches.is_empty() {
-        out += &format!("search {}\n", c.searches.join(" "));
-    }
-    if !c.options.is_empty() {
-        let options: Vec<String> = c
-            .options
-            .iter()
-            .map(|o| match &o.value {
-                Some(v) => format!("{}:{v}", o.name),
-                None => o.name.clone(),
-            })
-            .collect();
-        out += &format!("options {}\n", options.join(" "));
-    }
-    out
 }
