@@ -38,52 +38,93 @@ struct Served {
     netns: String,
 }
 
-/// Serves every tenant's cluster DNS on droplet `droplet`, wired as `wiring` says, through
-/// `client` (the [`centaurus_tenancy::identity::CLUSTER_DNS`] identity), until the tasks
-/// are aborted.
-pub fn start(client: Client, wiring: Wiring, droplet: String) -> Vec<JoinHandle<()>> {
-    let zone = Arc::new(Zone::new());
-    let follow = tokio::spawn(zone.clone().follow(client.clone()));
-    let serve = tokio::spawn(async move {
-        let mut served: BTreeMap<String, Served> = BTreeMap::new();
-        loop {
-            match client.api::<Tenant>().list("/registry/tenants/").await {
-                Ok(list) => {
-                    let tenants: Vec<String> = list
-                        .into_iter()
-                        .filter(|t| t.metadata.deletion_timestamp.is_none())
-                        .map(|t| t.metadata.name)
-                        .filter(|t| t != centaurus_core::model::SYSTEM_TENANT)
-                        .collect();
-                    let gone: Vec<String> = served
-                        .keys()
-                        .filter(|t| !tenants.contains(t))
-                        .cloned()
-                        .collect();
-                    for t in gone {
-                        let s = served.remove(&t).expect("listed above");
-                        s.task.abort();
-                        centaurus_runtime::vpc::unwire(&wiring, &s.veth, &s.netns).await;
+/// The cluster DNS of every tenant, being served; [`ClusterDns::stop`] removes what it
+/// wired.
+pub struct ClusterDns {
+    tasks: Vec<JoinHandle<()>>,
+    served: Arc<tokio::sync::Mutex<BTreeMap<String, Served>>>,
+    wiring: Wiring,
+}
+
+impl ClusterDns {
+    /// Serves every tenant's cluster DNS on droplet `droplet`, wired as `wiring` says,
+    /// through `client` (the [`centaurus_tenancy::identity::CLUSTER_DNS`] identity).
+    pub fn start(client: Client, wiring: Wiring, droplet: String) -> Self {
+        let zone = Arc::new(Zone::new());
+        let served: Arc<tokio::sync::Mutex<BTreeMap<String, Served>>> = Default::default();
+        let follow = tokio::spawn(zone.clone().follow(client.clone()));
+        let serve = tokio::spawn(serve_tenants(
+            client,
+            zone,
+            wiring.clone(),
+            droplet,
+            served.clone(),
+        ));
+        Self {
+            tasks: vec![follow, serve],
+            served,
+            wiring,
+        }
+    }
+
+    /// Stops serving and removes every tenant's DNS namespace and veth.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for (_, s) in std::mem::take(&mut *self.served.lock().await) {
+            s.task.abort();
+            centaurus_runtime::vpc::unwire(&self.wiring, &s.veth, &s.netns).await;
+        }
+    }
+}
+
+/// Once a second: starts serving each tenant not served yet, and stops serving the
+/// tenants that are gone.
+async fn serve_tenants(
+    client: Client,
+    zone: Arc<Zone>,
+    wiring: Wiring,
+    droplet: String,
+    served: Arc<tokio::sync::Mutex<BTreeMap<String, Served>>>,
+) {
+    loop {
+        match client.api::<Tenant>().list("/registry/tenants/").await {
+            Ok(list) => {
+                let tenants: Vec<String> = list
+                    .into_iter()
+                    .filter(|t| t.metadata.deletion_timestamp.is_none())
+                    .map(|t| t.metadata.name)
+                    .filter(|t| t != centaurus_core::model::SYSTEM_TENANT)
+                    .collect();
+                let mut served = served.lock().await;
+                let gone: Vec<String> = served
+                    .keys()
+                    .filter(|t| !tenants.contains(t))
+                    .cloned()
+                    .collect();
+                for t in gone {
+                    let s = served.remove(&t).expect("listed above");
+                    s.task.abort();
+                    centaurus_runtime::vpc::unwire(&wiring, &s.veth, &s.netns).await;
+                }
+                for t in tenants {
+                    if served.contains_key(&t) {
+                        continue;
                     }
-                    for t in tenants {
-                        if served.contains_key(&t) {
-                            continue;
+                    match ensure(&client, &zone, &wiring, &droplet, &t).await {
+                        Ok(s) => {
+                            tracing::info!(tenant = t, "cluster DNS serving at {DNS_IP}");
+                            served.insert(t, s);
                         }
-                        match ensure(&client, &zone, &wiring, &droplet, &t).await {
-                            Ok(s) => {
-                                tracing::info!(tenant = t, "cluster DNS serving at {DNS_IP}");
-                                served.insert(t, s);
-                            }
-                            Err(e) => tracing::debug!(tenant = t, "cluster DNS: {e}"),
-                        }
+                        Err(e) => tracing::debug!(tenant = t, "cluster DNS: {e}"),
                     }
                 }
-                Err(e) => tracing::warn!("cluster DNS: listing tenants: {e}"),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(e) => tracing::warn!("cluster DNS: listing tenants: {e}"),
         }
-    });
-    vec![follow, serve]
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn created<R>(r: Result<R, ClientError>) -> Result<(), String> {

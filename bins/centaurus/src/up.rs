@@ -116,6 +116,7 @@ pub async fn run(
     // Held until the region stops: dropping it stops the transit daemons and removes the
     // droplets.
     let mut testbed = None;
+    let mut cluster_dns = None;
     let (fleet, tasks) = match &compute {
         Some(c) => {
             if c.droplets > 0 {
@@ -136,7 +137,7 @@ pub async fn run(
             )?);
             if let Some(bed) = &testbed {
                 let client = region.client(identity::CLUSTER_DNS.identity());
-                tasks.extend(crate::cluster_dns::start(
+                cluster_dns = Some(crate::cluster_dns::ClusterDns::start(
                     client,
                     droplet_wiring(bed, 0),
                     "droplet-0".into(),
@@ -169,6 +170,9 @@ pub async fn run(
     }
     for t in tasks {
         t.abort();
+    }
+    if let Some(dns) = cluster_dns {
+        dns.stop().await;
     }
     region.stop().await;
     drop(testbed);
