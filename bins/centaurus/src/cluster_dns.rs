@@ -192,20 +192,6 @@ async fn ensure(
         .filter(|s| s.progress.phase == PROVISIONED)
         .ok_or("its endpoint is not provisioned yet")?;
     let ip: Ipv4Addr = status.ip.parse().map_err(|_| "endpoint without address")?;
-    // A namespace left by an earlier region is made again.
-    centaurus_runtime::vpc::unwire(wiring, &status.veth, &status.netns).await;
-    let netns = centaurus_runtime::vpc::wire(wiring, &status)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (udp, tcp) = sockets_in(&netns, SocketAddr::from((ip, 53)))
-        .await
-        .map_err(|e| format!("listening in {}: {e}", netns.display()))?;
-    let mut server = centaurus_dns::serve(zone.clone(), tenant, udp, tcp);
-    let task = tokio::spawn(async move {
-        if let Err(e) = server.block_until_done().await {
-            tracing::warn!("cluster DNS server stopped: {e}");
-        }
-    });
     let ports = json!([
         {"name": "dns", "port": 53, "protocol": "UDP"},
         {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
@@ -223,14 +209,23 @@ async fn ensure(
         "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
         "ports": ports,
     }))?;
-    let made = async {
-        created(client.api::<Service>().create(svc).await)?;
-        created(client.api::<EndpointSlice>().create(slice).await)
-    };
-    if let Err(e) = made.await {
-        task.abort();
-        return Err(e);
-    }
+    // The Service first: a tenant whose 10.96.0.10 is taken gets no namespace wired.
+    created(client.api::<Service>().create(svc).await)?;
+    created(client.api::<EndpointSlice>().create(slice).await)?;
+    // A namespace left by an earlier region is made again.
+    centaurus_runtime::vpc::unwire(wiring, &status.veth, &status.netns).await;
+    let netns = centaurus_runtime::vpc::wire(wiring, &status)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (udp, tcp) = sockets_in(&netns, SocketAddr::from((ip, 53)))
+        .await
+        .map_err(|e| format!("listening in {}: {e}", netns.display()))?;
+    let mut server = centaurus_dns::serve(zone.clone(), tenant, udp, tcp);
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.block_until_done().await {
+            tracing::warn!("cluster DNS server stopped: {e}");
+        }
+    });
     Ok(Served {
         task,
         veth: status.veth,
@@ -245,7 +240,8 @@ async fn sockets_in(
     addr: SocketAddr,
 ) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
     let netns: PathBuf = netns.to_owned();
-    let (udp, tcp) = std::thread::spawn(move || -> std::io::Result<_> {
+    // The thread enters the namespace and ends; the blocking pool's threads never do.
+    let open = move || -> std::io::Result<_> {
         let ns = std::fs::File::open(&netns)?;
         rustix::thread::move_into_link_name_space(
             ns.as_fd(),
@@ -256,9 +252,11 @@ async fn sockets_in(
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
         Ok((udp, tcp))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("the namespace thread panicked"))??;
+    };
+    let (udp, tcp) = tokio::task::spawn_blocking(move || std::thread::spawn(open).join())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|_| std::io::Error::other("the namespace thread panicked"))??;
     Ok((
         tokio::net::UdpSocket::from_std(udp)?,
         tokio::net::TcpListener::from_std(tcp)?,
