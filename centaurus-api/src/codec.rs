@@ -331,6 +331,33 @@ fn columns(store: &str) -> Vec<Column> {
             }),
             ("Age", 0, age_cell),
         ],
+        "networkpolicies" => vec![
+            ("Pod-Selector", 0, |v, _| {
+                let s = v.pointer("/spec/podSelector");
+                let mut terms: Vec<String> = (s.and_then(|s| s.pointer("/matchLabels")))
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or("")))
+                    .collect();
+                terms.extend(list_at(v, "/spec/podSelector/matchExpressions").map(|r| {
+                    let values: Vec<&str> =
+                        list_at(r, "/values").filter_map(Value::as_str).collect();
+                    format!(
+                        "{} {} ({})",
+                        str_at(r, "/key"),
+                        str_at(r, "/operator"),
+                        values.join(",")
+                    )
+                }));
+                json!(if terms.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    terms.join(",")
+                })
+            }),
+            ("Age", 0, age_cell),
+        ],
         "endpointslices" => vec![
             ("AddressType", 0, |v, _| json!(str_at(v, "/addressType"))),
             ("Ports", 0, |v, _| {

@@ -57,6 +57,14 @@ impl Ipv4Cidr {
         format!("{base}/{len}").parse()
     }
 
+    /// The CIDR of length `len` (at most 32) that holds `addr`.
+    pub fn covering(addr: Ipv4Addr, len: u8) -> Self {
+        let len = len.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let net = Ipv4Network::new(Ipv4Addr::from(u32::from(addr) & mask), len);
+        Self(net.expect("a masked address and a length of at most 32"))
+    }
+
     /// The network address.
     pub fn network(&self) -> Ipv4Addr {
         self.0.network()

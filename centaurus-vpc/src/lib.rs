@@ -10,6 +10,8 @@
 //! - [`network`]: the network controller: default networks per tenant, droplets per node,
 //!   endpoints per pod.
 //! - [`admission`]: the checks of VPCs, subnets and endpoints against each other.
+//! - [`policy`]: NetworkPolicy resolved per endpoint and compiled into the datapath's
+//!   lookup tables.
 //! - [`services`]: each tenant's service range, and Services' addresses in it.
 //! - [`dataplane`]: the [`Dataplane`] interface hosts are programmed through, and
 //!   [`SimDataplane`], which forwards packets from the tables as the XDP datapath does.
@@ -23,6 +25,7 @@ pub mod maglev;
 pub mod network;
 pub mod operator;
 pub mod plane;
+pub mod policy;
 pub mod services;
 pub mod tables;
 

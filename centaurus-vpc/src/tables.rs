@@ -9,7 +9,8 @@
 //! - **agents** `(vni, ip) → bouncers`: the transit agent's metadata on a local endpoint's
 //!   veth, naming its subnet's bouncers;
 //! - **services** `(vni, vip, port, protocol) → backends`: the scaled endpoints of the
-//!   VPCs this host has endpoints of, each with its Maglev table.
+//!   VPCs this host has endpoints of, each with its Maglev table;
+//! - **policies** `(vni, ip) → rules`: the NetworkPolicy of a local endpoint, compiled.
 //!
 //! [`HostTables::transit`] and [`HostTables::egress`] decide a packet's next step from the
 //! tables alone, as the BPF programs will.
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipam::Ipv4Cidr;
 use crate::maglev::{Backend, Table};
+use crate::policy::{CompiledPolicy, EndpointPolicy};
 
 /// IP protocol numbers of the transports scaled endpoints carry.
 pub const TCP: u8 = 6;
@@ -175,6 +177,27 @@ pub enum TableUpdate {
         /// The Service's address and port.
         key: ServiceKey,
     },
+    /// Adds or replaces a local endpoint's NetworkPolicy; the host compiles it.
+    PutPolicy {
+        /// The endpoint.
+        key: EndpointKey,
+        /// What the policies selecting it allow.
+        policy: EndpointPolicy,
+    },
+    /// The endpoint is selected by no policy any more.
+    DeletePolicy {
+        /// The endpoint.
+        key: EndpointKey,
+    },
+}
+
+/// A local endpoint's policy as a host holds it: as sent, and compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// The rules.
+    pub policy: EndpointPolicy,
+    /// Their compiled form.
+    pub compiled: CompiledPolicy,
 }
 
 /// A fast hasher for the fixed-size keys of the tables (the BPF maps hash with jhash; any
@@ -244,6 +267,8 @@ pub struct HostTables {
     pub agents: KeyMap<EndpointKey, Vec<Ipv4Addr>>,
     /// `(vni, vip, port, protocol) → backends`.
     pub services: HashMap<ServiceKey, ServiceEntry>,
+    /// `(vni, ip) → the local endpoint's policy`.
+    pub policies: KeyMap<EndpointKey, PolicyEntry>,
 }
 
 /// Why a packet was dropped.
@@ -323,6 +348,10 @@ impl HostTables {
                     affinity: s.affinity,
                 }),
         );
+        out.extend(self.policies.iter().map(|(key, p)| TableUpdate::PutPolicy {
+            key: *key,
+            policy: p.policy.clone(),
+        }));
         out
     }
 
@@ -397,6 +426,14 @@ impl HostTables {
             }
             TableUpdate::DeleteService { key } => {
                 self.services.remove(key);
+            }
+            TableUpdate::PutPolicy { key, policy } => {
+                let compiled = policy.compile();
+                let policy = policy.clone();
+                self.policies.insert(*key, PolicyEntry { policy, compiled });
+            }
+            TableUpdate::DeletePolicy { key } => {
+                self.policies.remove(key);
             }
         }
     }
@@ -477,6 +514,7 @@ impl HostTables {
             + self.divided.values().map(Vec::len).sum::<usize>()
             + self.agents.len()
             + self.services.len()
+            + self.policies.len()
     }
 
     /// True when every table is empty.

@@ -114,9 +114,13 @@ struct svc_value {
 /* conntrack: connections through scaled endpoints, kept on the client's host. A new flow
  * gets two entries: CT_SERVICE (peer = the VIP) -> its backend, which holds the flow on
  * it while it stays a backend; CT_REPLY (peer = the backend) -> the VIP, which turns the
- * replies back into the Service's. */
+ * replies back into the Service's. CT_POLICY_OUT and CT_POLICY_IN (client = the sender,
+ * peer = the receiver, value unused): a packet that left (came into) an endpoint with a
+ * NetworkPolicy that let it, whose connection then passes both ways there. */
 #define CT_SERVICE 0
 #define CT_REPLY 1
+#define CT_POLICY_OUT 2
+#define CT_POLICY_IN 3
 
 struct ct_key {
 	__u32 vni;
@@ -127,6 +131,56 @@ struct ct_key {
 	__u8 proto;
 	__u8 dir;
 	__u8 pad[2];
+};
+
+/* NetworkPolicy, compiled (centaurus-vpc's policy.rs). Each direction of an endpoint's
+ * rules is a set of classes (rules with the same ports): a packet is allowed when the
+ * classes holding its peer and those holding its destination port share one. */
+#define POLICY_WORDS 4 /* 256 classes */
+#define WAY_INGRESS 0
+#define WAY_EGRESS 1
+#define POLICY_ISOLATE_INGRESS 1
+#define POLICY_ISOLATE_EGRESS 2
+
+struct policy_bits {
+	__u64 w[POLICY_WORDS];
+};
+
+/* policy_eps: a local endpoint (ep_key) with a policy -> which directions it isolates, the
+ * generation its trie entries are written under (a new policy is written under the other
+ * one, then switched to here, so a packet never mixes two), and per direction the classes
+ * that take any port. */
+struct policy_value {
+	__u8 flags;
+	__u8 generation;
+	__u8 pad[6];
+	struct policy_bits any_port[2];
+};
+
+/* policy_peers: LPM (vni, endpoint, way, generation, peer): prefixlen is 96 plus the peer prefix's
+ * length -> the classes whose peers hold the prefix. */
+struct policy_peer_key {
+	__u32 prefixlen;
+	__u32 vni;
+	__u32 ip;
+	__u8 way;
+	__u8 generation;
+	__u8 pad[2];
+	__u32 peer;
+};
+
+/* policy_ports: LPM (vni, endpoint, way, generation, protocol, port): prefixlen is 96 plus the
+ * port prefix's length -> the classes whose ports hold the prefix. */
+struct policy_port_key {
+	__u32 prefixlen;
+	__u32 vni;
+	__u32 ip;
+	__u8 way;
+	__u8 generation;
+	__u8 proto;
+	__u8 pad;
+	__u16 port; /* network byte order */
+	__u8 pad2[2];
 };
 
 /* per-CPU counters: drops by reason, then what was sent. */
@@ -141,6 +195,7 @@ enum counter {
 	DROP_NO_NEIGHBOR,
 	DROP_NOT_IPV4,   /* from an endpoint, neither IPv4 nor ARP (IPv6, say) */
 	DROP_NO_BACKEND, /* to a scaled endpoint without backends */
+	DROP_POLICY,     /* refused by the endpoint's NetworkPolicy */
 	COUNT_DELIVERED, /* redirected into a local endpoint */
 	COUNT_SENT,      /* encapsulated or forwarded onto the substrate */
 	COUNT_ARP,       /* ARP requests answered */

@@ -195,6 +195,29 @@ struct {
 } conntrack SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ep_key);
+	__type(value, struct policy_value);
+} policy_eps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_peer_key);
+	__type(value, struct policy_bits);
+} policy_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_port_key);
+	__type(value, struct policy_bits);
+} policy_ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTERS);
 	__type(key, __u32);
@@ -219,6 +242,9 @@ enum hook { XDP, TC };
 static __always_inline void *pkt_data(void *ctx, enum hook h)
 {
 	void *p;
+	/* Nor may the compiler keep the field's address in a register across calls: the
+	 * verifier refuses loads through a context pointer that was moved. */
+	opaque(ctx);
 	if (h == TC)
 		p = (void *)(long)((struct __sk_buff *)ctx)->data;
 	else
@@ -230,6 +256,7 @@ static __always_inline void *pkt_data(void *ctx, enum hook h)
 static __always_inline void *pkt_end(void *ctx, enum hook h)
 {
 	void *p;
+	opaque(ctx);
 	if (h == TC)
 		p = (void *)(long)((struct __sk_buff *)ctx)->data_end;
 	else
@@ -572,14 +599,6 @@ static __always_inline int nat_to_service(void *ctx, enum hook h, __u32 vni)
 	struct ipv4 *ip = data + sizeof(struct eth);
 	if ((void *)(ip + 1) > data_end)
 		return 0;
-	if (h == TC && (ip->ver_ihl & 0x0f) > 5) {
-		pull_headers(ctx, h, sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4 + L4_HEADER);
-		data = pkt_data(ctx, h);
-		data_end = pkt_end(ctx, h);
-		ip = data + sizeof(struct eth);
-		if ((void *)(ip + 1) > data_end)
-			return 0;
-	}
 	__u32 l4 = transport(ip, data, data_end);
 	__be16 *ports = data + (l4 & 0x7f);
 	if (!l4 || (void *)(ports + 2) > data_end)
@@ -603,10 +622,118 @@ static __always_inline int nat_to_service(void *ctx, enum hook h, __u32 vni)
 	return 0;
 }
 
+/* Whether the classes of the peer and of the port share one: the rules of direction `way`
+ * of the endpoint `k` (whose policy is `pv`) allow the packet. */
+static __always_inline int policy_allows(struct policy_value *pv, struct ep_key *k, __u32 way,
+					 __u32 peer, __u8 proto, int has_port, __be16 port)
+{
+	struct policy_peer_key pk = {
+		.prefixlen = 96 + 32,
+		.vni = k->vni,
+		.ip = k->ip,
+		.way = way,
+		.generation = pv->generation,
+		.peer = peer,
+	};
+	struct policy_bits *peers = bpf_map_lookup_elem(&policy_peers, &pk);
+	if (!peers)
+		return 0;
+	struct policy_bits *ports = 0;
+	if (has_port) {
+		struct policy_port_key qk = {
+			.prefixlen = 96 + 16,
+			.vni = k->vni,
+			.ip = k->ip,
+			.way = way,
+			.generation = pv->generation,
+			.proto = proto,
+			.port = port,
+		};
+		ports = bpf_map_lookup_elem(&policy_ports, &qk);
+	}
+	struct policy_bits *any = &pv->any_port[way & 1];
+	__u64 hit = 0;
+#pragma unroll
+	for (int i = 0; i < POLICY_WORDS; i++)
+		hit |= peers->w[i] & (any->w[i] | (ports ? ports->w[i] : 0));
+	return hit != 0;
+}
+
+/* The NetworkPolicy step for a packet (a valid IPv4 header behind the Ethernet header) of
+ * `vni` leaving (WAY_EGRESS, from its source) or entering (WAY_INGRESS, to its
+ * destination) a local endpoint: 1 to let it through. An endpoint without a policy takes
+ * everything. With one, a packet its rules allow, or of a direction it does not isolate,
+ * is let through and its connection tracked, at this endpoint and in this direction; any
+ * other passes only as a packet of a connection tracked at this endpoint (either way). */
+static __always_inline int police(void *ctx, enum hook h, __u32 vni, __u32 way)
+{
+	void *data = pkt_data(ctx, h);
+	void *data_end = pkt_end(ctx, h);
+	struct ipv4 *ip = data + sizeof(struct eth);
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	struct ep_key k = {.vni = vni, .ip = way == WAY_INGRESS ? ip->daddr : ip->saddr};
+	struct policy_value *pv = bpf_map_lookup_elem(&policy_eps, &k);
+	if (!pv)
+		return 1;
+	__u8 proto = ip->protocol;
+	__be16 sport = 0, dport = 0;
+	int has_port = 0;
+	if ((proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP) &&
+	    (ip->frag_off & bpf_htons(0x3fff)) == 0) {
+		__be16 *ports = data + ((sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4) & 0x7f);
+		if ((void *)(ports + 2) <= data_end) {
+			sport = ports[0];
+			dport = ports[1];
+			has_port = 1;
+		}
+	}
+	__u8 isolates = way == WAY_INGRESS ? POLICY_ISOLATE_INGRESS : POLICY_ISOLATE_EGRESS;
+	__u32 peer = way == WAY_INGRESS ? ip->saddr : ip->daddr;
+	struct ct_key ck = {
+		.vni = vni,
+		.client = ip->saddr,
+		.peer = ip->daddr,
+		.client_port = sport,
+		.peer_port = dport,
+		.proto = proto,
+		.dir = way == WAY_INGRESS ? CT_POLICY_IN : CT_POLICY_OUT,
+	};
+	if (!(pv->flags & isolates) || policy_allows(pv, &k, way, peer, proto, has_port, dport)) {
+		if (!bpf_map_lookup_elem(&conntrack, &ck)) {
+			struct ipport none = {};
+			bpf_map_update_elem(&conntrack, &ck, &none, BPF_ANY);
+		}
+		return 1;
+	}
+	if (bpf_map_lookup_elem(&conntrack, &ck))
+		return 1;
+	struct ct_key rk = {
+		.vni = vni,
+		.client = ck.peer,
+		.peer = ck.client,
+		.client_port = dport,
+		.peer_port = sport,
+		.proto = proto,
+		.dir = way == WAY_INGRESS ? CT_POLICY_OUT : CT_POLICY_IN,
+	};
+	return bpf_map_lookup_elem(&conntrack, &rk) != 0;
+}
+
 /* Rewrites a frame delivered into a local endpoint of `vni`: from the gateway, to the
- * endpoint, a reply of a translated connection from its Service. */
+ * endpoint, a reply of a translated connection from its Service; unless the endpoint's
+ * policy refuses it. */
 static __always_inline int deliver(void *ctx, enum hook h, __u32 vni, struct ep_value *ep)
 {
+	if (h == TC) {
+		/* IPv4 options put the ports further in. */
+		struct ipv4 *ip = pkt_data(ctx, h) + sizeof(struct eth);
+		if ((void *)(ip + 1) <= pkt_end(ctx, h) && (ip->ver_ihl & 0x0f) > 5)
+			pull_headers(ctx, h,
+				     sizeof(struct eth) + (ip->ver_ihl & 0x0f) * 4 + L4_HEADER);
+	}
+	if (!police(ctx, h, vni, WAY_INGRESS))
+		return DROP(DROP_POLICY);
 	if (nat_to_service(ctx, h, vni))
 		return DROP(DROP_MALFORMED);
 	void *data = pkt_data(ctx, h);
@@ -788,6 +915,13 @@ static __always_inline int agent(void *ctx, enum hook h)
 		flow = flow_hash(ip, data_end);
 		break;
 	}
+	if (!police(ctx, h, agent->ep.vni, WAY_EGRESS))
+		return DROP(DROP_POLICY);
+	data = pkt_data(ctx, h);
+	data_end = pkt_end(ctx, h);
+	ip = data + sizeof(struct eth);
+	if ((void *)(ip + 1) > data_end)
+		return DROP(DROP_MALFORMED);
 	__u8 ttl = ip->ttl;
 	struct ep_key dst = {.vni = agent->ep.vni, .ip = ip->daddr};
 	struct ep_value *ep = bpf_map_lookup_elem(&endpoints, &dst);

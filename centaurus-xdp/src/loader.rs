@@ -21,10 +21,11 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
 use centaurus_vpc::maglev::Backend;
+use centaurus_vpc::policy::Way;
 use centaurus_vpc::tables::{EndpointKey, HostTables, KeyMap, Location, ServiceKey, TableUpdate};
 
 use crate::maps::*;
-use crate::model::{Conn, HostInfo, Learned};
+use crate::model::{Conn, HostInfo, Learned, Track};
 
 /// The compiled programs (`bpf/transit.c`, built by `build.rs`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/transit.o"));
@@ -236,6 +237,9 @@ pub struct Transit {
     /// LPM keys written per VNI, so a change rewrites exactly that VNI's entries.
     bounced_keys: HashMap<u32, Vec<Key<NetData>>>,
     divided_keys: HashMap<u32, Vec<Key<NetData>>>,
+    /// The trie keys each local endpoint's policy was written under, with their
+    /// generation.
+    policy_keys: KeyMap<EndpointKey, PolicyKeys>,
     /// The ifindex each local endpoint's agent entry was written under.
     agent_ifindex: KeyMap<EndpointKey, u32>,
     /// Local endpoints whose veth does not exist yet.
@@ -248,8 +252,15 @@ pub struct Transit {
     pins: Option<PathBuf>,
 }
 
+/// The trie entries of one endpoint's policy.
+struct PolicyKeys {
+    generation: u8,
+    peers: Vec<Key<PolicyPeerData>>,
+    ports: Vec<Key<PolicyPortData>>,
+}
+
 /// The maps in the object.
-const MAPS: [&str; 10] = [
+const MAPS: [&str; 13] = [
     "config",
     "endpoints",
     "bounced",
@@ -259,6 +270,9 @@ const MAPS: [&str; 10] = [
     "hosts",
     "services",
     "conntrack",
+    "policy_eps",
+    "policy_peers",
+    "policy_ports",
     "counters",
 ];
 
@@ -384,6 +398,7 @@ impl Transit {
             bounced_keys: HashMap::new(),
             divided_keys: HashMap::new(),
             agent_ifindex: KeyMap::default(),
+            policy_keys: KeyMap::default(),
             pending: BTreeSet::new(),
             attach_agents: true,
             agent_links: HashMap::new(),
@@ -647,8 +662,8 @@ impl Transit {
             .collect()
     }
 
-    /// The connections through scaled endpoints that connection tracking holds: each
-    /// flow's backend and each reply's Service.
+    /// The connections that connection tracking holds: each flow's backend and each
+    /// reply's Service, and the connections policies let through.
     pub fn conntrack(&mut self) -> Result<Vec<(Conn, Backend)>, TransitError> {
         let map: BpfHash<&mut MapData, CtKey, IpPort> = self.map("conntrack")?;
         map.iter()
@@ -659,7 +674,12 @@ impl Transit {
                         protocol: k.proto,
                         client: (ip(k.client), u16::from_be(k.client_port)),
                         peer: (ip(k.peer), u16::from_be(k.peer_port)),
-                        reply: k.dir == CT_REPLY,
+                        track: match k.dir {
+                            CT_SERVICE => Track::Service,
+                            CT_REPLY => Track::Reply,
+                            CT_POLICY_OUT => Track::Policy(Way::Egress),
+                            _ => Track::Policy(Way::Ingress),
+                        },
                     };
                     (conn, Backend::from(v))
                 })
@@ -773,6 +793,7 @@ impl Transit {
         let mut bounced = BTreeSet::new();
         let mut divided = BTreeSet::new();
         let mut services = BTreeSet::new();
+        let mut policies = BTreeSet::new();
         for u in updates {
             self.mirror.apply(u);
             match u {
@@ -794,7 +815,13 @@ impl Transit {
                 TableUpdate::PutService { key, .. } | TableUpdate::DeleteService { key } => {
                     services.insert(*key);
                 }
+                TableUpdate::PutPolicy { key, .. } | TableUpdate::DeletePolicy { key } => {
+                    policies.insert(*key);
+                }
             }
+        }
+        for key in policies {
+            self.write_policy(key)?;
         }
         for key in services {
             self.write_service(key)?;
@@ -844,6 +871,29 @@ impl Transit {
             .collect();
         let mut services: BpfHash<&mut MapData, SvcKey, SvcValue> = self.map("services")?;
         gone += prune_hash(&mut services, "services", |k| keep.contains(k))?;
+        let keep: std::collections::HashSet<EpKey> = (self.mirror.policies.keys())
+            .map(|k| EpKey::from(*k))
+            .collect();
+        let mut eps: BpfHash<&mut MapData, EpKey, PolicyValue> = self.map("policy_eps")?;
+        gone += prune_hash(&mut eps, "policy_eps", |k| keep.contains(k))?;
+        let keep: Vec<_> = self
+            .policy_keys
+            .values()
+            .flat_map(|p| &p.peers)
+            .cloned()
+            .collect();
+        let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
+            self.map("policy_peers")?;
+        gone += prune_trie(&mut trie, "policy_peers", &keep)?;
+        let keep: Vec<_> = self
+            .policy_keys
+            .values()
+            .flat_map(|p| &p.ports)
+            .cloned()
+            .collect();
+        let mut trie: LpmTrie<&mut MapData, PolicyPortData, PolicyBits> =
+            self.map("policy_ports")?;
+        gone += prune_trie(&mut trie, "policy_ports", &keep)?;
         Ok(gone)
     }
 
@@ -960,6 +1010,91 @@ impl Transit {
         }
     }
 
+    /// Writes a local endpoint's compiled policy under the generation its last one was not
+    /// written under, switches its `policy_eps` entry to it, and then removes the old
+    /// generation's entries: a packet sees one policy or the other, never a mix.
+    fn write_policy(&mut self, key: EndpointKey) -> Result<(), TransitError> {
+        let compiled = self.mirror.policies.get(&key).map(|p| p.compiled.clone());
+        let old = self.policy_keys.remove(&key);
+        let generation = old.as_ref().map_or(0, |o| o.generation ^ 1);
+        let ep = EpKey::from(key);
+        if let Some(c) = compiled {
+            let mut value = PolicyValue {
+                generation,
+                ..PolicyValue::default()
+            };
+            let mut peers = Vec::new();
+            let mut ports = Vec::new();
+            let ways = [
+                (Way::Ingress, WAY_INGRESS, POLICY_ISOLATE_INGRESS),
+                (Way::Egress, WAY_EGRESS, POLICY_ISOLATE_EGRESS),
+            ];
+            for (way, w, flag) in ways {
+                let Some(rules) = c.way(way) else { continue };
+                value.flags |= flag;
+                value.any_port[usize::from(w)] = PolicyBits::new(&rules.any_port);
+                for (cidr, classes) in &rules.peers {
+                    let data = PolicyPeerData {
+                        vni: ep.vni,
+                        ip: ep.ip,
+                        way: w,
+                        generation,
+                        pad: [0; 2],
+                        peer: be(cidr.network()),
+                    };
+                    let len = POLICY_PEER_FIXED_BITS + u32::from(cidr.prefix_len());
+                    peers.push((Key::new(len, data), PolicyBits::new(classes)));
+                }
+                for (p, classes) in &rules.ports {
+                    let data = PolicyPortData {
+                        vni: ep.vni,
+                        ip: ep.ip,
+                        way: w,
+                        generation,
+                        proto: p.protocol,
+                        pad: 0,
+                        port: p.value.to_be(),
+                        pad2: [0; 2],
+                    };
+                    let len = POLICY_PORT_FIXED_BITS + u32::from(p.len);
+                    ports.push((Key::new(len, data), PolicyBits::new(classes)));
+                }
+            }
+            let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
+                self.map("policy_peers")?;
+            rewrite_trie(&mut trie, "policy_peers", &[], &peers)?;
+            let mut trie: LpmTrie<&mut MapData, PolicyPortData, PolicyBits> =
+                self.map("policy_ports")?;
+            rewrite_trie(&mut trie, "policy_ports", &[], &ports)?;
+            let mut eps: BpfHash<&mut MapData, EpKey, PolicyValue> = self.map("policy_eps")?;
+            eps.insert(ep, value, 0).map_err(map_err("policy_eps"))?;
+            self.policy_keys.insert(
+                key,
+                PolicyKeys {
+                    generation,
+                    peers: peers.into_iter().map(|(k, _)| k).collect(),
+                    ports: ports.into_iter().map(|(k, _)| k).collect(),
+                },
+            );
+        } else {
+            let mut eps: BpfHash<&mut MapData, EpKey, PolicyValue> = self.map("policy_eps")?;
+            remove_if_present(eps.remove(&ep), "policy_eps")?;
+        }
+        if let Some(old) = old {
+            let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
+                self.map("policy_peers")?;
+            for k in &old.peers {
+                remove_if_present(trie.remove(k), "policy_peers")?;
+            }
+            let mut trie: LpmTrie<&mut MapData, PolicyPortData, PolicyBits> =
+                self.map("policy_ports")?;
+            for k in &old.ports {
+                remove_if_present(trie.remove(k), "policy_ports")?;
+            }
+        }
+        Ok(())
+    }
+
     fn write_bounced(&mut self, vni: u32) -> Result<(), TransitError> {
         let nets = self.mirror.bounced.get(&vni).cloned().unwrap_or_default();
         let mut want: Vec<(Key<NetData>, BouncedValue)> = Vec::new();
@@ -1028,15 +1163,15 @@ fn net_key(vni: u32, network: Ipv4Addr, len: u8) -> Key<NetData> {
     Key::new(32 + u32::from(len), data)
 }
 
-fn key_eq(a: &Key<NetData>, b: &Key<NetData>) -> bool {
+fn key_eq<K: aya::Pod + PartialEq>(a: &Key<K>, b: &Key<K>) -> bool {
     (a.prefix_len(), a.data()) == (b.prefix_len(), b.data())
 }
 
-fn rewrite_trie<V: aya::Pod>(
-    map: &mut LpmTrie<&mut MapData, NetData, V>,
+fn rewrite_trie<K: aya::Pod + PartialEq, V: aya::Pod>(
+    map: &mut LpmTrie<&mut MapData, K, V>,
     name: &'static str,
-    old: &[Key<NetData>],
-    want: &[(Key<NetData>, V)],
+    old: &[Key<K>],
+    want: &[(Key<K>, V)],
 ) -> Result<(), TransitError> {
     for k in want {
         map.insert(&k.0, k.1, 0).map_err(map_err(name))?;
@@ -1067,12 +1202,12 @@ fn prune_hash<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Removes the keys of `map` not in `keep`; returns how many.
-fn prune_trie<V: aya::Pod>(
-    map: &mut LpmTrie<&mut MapData, NetData, V>,
+fn prune_trie<K: aya::Pod + PartialEq, V: aya::Pod>(
+    map: &mut LpmTrie<&mut MapData, K, V>,
     name: &'static str,
-    keep: &[Key<NetData>],
+    keep: &[Key<K>],
 ) -> Result<usize, TransitError> {
-    let stale: Vec<Key<NetData>> = map
+    let stale: Vec<Key<K>> = map
         .keys()
         .filter_map(Result::ok)
         .filter(|k| !keep.iter().any(|w| key_eq(w, k)))

@@ -27,6 +27,21 @@ pub const SVC_AFFINITY: u32 = 1;
 pub const CT_SERVICE: u8 = 0;
 /// `ct_key.dir`: the entry turning replies back (peer = the backend).
 pub const CT_REPLY: u8 = 1;
+/// `ct_key.dir`: a packet an endpoint's NetworkPolicy let out (client = the sender); its
+/// connection passes both ways there.
+pub const CT_POLICY_OUT: u8 = 2;
+/// `ct_key.dir`: a packet an endpoint's NetworkPolicy let in (client = the sender).
+pub const CT_POLICY_IN: u8 = 3;
+/// Words of a class bitmap (`struct policy_bits`).
+pub const POLICY_WORDS: usize = centaurus_vpc::policy::WORDS;
+/// `policy_peer_key.way` and the index of `policy_value.any_port`: into the endpoint.
+pub const WAY_INGRESS: u8 = 0;
+/// Out of the endpoint.
+pub const WAY_EGRESS: u8 = 1;
+/// `policy_value.flags`: ingress is isolated.
+pub const POLICY_ISOLATE_INGRESS: u8 = 1;
+/// `policy_value.flags`: egress is isolated.
+pub const POLICY_ISOLATE_EGRESS: u8 = 2;
 /// `net_value.flags` and `bounced_value.flags`: a subnet entry, not the VNI's own.
 pub const NET_SUBNET: u32 = 1;
 
@@ -268,7 +283,7 @@ pub struct CtKey {
     pub vni: u32,
     /// The client's address.
     pub client: u32,
-    /// The VIP ([`CT_SERVICE`]) or the backend ([`CT_REPLY`]).
+    /// The VIP ([`CT_SERVICE`]), the backend ([`CT_REPLY`]) or the receiver (policy).
     pub peer: u32,
     /// The client's port, in network byte order.
     pub client_port: u16,
@@ -276,13 +291,92 @@ pub struct CtKey {
     pub peer_port: u16,
     /// IP protocol.
     pub proto: u8,
-    /// [`CT_SERVICE`] or [`CT_REPLY`].
+    /// [`CT_SERVICE`], [`CT_REPLY`], [`CT_POLICY_OUT`] or [`CT_POLICY_IN`].
     pub dir: u8,
     /// Padding.
     pub pad: [u8; 2],
 }
 
+/// `struct policy_bits`: a set of policy classes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyBits {
+    /// The bitmap.
+    pub w: [u64; POLICY_WORDS],
+}
+
+/// `struct policy_value`: a local endpoint's policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    /// [`POLICY_ISOLATE_INGRESS`], [`POLICY_ISOLATE_EGRESS`].
+    pub flags: u8,
+    /// The generation its trie entries are written under (0 or 1).
+    pub generation: u8,
+    /// Padding.
+    pub pad: [u8; 6],
+    /// Per direction ([`WAY_INGRESS`], [`WAY_EGRESS`]), the classes taking any port.
+    pub any_port: [PolicyBits; 2],
+}
+
+/// The data of a `struct policy_peer_key` (after its prefix length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyPeerData {
+    /// VNI.
+    pub vni: u32,
+    /// The local endpoint's address.
+    pub ip: u32,
+    /// [`WAY_INGRESS`] or [`WAY_EGRESS`].
+    pub way: u8,
+    /// Generation.
+    pub generation: u8,
+    /// Padding.
+    pub pad: [u8; 2],
+    /// The peer prefix's address.
+    pub peer: u32,
+}
+
+/// The data of a `struct policy_port_key` (after its prefix length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyPortData {
+    /// VNI.
+    pub vni: u32,
+    /// The local endpoint's address.
+    pub ip: u32,
+    /// [`WAY_INGRESS`] or [`WAY_EGRESS`].
+    pub way: u8,
+    /// Generation.
+    pub generation: u8,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding.
+    pub pad: u8,
+    /// The port prefix's first port, in network byte order.
+    pub port: u16,
+    /// Padding.
+    pub pad2: [u8; 2],
+}
+
+/// Bits of the fixed part of a policy peer key (VNI, endpoint, way, generation, padding).
+pub const POLICY_PEER_FIXED_BITS: u32 = 96;
+/// Bits of the fixed part of a policy port key (VNI, endpoint, way, generation, protocol,
+/// padding).
+pub const POLICY_PORT_FIXED_BITS: u32 = 96;
+
+impl PolicyBits {
+    /// From a class set.
+    pub fn new(classes: &centaurus_vpc::policy::Classes) -> Self {
+        Self { w: *classes }
+    }
+}
+
 pod!(
+    PolicyBits,
+    PolicyValue,
+    PolicyPeerData,
+    PolicyPortData,
     SvcKey,
     IpPort,
     SvcValue,
@@ -308,7 +402,7 @@ pub fn hosts_array<const N: usize>(hosts: &[Ipv4Addr]) -> (u32, [u32; N]) {
 }
 
 /// The per-CPU counters (`enum counter`): drops by reason, then what was sent.
-pub const COUNTER_NAMES: [&str; 16] = [
+pub const COUNTER_NAMES: [&str; 17] = [
     "drop_malformed",
     "drop_unknown_source",
     "drop_unknown_endpoint",
@@ -319,6 +413,7 @@ pub const COUNTER_NAMES: [&str; 16] = [
     "drop_no_neighbor",
     "drop_not_ipv4",
     "drop_no_backend",
+    "drop_policy",
     "delivered",
     "sent",
     "arp_answered",

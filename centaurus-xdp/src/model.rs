@@ -10,6 +10,9 @@
 //!   destination's learned host, or else to one of its subnet's bouncers chosen by the
 //!   flow hash. Wherever a frame is delivered, a reply of a translated connection is
 //!   translated back to its Service's address and port.
+//! - NetworkPolicy ([`Host::police`]): a packet leaving an endpoint (after translation)
+//!   and one delivered into an endpoint (before a reply is translated back) passes the
+//!   endpoint's compiled rules, or is a reply of a connection they let through.
 //! - [`Host::transit_ingress`]: the transit program on the substrate interface. It leaves
 //!   frames that are not overlay traffic for this host to the kernel, decapsulates frames
 //!   for local endpoints (learning the sender's host), forwards as bouncer or divider, and
@@ -24,6 +27,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use centaurus_vpc::maglev::{Backend, client_hash};
+use centaurus_vpc::policy::{SCTP, Way};
 pub use centaurus_vpc::tables::flow_hash;
 use centaurus_vpc::tables::{
     DropReason, EndpointKey, HostTables, KeyMap, Location, ServiceKey, Step, TCP, UDP,
@@ -71,6 +75,8 @@ pub enum Drop {
     NotIpv4,
     /// To a scaled endpoint without backends.
     NoBackend,
+    /// Refused by the endpoint's NetworkPolicy.
+    Policy,
 }
 
 impl Drop {
@@ -87,6 +93,7 @@ impl Drop {
             Drop::NoNeighbor(_) => 7,
             Drop::NotIpv4 => 8,
             Drop::NoBackend => 9,
+            Drop::Policy => 10,
         }
     }
 }
@@ -129,8 +136,20 @@ pub struct Learned {
     pub seen_ns: u64,
 }
 
-/// One direction of a connection through a scaled endpoint, as connection tracking keys
-/// it (`struct ct_key`).
+/// What a connection tracking entry is for (`ct_key.dir`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Track {
+    /// A flow to a scaled endpoint → its backend (peer = the VIP).
+    Service,
+    /// Replies from the backend → the VIP (peer = the backend).
+    Reply,
+    /// A packet an endpoint's NetworkPolicy let out (egress) or in (client = its sender,
+    /// peer = its receiver), whose connection then passes both ways there; the value is
+    /// unused.
+    Policy(Way),
+}
+
+/// One direction of a connection, as connection tracking keys it (`struct ct_key`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Conn {
     /// The VPC's VNI.
@@ -139,10 +158,11 @@ pub struct Conn {
     pub protocol: u8,
     /// The client's address and port.
     pub client: (Ipv4Addr, u16),
-    /// The VIP and port (towards the Service), or the backend's (a reply).
+    /// The VIP and port (towards the Service), the backend's (a reply), or the
+    /// receiver's (policy).
     pub peer: (Ipv4Addr, u16),
-    /// True for the entry that turns replies back.
-    pub reply: bool,
+    /// What the entry is for.
+    pub track: Track,
 }
 
 /// Everything one host's programs read and write.
@@ -156,8 +176,8 @@ pub struct Host {
     pub neighbors: HashMap<Ipv4Addr, [u8; 6]>,
     /// Remote endpoints' hosts (the `learned` map).
     pub learned: KeyMap<EndpointKey, Learned>,
-    /// Connections through scaled endpoints: a flow's backend, or a reply's Service (the
-    /// `conntrack` map).
+    /// Connections through scaled endpoints (a flow's backend, or a reply's Service) and
+    /// connections policies let through (the `conntrack` map).
     pub conntrack: HashMap<Conn, Backend>,
 }
 
@@ -218,10 +238,14 @@ impl Host {
 
     /// The frame rewritten for delivery into `key`'s veth (a reply of a translated
     /// connection from its Service), or why not.
-    fn deliver(&self, key: EndpointKey, veth: String, mut frame: Vec<u8>) -> Verdict {
+    fn deliver(&mut self, key: EndpointKey, veth: String, mut frame: Vec<u8>) -> Verdict {
         let Some(Location::Local { mac, .. }) = self.tables.endpoints.get(&key) else {
             return Verdict::Drop(Drop::Tables(DropReason::UnknownEndpoint));
         };
+        let mac = *mac;
+        if !self.police(Way::Ingress, key.vni, &frame) {
+            return Verdict::Drop(Drop::Policy);
+        }
         if let Some((l4, protocol)) = transport(&frame) {
             let ports = ports_at(&frame, l4);
             let reply = Conn {
@@ -229,7 +253,7 @@ impl Host {
                 protocol,
                 client: (addr(&frame[30..34]), ports.1),
                 peer: (addr(&frame[26..30]), ports.0),
-                reply: true,
+                track: Track::Reply,
             };
             if let Some(vip) = self.conntrack.get(&reply)
                 && frame.len() >= l4 + check_at(protocol) + 2
@@ -240,9 +264,57 @@ impl Host {
         if frame.len() < 14 {
             return Verdict::Drop(Drop::Malformed("short inner frame"));
         }
-        frame[0..6].copy_from_slice(mac);
+        frame[0..6].copy_from_slice(&mac);
         frame[6..12].copy_from_slice(&GATEWAY_MAC);
         Verdict::Deliver { veth, frame }
+    }
+
+    /// The NetworkPolicy step for `frame` (a valid IPv4 header behind the Ethernet header)
+    /// of `vni` leaving (egress, from its source) or entering (ingress, to its destination)
+    /// a local endpoint: true to let it through. An endpoint without a policy takes
+    /// everything. With one, a packet its rules allow, or of a direction it does not
+    /// isolate, passes and its connection is tracked, at this endpoint and in this
+    /// direction; any other passes only as a packet of a connection tracked at this
+    /// endpoint (either way).
+    pub fn police(&mut self, way: Way, vni: u32, frame: &[u8]) -> bool {
+        let (src, dst) = (addr(&frame[26..30]), addr(&frame[30..34]));
+        let (local, peer) = match way {
+            Way::Ingress => (dst, src),
+            Way::Egress => (src, dst),
+        };
+        let Some(entry) = self.tables.policies.get(&EndpointKey::new(vni, local)) else {
+            return true;
+        };
+        let protocol = frame[23];
+        let ports = policy_ports(frame);
+        let (sport, dport) = ports.unwrap_or((0, 0));
+        let conn = Conn {
+            vni,
+            protocol,
+            client: (src, sport),
+            peer: (dst, dport),
+            track: Track::Policy(way),
+        };
+        if entry
+            .compiled
+            .allows(way, peer, protocol, ports.map(|p| p.1))
+        {
+            (self.conntrack)
+                .entry(conn)
+                .or_insert(Backend::new(Ipv4Addr::UNSPECIFIED, 0));
+            return true;
+        }
+        let theirs = match way {
+            Way::Ingress => Way::Egress,
+            Way::Egress => Way::Ingress,
+        };
+        let reply = Conn {
+            client: conn.peer,
+            peer: conn.client,
+            track: Track::Policy(theirs),
+            ..conn
+        };
+        self.conntrack.contains_key(&conn) || self.conntrack.contains_key(&reply)
     }
 
     /// The transit agent's verdict for `frame`, sent by local endpoint `src` at `now_ns`.
@@ -271,6 +343,9 @@ impl Host {
             Ok(false) => {}
             Ok(true) => ip = inner(&frame[14..]),
             Err(d) => return Verdict::Drop(d),
+        }
+        if !self.police(Way::Egress, src.vni, &frame) {
+            return Verdict::Drop(Drop::Policy);
         }
         let frame = &frame[..];
         let dst = EndpointKey::new(src.vni, ip.dst);
@@ -355,7 +430,7 @@ impl Host {
             protocol,
             client: (client, sport),
             peer: (vip, dport),
-            reply: false,
+            track: Track::Service,
         };
         let held = self.conntrack.get(&conn).copied();
         let backend = match held.filter(|b| service.table.backends().contains(b)) {
@@ -372,7 +447,7 @@ impl Host {
                 self.conntrack.insert(conn, b);
                 let reply = Conn {
                     peer: (b.ip, b.port),
-                    reply: true,
+                    track: Track::Reply,
                     ..conn
                 };
                 self.conntrack.insert(reply, Backend::new(vip, dport));
@@ -533,6 +608,16 @@ fn transport(frame: &[u8]) -> Option<(usize, u8)> {
     let l4 = 14 + usize::from(ip[0] & 0x0f) * 4;
     ((protocol == TCP || protocol == UDP) && unfragmented && frame.len() >= l4 + 4)
         .then_some((l4, protocol))
+}
+
+/// The ports NetworkPolicy reads: of an unfragmented TCP, UDP or SCTP packet whose ports
+/// are present.
+fn policy_ports(frame: &[u8]) -> Option<(u16, u16)> {
+    let ip = &frame[14..34];
+    let unfragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
+    let l4 = 14 + usize::from(ip[0] & 0x0f) * 4;
+    let carries = [TCP, UDP, SCTP].contains(&ip[9]) && unfragmented;
+    (carries && frame.len() >= l4 + 4).then(|| ports_at(frame, l4))
 }
 
 /// The source and destination ports of the transport header at `l4`.

@@ -132,6 +132,58 @@ fn rust_layout() -> Vec<(&'static str, usize)> {
         ),
         ("offsetof(struct ct_key, proto)", offset_of!(CtKey, proto)),
         ("offsetof(struct ct_key, dir)", offset_of!(CtKey, dir)),
+        ("sizeof(struct policy_bits)", size_of::<PolicyBits>()),
+        ("sizeof(struct policy_value)", size_of::<PolicyValue>()),
+        (
+            "offsetof(struct policy_value, generation)",
+            offset_of!(PolicyValue, generation),
+        ),
+        (
+            "offsetof(struct policy_value, any_port)",
+            offset_of!(PolicyValue, any_port),
+        ),
+        (
+            "sizeof(struct policy_peer_key)",
+            4 + size_of::<PolicyPeerData>(),
+        ),
+        (
+            "offsetof(struct policy_peer_key, way)",
+            4 + offset_of!(PolicyPeerData, way),
+        ),
+        (
+            "offsetof(struct policy_peer_key, peer)",
+            4 + offset_of!(PolicyPeerData, peer),
+        ),
+        (
+            "sizeof(struct policy_port_key)",
+            4 + size_of::<PolicyPortData>(),
+        ),
+        (
+            "offsetof(struct policy_port_key, proto)",
+            4 + offset_of!(PolicyPortData, proto),
+        ),
+        (
+            "offsetof(struct policy_port_key, port)",
+            4 + offset_of!(PolicyPortData, port),
+        ),
+        (
+            "offsetof(struct policy_peer_key, peer) * 8 - 32",
+            POLICY_PEER_FIXED_BITS as usize,
+        ),
+        (
+            "offsetof(struct policy_port_key, port) * 8 - 32",
+            POLICY_PORT_FIXED_BITS as usize,
+        ),
+        ("POLICY_WORDS", POLICY_WORDS),
+        ("WAY_INGRESS", usize::from(WAY_INGRESS)),
+        ("WAY_EGRESS", usize::from(WAY_EGRESS)),
+        (
+            "POLICY_ISOLATE_INGRESS",
+            usize::from(POLICY_ISOLATE_INGRESS),
+        ),
+        ("POLICY_ISOLATE_EGRESS", usize::from(POLICY_ISOLATE_EGRESS)),
+        ("CT_POLICY_OUT", usize::from(CT_POLICY_OUT)),
+        ("CT_POLICY_IN", usize::from(CT_POLICY_IN)),
         ("MAX_BACKENDS", MAX_BACKENDS),
         ("MAGLEV_SLOTS", MAGLEV_SLOTS),
         ("MAGLEV_SIZE", centaurus_vpc::maglev::TABLE_SIZE),

@@ -8,6 +8,7 @@ mod config;
 mod event;
 mod meta;
 mod pod;
+mod policy;
 mod quantity;
 pub mod quota;
 mod registry;
@@ -30,6 +31,7 @@ pub use meta::*;
 /// The Kubernetes minor version whose API the region speaks (`1.37`).
 pub const KUBERNETES_MINOR: &str = "37";
 pub use pod::*;
+pub use policy::*;
 pub use quantity::{Quantity, QuantityError};
 pub use quota::{LimitRange, ResourceQuota};
 pub use registry::{DecodeError, Decoded, Registry, RegistryError, ResourceInfo};

@@ -478,6 +478,8 @@ impl Registry {
             .expect("built-in plurals are distinct");
         r.register::<EndpointSlice>()
             .expect("built-in plurals are distinct");
+        r.register::<NetworkPolicy>()
+            .expect("built-in plurals are distinct");
         r.register_view(Event::PLURAL, EVENTS_GROUP, "v1", EVENTS_V1_RENAMES)
             .expect("core events are registered");
         r
