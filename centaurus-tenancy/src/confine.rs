@@ -93,6 +93,8 @@ fn service_rules(c: Component) -> Vec<PolicyRule> {
             rule(READ, &format!("droplets,vpcs,subnets,{MIZAR_ENDPOINTS}")),
             // Services' scaled endpoints: their networks' VPCs and their slices' backends.
             rule(READ, "networks,services,endpointslices"),
+            // NetworkPolicies, resolved against pods' and namespaces' labels.
+            rule(READ, "networkpolicies,pods,namespaces"),
             rule(
                 STATUS,
                 &format!(

@@ -17,6 +17,11 @@
 //! EndpointSlices as backends, programmed on the hosts with endpoints of the VPC; a
 //! headless or deleted Service has none. Nothing about them is recorded: a replaced
 //! replica programs them again (the same updates).
+//!
+//! NetworkPolicies are resolved per VPC: when a tenant's policies, pods' labels,
+//! namespaces or endpoints change, the replica owning each of its VPCs resolves the
+//! tenant's policies against the VPC's endpoints ([`crate::policy`], off the async
+//! workers) and programs each endpoint whose rules changed on its own host only.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -27,7 +32,10 @@ use std::time::Duration;
 
 use centaurus_client::Client;
 use centaurus_core::controller::{Backoff, Change, Informer, Ownership, WorkQueue};
-use centaurus_core::model::{self, EndpointSlice, Network, Resource, SERVICE_NAME_LABEL, Service};
+use centaurus_core::model::{
+    self, EndpointSlice, Namespace, Network, NetworkPolicy, Pod, Resource, SERVICE_NAME_LABEL,
+    Service,
+};
 use centaurus_core::ring::stable_hash;
 
 use crate::dataplane::Dataplane;
@@ -39,6 +47,7 @@ use crate::kinds::{
 use crate::local::{LocalStore, Record};
 use crate::maglev::Backend;
 use crate::plane::{DropletInfo, Plane, PlaneError, Programming, ScaledEndpoint, merge};
+use crate::policy::{Member, Resolver, endpoint_policies, protocol_number};
 use crate::tables::{TCP, UDP};
 
 /// How a replica runs.
@@ -91,8 +100,16 @@ pub struct Operator {
     networks: Arc<Informer<Network>>,
     services: Arc<Informer<Service>>,
     slices: Arc<Informer<EndpointSlice>>,
+    policies: Arc<Informer<NetworkPolicy>>,
+    pods: Arc<Informer<Pod>>,
+    namespaces: Arc<Informer<Namespace>>,
     stats: OperatorStats,
 }
+
+/// The work key of a VPC's NetworkPolicies.
+const POLICIES: &str = "vpc-policies";
+/// How long policy changes gather before a VPC's policies are resolved again.
+const POLICY_BATCH: Duration = Duration::from_millis(100);
 
 /// `/registry/{plural}/{id}` → `(plural, id)`.
 fn split(key: &str) -> (&str, &str) {
@@ -140,6 +157,11 @@ impl Operator {
             slices: Arc::new(Informer::new(
                 client.api().source("/registry/endpointslices/"),
             )),
+            policies: Arc::new(Informer::new(
+                client.api().source("/registry/networkpolicies/"),
+            )),
+            pods: Arc::new(Informer::new(client.api().source("/registry/pods/"))),
+            namespaces: Arc::new(Informer::new(client.api().source("/registry/namespaces/"))),
             client,
             dataplane,
             cfg,
@@ -197,6 +219,7 @@ impl Operator {
                 };
                 Some(format!("{tenant}/{vpc}"))
             }),
+            POLICIES => Some(id.to_owned()),
             "services" => {
                 let s = self.services.cache().get(key)?;
                 let network = s
@@ -276,6 +299,7 @@ impl Operator {
                 }
             });
         }
+        self.watch_policy_inputs();
         let mut tasks = tokio::task::JoinSet::new();
         for droplets in &self.droplets {
             tasks.spawn(droplets.clone().run());
@@ -289,12 +313,18 @@ impl Operator {
         tasks.spawn(self.networks.clone().run());
         tasks.spawn(self.services.clone().run());
         tasks.spawn(self.slices.clone().run());
+        tasks.spawn(self.policies.clone().run());
+        tasks.spawn(self.pods.clone().run());
+        tasks.spawn(self.namespaces.clone().run());
         self.vpcs.wait_synced().await;
         self.subnets.wait_synced().await;
         self.endpoints.wait_synced().await;
         self.networks.wait_synced().await;
         self.services.wait_synced().await;
         self.slices.wait_synced().await;
+        self.policies.wait_synced().await;
+        self.pods.wait_synced().await;
+        self.namespaces.wait_synced().await;
         for _ in 0..self.cfg.workers.max(1) {
             let op = self.clone();
             tasks.spawn(async move {
@@ -483,8 +513,158 @@ impl Operator {
             "subnets" => self.reconcile_subnet(key, &vpc).await,
             "endpoints" => self.reconcile_endpoint(key).await,
             "services" => self.reconcile_service(key, &vpc).await,
+            POLICIES => self.reconcile_policies(key, &vpc).await,
             _ => Ok(None),
         }
+    }
+
+    /// Resolves the NetworkPolicies of a tenant again in its VPCs this replica owns when
+    /// its policies change, or (once it has any) its pods' labels, its namespaces or its
+    /// endpoints.
+    fn watch_policy_inputs(self: &Arc<Self>) {
+        fn relevant<R: Resource>(change: &Change<R>, labels_only: bool) -> bool {
+            match change {
+                Change::Modified { old, new } if labels_only => {
+                    old.meta().labels != new.meta().labels
+                }
+                _ => true,
+            }
+        }
+        let me = Arc::downgrade(self);
+        self.policies.on_change(move |change| {
+            if let Some(op) = me.upgrade() {
+                op.policies_changed(change.object().meta().tenant_or_system(), true);
+            }
+        });
+        let me = Arc::downgrade(self);
+        self.pods.on_change(move |change| {
+            if let Some(op) = me.upgrade()
+                && relevant(change, true)
+            {
+                op.policies_changed(change.object().meta().tenant_or_system(), false);
+            }
+        });
+        let me = Arc::downgrade(self);
+        self.namespaces.on_change(move |change| {
+            if let Some(op) = me.upgrade()
+                && relevant(change, true)
+            {
+                op.policies_changed(change.object().meta().tenant_or_system(), false);
+            }
+        });
+        let me = Arc::downgrade(self);
+        self.endpoints.on_change(move |change| {
+            if let Some(op) = me.upgrade() {
+                op.policies_changed(change.object().meta().tenant_or_system(), false);
+            }
+        });
+    }
+
+    /// Queues the policies of `tenant`'s owned VPCs: always when `force`, otherwise only
+    /// if the tenant has policies or had some programmed.
+    fn policies_changed(&self, tenant: &str, force: bool) {
+        let prefix = format!("{tenant}/");
+        let vpcs: Vec<String> = self
+            .plane()
+            .vpc_ids()
+            .into_iter()
+            .filter(|v| v.starts_with(&prefix))
+            .collect();
+        let wanted = force
+            || !(self.policies.cache())
+                .list_prefix(&format!("/registry/networkpolicies/{prefix}"))
+                .is_empty()
+            || vpcs.iter().any(|v| self.plane().has_policies(v));
+        if !wanted {
+            return;
+        }
+        for vpc in vpcs {
+            let (t, n) = vpc.split_once('/').unwrap_or(("", ""));
+            if self.owns(t, n) {
+                self.queue
+                    .add_after(&format!("/registry/{POLICIES}/{vpc}"), POLICY_BATCH);
+            }
+        }
+    }
+
+    /// The endpoints of VPC `vpc` (`tenant/name`) as policies see them.
+    fn members(&self, vpc: &str) -> Vec<Member> {
+        let (tenant, name) = vpc.split_once('/').unwrap_or(("", vpc));
+        let pods = self.pods.cache();
+        (self.endpoints.cache())
+            .list_prefix(&format!("/registry/endpoints/{tenant}/"))
+            .into_iter()
+            .filter_map(|e| {
+                let status = e.status.as_ref()?;
+                let of_vpc = status.vpc == name || (status.vpc.is_empty() && e.spec.vpc == name);
+                if !of_vpc || status.progress.phase != PROVISIONED {
+                    return None;
+                }
+                let m = &e.metadata;
+                let pod = (!e.spec.pod.is_empty())
+                    .then(|| {
+                        pods.get(&format!(
+                            "/registry/pods/{tenant}/{}/{}",
+                            m.namespace, e.spec.pod
+                        ))
+                    })
+                    .flatten();
+                let named_ports = (pod.iter())
+                    .flat_map(|p| &p.spec.containers)
+                    .flat_map(|c| &c.ports)
+                    .filter(|p| !p.name.is_empty())
+                    .filter_map(|p| {
+                        let protocol = protocol_number(p.protocol.as_deref().unwrap_or("TCP"))?;
+                        Some((
+                            p.name.clone(),
+                            protocol,
+                            u16::try_from(p.container_port).ok()?,
+                        ))
+                    })
+                    .collect();
+                Some(Member {
+                    namespace: m.namespace.clone(),
+                    labels: pod.map(|p| p.metadata.labels).unwrap_or_default(),
+                    ip: status.ip.parse().ok()?,
+                    named_ports,
+                })
+            })
+            .collect()
+    }
+
+    /// Resolves the tenant's NetworkPolicies against VPC `vpc`'s endpoints and programs
+    /// the endpoints whose rules changed.
+    async fn reconcile_policies(&self, key: &str, vpc: &str) -> Result<Option<Duration>, String> {
+        if !self.plane().has_vpc(vpc) {
+            // Not provisioned here (yet, or any more): it comes back with the VPC.
+            return Ok(None);
+        }
+        let (tenant, _) = vpc.split_once('/').unwrap_or(("", vpc));
+        let policies: Vec<NetworkPolicy> = (self.policies.cache())
+            .list_prefix(&format!("/registry/networkpolicies/{tenant}/"))
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let namespaces: Vec<(String, std::collections::BTreeMap<String, String>)> =
+            (self.namespaces.cache())
+                .list_prefix(&format!("/registry/namespaces/{tenant}/"))
+                .into_iter()
+                .map(|n| (n.metadata.name, n.metadata.labels))
+                .collect();
+        let members = self.members(vpc);
+        // Every pod against every policy: off the async workers.
+        let want = tokio::task::spawn_blocking(move || {
+            let resolver = Resolver::new(namespaces.iter().map(|(n, l)| (n.as_str(), l)), &members);
+            endpoint_policies(&policies, &resolver)
+        })
+        .await
+        .map_err(|e| format!("resolving policies: {e}"))?;
+        let prog = self
+            .plane()
+            .provision_policies(vpc, want)
+            .map_err(|e| e.to_string())?;
+        self.apply(key, prog).await?;
+        Ok(None)
     }
 
     /// Programs a Service's scaled endpoints (or takes them away).

@@ -18,6 +18,7 @@ use centaurus_core::ring::stable_hash;
 
 use crate::ipam::{IpamError, Ipv4Cidr, SubnetPool, endpoint_mac};
 use crate::maglev::Backend;
+use crate::policy::EndpointPolicy;
 use crate::tables::{EndpointKey, Location, ServiceKey, TableUpdate};
 
 /// Ordered table updates per host.
@@ -69,6 +70,8 @@ struct VpcState {
     hosts: BTreeMap<String, usize>,
     /// Services by id: their scaled endpoints.
     services: BTreeMap<String, Vec<ScaledEndpoint>>,
+    /// The NetworkPolicy of each endpoint some policy selects, as programmed.
+    policies: BTreeMap<Ipv4Addr, EndpointPolicy>,
 }
 
 /// One port of a Service in a VPC: its scaled endpoint and backends.
@@ -351,6 +354,7 @@ impl Plane {
             subnets: BTreeSet::new(),
             hosts: BTreeMap::new(),
             services: BTreeMap::new(),
+            policies: BTreeMap::new(),
         });
         let had = std::mem::replace(&mut state.dividers, new.clone());
         let subnets: Vec<String> = state.subnets.iter().cloned().collect();
@@ -637,6 +641,10 @@ impl Plane {
                 put(&mut prog, host.ip, se.put(vni));
             }
         }
+        if let Some(policy) = v.policies.get(&e.ip) {
+            let policy = policy.clone();
+            put(&mut prog, host.ip, TableUpdate::PutPolicy { key, policy });
+        }
         tracing::debug!(
             endpoint = id,
             hosts = prog.len(),
@@ -681,6 +689,10 @@ impl Plane {
             Some(_) => v.hosts.remove(&e.droplet).is_some(),
             None => false,
         };
+        let had_policy = v.policies.remove(&e.ip).is_some();
+        if had_policy && let Some(h) = self.droplets.get(&e.droplet) {
+            put(&mut prog, h.ip, TableUpdate::DeletePolicy { key });
+        }
         if last && let Some(h) = self.droplets.get(&e.droplet) {
             for se in v.services.values().flatten() {
                 put(
@@ -838,6 +850,59 @@ impl Plane {
             prog.insert(h, updates.clone());
         }
         prog
+    }
+
+    /// The host of the endpoint of VPC `vpc` at `ip`, if it is held.
+    fn endpoint_host(&self, vpc: &VpcState, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        let id = (vpc.subnets.iter()).find_map(|s| self.subnets.get(s)?.endpoints.get(&ip))?;
+        let droplet = &self.endpoints.get(id)?.droplet;
+        self.droplets.get(droplet).map(|d| d.ip)
+    }
+
+    /// Brings the NetworkPolicies of VPC `vpc`'s endpoints to `want` (by address; an
+    /// endpoint no policy selects is absent). Programs only the hosts of the endpoints
+    /// whose policy changed, each with its own endpoint's; an address with no endpoint
+    /// held yet is programmed when its endpoint is.
+    pub fn provision_policies(
+        &mut self,
+        vpc: &str,
+        mut want: BTreeMap<Ipv4Addr, EndpointPolicy>,
+    ) -> Result<Programming, PlaneError> {
+        let v = self
+            .vpcs
+            .get(vpc)
+            .ok_or_else(|| PlaneError::UnknownVpc(vpc.to_owned()))?;
+        let mut prog = Programming::new();
+        let gone: Vec<Ipv4Addr> = (v.policies.keys())
+            .filter(|ip| !want.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in &gone {
+            if let Some(host) = self.endpoint_host(v, *ip) {
+                let key = EndpointKey::new(v.vni, *ip);
+                put(&mut prog, host, TableUpdate::DeletePolicy { key });
+            }
+        }
+        want.retain(|ip, p| v.policies.get(ip) != Some(p));
+        for (ip, policy) in &want {
+            if let Some(host) = self.endpoint_host(v, *ip) {
+                let key = EndpointKey::new(v.vni, *ip);
+                let policy = policy.clone();
+                put(&mut prog, host, TableUpdate::PutPolicy { key, policy });
+            }
+        }
+        let v = self.vpcs.get_mut(vpc).expect("checked above");
+        for ip in &gone {
+            v.policies.remove(ip);
+        }
+        v.policies.extend(want);
+        tracing::debug!(vpc, hosts = prog.len(), phase = "Programmed", "policies");
+        Ok(prog)
+    }
+
+    /// True when some endpoint of VPC `vpc` has a policy programmed.
+    pub fn has_policies(&self, vpc: &str) -> bool {
+        self.vpcs.get(vpc).is_some_and(|v| !v.policies.is_empty())
     }
 
     /// True when the Service is held here.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use centaurus_core::controller::RingOwnership;
 use centaurus_core::model::{
-    EndpointPort, EndpointSlice, Network, ObjectMeta, Resource, SERVICE_NAME_LABEL, Service,
-    ServicePort, SliceEndpoint,
+    Container, ContainerPort, EndpointPort, EndpointSlice, Network, NetworkPolicy, ObjectMeta, Pod,
+    Resource, SERVICE_NAME_LABEL, Service, ServicePort, SliceEndpoint,
 };
 use centaurus_core::objects::Objects;
 use centaurus_core::ring::{HashRing, RingConfig};
@@ -18,6 +18,7 @@ use centaurus_core::store::{EventKind, RedbStore, Store};
 use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_vpc::kinds::{Bouncer, Divider, Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
 use centaurus_vpc::operator::{Operator, OperatorConfig};
+use centaurus_vpc::policy::{Block, EndpointPolicy, PortRange, Rule};
 use centaurus_vpc::tables::{EndpointKey, ServiceKey, TCP};
 use centaurus_vpc::{Outcome, SimDataplane};
 use futures::StreamExt;
@@ -670,5 +671,136 @@ async fn services_are_programmed_where_their_vpc_is() {
         .await
         .unwrap();
     wait_tables(&r, "no service", |_, n| n.is_none(), key).await;
+    stop(op, task).await;
+}
+
+/// The policies each host holds, by endpoint address.
+fn held_policies(r: &Region, hosts: usize) -> BTreeMap<Ipv4Addr, (usize, EndpointPolicy)> {
+    (0..hosts)
+        .flat_map(|i| {
+            r.sim.with_tables(host(i), |t| {
+                (t.policies.iter())
+                    .map(|(k, p)| (k.ip, (i, p.policy.clone())))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect()
+}
+
+/// A NetworkPolicy of a tenant is resolved against its pods' labels and programmed on the
+/// host of each endpoint it selects, and only there; a pod's new labels, a changed policy
+/// and a deleted one follow, each touching only the selected endpoints' hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_programmed_on_their_endpoints_hosts() {
+    let r = Region::new(8).await;
+    let ring = ring(&["op-0"]);
+    let (op, task) = r.operator("op-0", &ring);
+    r.network("acme", 0).await;
+    let pods = Objects::<Pod>::new(r.store.clone());
+    for (i, app) in ["db", "web", "web", "batch"].iter().enumerate() {
+        let mut pod = Pod::typed(ObjectMeta::namespaced("acme", "default", format!("p{i}")));
+        pod.metadata.labels = [("app".to_string(), app.to_string())].into();
+        pod.spec.containers = vec![Container {
+            name: "c".into(),
+            image: "busybox".into(),
+            ports: vec![ContainerPort {
+                name: "pg".into(),
+                container_port: 5432,
+                protocol: None,
+            }],
+            ..Default::default()
+        }];
+        pods.create(pod).await.unwrap();
+        let mut e = Endpoint::default();
+        e.metadata.name = format!("p{i}");
+        e.metadata.tenant = "acme".into();
+        e.metadata.namespace = "default".into();
+        e.spec.subnet = "s".into();
+        e.spec.droplet = format!("d{i}");
+        e.spec.pod = format!("p{i}");
+        r.admission.create(&r.store, e).await.unwrap();
+    }
+    r.wait_all_provisioned().await;
+    let eps = r.list::<Endpoint>("/registry/endpoints/acme/").await;
+    let ip = |i: usize| -> Ipv4Addr { eps[i].status.as_ref().unwrap().ip.parse().unwrap() };
+    let mut policy: NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db", "namespace": "default", "tenant": "acme"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                         "ports": [{"port": "pg"}]}]
+        }
+    }))
+    .unwrap();
+    policy.set_defaults();
+    let policies = Objects::<NetworkPolicy>::new(r.store.clone());
+    r.sim.reset_counts();
+    policies.create(policy).await.unwrap();
+    let rule = |peers: &[usize]| EndpointPolicy {
+        ingress: Some(vec![Rule {
+            peers: peers.iter().map(|i| Block::host(ip(*i))).collect(),
+            ports: vec![PortRange {
+                protocol: TCP,
+                first: 5432,
+                last: 5432,
+            }],
+        }]),
+        egress: None,
+    };
+    let wait = |what: &'static str, want: BTreeMap<Ipv4Addr, (usize, EndpointPolicy)>| {
+        let r = &r;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while held_policies(r, 8) != want {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {:?}",
+                    held_policies(r, 8)
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait("db takes web", [(ip(0), (0, rule(&[1, 2])))].into()).await;
+    assert_eq!(
+        r.sim.calls().keys().copied().collect::<Vec<_>>(),
+        [host(0)],
+        "only the db endpoint's host is programmed"
+    );
+    // batch becomes web.
+    pods.modify("/registry/pods/acme/default/p3", |p| {
+        p.metadata.labels.insert("app".into(), "web".into());
+        true
+    })
+    .await
+    .unwrap();
+    wait(
+        "db takes the new web too",
+        [(ip(0), (0, rule(&[1, 2, 3])))].into(),
+    )
+    .await;
+    // Now it selects every pod and takes nothing in.
+    policies
+        .modify("/registry/networkpolicies/acme/default/db", |p| {
+            p.spec.pod_selector = Default::default();
+            p.spec.ingress.clear();
+            true
+        })
+        .await
+        .unwrap();
+    let deny = EndpointPolicy {
+        ingress: Some(Vec::new()),
+        egress: None,
+    };
+    wait(
+        "default deny",
+        (0..4).map(|i| (ip(i), (i, deny.clone()))).collect(),
+    )
+    .await;
+    policies
+        .delete("/registry/networkpolicies/acme/default/db", None)
+        .await
+        .unwrap();
+    wait("no policy", BTreeMap::new()).await;
     stop(op, task).await;
 }

@@ -54,6 +54,9 @@ pub struct Dump {
     /// directions count).
     #[serde(default)]
     pub connections: usize,
+    /// Local endpoints' NetworkPolicies: `vni/ip` → what each direction holds.
+    #[serde(default)]
+    pub policies: BTreeMap<String, String>,
     /// Local endpoints whose veth has not appeared yet.
     pub pending: Vec<String>,
     /// Remote endpoints' hosts learned from return-to-sender: `vni/ip` → host.
@@ -126,6 +129,28 @@ pub fn dump(t: &mut Transit) -> Result<Dump, String> {
             (format!("{}/{}:{}/{proto}", k.vni, k.vip, k.port), backends)
         })
         .collect();
+    let policies = tables
+        .policies
+        .iter()
+        .map(|(k, p)| {
+            let way = |rules: Option<&[centaurus_vpc::policy::Rule]>, overflow: bool| match rules {
+                None => "open".to_owned(),
+                Some(_) if overflow => "deny (too many port sets)".to_owned(),
+                Some(r) => format!("{} rules", r.len()),
+            };
+            let over =
+                |c: Option<&centaurus_vpc::policy::Classified>| c.is_some_and(|c| c.overflow);
+            let text = format!(
+                "ingress {}, egress {}",
+                way(
+                    p.policy.ingress.as_deref(),
+                    over(p.compiled.ingress.as_ref())
+                ),
+                way(p.policy.egress.as_deref(), over(p.compiled.egress.as_ref())),
+            );
+            (key(k), text)
+        })
+        .collect();
     let pending = t.pending().map(key).collect();
     let e = |e: crate::loader::TransitError| e.to_string();
     let connections = t.conntrack().map_err(e)?.len();
@@ -155,6 +180,7 @@ pub fn dump(t: &mut Transit) -> Result<Dump, String> {
         agents,
         services,
         connections,
+        policies,
         pending,
         learned,
         neighbors,

@@ -476,7 +476,7 @@ fn policies(hook: Hook) {
     let (_, eps, log) = region();
     let mut hosts = load(&log, hook);
     let start = Instant::now();
-    let mut rng = Rng(0x5eed_0f_9011c1e5 ^ hook as u64);
+    let mut rng = Rng(0x5eed_0f90_11c1_e5a7 ^ hook as u64);
     let home_of = |k: EndpointKey| eps.iter().find(|(e, _)| *e == k).map(|(_, h)| *h).unwrap();
     let mut policies: BTreeMap<EndpointKey, EndpointPolicy> = BTreeMap::new();
     let program = |hosts: &mut [Pair], policies: &mut BTreeMap<_, _>, rng: &mut Rng| {

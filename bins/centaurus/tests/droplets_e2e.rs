@@ -6,7 +6,9 @@
 //! transit daemons counted the overlay frames they sent and delivered. Each tenant exposes
 //! its server as a Service (both get the same cluster IP) and a pod on the other droplet
 //! fetches a page from it by that address: the agent translates the VIP to the server and
-//! the reply back, so each tenant reaches only its own server. After the region stops and
+//! the reply back, so each tenant reaches only its own server. A NetworkPolicy lets only
+//! pods labelled `app=fetch` reach acme's server, by pod IP or Service, in the datapath;
+//! beta's stays open. After the region stops and
 //! starts again on the same data, a new pod reaches a server as before.
 //!
 //! Needs root, runc, iproute2, ethtool and kubectl (`scripts/setup.sh`); CI runs it as root.
@@ -22,12 +24,17 @@ use common::{Kubectl, eventually, kubectl_binary, up};
 use serde_json::Value;
 
 /// A busybox pod on `node` running `script` (restarted after a node's restart, as the
-/// default `restartPolicy: Always` says).
+/// default `restartPolicy: Always` says), labelled `app: NAME`.
 fn pod(name: &str, node: &str, script: &str) -> String {
+    labelled_pod(name, name, node, script)
+}
+
+/// [`pod`] labelled `app: APP`.
+fn labelled_pod(name: &str, app: &str, node: &str, script: &str) -> String {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": name}},
+        "metadata": {"name": name, "labels": {"app": app}},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": node},
             "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
@@ -282,6 +289,72 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
             );
         }
     }
+    // NetworkPolicy: acme's server takes port 8080 only from pods labelled app=fetch, by
+    // pod IP and through the Service alike; beta has no policy, so anyone reaches its
+    // server. A pod of acme labelled otherwise is refused in the datapath.
+    let policy = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "server-from-fetch"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "server"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": {"app": "fetch"}}}],
+                "ports": [{"protocol": "TCP", "port": 8080}]
+            }]
+        }
+    });
+    apply(&servers[0].1, dir.path(), "policy", &policy.to_string());
+    let listed = servers[0].1.run(&["get", "networkpolicies"]);
+    assert!(
+        listed.contains("server-from-fetch") && listed.contains("app=server"),
+        "{listed}"
+    );
+    eventually(
+        30,
+        "the policy is programmed on the server's droplet",
+        || {
+            let d = dump(&data.join("droplets/transitd-1.sock"));
+            d.policies
+                .values()
+                .any(|p| p.starts_with("ingress 1 rules"))
+                .then_some(())
+        },
+    );
+    let try_server = |ip: &str, port: u16| {
+        format!(
+            "for i in 1 2 3; do echo get | nc -w 2 {ip} {port} | grep -q page && echo reached; \
+             done; echo tried; sleep 3600"
+        )
+    };
+    for (_, k, ip) in &servers {
+        for (name, app, target, port) in [
+            ("denied", "other", ip.as_str(), 8080),
+            ("allowed", "fetch", ip.as_str(), 8080),
+            ("allowed-vip", "fetch", vips[0].as_str(), 80),
+        ] {
+            let script = try_server(target, port);
+            apply(
+                k,
+                dir.path(),
+                name,
+                &labelled_pod(name, app, "droplet-0", &script),
+            );
+        }
+    }
+    for (tenant, k, _) in &servers {
+        for name in ["denied", "allowed", "allowed-vip"] {
+            let log = eventually(60, "the pod tried the server", || {
+                let log = k.run(&["logs", name]);
+                log.contains("tried").then_some(log)
+            });
+            let open = *tenant == "beta" || name != "denied";
+            assert_eq!(log.contains("reached"), open, "{tenant} {name}: {log}");
+        }
+    }
+    let d = dump(&data.join("droplets/transitd-1.sock"));
+    assert!(d.counters["drop_policy"] >= 3, "{:?}", d.counters);
     let d = dump(&data.join("droplets/transitd-0.sock"));
     assert_eq!(
         d.services.len(),
@@ -331,7 +404,8 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
     // from their logs (the operator counts the hosts as programmed), and the pods start
     // again behind their endpoints.
     let _region = up(&data, &addr, &["--droplets", "2"]);
-    let (tenant, k, ip) = &servers[0];
+    // (acme's policy refuses the ping: beta's server is the one pinged.)
+    let (tenant, k, ip) = &servers[1];
     running(k, "server");
     let script = format!("ping -c 3 -W 2 {ip}; echo pinged; sleep 3600");
     apply(k, dir.path(), "again", &pod("again", "droplet-0", &script));
@@ -344,4 +418,11 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
         log.contains("3 packets received"),
         "{tenant} after a restart: {log}"
     );
+    eventually(30, "acme's policy is back on the server's droplet", || {
+        let d = dump(&data.join("droplets/transitd-1.sock"));
+        d.policies
+            .values()
+            .any(|p| p.starts_with("ingress 1 rules"))
+            .then_some(())
+    });
 }

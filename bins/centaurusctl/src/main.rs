@@ -297,6 +297,10 @@ async fn transit(socket: &std::path::Path, raw: bool) -> anyhow::Result<()> {
     for (k, v) in &d.services {
         println!("{k:<24} {}", v.join(","));
     }
+    println!("\nPOLICY (VNI/IP)          RULES");
+    for (k, v) in &d.policies {
+        println!("{k:<24} {v}");
+    }
     println!("\nLEARNED (VNI/IP)         HOST");
     for (k, v) in &d.learned {
         println!("{k:<24} {v}");
