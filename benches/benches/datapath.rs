@@ -23,6 +23,11 @@
 //! as kube-proxy's iptables mode does: a chain of `statistic --mode random` DNAT rules in
 //! the client's namespace, one per backend. `DATAPATH_ONLY=services` measures only these.
 //!
+//! Then NetworkPolicy, on our TC datapath: everything above for the two pods again with
+//! 64 policy rules on each (egress on the sender, ingress on the receiver; the last of
+//! them lets the other pod through, on every port), against the same pods with none.
+//! `DATAPATH_ONLY=policies` measures only these.
+//!
 //! `cargo bench -p centaurus-benches --bench datapath` (or `scripts/datapath-bench.sh`)
 
 use std::io::{Read, Write};
@@ -34,6 +39,7 @@ use std::time::{Duration, Instant};
 use centaurus_vpc::Dataplane;
 use centaurus_vpc::maglev::Backend;
 use centaurus_vpc::plane::{Plane, ScaledEndpoint};
+use centaurus_vpc::policy::{Block, EndpointPolicy, PortRange, Rule};
 use centaurus_vpc::tables::TCP;
 use centaurus_xdp::loader::{Hook, Transit, ifindex};
 use centaurus_xdp::model::HostInfo;
@@ -361,6 +367,49 @@ fn overlay_services(
     }
 }
 
+/// 64 rules on each pod, as 64 policies of one rule each would give: 63 that let in (out)
+/// other addresses of the VPC on one port each, and last one that lets the other pod
+/// through on any port. The packets the benchmark sends look at every class.
+fn overlay_policies(plane: &mut Plane, dp: &XdpDataplane, rt: &tokio::runtime::Runtime, p: &Pods) {
+    let rules = |other: Ipv4Addr| -> Vec<Rule> {
+        let mut rules: Vec<Rule> = (0..63u8)
+            .map(|i| Rule {
+                peers: vec![Block::host(Ipv4Addr::new(10, 0, 2, i + 1))],
+                ports: vec![PortRange {
+                    protocol: TCP,
+                    first: 6000 + u16::from(i),
+                    last: 6000 + u16::from(i),
+                }],
+            })
+            .collect();
+        rules.push(Rule {
+            peers: vec![Block::host(other)],
+            ports: Vec::new(),
+        });
+        rules
+    };
+    let want = [
+        (
+            p.a_ip,
+            EndpointPolicy {
+                ingress: None,
+                egress: Some(rules(p.b_ip)),
+            },
+        ),
+        (
+            p.b_ip,
+            EndpointPolicy {
+                ingress: Some(rules(p.a_ip)),
+                egress: None,
+            },
+        ),
+    ]
+    .into();
+    for (h, u) in plane.provision_policies("t/v", want).unwrap() {
+        rt.block_on(dp.program(h, &u)).unwrap();
+    }
+}
+
 /// Both Services as kube-proxy's iptables mode writes them, in pod a's namespace: each
 /// backend's rule takes its share of the new connections that reach it at random.
 fn iptables_services(p: &Pods) {
@@ -591,6 +640,7 @@ fn main() {
         }
     };
     let services_only = only == "services";
+    let policies_only = only == "policies";
     let mut rows = Vec::new();
     let mut services = Vec::new();
     for (name, hook, tag) in [
@@ -598,7 +648,8 @@ fn main() {
         ("ours, XDP hook", Hook::Xdp, "cxb-x"),
     ] {
         let services_here = hook == Hook::Tc && (only.is_empty() || services_only);
-        if !(only.is_empty() || only == hook.to_string() || services_here) {
+        let policies_here = hook == Hook::Tc && (only.is_empty() || policies_only);
+        if !(only.is_empty() || only == hook.to_string() || services_here || policies_here) {
             continue;
         }
         let mut bed = Testbed::build(tag, 2, dir.path(), mtu, hook).unwrap();
@@ -606,6 +657,16 @@ fn main() {
         pause();
         if !services_only {
             rows.push(measure(name, &pods));
+        }
+        if policies_here {
+            overlay_policies(&mut plane, &dp, &rt, &pods);
+            rows.push(measure("ours, TC, 64 rules", &pods));
+            for (h, u) in plane.provision_policies("t/v", Default::default()).unwrap() {
+                rt.block_on(dp.program(h, &u)).unwrap();
+            }
+        }
+        if policies_only {
+            continue;
         }
         if services_here {
             overlay_services(&mut plane, &dp, &rt, pods.b_ip);
@@ -617,7 +678,9 @@ fn main() {
         ("plain veth routing", false, "cxb-r"),
     ] {
         let services_here = !vxlan && (only.is_empty() || services_only);
-        if !(only.is_empty() || only == if vxlan { "vxlan" } else { "veth" } || services_here) {
+        if policies_only
+            || !(only.is_empty() || only == if vxlan { "vxlan" } else { "veth" } || services_here)
+        {
             continue;
         }
         // The TC hook's testbed puts no XDP on the substrate, which would turn segmentation
@@ -639,6 +702,17 @@ fn main() {
     print_services(&services);
     if services_only {
         return;
+    }
+    let named = |name: &str| rows.iter().find(|r| r.name == name);
+    if let (Some(none), Some(with)) = (named("ours, TC hook"), named("ours, TC, 64 rules")) {
+        println!(
+            "NetworkPolicy, 64 rules on each pod vs none (TC): TCP {:.2}x, UDP64 {:.2}x, \
+             RR p50 {:.2}x, CPU ns {:.2}x",
+            with.gbits / none.gbits,
+            with.pps / none.pps,
+            with.rr.0 / none.rr.0,
+            with.cpu_ns / none.cpu_ns
+        );
     }
     let floor = sender_floor_ns();
     let vx = rows

@@ -288,10 +288,15 @@ async fn services_have_only_their_components_verbs() {
             .await,
     );
 
+    // The VPC operator reads pods (their labels, for NetworkPolicies), and writes none.
     let operator = local.client(identity::VPC_OPERATOR.identity());
+    assert!(operator.api::<Pod>().list("/registry/pods/").await.is_ok());
     forbidden(
-        "operator reads pods",
-        operator.api::<Pod>().list("/registry/pods/").await,
+        "operator deletes a pod",
+        operator
+            .api::<Pod>()
+            .delete("/registry/pods/acme/dev/mine", None)
+            .await,
     );
     let network = local.client(identity::NETWORK_CONTROLLER.identity());
     forbidden(

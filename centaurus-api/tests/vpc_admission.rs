@@ -368,3 +368,60 @@ async fn service_addresses_are_per_tenant_and_fixed() {
         .await;
     assert_eq!(list.body["items"], json!([]), "{}", list.body);
 }
+
+/// NetworkPolicies through the API: served under `networking.k8s.io/v1` with defaults,
+/// per tenant (the same name in two tenants, each seeing its own), and a bad one answers
+/// 422 naming the field; nothing of it is stored.
+#[tokio::test]
+async fn network_policies_are_checked_and_per_tenant() {
+    let h = Harness::new().await;
+    let acme = h.tenant("acme").await;
+    let beta = h.tenant("beta").await;
+    let path = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+    let policy = |from: Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "db"},
+               "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                        "ingress": [{"from": from, "ports": [{"port": 5432}]}]}})
+    };
+    for token in [&acme, &beta] {
+        let body = policy(json!([{"podSelector": {"matchLabels": {"app": "web"}}}]));
+        let r = h.call(Method::POST, path, Some(token), Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["spec"]["policyTypes"], json!(["Ingress"]));
+        assert_eq!(r.body["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
+    }
+    let r = h.call(Method::GET, path, Some(&acme), None).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{}", r.body);
+    for (from, field, words) in [
+        (
+            json!([{"ipBlock": {"cidr": "fd00::/8"}}]),
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "IPv6",
+        ),
+        (
+            json!([{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+            "strict subset",
+        ),
+        (
+            json!([{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]),
+            "spec.ingress[0].from[0]",
+            "cannot be combined",
+        ),
+        (
+            json!([{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}]),
+            "spec.ingress[0].from[0].podSelector.matchExpressions[0].operator",
+            "must be In",
+        ),
+    ] {
+        let mut body = policy(from);
+        body["metadata"]["name"] = json!("bad");
+        let r = h.call(Method::POST, path, Some(&acme), Some(body)).await;
+        refused(&r, field, words);
+    }
+    let r = h
+        .call(Method::GET, &format!("{path}/bad"), Some(&acme), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+}

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::maglev::Backend;
+use crate::policy::Way;
 use crate::tables::{
     DropReason, EndpointKey, HostTables, ServiceKey, Step, TableUpdate, flow_hash,
 };
@@ -142,7 +143,9 @@ impl SimDataplane {
     /// `protocol` and follows it. To a scaled endpoint of the sender's host, the agent
     /// translates the destination to a backend: the one connection tracking holds for the
     /// flow while it still is a backend, else the Maglev table's (which connection
-    /// tracking then holds). Returns the backend chosen, if any, and where the packet went.
+    /// tracking then holds). The sender's and the receiver's NetworkPolicies (if any) must
+    /// allow the packet (statelessly: replies are not told apart). Returns the backend
+    /// chosen, if any, and where the packet went.
     pub fn send(
         &self,
         src: EndpointKey,
@@ -177,8 +180,49 @@ impl SimDataplane {
                 }
             }
         };
-        let to = backend.map_or(dst, |b| b.ip);
-        (backend, self.deliver(src, to, u64::from(flow)))
+        let (to, port) = backend.map_or((dst, dport), |b| (b.ip, b.port));
+        let refused = |host: Ipv4Addr, path: Vec<Ipv4Addr>| Delivery {
+            outcome: Outcome::Dropped {
+                host,
+                reason: DropReason::Policy,
+            },
+            path,
+        };
+        // NetworkPolicy, without connection tracking: the sender's egress rules, then the
+        // receiver's ingress rules where it is delivered.
+        let allows = |host: Option<Ipv4Addr>, ep: EndpointKey, way: Way, peer: Ipv4Addr| {
+            let h = self.lock();
+            let tables = match host {
+                Some(host) => h.tables.get(&host),
+                None => h.tables.values().find(|t| t.agents.contains_key(&ep)),
+            };
+            let policy = tables.and_then(|t| t.policies.get(&ep));
+            policy.is_none_or(|p| p.compiled.allows(way, peer, protocol, Some(port)))
+        };
+        if !allows(None, src, Way::Egress, to) {
+            let host = self.host_of(src);
+            return (backend, refused(host, vec![host]));
+        }
+        let d = self.deliver(src, to, u64::from(flow));
+        if let Outcome::Delivered { host, .. } = &d.outcome
+            && !allows(
+                Some(*host),
+                EndpointKey::new(src.vni, to),
+                Way::Ingress,
+                src.ip,
+            )
+        {
+            return (backend, refused(*host, d.path));
+        }
+        (backend, d)
+    }
+
+    /// The host with the agent of endpoint `ep` (unspecified if none).
+    fn host_of(&self, ep: EndpointKey) -> Ipv4Addr {
+        let h = self.lock();
+        (h.tables.iter())
+            .find(|(_, t)| t.agents.contains_key(&ep))
+            .map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| *ip)
     }
 
     /// Sends a packet from endpoint `src` to `dst` in the same VNI, with flow hash `flow`,

@@ -968,6 +968,9 @@ impl Operator {
                 self.queue.add(&s.key());
             }
         }
+        // Its endpoints' policies (adopted after a restart or a ring change too).
+        self.queue
+            .add_after(&format!("/registry/{POLICIES}/{id}"), POLICY_BATCH);
         Ok(None)
     }
 

@@ -37,6 +37,10 @@ pub const SCTP: u8 = 132;
 pub const CLASSES: usize = 256;
 /// Words of a class bitmap.
 pub const WORDS: usize = CLASSES / 64;
+/// The most peer prefixes, and the most port prefixes, one direction of an endpoint holds
+/// (so one endpoint's rules cannot take its host's tables); past it, the direction fails
+/// closed as with too many classes.
+pub const MAX_PREFIXES: usize = 8192;
 /// A set of classes.
 pub type Classes = [u64; WORDS];
 
@@ -216,8 +220,8 @@ pub struct Classified {
     pub ports: BTreeMap<PortPrefix, Classes>,
     /// The classes that take any port of any protocol.
     pub any_port: Classes,
-    /// True when the rules needed more than [`CLASSES`] classes: the direction allows
-    /// nothing (but replies).
+    /// True when the rules needed more than [`CLASSES`] classes or [`MAX_PREFIXES`]
+    /// prefixes: the direction allows nothing (but replies).
     pub overflow: bool,
 }
 
@@ -320,6 +324,12 @@ impl Classified {
                 }
             }
             out.ports.insert(p, classes);
+        }
+        if out.peers.len() > MAX_PREFIXES || out.ports.len() > MAX_PREFIXES {
+            return Self {
+                overflow: true,
+                ..Self::default()
+            };
         }
         out
     }
@@ -661,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn too_many_port_sets_fail_closed() {
+    fn too_many_port_sets_or_prefixes_fail_closed() {
         let rules: Vec<Rule> = (0..=CLASSES as u16)
             .map(|i| Rule {
                 peers: vec![Block::any()],
@@ -676,6 +686,15 @@ mod tests {
         assert!(c.overflow);
         assert!(!c.allows(ip("1.1.1.1"), TCP, Some(1000)));
         assert!(!Classified::new(&rules[..CLASSES]).overflow);
+        let many = Rule {
+            peers: (0..=MAX_PREFIXES as u32)
+                .map(|i| Block::host(Ipv4Addr::from(0x0a00_0000 + i)))
+                .collect(),
+            ports: Vec::new(),
+        };
+        let c = Classified::new(std::slice::from_ref(&many));
+        assert!(c.overflow && c.peers.is_empty());
+        assert!(!c.allows(ip("10.0.0.1"), TCP, Some(80)));
     }
 
     fn policy(ns: &str, json: serde_json::Value) -> NetworkPolicy {

@@ -286,6 +286,8 @@ pub enum DropReason {
     NoBouncer,
     /// The packet went around more hosts than any path needs.
     TooManyHops,
+    /// The sender's or the receiver's NetworkPolicy refused it.
+    Policy,
 }
 
 /// A host's decision for a packet.

@@ -19,7 +19,7 @@ use centaurus_vpc::admission::NetworkAdmission;
 use centaurus_vpc::kinds::{Bouncer, Divider, Droplet, Endpoint, PROVISIONED, Subnet, Vpc};
 use centaurus_vpc::operator::{Operator, OperatorConfig};
 use centaurus_vpc::policy::{Block, EndpointPolicy, PortRange, Rule};
-use centaurus_vpc::tables::{EndpointKey, ServiceKey, TCP};
+use centaurus_vpc::tables::{DropReason, EndpointKey, ServiceKey, TCP};
 use centaurus_vpc::{Outcome, SimDataplane};
 use futures::StreamExt;
 
@@ -762,6 +762,21 @@ async fn policies_are_programmed_on_their_endpoints_hosts() {
         }
     };
     wait("db takes web", [(ip(0), (0, rule(&[1, 2])))].into()).await;
+    // The simulated datapath enforces it: web reaches db's port, batch does not.
+    let vni = eps[0].status.as_ref().unwrap().vni;
+    let send = |from: usize, port: u16| {
+        let d = r
+            .sim
+            .send(EndpointKey::new(vni, ip(from)), 40_000, ip(0), port, TCP)
+            .1;
+        match d.outcome {
+            Outcome::Delivered { .. } => Ok(()),
+            Outcome::Dropped { reason, .. } => Err(reason),
+        }
+    };
+    assert_eq!(send(1, 5432), Ok(()));
+    assert_eq!(send(1, 80), Err(DropReason::Policy));
+    assert_eq!(send(3, 5432), Err(DropReason::Policy));
     assert_eq!(
         r.sim.calls().keys().copied().collect::<Vec<_>>(),
         [host(0)],

@@ -699,15 +699,14 @@ static __always_inline int police(void *ctx, enum hook h, __u32 vni, __u32 way)
 		.proto = proto,
 		.dir = way == WAY_INGRESS ? CT_POLICY_IN : CT_POLICY_OUT,
 	};
-	if (!(pv->flags & isolates) || policy_allows(pv, &k, way, peer, proto, has_port, dport)) {
-		if (!bpf_map_lookup_elem(&conntrack, &ck)) {
-			struct ipport none = {};
-			bpf_map_update_elem(&conntrack, &ck, &none, BPF_ANY);
-		}
-		return 1;
-	}
+	/* A tracked connection's packets skip the rules: one lookup once established. */
 	if (bpf_map_lookup_elem(&conntrack, &ck))
 		return 1;
+	if (!(pv->flags & isolates) || policy_allows(pv, &k, way, peer, proto, has_port, dport)) {
+		struct ipport none = {};
+		bpf_map_update_elem(&conntrack, &ck, &none, BPF_ANY);
+		return 1;
+	}
 	struct ct_key rk = {
 		.vni = vni,
 		.client = ck.peer,

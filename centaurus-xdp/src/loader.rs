@@ -1060,12 +1060,20 @@ impl Transit {
                     ports.push((Key::new(len, data), PolicyBits::new(classes)));
                 }
             }
-            let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
-                self.map("policy_peers")?;
-            rewrite_trie(&mut trie, "policy_peers", &[], &peers)?;
-            let mut trie: LpmTrie<&mut MapData, PolicyPortData, PolicyBits> =
-                self.map("policy_ports")?;
-            rewrite_trie(&mut trie, "policy_ports", &[], &ports)?;
+            let written = self.write_policy_entries(&peers, &ports);
+            let (value, peers, ports) = match &written {
+                Ok(()) => (value, peers, ports),
+                // A full table: the endpoint takes nothing but replies (fails closed) until
+                // its policy is written again, rather than everything.
+                Err(_) => {
+                    let deny = PolicyValue {
+                        flags: POLICY_ISOLATE_INGRESS | POLICY_ISOLATE_EGRESS,
+                        generation,
+                        ..PolicyValue::default()
+                    };
+                    (deny, Vec::new(), Vec::new())
+                }
+            };
             let mut eps: BpfHash<&mut MapData, EpKey, PolicyValue> = self.map("policy_eps")?;
             eps.insert(ep, value, 0).map_err(map_err("policy_eps"))?;
             self.policy_keys.insert(
@@ -1076,21 +1084,54 @@ impl Transit {
                     ports: ports.into_iter().map(|(k, _)| k).collect(),
                 },
             );
+            if let Err(e) = written {
+                self.remove_policy_entries(old.as_ref())?;
+                return Err(e);
+            }
         } else {
             let mut eps: BpfHash<&mut MapData, EpKey, PolicyValue> = self.map("policy_eps")?;
             remove_if_present(eps.remove(&ep), "policy_eps")?;
         }
-        if let Some(old) = old {
-            let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
-                self.map("policy_peers")?;
-            for k in &old.peers {
-                remove_if_present(trie.remove(k), "policy_peers")?;
-            }
+        self.remove_policy_entries(old.as_ref())
+    }
+
+    /// Writes one generation of a policy's trie entries; on a failure (a full table),
+    /// removes what it wrote.
+    fn write_policy_entries(
+        &mut self,
+        peers: &[(Key<PolicyPeerData>, PolicyBits)],
+        ports: &[(Key<PolicyPortData>, PolicyBits)],
+    ) -> Result<(), TransitError> {
+        let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
+            self.map("policy_peers")?;
+        let mut written = rewrite_trie(&mut trie, "policy_peers", &[], peers);
+        if written.is_ok() {
             let mut trie: LpmTrie<&mut MapData, PolicyPortData, PolicyBits> =
                 self.map("policy_ports")?;
-            for k in &old.ports {
-                remove_if_present(trie.remove(k), "policy_ports")?;
-            }
+            written = rewrite_trie(&mut trie, "policy_ports", &[], ports);
+        }
+        if written.is_err() {
+            let keys = PolicyKeys {
+                generation: 0,
+                peers: peers.iter().map(|(k, _)| *k).collect(),
+                ports: ports.iter().map(|(k, _)| *k).collect(),
+            };
+            self.remove_policy_entries(Some(&keys))?;
+        }
+        written
+    }
+
+    fn remove_policy_entries(&mut self, keys: Option<&PolicyKeys>) -> Result<(), TransitError> {
+        let Some(keys) = keys else { return Ok(()) };
+        let mut trie: LpmTrie<&mut MapData, PolicyPeerData, PolicyBits> =
+            self.map("policy_peers")?;
+        for k in &keys.peers {
+            remove_if_present(trie.remove(k), "policy_peers")?;
+        }
+        let mut trie: LpmTrie<&mut MapData, PolicyPortData, PolicyBits> =
+            self.map("policy_ports")?;
+        for k in &keys.ports {
+            remove_if_present(trie.remove(k), "policy_ports")?;
         }
         Ok(())
     }

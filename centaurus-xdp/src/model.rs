@@ -75,8 +75,6 @@ pub enum Drop {
     NotIpv4,
     /// To a scaled endpoint without backends.
     NoBackend,
-    /// Refused by the endpoint's NetworkPolicy.
-    Policy,
 }
 
 impl Drop {
@@ -93,7 +91,7 @@ impl Drop {
             Drop::NoNeighbor(_) => 7,
             Drop::NotIpv4 => 8,
             Drop::NoBackend => 9,
-            Drop::Policy => 10,
+            Drop::Tables(DropReason::Policy) => 10,
         }
     }
 }
@@ -244,7 +242,7 @@ impl Host {
         };
         let mac = *mac;
         if !self.police(Way::Ingress, key.vni, &frame) {
-            return Verdict::Drop(Drop::Policy);
+            return Verdict::Drop(Drop::Tables(DropReason::Policy));
         }
         if let Some((l4, protocol)) = transport(&frame) {
             let ports = ports_at(&frame, l4);
@@ -295,13 +293,15 @@ impl Host {
             peer: (dst, dport),
             track: Track::Policy(way),
         };
+        // A tracked connection's packets skip the rules.
+        if self.conntrack.contains_key(&conn) {
+            return true;
+        }
         if entry
             .compiled
             .allows(way, peer, protocol, ports.map(|p| p.1))
         {
-            (self.conntrack)
-                .entry(conn)
-                .or_insert(Backend::new(Ipv4Addr::UNSPECIFIED, 0));
+            (self.conntrack).insert(conn, Backend::new(Ipv4Addr::UNSPECIFIED, 0));
             return true;
         }
         let theirs = match way {
@@ -314,7 +314,7 @@ impl Host {
             track: Track::Policy(theirs),
             ..conn
         };
-        self.conntrack.contains_key(&conn) || self.conntrack.contains_key(&reply)
+        self.conntrack.contains_key(&reply)
     }
 
     /// The transit agent's verdict for `frame`, sent by local endpoint `src` at `now_ns`.
@@ -345,7 +345,7 @@ impl Host {
             Err(d) => return Verdict::Drop(d),
         }
         if !self.police(Way::Egress, src.vni, &frame) {
-            return Verdict::Drop(Drop::Policy);
+            return Verdict::Drop(Drop::Tables(DropReason::Policy));
         }
         let frame = &frame[..];
         let dst = EndpointKey::new(src.vni, ip.dst);

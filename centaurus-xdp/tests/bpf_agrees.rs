@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use centaurus_vpc::ipam::Ipv4Cidr;
 use centaurus_vpc::maglev::Backend;
 use centaurus_vpc::policy::{Block, EndpointPolicy, PortRange, Rule, SCTP, Way};
-use centaurus_vpc::tables::{EndpointKey, Location, ServiceKey, TCP, TableUpdate, UDP};
+use centaurus_vpc::tables::{DropReason, EndpointKey, Location, ServiceKey, TCP, TableUpdate, UDP};
 use centaurus_xdp::geneve::decapsulate;
 use centaurus_xdp::loader::{Hook, Program, RunResult, Transit, action};
 use centaurus_xdp::model::{Drop, Host, Verdict};
@@ -547,7 +547,7 @@ fn policies(hook: Hook) {
                             );
                             replies += 1;
                         }
-                        Verdict::Drop(Drop::Policy) => {
+                        Verdict::Drop(Drop::Tables(DropReason::Policy)) => {
                             assert!(!open, "{hook}: {src:?} → {dst:?} {protocol}/{dport}");
                             refused += 1;
                         }

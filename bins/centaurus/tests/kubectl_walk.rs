@@ -58,6 +58,17 @@ fn kubectl_walk_in_two_tenants() {
             applied.contains("pod/web created") && applied.contains("deployment.apps/api created"),
             "{applied}"
         );
+        let policy = manifests.join("network-policy.yaml");
+        let applied = k.run(&["apply", "-f", policy.to_str().unwrap()]);
+        assert!(
+            applied.contains("networkpolicy.networking.k8s.io/db created"),
+            "{applied}"
+        );
+        let listed = k.run(&["get", "netpol"]);
+        assert!(
+            listed.contains("POD-SELECTOR") && listed.contains("app=db"),
+            "{listed}"
+        );
         tenants.push(k);
     }
     let (acme, beta) = (&tenants[0], &tenants[1]);
