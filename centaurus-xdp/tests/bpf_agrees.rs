@@ -230,6 +230,17 @@ fn hop_by_hop(hook: Hook) {
     assert!(learned > 20, "{learned}");
 }
 
+/// The kernel's connection tracking holds on every host what the model's does.
+fn same_conntrack(hosts: &mut [Pair]) {
+    for pair in hosts {
+        let mut bpf = pair.bpf.conntrack().unwrap();
+        let mut model: Vec<_> = pair.model.conntrack.iter().map(|(k, v)| (*k, *v)).collect();
+        bpf.sort();
+        model.sort();
+        assert_eq!(bpf, model);
+    }
+}
+
 /// The destination (`dst`) or source address and port of a delivered TCP or UDP frame.
 fn addr_port(frame: &[u8], dst: bool) -> Backend {
     let (ip, port) = if dst { (30, 36) } else { (26, 34) };
@@ -325,14 +336,7 @@ fn scaled_endpoints(hook: Hook) {
     // Both tenants' TCP connections spread over their 3 backends.
     let tcp = per_backend.keys().filter(|(_, b)| b.port == 8080).count();
     assert_eq!(tcp, 6, "{per_backend:?}");
-    // The kernel holds the connections the model does.
-    for pair in &mut hosts {
-        let mut bpf = pair.bpf.conntrack().unwrap();
-        let mut model: Vec<_> = pair.model.conntrack.iter().map(|(k, v)| (*k, *v)).collect();
-        bpf.sort();
-        model.sort();
-        assert_eq!(bpf, model);
-    }
+    same_conntrack(&mut hosts);
     // A UDP packet without a checksum keeps none; a Service without backends drops.
     let (src, home) = eps[5];
     let mut bare = l4_frame(UDP, src.ip, VIP, 51000, 53);
@@ -556,13 +560,7 @@ fn policies(hook: Hook) {
                 }
             }
         }
-        for pair in &mut hosts {
-            let mut bpf = pair.bpf.conntrack().unwrap();
-            let mut model: Vec<_> = pair.model.conntrack.iter().map(|(k, v)| (*k, *v)).collect();
-            bpf.sort();
-            model.sort();
-            assert_eq!(bpf, model);
-        }
+        same_conntrack(&mut hosts);
         if round == 0 {
             // New policies, written under the other generation, or none.
             program(&mut hosts, &mut policies, &mut rng);
