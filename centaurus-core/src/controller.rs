@@ -404,6 +404,14 @@ impl<R: Clone> Cache<R> {
             .collect()
     }
 
+    /// True when some cached object's key starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        (self.0.read().unwrap_or_else(|e| e.into_inner()))
+            .range(prefix.to_owned()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix))
+    }
+
     /// Number of cached objects.
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(|e| e.into_inner()).len()

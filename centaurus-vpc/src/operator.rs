@@ -571,9 +571,7 @@ impl Operator {
             .filter(|v| v.starts_with(&prefix))
             .collect();
         let wanted = force
-            || !(self.policies.cache())
-                .list_prefix(&format!("/registry/networkpolicies/{prefix}"))
-                .is_empty()
+            || (self.policies.cache()).has_prefix(&format!("/registry/networkpolicies/{prefix}"))
             || vpcs.iter().any(|v| self.plane().has_policies(v));
         if !wanted {
             return;
