@@ -622,7 +622,8 @@ impl Operator {
                     .collect();
                 Some(Member {
                     namespace: m.namespace.clone(),
-                    labels: pod.map(|p| p.metadata.labels).unwrap_or_default(),
+                    // A pod's labels; an endpoint without one (the cluster DNS) its own.
+                    labels: pod.map_or_else(|| m.labels.clone(), |p| p.metadata.labels),
                     ip: status.ip.parse().ok()?,
                     named_ports,
                 })

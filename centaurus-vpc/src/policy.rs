@@ -371,7 +371,7 @@ impl Classified {
 pub struct Member {
     /// The namespace.
     pub namespace: String,
-    /// The pod's labels (none for an endpoint without a pod).
+    /// The pod's labels (an endpoint without a pod: the endpoint's own).
     pub labels: BTreeMap<String, String>,
     /// The endpoint's address.
     pub ip: Ipv4Addr,

@@ -720,6 +720,15 @@ async fn policies_are_programmed_on_their_endpoints_hosts() {
         e.spec.pod = format!("p{i}");
         r.admission.create(&r.store, e).await.unwrap();
     }
+    // An endpoint without a pod (as the cluster DNS's) is selected by its own labels.
+    let mut e = Endpoint::default();
+    e.metadata.name = "p4".into();
+    e.metadata.tenant = "acme".into();
+    e.metadata.namespace = "default".into();
+    e.metadata.labels = [("k8s-app".to_string(), "kube-dns".to_string())].into();
+    e.spec.subnet = "s".into();
+    e.spec.droplet = "d4".into();
+    r.admission.create(&r.store, e).await.unwrap();
     r.wait_all_provisioned().await;
     let eps = r.list::<Endpoint>("/registry/endpoints/acme/").await;
     let ip = |i: usize| -> Ipv4Addr { eps[i].status.as_ref().unwrap().ip.parse().unwrap() };
@@ -727,7 +736,8 @@ async fn policies_are_programmed_on_their_endpoints_hosts() {
         "metadata": {"name": "db", "namespace": "default", "tenant": "acme"},
         "spec": {
             "podSelector": {"matchLabels": {"app": "db"}},
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}},
+                                  {"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                          "ports": [{"port": "pg"}]}]
         }
     }))
@@ -761,7 +771,7 @@ async fn policies_are_programmed_on_their_endpoints_hosts() {
             }
         }
     };
-    wait("db takes web", [(ip(0), (0, rule(&[1, 2])))].into()).await;
+    wait("db takes web", [(ip(0), (0, rule(&[1, 2, 4])))].into()).await;
     // The simulated datapath enforces it: web reaches db's port, batch does not.
     let vni = eps[0].status.as_ref().unwrap().vni;
     let send = |from: usize, port: u16| {
@@ -791,7 +801,7 @@ async fn policies_are_programmed_on_their_endpoints_hosts() {
     .unwrap();
     wait(
         "db takes the new web too",
-        [(ip(0), (0, rule(&[1, 2, 3])))].into(),
+        [(ip(0), (0, rule(&[1, 2, 3, 4])))].into(),
     )
     .await;
     // Now it selects every pod and takes nothing in.
@@ -809,7 +819,7 @@ async fn policies_are_programmed_on_their_endpoints_hosts() {
     };
     wait(
         "default deny",
-        (0..4).map(|i| (ip(i), (i, deny.clone()))).collect(),
+        (0..5).map(|i| (ip(i), (i, deny.clone()))).collect(),
     )
     .await;
     policies

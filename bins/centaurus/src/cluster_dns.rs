@@ -165,6 +165,8 @@ async fn ensure(
         e.metadata.name = ENDPOINT.into();
         e.metadata.namespace = NAMESPACE.into();
         e.metadata.tenant = tenant.into();
+        // What NetworkPolicies select the cluster DNS by, as in Kubernetes.
+        e.metadata.labels = [("k8s-app".to_owned(), "kube-dns".to_owned())].into();
         e.spec.subnet = "default".into();
         e.spec.vpc = net.spec.vpc_id.clone();
         e.spec.droplet = droplet.into();

@@ -150,7 +150,7 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
                 "droplet-1",
                 &format!(
                     "while true; do echo page of {tenant} | nc -l -p 8080; done & \
-                     nc -l -p 5000; sleep 3600"
+                     echo ack from {tenant} | nc -l -p 5000; sleep 3600"
                 ),
             ),
         );
@@ -167,11 +167,11 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
     );
     for (tenant, k, ip) in &servers {
         // Running means the server's process started, not that it listens yet: the client
-        // tries again on a refused connection.
+        // tries again until its own tenant's server answers.
         let script = format!(
             "ping -c 3 -W 2 {ip}; for i in 1 2 3 4 5; do \
-             echo hello from {tenant} | nc -w 5 {ip} 5000 && break; echo retry; sleep 1; done; \
-             echo sent; sleep 3600"
+             echo hello from {tenant} | nc -w 3 {ip} 5000 | grep 'ack from' && break; \
+             echo retry; sleep 1; done; echo sent; sleep 3600"
         );
         apply(
             k,
@@ -187,13 +187,20 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
         });
         let log = k.run(&["logs", "client"]);
         assert!(log.contains("3 packets received"), "{tenant}: {log}");
+        assert!(
+            log.contains(&format!("ack from {tenant}")),
+            "{tenant}: {log}"
+        );
     }
     // Each server heard its own tenant's client only.
     for (tenant, k, _) in &servers {
         let other = if *tenant == "acme" { "beta" } else { "acme" };
+        let server = k.json(&["get", "pod", "server"]);
         let what = format!(
-            "{tenant}'s server hears its client; client: {}",
-            k.run(&["logs", "client"])
+            "{tenant}'s server hears its client; client: {}; server restarts: {}; droplet-1: {:?}",
+            k.run(&["logs", "client"]),
+            server["status"]["containerStatuses"][0]["restartCount"],
+            dump(&data.join("droplets/transitd-1.sock")).counters,
         );
         let log = eventually(30, &what, || {
             let log = k.run(&["logs", "server"]);
