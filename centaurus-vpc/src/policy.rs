@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use centaurus_core::model::{
-    IntOrString, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, POLICY_EGRESS, POLICY_INGRESS,
+    IntOrString, LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, POLICY_EGRESS,
+    POLICY_INGRESS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -297,6 +298,12 @@ impl Classified {
                 prefixes.extend(b.except.iter().copied());
             }
         }
+        if prefixes.len() > MAX_PREFIXES {
+            return Self {
+                overflow: true,
+                ..Self::default()
+            };
+        }
         for p in prefixes {
             let mut classes = Classes::default();
             for len in 0..=p.prefix_len() {
@@ -416,11 +423,16 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn namespace_labels(&self, name: &str) -> BTreeMap<String, String> {
-        self.namespaces
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]))
+    /// True when namespace `name`'s labels satisfy `selector` (a namespace not listed has
+    /// only its name label).
+    fn namespace_matches(&self, selector: &LabelSelector, name: &str) -> bool {
+        match self.namespaces.get(name) {
+            Some(labels) => selector.matches(labels),
+            None => selector.matches(&BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_owned(),
+                name.to_owned(),
+            )])),
+        }
     }
 
     /// The members a pod/namespace peer selects, for a policy in `namespace`.
@@ -429,7 +441,7 @@ impl<'a> Resolver<'a> {
             .iter()
             .filter(|m| match &peer.namespace_selector {
                 None => m.namespace == namespace,
-                Some(s) => s.matches(&self.namespace_labels(&m.namespace)),
+                Some(s) => self.namespace_matches(s, &m.namespace),
             })
             .filter(|m| {
                 peer.pod_selector
