@@ -67,17 +67,27 @@ then
 fi
 echo "setup: ${PY_PACKAGES[*]} in .venv"
 
-# The kernel of the tiny VM image, taken from Debian's linux-image-amd64 without installing it.
+# The kernel of the tiny VM image and the modules its guests' network needs (virtio-mmio
+# and virtio-net, loaded by the guest's init in this order), taken from Debian's
+# linux-image-amd64 without installing it.
 kernel=/var/lib/centaurus/vm/vmlinuz
-if [ ! -s "$kernel" ]; then
+modules="$(dirname "$kernel")/modules"
+vm_modules=(virtio_ring virtio virtio_mmio failover net_failover virtio_net)
+if [ ! -s "$kernel" ] || [ ! -s "$modules/virtio_net.ko" ]; then
   pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"
-  echo "setup: extracting the VM kernel from $pkg"
+  echo "setup: extracting the VM kernel and ${#vm_modules[@]} modules from $pkg"
   tmp="$(mktemp -d)"
-  (cd "$tmp" && apt-get download -q "$pkg" >/dev/null 2>&1 && dpkg-deb --fsys-tarfile ./*.deb | tar -x --wildcards './boot/vmlinuz-*')
+  patterns=("./boot/vmlinuz-*")
+  for m in "${vm_modules[@]}"; do patterns+=("./lib/modules/*/$m.ko"); done
+  (cd "$tmp" && apt-get download -q "$pkg" >/dev/null 2>&1 && dpkg-deb --fsys-tarfile ./*.deb | tar -x --wildcards "${patterns[@]}")
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo mkdir -p "$(dirname "$kernel")"
+  $sudo mkdir -p "$modules"
   $sudo cp "$tmp"/boot/vmlinuz-* "$kernel"
+  for m in "${vm_modules[@]}"; do
+    $sudo cp "$(find "$tmp/lib/modules" -name "$m.ko" | head -1)" "$modules/$m.ko"
+  done
+  printf '%s\n' "${vm_modules[@]}" | $sudo tee "$modules/order" >/dev/null
   rm -rf "$tmp"
 fi
-echo "setup: VM kernel at $kernel"
+echo "setup: VM kernel at $kernel, its virtio-net modules in $modules"

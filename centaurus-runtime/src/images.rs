@@ -1,6 +1,7 @@
 //! The node's local image store: a `busybox` container image made from Debian's
 //! `busybox-static` (every applet linked), and the `tiny` VM image — a Linux kernel plus a
-//! busybox initramfs whose init prints a ready line on the serial console.
+//! busybox initramfs whose init brings up the guest's network (when the pod has one) and
+//! prints a ready line on the serial console.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 /// The kernel `scripts/setup.sh` extracts from Debian's `linux-image-amd64`.
 pub const DEFAULT_KERNEL: &str = "/var/lib/centaurus/vm/vmlinuz";
+
+/// Where the guest reads its network settings (see [`guest_network`]).
+pub const GUEST_NETWORK: &str = "etc/centaurus/network";
 
 /// What the tiny image's init prints once the guest is up.
 pub const VM_READY_LINE: &str = "centaurus-vm: ready";
@@ -52,17 +56,22 @@ impl ImageStore {
         Ok(rootfs)
     }
 
-    /// The kernel and initramfs of a VM image, building `tiny` on first use from `kernel`.
+    /// The kernel and initramfs of a VM image, building `tiny` on first use from `kernel`
+    /// and the modules beside it ([`kernel_modules`]).
     pub fn vm_image(&self, reference: &str, kernel: &Path) -> Result<(PathBuf, PathBuf)> {
         let name = image_name(reference);
         let dir = self.root.join(name);
-        // The initramfs is named by its init, so a changed init makes a new one.
+        let modules = kernel_modules(kernel)?;
+        // The initramfs is named by its init and modules, so a changed one makes a new one.
+        let mut id = xxhash_rust::xxh3::Xxh3::new();
+        id.update(TINY_INIT.as_bytes());
+        for (m, data) in &modules {
+            id.update(m.as_bytes());
+            id.update(data);
+        }
         let (vmlinuz, initrd) = (
             dir.join("vmlinuz"),
-            dir.join(format!(
-                "initrd-{:016x}.cpio",
-                xxhash_rust::xxh3::xxh3_64(TINY_INIT.as_bytes())
-            )),
+            dir.join(format!("initrd-{:016x}.cpio", id.digest())),
         );
         if vmlinuz.exists() && initrd.exists() {
             return Ok((vmlinuz, initrd));
@@ -81,11 +90,27 @@ impl ImageStore {
             RuntimeError::ImageNotFound(format!("tiny (needs {BUSYBOX} from busybox-static: {e})"))
         })?;
         let mut cpio = Cpio::default();
-        for d in ["bin", "dev", "proc", "sys", "tmp", "run", "etc"] {
+        for d in [
+            "bin",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "run",
+            "etc",
+            "lib",
+            "lib/modules",
+        ] {
             cpio.dir(d);
         }
         cpio.file("bin/busybox", 0o755, &busybox);
         cpio.file("init", 0o755, TINY_INIT.as_bytes());
+        let mut order = String::new();
+        for (m, data) in &modules {
+            cpio.file(&format!("lib/modules/{m}.ko"), 0o644, data);
+            order += &format!("{m}\n");
+        }
+        cpio.file("lib/modules/order", 0o644, order.as_bytes());
         let tmp = dir.join("initrd.cpio.tmp");
         std::fs::write(&tmp, cpio.finish())?;
         std::fs::rename(&tmp, &initrd)?;
@@ -94,15 +119,63 @@ impl ImageStore {
     }
 }
 
-/// The tiny guest's init: mounts, prints the ready line, hands `userData` to the guest
-/// (`/run/userdata`, run when it is a script), then keeps a shell on the serial console
-/// (what `kubectl attach -it` reaches).
+/// The modules a guest of `kernel` loads, in order: those named by `modules/order` beside
+/// it (`scripts/setup.sh` puts virtio-mmio and virtio-net there, from the kernel's own
+/// package). None when there is no such list: the guest then has no network device.
+pub fn kernel_modules(kernel: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = kernel.with_file_name("modules");
+    let order = match std::fs::read_to_string(dir.join("order")) {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    order
+        .split_whitespace()
+        .map(|m| {
+            let path = dir.join(format!("{m}.ko"));
+            let data = std::fs::read(&path).map_err(|e| {
+                RuntimeError::ImageNotFound(format!(
+                    "tiny (module {} listed in {}/order: {e})",
+                    path.display(),
+                    dir.display()
+                ))
+            })?;
+            Ok((m.to_owned(), data))
+        })
+        .collect()
+}
+
+/// The guest's network settings, as the tiny init reads them from [`GUEST_NETWORK`]: the
+/// interface's address with its prefix length, its gateway and MTU. (Its MAC is the
+/// virtio-net device's, set by QEMU.)
+pub fn guest_network(address: &str, gateway: &str, mtu: Option<u32>) -> String {
+    let mut s = format!("ADDRESS={address}\nGATEWAY={gateway}\n");
+    if let Some(m) = mtu {
+        s += &format!("MTU={m}\n");
+    }
+    s
+}
+
+/// The tiny guest's init: mounts, brings up its network when it has one (the modules,
+/// then `eth0` as [`GUEST_NETWORK`] says), prints the ready line, hands `userData` to the
+/// guest (`/run/userdata`, run when it is a script), then keeps a shell on the serial
+/// console (what `kubectl attach -it` reaches).
 const TINY_INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 hostname "$(cat /etc/hostname 2>/dev/null || echo tiny)"
+ip link set lo up
+if [ -f /etc/centaurus/network ]; then
+  . /etc/centaurus/network
+  for m in $(cat /lib/modules/order 2>/dev/null); do insmod /lib/modules/$m.ko 2>/dev/null; done
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  [ -n "$MTU" ] && ip link set eth0 mtu "$MTU"
+  ip addr add "$ADDRESS" dev eth0 && ip link set eth0 up && ip route add default via "$GATEWAY" &&
+    echo "centaurus-vm: eth0 $ADDRESS via $GATEWAY" || echo "centaurus-vm: no network"
+fi
 echo "centaurus-vm: ready $(hostname) after $(cut -d' ' -f1 /proc/uptime)s"
 if [ -f /userdata ]; then
   cp /userdata /run/userdata

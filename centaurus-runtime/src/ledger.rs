@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::run_tool;
-
 /// One pod's attachment: its namespace, and the host-side veth (in `host_netns`, or this
 /// process's namespace).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,15 +17,14 @@ pub(crate) struct Attachment {
 }
 
 impl Attachment {
-    /// Removes the namespace (which takes the pod's end of the veth) and the host end.
+    /// Removes the namespace (which takes the pod's end of the veth) and the host end (or
+    /// the tap of that name).
     pub(crate) async fn remove(&self) {
-        let _ = run_tool("ip", &["netns", "del", &self.netns]).await;
-        let mut del = vec![];
-        if let Some(h) = &self.host_netns {
-            del.extend(["-n", h.as_str()]);
+        let _ = crate::netns::del_netns(&self.netns).await;
+        let host = self.host_netns.as_deref().map(crate::netns::netns_path);
+        if let Ok(nl) = crate::netlink::Netlink::open(host.as_deref()).await {
+            let _ = nl.del_link(&self.veth).await;
         }
-        del.extend(["link", "del", self.veth.as_str()]);
-        let _ = run_tool("ip", &del).await;
     }
 }
 

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use centaurus_core::model::Pod;
 
 use crate::ledger::{Attachment, AttachmentLedger};
-use crate::{Result, RuntimeError, run_tool};
+use crate::netlink::{LinkChange, Netlink};
+use crate::netns::{add_netns, netns_path};
+use crate::{Result, RuntimeError};
 
 /// A sandbox's place in the network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +22,26 @@ pub struct SandboxNetwork {
     pub netns: Option<PathBuf>,
     /// The pod's address.
     pub ip: String,
+    /// A VM guest's network device, when the network gives it one.
+    pub nic: Option<GuestNic>,
+}
+
+/// A VM guest's network interface: a tap device on the host, which the guest's virtio-net
+/// device is, with the settings the guest gives its end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestNic {
+    /// The tap device.
+    pub tap: String,
+    /// The network namespace the tap is in; None: this process's own.
+    pub netns: Option<PathBuf>,
+    /// The guest interface's MAC.
+    pub mac: String,
+    /// Its address with the prefix length (`10.0.0.5/24`).
+    pub address: String,
+    /// Its default gateway.
+    pub gateway: String,
+    /// Its MTU; None: the default.
+    pub mtu: Option<u32>,
 }
 
 /// Attaches sandboxes to networks and detaches them.
@@ -101,6 +123,7 @@ impl NetworkPlugin for NoNetwork {
         Ok(SandboxNetwork {
             netns: None,
             ip: ip.to_string(),
+            nic: None,
         })
     }
 
@@ -115,7 +138,7 @@ impl NetworkPlugin for NoNetwork {
 
 /// One network namespace per pod, joined to a host bridge by a veth pair, with an address
 /// from the bridge's /16 and a default route through the bridge — what the CNI bridge
-/// plugin does, with `ip` from iproute2.
+/// plugin does, over netlink.
 pub struct HostLocalNetwork {
     bridge: String,
     gateway: Ipv4Addr,
@@ -163,26 +186,21 @@ impl HostLocalNetwork {
     }
 
     async fn ensure_bridge(&self) -> Result<()> {
-        if run_tool("ip", &["link", "show", &self.bridge])
-            .await
-            .is_ok()
-        {
+        let nl = Netlink::open(None).await?;
+        if nl.index(&self.bridge).await?.is_some() {
             return Ok(());
         }
-        run_tool("ip", &["link", "add", &self.bridge, "type", "bridge"]).await?;
-        run_tool(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/16", self.gateway),
-                "dev",
-                &self.bridge,
-            ],
+        nl.add_bridge(&self.bridge).await?;
+        nl.add_address(&self.bridge, self.gateway.into(), 16)
+            .await?;
+        nl.set_link(
+            &self.bridge,
+            LinkChange {
+                up: true,
+                ..Default::default()
+            },
         )
-        .await?;
-        run_tool("ip", &["link", "set", &self.bridge, "up"]).await?;
-        Ok(())
+        .await
     }
 }
 
@@ -199,44 +217,47 @@ impl NetworkPlugin for HostLocalNetwork {
             .ok_or_else(|| RuntimeError::Unsupported("the address pool is exhausted".into()))?;
         let attachment = Self::attachment(uid);
         let (ns, host_if) = (attachment.netns.clone(), attachment.veth.clone());
-        let peer = format!("cp{}", short(uid));
         // Start clean: a half-made attachment from an earlier try is removed first.
         attachment.remove().await;
         if let Some(l) = &self.ledger {
             l.record(&attachment);
         }
-        run_tool("ip", &["netns", "add", &ns]).await?;
-        run_tool(
-            "ip",
-            &[
-                "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
-            ],
+        add_netns(&ns).await?;
+        let path = netns_path(&ns);
+        let here = Netlink::open(None).await?;
+        here.add_veth(&host_if, None, "eth0", Some(&path)).await?;
+        here.set_link(
+            &host_if,
+            LinkChange {
+                controller: Some(&self.bridge),
+                up: true,
+                ..Default::default()
+            },
         )
         .await?;
-        run_tool(
-            "ip",
-            &["link", "set", &host_if, "master", &self.bridge, "up"],
+        let pod = Netlink::open(Some(&path)).await?;
+        pod.set_link(
+            "lo",
+            LinkChange {
+                up: true,
+                ..Default::default()
+            },
         )
         .await?;
-        run_tool("ip", &["link", "set", &peer, "netns", &ns]).await?;
-        let in_ns = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", ns.as_str(), "ip"];
-            all.extend_from_slice(args);
-            all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-        };
-        for args in [
-            in_ns(&["link", "set", "lo", "up"]),
-            in_ns(&["link", "set", &peer, "name", "eth0"]),
-            in_ns(&["addr", "add", &format!("{ip}/16"), "dev", "eth0"]),
-            in_ns(&["link", "set", "eth0", "up"]),
-            in_ns(&["route", "add", "default", "via", &self.gateway.to_string()]),
-        ] {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_tool("ip", &args).await?;
-        }
+        pod.add_address("eth0", ip.into(), 16).await?;
+        pod.set_link(
+            "eth0",
+            LinkChange {
+                up: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        pod.add_default_route(self.gateway).await?;
         Ok(SandboxNetwork {
-            netns: Some(PathBuf::from(format!("/var/run/netns/{ns}"))),
+            netns: Some(path),
             ip: ip.to_string(),
+            nic: None,
         })
     }
 

@@ -8,6 +8,10 @@
 //! A changed ConfigMap or Secret reaches the guest when QEMU next starts it (a restart; a
 //! reboot action resets the guest with the archive it booted with).
 //!
+//! A pod whose network gives it a [`GuestNic`] gets a virtio-net device on that tap, with
+//! the NIC's MAC; QEMU runs in the tap's network namespace, and the config drive carries
+//! the address, gateway and MTU the guest's init configures, and the pod's resolv.conf.
+//!
 //! KVM is used when a probe boots a guest under it; otherwise TCG (on some hosts
 //! `/dev/kvm` exists but guests hang under it).
 
@@ -24,11 +28,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::images::{DEFAULT_KERNEL, ImageStore, VM_READY_LINE, initrd_with};
+use crate::images::{
+    DEFAULT_KERNEL, GUEST_NETWORK, ImageStore, VM_READY_LINE, guest_network, initrd_with,
+};
 use crate::podconfig::{VolumeContent, VolumeFile};
 use crate::session::Process;
 use crate::{
-    Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir,
+    GuestNic, Result, Runtime, RuntimeError, SandboxNetwork, WorkloadState, WorkloadStatus, pod_dir,
 };
 
 /// How guests are run.
@@ -60,6 +66,8 @@ pub struct QemuRuntime {
     vms: Mutex<HashMap<String, Arc<Mutex<Vm>>>>,
     /// Each pod's volumes as last resolved by the agent.
     volumes: Mutex<HashMap<String, BTreeMap<String, VolumeContent>>>,
+    /// Each pod's network device, from its sandbox's network.
+    nics: Mutex<HashMap<String, GuestNic>>,
     rates: crate::usage::Rates,
 }
 
@@ -72,6 +80,7 @@ struct Vm {
     guest: Option<Guest>,
     memory_mib: i64,
     cpus: i64,
+    nic: Option<GuestNic>,
     state: WorkloadState,
     /// Bumped by every start, so the exit of an old process is not taken for the new one's.
     generation: u64,
@@ -136,6 +145,7 @@ impl QemuRuntime {
             accel: tokio::sync::OnceCell::new(),
             vms: Mutex::default(),
             volumes: Mutex::default(),
+            nics: Mutex::default(),
             rates: Default::default(),
             root,
         }
@@ -197,6 +207,7 @@ impl QemuRuntime {
             guest: None,
             memory_mib: 128,
             cpus: 1,
+            nic: None,
             state: WorkloadState::Created,
             generation: 0,
             reboots: 0,
@@ -243,7 +254,7 @@ impl QemuRuntime {
         incoming: Option<&Path>,
     ) -> Result<()> {
         let accel = self.accel().await;
-        let (args, generation) = {
+        let (args, generation, netns) = {
             let mut v = vm.lock().unwrap_or_else(|e| e.into_inner());
             if let (Some(guest), None) = (&v.guest, incoming) {
                 let volumes = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,9 +263,26 @@ impl QemuRuntime {
             v.generation += 1;
             let _ = std::fs::remove_file(v.qmp());
             let _ = std::fs::remove_file(v.console_socket());
-            (qemu_args(&v, accel, incoming), v.generation)
+            let netns = v.nic.as_ref().and_then(|n| n.netns.clone());
+            (qemu_args(&v, accel, incoming), v.generation, netns)
         };
-        let child = tokio::process::Command::new(&self.qemu)
+        let mut qemu = tokio::process::Command::new(&self.qemu);
+        if let Some(netns) = netns {
+            // QEMU opens its tap in the namespace the tap is in.
+            let ns = std::fs::File::open(&netns)?;
+            // SAFETY: between fork and exec the child only calls setns(2).
+            #[allow(unsafe_code)]
+            unsafe {
+                qemu.pre_exec(move || {
+                    rustix::thread::move_into_link_name_space(
+                        std::os::fd::AsFd::as_fd(&ns),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .map_err(Into::into)
+                });
+            }
+        }
+        let child = qemu
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -407,6 +435,19 @@ fn qemu_args(vm: &Vm, accel: Accel, incoming: Option<&Path>) -> Vec<String> {
         "-pidfile".into(),
         pidfile(&vm.dir).display().to_string(),
     ]);
+    if let Some(nic) = &vm.nic {
+        // Without a virtio header on the tap the device offers the guest no offloads: the
+        // guest checksums and segments its packets itself, as the datapath expects.
+        args.extend([
+            "-netdev".into(),
+            format!(
+                "tap,id=nic0,ifname={},script=no,downscript=no,vnet_hdr=off",
+                nic.tap
+            ),
+            "-device".into(),
+            format!("virtio-net-device,netdev=nic0,mac={}", nic.mac),
+        ]);
+    }
     if let Some(state) = incoming {
         args.extend(["-incoming".into(), format!("exec:cat {}", state.display())]);
     }
@@ -553,8 +594,13 @@ impl Runtime for QemuRuntime {
         Ok(())
     }
 
-    async fn create_sandbox(&self, pod: &Pod, _: &SandboxNetwork) -> Result<()> {
+    async fn create_sandbox(&self, pod: &Pod, net: &SandboxNetwork) -> Result<()> {
         std::fs::create_dir_all(pod_dir(&self.root, &pod.metadata.uid))?;
+        let mut nics = self.nics.lock().unwrap_or_else(|e| e.into_inner());
+        match &net.nic {
+            Some(nic) => nics.insert(pod.metadata.uid.clone(), nic.clone()),
+            None => nics.remove(&pod.metadata.uid),
+        };
         Ok(())
     }
 
@@ -578,6 +624,10 @@ impl Runtime for QemuRuntime {
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
         self.volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_uid);
+        self.nics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(pod_uid);
@@ -608,6 +658,23 @@ impl Runtime for QemuRuntime {
         if !spec.user_data.is_empty() {
             files.push(file("userdata", user_data(&spec.user_data)));
         }
+        let nic = self
+            .nics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pod.metadata.uid)
+            .cloned();
+        if let Some(n) = &nic {
+            let settings = guest_network(&n.address, &n.gateway, n.mtu);
+            files.push(file(GUEST_NETWORK, settings.into_bytes()));
+        }
+        // The node resolved the pod's DNS policy into `None` with the settings it gets.
+        if pod.spec.dns_policy == "None"
+            && let Some(dns) = &pod.spec.dns_config
+        {
+            let conf = crate::podconfig::resolv_conf(dns);
+            files.push(file("etc/resolv.conf", conf.into_bytes()));
+        }
         let guest = Guest {
             base,
             files,
@@ -632,6 +699,7 @@ impl Runtime for QemuRuntime {
             guest: Some(guest),
             memory_mib: limit("memory").map_or(128, |b| (b / (1024 * 1024)).max(64)),
             cpus: limit("cpu").map_or(1, |m| ((m + 999) / 1000).clamp(1, 8)),
+            nic,
             state: WorkloadState::Created,
             generation: 0,
             reboots: 0,

@@ -5,8 +5,12 @@
 //! With a [`Wiring`] (real nodes), it makes the pod's network namespace and a veth pair
 //! named as the endpoint says, with the endpoint's address, MAC and gateway; the host side,
 //! in this process's namespace or the node's droplet's, is where the transit agent
-//! attaches. Without one (hollow nodes) it only hands out the address.
+//! attaches. A VM pod gets a tap device of that name there instead, which its guest's
+//! virtio-net device is ([`GuestNic`]): the agent attaches to it as to a veth, and the
+//! guest takes the endpoint's address, MAC and gateway. Without a wiring (hollow nodes) it
+//! only hands out the address.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +23,9 @@ use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;
 
 use crate::ledger::{Attachment, AttachmentLedger};
-use crate::{NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
+use crate::netlink::{LinkChange, Netlink};
+use crate::netns::{add_netns, create_tap, netns_path};
+use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {
@@ -86,6 +92,7 @@ pub struct Wiring {
 
 type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// Runs `ip` (now only to attach an XDP object file, and `ethtool` through it).
 async fn ip(args: &[&str]) -> Result<()> {
     run_tool("ip", args).await.map(|_| ())
 }
@@ -196,14 +203,24 @@ impl VpcNetwork {
         }
     }
 
-    async fn wire(&self, w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
+    /// Wires a container pod (its namespace) or a VM pod (its guest's NIC).
+    async fn wire(
+        &self,
+        w: &Wiring,
+        s: &EndpointStatus,
+        vm: bool,
+    ) -> Result<(Option<PathBuf>, Option<GuestNic>)> {
         let ns = s.netns.as_str();
         // Start clean: a half-made attachment from an earlier try is removed first.
         self.unwire(w, &s.veth, ns).await;
         if let Some(l) = &self.ledger {
             l.record(&attachment(w, &s.veth, ns));
         }
-        wire(w, s).await
+        if vm {
+            Ok((None, Some(wire_guest(w, s).await?)))
+        } else {
+            Ok((Some(wire(w, s).await?), None))
+        }
     }
 
     /// Removes a pod's veth pair and namespace, if present.
@@ -228,61 +245,114 @@ fn attachment(w: &Wiring, veth: &str, ns: &str) -> Attachment {
 /// and default route through its gateway, as the endpoint's status names them; returns the
 /// namespace's path. The host side is where the transit agent attaches.
 pub async fn wire(w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
-    let ns = s.netns.as_str();
-    ip(&["netns", "add", ns]).await?;
-    let host_ns: &[&str] = match &w.host_netns {
-        Some(h) => &["netns", h],
-        None => &[],
-    };
-    let add = [&["link", "add", &s.veth][..], host_ns, &["type", "veth"]];
-    ip(&[&add[..], &[&["peer", "name", "eth0", "netns", ns][..]]]
-        .concat()
-        .concat())
+    add_netns(&s.netns).await?;
+    let (ns, host) = (
+        netns_path(&s.netns),
+        w.host_netns.as_deref().map(netns_path),
+    );
+    let (address, gateway) = addresses(s)?;
+    let here = Netlink::open(None).await?;
+    here.add_veth(&s.veth, host.as_deref(), "eth0", Some(&ns))
+        .await?;
+    let on_host = Netlink::open(host.as_deref()).await?;
+    on_host
+        .set_link(
+            &s.veth,
+            LinkChange {
+                mtu: w.mtu,
+                up: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let pod = Netlink::open(Some(&ns)).await?;
+    pod.set_link(
+        "lo",
+        LinkChange {
+            up: true,
+            ..Default::default()
+        },
+    )
     .await?;
-    let mtu = w.mtu.map(|m| m.to_string());
-    let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
-    let on_host = [&["link", "set", &s.veth][..], &mtu_args, &["up"]].concat();
-    ip(&in_host(w, &on_host)).await?;
-    let addr = format!("{}/{}", s.ip, s.prefix_len);
-    let mut steps: Vec<Vec<&str>> = vec![
-        vec!["ip", "link", "set", "lo", "up"],
-        vec!["ip", "link", "set", "eth0", "address", &s.mac],
-    ];
-    if !mtu_args.is_empty() {
-        steps.push([&["ip", "link", "set", "eth0"][..], &mtu_args].concat());
-    }
-    let object;
+    pod.set_link(
+        "eth0",
+        LinkChange {
+            mtu: w.mtu,
+            mac: Some(&s.mac),
+            ..Default::default()
+        },
+    )
+    .await?;
     if let Some((file, program)) = &w.pod_xdp {
-        object = file.to_string_lossy();
-        steps.push(vec![
-            "ip", "link", "set", "eth0", "xdpdrv", "obj", &object, "program", program,
-        ]);
+        let object = file.to_string_lossy();
+        let ns = s.netns.as_str();
+        ip(&[
+            "-n", ns, "link", "set", "eth0", "xdpdrv", "obj", &object, "program", program,
+        ])
+        .await?;
         // XDP carries frames without checksum-offload state or segmentation: the
         // stack finishes checksums and segments to the MTU before the veth.
-        steps.push(vec!["ethtool", "-K", "eth0", "tx", "off", "gso", "off"]);
+        ip(&[
+            "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off", "gso", "off",
+        ])
+        .await?;
     }
-    steps.extend([
-        vec!["ip", "addr", "add", &addr, "dev", "eth0"],
-        vec!["ip", "link", "set", "eth0", "up"],
-        vec!["ip", "route", "add", "default", "via", &s.gateway],
-    ]);
-    for step in steps {
-        ip(&[&["netns", "exec", ns][..], &step].concat()).await?;
-    }
-    Ok(PathBuf::from(format!("/var/run/netns/{ns}")))
+    pod.add_address("eth0", address.into(), s.prefix_len)
+        .await?;
+    pod.set_link(
+        "eth0",
+        LinkChange {
+            up: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    pod.add_default_route(gateway).await?;
+    Ok(ns)
 }
 
-/// Removes an endpoint's veth pair and network namespace, if present.
+/// The endpoint's address and gateway.
+fn addresses(s: &EndpointStatus) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let parse = |what: &str, a: &str| {
+        a.parse::<Ipv4Addr>().map_err(|_| {
+            RuntimeError::Unsupported(format!(
+                "the endpoint's {what} {a:?} is not an IPv4 address"
+            ))
+        })
+    };
+    Ok((parse("address", &s.ip)?, parse("gateway", &s.gateway)?))
+}
+
+/// Makes a provisioned endpoint's tap device, named as its host-side veth would be, for a
+/// VM guest: the guest's NIC, with the endpoint's address, MAC and gateway.
+pub async fn wire_guest(w: &Wiring, s: &EndpointStatus) -> Result<GuestNic> {
+    let host = w.host_netns.as_deref().map(netns_path);
+    create_tap(&s.veth, host.as_deref()).await?;
+    Netlink::open(host.as_deref())
+        .await?
+        .set_link(
+            &s.veth,
+            LinkChange {
+                mtu: w.mtu,
+                up: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    addresses(s)?;
+    Ok(GuestNic {
+        tap: s.veth.clone(),
+        netns: host,
+        mac: s.mac.clone(),
+        address: format!("{}/{}", s.ip, s.prefix_len),
+        gateway: s.gateway.clone(),
+        mtu: w.mtu,
+    })
+}
+
+/// Removes an endpoint's veth pair (or tap) and network namespace, if present.
 pub async fn unwire(w: &Wiring, veth: &str, ns: &str) {
     attachment(w, veth, ns).remove().await;
-}
-
-/// `ip` arguments that run `args` in the namespace of the host side.
-fn in_host<'a>(w: &'a Wiring, args: &[&'a str]) -> Vec<&'a str> {
-    match &w.host_netns {
-        Some(h) => [&["-n", h.as_str()][..], args].concat(),
-        None => args.to_vec(),
-    }
 }
 
 #[async_trait]
@@ -316,16 +386,18 @@ impl NetworkPlugin for VpcNetwork {
             })
             .await?;
         tracing::debug!(pod = uid, ip = status.ip, "endpoint provisioned");
-        let netns = match &self.wiring {
+        let (netns, nic) = match &self.wiring {
             Some(w) => {
                 self.wired_mut().claim(&status.veth, &status.netns, &uid)?;
-                Some(self.wire(w, &status).await?)
+                let vm = pod.spec.virtual_machine.is_some();
+                self.wire(w, &status, vm).await?
             }
-            None => None,
+            None => (None, None),
         };
         Ok(SandboxNetwork {
             netns,
             ip: status.ip,
+            nic,
         })
     }
 

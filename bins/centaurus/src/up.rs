@@ -522,13 +522,15 @@ fn real_node(name: String, zone: &str, address: String, vms: u32) -> AgentConfig
     }
 }
 
-/// A node agent per droplet (`droplet-{i}`, container pods under runc), whose pods' veths
-/// have their host side in the droplet, at the droplet's endpoint MTU (with `xdp_pass` on
-/// the pod's side when the droplets run XDP). Pods on flat networks share this machine's
+/// A node agent per droplet (`droplet-{i}`, container pods under runc, and VM pods under
+/// QEMU when this machine has it), whose pods' veths (VM guests' taps) have their host
+/// side in the droplet, at the droplet's endpoint MTU (with `xdp_pass` on a container
+/// pod's side when the droplets run XDP). Pods on flat networks share this machine's
 /// bridge.
 fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAgent> {
     let flat: Arc<dyn NetworkPlugin> =
         Arc::new(host_bridge(&data_dir.join("droplets").join("network-flat")));
+    let vms = QemuRuntime::available(None);
     bed.droplets
         .iter()
         .enumerate()
@@ -538,9 +540,14 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
             let root = data_dir.join("droplets").join(&name);
             let ledger = root.join("network");
             NodeAgent::new(
-                real_node(name, "droplets", d.host.ip.to_string(), 0),
-                Some(Arc::new(RuncRuntime::new(root))),
-                None,
+                real_node(
+                    name,
+                    "droplets",
+                    d.host.ip.to_string(),
+                    if vms { 2 } else { 0 },
+                ),
+                Some(Arc::new(RuncRuntime::new(&root))),
+                vms.then(|| Arc::new(QemuRuntime::new(&root, None)) as Arc<dyn Runtime>),
                 gated(flat.clone(), vec![client.clone()], Some((wiring, ledger))),
             )
             .with_cluster_dns(crate::cluster_dns::DNS_IP)

@@ -8,7 +8,10 @@
 //! fetches a page from it by that address: the agent translates the VIP to the server and
 //! the reply back, so each tenant reaches only its own server. A NetworkPolicy lets only
 //! pods labelled `app=fetch` reach acme's server, by pod IP or Service, in the datapath;
-//! beta's stays open. After the region stops and
+//! beta's stays open. Each tenant's VM pod (QEMU guest, its virtio-net device a tap in
+//! the droplet with the transit agent on it) reaches its server by IP and TCP and its
+//! Services by DNS name, and is reached by it, at the same address as the other tenant's
+//! VM. After the region stops and
 //! starts again on the same data, a new pod reaches a server as before.
 //!
 //! Needs root, runc, iproute2, ethtool and kubectl (`scripts/setup.sh`); CI runs it as root.
@@ -17,7 +20,8 @@ mod common;
 
 use std::time::Instant;
 
-use centaurus_runtime::RuncRuntime;
+use base64::Engine as _;
+use centaurus_runtime::{QemuRuntime, RuncRuntime};
 use centaurus_xdp::testbed::is_root;
 use centaurus_xdp::transitd::{Dump, request};
 use common::{Kubectl, eventually, kubectl_binary, up};
@@ -73,6 +77,116 @@ fn pod_namespaces() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A VM pod (the tiny image) on `node`, whose guest runs `script` once up.
+fn vm_pod(name: &str, node: &str, script: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "virtualMachine": {
+                "name": "vm",
+                "image": "tiny",
+                "userData": base64::engine::general_purpose::STANDARD.encode(script),
+                "resources": {"limits": {"cpu": "1", "memory": "128Mi"}},
+            },
+        },
+    })
+    .to_string()
+}
+
+/// A VM pod's serial console.
+fn console(k: &Kubectl, name: &str) -> String {
+    k.run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/pods/{name}/log"),
+    ])
+}
+
+fn vm_pods_join_their_tenants_overlay(
+    dir: &std::path::Path,
+    servers: &[(&str, Kubectl, String)],
+    vip: &str,
+) {
+    for (tenant, k, ip) in servers {
+        let script = format!(
+            "#!/bin/sh\n\
+             (echo vm of {tenant} | nc -l -p 7000 > /tmp/heard; echo heard $(cat /tmp/heard)) &\n\
+             cat /etc/resolv.conf\n\
+             ping -c 3 -W 2 {ip}\n\
+             for i in $(seq 1 20); do echo vm-get | nc -w 3 {ip} 8080 | grep page && break; sleep 1; done\n\
+             for i in $(seq 1 20); do nslookup web > /tmp/web 2>&1; grep -q 'Address: 10.96' /tmp/web && break; sleep 1; done\n\
+             cat /tmp/web; echo ---\n\
+             nslookup acme-web.default.svc.cluster.local\n\
+             echo vm-done\n"
+        );
+        apply(k, dir, "vm", &vm_pod("vm", "droplet-0", &script));
+    }
+    let mut addresses = Vec::new();
+    for (tenant, k, _) in servers {
+        let started = Instant::now();
+        let vm = running(k, "vm");
+        eprintln!("{tenant}: VM Running after {:?}", started.elapsed());
+        let log = eventually(120, "the VM's guest ran its script", || {
+            let log = console(k, "vm");
+            log.contains("vm-done").then_some(log)
+        });
+        let vm_ip = vm["status"]["podIP"].as_str().unwrap().to_owned();
+        assert!(
+            log.contains(&format!("centaurus-vm: eth0 {vm_ip}/")),
+            "{tenant}: {log}"
+        );
+        assert!(log.contains("3 packets received"), "{tenant}: {log}");
+        assert!(
+            log.contains(&format!("page of {tenant}")),
+            "{tenant}: {log}"
+        );
+        assert!(
+            log.contains("nameserver 10.96.0.10")
+                && log.contains("search default.svc.cluster.local svc.cluster.local"),
+            "{tenant}: {log}"
+        );
+        let (own, other) = log.split_once("---").unwrap();
+        assert!(own.contains(&format!("Address: {vip}")), "{tenant}: {log}");
+        assert_eq!(
+            other.contains("NXDOMAIN"),
+            *tenant == "beta",
+            "{tenant}: {log}"
+        );
+        // The other way: the server on droplet-1 pings the VM and sends it a line.
+        let sent = k.run(&[
+            "exec",
+            "server",
+            "--",
+            "sh",
+            "-c",
+            &format!("ping -c 3 -W 2 {vm_ip}; echo hello vm | nc -w 3 {vm_ip} 7000"),
+        ]);
+        assert!(sent.contains("3 packets received"), "{tenant}: {sent}");
+        assert!(
+            sent.contains(&format!("vm of {tenant}")),
+            "{tenant}: {sent}"
+        );
+        eventually(30, "the VM heard the server", || {
+            console(k, "vm").contains("heard hello vm").then_some(())
+        });
+        assert!(
+            k.run(&["logs", "server"]).contains("vm-get"),
+            "{tenant}'s server heard its VM"
+        );
+        addresses.push(vm_ip);
+    }
+    assert_eq!(
+        addresses[0], addresses[1],
+        "the tenants' VMs have the same address, each on its own overlay"
+    );
+    for (_, k, _) in servers {
+        k.run(&["delete", "pod", "vm", "--wait=true", "--timeout=60s"]);
+    }
 }
 
 fn dump(socket: &std::path::Path) -> Dump {
@@ -295,6 +409,16 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
                 "{tenant} resolved acme's name: {log}"
             );
         }
+    }
+    // VM pods on the overlay: each tenant's VM on droplet-0 (the same address in both)
+    // pings its tenant's server on droplet-1, fetches its page over TCP, resolves the
+    // tenant's names through cluster DNS (beta gets NXDOMAIN for acme's); the server pings
+    // the VM and sends it a line over TCP.
+    if QemuRuntime::available(None) {
+        vm_pods_join_their_tenants_overlay(dir.path(), &servers, &vips[0]);
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI installs QEMU");
+        eprintln!("SKIPPED the VM pods: no qemu-system-x86_64 or VM kernel");
     }
     // NetworkPolicy: acme's server takes port 8080 only from pods labelled app=fetch, by
     // pod IP and through the Service alike; beta has no policy, so anyone reaches its
