@@ -24,12 +24,13 @@ struct ep_key {
 };
 
 #define EP_LOCAL 1 /* behind a veth of this host */
+#define EP_TAP 2   /* ... that is a tap: a VM guest's NIC, delivered to by transmitting on it */
 
 struct ep_value {
 	__u32 host_ip;     /* the endpoint's host (remote entries) */
 	__u32 ifindex;     /* the host-side veth (local entries) */
 	__u8 mac[6];       /* the endpoint's MAC */
-	__u8 flags;        /* EP_LOCAL */
+	__u8 flags;        /* EP_LOCAL, EP_TAP */
 	__u8 pad;
 };
 

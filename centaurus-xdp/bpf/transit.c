@@ -319,10 +319,11 @@ static __always_inline int act_tx(void *ctx, enum hook h)
 }
 
 /* Into the endpoint behind host-side veth `ifindex`: XDP transmits on the veth, TC
- * enters the endpoint's namespace directly at its interface's ingress. */
-static __always_inline int act_deliver(__u32 ifindex, enum hook h)
+ * enters the endpoint's namespace directly at its interface's ingress. A tap (EP_TAP)
+ * has no peer: both transmit on it, to the guest. */
+static __always_inline int act_deliver(__u32 ifindex, __u8 flags, enum hook h)
 {
-	if (h == TC)
+	if (h == TC && !(flags & EP_TAP))
 		return bpf_redirect_peer(ifindex, 0);
 	return bpf_redirect(ifindex, 0);
 }
@@ -743,7 +744,7 @@ static __always_inline int deliver(void *ctx, enum hook h, __u32 vni, struct ep_
 	__builtin_memcpy(eth->dst, ep->mac, 6);
 	__builtin_memcpy(eth->src, gateway_mac, 6);
 	count(COUNT_DELIVERED, 0);
-	return act_deliver(ep->ifindex, h);
+	return act_deliver(ep->ifindex, ep->flags, h);
 }
 
 /* Makes room for the overlay's headers in front of the frame's IPv4 header, leaving the

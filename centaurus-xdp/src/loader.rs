@@ -187,6 +187,14 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TransitError {
     }
 }
 
+/// True when interface `name` (in the caller's network namespace) is a tap: tun devices
+/// have `tun_flags`.
+pub fn is_tap(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && Path::new(&format!("/sys/class/net/{name}/tun_flags")).exists()
+}
+
 /// An interface's index, read from sysfs (in the caller's network namespace).
 pub fn ifindex(name: &str) -> Option<u32> {
     if name.is_empty() || name.contains('/') {
@@ -926,11 +934,15 @@ impl Transit {
 
     fn write_endpoint(&mut self, key: EndpointKey) -> Result<(), TransitError> {
         let value = match self.mirror.endpoints.get(&key).cloned() {
-            Some(Location::Local { mac, .. }) => self.local_ifindex(key).map(|ifindex| EpValue {
+            Some(Location::Local { mac, veth }) => self.local_ifindex(key).map(|ifindex| EpValue {
                 host_ip: be(self.me.ip),
                 ifindex,
                 mac,
-                flags: EP_LOCAL,
+                flags: if is_tap(&veth) {
+                    EP_LOCAL | EP_TAP
+                } else {
+                    EP_LOCAL
+                },
                 pad: 0,
             }),
             Some(Location::Remote { host, mac }) => Some(EpValue {

@@ -16,6 +16,9 @@ pub const MAX_BOUNCERS: usize = 16;
 pub const MAX_DIVIDERS: usize = 16;
 /// `ep_value.flags`: the endpoint is behind a veth of this host.
 pub const EP_LOCAL: u8 = 1;
+/// `EP_TAP`: the local endpoint's interface is a tap (a VM guest's NIC), delivered to by
+/// transmitting on it rather than into a veth's peer.
+pub const EP_TAP: u8 = 2;
 /// Most backends of one scaled endpoint the maps hold.
 pub const MAX_BACKENDS: usize = centaurus_vpc::maglev::MAX_BACKENDS;
 /// Slots of a `svc_value`'s Maglev table: [`centaurus_vpc::maglev::TABLE_SIZE`], padded
@@ -111,7 +114,7 @@ pub struct EpValue {
     pub ifindex: u32,
     /// The endpoint's MAC.
     pub mac: [u8; 6],
-    /// [`EP_LOCAL`].
+    /// [`EP_LOCAL`], [`EP_TAP`].
     pub flags: u8,
     /// Padding.
     pub pad: u8,

@@ -193,6 +193,7 @@ fn rust_layout() -> Vec<(&'static str, usize)> {
         ("MAX_BOUNCERS", MAX_BOUNCERS),
         ("MAX_DIVIDERS", MAX_DIVIDERS),
         ("EP_LOCAL", usize::from(EP_LOCAL)),
+        ("EP_TAP", usize::from(EP_TAP)),
         ("NET_SUBNET", NET_SUBNET as usize),
         ("COUNTERS", COUNTERS as usize),
         // What the API lets a subnet or VPC ask for fits the maps.

@@ -353,9 +353,10 @@ impl std::str::FromStr for PartitionArg {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            // The DNS server logs every query at info.
+            // The DNS server logs every query at info; the netlink packet parser warns of
+            // every attribute a newer kernel sends that it does not know.
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+                .unwrap_or_else(|_| "info,hickory_server=warn,netlink_packet_route=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

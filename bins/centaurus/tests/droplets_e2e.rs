@@ -109,6 +109,7 @@ fn console(k: &Kubectl, name: &str) -> String {
 
 fn vm_pods_join_their_tenants_overlay(
     dir: &std::path::Path,
+    data: &std::path::Path,
     servers: &[(&str, Kubectl, String)],
     vip: &str,
 ) {
@@ -120,7 +121,7 @@ fn vm_pods_join_their_tenants_overlay(
              ping -c 3 -W 2 {ip}\n\
              for i in $(seq 1 20); do echo vm-get | nc -w 3 {ip} 8080 | grep page && break; sleep 1; done\n\
              for i in $(seq 1 20); do nslookup web > /tmp/web 2>&1; grep -q 'Address: 10.96' /tmp/web && break; sleep 1; done\n\
-             cat /tmp/web; echo ---\n\
+             cat /tmp/web; echo other-names\n\
              nslookup acme-web.default.svc.cluster.local\n\
              echo vm-done\n"
         );
@@ -131,10 +132,19 @@ fn vm_pods_join_their_tenants_overlay(
         let started = Instant::now();
         let vm = running(k, "vm");
         eprintln!("{tenant}: VM Running after {:?}", started.elapsed());
-        let log = eventually(120, "the VM's guest ran its script", || {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        let log = loop {
             let log = console(k, "vm");
-            log.contains("vm-done").then_some(log)
-        });
+            if log.contains("vm-done") {
+                break log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{tenant}: the VM's guest did not run its script: {log}\ndroplet-0: {:?}",
+                dump(&data.join("droplets/transitd-0.sock"))
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
         let vm_ip = vm["status"]["podIP"].as_str().unwrap().to_owned();
         assert!(
             log.contains(&format!("centaurus-vm: eth0 {vm_ip}/")),
@@ -150,7 +160,7 @@ fn vm_pods_join_their_tenants_overlay(
                 && log.contains("search default.svc.cluster.local svc.cluster.local"),
             "{tenant}: {log}"
         );
-        let (own, other) = log.split_once("---").unwrap();
+        let (own, other) = log.split_once("other-names").unwrap();
         assert!(own.contains(&format!("Address: {vip}")), "{tenant}: {log}");
         assert_eq!(
             other.contains("NXDOMAIN"),
@@ -415,7 +425,7 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
     // tenant's names through cluster DNS (beta gets NXDOMAIN for acme's); the server pings
     // the VM and sends it a line over TCP.
     if QemuRuntime::available(None) {
-        vm_pods_join_their_tenants_overlay(dir.path(), &servers, &vips[0]);
+        vm_pods_join_their_tenants_overlay(dir.path(), &data, &servers, &vips[0]);
     } else {
         assert!(std::env::var_os("CI").is_none(), "CI installs QEMU");
         eprintln!("SKIPPED the VM pods: no qemu-system-x86_64 or VM kernel");
