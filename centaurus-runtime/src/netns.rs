@@ -76,20 +76,11 @@ fn make_netns(name: &str) -> std::io::Result<()> {
     let shared = std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(NETNS_DIR) && l.contains(" shared:"));
-    if !shared {
-        if mount_change(
-            NETNS_DIR,
-            MountPropagationFlags::SHARED | MountPropagationFlags::REC,
-        )
-        .is_err()
-        {
-            // Not a mount point yet: make it one.
-            mount_bind(NETNS_DIR, NETNS_DIR)?;
-            mount_change(
-                NETNS_DIR,
-                MountPropagationFlags::SHARED | MountPropagationFlags::REC,
-            )?;
-        }
+    let propagation = MountPropagationFlags::SHARED | MountPropagationFlags::REC;
+    if !shared && mount_change(NETNS_DIR, propagation).is_err() {
+        // Not a mount point yet: make it one.
+        mount_bind(NETNS_DIR, NETNS_DIR)?;
+        mount_change(NETNS_DIR, propagation)?;
     }
     let path = netns_path(name);
     std::fs::OpenOptions::new()

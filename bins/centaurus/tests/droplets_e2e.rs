@@ -310,7 +310,12 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
             log.contains("sent").then_some(())
         });
         let log = k.run(&["logs", "client"]);
-        assert!(log.contains("3 packets received"), "{tenant}: {log}");
+        assert!(
+            log.contains("3 packets received"),
+            "{tenant}: {log}\ndroplet-0: {:?}\ndroplet-1: {:?}",
+            dump(&data.join("droplets/transitd-0.sock")),
+            dump(&data.join("droplets/transitd-1.sock"))
+        );
         assert!(
             log.contains(&format!("ack from {tenant}")),
             "{tenant}: {log}"
