@@ -17,14 +17,15 @@ pub(crate) struct Attachment {
 }
 
 impl Attachment {
-    /// Removes the namespace (which takes the pod's end of the veth) and the host end (or
-    /// the tap of that name).
+    /// Removes the host end of the veth (which takes the pod's end with it at once), or the
+    /// tap of that name, then the namespace (whose own devices would go only some time
+    /// after it: the names must be free for a retry now).
     pub(crate) async fn remove(&self) {
-        let _ = crate::netns::del_netns(&self.netns).await;
         let host = self.host_netns.as_deref().map(crate::netns::netns_path);
         if let Ok(nl) = crate::netlink::Netlink::open(host.as_deref()).await {
             let _ = nl.del_link(&self.veth).await;
         }
+        let _ = crate::netns::del_netns(&self.netns).await;
     }
 }
 

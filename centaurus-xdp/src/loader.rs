@@ -905,9 +905,19 @@ impl Transit {
         Ok(gone)
     }
 
-    /// Retries local endpoints whose veth has appeared since; returns how many remain.
+    /// Retries local endpoints whose veth has appeared since, or was made again; returns how
+    /// many still wait for theirs.
     pub fn refresh(&mut self) -> Result<usize, TransitError> {
-        let waiting: Vec<EndpointKey> = self.pending.iter().copied().collect();
+        // Local endpoints whose interface appeared, and those whose interface was made
+        // again under its name (a pod's retried start re-wires it): a new index, and no
+        // agent on it yet.
+        let mut waiting: Vec<EndpointKey> = self.pending.iter().copied().collect();
+        waiting.extend(self.agent_ifindex.iter().filter_map(|(key, index)| {
+            match self.mirror.endpoints.get(key) {
+                Some(Location::Local { veth, .. }) if ifindex(veth) != Some(*index) => Some(*key),
+                _ => None,
+            }
+        }));
         for key in waiting {
             self.write_endpoint(key)?;
             self.write_agent(key)?;

@@ -363,9 +363,13 @@ impl Testbed {
         Ok(n)
     }
 
-    /// Removes endpoint `n`'s namespace (and with it the veth pair).
+    /// Removes endpoint `n`'s veth pair and namespace (the veth first: a namespace's
+    /// devices go some time after the namespace does).
     pub fn remove_endpoint(&mut self, n: usize) -> std::io::Result<()> {
-        run(&["ip", "netns", "del", &self.endpoints[n].netns]).map(drop)
+        let e = &self.endpoints[n];
+        let host_ns = &self.droplets[e.droplet].netns;
+        run(&["ip", "-n", host_ns, "link", "del", &e.veth])?;
+        run(&["ip", "netns", "del", &e.netns]).map(drop)
     }
 
     /// Runs a command in endpoint `n`'s namespace.

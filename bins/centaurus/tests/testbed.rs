@@ -434,6 +434,18 @@ fn three_droplets(hook: Hook) {
         "pings across the restart: {report}"
     );
 
+    // An endpoint's veth made again under its name (a pod's retried start re-wires it,
+    // with a new interface index) is found again: b1 answers from its new namespace.
+    bed.remove_endpoint(b1.2).unwrap();
+    let p = &b1.1;
+    bed.add_endpoint(2, &p.veth, p.ip, p.prefix_len, p.mac, p.gateway)
+        .unwrap();
+    assert!(
+        ping(&bed, a1.2, b1.1.ip, "3"),
+        "b1 made again: {:?}",
+        dump(&bed.droplets[2].socket)
+    );
+
     // Deleting a2 makes it unreachable at once, in acme; beta's a2 still answers.
     program(&dp, plane.delete_endpoint(&a2.0));
     assert!(
