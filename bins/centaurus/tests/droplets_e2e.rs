@@ -121,6 +121,8 @@ fn vm_pods_join_their_tenants_overlay(
              ping -c 3 -W 2 {ip}\n\
              for i in $(seq 1 20); do echo vm-get | nc -w 3 {ip} 8080 | grep page && break; sleep 1; done\n\
              for i in $(seq 1 20); do nslookup web > /tmp/web 2>&1; grep -q 'Address: 10.96' /tmp/web && break; sleep 1; done\n\
+             vip=$(grep 'Address: 10.96' /tmp/web | head -1 | cut -d' ' -f2)\n\
+             echo get | nc -w 3 $vip 80 | sed 's/^/by name: /'\n\
              cat /tmp/web; echo other-names\n\
              nslookup acme-web.default.svc.cluster.local\n\
              echo vm-done\n"
@@ -153,6 +155,11 @@ fn vm_pods_join_their_tenants_overlay(
         assert!(log.contains("3 packets received"), "{tenant}: {log}");
         assert!(
             log.contains(&format!("page of {tenant}")),
+            "{tenant}: {log}"
+        );
+        // The Service, by the address its name resolved to (busybox's nc cannot resolve).
+        assert!(
+            log.contains(&format!("by name: page of {tenant}")),
             "{tenant}: {log}"
         );
         assert!(
@@ -427,8 +434,9 @@ fn pods_on_two_droplets_reach_each_other_through_the_overlay() {
     }
     // VM pods on the overlay: each tenant's VM on droplet-0 (the same address in both)
     // pings its tenant's server on droplet-1, fetches its page over TCP, resolves the
-    // tenant's names through cluster DNS (beta gets NXDOMAIN for acme's); the server pings
-    // the VM and sends it a line over TCP.
+    // tenant's names through cluster DNS (beta gets NXDOMAIN for acme's) and fetches the
+    // page through the Service the name resolved to; the server pings the VM and sends it
+    // a line over TCP.
     if QemuRuntime::available(None) {
         vm_pods_join_their_tenants_overlay(dir.path(), &data, &servers, &vips[0]);
     } else {
