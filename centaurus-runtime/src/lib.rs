@@ -256,7 +256,20 @@ pub(crate) fn remove_pod_dir(root: &std::path::Path, pod_uid: &str) -> Result<()
 
 /// Runs a host tool and returns its stdout, or its stderr as the error.
 pub(crate) async fn run_tool(tool: &str, args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new(tool)
+    run_tool_in(None, tool, args).await
+}
+
+/// [`run_tool`] in the network namespace at `netns` (this process's when None).
+pub(crate) async fn run_tool_in(
+    netns: Option<&std::path::Path>,
+    tool: &str,
+    args: &[&str],
+) -> Result<String> {
+    let mut cmd = tokio::process::Command::new(tool);
+    if let Some(ns) = netns {
+        netns::enter_on_exec(&mut cmd, ns)?;
+    }
+    let out = cmd
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

@@ -2,11 +2,11 @@
 //! namespace: what the runtime once ran `ip` for.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkXdp};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -157,6 +157,26 @@ impl Netlink {
             .execute()
             .await
             .map_err(failed(format!("setting link {name}")))
+    }
+
+    /// Attaches the loaded XDP program `program` to link `name`, in driver mode.
+    pub async fn attach_xdp(&self, name: &str, program: BorrowedFd<'_>) -> Result<()> {
+        const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+        let index = self.must_index(name).await?;
+        let xdp = LinkAttribute::Xdp(vec![
+            LinkXdp::Fd(program.as_raw_fd()),
+            LinkXdp::Flags(XDP_FLAGS_DRV_MODE),
+        ]);
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .append_extra_attribute(xdp)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(failed(format!("attaching an XDP program to {name}")))
     }
 
     /// Moves link `name` into the namespace at `netns`.

@@ -32,6 +32,25 @@ pub fn in_netns<T: Send>(
     })
 }
 
+/// Makes `cmd`'s process start in the network namespace at `netns` (setns(2) between
+/// fork and exec).
+#[allow(unsafe_code)] // a pre_exec hook
+pub fn enter_on_exec(cmd: &mut tokio::process::Command, netns: &Path) -> std::io::Result<()> {
+    let ns = std::fs::File::open(netns)?;
+    // SAFETY: between fork and exec the child only calls setns(2), which is
+    // async-signal-safe, on a file opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(Into::into)
+        });
+    }
+    Ok(())
+}
+
 /// Where named namespaces are mounted.
 pub const NETNS_DIR: &str = "/run/netns";
 

@@ -269,18 +269,7 @@ impl QemuRuntime {
         let mut qemu = tokio::process::Command::new(&self.qemu);
         if let Some(netns) = netns {
             // QEMU opens its tap in the namespace the tap is in.
-            let ns = std::fs::File::open(&netns)?;
-            // SAFETY: between fork and exec the child only calls setns(2).
-            #[allow(unsafe_code)]
-            unsafe {
-                qemu.pre_exec(move || {
-                    rustix::thread::move_into_link_name_space(
-                        std::os::fd::AsFd::as_fd(&ns),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                    .map_err(Into::into)
-                });
-            }
+            crate::netns::enter_on_exec(&mut qemu, &netns)?;
         }
         let child = qemu
             .args(&args)

@@ -11,6 +11,7 @@
 //! only hands out the address.
 
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use centaurus_vpc::plane::veth_name;
 use crate::ledger::{Attachment, AttachmentLedger};
 use crate::netlink::{LinkChange, Netlink};
 use crate::netns::{add_netns, create_tap, netns_path};
-use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork, run_tool};
+use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork, run_tool_in};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {
@@ -83,19 +84,14 @@ pub struct Wiring {
     /// The MTU of each pod's interface and its host side (the substrate's less the
     /// overlay's headers); None: the kernel's default.
     pub mtu: Option<u32>,
-    /// An XDP object file and the program in it to attach to each pod's interface. A
-    /// datapath that redirects frames into the host side of a veth needs a program on the
-    /// pod's side for them to be delivered; the offloads XDP cannot carry (transmit
-    /// checksums, segmentation) are turned off with it.
-    pub pod_xdp: Option<(PathBuf, String)>,
+    /// A loaded XDP program to attach to each container pod's interface. A datapath that
+    /// redirects frames into the host side of a veth needs a program on the pod's side
+    /// for them to be delivered; the offloads XDP cannot carry (transmit checksums,
+    /// segmentation) are turned off with it.
+    pub pod_xdp: Option<Arc<OwnedFd>>,
 }
 
 type Result<T> = std::result::Result<T, RuntimeError>;
-
-/// Runs `ip` (now only to attach an XDP object file, and `ethtool` through it).
-async fn ip(args: &[&str]) -> Result<()> {
-    run_tool("ip", args).await.map(|_| ())
-}
 
 impl VpcNetwork {
     /// Pods on `vpc` networks wait for their endpoint, `timeout` at a time (then the node
@@ -283,19 +279,12 @@ pub async fn wire(w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
         },
     )
     .await?;
-    if let Some((file, program)) = &w.pod_xdp {
-        let object = file.to_string_lossy();
-        let ns = s.netns.as_str();
-        ip(&[
-            "-n", ns, "link", "set", "eth0", "xdpdrv", "obj", &object, "program", program,
-        ])
-        .await?;
+    if let Some(program) = &w.pod_xdp {
+        pod.attach_xdp("eth0", program.as_fd()).await?;
         // XDP carries frames without checksum-offload state or segmentation: the
         // stack finishes checksums and segments to the MTU before the veth.
-        ip(&[
-            "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off", "gso", "off",
-        ])
-        .await?;
+        let off = ["-K", "eth0", "tx", "off", "gso", "off"];
+        run_tool_in(Some(&ns), "ethtool", &off).await?;
     }
     pod.add_address("eth0", address.into(), s.prefix_len)
         .await?;

@@ -83,6 +83,29 @@ async fn a_container_endpoint_is_a_namespace_and_a_veth_pair() {
     // Not in this namespace: it was made in the host's.
     assert!(!ip(&["link", "show", &s.veth]).contains("mtu"));
 
+    // With a loaded XDP program (droplets at the XDP hook), the pod's side runs it, with
+    // the offloads XDP cannot carry turned off.
+    let program = centaurus_xdp::loader::Transit::pass_program().unwrap();
+    let xdp = Wiring {
+        pod_xdp: Some(std::sync::Arc::new(program)),
+        ..w.clone()
+    };
+    let s2 = endpoint(7);
+    wire(&xdp, &s2).await.unwrap();
+    let pod = ip(&["-n", &s2.netns, "link", "show", "eth0"]);
+    assert!(pod.contains("xdp") && pod.contains("prog/xdp id"), "{pod}");
+    let offloads = Command::new("ip")
+        .args(["netns", "exec", &s2.netns, "ethtool", "-k", "eth0"])
+        .output()
+        .unwrap();
+    let offloads = String::from_utf8_lossy(&offloads.stdout);
+    assert!(
+        offloads.contains("tx-checksumming: off")
+            && offloads.contains("generic-segmentation-offload: off"),
+        "{offloads}"
+    );
+    unwire(&xdp, &s2.veth, &s2.netns).await;
+
     // Wiring again (a retry) after a partial teardown starts clean.
     unwire(&w, &s.veth, &s.netns).await;
     assert!(

@@ -371,6 +371,26 @@ impl Transit {
         Self::open(me, substrate, hook, Some((dir, &maps)))
     }
 
+    /// Loads `xdp_pass` alone and returns it, to be attached by its fd (over netlink) to
+    /// the pod side of veths that XDP frames are redirected into.
+    pub fn pass_program() -> Result<std::os::fd::OwnedFd, TransitError> {
+        let load = |e: String| TransitError::Load(format!("xdp_pass: {e}"));
+        let mut bpf = EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(|e| load(e.to_string()))?;
+        let prog: &mut Xdp = bpf
+            .program_mut("xdp_pass")
+            .ok_or_else(|| load("not in the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| load(e.to_string()))?;
+        prog.load().map_err(|e| load(verifier_tail(&e)))?;
+        // The program lives as long as a descriptor of it; the object's maps go with `bpf`.
+        let fd = prog.fd().map_err(|e| load(e.to_string()))?;
+        std::os::fd::AsFd::as_fd(fd)
+            .try_clone_to_owned()
+            .map_err(|e| load(e.to_string()))
+    }
+
     /// Loads the programs; with `pins`, links are pinned in the first directory and maps
     /// in the second.
     fn open(

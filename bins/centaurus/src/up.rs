@@ -139,7 +139,7 @@ pub async fn run(
                 let client = region.client(identity::CLUSTER_DNS.identity());
                 cluster_dns = Some(crate::cluster_dns::ClusterDns::start(
                     client,
-                    droplet_wiring(bed, 0),
+                    droplet_wiring(bed, 0)?,
                     "droplet-0".into(),
                 ));
                 println!(
@@ -399,10 +399,15 @@ async fn start_compute(
         }
     }
     if let Some(bed) = droplets {
-        for agent in droplet_agents(data_dir, bed, agents.clone()) {
+        for agent in droplet_agents(data_dir, bed, agents.clone())? {
             let name = agent.name().to_owned();
             fleet.add(agent).await?;
-            println!("centaurus: node {name} runs container pods (runc) on its droplet");
+            let what = if QemuRuntime::available(None) {
+                "container pods (runc) and VM pods (QEMU)"
+            } else {
+                "container pods (runc)"
+            };
+            println!("centaurus: node {name} runs {what} on its droplet");
         }
     }
     if compute.hollow_nodes > 0 {
@@ -527,7 +532,11 @@ fn real_node(name: String, zone: &str, address: String, vms: u32) -> AgentConfig
 /// side in the droplet, at the droplet's endpoint MTU (with `xdp_pass` on a container
 /// pod's side when the droplets run XDP). Pods on flat networks share this machine's
 /// bridge.
-fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAgent> {
+fn droplet_agents(
+    data_dir: &Path,
+    bed: &Testbed,
+    client: Client,
+) -> anyhow::Result<Vec<NodeAgent>> {
     let flat: Arc<dyn NetworkPlugin> =
         Arc::new(host_bridge(&data_dir.join("droplets").join("network-flat")));
     let vms = QemuRuntime::available(None);
@@ -536,10 +545,10 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
         .enumerate()
         .map(|(i, d)| {
             let name = format!("droplet-{i}");
-            let wiring = droplet_wiring(bed, i);
+            let wiring = droplet_wiring(bed, i)?;
             let root = data_dir.join("droplets").join(&name);
             let ledger = root.join("network");
-            NodeAgent::new(
+            Ok(NodeAgent::new(
                 real_node(
                     name,
                     "droplets",
@@ -550,19 +559,32 @@ fn droplet_agents(data_dir: &Path, bed: &Testbed, client: Client) -> Vec<NodeAge
                 vms.then(|| Arc::new(QemuRuntime::new(&root, None)) as Arc<dyn Runtime>),
                 gated(flat.clone(), vec![client.clone()], Some((wiring, ledger))),
             )
-            .with_cluster_dns(crate::cluster_dns::DNS_IP)
+            .with_cluster_dns(crate::cluster_dns::DNS_IP))
         })
         .collect()
 }
 
 /// How endpoints on droplet `i` are wired: the host side of their veths in the droplet,
 /// at its endpoint MTU, with `xdp_pass` on the endpoint's side when the droplets run XDP.
-fn droplet_wiring(bed: &Testbed, i: usize) -> Wiring {
-    Wiring {
+fn droplet_wiring(bed: &Testbed, i: usize) -> anyhow::Result<Wiring> {
+    /// `xdp_pass`, loaded once.
+    static PASS: std::sync::OnceLock<Result<Arc<std::os::fd::OwnedFd>, String>> =
+        std::sync::OnceLock::new();
+    let pod_xdp = if bed.hook == Hook::Xdp {
+        let pass = PASS.get_or_init(|| {
+            centaurus_xdp::loader::Transit::pass_program()
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
+        Some(pass.clone().map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    Ok(Wiring {
         host_netns: Some(bed.droplets[i].netns.clone()),
         mtu: Some(endpoint_mtu(bed.mtu)),
-        pod_xdp: (bed.hook == Hook::Xdp).then(|| (bed.object().to_owned(), "xdp_pass".into())),
-    }
+        pod_xdp,
+    })
 }
 
 /// The host bridge `cent0` (10.88.0.0/16), recording what it makes under `ledger`.
