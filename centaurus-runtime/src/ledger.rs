@@ -21,11 +21,14 @@ impl Attachment {
     /// tap of that name, then the namespace (whose own devices would go only some time
     /// after it: the names must be free for a retry now).
     pub(crate) async fn remove(&self) {
-        let host = self.host_netns.as_deref().map(crate::netns::netns_path);
-        if let Ok(nl) = crate::netlink::Netlink::open(host.as_deref()).await {
+        let host = self
+            .host_netns
+            .as_deref()
+            .map(centaurus_netdev::netns::netns_path);
+        if let Ok(nl) = centaurus_netdev::netlink::Netlink::open(host.as_deref()).await {
             let _ = nl.del_link(&self.veth).await;
         }
-        let _ = crate::netns::del_netns(&self.netns).await;
+        let _ = centaurus_netdev::netns::del_netns(&self.netns).await;
     }
 }
 

@@ -13,8 +13,6 @@ pub mod agent;
 pub mod hollow;
 pub mod images;
 pub mod ledger;
-pub mod netlink;
-pub mod netns;
 pub mod network;
 pub mod podconfig;
 pub mod qemu;
@@ -267,7 +265,7 @@ pub(crate) async fn run_tool_in(
 ) -> Result<String> {
     let mut cmd = tokio::process::Command::new(tool);
     if let Some(ns) = netns {
-        netns::enter_on_exec(&mut cmd, ns)?;
+        centaurus_netdev::netns::enter_on_exec(cmd.as_std_mut(), ns)?;
     }
     let out = cmd
         .args(args)

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use centaurus_core::model::Pod;
 
 use crate::ledger::{Attachment, AttachmentLedger};
-use crate::netlink::{LinkChange, Netlink};
-use crate::netns::{add_netns, netns_path};
 use crate::{Result, RuntimeError};
+use centaurus_netdev::netlink::{LinkChange, Netlink};
+use centaurus_netdev::netns::{add_netns, netns_path};
 
 /// A sandbox's place in the network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -200,7 +200,8 @@ impl HostLocalNetwork {
                 ..Default::default()
             },
         )
-        .await
+        .await?;
+        Ok(())
     }
 }
 

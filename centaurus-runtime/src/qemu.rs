@@ -269,7 +269,7 @@ impl QemuRuntime {
         let mut qemu = tokio::process::Command::new(&self.qemu);
         if let Some(netns) = netns {
             // QEMU opens its tap in the namespace the tap is in.
-            crate::netns::enter_on_exec(&mut qemu, &netns)?;
+            centaurus_netdev::netns::enter_on_exec(qemu.as_std_mut(), &netns)?;
         }
         let child = qemu
             .args(&args)

@@ -24,9 +24,9 @@ use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;
 
 use crate::ledger::{Attachment, AttachmentLedger};
-use crate::netlink::{LinkChange, Netlink};
-use crate::netns::{add_netns, create_tap, netns_path};
 use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork, run_tool_in};
+use centaurus_netdev::netlink::{LinkChange, Netlink};
+use centaurus_netdev::netns::{add_netns, create_tap, netns_path};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {

@@ -29,8 +29,8 @@ struct Host(String);
 impl Host {
     async fn new(name: &str) -> Self {
         let name = format!("{name}-{}", std::process::id() % 100_000);
-        centaurus_runtime::netns::del_netns(&name).await.unwrap();
-        centaurus_runtime::netns::add_netns(&name).await.unwrap();
+        centaurus_netdev::netns::del_netns(&name).await.unwrap();
+        centaurus_netdev::netns::add_netns(&name).await.unwrap();
         Host(name)
     }
 }

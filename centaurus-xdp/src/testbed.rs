@@ -2,7 +2,9 @@
 //! substrate interface `eth0` on a shared bridge (itself in a namespace of its own, so the
 //! machine's network is untouched), running its own transit daemon; each endpoint is a
 //! namespace whose `eth0` pairs with a host-side veth in its droplet. Everything is torn
-//! down on drop. Needs root, ethtool and iproute2 (built with libbpf, as Debian's is).
+//! down on drop. Namespaces, links, addresses and routes are made over netlink
+//! (`centaurus-netdev`); programs run in the namespaces through `ip netns exec` (which
+//! also gives them the namespace's own /sys). Needs root, ethtool and iproute2.
 //!
 //! The droplets' programs run at one [`Hook`], TC unless asked otherwise. Frames that XDP
 //! redirects or bounces into a veth reach its peer only when the peer runs an XDP program
@@ -20,8 +22,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use centaurus_netdev::netns::{NETNS_DIR, add_netns, del_netns, netns_path};
+use centaurus_netdev::{LinkChange, Netlink, block_on};
+
 use crate::loader::Hook;
 use crate::model::HostInfo;
+
+/// Set a link up.
+const UP: LinkChange<'static> = LinkChange {
+    mtu: None,
+    mac: None,
+    controller: None,
+    rename: None,
+    up: true,
+};
+
+/// The processes in the network namespace at `netns`.
+fn pids_in(netns: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(netns) else {
+        return Vec::new();
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
+        })
+        .collect()
+}
 
 /// The substrate MTU a testbed gets unless told otherwise.
 pub const SUBSTRATE_MTU: u32 = 9000;
@@ -58,7 +92,8 @@ pub struct EndpointNs {
 /// The substrate, its droplets and endpoints.
 pub struct Testbed {
     prefix: String,
-    object: PathBuf,
+    /// `xdp_pass`, loaded on the XDP hook.
+    pass: Option<OwnedFd>,
     /// The hook of every droplet's programs.
     pub hook: Hook,
     /// A BPF filesystem mounted for the testbed, where each droplet's daemon pins its maps
@@ -125,8 +160,6 @@ impl Testbed {
         hook: Hook,
     ) -> std::io::Result<Self> {
         let substrate = format!("{prefix}-sub");
-        let object = dir.join("transit.o");
-        std::fs::write(&object, crate::loader::object())?;
         // Mounted here, in this mount namespace, the filesystem is seen by the daemons too:
         // `ip netns exec` gives each a mount namespace of its own that mounts propagate to
         // (and remounts /sys, so /sys/fs/bpf would not do). One left by a killed testbed
@@ -135,12 +168,11 @@ impl Testbed {
         let _ = Command::new("umount").arg("-l").arg(&pins).output();
         std::fs::create_dir_all(&pins)?;
         run(&["mount", "-t", "bpf", "bpf", &pins.to_string_lossy()])?;
-        let mtu_text = mtu.to_string();
         let mut bed = Self {
             mtu,
             hook,
             pins,
-            object: object.clone(),
+            pass: None,
             prefix: prefix.to_owned(),
             substrate: substrate.clone(),
             droplets: Vec::new(),
@@ -148,49 +180,56 @@ impl Testbed {
             daemons: Vec::new(),
             daemon_command: None,
         };
-        run(&["ip", "netns", "add", &substrate])?;
-        let sub = |args: &[&str]| {
-            let mut a = vec!["ip", "netns", "exec", &substrate];
-            a.extend_from_slice(args);
-            run(&a).map(drop)
-        };
-        sub(&["ip", "link", "add", "br0", "type", "bridge"])?;
-        sub(&["ip", "link", "set", "br0", "up"])?;
-        for i in 0..count {
-            let netns = format!("{prefix}-d{i}");
-            let host = Self::host(i);
-            let port = format!("d{i}");
-            run(&["ip", "netns", "add", &netns])?;
-            run(&[
-                "ip", "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name",
-                &port, "netns", &substrate,
-            ])?;
-            sub(&["ip", "link", "set", &port, "mtu", &mtu_text])?;
-            sub(&["ip", "link", "set", &port, "master", "br0", "up"])?;
-            if hook == Hook::Xdp {
-                let obj = object.to_string_lossy();
-                sub(&[
-                    "ip", "link", "set", &port, "xdpdrv", "obj", &obj, "program", "xdp_pass",
-                ])?;
-            }
-            let mac = centaurus_vpc::ipam::format_mac(host.mac);
-            let addr = format!("{}/24", host.ip);
-            let exec = |args: &[&str]| {
-                let mut a = vec!["ip", "netns", "exec", &netns];
-                a.extend_from_slice(args);
-                run(&a).map(drop)
-            };
-            exec(&["ip", "link", "set", "lo", "up"])?;
-            exec(&["ip", "link", "set", "eth0", "address", &mac])?;
-            exec(&["ip", "link", "set", "eth0", "mtu", &mtu_text])?;
-            exec(&["ip", "addr", "add", &addr, "dev", "eth0"])?;
-            exec(&["ip", "link", "set", "eth0", "up"])?;
-            bed.droplets.push(Droplet {
-                netns,
-                host,
-                socket: dir.join(format!("transitd-{i}.sock")),
-            });
+        if hook == Hook::Xdp {
+            let pass = crate::loader::Transit::pass_program().map_err(std::io::Error::other)?;
+            bed.pass = Some(pass);
         }
+        let droplets: Vec<Droplet> = (0..count)
+            .map(|i| Droplet {
+                netns: format!("{prefix}-d{i}"),
+                host: Self::host(i),
+                socket: dir.join(format!("transitd-{i}.sock")),
+            })
+            .collect();
+        let pass = bed.pass.as_ref().map(AsFd::as_fd);
+        block_on(async {
+            add_netns(&substrate).await?;
+            let sub_path = netns_path(&substrate);
+            let sub = Netlink::open(Some(&sub_path)).await?;
+            sub.add_bridge("br0").await?;
+            sub.set_link("br0", UP).await?;
+            let here = Netlink::open(None).await?;
+            for (i, d) in droplets.iter().enumerate() {
+                let port = format!("d{i}");
+                add_netns(&d.netns).await?;
+                let path = netns_path(&d.netns);
+                here.add_veth("eth0", Some(&path), &port, Some(&sub_path))
+                    .await?;
+                let on_bridge = LinkChange {
+                    mtu: Some(mtu),
+                    controller: Some("br0"),
+                    up: true,
+                    ..Default::default()
+                };
+                sub.set_link(&port, on_bridge).await?;
+                if let Some(p) = pass {
+                    sub.attach_xdp(&port, p).await?;
+                }
+                let mac = centaurus_vpc::ipam::format_mac(d.host.mac);
+                let droplet = Netlink::open(Some(&path)).await?;
+                droplet.set_link("lo", UP).await?;
+                let eth0 = LinkChange {
+                    mtu: Some(mtu),
+                    mac: Some(&mac),
+                    ..Default::default()
+                };
+                droplet.set_link("eth0", eth0).await?;
+                droplet.add_address("eth0", d.host.ip.into(), 24).await?;
+                droplet.set_link("eth0", UP).await?;
+            }
+            std::io::Result::Ok(())
+        })?;
+        bed.droplets = droplets;
         Ok(bed)
     }
 
@@ -251,11 +290,6 @@ impl Testbed {
         Ok(())
     }
 
-    /// The compiled transit programs, as a file (for iproute2's `xdp obj FILE`).
-    pub fn object(&self) -> &Path {
-        &self.object
-    }
-
     /// A dataplane that programs the droplets through their transit daemons.
     pub fn dataplane(&self) -> crate::transitd::XdpDataplane {
         let dp = crate::transitd::XdpDataplane::new();
@@ -282,20 +316,22 @@ impl Testbed {
     /// Removes what a testbed named `prefix` left behind when its process was killed: its
     /// namespaces, and the processes still running in them (its transit daemons).
     pub fn sweep(prefix: &str) -> std::io::Result<()> {
-        let list = run(&["ip", "netns", "list"])?;
         let start = format!("{prefix}-");
-        for line in String::from_utf8_lossy(&list.stdout).lines() {
-            let Some(ns) = line.split_whitespace().next() else {
-                continue;
-            };
-            if !ns.starts_with(&start) {
-                continue;
+        let names = match std::fs::read_dir(NETNS_DIR) {
+            Ok(dir) => dir
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&start))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for ns in names {
+            for pid in pids_in(&netns_path(&ns)) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .output();
             }
-            let pids = run(&["ip", "netns", "pids", ns])?;
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).output();
-            }
-            run(&["ip", "netns", "del", ns])?;
+            block_on(del_netns(&ns))?;
         }
         Ok(())
     }
@@ -315,45 +351,48 @@ impl Testbed {
     ) -> std::io::Result<usize> {
         let n = self.endpoints.len();
         let netns = format!("{}-e{n}", self.prefix);
-        let host_ns = self.droplets[droplet].netns.clone();
-        run(&["ip", "netns", "add", &netns])?;
-        run(&[
-            "ip", "link", "add", veth, "netns", &host_ns, "type", "veth", "peer", "name", "eth0",
-            "netns", &netns,
-        ])?;
-        let mtu = endpoint_mtu(self.mtu).to_string();
-        run(&[
-            "ip", "netns", "exec", &host_ns, "ip", "link", "set", veth, "mtu", &mtu, "up",
-        ])?;
+        let host_ns = netns_path(&self.droplets[droplet].netns);
+        let mtu = endpoint_mtu(self.mtu);
         let mac = centaurus_vpc::ipam::format_mac(mac);
-        let addr = format!("{ip}/{prefix_len}");
-        let gw = gateway.to_string();
-        let obj = self.object.to_string_lossy();
-        let xdp: &[&[&str]] = &[
-            &[
-                "ip", "link", "set", "eth0", "xdpdrv", "obj", &obj, "program", "xdp_pass",
-            ],
+        let pass = self.pass.as_ref().map(AsFd::as_fd);
+        block_on(async {
+            add_netns(&netns).await?;
+            let path = netns_path(&netns);
+            let here = Netlink::open(None).await?;
+            here.add_veth(veth, Some(&host_ns), "eth0", Some(&path))
+                .await?;
+            let host_side = LinkChange {
+                mtu: Some(mtu),
+                up: true,
+                ..Default::default()
+            };
+            Netlink::open(Some(&host_ns))
+                .await?
+                .set_link(veth, host_side)
+                .await?;
+            let ep = Netlink::open(Some(&path)).await?;
+            ep.set_link("lo", UP).await?;
+            let eth0 = LinkChange {
+                mtu: Some(mtu),
+                mac: Some(&mac),
+                ..Default::default()
+            };
+            ep.set_link("eth0", eth0).await?;
+            if let Some(p) = pass {
+                ep.attach_xdp("eth0", p).await?;
+            }
+            ep.add_address("eth0", ip.into(), prefix_len).await?;
+            ep.set_link("eth0", UP).await?;
+            ep.add_default_route(gateway).await
+        })?;
+        if pass.is_some() {
             // Checksums left to the "hardware" would stay unfilled: XDP carries frames
-            // without the kernel's checksum-offload metadata.
-            // Nor can XDP carry segmentation-offload super-frames: the stack segments to
-            // the MTU before the veth.
-            &["ethtool", "-K", "eth0", "tx", "off", "gso", "off"],
-        ];
-        let steps: &[&[&str]] = &[
-            &["ip", "link", "set", "lo", "up"],
-            &["ip", "link", "set", "eth0", "address", &mac],
-            &["ip", "link", "set", "eth0", "mtu", &mtu],
-        ];
-        let up: &[&[&str]] = &[
-            &["ip", "addr", "add", &addr, "dev", "eth0"],
-            &["ip", "link", "set", "eth0", "up"],
-            &["ip", "route", "add", "default", "via", &gw],
-        ];
-        let xdp = if self.hook == Hook::Xdp { xdp } else { &[] };
-        for args in steps.iter().chain(xdp).chain(up) {
-            let mut a = vec!["ip", "netns", "exec", &netns];
-            a.extend_from_slice(args);
-            run(&a)?;
+            // without the kernel's checksum-offload metadata. Nor can XDP carry
+            // segmentation-offload super-frames: the stack segments to the MTU before the
+            // veth.
+            run(&[
+                "ip", "netns", "exec", &netns, "ethtool", "-K", "eth0", "tx", "off", "gso", "off",
+            ])?;
         }
         self.endpoints.push(EndpointNs {
             netns,
@@ -367,9 +406,14 @@ impl Testbed {
     /// devices go some time after the namespace does).
     pub fn remove_endpoint(&mut self, n: usize) -> std::io::Result<()> {
         let e = &self.endpoints[n];
-        let host_ns = &self.droplets[e.droplet].netns;
-        run(&["ip", "-n", host_ns, "link", "del", &e.veth])?;
-        run(&["ip", "netns", "del", &e.netns]).map(drop)
+        let host_ns = netns_path(&self.droplets[e.droplet].netns);
+        block_on(async {
+            Netlink::open(Some(&host_ns))
+                .await?
+                .del_link(&e.veth)
+                .await?;
+            del_netns(&e.netns).await
+        })
     }
 
     /// Runs a command in endpoint `n`'s namespace.
@@ -494,9 +538,11 @@ impl Drop for Testbed {
             .map(|e| e.netns.clone())
             .chain(self.droplets.iter().map(|d| d.netns.clone()))
             .chain([self.substrate.clone()]);
-        for ns in names {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        }
+        block_on(async {
+            for ns in names {
+                let _ = del_netns(&ns).await;
+            }
+        });
         let _ = Command::new("umount").arg("-l").arg(&self.pins).output();
     }
 }

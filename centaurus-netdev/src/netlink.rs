@@ -1,5 +1,5 @@
-//! Links, addresses and routes through route netlink (`rtnetlink`), in any network
-//! namespace: what the runtime once ran `ip` for.
+//! Links, addresses, routes and XDP attachments through route netlink (`rtnetlink`), in
+//! any network namespace.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -12,17 +12,26 @@ use rtnetlink::{
 };
 
 use crate::netns::in_netns;
-use crate::{Result, RuntimeError};
+
+type Result<T> = std::io::Result<T>;
 
 /// A route-netlink connection to one network namespace.
 pub struct Netlink {
     handle: Handle,
 }
 
-fn failed(what: String) -> impl FnOnce(rtnetlink::Error) -> RuntimeError {
-    move |e| RuntimeError::Tool {
-        tool: "netlink".into(),
-        message: format!("{what}: {e}"),
+fn failed(what: String) -> impl FnOnce(rtnetlink::Error) -> std::io::Error {
+    move |e| {
+        let kind = match &e {
+            rtnetlink::Error::NetlinkError(m) => m
+                .code
+                .map(|c| std::io::Error::from_raw_os_error(-c.get()).kind()),
+            _ => None,
+        };
+        std::io::Error::new(
+            kind.unwrap_or(std::io::ErrorKind::Other),
+            format!("{what}: {e}"),
+        )
     }
 }
 
@@ -83,9 +92,9 @@ impl Netlink {
     }
 
     async fn must_index(&self, name: &str) -> Result<u32> {
-        self.index(name)
-            .await?
-            .ok_or_else(|| RuntimeError::NotFound(format!("link {name}")))
+        self.index(name).await?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no link {name}"))
+        })
     }
 
     /// Adds bridge `name`.
@@ -240,7 +249,12 @@ fn parse_mac(mac: &str) -> Result<Vec<u8>> {
         .collect::<std::result::Result<_, _>>()
         .ok()
         .filter(|b: &Vec<u8>| b.len() == 6)
-        .ok_or_else(|| RuntimeError::Unsupported(format!("{mac:?} is not a MAC address")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{mac:?} is not a MAC address"),
+            )
+        })?;
     Ok(bytes)
 }
 

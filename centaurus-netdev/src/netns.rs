@@ -1,5 +1,5 @@
 //! Named network namespaces (as `ip netns` keeps them, bind mounts under `/run/netns`),
-//! work in them, and the tap devices VM guests' NICs are.
+//! work and processes in them, and the tap devices VM guests' NICs are.
 //!
 //! A network namespace is a property of a thread: [`in_netns`] runs a closure on a thread
 //! of its own moved into the namespace, so no thread of the async runtime ever changes
@@ -33,9 +33,10 @@ pub fn in_netns<T: Send>(
 }
 
 /// Makes `cmd`'s process start in the network namespace at `netns` (setns(2) between
-/// fork and exec).
+/// fork and exec). A tokio command gives its `as_std_mut()`.
 #[allow(unsafe_code)] // a pre_exec hook
-pub fn enter_on_exec(cmd: &mut tokio::process::Command, netns: &Path) -> std::io::Result<()> {
+pub fn enter_on_exec(cmd: &mut std::process::Command, netns: &Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
     let ns = std::fs::File::open(netns)?;
     // SAFETY: between fork and exec the child only calls setns(2), which is
     // async-signal-safe, on a file opened before the fork.
