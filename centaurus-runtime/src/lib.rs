@@ -254,20 +254,7 @@ pub(crate) fn remove_pod_dir(root: &std::path::Path, pod_uid: &str) -> Result<()
 
 /// Runs a host tool and returns its stdout, or its stderr as the error.
 pub(crate) async fn run_tool(tool: &str, args: &[&str]) -> Result<String> {
-    run_tool_in(None, tool, args).await
-}
-
-/// [`run_tool`] in the network namespace at `netns` (this process's when None).
-pub(crate) async fn run_tool_in(
-    netns: Option<&std::path::Path>,
-    tool: &str,
-    args: &[&str],
-) -> Result<String> {
-    let mut cmd = tokio::process::Command::new(tool);
-    if let Some(ns) = netns {
-        centaurus_netdev::netns::enter_on_exec(cmd.as_std_mut(), ns)?;
-    }
-    let out = cmd
+    let out = tokio::process::Command::new(tool)
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

@@ -12,8 +12,7 @@ use centaurus_core::model::Pod;
 
 use crate::ledger::{Attachment, AttachmentLedger};
 use crate::{Result, RuntimeError};
-use centaurus_netdev::netlink::{LinkChange, Netlink};
-use centaurus_netdev::netns::{add_netns, netns_path};
+use centaurus_netdev::{LinkChange, Netlink, PodLink};
 
 /// A sandbox's place in the network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,38 +222,18 @@ impl NetworkPlugin for HostLocalNetwork {
         if let Some(l) = &self.ledger {
             l.record(&attachment);
         }
-        add_netns(&ns).await?;
-        let path = netns_path(&ns);
-        let here = Netlink::open(None).await?;
-        here.add_veth(&host_if, None, "eth0", Some(&path)).await?;
-        here.set_link(
-            &host_if,
-            LinkChange {
-                controller: Some(&self.bridge),
-                up: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let pod = Netlink::open(Some(&path)).await?;
-        pod.set_link(
-            "lo",
-            LinkChange {
-                up: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-        pod.add_address("eth0", ip.into(), 16).await?;
-        pod.set_link(
-            "eth0",
-            LinkChange {
-                up: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-        pod.add_default_route(self.gateway).await?;
+        let link = PodLink {
+            netns: &ns,
+            veth: &host_if,
+            host_netns: None,
+            bridge: Some(&self.bridge),
+            mtu: None,
+            mac: None,
+            address: (ip, 16),
+            gateway: self.gateway,
+            xdp: None,
+        };
+        let path = link.make().await?;
         Ok(SandboxNetwork {
             netns: Some(path),
             ip: ip.to_string(),

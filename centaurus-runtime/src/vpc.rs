@@ -24,9 +24,9 @@ use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;
 
 use crate::ledger::{Attachment, AttachmentLedger};
-use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork, run_tool_in};
-use centaurus_netdev::netlink::{LinkChange, Netlink};
-use centaurus_netdev::netns::{add_netns, create_tap, netns_path};
+use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork};
+use centaurus_netdev::netns::{create_tap, netns_path};
+use centaurus_netdev::{LinkChange, Netlink, PodLink};
 
 /// Attaches pods to VPC endpoints, or to the flat network.
 pub struct VpcNetwork {
@@ -241,63 +241,20 @@ fn attachment(w: &Wiring, veth: &str, ns: &str) -> Attachment {
 /// and default route through its gateway, as the endpoint's status names them; returns the
 /// namespace's path. The host side is where the transit agent attaches.
 pub async fn wire(w: &Wiring, s: &EndpointStatus) -> Result<PathBuf> {
-    add_netns(&s.netns).await?;
-    let (ns, host) = (
-        netns_path(&s.netns),
-        w.host_netns.as_deref().map(netns_path),
-    );
     let (address, gateway) = addresses(s)?;
-    let here = Netlink::open(None).await?;
-    here.add_veth(&s.veth, host.as_deref(), "eth0", Some(&ns))
-        .await?;
-    let on_host = Netlink::open(host.as_deref()).await?;
-    on_host
-        .set_link(
-            &s.veth,
-            LinkChange {
-                mtu: w.mtu,
-                up: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let pod = Netlink::open(Some(&ns)).await?;
-    pod.set_link(
-        "lo",
-        LinkChange {
-            up: true,
-            ..Default::default()
-        },
-    )
-    .await?;
-    pod.set_link(
-        "eth0",
-        LinkChange {
-            mtu: w.mtu,
-            mac: Some(&s.mac),
-            ..Default::default()
-        },
-    )
-    .await?;
-    if let Some(program) = &w.pod_xdp {
-        pod.attach_xdp("eth0", program.as_fd()).await?;
-        // XDP carries frames without checksum-offload state or segmentation: the
-        // stack finishes checksums and segments to the MTU before the veth.
-        let off = ["-K", "eth0", "tx", "off", "gso", "off"];
-        run_tool_in(Some(&ns), "ethtool", &off).await?;
-    }
-    pod.add_address("eth0", address.into(), s.prefix_len)
-        .await?;
-    pod.set_link(
-        "eth0",
-        LinkChange {
-            up: true,
-            ..Default::default()
-        },
-    )
-    .await?;
-    pod.add_default_route(gateway).await?;
-    Ok(ns)
+    let host = w.host_netns.as_deref().map(netns_path);
+    let link = PodLink {
+        netns: &s.netns,
+        veth: &s.veth,
+        host_netns: host.as_deref(),
+        bridge: None,
+        mtu: w.mtu,
+        mac: Some(&s.mac),
+        address: (address, s.prefix_len),
+        gateway,
+        xdp: w.pod_xdp.as_ref().map(|p| p.as_fd()),
+    };
+    Ok(link.make().await?)
 }
 
 /// The endpoint's address and gateway.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use std::os::fd::{AsFd, OwnedFd};
 
 use centaurus_netdev::netns::{NETNS_DIR, add_netns, del_netns, netns_path};
-use centaurus_netdev::{LinkChange, Netlink, block_on};
+use centaurus_netdev::{LinkChange, Netlink, PodLink, block_on};
 
 use crate::loader::Hook;
 use crate::model::HostInfo;
@@ -354,46 +354,18 @@ impl Testbed {
         let host_ns = netns_path(&self.droplets[droplet].netns);
         let mtu = endpoint_mtu(self.mtu);
         let mac = centaurus_vpc::ipam::format_mac(mac);
-        let pass = self.pass.as_ref().map(AsFd::as_fd);
-        block_on(async {
-            add_netns(&netns).await?;
-            let path = netns_path(&netns);
-            let here = Netlink::open(None).await?;
-            here.add_veth(veth, Some(&host_ns), "eth0", Some(&path))
-                .await?;
-            let host_side = LinkChange {
-                mtu: Some(mtu),
-                up: true,
-                ..Default::default()
-            };
-            Netlink::open(Some(&host_ns))
-                .await?
-                .set_link(veth, host_side)
-                .await?;
-            let ep = Netlink::open(Some(&path)).await?;
-            ep.set_link("lo", UP).await?;
-            let eth0 = LinkChange {
-                mtu: Some(mtu),
-                mac: Some(&mac),
-                ..Default::default()
-            };
-            ep.set_link("eth0", eth0).await?;
-            if let Some(p) = pass {
-                ep.attach_xdp("eth0", p).await?;
-            }
-            ep.add_address("eth0", ip.into(), prefix_len).await?;
-            ep.set_link("eth0", UP).await?;
-            ep.add_default_route(gateway).await
-        })?;
-        if pass.is_some() {
-            // Checksums left to the "hardware" would stay unfilled: XDP carries frames
-            // without the kernel's checksum-offload metadata. Nor can XDP carry
-            // segmentation-offload super-frames: the stack segments to the MTU before the
-            // veth.
-            run(&[
-                "ip", "netns", "exec", &netns, "ethtool", "-K", "eth0", "tx", "off", "gso", "off",
-            ])?;
-        }
+        let link = PodLink {
+            netns: &netns,
+            veth,
+            host_netns: Some(&host_ns),
+            bridge: None,
+            mtu: Some(mtu),
+            mac: Some(&mac),
+            address: (ip, prefix_len),
+            gateway,
+            xdp: self.pass.as_ref().map(AsFd::as_fd),
+        };
+        block_on(link.make())?;
         self.endpoints.push(EndpointNs {
             netns,
             droplet,
