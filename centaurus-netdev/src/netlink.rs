@@ -58,6 +58,17 @@ pub struct LinkChange<'a> {
     pub up: bool,
 }
 
+impl LinkChange<'_> {
+    /// Set the link up, and nothing else.
+    pub const UP: LinkChange<'static> = LinkChange {
+        mtu: None,
+        mac: None,
+        controller: None,
+        rename: None,
+        up: true,
+    };
+}
+
 impl Netlink {
     /// A connection to the namespace at `netns` (this process's own when None).
     pub async fn open(netns: Option<&Path>) -> Result<Self> {

@@ -32,14 +32,6 @@ pub struct PodLink<'a> {
     pub xdp: Option<BorrowedFd<'a>>,
 }
 
-const UP: LinkChange<'static> = LinkChange {
-    mtu: None,
-    mac: None,
-    controller: None,
-    rename: None,
-    up: true,
-};
-
 impl PodLink<'_> {
     /// Makes the namespace, the veth pair (each side made in its own namespace) with the
     /// pod's address, MAC, MTU and default route, and `lo` up; returns the namespace's
@@ -62,7 +54,7 @@ impl PodLink<'_> {
             .set_link(self.veth, host_side)
             .await?;
         let pod = Netlink::open(Some(&ns)).await?;
-        pod.set_link("lo", UP).await?;
+        pod.set_link("lo", LinkChange::UP).await?;
         let eth0 = LinkChange {
             mtu: self.mtu,
             mac: self.mac,
@@ -75,7 +67,7 @@ impl PodLink<'_> {
         }
         pod.add_address("eth0", self.address.0.into(), self.address.1)
             .await?;
-        pod.set_link("eth0", UP).await?;
+        pod.set_link("eth0", LinkChange::UP).await?;
         pod.add_default_route(self.gateway).await?;
         Ok(ns)
     }

@@ -192,14 +192,7 @@ impl HostLocalNetwork {
         nl.add_bridge(&self.bridge).await?;
         nl.add_address(&self.bridge, self.gateway.into(), 16)
             .await?;
-        nl.set_link(
-            &self.bridge,
-            LinkChange {
-                up: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+        nl.set_link(&self.bridge, LinkChange::UP).await?;
         Ok(())
     }
 }

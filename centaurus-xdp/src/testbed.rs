@@ -30,15 +30,6 @@ use centaurus_netdev::{LinkChange, Netlink, PodLink, block_on};
 use crate::loader::Hook;
 use crate::model::HostInfo;
 
-/// Set a link up.
-const UP: LinkChange<'static> = LinkChange {
-    mtu: None,
-    mac: None,
-    controller: None,
-    rename: None,
-    up: true,
-};
-
 /// The processes in the network namespace at `netns`.
 fn pids_in(netns: &Path) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
@@ -197,7 +188,7 @@ impl Testbed {
             let sub_path = netns_path(&substrate);
             let sub = Netlink::open(Some(&sub_path)).await?;
             sub.add_bridge("br0").await?;
-            sub.set_link("br0", UP).await?;
+            sub.set_link("br0", LinkChange::UP).await?;
             let here = Netlink::open(None).await?;
             for (i, d) in droplets.iter().enumerate() {
                 let port = format!("d{i}");
@@ -217,7 +208,7 @@ impl Testbed {
                 }
                 let mac = centaurus_vpc::ipam::format_mac(d.host.mac);
                 let droplet = Netlink::open(Some(&path)).await?;
-                droplet.set_link("lo", UP).await?;
+                droplet.set_link("lo", LinkChange::UP).await?;
                 let eth0 = LinkChange {
                     mtu: Some(mtu),
                     mac: Some(&mac),
@@ -225,7 +216,7 @@ impl Testbed {
                 };
                 droplet.set_link("eth0", eth0).await?;
                 droplet.add_address("eth0", d.host.ip.into(), 24).await?;
-                droplet.set_link("eth0", UP).await?;
+                droplet.set_link("eth0", LinkChange::UP).await?;
             }
             std::io::Result::Ok(())
         })?;
