@@ -285,6 +285,7 @@ pub async fn wire_guest(w: &Wiring, s: &EndpointStatus) -> Result<GuestNic> {
             },
         )
         .await?;
+    // Checked: the guest's init reads them as shell assignments.
     addresses(s)?;
     Ok(GuestNic {
         tap: s.veth.clone(),
