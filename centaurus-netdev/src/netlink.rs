@@ -253,7 +253,7 @@ impl Netlink {
 }
 
 /// `aa:bb:cc:dd:ee:ff` as bytes.
-fn parse_mac(mac: &str) -> Result<Vec<u8>> {
+pub fn parse_mac(mac: &str) -> Result<Vec<u8>> {
     let bytes: Vec<u8> = mac
         .split(':')
         .map(|b| u8::from_str_radix(b, 16))

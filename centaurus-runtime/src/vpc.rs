@@ -25,6 +25,7 @@ use centaurus_vpc::plane::veth_name;
 
 use crate::ledger::{Attachment, AttachmentLedger};
 use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork};
+use centaurus_netdev::netlink::parse_mac;
 use centaurus_netdev::netns::{create_tap, netns_path};
 use centaurus_netdev::{LinkChange, Netlink, PodLink};
 
@@ -272,27 +273,27 @@ fn addresses(s: &EndpointStatus) -> Result<(Ipv4Addr, Ipv4Addr)> {
 /// Makes a provisioned endpoint's tap device, named as its host-side veth would be, for a
 /// VM guest: the guest's NIC, with the endpoint's address, MAC and gateway.
 pub async fn wire_guest(w: &Wiring, s: &EndpointStatus) -> Result<GuestNic> {
+    // Checked first: the guest's init reads them as shell assignments, QEMU's command line
+    // takes the MAC.
+    let (address, gateway) = addresses(s)?;
+    parse_mac(&s.mac)?;
     let host = w.host_netns.as_deref().map(netns_path);
     create_tap(&s.veth, host.as_deref()).await?;
+    let tap = LinkChange {
+        mtu: w.mtu,
+        up: true,
+        ..Default::default()
+    };
     Netlink::open(host.as_deref())
         .await?
-        .set_link(
-            &s.veth,
-            LinkChange {
-                mtu: w.mtu,
-                up: true,
-                ..Default::default()
-            },
-        )
+        .set_link(&s.veth, tap)
         .await?;
-    // Checked: the guest's init reads them as shell assignments.
-    addresses(s)?;
     Ok(GuestNic {
         tap: s.veth.clone(),
         netns: host,
         mac: s.mac.clone(),
-        address: format!("{}/{}", s.ip, s.prefix_len),
-        gateway: s.gateway.clone(),
+        address: format!("{address}/{}", s.prefix_len),
+        gateway: gateway.to_string(),
         mtu: w.mtu,
     })
 }
