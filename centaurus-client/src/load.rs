@@ -33,7 +33,7 @@ pub struct LoadSpec {
 #[derive(Clone, Debug)]
 pub struct VerbStats {
     /// Verb name.
-    pub verb: &'static str,
+    pub verb: String,
     /// Requests completed.
     pub count: usize,
     /// Requests that failed.
@@ -64,26 +64,30 @@ impl std::fmt::Display for VerbStats {
     }
 }
 
-fn stats(
-    verb: &'static str,
-    mut lat: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
-) -> VerbStats {
-    lat.sort();
-    let at = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    VerbStats {
-        verb,
-        count: lat.len(),
-        errors,
-        elapsed,
-        p50: at(0.5),
-        p99: at(0.99),
-        max: lat.last().copied().unwrap_or_default(),
+impl VerbStats {
+    /// The figures of `verb` from its requests' latencies, its failed requests and the
+    /// wall time they took.
+    pub fn of(
+        verb: impl Into<String>,
+        mut lat: Vec<Duration>,
+        errors: usize,
+        elapsed: Duration,
+    ) -> Self {
+        lat.sort();
+        let at = |q: f64| {
+            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            verb: verb.into(),
+            count: lat.len(),
+            errors,
+            elapsed,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: lat.last().copied().unwrap_or_default(),
+        }
     }
 }
 
@@ -127,7 +131,7 @@ where
         lat.extend(l);
         errors += e;
     }
-    stats(verb, lat, errors, started.elapsed())
+    VerbStats::of(verb, lat, errors, started.elapsed())
 }
 
 /// Runs the load and returns per-verb figures plus the events the watchers saw.

@@ -200,30 +200,49 @@ impl NodeLifecycleController {
             model::SYSTEM_TENANT,
             model::NODE_LEASE_NAMESPACE
         );
-        let mut lost = Vec::new();
-        for node in nodes.iter().flat_map(Cache::list) {
+        // Whether a node's lease is valid (None: leases are not watched here).
+        let alive = |node: &Node| {
+            leases.map(|leases| {
+                leases
+                    .read(&format!("{lease_prefix}{}", node.metadata.name), |l| {
+                        l.is_valid_at(now)
+                    })
+                    // A node that never had a lease gets the default lease time from
+                    // creation.
+                    .unwrap_or_else(|| {
+                        node.metadata
+                            .creation_timestamp
+                            .is_some_and(|t| now < t + chrono::Duration::seconds(40))
+                    })
+            })
+        };
+        let lost_long = |node: &Node| {
+            ready(node)
+                .and_then(|c| c.last_transition_time)
+                .is_some_and(|t| expired(t, now, self.config.eviction_timeout))
+        };
+        // Only the nodes that need something are copied out of the caches: a region's
+        // nodes are many, and nearly all of them are well.
+        let needs_care = |node: &Node| {
             if !self.ownership.owns(node.metadata.ring_position()) {
-                continue;
+                return false;
             }
+            let is_ready = ready(node).is_some_and(|c| c.status == "True");
+            match alive(node) {
+                None => !is_ready && lost_long(node),
+                Some(alive) => alive != is_ready || (!alive && lost_long(node)),
+            }
+        };
+        let mut lost = Vec::new();
+        for node in nodes.iter().flat_map(|c| c.select(needs_care)) {
             let name = &node.metadata.name;
             let is_ready = ready(&node).is_some_and(|c| c.status == "True");
-            let Some(leases) = leases else {
+            let Some(alive) = alive(&node) else {
                 // Readiness is marked in the node's own partition: act on what it says.
-                let since = ready(&node).and_then(|c| c.last_transition_time);
-                if !is_ready && since.is_some_and(|t| expired(t, now, self.config.eviction_timeout))
-                {
+                if !is_ready && lost_long(&node) {
                     lost.push(name.clone());
                 }
                 continue;
-            };
-            let lease = leases.get(&format!("{lease_prefix}{name}"));
-            let alive = match &lease {
-                Some(l) => l.is_valid_at(now),
-                // A node that never had a lease gets the default lease time from creation.
-                None => node
-                    .metadata
-                    .creation_timestamp
-                    .is_some_and(|t| now < t + chrono::Duration::seconds(40)),
             };
             if alive && !is_ready {
                 self.set_ready(name, true).await;
@@ -240,11 +259,8 @@ impl NodeLifecycleController {
                     "NodeNotReady",
                     format!("Node {name} status is now: NodeNotReady (its lease expired)"),
                 );
-            } else if !alive {
-                let since = ready(&node).and_then(|c| c.last_transition_time);
-                if since.is_some_and(|t| expired(t, now, self.config.eviction_timeout)) {
-                    lost.push(name.clone());
-                }
+            } else if !alive && lost_long(&node) {
+                lost.push(name.clone());
             }
         }
         let (Some(pods), Some(evict)) = (pods, &self.pods) else {
@@ -310,7 +326,7 @@ impl NodeLifecycleController {
             .iter()
             .filter(|n| {
                 let key = model::object_key(Node::PLURAL, Node::SCOPE, "", "", n);
-                nodes.iter().all(|c| c.get(&key).is_none())
+                nodes.iter().all(|c| !c.contains(&key))
             })
             .collect();
         missing.retain(|n, _| absent.contains(n));

@@ -404,6 +404,35 @@ impl<R: Clone> Cache<R> {
             .collect()
     }
 
+    /// Clones of the cached objects `keep` selects, which sees each in place (under the
+    /// cache's read lock: it must not block). Cheaper than [`Cache::list`] when few match.
+    pub fn select(&self, mut keep: impl FnMut(&R) -> bool) -> Vec<R> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|v| keep(v))
+            .cloned()
+            .collect()
+    }
+
+    /// What `f` makes of the object at `key`, read in place (under the read lock).
+    pub fn read<T>(&self, key: &str, f: impl FnOnce(&R) -> T) -> Option<T> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(f)
+    }
+
+    /// True when an object is cached at `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
     /// True when some cached object's key starts with `prefix`.
     pub fn has_prefix(&self, prefix: &str) -> bool {
         (self.0.read().unwrap_or_else(|e| e.into_inner()))

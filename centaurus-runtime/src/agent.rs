@@ -133,6 +133,9 @@ pub struct NodeAgent {
     host_rate: crate::usage::Rates,
     /// The cluster DNS its pods ask first (kubelet's `clusterDNS`).
     cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The lease as this agent last wrote it: the next renewal is one write guarded by
+    /// its `resourceVersion`, without reading it first (as the kubelet renews).
+    lease: Mutex<Option<Lease>>,
 }
 
 impl NodeAgent {
@@ -151,6 +154,7 @@ impl NodeAgent {
             workers: Mutex::default(),
             stopped: AtomicBool::new(false),
             powered_off: AtomicBool::new(false),
+            lease: Mutex::default(),
             host_rate: Default::default(),
             cluster_dns: None,
         }
@@ -569,13 +573,27 @@ impl Fleet {
 
     async fn renew_lease(&self, agent: &NodeAgent) -> Result<(), ClientError> {
         let leases = self.client.api::<Lease>();
+        let now = model::now();
+        let last = agent.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut lease) = last {
+            lease.spec.renew_time = Some(now);
+            lease.spec.lease_duration_seconds = Some(agent.config.lease_seconds);
+            match leases.update(&lease).await {
+                Ok(written) => {
+                    *agent.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
+                    return Ok(());
+                }
+                // Someone else wrote it, or it was deleted: read it again.
+                Err(e) if e.is_conflict() || e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut lease = Lease::typed(ObjectMeta::namespaced(
             model::SYSTEM_TENANT,
             model::NODE_LEASE_NAMESPACE,
             agent.name(),
         ));
         let key = lease.key();
-        let now = model::now();
         let renewed = leases
             .modify(&key, |l| {
                 l.spec.renew_time = Some(now);
@@ -592,10 +610,14 @@ impl Fleet {
                 lease_transitions: Some(0),
             };
             match leases.create(lease).await {
-                Ok(_) => {}
+                Ok(written) => {
+                    *agent.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
+                }
                 Err(e) if e.is_already_exists() => {}
                 Err(e) => return Err(e),
             }
+        } else {
+            *agent.lease.lock().unwrap_or_else(|e| e.into_inner()) = renewed;
         }
         Ok(())
     }

@@ -10,18 +10,21 @@
 //! guest takes the endpoint's address, MAC and gateway. Without a wiring (hollow nodes) it
 //! only hands out the address.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use centaurus_client::Client;
+use centaurus_core::controller::Informer;
 use centaurus_core::model::{Network, Pod, Resource};
 use centaurus_vpc::kinds::{Endpoint, EndpointStatus, FAILED, PROVISIONED};
 use centaurus_vpc::network::NETWORK_LABEL;
 use centaurus_vpc::plane::veth_name;
+use tokio::sync::Notify;
 
 use crate::ledger::{Attachment, AttachmentLedger};
 use crate::{GuestNic, NetworkPlugin, RuntimeError, SandboxNetwork};
@@ -39,6 +42,95 @@ pub struct VpcNetwork {
     /// The veths and namespaces wired so far.
     wired: std::sync::Mutex<Claims>,
     ledger: Option<AttachmentLedger>,
+    /// Endpoints as watched in each partition, when the identity may watch them.
+    endpoints: Option<EndpointWatch>,
+}
+
+/// The endpoints of each partition as a watch shows them (for an identity that may watch
+/// them all, a node fleet's), so a pod waits for its endpoint's changes instead of polling
+/// the API for it: polling pods cost the API a GET each every 200 ms, which thousands of
+/// pods waiting at once turn into a load that starves everything else.
+struct EndpointWatch {
+    informers: Vec<Arc<Informer<Endpoint>>>,
+    /// The pods waiting, by endpoint key.
+    waiting: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for EndpointWatch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl EndpointWatch {
+    /// Watches the endpoints of every partition of `clients` (needs a Tokio runtime).
+    fn start(clients: &[Client]) -> Self {
+        let waiting: Arc<Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
+        let mut tasks = Vec::new();
+        let informers = clients
+            .iter()
+            .map(|c| {
+                let informer = Arc::new(Informer::new(
+                    c.api::<Endpoint>().source("/registry/endpoints/"),
+                ));
+                let waiting = waiting.clone();
+                informer.on_change(move |change| {
+                    let key = change.object().key();
+                    if let Some(n) = waiting.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+                        n.notify_waiters();
+                    }
+                });
+                tasks.push(tokio::spawn(informer.clone().run()));
+                informer
+            })
+            .collect();
+        Self {
+            informers,
+            waiting,
+            tasks,
+        }
+    }
+
+    /// The endpoint at `key` in any partition's cache.
+    fn cached(&self, key: &str) -> Option<Endpoint> {
+        self.informers.iter().find_map(|i| i.cache().get(key))
+    }
+}
+
+/// A pod's place among the waiting: leaves it when dropped.
+struct Waiting<'a> {
+    watch: &'a EndpointWatch,
+    key: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Waiting<'a> {
+    fn join(watch: &'a EndpointWatch, key: &'a str) -> Self {
+        let notify = watch
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        Self { watch, key, notify }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.watch.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's and this one's: no other pod waits for the key.
+        if waiting
+            .get(self.key)
+            .is_some_and(|n| Arc::strong_count(n) <= 2)
+        {
+            waiting.remove(self.key);
+        }
+    }
 }
 
 /// The pods' claims on the veths and namespaces their endpoints name (host-side veth →
@@ -121,6 +213,59 @@ impl VpcNetwork {
             timeout,
             wired: Default::default(),
             ledger: None,
+            endpoints: None,
+        }
+    }
+
+    /// Follows the endpoints of its partitions with a watch (its clients' identity must
+    /// be allowed to watch every endpoint there, as a node fleet's is), so pods wait for
+    /// their endpoint's changes rather than polling for it. Needs a Tokio runtime.
+    pub fn watching_endpoints(mut self) -> Self {
+        self.endpoints = Some(EndpointWatch::start(&self.clients));
+        self
+    }
+
+    /// Waits until `ready` says the endpoint at `key` is ready, as [`VpcNetwork::poll`]
+    /// does, from the watched endpoints when there are any.
+    async fn endpoint<T>(
+        &self,
+        key: &str,
+        ready: impl Fn(&Endpoint) -> Result<Option<T>>,
+    ) -> Result<T> {
+        let Some(watch) = &self.endpoints else {
+            return self.poll(key, "endpoint", ready).await;
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let waiting = Waiting::join(watch, key);
+        loop {
+            let changed = waiting.notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(e) = watch.cached(key)
+                && let Some(t) = ready(&e)?
+            {
+                return Ok(t);
+            }
+            // A change wakes it; a broken watch is covered by a look every few seconds.
+            let look = tokio::time::Instant::now() + Duration::from_secs(5);
+            if tokio::time::timeout_at(look.min(deadline), changed)
+                .await
+                .is_err()
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(RuntimeError::NotReady(format!(
+                        "endpoint {key} is not ready after {:?}",
+                        self.timeout
+                    )));
+                }
+                for client in &self.clients {
+                    if let Ok(Some(e)) = client.api::<Endpoint>().get(key).await
+                        && let Some(t) = ready(&e)?
+                    {
+                        return Ok(t);
+                    }
+                }
+            }
         }
     }
 
@@ -315,7 +460,7 @@ impl NetworkPlugin for VpcNetwork {
             .replacen("/registry/pods/", "/registry/endpoints/", 1);
         let uid = pod.metadata.uid.clone();
         let status = self
-            .poll(&key, "endpoint", |e: &Endpoint| {
+            .endpoint(&key, |e: &Endpoint| {
                 if e.spec.pod != pod.metadata.name
                     || e.metadata.creation_timestamp < pod.metadata.creation_timestamp
                 {

@@ -1,6 +1,7 @@
 //! The VPC readiness gate on a hollow node: a pod whose endpoint is slow to be provisioned
 //! waits, Pending with the reason in its status, and starts once the endpoint is ready; a
-//! backlogged network plane never fails it.
+//! backlogged network plane never fails it. Both ways of waiting: polling the endpoint,
+//! and following a watch of every endpoint (a node fleet's).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -17,6 +18,15 @@ use centaurus_vpc::kinds::{Endpoint, EndpointSpec, EndpointStatus, PROVISIONED, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_waits_for_a_slow_endpoint_and_never_fails() {
+    slow_endpoint(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waits_on_the_endpoints_watch_and_never_fails() {
+    slow_endpoint(true).await;
+}
+
+async fn slow_endpoint(watching: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
     let local = centaurus_api::region::LocalRegion::start(store.clone(), dir.path())
@@ -28,12 +38,17 @@ async fn a_pod_waits_for_a_slow_endpoint_and_never_fails() {
     fleet.wait_synced().await;
     let runtime = Arc::new(HollowRuntime::default());
     // Each wait for the endpoint gives up after 100 ms: the agent must try again.
-    let network = Arc::new(VpcNetwork::new(
+    let network = VpcNetwork::new(
         agents,
         Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
         None,
         Duration::from_millis(100),
-    ));
+    );
+    let network = Arc::new(if watching {
+        network.watching_endpoints()
+    } else {
+        network
+    });
     fleet
         .add(NodeAgent::new(
             AgentConfig {
@@ -123,7 +138,8 @@ async fn a_pod_waits_for_a_slow_endpoint_and_never_fails() {
         .create(endpoint)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let created = tokio::time::Instant::now();
+    let deadline = created + Duration::from_secs(20);
     loop {
         let p = pods.get(&pod.key()).await.unwrap().unwrap();
         assert_ne!(p.phase(), "Failed");
@@ -134,6 +150,10 @@ async fn a_pod_waits_for_a_slow_endpoint_and_never_fails() {
                     .conditions
                     .iter()
                     .any(|c| { c.type_ == "PodReadyToStartContainers" && c.status == "True" })
+            );
+            println!(
+                "watching: {watching}: Running {:?} after the endpoint",
+                created.elapsed()
             );
             break;
         }

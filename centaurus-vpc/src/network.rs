@@ -64,7 +64,8 @@ pub async fn run_tenants(client: Client, share: Share) {
     }
     let pods = Controller::<Pod>::new(client.api().source("/registry/pods/"))
         .with_share(&share)
-        .with_workers(4);
+        // Three round trips a pod: enough in flight to follow a scheduler's pace.
+        .with_workers(32);
     let n = NetworkController { client };
     tokio::join!(tenants.run(n.clone()), vpcs.run(Ignore), pods.run(n));
 }

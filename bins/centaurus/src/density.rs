@@ -88,7 +88,7 @@ struct Tracker {
     last: Option<Instant>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -96,7 +96,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -130,7 +130,12 @@ fn rss_mib() -> f64 {
 }
 
 fn pod(name: &str, workload: Workload) -> Pod {
-    let mut p = Pod::typed(ObjectMeta::namespaced("system", "density", name));
+    pod_in("system", "density", name, workload)
+}
+
+/// A pod of the benchmarks, `name` in `tenant`'s `namespace`, with small requests.
+pub(crate) fn pod_in(tenant: &str, namespace: &str, name: &str, workload: Workload) -> Pod {
+    let mut p = Pod::typed(ObjectMeta::namespaced(tenant, namespace, name));
     p.metadata.labels.insert("app".into(), "density".into());
     let requests = |cpu: &str, mem: &str| ResourceRequirements {
         requests: [
@@ -195,7 +200,7 @@ fn bare_node(i: usize, zones: usize) -> Node {
 }
 
 /// Whether the pod counts as started.
-fn started(p: &Pod, bound_only: bool) -> bool {
+pub(crate) fn started(p: &Pod, bound_only: bool) -> bool {
     if bound_only {
         return !p.spec.node_name.is_empty();
     }

@@ -11,6 +11,7 @@ mod components;
 mod density;
 mod gateway;
 mod region;
+mod region_density;
 mod up;
 
 /// mimalloc returns the memory the server frees to the system; glibc's allocator kept
@@ -230,6 +231,9 @@ enum Command {
         /// availability zone of a resource partition, say.
         #[arg(long, default_value = "zone")]
         zone_prefix: String,
+        /// Seconds between the hollow nodes' lease renewals (a lease is valid for four).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        heartbeat: u64,
         /// Run this host's node agent with the real runtimes (needs root and runc).
         #[arg(long)]
         local: bool,
@@ -287,6 +291,10 @@ enum Command {
     /// Measures pod startup latency, scheduling throughput and heartbeat cost of an
     /// in-process region on a fresh store in a temporary directory.
     Density(density::Density),
+    /// Measures a running partitioned region (`centaurus region`) from outside: the front
+    /// door's added latency, scheduling throughput per tenant partition, pod startup and
+    /// API call latency under a steady creation rate, and every process' memory.
+    RegionDensity(region_density::RegionDensity),
     /// Runs this host's transit daemon: loads the XDP datapath, attaches it to the
     /// substrate interface, and serves table programming on a Unix socket.
     Transitd {
@@ -564,6 +572,7 @@ async fn main() -> anyhow::Result<()> {
             zones,
             hollow_prefix,
             zone_prefix,
+            heartbeat,
             local,
             runtime,
             root,
@@ -613,6 +622,7 @@ async fn main() -> anyhow::Result<()> {
                         prefix: &zone_prefix,
                     },
                     prefix: &hollow_prefix,
+                    heartbeat: std::time::Duration::from_secs(heartbeat),
                     local: (local || !runtime.is_empty()).then_some((root.as_path(), &runtime)),
                     serve,
                     advertise: &advertise_address,
@@ -651,6 +661,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::RegionDensity(d) => region_density::run(d).await,
         Command::Density(d) => {
             let dir = tempfile::tempdir().context("making a scratch directory")?;
             density::run(dir.path(), d).await

@@ -39,33 +39,68 @@ pub struct RegionPlan {
     /// Exit (stopping everything) once the region is up, instead of serving until Ctrl-C.
     #[arg(long)]
     pub exit_when_ready: bool,
+    /// How the hollow nodes authenticate: `own` (each joins with a bootstrap token and
+    /// runs as `system:node:NAME`, as real nodes do) or `fleet` (every node of a resource
+    /// partition under its fleet identity, on shared connections: what fits 100,000
+    /// nodes on one machine).
+    #[arg(long, value_enum, default_value = "own")]
+    pub node_identity: NodeIdentity,
+    /// Seconds between the hollow nodes' lease renewals (a lease is valid for four).
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat: u64,
+}
+
+/// How the hollow nodes of a region authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeIdentity {
+    /// Each node its own identity, joined with a bootstrap token.
+    Own,
+    /// One identity for all nodes of a resource partition (`node-fleet`).
+    Fleet,
 }
 
 /// One partition as `region.json` lists it.
-#[derive(Serialize)]
-struct PartitionEntry {
-    name: String,
-    role: &'static str,
-    server: String,
-    admin_kubeconfig: PathBuf,
-    etcd: Vec<String>,
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PartitionEntry {
+    pub name: String,
+    /// `tenant`, `resource` or `front door`.
+    pub role: String,
+    pub server: String,
+    pub admin_kubeconfig: PathBuf,
+    pub etcd: Vec<String>,
 }
 
 /// One process as `region.json` lists it.
-#[derive(Serialize)]
-struct ProcessEntry {
-    name: String,
-    pid: u32,
-    command: Vec<String>,
-    log: PathBuf,
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ProcessEntry {
+    pub name: String,
+    pub pid: u32,
+    pub command: Vec<String>,
+    pub log: PathBuf,
 }
 
-#[derive(Serialize)]
-struct RegionFile {
+/// `DIR/region.json`: where everything of a running region is.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RegionFile {
     /// The front door: its server and admin kubeconfig.
-    gateway: PartitionEntry,
-    partitions: Vec<PartitionEntry>,
-    processes: Vec<ProcessEntry>,
+    pub gateway: PartitionEntry,
+    pub partitions: Vec<PartitionEntry>,
+    pub processes: Vec<ProcessEntry>,
+}
+
+impl RegionFile {
+    /// Reads `dir/region.json`.
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<Self> {
+        let file = dir.join("region.json");
+        let text = std::fs::read(&file).with_context(|| {
+            format!(
+                "reading {} (is `centaurus region --data-dir {}` running?)",
+                file.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", file.display()))
+    }
 }
 
 /// How long a process of the region may take to say it is ready.
@@ -335,7 +370,7 @@ async fn start(
             .await?;
         partitions.push(PartitionEntry {
             name: name.clone(),
-            role,
+            role: role.into(),
             server: format!("https://{listen}"),
             admin_kubeconfig: pdir.join("admin.kubeconfig"),
             etcd: clients,
@@ -433,17 +468,23 @@ async fn start(
         if nodes == 0 {
             continue;
         }
-        let bootstrap = dir.join(rp).join("bootstrap.kubeconfig");
-        crate::components::bootstrap_kubeconfig(
-            &dir.join(rp).join("admin.kubeconfig"),
-            &bootstrap,
-            7 * 86400,
-        )
-        .await?;
-        let args = vec![
-            "agent".to_owned(),
-            "--bootstrap-kubeconfig".into(),
-            s(&bootstrap),
+        let mut args = vec!["agent".to_owned()];
+        match plan.node_identity {
+            NodeIdentity::Own => {
+                let bootstrap = dir.join(rp).join("bootstrap.kubeconfig");
+                crate::components::bootstrap_kubeconfig(
+                    &dir.join(rp).join("admin.kubeconfig"),
+                    &bootstrap,
+                    7 * 86400,
+                )
+                .await?;
+                args.extend(["--bootstrap-kubeconfig".into(), s(&bootstrap)]);
+            }
+            NodeIdentity::Fleet => args.extend(["--kubeconfig".into(), kc(rp, "node-fleet")]),
+        }
+        args.extend([
+            "--heartbeat".into(),
+            plan.heartbeat.to_string(),
             "--hollow".into(),
             nodes.to_string(),
             "--hollow-prefix".into(),
@@ -460,7 +501,7 @@ async fn start(
             free_addr()?,
             "--root".into(),
             s(&dir.join(rp).join("node")),
-        ];
+        ]);
         procs
             .start(
                 logs,
@@ -509,7 +550,7 @@ async fn start(
         .await?;
     let gateway = PartitionEntry {
         name: "gateway".into(),
-        role: "front door",
+        role: "front door".into(),
         server: format!("https://{listen}"),
         admin_kubeconfig: gw.join("admin.kubeconfig"),
         etcd: Vec::new(),
@@ -550,30 +591,13 @@ pub struct MovePlan {
     pub settle: f64,
 }
 
-/// A partition as `centaurus move-tenant` reads it from `region.json`.
-#[derive(Deserialize)]
-struct Listed {
-    name: String,
-    role: String,
-    etcd: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct ListedRegion {
-    partitions: Vec<Listed>,
-}
-
 /// `centaurus move-tenant`: moves a tenant of the region in `DIR` to another tenant
 /// partition ([`centaurus_api::relocation`]) while the region runs, and prints what it did.
 pub async fn move_tenant(plan: MovePlan) -> anyhow::Result<()> {
     use centaurus_api::relocation::{PartitionStore, TenantMove};
     use centaurus_core::model::{self, Tenant};
-    let file = plan.data_dir.join("region.json");
-    let region: ListedRegion = serde_json::from_slice(
-        &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
-    )
-    .with_context(|| format!("{} is not a region's file", file.display()))?;
-    let open = |p: &Listed| crate::components::StoreArg::Etcd(p.etcd.clone());
+    let region = RegionFile::load(&plan.data_dir)?;
+    let open = |p: &PartitionEntry| crate::components::StoreArg::Etcd(p.etcd.clone());
     let mut tenants = Vec::new();
     let mut resources = Vec::new();
     for p in &region.partitions {

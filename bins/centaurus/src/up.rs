@@ -227,7 +227,9 @@ pub(crate) fn start_network(
             name: name.into(),
             ownership: share.ownership.clone(),
             state_file: data_dir.join("vpc-operator.redb"),
-            workers: 4,
+            // Each reconcile is a few round trips to the API: enough of them in flight
+            // to keep up with a scheduler binding hundreds of pods a second.
+            workers: 16,
             resync: Duration::from_secs(5),
         },
     )
@@ -606,6 +608,10 @@ fn opened(dir: &Path) -> Option<AttachmentLedger> {
 /// `flat` behind the VPC readiness gate when `vpc` (a client of the region) is given: pods on
 /// `vpc` networks start once their endpoint is provisioned, with its address, wired by
 /// the wiring given (real nodes), which records what it makes in the ledger beside it.
+/// How long a pod waits for its endpoint at a time (then its agent reports why and tries
+/// again).
+const GATE_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn gated(
     flat: Arc<dyn NetworkPlugin>,
     vpc: Vec<Client>,
@@ -618,7 +624,7 @@ fn gated(
         Some((w, dir)) => (Some(w), opened(&dir)),
         None => (None, None),
     };
-    let net = centaurus_runtime::VpcNetwork::across(vpc, flat, wiring, Duration::from_secs(60));
+    let net = centaurus_runtime::VpcNetwork::across(vpc, flat, wiring, GATE_TIMEOUT);
     Arc::new(match ledger {
         Some(l) => net.with_ledger(l),
         None => net,
@@ -636,11 +642,20 @@ pub(crate) fn hollow_agents(
     vpc: Vec<Client>,
 ) -> Vec<NodeAgent> {
     let runtime: Arc<dyn Runtime> = Arc::new(HollowRuntime::default());
-    let network = gated(
-        Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
-        vpc,
-        None,
-    );
+    // The fleet's identity may watch every endpoint: its pods wait on that watch.
+    let network: Arc<dyn NetworkPlugin> = if vpc.is_empty() {
+        Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0)))
+    } else {
+        Arc::new(
+            centaurus_runtime::VpcNetwork::across(
+                vpc,
+                Arc::new(NoNetwork::new(Ipv4Addr::new(10, 244, 0, 0))),
+                None,
+                GATE_TIMEOUT,
+            )
+            .watching_endpoints(),
+        )
+    };
     (0..count)
         .map(|i| hollow_agent(prefix, i, zones, heartbeat, &runtime, network.clone()))
         .collect()
@@ -679,6 +694,12 @@ impl Zones<'_> {
     }
 }
 
+/// How long a lease renewed every `heartbeat` stays valid: four heartbeats, as a
+/// kubelet's 40 s lease renewed every 10 s.
+fn lease_seconds(heartbeat: Duration) -> i32 {
+    i32::try_from(heartbeat.as_secs().saturating_mul(4)).unwrap_or(i32::MAX)
+}
+
 /// Hollow node `i` of `prefix` (see [`hollow_agents`]).
 fn hollow_agent(
     prefix: &str,
@@ -712,7 +733,7 @@ fn hollow_agent(
                 i % 250 + 1
             ),
             heartbeat,
-            lease_seconds: 40,
+            lease_seconds: lease_seconds(heartbeat),
         },
         Some(runtime.clone()),
         Some(runtime.clone()),
@@ -731,6 +752,8 @@ pub(crate) struct AgentProcess<'a> {
     pub zones: Zones<'a>,
     /// Their name prefix.
     pub prefix: &'a str,
+    /// How often the hollow nodes renew their leases (valid for four of these).
+    pub heartbeat: Duration,
     /// This host's node, with its workloads under this directory, and its runtimes (none:
     /// runc, and QEMU when present).
     pub local: Option<(&'a Path, &'a [RuntimeKind])>,
@@ -770,14 +793,14 @@ pub(crate) enum AgentCredentials {
     },
 }
 
+/// Hollow nodes of one agent process that join (or register) at once.
+const CONCURRENT_JOINS: usize = 32;
+
 /// `centaurus agent`: node agents as clients of the API: `hollow` simulated nodes named
 /// `{prefix}-{i}` over `zones`, and this host's agent with the real runtimes when `local`
 /// names its root, with the endpoint their logs are read from. Runs until Ctrl-C or
 /// SIGTERM, then stops the workloads of this host (its pods stay bound and start again
 /// with the next agent).
-/// Hollow nodes of one agent process that join at once.
-const CONCURRENT_JOINS: usize = 32;
-
 pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Result<()> {
     let endpoint = AgentEndpoint::bind(a.serve, a.advertise, region_ca).await?;
     let published = endpoint.published();
@@ -851,7 +874,7 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
         }
         fleets.push(fleet.clone());
     }
-    let heartbeat = Duration::from_secs(10);
+    let heartbeat = a.heartbeat;
     let identities = if shared.is_some() {
         "the fleet's identity"
     } else {
@@ -864,8 +887,14 @@ pub(crate) async fn agents(region_ca: &[u8], a: AgentProcess<'_>) -> anyhow::Res
             } else {
                 tenant_clients(&a.tenants, user)?
             };
-            for agent in hollow_agents(a.prefix, a.hollow, a.zones, heartbeat, vpc) {
-                fleet.add(agent).await?;
+            use futures::StreamExt as _;
+            // Registering a node is a few round trips: a few nodes at a time.
+            let mut adding =
+                futures::stream::iter(hollow_agents(a.prefix, a.hollow, a.zones, heartbeat, vpc))
+                    .map(|agent| fleet.add(agent))
+                    .buffer_unordered(CONCURRENT_JOINS);
+            while let Some(added) = adding.next().await {
+                added?;
             }
         }
         (_, AgentCredentials::Join { bootstrap, .. }) => {
