@@ -11,7 +11,7 @@ use centaurus_api::region::{Region, RegionOptions};
 use centaurus_client::Client;
 use centaurus_client::kubeconfig::Kubeconfig;
 use centaurus_core::model::{
-    Container, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity,
+    Container, Node, NodeInfo, NodeStatus, ObjectMeta, Pod, PodSpec, Quantity, Resource,
 };
 use centaurus_core::store::{RedbStore, Store};
 use centaurus_sched::binder::{Binder, LedgerBinder};

@@ -309,10 +309,11 @@ async fn front_door(
     println!("front door: {requests} GETs each way, one at a time");
     println!("  {via}");
     println!("  {straight}");
+    let added = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e3;
     println!(
-        "  added by the front door: p50 {} p99 {}",
-        ms(via.p50.saturating_sub(straight.p50)),
-        ms(via.p99.saturating_sub(straight.p99))
+        "  added by the front door: p50 {:+.2} ms p99 {:+.2} ms",
+        added(via.p50, straight.p50),
+        added(via.p99, straight.p99)
     );
     Ok(())
 }

@@ -490,6 +490,41 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         started.elapsed().as_secs_f64()
     );
 
+    // The density tool, from outside: every pod it creates through the front door starts.
+    let out = std::process::Command::new(bin)
+        .args([
+            "region-density",
+            "--data-dir",
+            region_dir.to_str().unwrap(),
+            "--requests",
+            "20",
+            "--pods",
+            "30",
+            "--latency-pods",
+            "20",
+            "--rate",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "rp1: 10 nodes, 10 Ready",
+        "added by the front door",
+        "Ready: 30 in",
+        "Ready: 20 in",
+        "bound in all: 30 in",
+        "per node)",
+    ] {
+        assert!(report.contains(line), "no {line:?} in:\n{report}");
+    }
+    eprintln!("{report}");
+
     // Kill every process of tp1: tp2's tenant goes on creating and running pods.
     let t = Instant::now();
     for p in [
