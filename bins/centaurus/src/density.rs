@@ -459,26 +459,41 @@ async fn phase(
         r??;
     }
     let timeout = Duration::from_secs(60) + Duration::from_millis(count as u64 * 20);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let n = tracker
+    wait_for(name, "started", count, timeout, || {
+        tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .started
-            .len();
-        if n >= count {
-            break;
-        }
-        if Instant::now() > deadline {
-            println!("{name}: only {n} of {count} pods started within {timeout:?}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .len()
+    })
+    .await;
     watcher.abort();
     let mut t = std::mem::take(&mut *tracker.lock().unwrap_or_else(|e| e.into_inner()));
     t.begin = Some(begin);
     Ok(t)
+}
+
+/// Waits until `count()` pods reached `want` (looking every 50 ms), or says how many did
+/// within `timeout`.
+pub(crate) async fn wait_for(
+    phase: &str,
+    what: &str,
+    want: usize,
+    timeout: Duration,
+    count: impl Fn() -> usize,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = count();
+        if n >= want {
+            return;
+        }
+        if Instant::now() > deadline {
+            println!("{phase}: only {n} of {want} pods {what} within {timeout:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// What the pods and their events take in the store: objects and bytes, per pod.

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use centaurus_core::controller::WatchEvent;
 use centaurus_core::model::{self, Namespace, Node, ObjectMeta, Pod, Resource, Tenant};
 use futures::StreamExt;
 
-use crate::density::{Workload, ms, percentile, pod_in, started};
+use crate::density::{Workload, ms, percentile, pod_in, started, wait_for};
 use crate::region::RegionFile;
 
 /// A density run against a running region.
@@ -336,15 +337,19 @@ async fn phase(
     let sem = Arc::new(tokio::sync::Semaphore::new(d.concurrency.max(1)));
     let creates = Arc::new(Mutex::new((Vec::with_capacity(count), 0usize)));
     let mut set = tokio::task::JoinSet::new();
-    // Reads beside the creates: a created pod, through the front door.
+    // Reads beside the creates, until the phase ends: a created pod, through the front door.
+    let reading = Arc::new(AtomicBool::new(true));
     let reader = {
-        let (pods, tenants) = (pods.clone(), tenants.to_vec());
+        let (pods, tenants, reading) = (pods.clone(), tenants.to_vec(), reading.clone());
         let name = name.to_owned();
         tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0);
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             for i in 0usize.. {
                 tick.tick().await;
+                if !reading.load(Ordering::Relaxed) {
+                    break;
+                }
                 let key = model::object_key(
                     "pods",
                     Pod::SCOPE,
@@ -356,9 +361,6 @@ async fn phase(
                 match pods.get(&key).await {
                     Ok(_) => lat.push(t.elapsed()),
                     Err(_) => errors += 1,
-                }
-                if lat.len() + errors >= 100_000 {
-                    break;
                 }
             }
             (lat, errors)
@@ -407,7 +409,6 @@ async fn phase(
     while set.join_next().await.is_some() {}
     let created_in = begin.elapsed();
     let timeout = Duration::from_secs(60) + Duration::from_millis(count as u64 * 20);
-    let deadline = Instant::now() + timeout;
     let prefix = format!("{name}-");
     let ready_count = || {
         tracker
@@ -419,18 +420,9 @@ async fn phase(
             .count()
     };
     let created = count - creates.lock().unwrap_or_else(|e| e.into_inner()).1;
-    loop {
-        let n = ready_count();
-        if n >= created {
-            break;
-        }
-        if Instant::now() > deadline {
-            println!("{name}: only {n} of {created} pods Ready within {timeout:?}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    reader.abort();
+    wait_for(name, "Ready", created, timeout, ready_count).await;
+    reading.store(false, Ordering::Relaxed);
+    let read_for = begin.elapsed();
     let reads = reader.await.ok();
 
     let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -456,7 +448,7 @@ async fn phase(
     );
     println!("  {}", VerbStats::of("create", lat, errors, created_in));
     if let Some((lat, errors)) = reads {
-        println!("  {}", VerbStats::of("get", lat, errors, created_in));
+        println!("  {}", VerbStats::of("get", lat, errors, read_for));
     }
     println!(
         "  Ready: {} in {:.2} s ({:.0} pods/s); startup p50 {} p90 {} p99 {} max {}",

@@ -519,6 +519,8 @@ fn two_tenant_and_two_resource_partitions_as_processes() {
         "Ready: 30 in",
         "Ready: 20 in",
         "bound in all: 30 in",
+        " 30 ok     0 err",
+        "get ",
         "per node)",
     ] {
         assert!(report.contains(line), "no {line:?} in:\n{report}");
