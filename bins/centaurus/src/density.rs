@@ -88,7 +88,7 @@ struct Tracker {
     last: Option<Instant>,
 }
 
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -96,7 +96,7 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-pub(crate) fn ms(d: Duration) -> String {
+fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -526,13 +526,22 @@ fn report(t: &Tracker, phase: &str, count: usize) {
         .last
         .map_or(Duration::ZERO, |l| l.saturating_duration_since(begin));
     println!(
-        "{phase}: {} of {count} pods started in {:.2} s ({:.0} pods/s); startup p50 {} p90 {} p99 {} max {}",
+        "{phase}: {} of {count} pods started {}",
         lat.len(),
-        span.as_secs_f64(),
-        lat.len() as f64 / span.as_secs_f64().max(1e-9),
-        ms(percentile(&lat, 0.50)),
-        ms(percentile(&lat, 0.90)),
-        ms(percentile(&lat, 0.99)),
-        ms(lat.last().copied().unwrap_or_default()),
+        startup_figures(&lat, span)
     );
+}
+
+/// `in S s (R pods/s); startup p50 .. p90 .. p99 .. max ..` of the sorted startup
+/// latencies `sorted` of pods that started within `span`.
+pub(crate) fn startup_figures(sorted: &[Duration], span: Duration) -> String {
+    format!(
+        "in {:.2} s ({:.0} pods/s); startup p50 {} p90 {} p99 {} max {}",
+        span.as_secs_f64(),
+        sorted.len() as f64 / span.as_secs_f64().max(1e-9),
+        ms(percentile(sorted, 0.50)),
+        ms(percentile(sorted, 0.90)),
+        ms(percentile(sorted, 0.99)),
+        ms(sorted.last().copied().unwrap_or_default()),
+    )
 }

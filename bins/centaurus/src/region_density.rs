@@ -24,7 +24,7 @@ use centaurus_core::controller::WatchEvent;
 use centaurus_core::model::{self, Namespace, Node, ObjectMeta, Pod, Resource, Tenant};
 use futures::StreamExt;
 
-use crate::density::{Workload, ms, percentile, pod_in, started, wait_for};
+use crate::density::{Workload, pod_in, started, startup_figures, wait_for};
 use crate::region::RegionFile;
 
 /// A density run against a running region.
@@ -451,14 +451,9 @@ async fn phase(
         println!("  {}", VerbStats::of("get", lat, errors, read_for));
     }
     println!(
-        "  Ready: {} in {:.2} s ({:.0} pods/s); startup p50 {} p90 {} p99 {} max {}",
+        "  Ready: {} {}",
         startup.len(),
-        span.as_secs_f64(),
-        startup.len() as f64 / span.as_secs_f64().max(1e-9),
-        ms(percentile(&startup, 0.50)),
-        ms(percentile(&startup, 0.90)),
-        ms(percentile(&startup, 0.99)),
-        ms(startup.last().copied().unwrap_or_default()),
+        startup_figures(&startup, span)
     );
     // Scheduling throughput: pods bound per second from the first create to the last
     // binding, per tenant partition and in all.
